@@ -1,0 +1,6 @@
+//! The local authority: Entra ID token endpoint, IMDS v1 + v2 and a token-bound resource, as strict
+//! as the real ones. Used by popgate's tests, benches and `popgate dev`, and as a standalone binary.
+
+pub mod faults;
+pub mod imds;
+pub mod observe;

@@ -1,0 +1,1 @@
+//! routes.yaml: schema, loading with file:line:col errors, semantic validation.

@@ -1,0 +1,4 @@
+//! Where tokens and binding certificates come from.
+
+pub mod binding;
+pub mod token;

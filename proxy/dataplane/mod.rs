@@ -1,0 +1,1 @@
+//! Listeners, request forwarding, header rewriting, upstream mTLS clients.

@@ -1,0 +1,1 @@
+//! Token cache, single-flight, refresh scheduling, snapshot publishing.

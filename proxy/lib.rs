@@ -1,0 +1,8 @@
+//! popgate: an egress proxy that re-originates plain HTTP over mutual TLS with Entra ID tokens.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod credential;
+pub mod dataplane;
+pub mod engine;
+pub mod routing;

@@ -1,0 +1,1 @@
+//! RouteTable: host + path-prefix matching.
