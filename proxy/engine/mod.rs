@@ -1,1 +1,4 @@
 //! Token cache, single-flight, refresh scheduling, snapshot publishing.
+
+pub mod cache;
+pub mod schedule;
