@@ -148,9 +148,14 @@ impl<E: Clone> TokenCache<E> {
 
     /// Acquire a new token even though the cached one may still be usable (refresh ahead). On
     /// failure the cached token stays in place and keeps being served while it is usable.
+    ///
+    /// `seen` is the generation the caller scheduled its refresh from: when another caller (a
+    /// route sharing the key) has already replaced it, that newer token is returned instead of
+    /// acquiring again, so N routes on one key cost one refresh.
     pub async fn refresh<F, Fut>(
         &self,
         key: &CacheKey,
+        seen: Option<u64>,
         acquire: F,
     ) -> Result<CachedToken, CacheError<E>>
     where
@@ -159,6 +164,13 @@ impl<E: Clone> TokenCache<E> {
     {
         let entry = self.entry(key);
         let mut state = entry.lock().await;
+        if let (Some(seen), Some(current)) = (seen, &state.current)
+            && current.generation > seen
+            && self.usable(current, SystemTime::now())
+        {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(current.clone());
+        }
         self.acquire_locked(&mut state, acquire).await
     }
 
@@ -308,7 +320,10 @@ mod tests {
         // 4 minutes left of a 1-hour token: inside the 5-minute margin, so not usable.
         let mut stale = token("old", Duration::from_secs(240));
         stale.expires_at = SystemTime::now() + Duration::from_secs(240);
-        cache.refresh(&key(), || async { Ok(stale) }).await.unwrap();
+        cache
+            .refresh(&key(), None, || async { Ok(stale) })
+            .await
+            .unwrap();
         let got = cache
             .get(&key(), || async { Ok(token("new", HOUR)) })
             .await
@@ -318,7 +333,7 @@ mod tests {
         let mut expired = token("expired", HOUR);
         expired.expires_at = SystemTime::now() - Duration::from_secs(1);
         cache
-            .refresh(&key(), || async { Ok(expired) })
+            .refresh(&key(), None, || async { Ok(expired) })
             .await
             .unwrap();
         let got = cache
@@ -336,7 +351,7 @@ mod tests {
             .await
             .unwrap();
         let err = cache
-            .refresh(&key(), || async {
+            .refresh(&key(), None, || async {
                 Err(Failure::new("AADSTS50000".to_string()))
             })
             .await
@@ -410,7 +425,7 @@ mod tests {
             .await
             .unwrap();
         let second = cache
-            .refresh(&key(), || async { Ok(token("t2", HOUR)) })
+            .refresh(&key(), None, || async { Ok(token("t2", HOUR)) })
             .await
             .unwrap();
         assert!(!cache.invalidate(&key(), first.generation).await);
@@ -421,6 +436,31 @@ mod tests {
             .unwrap();
         assert_eq!(third.token.access_token.expose_secret(), "t3");
         assert!(third.generation > second.generation);
+    }
+
+    #[tokio::test]
+    async fn refresh_from_a_stale_generation_reuses_the_newer_token() {
+        let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
+        let first = cache
+            .get(&key(), || async { Ok(token("t1", HOUR)) })
+            .await
+            .unwrap();
+        // Route A refreshes first...
+        let second = cache
+            .refresh(&key(), Some(first.generation), || async {
+                Ok(token("t2", HOUR))
+            })
+            .await
+            .unwrap();
+        // ...route B, scheduled from the same first token, gets t2 without a second acquisition.
+        let b = cache
+            .refresh(&key(), Some(first.generation), || async {
+                panic!("already refreshed")
+            })
+            .await
+            .unwrap();
+        assert_eq!(b.generation, second.generation);
+        assert_eq!(cache.stats().acquisitions.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
