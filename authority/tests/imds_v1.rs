@@ -57,11 +57,9 @@ async fn v1_sami_token_has_the_vector_shape_and_verifies() {
 #[tokio::test]
 async fn v1_uami_by_each_selector() {
     let imds = start(ImdsSettings::default()).await;
-    let resource_id = percent_encoding::utf8_percent_encode(
-        UAMI_RESOURCE,
-        percent_encoding::NON_ALPHANUMERIC,
-    )
-    .to_string();
+    let resource_id =
+        percent_encoding::utf8_percent_encode(UAMI_RESOURCE, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     for extra in [
         format!("&client_id={UAMI_CLIENT}"),
         format!("&object_id={UAMI_OBJECT}"),
@@ -79,7 +77,13 @@ async fn assert_v1_refused(imds: &Imds, path: &str, headers: &[(&str, &str)], me
     assert_eq!(reply.status, 400, "{path}: {:?}", reply.body);
     let body = reply.json();
     assert_eq!(body["error"], "invalid_request", "{path}");
-    for key in ["error_description", "error_codes", "correlation_id", "trace_id", "timestamp"] {
+    for key in [
+        "error_description",
+        "error_codes",
+        "correlation_id",
+        "trace_id",
+        "timestamp",
+    ] {
         assert!(body.get(key).is_some(), "{path}: error body lacks {key}");
     }
     let description = reply.description();
@@ -287,7 +291,10 @@ async fn dropping_the_handle_stops_serving() {
             Ok(_) => tokio::task::yield_now().await,
         }
     }
-    assert!(stopped, "the IMDS listener still accepts after its handle was dropped");
+    assert!(
+        stopped,
+        "the IMDS listener still accepts after its handle was dropped"
+    );
 }
 
 // ---- App Service ----------------------------------------------------------------------------
@@ -315,7 +322,13 @@ async fn app_service_token_shape_and_selectors() {
     let body = reply.json();
     assert_eq!(
         keys_of(&body),
-        ["access_token", "client_id", "expires_on", "resource", "token_type"]
+        [
+            "access_token",
+            "client_id",
+            "expires_on",
+            "resource",
+            "token_type"
+        ]
     );
     let expires_on: u64 = body["expires_on"].as_str().unwrap().parse().unwrap();
     assert!(expires_on > unix_now());

@@ -52,9 +52,17 @@ async fn platform_metadata_has_the_vector_shape_and_server_header() {
     assert_eq!(body["cuId"]["vmId"], VM_ID);
     assert!(!body["attestationEndpoint"].as_str().unwrap().is_empty());
 
-    let uami = get(&imds, &format!("{PLATFORM}&object_id={UAMI_OBJECT}"), &[META]).await;
+    let uami = get(
+        &imds,
+        &format!("{PLATFORM}&object_id={UAMI_OBJECT}"),
+        &[META],
+    )
+    .await;
     assert_eq!(uami.json()["clientId"], UAMI_CLIENT);
-    assert_eq!(imds.observations.successes(Endpoint::ImdsPlatformMetadata), 2);
+    assert_eq!(
+        imds.observations.successes(Endpoint::ImdsPlatformMetadata),
+        2
+    );
 }
 
 #[tokio::test]
@@ -100,7 +108,12 @@ async fn v2_common_refusals() {
     );
     // The Python client's key is not the configured one (MSAL.NET's mi_res_id).
     assert_refused(
-        &get(&imds, &format!("{PLATFORM}&msi_res_id={UAMI_RESOURCE}"), &[META]).await,
+        &get(
+            &imds,
+            &format!("{PLATFORM}&msi_res_id={UAMI_RESOURCE}"),
+            &[META],
+        )
+        .await,
         "msi_res_id",
     );
     assert_refused(
@@ -116,16 +129,27 @@ async fn v2_common_refusals() {
         &get(&imds, &format!("{PLATFORM}&client_id=nope"), &[META]).await,
         "Identity not found",
     );
-    let post = send(&imds, "POST", PLATFORM, &[META], Some("")).await.unwrap();
+    let post = send(&imds, "POST", PLATFORM, &[META], Some(""))
+        .await
+        .unwrap();
     assert_eq!(post.status, 405);
     let get_issue = get(&imds, ISSUE, &[META]).await;
     assert_eq!(get_issue.status, 405);
     let csr = build_csr(&CsrSpec::for_identity(SAMI_CLIENT));
-    let no_meta = send(&imds, "POST", ISSUE, &[JSON], Some(&issue_body(&csr.base64)))
-        .await
-        .unwrap();
+    let no_meta = send(
+        &imds,
+        "POST",
+        ISSUE,
+        &[JSON],
+        Some(&issue_body(&csr.base64)),
+    )
+    .await
+    .unwrap();
     assert_refused(&no_meta, "metadata header");
-    assert_eq!(imds.observations.successes(Endpoint::ImdsIssueCredential), 0);
+    assert_eq!(
+        imds.observations.successes(Endpoint::ImdsIssueCredential),
+        0
+    );
 }
 
 #[tokio::test]
@@ -156,7 +180,10 @@ async fn v2_disabled_answers_404_like_an_old_imds() {
     .await;
     assert_eq!(get(&imds, PLATFORM, &[META]).await.status, 404);
     let csr = build_csr(&CsrSpec::for_identity(SAMI_CLIENT));
-    assert_eq!(issue(&imds, ISSUE, &issue_body(&csr.base64)).await.status, 404);
+    assert_eq!(
+        issue(&imds, ISSUE, &issue_body(&csr.base64)).await.status,
+        404
+    );
     // v1 still works.
     let v1 = get(
         &imds,
@@ -295,7 +322,10 @@ async fn issue_credential_body_refusals() {
         &issue(&imds, ISSUE, &issue_body(&STANDARD.encode(trailing))).await,
         "PKCS#10",
     );
-    assert_eq!(imds.observations.successes(Endpoint::ImdsIssueCredential), 0);
+    assert_eq!(
+        imds.observations.successes(Endpoint::ImdsIssueCredential),
+        0
+    );
 }
 
 /// Sends a CSR built from `spec` for the SAMI and expects a 400 naming `mention`.
@@ -347,7 +377,10 @@ async fn csr_signature_defects_are_refused() {
         "hashAlgorithm absent",
     )
     .await;
-    assert_eq!(imds.observations.successes(Endpoint::ImdsIssueCredential), 0);
+    assert_eq!(
+        imds.observations.successes(Endpoint::ImdsIssueCredential),
+        0
+    );
 }
 
 #[tokio::test]
@@ -397,13 +430,20 @@ async fn csr_subject_defects_are_refused() {
     .await;
     refused_csr(
         &imds,
-        with(vec![dc.clone(), (OID_CN, Tag::Utf8String, UAMI_CLIENT.into())]),
+        with(vec![
+            dc.clone(),
+            (OID_CN, Tag::Utf8String, UAMI_CLIENT.into()),
+        ]),
         "clientId",
     )
     .await;
     refused_csr(
         &imds,
-        with(vec![dc.clone(), cn.clone(), (OID_CN, Tag::Utf8String, "x".into())]),
+        with(vec![
+            dc.clone(),
+            cn.clone(),
+            (OID_CN, Tag::Utf8String, "x".into()),
+        ]),
         "3 RDNs",
     )
     .await;
@@ -427,14 +467,20 @@ async fn csr_attribute_defects_are_refused() {
     refused_csr(&imds, with(vec![extra]), "1.3.6.1.4.1.311.90.2.10").await;
     refused_csr(
         &imds,
-        with(vec![(OID_CU_ID, vec![(Tag::Utf8String, "{\"vmId\":\"other\"}".into())])]),
+        with(vec![(
+            OID_CU_ID,
+            vec![(Tag::Utf8String, "{\"vmId\":\"other\"}".into())],
+        )]),
         "cuId must be",
     )
     .await;
     // Same JSON, not compact: IMDS compares the exact string.
     refused_csr(
         &imds,
-        with(vec![(OID_CU_ID, vec![(Tag::Utf8String, format!("{{ \"vmId\": \"{VM_ID}\" }}"))])]),
+        with(vec![(
+            OID_CU_ID,
+            vec![(Tag::Utf8String, format!("{{ \"vmId\": \"{VM_ID}\" }}"))],
+        )]),
         "cuId must be",
     )
     .await;
@@ -474,7 +520,8 @@ async fn attestation_required_fault_answers_the_vector() {
         vector("imdsv2-issuecredential-400-attestation-missing.json")
     );
     // With an attestation token, the demand is met.
-    let attested = serde_json::json!({"csr": csr.base64, "attestation_token": "maa.jwt"}).to_string();
+    let attested =
+        serde_json::json!({"csr": csr.base64, "attestation_token": "maa.jwt"}).to_string();
     assert_eq!(issue(&imds, ISSUE, &attested).await.status, 200);
     // Fault used up: no attestation needed any more.
     assert_eq!(
@@ -500,7 +547,14 @@ async fn v2_status_faults_and_drop() {
     assert_eq!(get(&imds, PLATFORM, &[META]).await.status, 410);
     assert_eq!(get(&imds, PLATFORM, &[META]).await.status, 200);
     let csr = build_csr(&CsrSpec::for_identity(SAMI_CLIENT));
-    let dropped = send(&imds, "POST", ISSUE, &[META, JSON], Some(&issue_body(&csr.base64))).await;
+    let dropped = send(
+        &imds,
+        "POST",
+        ISSUE,
+        &[META, JSON],
+        Some(&issue_body(&csr.base64)),
+    )
+    .await;
     assert!(dropped.is_err());
     assert_eq!(
         issue(&imds, ISSUE, &issue_body(&csr.base64)).await.status,
@@ -525,7 +579,9 @@ fn vector_certificate_thumbprint() {
     );
     let golden = vector("imdsv2-issuecredential-200.json");
     assert_eq!(
-        STANDARD.decode(golden["certificate"].as_str().unwrap()).unwrap(),
+        STANDARD
+            .decode(golden["certificate"].as_str().unwrap())
+            .unwrap(),
         der
     );
 }

@@ -66,7 +66,9 @@ impl Pki {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -250,7 +252,10 @@ impl Reply {
     }
 
     fn www_authenticate(&self) -> String {
-        self.headers["www-authenticate"].to_str().unwrap().to_string()
+        self.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -290,9 +295,15 @@ impl Conn {
 
     async fn get(&mut self, host: &str, path: &str, auth: Option<String>) -> Reply {
         let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("authorization", a)).collect();
-        self.send(host, "GET", path, &headers, Either::Left(Full::new(Bytes::new())))
-            .await
-            .expect("the resource answered")
+        self.send(
+            host,
+            "GET",
+            path,
+            &headers,
+            Either::Left(Full::new(Bytes::new())),
+        )
+        .await
+        .expect("the resource answered")
     }
 }
 
@@ -387,7 +398,12 @@ async fn pop_refusals() {
         let for_b = token(&r.keys, GRAPH, Some(&r.client_b), 600);
         let reply = conn.get("graph.local", "/", pop(&for_b)).await;
         assert_invalid_token(&reply, "mtls_pop", &r.client_b.x5t());
-        assert!(!reply.body.windows(for_b.len()).any(|w| w == for_b.as_bytes()));
+        assert!(
+            !reply
+                .body
+                .windows(for_b.len())
+                .any(|w| w == for_b.as_bytes())
+        );
         // Expired.
         let expired = token(&r.keys, GRAPH, Some(&r.client_a), -30);
         assert_invalid_token(
@@ -424,10 +440,16 @@ async fn pop_refusals() {
             "cnf",
         );
         // No Authorization, unknown scheme, no token after the scheme.
-        assert_invalid_token(&conn.get("graph.local", "/", None).await, "mtls_pop", "no Authorization");
+        assert_invalid_token(
+            &conn.get("graph.local", "/", None).await,
+            "mtls_pop",
+            "no Authorization",
+        );
         let good = token(&r.keys, GRAPH, Some(&r.client_a), 600);
         assert_invalid_token(
-            &conn.get("graph.local", "/", Some(format!("PoP {good}"))).await,
+            &conn
+                .get("graph.local", "/", Some(format!("PoP {good}")))
+                .await,
             "mtls_pop",
             "unsupported authorization scheme",
         );
@@ -438,12 +460,20 @@ async fn pop_refusals() {
         );
         // A PoP token on a Bearer-only resource.
         assert_invalid_token(
-            &conn.get("bearer.local", "/", pop(&token(&r.keys, BEARER_ONLY, Some(&r.client_a), 600))).await,
+            &conn
+                .get(
+                    "bearer.local",
+                    "/",
+                    pop(&token(&r.keys, BEARER_ONLY, Some(&r.client_a), 600)),
+                )
+                .await,
             "Bearer",
             "does not accept mtls_pop",
         );
         // The scheme is case-insensitive: the same good token is accepted as MTLS_POP.
-        let ok = conn.get("graph.local", "/", Some(format!("MTLS_POP {good}"))).await;
+        let ok = conn
+            .get("graph.local", "/", Some(format!("MTLS_POP {good}")))
+            .await;
         assert_eq!(ok.status, 200, "{:?}", ok.body);
     }
     let refused = r
@@ -508,7 +538,10 @@ async fn a_client_without_a_certificate_cannot_connect() {
             .await
             .is_err(),
     };
-    assert!(outcome, "the resource served a client without a certificate");
+    assert!(
+        outcome,
+        "the resource served a client without a certificate"
+    );
     assert_eq!(r.observations.count(Endpoint::Resource), 0);
 }
 
@@ -604,7 +637,9 @@ async fn response_size_status_and_delay_are_honoured() {
     for proto in [Proto::H1, Proto::H2] {
         let mut conn = connect(&r, Some(&r.client_a), proto).await.unwrap();
         let size = 100_003u64;
-        let reply = conn.get("graph.local", &format!("/big?size={size}"), pop(&t)).await;
+        let reply = conn
+            .get("graph.local", &format!("/big?size={size}"), pop(&t))
+            .await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body.len() as u64, size, "{proto:?}");
         for (i, b) in reply.body.iter().enumerate() {
@@ -634,11 +669,18 @@ async fn response_size_status_and_delay_are_honoured() {
             .unwrap();
         assert_eq!(&by_header.body[..], b"abcdefghij");
 
-        let status = conn.get("graph.local", "/?status=503&delay_ms=5", pop(&t)).await;
+        let status = conn
+            .get("graph.local", "/?status=503&delay_ms=5", pop(&t))
+            .await;
         assert_eq!(status.status, 503);
         assert_eq!(status.json()["authorized"], true);
 
-        for bad in ["/?size=-1", "/?status=42", "/?delay_ms=999999999", "/?size=lots"] {
+        for bad in [
+            "/?size=-1",
+            "/?status=42",
+            "/?delay_ms=999999999",
+            "/?size=lots",
+        ] {
             let reply = conn.get("graph.local", bad, pop(&t)).await;
             assert_eq!(reply.status, 400, "{bad}");
             assert_eq!(reply.json()["error"], "invalid_request", "{bad}");
@@ -660,7 +702,8 @@ async fn faults_apply_to_the_resource() {
         1,
     );
     r.faults.push(Endpoint::Resource, Fault::Drop, 1);
-    r.faults.push(Endpoint::Resource, Fault::Delay { millis: 5 }, 1);
+    r.faults
+        .push(Endpoint::Resource, Fault::Delay { millis: 5 }, 1);
     let mut conn = connect(&r, Some(&r.client_a), Proto::H1).await.unwrap();
     let throttled = conn.get("graph.local", "/", pop(&t)).await;
     assert_eq!(throttled.status, 429);
@@ -674,7 +717,10 @@ async fn faults_apply_to_the_resource() {
             Either::Left(Full::new(Bytes::new())),
         )
         .await;
-    assert!(dropped.is_err(), "expected a dropped connection: {dropped:?}");
+    assert!(
+        dropped.is_err(),
+        "expected a dropped connection: {dropped:?}"
+    );
     let mut conn = connect(&r, Some(&r.client_a), Proto::H2).await.unwrap();
     assert_eq!(conn.get("graph.local", "/", pop(&t)).await.status, 200);
     let statuses: Vec<u16> = r.observations.log().iter().map(|rec| rec.status).collect();
@@ -697,5 +743,8 @@ async fn dropping_the_handle_stops_serving() {
             Ok(_) => tokio::task::yield_now().await,
         }
     }
-    assert!(stopped, "the resource still accepts after its handle was dropped");
+    assert!(
+        stopped,
+        "the resource still accepts after its handle was dropped"
+    );
 }

@@ -15,8 +15,7 @@ use super::backend::CuId;
 
 const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
-const OID_SHA256_WITH_RSA: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const OID_SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const OID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const OID_DOMAIN_COMPONENT: ObjectIdentifier =
@@ -314,13 +313,15 @@ fn check_subject(req: &CertReq, expected: &ExpectedCsr<'_>) -> Result<(), CsrErr
             Some(got) => {
                 return Err(CsrError::Subject(format!(
                     "{label} must be '{value}' (the addressed identity's {}); got '{got}'",
-                    if label == "DC" { "tenantId" } else { "clientId" }
+                    if label == "DC" {
+                        "tenantId"
+                    } else {
+                        "clientId"
+                    }
                 )));
             }
             None => {
-                return Err(CsrError::Subject(format!(
-                    "{label} value is not a string"
-                )));
+                return Err(CsrError::Subject(format!("{label} value is not a string")));
             }
         }
     }

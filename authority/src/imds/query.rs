@@ -113,9 +113,9 @@ pub(crate) fn metadata_header_problem(headers: &HeaderMap) -> Option<&'static st
 
 /// IMDS refuses proxied requests (another SSRF guard); `None` when none is marked as proxied.
 pub(crate) fn forwarded_problem(headers: &HeaderMap) -> Option<&'static str> {
-    headers
-        .contains_key("x-forwarded-for")
-        .then_some("Request was forwarded (X-Forwarded-For header present); IMDS refuses proxied requests")
+    headers.contains_key("x-forwarded-for").then_some(
+        "Request was forwarded (X-Forwarded-For header present); IMDS refuses proxied requests",
+    )
 }
 
 /// 405 for any method but `expected`.

@@ -73,7 +73,10 @@ impl std::fmt::Debug for ImdsSettings {
             .field("v2_uami_resource_id_key", &self.v2_uami_resource_id_key)
             .field(
                 "app_service_identity_header",
-                &self.app_service_identity_header.as_ref().map(|_| "<redacted>"),
+                &self
+                    .app_service_identity_header
+                    .as_ref()
+                    .map(|_| "<redacted>"),
             )
             .field("server_header", &self.server_header)
             .field("attestation_endpoint", &self.attestation_endpoint)
@@ -187,11 +190,7 @@ async fn handle(
     ctx: &Ctx,
 ) -> Result<Response<Full<Bytes>>, DroppedByFault> {
     let Some(endpoint) = endpoint_for(req.uri().path(), &ctx.settings) else {
-        let answer = v2_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such IMDS endpoint",
-        );
+        let answer = v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint");
         return Ok(render(answer, None));
     };
     let server_header = (endpoint != Endpoint::AppService).then_some(&ctx.settings.server_header);
@@ -255,11 +254,9 @@ async fn handle(
             app_service::token(&req.into_parts().0, backend, secret)
         }
         // endpoint_for never yields these.
-        Endpoint::Token | Endpoint::Resource => v2_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such IMDS endpoint",
-        ),
+        Endpoint::Token | Endpoint::Resource => {
+            v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint")
+        }
     };
     Ok(finish(ctx, endpoint, answer, server_header))
 }
@@ -348,7 +345,11 @@ fn finish_raw(
     raw: RawAnswer,
     server_header: Option<&String>,
 ) -> Response<Full<Bytes>> {
-    tracing::info!(?endpoint, status = raw.status.as_u16(), "imds fault: status");
+    tracing::info!(
+        ?endpoint,
+        status = raw.status.as_u16(),
+        "imds fault: status"
+    );
     record(ctx, endpoint, raw.status.as_u16(), None, "injected_status");
     let mut response = Response::new(Full::new(raw.body));
     *response.status_mut() = raw.status;

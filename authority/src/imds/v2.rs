@@ -149,7 +149,10 @@ pub(crate) async fn issue_credential(
     if !is_json_content_type(&parts) {
         return bad("Content-Type must be application/json").for_client(&client_id);
     }
-    let bytes = match Limited::new(body, MAX_ISSUE_CREDENTIAL_BODY).collect().await {
+    let bytes = match Limited::new(body, MAX_ISSUE_CREDENTIAL_BODY)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return v2_error(

@@ -80,14 +80,17 @@ pub fn authorize(
                 audience.audience
             )));
         }
-        let presented = presented_x5t
-            .ok_or_else(|| refuse("an mtls_pop token needs a TLS client certificate; none was presented"))?;
+        let presented = presented_x5t.ok_or_else(|| {
+            refuse("an mtls_pop token needs a TLS client certificate; none was presented")
+        })?;
         let claims = keys.verify(token, &audience.audience).map_err(describe)?;
         let bound = claims
             .cnf
             .as_ref()
             .map(|c| c.x5t_s256.as_str())
-            .ok_or_else(|| refuse("the token has no cnf claim: it is not bound to a certificate"))?;
+            .ok_or_else(|| {
+                refuse("the token has no cnf claim: it is not bound to a certificate")
+            })?;
         if bound != presented {
             return Err(refuse(format!(
                 "the token is bound to certificate x5t#S256={bound} but the TLS client certificate is x5t#S256={presented}"

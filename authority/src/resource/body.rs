@@ -126,7 +126,6 @@ impl Body for GeneratedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
 
     #[tokio::test]
     async fn generated_body_has_exact_length_and_pattern() {

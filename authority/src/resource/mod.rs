@@ -141,10 +141,7 @@ async fn serve_connection(
         peer_leaf(tls.get_ref().1).map(|leaf| Arc::from(x5t_s256(leaf.as_ref())));
     let service = service_fn(move |req| handler::handle(req, ctx.clone(), presented.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder
-        .serve_connection(TokioIo::new(tls), service)
-        .await
-    {
+    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(%error, "resource connection ended with an error");
     }
 }

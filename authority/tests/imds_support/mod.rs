@@ -128,9 +128,10 @@ impl ImdsBackend for TestBackend {
             description: e.to_string(),
         })?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 25]), identity.tenant_id.as_str());
+        params.distinguished_name.push(
+            rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 25]),
+            identity.tenant_id.as_str(),
+        );
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, identity.client_id.as_str());
@@ -154,12 +155,17 @@ impl ImdsBackend for TestBackend {
             return Err(BackendError {
                 error: "invalid_resource".into(),
                 code: 500011,
-                description: format!("The resource principal named {resource} was not found in the tenant"),
+                description: format!(
+                    "The resource principal named {resource} was not found in the tenant"
+                ),
             });
         }
         let now = unix_now();
         let claims = Claims {
-            iss: format!("https://login.microsoftonline.com/{}/v2.0", identity.tenant_id),
+            iss: format!(
+                "https://login.microsoftonline.com/{}/v2.0",
+                identity.tenant_id
+            ),
             aud: resource.into(),
             sub: identity.object_id.clone(),
             tid: identity.tenant_id.clone(),
@@ -293,10 +299,7 @@ pub fn keys_of(v: &serde_json::Value) -> Vec<String> {
 
 /// A golden vector from /work/shared/vectors.
 pub fn vector(name: &str) -> serde_json::Value {
-    let path = format!(
-        "{}/../../shared/vectors/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../shared/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -315,8 +318,12 @@ const SHA256_ALG: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
 ];
 /// DER of `AlgorithmIdentifier { sha1, NULL }`.
-const SHA1_ALG: &[u8] = &[0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00];
-const MGF1_OID: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+const SHA1_ALG: &[u8] = &[
+    0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+];
+const MGF1_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08,
+];
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     assert!(content.len() < 128, "short-form lengths only");
