@@ -161,6 +161,7 @@ fn check_signature_algorithm(alg: &AlgorithmIdentifierOwned) -> Result<(), CsrEr
     let params_der = params
         .to_der()
         .map_err(|e| CsrError::PssParameters(e.to_string()))?;
+    check_pss_field_order(&params_der)?;
     let mut reader =
         SliceReader::new(&params_der).map_err(|e| CsrError::PssParameters(e.to_string()))?;
     // RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0], maskGenAlgorithm [1], saltLength [2],
@@ -222,6 +223,45 @@ fn check_signature_algorithm(alg: &AlgorithmIdentifierOwned) -> Result<(), CsrEr
         Some(other) => Err(CsrError::PssParameters(format!(
             "trailerField must be 1; got {other}"
         ))),
+    }
+}
+
+/// The params' fields must be `[0]`..`[3]`, each at most once, in order: der's `decode_explicit`
+/// would otherwise skip a repeated or misplaced field silently.
+fn check_pss_field_order(params_der: &[u8]) -> Result<(), CsrError> {
+    let malformed = |e: der::Error| CsrError::PssParameters(format!("malformed: {e}"));
+    let mut reader = SliceReader::new(params_der).map_err(malformed)?;
+    let problem = reader
+        .sequence(|r| {
+            // Read every field (the nested reader must be consumed), remembering the first problem.
+            let mut last: Option<u8> = None;
+            let mut problem = None;
+            while !r.is_finished() {
+                let header = r.peek_header()?;
+                r.tlv_bytes()?;
+                if problem.is_some() {
+                    continue;
+                }
+                match header.tag {
+                    Tag::ContextSpecific {
+                        constructed: true,
+                        number,
+                    } if number.value() <= 3 => {
+                        let number = number.value();
+                        if last.is_some_and(|l| l >= number) {
+                            problem = Some(format!("field [{number}] repeated or out of order"));
+                        }
+                        last = Some(number);
+                    }
+                    other => problem = Some(format!("unexpected field {other}")),
+                }
+            }
+            Ok(problem)
+        })
+        .map_err(malformed)?;
+    match problem {
+        Some(p) => Err(CsrError::PssParameters(p)),
+        None => Ok(()),
     }
 }
 
@@ -382,6 +422,21 @@ mod tests {
             vmss_id: Some("s".into()),
         };
         assert_eq!(compact_cu_id(&both), r#"{"vmId":"v","vmssId":"s"}"#);
+    }
+
+    #[test]
+    fn pss_fields_must_be_unique_and_ordered() {
+        // SEQUENCE { [2] INTEGER 32, [2] INTEGER 32 }
+        let repeated = [0x30, 0x0a, 0xa2, 0x03, 0x02, 0x01, 0x20, 0xa2, 0x03, 0x02, 0x01, 0x20];
+        assert!(matches!(
+            check_pss_field_order(&repeated),
+            Err(CsrError::PssParameters(p)) if p.contains("repeated")
+        ));
+        // SEQUENCE { INTEGER 32 }: not a context-specific field.
+        let stray = [0x30, 0x03, 0x02, 0x01, 0x20];
+        assert!(check_pss_field_order(&stray).is_err());
+        let fine = [0x30, 0x05, 0xa2, 0x03, 0x02, 0x01, 0x20];
+        assert_eq!(check_pss_field_order(&fine), Ok(()));
     }
 
     #[test]
