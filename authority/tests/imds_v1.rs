@@ -394,3 +394,37 @@ fn settings_debug_hides_the_identity_secret() {
     assert_eq!(settings.v2_uami_resource_id_key, "mi_res_id");
     assert_eq!(settings.server_header, "IMDS/150.870.65.1854");
 }
+
+#[tokio::test]
+async fn app_service_wrong_method_is_405() {
+    let imds = app_service().await;
+    let reply = send(
+        &imds,
+        "POST",
+        &app(""),
+        &[("X-IDENTITY-HEADER", SECRET)],
+        Some(""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.json()["statusCode"], 405);
+}
+
+#[tokio::test]
+async fn an_invalid_injected_status_is_reported_not_panicked() {
+    let imds = start(ImdsSettings::default()).await;
+    imds.faults.push(
+        Endpoint::ImdsV1Token,
+        Fault::Status {
+            code: 1000,
+            retry_after: None,
+            body: None,
+        },
+        1,
+    );
+    let reply = get(&imds, &v1(""), &[META]).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json()["error"], "bad_fault");
+    assert!(reply.description().contains("1000"));
+}

@@ -585,3 +585,16 @@ fn vector_certificate_thumbprint() {
         der
     );
 }
+
+#[tokio::test]
+async fn a_vm_without_any_id_is_a_server_error() {
+    let mut backend = TestBackend::new(true);
+    backend.cu = CuId {
+        vm_id: None,
+        vmss_id: None,
+    };
+    let imds = start_with(backend, ImdsSettings::default()).await;
+    let reply = get(&imds, PLATFORM, &[META]).await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.description().contains("vmId"));
+}

@@ -271,6 +271,8 @@ impl Conn {
         let mut builder = Request::builder().method(method);
         builder = if self.h2.is_some() {
             builder.uri(format!("https://{host}{path}"))
+        } else if host.is_empty() {
+            builder.uri(path)
         } else {
             builder.uri(path).header("host", host)
         };
@@ -746,5 +748,20 @@ async fn dropping_the_handle_stops_serving() {
     assert!(
         stopped,
         "the resource still accepts after its handle was dropped"
+    );
+}
+
+#[tokio::test]
+async fn an_h1_request_without_host_is_400() {
+    let r = start().await;
+    let mut conn = connect(&r, Some(&r.client_a), Proto::H1).await.unwrap();
+    let t = token(&r.keys, GRAPH, Some(&r.client_a), 600);
+    let reply = conn.get("", "/", pop(&t)).await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("names no host")
     );
 }

@@ -427,7 +427,9 @@ mod tests {
     #[test]
     fn pss_fields_must_be_unique_and_ordered() {
         // SEQUENCE { [2] INTEGER 32, [2] INTEGER 32 }
-        let repeated = [0x30, 0x0a, 0xa2, 0x03, 0x02, 0x01, 0x20, 0xa2, 0x03, 0x02, 0x01, 0x20];
+        let repeated = [
+            0x30, 0x0a, 0xa2, 0x03, 0x02, 0x01, 0x20, 0xa2, 0x03, 0x02, 0x01, 0x20,
+        ];
         assert!(matches!(
             check_pss_field_order(&repeated),
             Err(CsrError::PssParameters(p)) if p.contains("repeated")

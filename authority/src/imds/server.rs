@@ -245,14 +245,11 @@ async fn handle(
         Endpoint::ImdsIssueCredential => {
             v2::issue_credential(req, backend, &ctx.settings, attestation_required).await
         }
-        Endpoint::AppService => {
-            let secret = ctx
-                .settings
-                .app_service_identity_header
-                .as_deref()
-                .unwrap_or_default();
-            app_service::token(&req.into_parts().0, backend, secret)
-        }
+        Endpoint::AppService => match ctx.settings.app_service_identity_header.as_deref() {
+            Some(secret) => app_service::token(&req.into_parts().0, backend, secret),
+            // endpoint_for only routes here with a secret configured; never compare against none.
+            None => v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint"),
+        },
         // endpoint_for never yields these.
         Endpoint::Token | Endpoint::Resource => {
             v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint")
