@@ -40,6 +40,7 @@ impl Query {
         Ok(Self { pairs })
     }
 
+    /// The decoded value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()

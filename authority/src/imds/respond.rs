@@ -21,6 +21,7 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// A 200 with `body` for `client_id`.
     pub fn ok(body: Value, client_id: String, outcome: &str) -> Self {
         Self {
             status: StatusCode::OK,

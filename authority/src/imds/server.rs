@@ -29,9 +29,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Back off briefly after a failed accept (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// IMDS v1 token path.
 pub const PATH_V1_TOKEN: &str = "/metadata/identity/oauth2/token";
+/// IMDSv2 platform metadata path.
 pub const PATH_PLATFORM_METADATA: &str = "/metadata/identity/getplatformmetadata";
+/// IMDSv2 certificate issuance path.
 pub const PATH_ISSUE_CREDENTIAL: &str = "/metadata/identity/issuecredential";
+/// The App Service identity endpoint path (this authority's `IDENTITY_ENDPOINT`).
 pub const PATH_APP_SERVICE: &str = "/msi/token";
 
 /// How this IMDS behaves.
@@ -92,6 +96,7 @@ pub struct ImdsHandle {
 }
 
 impl ImdsHandle {
+    /// The address IMDS listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -89,6 +89,7 @@ pub struct GeneratedBody {
 }
 
 impl GeneratedBody {
+    /// A body of exactly `len` bytes (see [`generated_byte`]).
     pub fn new(len: u64) -> Self {
         Self { offset: 0, len }
     }

@@ -2,8 +2,11 @@
 //! `mtls_pop` tokens bound to the presented certificate (and Bearer where the audience allows),
 //! echoing what it saw as JSON.
 
+/// The PoP / Bearer access decision.
 pub mod authorize;
+/// Streaming upload digest and generated download bodies.
 pub mod body;
+/// The JSON echo of an authorized request.
 pub mod echo;
 mod handler;
 
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,6 +28,8 @@ use crate::thumbprint::x5t_s256;
 
 /// A handshake that has not finished by then is a stuck or hostile client.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slow-loris client must not pin a connection task forever; real clients send headers at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Back off briefly after a failed accept (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -55,6 +60,7 @@ pub struct ResourceHandle {
 }
 
 impl ResourceHandle {
+    /// The address the resource listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -140,7 +146,11 @@ async fn serve_connection(
     let presented: Option<Arc<str>> =
         peer_leaf(tls.get_ref().1).map(|leaf| Arc::from(x5t_s256(leaf.as_ref())));
     let service = service_fn(move |req| handler::handle(req, ctx.clone(), presented.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(%error, "resource connection ended with an error");
     }
