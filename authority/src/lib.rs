@@ -6,5 +6,6 @@ pub mod client_auth;
 pub mod faults;
 pub mod imds;
 pub mod observe;
+pub mod resource;
 pub mod signing;
 pub mod thumbprint;
