@@ -1,1 +1,3 @@
 //! Token cache, single-flight, refresh scheduling, snapshot publishing.
+
+pub mod snapshot;
