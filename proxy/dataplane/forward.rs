@@ -98,6 +98,14 @@ impl Forwarder {
         let (mut parts, body) = request.into_parts();
         let received = parts.version;
         headers::rewrite_request(&mut parts.headers, received, &snapshot.authorization);
+        if body_needs_chunked(&body) {
+            // hyper's h1 client assumes a GET/HEAD of unknown length has no body; say there is one
+            // so a caller's chunked GET body is not dropped (hyper removes this header on h2).
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            );
+        }
         parts.uri = uri;
         // hyper-util picks h1 or h2 by what the connection negotiated; h1 requires this version.
         parts.version = Version::HTTP_11;
@@ -147,6 +155,12 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// A body of unknown length that is not already finished.
+fn body_needs_chunked(body: &Incoming) -> bool {
+    use http_body::Body as _;
+    !body.is_end_stream() && body.size_hint().exact().is_none()
 }
 
 fn refuse(refusal: &Refusal<'_>) -> Response<ProxyBody> {
