@@ -361,3 +361,20 @@ async fn bearer_token_without_certificate_is_forwarded_and_upstream_refuses_the_
     assert_eq!(body["route"], "graph-bearer");
     assert_eq!(upstream.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_chunked_get_body_is_forwarded_not_dropped() {
+    let s = setup(false, |_| {}).await;
+    let req = Request::builder()
+        .uri("http://graph.microsoft.com/search")
+        .header("host", GRAPH)
+        .header("transfer-encoding", "chunked")
+        .body(TestBody::WithTrailers {
+            data: Some(bytes::Bytes::from_static(b"query-in-body")),
+            trailers: None,
+        })
+        .unwrap();
+    let resp = h1_send(s.proxy.addr, req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.upstream.seen()[0].body_len, 13);
+}
