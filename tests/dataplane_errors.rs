@@ -21,7 +21,10 @@ async fn unrouted_host_gets_403_and_nothing_reaches_the_upstream() {
     // Even the unrouted name resolves to the upstream, so a leak would be counted there.
     let settings = pki.upstream_settings(
         dir.path(),
-        &[("graph.microsoft.com:443", upstream.addr), ("evil.example:443", upstream.addr)],
+        &[
+            ("graph.microsoft.com:443", upstream.addr),
+            ("evil.example:443", upstream.addr),
+        ],
     );
     let proxy = start_proxy(
         vec![(route("graph", Some(GRAPH), Some("/v1.0")), Some(token))],
@@ -42,14 +45,25 @@ async fn unrouted_host_gets_403_and_nothing_reaches_the_upstream() {
     assert_eq!(resp.status(), 403);
 
     // Origin-form without a Host header.
-    let req = Request::builder().uri("/v1.0/me").body(TestBody::Empty).unwrap();
+    let req = Request::builder()
+        .uri("/v1.0/me")
+        .body(TestBody::Empty)
+        .unwrap();
     let resp = h1_send(proxy.addr, req).await;
     // hyper's h1 client adds no Host on its own for origin-form; either way it must be refused.
     assert_eq!(resp.status(), 403);
     assert!(json(resp).await["host"].is_null());
 
-    assert_eq!(upstream.requests(), 0, "a refused request reached the upstream");
-    assert_eq!(upstream.handshakes(), 0, "a refused request opened an upstream connection");
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "a refused request reached the upstream"
+    );
+    assert_eq!(
+        upstream.handshakes(),
+        0,
+        "a refused request opened an upstream connection"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +82,10 @@ async fn connect_gets_405_with_advice() {
     assert_eq!(resp.status(), 405);
     let body = json(resp).await;
     assert_eq!(body["error"], "connect_not_supported");
-    assert!(body["message"].as_str().unwrap().contains("http:// URLs"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("http:// URLs"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +143,10 @@ async fn nothing_listening_gets_502_naming_route_and_cause() {
     assert_eq!(body["error"], "upstream_unreachable");
     assert_eq!(body["route"], "graph");
     let cause = body["cause"].as_str().unwrap();
-    assert!(cause.contains("TCP connect") && cause.contains(&dead.to_string()), "{cause}");
+    assert!(
+        cause.contains("TCP connect") && cause.contains(&dead.to_string()),
+        "{cause}"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +194,10 @@ async fn silent_upstream_gets_504_after_the_connect_timeout() {
     let body = json(resp).await;
     assert_eq!(body["error"], "upstream_timeout");
     assert_eq!(body["route"], "graph");
-    assert!(body["cause"].as_str().unwrap().contains("timed out"), "{body}");
+    assert!(
+        body["cause"].as_str().unwrap().contains("timed out"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +233,10 @@ async fn swapping_the_table_takes_effect_on_the_next_request() {
     let token = pop_token(dir.path(), &pki.binding("c"), "m");
     let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
     let proxy = start_proxy(vec![], &settings, ProxySettings::default()).await;
-    assert_eq!(h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(), 403);
+    assert_eq!(
+        h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(),
+        403
+    );
 
     let slot = popgate::engine::snapshot::RouteSlot::with_snapshot(
         "graph",
@@ -222,6 +248,32 @@ async fn swapping_the_table_takes_effect_on_the_next_request() {
     )])
     .unwrap();
     proxy.table.store(std::sync::Arc::new(table));
-    assert_eq!(h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(), 200);
+    assert_eq!(
+        h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(),
+        200
+    );
     assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_snapshot_is_never_injected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("ca");
+    let upstream = TestUpstream::start(&pki, &pki, false).await;
+    let mut token = pop_token(dir.path(), &pki.binding("c"), "m");
+    // The engine failed to refresh in time: the published token is past its expiry.
+    token.expires_at = std::time::SystemTime::now() - Duration::from_secs(1);
+    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
+    let proxy = start_proxy(
+        vec![(route("graph", Some(GRAPH), None), Some(token))],
+        &settings,
+        ProxySettings::default(),
+    )
+    .await;
+    let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/")).await;
+    assert_eq!(resp.status(), 503);
+    let body = json(resp).await;
+    assert_eq!(body["error"], "no_token");
+    assert_eq!(body["route"], "graph");
+    assert_eq!(upstream.requests(), 0);
 }

@@ -15,6 +15,8 @@ pub enum Refusal<'a> {
     BadRequest { reason: &'a str },
     /// 503: the route has no usable token.
     NoToken { route: &'a str },
+    /// 503: the route's token has expired and no fresher one was published.
+    TokenExpired { route: &'a str },
     /// 502: connecting or the TLS handshake failed, or the upstream broke the exchange.
     Unreachable { route: &'a str, cause: &'a str },
     /// 504: the upstream did not answer in time.
@@ -28,7 +30,9 @@ impl Refusal<'_> {
             Refusal::NoRoute { .. } => StatusCode::FORBIDDEN,
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Refusal::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NoToken { .. } | Refusal::TokenExpired { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Refusal::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -46,6 +50,11 @@ impl Refusal<'_> {
             }),
             Refusal::BadRequest { reason } => json!({ "error": "bad_request", "message": reason }),
             Refusal::NoToken { route } => json!({ "error": "no_token", "route": route }),
+            Refusal::TokenExpired { route } => json!({
+                "error": "no_token",
+                "route": route,
+                "reason": "the route's token has expired and no fresh one is available",
+            }),
             Refusal::Unreachable { route, cause } => {
                 json!({ "error": "upstream_unreachable", "route": route, "cause": cause })
             }
@@ -109,6 +118,10 @@ mod tests {
 
         let (s, b) = json(Refusal::NoToken { route: "graph" }).await;
         assert_eq!((s.as_u16(), b["route"].as_str()), (503, Some("graph")));
+
+        let (s, b) = json(Refusal::TokenExpired { route: "graph" }).await;
+        assert_eq!((s.as_u16(), b["error"].as_str()), (503, Some("no_token")));
+        assert!(b["reason"].as_str().unwrap().contains("expired"));
 
         let (s, b) = json(Refusal::Unreachable {
             route: "graph",

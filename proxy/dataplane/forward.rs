@@ -4,7 +4,7 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -94,6 +94,12 @@ impl Forwarder {
             tracing::warn!(route = %route, "no usable token for route");
             return refuse(&Refusal::NoToken { route: &route });
         };
+
+        // Never inject an expired token, even if the engine failed to replace it in time.
+        if snapshot.expires_at <= SystemTime::now() {
+            tracing::warn!(route = %route, generation = snapshot.generation, "route token expired");
+            return refuse(&Refusal::TokenExpired { route: &route });
+        }
 
         let (mut parts, body) = request.into_parts();
         let received = parts.version;
