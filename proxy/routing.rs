@@ -173,7 +173,8 @@ impl<R> RouteTable<R> {
             bucket.push(route);
             table.len += 1;
         }
-        let by_prefix_len = |r: &Route<R>| std::cmp::Reverse(r.prefix.as_deref().map_or(0, str::len));
+        let by_prefix_len =
+            |r: &Route<R>| std::cmp::Reverse(r.prefix.as_deref().map_or(0, str::len));
         for bucket in table.exact.values_mut() {
             bucket.sort_by_key(by_prefix_len);
         }
@@ -245,9 +246,8 @@ impl<R> RouteTable<R> {
                 Cow::Owned(p) => PathAndQuery::try_from(p).ok()?,
             }
         } else {
-            let mut s = String::with_capacity(
-                base.len() + forwarded.len() + query.map_or(0, str::len),
-            );
+            let mut s =
+                String::with_capacity(base.len() + forwarded.len() + query.map_or(0, str::len));
             s.push_str(base);
             s.push_str(&forwarded);
             s.push_str(query.unwrap_or(""));
@@ -298,11 +298,13 @@ fn compile<R>(
         return Err(RouteTableError::NoMatchCriteria { route: name });
     }
     let pattern = match &host {
-        Some(h) => Some(normalize_pattern(h).map_err(|reason| RouteTableError::BadHost {
-            route: name.clone(),
-            host: h.clone(),
-            reason,
-        })?),
+        Some(h) => Some(
+            normalize_pattern(h).map_err(|reason| RouteTableError::BadHost {
+                route: name.clone(),
+                host: h.clone(),
+                reason,
+            })?,
+        ),
         None => None,
     };
     if let Some(p) = &path_prefix
@@ -458,8 +460,12 @@ mod tests {
     }
 
     fn hit(t: &RouteTable<()>, host: Option<&str>, path: &str) -> Option<(String, String)> {
-        t.lookup(host, 80, path)
-            .map(|m| (m.route.name().to_string(), m.upstream_uri().unwrap().to_string()))
+        t.lookup(host, 80, path).map(|m| {
+            (
+                m.route.name().to_string(),
+                m.upstream_uri().unwrap().to_string(),
+            )
+        })
     }
 
     #[test]
@@ -527,13 +533,29 @@ mod tests {
     #[test]
     fn exact_beats_wildcard_beats_no_host_even_with_shorter_prefix() {
         let t = table(vec![
-            with_upstream(spec("any", None, Some("/api/long/prefix")), "https://any.example"),
+            with_upstream(
+                spec("any", None, Some("/api/long/prefix")),
+                "https://any.example",
+            ),
             spec("wild", Some("*.example.com"), Some("/api/long")),
             spec("exact", Some("a.example.com"), Some("/api")),
         ]);
-        assert_eq!(hit(&t, Some("a.example.com"), "/api/long/prefix/x").unwrap().0, "exact");
-        assert_eq!(hit(&t, Some("b.example.com"), "/api/long/prefix/x").unwrap().0, "wild");
-        assert_eq!(hit(&t, Some("c.other"), "/api/long/prefix/x").unwrap().0, "any");
+        assert_eq!(
+            hit(&t, Some("a.example.com"), "/api/long/prefix/x")
+                .unwrap()
+                .0,
+            "exact"
+        );
+        assert_eq!(
+            hit(&t, Some("b.example.com"), "/api/long/prefix/x")
+                .unwrap()
+                .0,
+            "wild"
+        );
+        assert_eq!(
+            hit(&t, Some("c.other"), "/api/long/prefix/x").unwrap().0,
+            "any"
+        );
         // An exact host whose prefix does not match falls through to the wildcard.
         assert_eq!(hit(&t, Some("a.example.com"), "/other").map(|h| h.0), None);
         let t2 = table(vec![
@@ -577,17 +599,29 @@ mod tests {
         let mut s = spec("s", Some("h.example"), Some("/svc/"));
         s.strip_prefix = true;
         let t = table(vec![s]);
-        assert_eq!(hit(&t, Some("h.example"), "/svc/a").unwrap().1, "https://h.example/a");
+        assert_eq!(
+            hit(&t, Some("h.example"), "/svc/a").unwrap().1,
+            "https://h.example/a"
+        );
     }
 
     #[test]
     fn explicit_upstream_folds_443_and_keeps_other_ports() {
         let t = table(vec![
             with_upstream(spec("a", Some("a.example"), None), "https://up.example:443"),
-            with_upstream(spec("b", Some("b.example"), None), "https://up.example:9443/"),
+            with_upstream(
+                spec("b", Some("b.example"), None),
+                "https://up.example:9443/",
+            ),
         ]);
-        assert_eq!(hit(&t, Some("a.example"), "/").unwrap().1, "https://up.example/");
-        assert_eq!(hit(&t, Some("b.example"), "/z").unwrap().1, "https://up.example:9443/z");
+        assert_eq!(
+            hit(&t, Some("a.example"), "/").unwrap().1,
+            "https://up.example/"
+        );
+        assert_eq!(
+            hit(&t, Some("b.example"), "/z").unwrap().1,
+            "https://up.example:9443/z"
+        );
     }
 
     #[test]
@@ -616,19 +650,37 @@ mod tests {
     #[test]
     fn invalid_routes_are_rejected_with_their_name() {
         let cases: Vec<(RouteSpec, &str)> = vec![
-            (spec("none", None, None), "needs `host` and/or `path_prefix`"),
-            (spec("noslash", Some("h.example"), Some("api")), "must start with `/`"),
+            (
+                spec("none", None, None),
+                "needs `host` and/or `path_prefix`",
+            ),
+            (
+                spec("noslash", Some("h.example"), Some("api")),
+                "must start with `/`",
+            ),
             (spec("noup", None, Some("/a")), "`upstream` is required"),
-            (spec("star", Some("a.*.example"), None), "`*` is only allowed"),
-            (spec("port", Some("h.example:http"), None), "not a host name"),
+            (
+                spec("star", Some("a.*.example"), None),
+                "`*` is only allowed",
+            ),
+            (
+                spec("port", Some("h.example:http"), None),
+                "not a host name",
+            ),
             (spec("empty", Some("*."), None), "empty host name"),
-            (spec("chars", Some("h example"), None), "not a valid host name"),
+            (
+                spec("chars", Some("h example"), None),
+                "not a valid host name",
+            ),
             (
                 with_upstream(spec("plain", Some("h.example"), None), "http://up.example"),
                 "must be an https:// URL",
             ),
             (
-                with_upstream(spec("query", Some("h.example"), None), "https://up.example/?a=b"),
+                with_upstream(
+                    spec("query", Some("h.example"), None),
+                    "https://up.example/?a=b",
+                ),
                 "must not carry a query",
             ),
         ];
@@ -650,10 +702,21 @@ mod tests {
     #[test]
     fn garbage_request_hosts_do_not_match_or_panic() {
         let t = table(vec![spec("w", Some("*.example.com"), None)]);
-        for host in ["", ":", ":80", "[", "[::1", "a.example.com:99999", "a.example.com:x"] {
+        for host in [
+            "",
+            ":",
+            ":80",
+            "[",
+            "[::1",
+            "a.example.com:99999",
+            "a.example.com:x",
+        ] {
             assert!(hit(&t, Some(host), "/").is_none(), "{host}");
         }
-        assert_eq!(hit(&t, Some("a.example.com"), "").unwrap().1, "https://a.example.com/");
+        assert_eq!(
+            hit(&t, Some("a.example.com"), "").unwrap().1,
+            "https://a.example.com/"
+        );
     }
 
     #[test]
