@@ -378,3 +378,73 @@ async fn a_chunked_get_body_is_forwarded_not_dropped() {
     assert_eq!(resp.status(), 200);
     assert_eq!(s.upstream.seen()[0].body_len, 13);
 }
+
+#[tokio::test]
+async fn a_published_snapshot_presents_its_own_certificate_on_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("test-ca");
+    let upstream = TestUpstream::start(&pki, &pki, false).await;
+    let (cert_a, cert_b) = (pki.binding("cert-a"), pki.binding("cert-b"));
+    let token_a = pop_token(dir.path(), &cert_a, "a");
+    let token_b = pop_token(dir.path(), &cert_b, "b");
+    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
+    let proxy = start_proxy(
+        vec![(route("graph", Some(GRAPH), None), Some(token_a))],
+        &settings,
+        ProxySettings::default(),
+    )
+    .await;
+    let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/one")).await;
+    assert_eq!(resp.status(), 200);
+    text(resp).await;
+
+    // Rotation: a new snapshot (new config, new pool) replaces the old one.
+    let table = proxy.table.load();
+    let slot = table
+        .lookup(Some(GRAPH), 80, "/")
+        .unwrap()
+        .route
+        .payload()
+        .clone();
+    slot.publish(popgate::engine::snapshot::Snapshot::build(&token_b, &settings, 2).unwrap());
+    let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/two")).await;
+    assert_eq!(resp.status(), 200);
+    text(resp).await;
+
+    let seen = upstream.seen();
+    assert_eq!(seen[0].client_x5t.as_deref(), Some(cert_a.x5t_s256()));
+    assert_eq!(seen[1].client_x5t.as_deref(), Some(cert_b.x5t_s256()));
+    let auth_b = token_b.authorization_header().unwrap();
+    assert_eq!(seen[1].header("authorization"), auth_b.to_str().ok());
+    assert_ne!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
+    // The old pool's idle connection was not reused for the new certificate.
+    assert_eq!(upstream.handshakes(), 2);
+}
+
+#[tokio::test]
+async fn wildcard_route_forwards_to_the_matched_request_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("test-ca");
+    let upstream = TestUpstream::start(&pki, &pki, false).await;
+    let binding = pki.binding("c");
+    let token = pop_token(dir.path(), &binding, "w");
+    let settings = pki.upstream_settings(dir.path(), &[("api.svc.example:443", upstream.addr)]);
+    let proxy = start_proxy(
+        vec![(route("wild", Some("*.svc.example"), None), Some(token))],
+        &settings,
+        ProxySettings::default(),
+    )
+    .await;
+    let resp = h1_send(proxy.addr, absolute_get("API.svc.example", "/x")).await;
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("host"), Some("api.svc.example"));
+    assert_eq!(seen[0].client_x5t.as_deref(), Some(binding.x5t_s256()));
+    // The bare suffix is not covered by the wildcard.
+    let resp = h1_send(proxy.addr, absolute_get("svc.example", "/x")).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(upstream.requests(), 1);
+}

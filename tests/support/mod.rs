@@ -333,8 +333,12 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// `h2`: offer h2 by ALPN (else only http/1.1). `client_ca`: the CA callers' certs must chain to.
     pub async fn start(server_pki: &TestPki, client_ca: &TestPki, h2: bool) -> Self {
-        let (chain, key) =
-            server_pki.server_cert(&["graph.microsoft.com", "svc.example", "localhost"]);
+        let (chain, key) = server_pki.server_cert(&[
+            "graph.microsoft.com",
+            "svc.example",
+            "*.svc.example",
+            "localhost",
+        ]);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(
             Arc::new(client_ca.roots()),
