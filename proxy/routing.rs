@@ -1,1 +1,731 @@
 //! RouteTable: host + path-prefix matching.
+//!
+//! Rules (shared with config validation):
+//! - a route matches on `host` (exact, or `*.suffix` needing at least one more label) and/or on a
+//!   `path_prefix` (plain byte prefix of the path, before the query);
+//! - host names compare case-insensitively, a trailing dot is ignored, and a request's default port
+//!   (80 for http, 443 for https) is folded away; a pattern's port 80 or 443 is folded the same way;
+//! - among matching routes: exact host beats wildcard beats no host; the longer wildcard suffix wins;
+//!   then the longer `path_prefix` wins;
+//! - two routes with the same normalized (host pattern, path_prefix) are a configuration error.
+//!
+//! The table is immutable once built; callers swap whole tables (see `ArcSwap` in the data plane).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+
+/// One route as configured: plain input, independent of the YAML schema.
+#[derive(Clone, Debug)]
+pub struct RouteSpec {
+    /// The route's name, used in logs and error bodies.
+    pub name: String,
+    /// `graph.microsoft.com`, `*.example.com` or `host:8443`.
+    pub host: Option<String>,
+    /// Starts with `/`.
+    pub path_prefix: Option<String>,
+    /// Remove the matched prefix before forwarding (a leading `/` is kept).
+    pub strip_prefix: bool,
+    /// `https://authority[/base]`; defaults to `https://{matched request host}`.
+    pub upstream: Option<http::Uri>,
+}
+
+/// Why a set of routes cannot form a table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteTableError {
+    #[error("route `{route}`: a route needs `host` and/or `path_prefix`")]
+    NoMatchCriteria { route: String },
+    #[error("route `{route}`: host pattern `{host}` is invalid: {reason}")]
+    BadHost {
+        route: String,
+        host: String,
+        reason: &'static str,
+    },
+    #[error("route `{route}`: path_prefix `{prefix}` must start with `/`")]
+    BadPrefix { route: String, prefix: String },
+    #[error("route `{route}`: upstream `{upstream}` must be an https:// URL with a host")]
+    BadUpstream { route: String, upstream: String },
+    #[error("route `{route}`: upstream URL must not carry a query")]
+    UpstreamQuery { route: String },
+    #[error("route `{route}`: `upstream` is required when the route has no `host`")]
+    MissingUpstream { route: String },
+    #[error("route `{later}` can never match: route `{earlier}` has the same host and path_prefix")]
+    Duplicate { earlier: String, later: String },
+}
+
+/// A compiled route and its payload (in the data plane: the route's snapshot slot).
+pub struct Route<R> {
+    name: Arc<str>,
+    prefix: Option<Box<str>>,
+    strip_prefix: bool,
+    upstream: Option<Upstream>,
+    payload: R,
+}
+
+impl<R> Route<R> {
+    /// The route's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route's name as a shared string (cheap to clone into error bodies and logs).
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The per-route payload given to [`RouteTable::new`].
+    pub fn payload(&self) -> &R {
+        &self.payload
+    }
+}
+
+impl<R> fmt::Debug for Route<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .field("strip_prefix", &self.strip_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An explicit upstream: authority plus a base path without a trailing `/`.
+#[derive(Clone, Debug)]
+struct Upstream {
+    authority: Authority,
+    base_path: Box<str>,
+}
+
+/// The result of a lookup: which route, and where the request goes.
+#[derive(Debug)]
+pub struct Match<'a, R> {
+    /// The matched route.
+    pub route: &'a Route<R>,
+    /// The upstream authority (the https URL's `host[:port]`).
+    pub authority: Authority,
+    /// The path (base path + forwarded path) and query to send upstream.
+    pub path_and_query: PathAndQuery,
+}
+
+impl<R> Match<'_, R> {
+    /// `https://{authority}{path_and_query}`.
+    pub fn upstream_uri(&self) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(self.authority.clone())
+            .path_and_query(self.path_and_query.clone())
+            .build()
+    }
+}
+
+/// An immutable route table. Lookups do a few hash probes; no allocation when the request's host is
+/// already lowercase without a port and the route has an explicit upstream and no prefix stripping.
+pub struct RouteTable<R> {
+    /// Normalized host → routes, longest prefix first.
+    exact: HashMap<Box<str>, Vec<Route<R>>>,
+    /// Normalized wildcard suffix (without `*.`) → routes, longest prefix first.
+    wildcard: HashMap<Box<str>, Vec<Route<R>>>,
+    /// Routes matching on path only, longest prefix first.
+    any_host: Vec<Route<R>>,
+    len: usize,
+}
+
+impl<R> fmt::Debug for RouteTable<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("routes", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl<R> RouteTable<R> {
+    /// Compiles routes in configuration order; rejects invalid and unreachable routes.
+    pub fn new(routes: Vec<(RouteSpec, R)>) -> Result<Self, RouteTableError> {
+        let mut table = RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any_host: Vec::new(),
+            len: 0,
+        };
+        for (spec, payload) in routes {
+            let (pattern, route) = compile(spec, payload)?;
+            let bucket = match pattern {
+                Some(HostPattern::Exact(h)) => table.exact.entry(h.into_boxed_str()).or_default(),
+                Some(HostPattern::Wildcard(s)) => {
+                    table.wildcard.entry(s.into_boxed_str()).or_default()
+                }
+                None => &mut table.any_host,
+            };
+            if let Some(earlier) = bucket.iter().find(|r| r.prefix == route.prefix) {
+                return Err(RouteTableError::Duplicate {
+                    earlier: earlier.name.to_string(),
+                    later: route.name.to_string(),
+                });
+            }
+            bucket.push(route);
+            table.len += 1;
+        }
+        let by_prefix_len =
+            |r: &Route<R>| std::cmp::Reverse(r.prefix.as_deref().map_or(0, str::len));
+        for bucket in table.exact.values_mut() {
+            bucket.sort_by_key(by_prefix_len);
+        }
+        for bucket in table.wildcard.values_mut() {
+            bucket.sort_by_key(by_prefix_len);
+        }
+        table.any_host.sort_by_key(by_prefix_len);
+        Ok(table)
+    }
+
+    /// How many routes the table holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the table holds no route.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Finds the route for a request.
+    ///
+    /// `host` is the request's authority (`name[:port]`, from the absolute-form URI or the Host
+    /// header); `default_port` is the default port of the scheme the caller used (80 for http);
+    /// `path_and_query` is the request target's path and query (`/` when empty).
+    pub fn lookup<'a>(
+        &'a self,
+        host: Option<&str>,
+        default_port: u16,
+        path_and_query: &str,
+    ) -> Option<Match<'a, R>> {
+        let (path, query) = match path_and_query.find('?') {
+            Some(i) => (&path_and_query[..i], Some(&path_and_query[i..])),
+            None => (path_and_query, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        let key = host.and_then(|h| normalize_request_host(h, default_port));
+
+        let route = key
+            .as_deref()
+            .and_then(|key| {
+                self.exact
+                    .get(key)
+                    .and_then(|routes| first_by_prefix(routes, path))
+                    .or_else(|| self.lookup_wildcard(key, path))
+            })
+            .or_else(|| first_by_prefix(&self.any_host, path))?;
+
+        let authority = match &route.upstream {
+            Some(up) => up.authority.clone(),
+            // A route without `upstream` always has a host, so a key exists here.
+            None => Authority::try_from(key.as_deref()?).ok()?,
+        };
+        let forwarded = match (&route.prefix, route.strip_prefix) {
+            (Some(prefix), true) => {
+                let rest = &path[prefix.len()..];
+                if rest.starts_with('/') {
+                    Cow::Borrowed(rest)
+                } else {
+                    Cow::Owned(format!("/{rest}"))
+                }
+            }
+            _ => Cow::Borrowed(path),
+        };
+        let base = route.upstream.as_ref().map_or("", |u| &u.base_path);
+        let path_and_query = if base.is_empty() && query.is_none() {
+            match forwarded {
+                Cow::Borrowed(p) => PathAndQuery::try_from(p).ok()?,
+                Cow::Owned(p) => PathAndQuery::try_from(p).ok()?,
+            }
+        } else {
+            let mut s =
+                String::with_capacity(base.len() + forwarded.len() + query.map_or(0, str::len));
+            s.push_str(base);
+            s.push_str(&forwarded);
+            s.push_str(query.unwrap_or(""));
+            PathAndQuery::try_from(s).ok()?
+        };
+        Some(Match {
+            route,
+            authority,
+            path_and_query,
+        })
+    }
+
+    fn lookup_wildcard(&self, key: &str, path: &str) -> Option<&Route<R>> {
+        if self.wildcard.is_empty() || key.starts_with('[') {
+            return None;
+        }
+        let host_end = key.find(':').unwrap_or(key.len());
+        // Dots left to right give suffixes longest first; a dot at 0 would leave an empty label.
+        key[..host_end]
+            .match_indices('.')
+            .filter(|(i, _)| *i > 0)
+            .find_map(|(i, _)| {
+                self.wildcard
+                    .get(&key[i + 1..])
+                    .and_then(|routes| first_by_prefix(routes, path))
+            })
+    }
+}
+
+fn first_by_prefix<'a, R>(routes: &'a [Route<R>], path: &str) -> Option<&'a Route<R>> {
+    routes
+        .iter()
+        .find(|r| r.prefix.as_deref().is_none_or(|p| path.starts_with(p)))
+}
+
+fn compile<R>(
+    spec: RouteSpec,
+    payload: R,
+) -> Result<(Option<HostPattern>, Route<R>), RouteTableError> {
+    let RouteSpec {
+        name,
+        host,
+        path_prefix,
+        strip_prefix,
+        upstream,
+    } = spec;
+    if host.is_none() && path_prefix.is_none() {
+        return Err(RouteTableError::NoMatchCriteria { route: name });
+    }
+    let pattern = match &host {
+        Some(h) => Some(
+            normalize_pattern(h).map_err(|reason| RouteTableError::BadHost {
+                route: name.clone(),
+                host: h.clone(),
+                reason,
+            })?,
+        ),
+        None => None,
+    };
+    if let Some(p) = &path_prefix
+        && !p.starts_with('/')
+    {
+        return Err(RouteTableError::BadPrefix {
+            route: name,
+            prefix: p.clone(),
+        });
+    }
+    let upstream = match upstream {
+        Some(uri) => Some(compile_upstream(&name, &uri)?),
+        None if pattern.is_none() => return Err(RouteTableError::MissingUpstream { route: name }),
+        None => None,
+    };
+    let route = Route {
+        name: Arc::from(name),
+        prefix: path_prefix.map(String::into_boxed_str),
+        strip_prefix,
+        upstream,
+        payload,
+    };
+    Ok((pattern, route))
+}
+
+fn compile_upstream(route: &str, uri: &http::Uri) -> Result<Upstream, RouteTableError> {
+    let bad = || RouteTableError::BadUpstream {
+        route: route.to_string(),
+        upstream: uri.to_string(),
+    };
+    if uri.scheme() != Some(&Scheme::HTTPS) {
+        return Err(bad());
+    }
+    let authority = uri.authority().ok_or_else(bad)?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(bad());
+    }
+    if uri.query().is_some() {
+        return Err(RouteTableError::UpstreamQuery {
+            route: route.to_string(),
+        });
+    }
+    // Fold :443 so pool keys and Host headers match what a caller would write.
+    let authority = match authority.port_u16() {
+        Some(443) => Authority::try_from(authority.host()).map_err(|_| bad())?,
+        _ => authority.clone(),
+    };
+    Ok(Upstream {
+        authority,
+        base_path: uri.path().trim_end_matches('/').into(),
+    })
+}
+
+/// Normalizes a configured host pattern to its lookup key.
+fn normalize_pattern(pattern: &str) -> Result<HostPattern, &'static str> {
+    let (wildcard, rest) = match pattern.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, pattern),
+    };
+    let (host, port) = split_host_port(rest).ok_or("not a host name with an optional port")?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return Err("empty host name");
+    }
+    if host.contains('*') {
+        return Err("`*` is only allowed as a whole leading label (`*.suffix`)");
+    }
+    if wildcard && host.starts_with('[') {
+        return Err("a wildcard cannot apply to an IP address");
+    }
+    let valid = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'));
+    if !valid || host.starts_with('.') || host.contains("..") {
+        return Err("not a valid host name");
+    }
+    let mut key = host.to_ascii_lowercase();
+    match port {
+        None | Some(80) | Some(443) => {}
+        Some(p) => {
+            key.push(':');
+            key.push_str(&p.to_string());
+        }
+    }
+    Ok(if wildcard {
+        HostPattern::Wildcard(key)
+    } else {
+        HostPattern::Exact(key)
+    })
+}
+
+/// `host[:port]` (IPv6 in brackets) → (host, port). `None` when the port is not a u16.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let colon = if s.starts_with('[') {
+        let close = s.find(']')?;
+        match &s[close + 1..] {
+            "" => None,
+            rest if rest.starts_with(':') => Some(close + 1),
+            _ => return None,
+        }
+    } else {
+        s.rfind(':')
+    };
+    match colon {
+        Some(i) => Some((&s[..i], Some(s[i + 1..].parse().ok()?))),
+        None => Some((s, None)),
+    }
+}
+
+/// The request's lookup key: lowercase host, no trailing dot, `:port` only when not the default.
+/// Borrows when the host is already in that form.
+fn normalize_request_host(host: &str, default_port: u16) -> Option<Cow<'_, str>> {
+    let (name, port) = split_host_port(host)?;
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    let port = port.filter(|p| *p != default_port);
+    let lower = !name.bytes().any(|b| b.is_ascii_uppercase());
+    match port {
+        None if lower => Some(Cow::Borrowed(name)),
+        None => Some(Cow::Owned(name.to_ascii_lowercase())),
+        Some(p) => {
+            let mut key = name.to_ascii_lowercase();
+            key.push(':');
+            key.push_str(&p.to_string());
+            Some(Cow::Owned(key))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, host: Option<&str>, prefix: Option<&str>) -> RouteSpec {
+        RouteSpec {
+            name: name.into(),
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+            strip_prefix: false,
+            upstream: None,
+        }
+    }
+
+    fn with_upstream(mut s: RouteSpec, up: &str) -> RouteSpec {
+        s.upstream = Some(up.parse().unwrap());
+        s
+    }
+
+    fn table(specs: Vec<RouteSpec>) -> RouteTable<()> {
+        RouteTable::new(specs.into_iter().map(|s| (s, ())).collect()).unwrap()
+    }
+
+    fn hit(t: &RouteTable<()>, host: Option<&str>, path: &str) -> Option<(String, String)> {
+        t.lookup(host, 80, path).map(|m| {
+            (
+                m.route.name().to_string(),
+                m.upstream_uri().unwrap().to_string(),
+            )
+        })
+    }
+
+    #[test]
+    fn exact_host_is_case_insensitive_and_ignores_trailing_dot_and_default_port() {
+        let t = table(vec![spec("graph", Some("Graph.Microsoft.com."), None)]);
+        for host in [
+            "graph.microsoft.com",
+            "GRAPH.microsoft.COM",
+            "graph.microsoft.com.",
+            "graph.microsoft.com:80",
+        ] {
+            let (name, uri) = hit(&t, Some(host), "/v1.0/me").unwrap();
+            assert_eq!(name, "graph", "{host}");
+            assert_eq!(uri, "https://graph.microsoft.com/v1.0/me", "{host}");
+        }
+        assert!(hit(&t, Some("graph.microsoft.com:8080"), "/").is_none());
+        assert!(hit(&t, Some("other.microsoft.com"), "/").is_none());
+        assert!(hit(&t, None, "/").is_none());
+    }
+
+    #[test]
+    fn default_port_depends_on_the_callers_scheme() {
+        let t = table(vec![spec("g", Some("g.example"), None)]);
+        assert!(t.lookup(Some("g.example:443"), 443, "/").is_some());
+        assert!(t.lookup(Some("g.example:443"), 80, "/").is_none());
+    }
+
+    #[test]
+    fn pattern_with_a_non_default_port_matches_only_that_port() {
+        let t = table(vec![spec("p", Some("svc.example:8443"), None)]);
+        let (_, uri) = hit(&t, Some("SVC.example:8443"), "/x").unwrap();
+        assert_eq!(uri, "https://svc.example:8443/x");
+        assert!(hit(&t, Some("svc.example"), "/x").is_none());
+    }
+
+    #[test]
+    fn wildcard_needs_one_more_label_and_longer_suffix_wins() {
+        let t = table(vec![
+            spec("short", Some("*.example.com"), None),
+            spec("long", Some("*.eu.example.com"), None),
+        ]);
+        assert_eq!(hit(&t, Some("a.example.com"), "/").unwrap().0, "short");
+        assert_eq!(hit(&t, Some("a.b.example.com"), "/").unwrap().0, "short");
+        assert_eq!(hit(&t, Some("x.eu.example.com"), "/").unwrap().0, "long");
+        assert_eq!(hit(&t, Some("X.EU.Example.com."), "/").unwrap().0, "long");
+        // The bare suffix is not matched by its own wildcard, but by the shorter one.
+        assert_eq!(hit(&t, Some("eu.example.com"), "/").unwrap().0, "short");
+        assert!(hit(&t, Some("example.com"), "/").is_none());
+        assert!(hit(&t, Some(".example.com"), "/").is_none());
+        assert!(hit(&t, Some("notexample.com"), "/").is_none());
+        // The default upstream is the matched request host.
+        assert_eq!(
+            hit(&t, Some("A.example.com"), "/p").unwrap().1,
+            "https://a.example.com/p"
+        );
+    }
+
+    #[test]
+    fn wildcard_with_port() {
+        let t = table(vec![spec("w", Some("*.example.com:8443"), None)]);
+        assert!(hit(&t, Some("a.example.com:8443"), "/").is_some());
+        assert!(hit(&t, Some("a.example.com"), "/").is_none());
+    }
+
+    #[test]
+    fn exact_beats_wildcard_beats_no_host_even_with_shorter_prefix() {
+        let t = table(vec![
+            with_upstream(
+                spec("any", None, Some("/api/long/prefix")),
+                "https://any.example",
+            ),
+            spec("wild", Some("*.example.com"), Some("/api/long")),
+            spec("exact", Some("a.example.com"), Some("/api")),
+        ]);
+        assert_eq!(
+            hit(&t, Some("a.example.com"), "/api/long/prefix/x")
+                .unwrap()
+                .0,
+            "exact"
+        );
+        assert_eq!(
+            hit(&t, Some("b.example.com"), "/api/long/prefix/x")
+                .unwrap()
+                .0,
+            "wild"
+        );
+        assert_eq!(
+            hit(&t, Some("c.other"), "/api/long/prefix/x").unwrap().0,
+            "any"
+        );
+        // An exact host whose prefix does not match falls through to the wildcard.
+        assert_eq!(hit(&t, Some("a.example.com"), "/other").map(|h| h.0), None);
+        let t2 = table(vec![
+            spec("wild", Some("*.example.com"), None),
+            spec("exact", Some("a.example.com"), Some("/api")),
+        ]);
+        assert_eq!(hit(&t2, Some("a.example.com"), "/other").unwrap().0, "wild");
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_prefix_is_a_plain_byte_prefix_before_the_query() {
+        let t = table(vec![
+            spec("root", Some("h.example"), None),
+            spec("api", Some("h.example"), Some("/api")),
+            spec("apiv2", Some("h.example"), Some("/api/v2")),
+        ]);
+        assert_eq!(hit(&t, Some("h.example"), "/api/v2/x").unwrap().0, "apiv2");
+        assert_eq!(hit(&t, Some("h.example"), "/api/v1").unwrap().0, "api");
+        assert_eq!(hit(&t, Some("h.example"), "/apix").unwrap().0, "api");
+        assert_eq!(hit(&t, Some("h.example"), "/x?q=/api").unwrap().0, "root");
+        assert_eq!(hit(&t, Some("h.example"), "/API").unwrap().0, "root");
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash_and_base_path_is_prepended() {
+        let mut s = spec("s", None, Some("/svc"));
+        s.strip_prefix = true;
+        let s = with_upstream(s, "https://backend.example/base/");
+        let t = table(vec![s]);
+        let uri = |p| hit(&t, Some("popgate.local"), p).unwrap().1;
+        assert_eq!(uri("/svc/a/b?x=1"), "https://backend.example/base/a/b?x=1");
+        assert_eq!(uri("/svc"), "https://backend.example/base/");
+        assert_eq!(uri("/svcx"), "https://backend.example/base/x");
+        // With a host-less route, any host (or none) matches.
+        assert!(hit(&t, None, "/svc/a").is_some());
+        assert!(hit(&t, None, "/other").is_none());
+    }
+
+    #[test]
+    fn strip_prefix_with_trailing_slash_prefix() {
+        let mut s = spec("s", Some("h.example"), Some("/svc/"));
+        s.strip_prefix = true;
+        let t = table(vec![s]);
+        assert_eq!(
+            hit(&t, Some("h.example"), "/svc/a").unwrap().1,
+            "https://h.example/a"
+        );
+    }
+
+    #[test]
+    fn explicit_upstream_folds_443_and_keeps_other_ports() {
+        let t = table(vec![
+            with_upstream(spec("a", Some("a.example"), None), "https://up.example:443"),
+            with_upstream(
+                spec("b", Some("b.example"), None),
+                "https://up.example:9443/",
+            ),
+        ]);
+        assert_eq!(
+            hit(&t, Some("a.example"), "/").unwrap().1,
+            "https://up.example/"
+        );
+        assert_eq!(
+            hit(&t, Some("b.example"), "/z").unwrap().1,
+            "https://up.example:9443/z"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_an_error_naming_both_routes() {
+        let err = RouteTable::new(vec![
+            (spec("first", Some("H.example"), Some("/a")), ()),
+            (spec("second", Some("h.example."), Some("/a")), ()),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            RouteTableError::Duplicate {
+                earlier: "first".into(),
+                later: "second".into()
+            }
+        );
+        assert!(err.to_string().contains("`second` can never match"));
+        // Same host, different prefixes, and wildcard vs exact are not duplicates.
+        table(vec![
+            spec("a", Some("h.example"), Some("/a")),
+            spec("b", Some("h.example"), None),
+            spec("c", Some("*.h.example"), None),
+        ]);
+    }
+
+    #[test]
+    fn invalid_routes_are_rejected_with_their_name() {
+        let cases: Vec<(RouteSpec, &str)> = vec![
+            (
+                spec("none", None, None),
+                "needs `host` and/or `path_prefix`",
+            ),
+            (
+                spec("noslash", Some("h.example"), Some("api")),
+                "must start with `/`",
+            ),
+            (spec("noup", None, Some("/a")), "`upstream` is required"),
+            (
+                spec("star", Some("a.*.example"), None),
+                "`*` is only allowed",
+            ),
+            (
+                spec("port", Some("h.example:http"), None),
+                "not a host name",
+            ),
+            (spec("empty", Some("*."), None), "empty host name"),
+            (
+                spec("chars", Some("h example"), None),
+                "not a valid host name",
+            ),
+            (
+                with_upstream(spec("plain", Some("h.example"), None), "http://up.example"),
+                "must be an https:// URL",
+            ),
+            (
+                with_upstream(
+                    spec("query", Some("h.example"), None),
+                    "https://up.example/?a=b",
+                ),
+                "must not carry a query",
+            ),
+        ];
+        for (s, expected) in cases {
+            let name = s.name.clone();
+            let err = RouteTable::new(vec![(s, ())]).unwrap_err().to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+            assert!(err.contains(&format!("`{name}`")), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_match_exactly() {
+        let t = table(vec![spec("v6", Some("[::1]:8443"), None)]);
+        assert!(hit(&t, Some("[::1]:8443"), "/").is_some());
+        assert!(hit(&t, Some("[::1]"), "/").is_none());
+    }
+
+    #[test]
+    fn garbage_request_hosts_do_not_match_or_panic() {
+        let t = table(vec![spec("w", Some("*.example.com"), None)]);
+        for host in [
+            "",
+            ":",
+            ":80",
+            "[",
+            "[::1",
+            "a.example.com:99999",
+            "a.example.com:x",
+        ] {
+            assert!(hit(&t, Some(host), "/").is_none(), "{host}");
+        }
+        assert_eq!(
+            hit(&t, Some("a.example.com"), "").unwrap().1,
+            "https://a.example.com/"
+        );
+    }
+
+    #[test]
+    fn ten_thousand_routes_build_and_look_up() {
+        let specs: Vec<_> = (0..10_000)
+            .map(|i| spec(&format!("r{i}"), Some(&format!("h{i}.example")), None))
+            .collect();
+        let t = table(specs);
+        assert_eq!(t.len(), 10_000);
+        assert_eq!(hit(&t, Some("h9999.example"), "/").unwrap().0, "r9999");
+    }
+}

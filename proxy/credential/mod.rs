@@ -1,4 +1,5 @@
 //! Where tokens and binding certificates come from.
 
 pub mod binding;
+pub mod static_token;
 pub mod token;

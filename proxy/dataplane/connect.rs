@@ -1,0 +1,449 @@
+//! The upstream connector: `network.resolve` overrides or DNS, TCP with a timeout and TCP_NODELAY,
+//! then TLS with SNI = the upstream host. https only.
+//!
+//! It also bounds the pool: hyper-util's legacy pool dials whenever no idle connection is free and
+//! has no cap of its own. Each connector holds, per upstream authority, a semaphore of
+//! `max_connections_per_host` permits; a dial takes a permit and the connection carries it until it
+//! is dropped. So a snapshot (one connector) never has more live upstream connections per host than
+//! the cap, whatever hyper-util's race between "wait for an idle connection" and "dial" decides.
+//! A dial that cannot get a permit within the connect timeout fails as a timeout.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Past this many tracked upstream hosts, idle per-host limiters are pruned on the next dial, so a
+/// wildcard route reaching many hosts cannot grow the map without bound.
+const MAX_TRACKED_HOSTS: usize = 1024;
+
+/// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
+/// connection goes to the given address, while SNI, Host and certificate checks use the name).
+#[derive(Clone, Debug, Default)]
+pub struct ResolveMap {
+    entries: HashMap<String, SocketAddr>,
+}
+
+/// A `network.resolve` key that is not `host:port`.
+#[derive(Debug, thiserror::Error)]
+#[error("resolve entry `{key}` must be `host:port`")]
+pub struct BadResolveKey {
+    key: String,
+}
+
+impl ResolveMap {
+    /// Adds `host:port` → `addr`. The host compares case-insensitively.
+    pub fn insert(&mut self, host_port: &str, addr: SocketAddr) -> Result<(), BadResolveKey> {
+        let bad = || BadResolveKey {
+            key: host_port.to_string(),
+        };
+        let (host, port) = host_port.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        self.entries
+            .insert(format!("{}:{port}", host.to_ascii_lowercase()), addr);
+        Ok(())
+    }
+
+    fn get(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.entries
+            .get(&format!("{}:{port}", host.to_ascii_lowercase()))
+            .copied()
+    }
+}
+
+/// Why an upstream connection could not be made. The text is safe to show to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("upstream URL {0} is not https")]
+    NotHttps(String),
+    #[error("upstream URL {0} has no host")]
+    NoHost(String),
+    #[error("`{0}` is not a valid TLS server name")]
+    BadServerName(String),
+    #[error("cannot resolve {authority}: {source}")]
+    Resolve {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("{authority} resolved to no address")]
+    NoAddress { authority: String },
+    #[error("TCP connect to {addr} ({authority}) failed: {source}")]
+    Tcp {
+        authority: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Tls {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("connecting to {authority} timed out after {timeout:?}")]
+    Timeout {
+        authority: String,
+        timeout: Duration,
+    },
+    #[error("all {cap} upstream connections to {authority} stayed busy for {timeout:?}")]
+    PoolExhausted {
+        authority: String,
+        cap: usize,
+        timeout: Duration,
+    },
+}
+
+impl ConnectError {
+    /// Timeouts become 504; everything else 502.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Timeout { .. } | ConnectError::PoolExhausted { .. }
+        )
+    }
+}
+
+/// Connector settings shared by every snapshot.
+#[derive(Clone, Debug)]
+pub struct ConnectSettings {
+    /// Overrides for name resolution.
+    pub resolve: Arc<ResolveMap>,
+    /// Bound on resolve + TCP + TLS (and on waiting for a free connection slot).
+    pub connect_timeout: Duration,
+    /// Live upstream connections per host per snapshot.
+    pub max_connections_per_host: usize,
+}
+
+/// A `tower_service::Service<Uri>` for hyper-util's client. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: TlsConnector,
+    settings: ConnectSettings,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl fmt::Debug for UpstreamConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConnector")
+            .field("connect_timeout", &self.inner.settings.connect_timeout)
+            .field(
+                "max_connections_per_host",
+                &self.inner.settings.max_connections_per_host,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamConnector {
+    /// A connector using `tls` for every connection it makes.
+    pub fn new(tls: Arc<ClientConfig>, settings: ConnectSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tls: TlsConnector::from(tls),
+                settings,
+                limits: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn limiter(&self, authority: &str) -> Arc<Semaphore> {
+        let cap = self.inner.settings.max_connections_per_host.max(1);
+        // A poisoned lock only means another dial panicked mid-insert; the map is still usable.
+        let mut limits = self
+            .inner
+            .limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if limits.len() >= MAX_TRACKED_HOSTS {
+            limits.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < cap);
+        }
+        Arc::clone(
+            limits
+                .entry(authority.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(cap))),
+        )
+    }
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<UpstreamConn, ConnectError>> + Send>>;
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = UpstreamConn;
+    type Error = ConnectError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await })
+    }
+}
+
+impl UpstreamConnector {
+    async fn connect(self, uri: Uri) -> Result<UpstreamConn, ConnectError> {
+        if uri.scheme_str() != Some("https") {
+            return Err(ConnectError::NotHttps(uri.to_string()));
+        }
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ConnectError::NoHost(uri.to_string()))?;
+        // Brackets are URI syntax, not part of an IPv6 address.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let authority = format!("{host}:{port}");
+        let settings = &self.inner.settings;
+        let timeout = settings.connect_timeout;
+
+        let limiter = self.limiter(&authority);
+        let permit = tokio::time::timeout(timeout, limiter.acquire_owned())
+            .await
+            .map_err(|_| ConnectError::PoolExhausted {
+                authority: authority.clone(),
+                cap: settings.max_connections_per_host,
+                timeout,
+            })?
+            // The semaphore is never closed.
+            .map_err(|_| ConnectError::PoolExhausted {
+                authority: authority.clone(),
+                cap: settings.max_connections_per_host,
+                timeout,
+            })?;
+
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| ConnectError::BadServerName(host.clone()))?;
+        let dial = async {
+            let tcp = self.tcp(&host, port, &authority).await?;
+            let tls = self
+                .inner
+                .tls
+                .connect(server_name, tcp)
+                .await
+                .map_err(|source| ConnectError::Tls {
+                    authority: authority.clone(),
+                    source,
+                })?;
+            Ok::<_, ConnectError>(tls)
+        };
+        let tls =
+            tokio::time::timeout(timeout, dial)
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    authority: authority.clone(),
+                    timeout,
+                })??;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        tracing::debug!(upstream = %authority, h2, "upstream connection established");
+        Ok(UpstreamConn {
+            io: TokioIo::new(tls),
+            h2,
+            _permit: permit,
+        })
+    }
+
+    async fn tcp(&self, host: &str, port: u16, authority: &str) -> Result<TcpStream, ConnectError> {
+        let addrs: Vec<SocketAddr> = match self.inner.settings.resolve.get(host, port) {
+            Some(addr) => vec![addr],
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|source| ConnectError::Resolve {
+                    authority: authority.to_string(),
+                    source,
+                })?
+                .collect(),
+        };
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    // Requests are small writes that should leave at once, not wait for an ACK.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY upstream");
+                    }
+                    return Ok(stream);
+                }
+                Err(source) => {
+                    last = Some(ConnectError::Tcp {
+                        authority: authority.to_string(),
+                        addr,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ConnectError::NoAddress {
+            authority: authority.to_string(),
+        }))
+    }
+}
+
+/// An upstream TLS connection holding its slot in the per-host connection limit.
+pub struct UpstreamConn {
+    io: TokioIo<TlsStream<TcpStream>>,
+    h2: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for UpstreamConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConn")
+            .field("h2", &self.h2)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_keys_must_be_host_port() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut map = ResolveMap::default();
+        for bad in ["graph.microsoft.com", ":443", "host:https", "host:70000"] {
+            let err = map.insert(bad, addr).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        map.insert("Graph.Microsoft.com:443", addr).unwrap();
+        assert_eq!(map.get("graph.microsoft.COM", 443), Some(addr));
+        assert_eq!(map.get("graph.microsoft.com", 8443), None);
+    }
+
+    fn connector(resolve: ResolveMap) -> UpstreamConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            {
+                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                p
+            },
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        roots.add(ca.der().clone()).unwrap();
+        let config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        UpstreamConnector::new(
+            Arc::new(config),
+            ConnectSettings {
+                resolve: Arc::new(resolve),
+                connect_timeout: Duration::from_secs(5),
+                max_connections_per_host: 2,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_refused() {
+        let err = connector(ResolveMap::default())
+            .connect("http://127.0.0.1:1/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::NotHttps(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_names_the_resolved_address() {
+        // Bind then drop a listener: the port is very likely unused right after.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut resolve = ResolveMap::default();
+        resolve.insert("svc.example:443", addr).unwrap();
+        let err = connector(resolve)
+            .connect("https://svc.example/".parse().unwrap())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConnectError::Tcp { .. }), "{text}");
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("svc.example:443"), "{text}");
+        assert!(!err.is_timeout());
+    }
+}

@@ -1,0 +1,147 @@
+//! The JSON answers popgate gives when it cannot forward a request.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why popgate answered itself instead of forwarding.
+#[derive(Debug)]
+pub enum Refusal<'a> {
+    /// 403: no route matches; the request never leaves.
+    NoRoute { host: Option<&'a str> },
+    /// 405: CONNECT tunnels are not offered.
+    Connect,
+    /// 400: the request cannot be forwarded as given.
+    BadRequest { reason: &'a str },
+    /// 503: the route has no usable token.
+    NoToken { route: &'a str },
+    /// 503: the route's token has expired and no fresher one was published.
+    TokenExpired { route: &'a str },
+    /// 502: connecting or the TLS handshake failed, or the upstream broke the exchange.
+    Unreachable { route: &'a str, cause: &'a str },
+    /// 504: the upstream did not answer in time.
+    Timeout { route: &'a str, cause: &'a str },
+}
+
+impl Refusal<'_> {
+    /// The status code for this refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoRoute { .. } => StatusCode::FORBIDDEN,
+            Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Refusal::NoToken { .. } | Refusal::TokenExpired { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            Refusal::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Refusal::NoRoute { host } => json!({ "error": "no_route", "host": host }),
+            Refusal::Connect => json!({
+                "error": "connect_not_supported",
+                "message": "popgate does not tunnel CONNECT: send plain http:// URLs through popgate \
+                            and it forwards them over mTLS",
+            }),
+            Refusal::BadRequest { reason } => json!({ "error": "bad_request", "message": reason }),
+            Refusal::NoToken { route } => json!({ "error": "no_token", "route": route }),
+            Refusal::TokenExpired { route } => json!({
+                "error": "no_token",
+                "route": route,
+                "reason": "the route's token has expired and no fresh one is available",
+            }),
+            Refusal::Unreachable { route, cause } => {
+                json!({ "error": "upstream_unreachable", "route": route, "cause": cause })
+            }
+            Refusal::Timeout { route, cause } => {
+                json!({ "error": "upstream_timeout", "route": route, "cause": cause })
+            }
+        }
+    }
+
+    /// The complete response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let body = Bytes::from(self.body().to_string());
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::VIA, HeaderValue::from_static("1.1 popgate"));
+        if matches!(self, Refusal::Connect) {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn json(r: Refusal<'_>) -> (StatusCode, serde_json::Value) {
+        let resp = r.response();
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bodies_name_what_went_wrong() {
+        let (s, b) = json(Refusal::NoRoute {
+            host: Some("evil.example"),
+        })
+        .await;
+        assert_eq!(s, 403);
+        assert_eq!(b["error"], "no_route");
+        assert_eq!(b["host"], "evil.example");
+
+        let (s, b) = json(Refusal::NoRoute { host: None }).await;
+        assert_eq!(s, 403);
+        assert!(b["host"].is_null());
+
+        let (s, b) = json(Refusal::Connect).await;
+        assert_eq!(s, 405);
+        assert!(b["message"].as_str().unwrap().contains("http://"));
+
+        let (s, b) = json(Refusal::NoToken { route: "graph" }).await;
+        assert_eq!((s.as_u16(), b["route"].as_str()), (503, Some("graph")));
+
+        let (s, b) = json(Refusal::TokenExpired { route: "graph" }).await;
+        assert_eq!((s.as_u16(), b["error"].as_str()), (503, Some("no_token")));
+        assert!(b["reason"].as_str().unwrap().contains("expired"));
+
+        let (s, b) = json(Refusal::Unreachable {
+            route: "graph",
+            cause: "refused \"x\"",
+        })
+        .await;
+        assert_eq!(s, 502);
+        assert_eq!(b["cause"], "refused \"x\"");
+
+        let (s, b) = json(Refusal::Timeout {
+            route: "graph",
+            cause: "slow",
+        })
+        .await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            (504, Some("upstream_timeout"))
+        );
+
+        let (s, b) = json(Refusal::BadRequest { reason: "no host" }).await;
+        assert_eq!((s.as_u16(), b["message"].as_str()), (400, Some("no host")));
+    }
+}

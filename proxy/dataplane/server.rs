@@ -1,0 +1,154 @@
+//! Starting and stopping the data plane: bind every listener, run the accept loops, drain on
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::forward::{DEFAULT_REQUEST_TIMEOUT, DataplaneTable, Forwarder};
+use super::listener::{AcceptContext, ConnectionSettings, accept_loop};
+
+/// Default time open connections get to finish in-flight requests after shutdown is asked for;
+/// below Kubernetes' default 30 s termination grace period.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One listening socket.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    /// Where to listen (port 0 picks a free port; see [`ProxyHandle::local_addrs`]).
+    pub addr: SocketAddr,
+    /// `None`: plain HTTP/1.1 and h2c; `Some`: TLS (see `listener::server_tls_config`).
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+/// Data plane settings.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Bound from sending a request upstream to its response head.
+    pub request_timeout: Duration,
+    /// Caller connection settings.
+    pub connection: ConnectionSettings,
+    /// How long shutdown waits for open connections.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connection: ConnectionSettings::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no listener configured")]
+    NoListener,
+}
+
+/// The data plane.
+#[derive(Debug)]
+pub struct Proxy;
+
+impl Proxy {
+    /// Binds every listener (all or nothing), then serves until [`ProxyHandle::shutdown`] or until
+    /// the handle is dropped. The table is read per request, so storing a new table into `table`
+    /// takes effect on the next request.
+    pub async fn start(
+        listeners: Vec<ListenerSpec>,
+        table: Arc<ArcSwap<DataplaneTable>>,
+        settings: ProxySettings,
+    ) -> Result<ProxyHandle, StartError> {
+        if listeners.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        let mut bound = Vec::with_capacity(listeners.len());
+        for spec in listeners {
+            let socket = TcpListener::bind(spec.addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: spec.addr,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
+                addr: spec.addr,
+                source,
+            })?;
+            bound.push((socket, local, spec.tls));
+        }
+        let forwarder = Forwarder::new(table, settings.request_timeout);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut addrs = Vec::with_capacity(bound.len());
+        let mut tasks = Vec::with_capacity(bound.len());
+        for (socket, local, tls) in bound {
+            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
+            addrs.push(local);
+            let ctx = AcceptContext {
+                forwarder: forwarder.clone(),
+                tls: tls.map(TlsAcceptor::from),
+                settings: settings.connection.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            tasks.push(tokio::spawn(accept_loop(socket, ctx)));
+        }
+        Ok(ProxyHandle {
+            addrs,
+            shutdown: shutdown_tx,
+            tasks,
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+}
+
+/// A running data plane. Dropping it stops accepting new connections.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
+}
+
+impl ProxyHandle {
+    /// The bound addresses, in the order the listeners were given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, lets open connections finish their requests (up to the drain timeout),
+    /// and returns. Connections still busy after the drain timeout are left to end on their own.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let drain = async {
+            for task in self.tasks {
+                if let Err(e) = task.await {
+                    tracing::warn!(error = %e, "accept loop ended abnormally");
+                }
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                "connections still open after the drain timeout"
+            );
+        }
+    }
+}
