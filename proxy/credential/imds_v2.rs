@@ -78,16 +78,16 @@ pub fn parse_platform_metadata(
     body: &[u8],
 ) -> Result<PlatformMetadata, ResponseError> {
     if status == StatusCode::NOT_FOUND {
-        return Err(ResponseError::Rejected {
-            what: METADATA_WHAT,
-            error: not_supported_error(),
-        });
+        return Err(ResponseError::rejected(
+            METADATA_WHAT,
+            not_supported_error(),
+        ));
     }
     if status != StatusCode::OK {
-        return Err(ResponseError::Rejected {
-            what: METADATA_WHAT,
-            error: EstsError::parse(status, body),
-        });
+        return Err(ResponseError::rejected(
+            METADATA_WHAT,
+            EstsError::parse(status, body),
+        ));
     }
     match headers.get(SERVER).map(|v| v.to_str()) {
         Some(Ok(server)) if server.contains(IMDS_SERVER_MARKER) => {}
@@ -215,10 +215,10 @@ pub fn parse_issued_credential(
     body: &[u8],
 ) -> Result<IssuedCredential, ResponseError> {
     if status != StatusCode::OK {
-        return Err(ResponseError::Rejected {
-            what: ISSUE_WHAT,
-            error: EstsError::parse(status, body),
-        });
+        return Err(ResponseError::rejected(
+            ISSUE_WHAT,
+            EstsError::parse(status, body),
+        ));
     }
     let mut map = parse_object(ISSUE_WHAT, body)?;
     let client_id = take_required_string(ISSUE_WHAT, &mut map, "client_id")?;

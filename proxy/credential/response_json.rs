@@ -23,8 +23,8 @@ pub enum ResponseError {
     Rejected {
         /// Which response this was (for example `token endpoint response`).
         what: &'static str,
-        /// The parsed error body.
-        error: EstsError,
+        /// The parsed error body (boxed: it is large and errors are the rare path).
+        error: Box<EstsError>,
     },
     /// The body is larger than [`MAX_RESPONSE_BYTES`].
     #[error("{what}: body is {len} bytes, over the {MAX_RESPONSE_BYTES}-byte limit")]
@@ -50,6 +50,14 @@ impl ResponseError {
         match self {
             ResponseError::Rejected { error, .. } => Some(error),
             _ => None,
+        }
+    }
+
+    /// A [`ResponseError::Rejected`].
+    pub fn rejected(what: &'static str, error: EstsError) -> Self {
+        ResponseError::Rejected {
+            what,
+            error: Box::new(error),
         }
     }
 

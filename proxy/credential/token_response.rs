@@ -106,10 +106,10 @@ pub fn parse_token_response(
     binding: Option<BindingCert>,
 ) -> Result<Token, ResponseError> {
     if status != StatusCode::OK {
-        return Err(ResponseError::Rejected {
-            what: WHAT,
-            error: EstsError::parse(status, body),
-        });
+        return Err(ResponseError::rejected(
+            WHAT,
+            EstsError::parse(status, body),
+        ));
     }
     if requested == TokenType::MtlsPop && binding.is_none() {
         return Err(ResponseError::Invalid {
