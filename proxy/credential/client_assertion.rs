@@ -85,14 +85,21 @@ impl fmt::Debug for ClientAssertion {
 /// Why an assertion could not be signed.
 #[derive(Debug, thiserror::Error)]
 pub enum AssertionError {
+    /// The key is not RSA.
     #[error(
         "cannot sign a client assertion with a {key_algorithm} key: Entra ID wants RSA assertions (PS256 or RS256)"
     )]
-    NotRsa { key_algorithm: String },
+    NotRsa {
+        /// The key's algorithm as rustls names it.
+        key_algorithm: String,
+    },
+    /// `client_id` or `audience` is empty.
     #[error("cannot sign a client assertion: {0} is empty")]
     EmptyInput(&'static str),
+    /// The system clock reads before the Unix epoch.
     #[error("cannot sign a client assertion: the clock is before 1970")]
     Clock,
+    /// The key refused to sign.
     #[error("signing the client assertion failed: {0}")]
     Signing(String),
 }

@@ -53,15 +53,21 @@ pub const RSASSA_PSS_SHA256_PARAMS: &[u8] = &[
 /// Why a key or CSR could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CsrError {
+    /// aws-lc could not generate the key.
     #[error("generating the RSA-2048 binding key failed")]
     KeyGeneration,
+    /// An input (from `getplatformmetadata`) cannot go into the CSR.
     #[error("cannot build the CSR: {field} {problem}")]
     BadInput {
+        /// The metadata field.
         field: &'static str,
+        /// What is wrong with it.
         problem: String,
     },
+    /// DER encoding failed.
     #[error("encoding the CSR failed: {0}")]
     Encoding(String),
+    /// aws-lc could not sign.
     #[error("signing the CSR failed")]
     Signing,
 }

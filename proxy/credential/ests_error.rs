@@ -37,9 +37,13 @@ pub struct EstsError {
     pub aadsts: Option<u32>,
     /// `error_description`, or the plain-text body, truncated to [`MAX_ERROR_DESCRIPTION_CHARS`].
     pub description: String,
+    /// `correlation_id`: the id Microsoft support asks for.
     pub correlation_id: Option<String>,
+    /// `trace_id`.
     pub trace_id: Option<String>,
+    /// `suberror` (for example `bad_token`).
     pub suberror: Option<String>,
+    /// `timestamp`, as ESTS wrote it.
     pub timestamp: Option<String>,
     /// A claims challenge, when ESTS asks for one.
     pub claims: Option<String>,

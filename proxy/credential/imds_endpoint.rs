@@ -41,7 +41,7 @@ impl ImdsBase {
         const WHAT: &str = "IMDS base URL";
         let trimmed = url.trim_end_matches('/');
         let uri = parse_uri(WHAT, IMDS_BASE_ENV, trimmed)?;
-        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        if (uri.path() != "/" && !uri.path().is_empty()) || uri.query().is_some() {
             return Err(RequestError::bad(
                 WHAT,
                 IMDS_BASE_ENV,
@@ -78,9 +78,11 @@ impl ImdsBase {
 /// How a request names a user-assigned managed identity. No selector means the system-assigned one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UamiSelector {
+    /// The identity's client (application) id.
     ClientId(String),
     /// The ARM resource id (`/subscriptions/…/userAssignedIdentities/…`).
     ResourceId(String),
+    /// The identity's object (principal) id.
     ObjectId(String),
 }
 

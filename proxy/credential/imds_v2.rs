@@ -35,7 +35,9 @@ const ISSUE_WHAT: &str = "IMDS issuecredential response";
 /// The VM identity IMDS reports as `cuId`; the CSR must carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CuId {
+    /// `vmId`.
     pub vm_id: Option<String>,
+    /// `vmssId`.
     pub vmss_id: Option<String>,
 }
 
@@ -50,9 +52,13 @@ impl CuId {
 /// `getplatformmetadata`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlatformMetadata {
+    /// `clientId`: the identity's client id, the CSR's CN.
     pub client_id: String,
+    /// `tenantId`: the CSR's DC.
     pub tenant_id: String,
+    /// `cuId`: carried in the CSR attribute.
     pub cu_id: CuId,
+    /// `attestationEndpoint` (MAA); unused without key attestation, but required.
     pub attestation_endpoint: String,
 }
 
@@ -199,10 +205,13 @@ pub fn issue_credential_request(
 /// `issuecredential`'s answer; every field is required.
 #[derive(Clone, Debug)]
 pub struct IssuedCredential {
+    /// The client id to put in the token request (the managed identity's).
     pub client_id: String,
+    /// The tenant of the token endpoint path.
     pub tenant_id: String,
     /// The issued binding certificate.
     pub certificate: CertificateDer<'static>,
+    /// `SystemAssigned` / `UserAssigned`, as IMDS reports it (informational).
     pub identity_type: String,
     /// Base URL of the mTLS token endpoint (`https://{region}.mtlsauth.microsoft.com`).
     pub mtls_authentication_endpoint: String,

@@ -16,6 +16,7 @@ use super::token_response::{MAX_EXPIRES_IN, take_access_token};
 /// A managed identity's Bearer token and what the response said about it.
 #[derive(Debug)]
 pub struct ManagedIdentityToken {
+    /// The Bearer token.
     pub token: Token,
     /// `resource`, when present.
     pub resource: Option<String>,
@@ -39,6 +40,8 @@ pub fn parse_managed_identity_token(
         ));
     }
     let mut map = parse_object(what, body)?;
+    // Taken first, so that on any later error the secret is zeroized when dropped.
+    let access_token = take_access_token(what, &mut map)?;
     if let Some(token_type) = take_optional_string(what, &mut map, "token_type")?
         && !TokenType::Bearer.matches_response(&token_type)
     {
@@ -124,7 +127,6 @@ pub fn parse_managed_identity_token(
     };
     let resource = take_optional_string(what, &mut map, "resource")?;
     let client_id = take_optional_string(what, &mut map, "client_id")?;
-    let access_token = take_access_token(what, &mut map)?;
     Ok(ManagedIdentityToken {
         token: Token {
             access_token,

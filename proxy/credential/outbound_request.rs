@@ -42,8 +42,11 @@ pub enum RequestError {
     /// An input is empty or malformed; `input` names it.
     #[error("cannot build the {what}: {input} {problem}")]
     BadInput {
+        /// The request being built.
         what: &'static str,
+        /// The input at fault.
         input: &'static str,
+        /// What is wrong with it.
         problem: String,
     },
 }
@@ -72,12 +75,6 @@ impl CredentialRequest {
     /// Splits into the request (to hand to the HTTP client) and its id.
     pub fn into_parts(self) -> (Request<Bytes>, Uuid) {
         (self.request, self.client_request_id)
-    }
-
-    /// The body as UTF-8 (all bodies built here are ASCII form or JSON). For tests and for the
-    /// local authority's assertions; never log it.
-    pub fn body_str(&self) -> &str {
-        std::str::from_utf8(self.request.body()).unwrap_or("")
     }
 }
 

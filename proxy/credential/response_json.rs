@@ -28,20 +28,38 @@ pub enum ResponseError {
     },
     /// The body is larger than [`MAX_RESPONSE_BYTES`].
     #[error("{what}: body is {len} bytes, over the {MAX_RESPONSE_BYTES}-byte limit")]
-    TooLarge { what: &'static str, len: usize },
+    TooLarge {
+        /// Which response.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
     /// The body is not a JSON object.
     #[error("{what}: body is not a JSON object ({detail})")]
-    NotJson { what: &'static str, detail: String },
+    NotJson {
+        /// Which response.
+        what: &'static str,
+        /// The JSON parser's message (line and column, never the content).
+        detail: String,
+    },
     /// A field is missing or has a bad value.
     #[error("{what}: field `{field}` {problem}")]
     Field {
+        /// Which response.
         what: &'static str,
+        /// The JSON field.
         field: &'static str,
+        /// What is wrong with it (never quoting a secret).
         problem: String,
     },
     /// Something other than a single field is wrong (for example a header).
     #[error("{what}: {problem}")]
-    Invalid { what: &'static str, problem: String },
+    Invalid {
+        /// Which response.
+        what: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl ResponseError {

@@ -30,7 +30,9 @@ pub const IMDS_BACKOFF: [Duration; 3] = [
 pub enum Outcome<'a> {
     /// The peer answered.
     Response {
+        /// The status.
         status: StatusCode,
+        /// The headers (for `Retry-After`).
         headers: &'a HeaderMap,
     },
     /// No answer within the call's timeout.

@@ -25,6 +25,8 @@ pub const ASSERTION_TYPE_JWT_BEARER: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// `client_assertion_type` for an mTLS PoP leg-1 token used as the assertion in FIC leg 2.
 pub const ASSERTION_TYPE_JWT_POP: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-pop";
+/// The resource of every FIC leg 1 (its scope is this plus `/.default`).
+pub const FIC_LEG1_RESOURCE: &str = "api://AzureADTokenExchange";
 /// The scope suffix that asks for an app's static permissions.
 pub const DEFAULT_SCOPE_SUFFIX: &str = "/.default";
 

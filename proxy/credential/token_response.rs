@@ -21,10 +21,15 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A successful token response, with every field checked.
 #[derive(Debug)]
 pub struct TokenResponse {
+    /// `access_token`.
     pub access_token: AccessToken,
+    /// `token_type`, equal to the requested type.
     pub token_type: TokenType,
+    /// `expires_in`.
     pub expires_in: Duration,
+    /// `ext_expires_in`: how long ESTS would honour the token during an outage (informational).
     pub ext_expires_in: Option<Duration>,
+    /// `refresh_in`: when ESTS wants to be asked again.
     pub refresh_in: Option<Duration>,
 }
 
@@ -34,6 +39,8 @@ impl TokenResponse {
     /// an error, never a silent downgrade).
     pub fn parse(body: &[u8], requested: TokenType) -> Result<Self, ResponseError> {
         let mut map = parse_object(WHAT, body)?;
+        // Taken first, so that on any later error the secret is zeroized when dropped.
+        let access_token = take_access_token(WHAT, &mut map)?;
         let token_type = take_required_string(WHAT, &mut map, "token_type")?;
         if !requested.matches_response(&token_type) {
             return Err(ResponseError::field(
@@ -63,7 +70,6 @@ impl TokenResponse {
                 ),
             ));
         }
-        let access_token = take_access_token(WHAT, &mut map)?;
         Ok(Self {
             access_token,
             token_type: requested,

@@ -37,19 +37,34 @@ impl fmt::Debug for FederatedToken {
 /// Why the federated token file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FederatedTokenError {
+    /// Opening or reading failed.
     #[error("cannot read the federated token file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The file holds only whitespace.
     #[error("the federated token file {path} is empty")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is over [`MAX_FEDERATED_TOKEN_BYTES`].
     #[error("the federated token file {path} is larger than {MAX_FEDERATED_TOKEN_BYTES} bytes")]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The content cannot be a JWT.
     #[error(
         "the federated token file {path} is not a JWT (it holds non-UTF-8 bytes or inner whitespace)"
     )]
-    Malformed { path: PathBuf },
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Reads the token file now (surrounding whitespace trimmed).
