@@ -1,7 +1,8 @@
 //! The IMDSv2 binding key and certificate signing request (protocol.md §3 steps 2–3).
 //!
 //! The key is RSA-2048, generated with aws-lc-rs and held only in memory. The CSR is PKCS#10 built
-//! with x509-cert types: subject `DC={tenantId}, CN={clientId}`, one attribute carrying the VM's
+//! with x509-cert types: subject `DC={tenantId}, CN={clientId}` (DC first, as .NET encodes MSAL's
+//! `CN=…, DC=…` string), one attribute carrying the VM's
 //! `cuId` JSON, signed RSASSA-PSS / SHA-256 / MGF1-SHA-256 / salt 32 (rcgen cannot sign PSS).
 
 use std::fmt;
@@ -12,7 +13,9 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{KeyPair as _, RSA_PSS_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use der::asn1::{Any, BitString, Ia5StringRef, ObjectIdentifier, SetOfVec, Utf8StringRef};
+use der::asn1::{
+    Any, BitString, Ia5StringRef, ObjectIdentifier, PrintableStringRef, SetOfVec, Utf8StringRef,
+};
 use der::{Decode as _, Encode as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -202,11 +205,16 @@ pub fn build_csr(
     if !cu_id.has_any() {
         return Err(bad("cuId", "has neither vmId nor vmssId"));
     }
+    // String types as Windows encodes `CN=…, DC=…` for MSAL: DC is an IA5String (RFC 4519), CN a
+    // PrintableString when its characters allow (GUIDs do), else a UTF8String.
     let dc = Ia5StringRef::new(tenant_id).map_err(|_| bad("tenantId", "is not ASCII"))?;
-    let cn = Utf8StringRef::new(client_id)?;
+    let cn = match PrintableStringRef::new(client_id) {
+        Ok(printable) => Any::encode_from(&printable)?,
+        Err(_) => Any::encode_from(&Utf8StringRef::new(client_id)?)?,
+    };
     let subject = RdnSequence(vec![
         rdn(DOMAIN_COMPONENT_OID, Any::encode_from(&dc)?)?,
-        rdn(COMMON_NAME_OID, Any::encode_from(&cn)?)?,
+        rdn(COMMON_NAME_OID, cn)?,
     ]);
     let public_key = SubjectPublicKeyInfoOwned::from_der(&key.spki_der()?)?;
     let cu_json = cu_id_json(cu_id);
@@ -280,7 +288,7 @@ mod tests {
         assert_eq!(dc.value.value(), b"751a212b-4003-416e-b600-e1f48e40db9f");
         let cn = rdns[1].0.get(0).unwrap();
         assert_eq!(cn.oid, COMMON_NAME_OID);
-        assert_eq!(cn.value.tag(), Tag::Utf8String);
+        assert_eq!(cn.value.tag(), Tag::PrintableString);
         assert_eq!(cn.value.value(), b"d3adb33f-c0de");
         // One attribute: the cuId JSON as a UTF8String.
         assert_eq!(parsed.info.attributes.len(), 1);
@@ -337,6 +345,16 @@ mod tests {
                 .verify(&signed, sig)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_common_name_outside_printable_string_is_utf8() {
+        let key = BindingKey::generate().unwrap();
+        let csr = build_csr(&key, "t", "client_ü", &cu(Some("v"), None)).unwrap();
+        let parsed = CertReq::from_der(csr.der()).unwrap();
+        let cn = parsed.info.subject.0[1].0.get(0).unwrap();
+        assert_eq!(cn.value.tag(), Tag::Utf8String);
+        assert_eq!(cn.value.value(), "client_ü".as_bytes());
     }
 
     #[test]
