@@ -306,5 +306,25 @@ mod tests {
             sign_client_assertion(&binding, &input),
             Err(AssertionError::EmptyInput("client_id"))
         ));
+        let input = AssertionInput {
+            client_id: "c",
+            audience: "",
+            now: SystemTime::now(),
+            include_x5c: false,
+        };
+        assert!(matches!(
+            sign_client_assertion(&binding, &input),
+            Err(AssertionError::EmptyInput("audience"))
+        ));
+        let input = AssertionInput {
+            client_id: "c",
+            audience: "a",
+            now: SystemTime::UNIX_EPOCH - Duration::from_secs(1),
+            include_x5c: false,
+        };
+        let err = sign_client_assertion(&binding, &input)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clock is before 1970"), "{err}");
     }
 }

@@ -27,6 +27,8 @@ use zeroize::Zeroizing;
 use super::binding::{BindingCert, BindingError};
 use super::imds_v2::CuId;
 
+// `new_unwrap` runs at compile time in these consts: a malformed OID fails the build, not a run.
+
 /// The attribute IMDS reads the VM identity from (Microsoft arc, `…311.90.2.10`).
 pub const CU_ID_ATTRIBUTE_OID: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.90.2.10");

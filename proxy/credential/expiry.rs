@@ -93,8 +93,8 @@ pub fn parse_iso8601(text: &str) -> Result<SystemTime, ExpiryError> {
             return Err(bad());
         }
         // Keep nanosecond precision; further digits (.NET writes 7) are dropped.
-        for (i, d) in after_dot[..digits].iter().take(9).enumerate() {
-            nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
+        for (d, power) in after_dot[..digits].iter().zip((0..9u32).rev()) {
+            nanos += u32::from(d - b'0') * 10u32.pow(power);
         }
         rest = &after_dot[digits..];
     }

@@ -349,6 +349,14 @@ mod tests {
         let err = parse_platform_metadata(StatusCode::OK, &HeaderMap::new(), METADATA.as_bytes())
             .unwrap_err();
         assert!(err.to_string().contains("`Server` is missing"), "{err}");
+        let mut binary = HeaderMap::new();
+        binary.insert(SERVER, HeaderValue::from_bytes(b"IMDS\xff").unwrap());
+        let err =
+            parse_platform_metadata(StatusCode::OK, &binary, METADATA.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("`Server` is not visible ASCII"),
+            "{err}"
+        );
         let mut nginx = HeaderMap::new();
         nginx.insert(SERVER, HeaderValue::from_static("nginx"));
         let err = parse_platform_metadata(StatusCode::OK, &nginx, METADATA.as_bytes()).unwrap_err();
