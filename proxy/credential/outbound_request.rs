@@ -72,6 +72,20 @@ impl CredentialRequest {
         self.client_request_id
     }
 
+    /// The same request again (same id, headers and body) for a retry. `http::Request` is not
+    /// `Clone` because of its extensions; builders here set none.
+    pub fn duplicate(&self) -> Self {
+        let mut request = Request::new(self.request.body().clone());
+        *request.method_mut() = self.request.method().clone();
+        *request.uri_mut() = self.request.uri().clone();
+        *request.version_mut() = self.request.version();
+        *request.headers_mut() = self.request.headers().clone();
+        Self {
+            request,
+            client_request_id: self.client_request_id,
+        }
+    }
+
     /// Splits into the request (to hand to the HTTP client) and its id.
     pub fn into_parts(self) -> (Request<Bytes>, Uuid) {
         (self.request, self.client_request_id)
@@ -197,6 +211,26 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("x-identity-header"), "{shown}");
         assert!(shown.contains("28 bytes"), "{shown}");
+    }
+
+    #[test]
+    fn a_duplicate_is_the_same_request() {
+        let req = Assemble {
+            method: Method::POST,
+            uri: "https://example.test/t".parse().unwrap(),
+            headers: vec![(CLIENT_REQUEST_ID, HeaderValue::from_static("id"))],
+            accept_json: true,
+            content_type: Some("application/x-www-form-urlencoded"),
+            body: Bytes::from_static(b"a=b"),
+        }
+        .finish("test request", Uuid::new_v4())
+        .unwrap();
+        let again = req.duplicate();
+        assert_eq!(again.client_request_id(), req.client_request_id());
+        assert_eq!(again.request().method(), req.request().method());
+        assert_eq!(again.request().uri(), req.request().uri());
+        assert_eq!(again.request().headers(), req.request().headers());
+        assert_eq!(again.request().body(), req.request().body());
     }
 
     #[test]
