@@ -1,5 +1,6 @@
 //! Token cache, single-flight, refresh scheduling, snapshot publishing.
 
 pub mod cache;
+pub mod credential;
 pub mod schedule;
 pub mod snapshot;
