@@ -281,4 +281,12 @@ impl Route {
     pub fn scope(&self) -> String {
         format!("{}/.default", self.resource)
     }
+
+    /// The upstream's base path without a trailing `/` (`""` when it has none), ready to be
+    /// prepended to the forwarded path. `http::Uri` shows an empty path as `/`.
+    pub fn upstream_base_path(&self) -> &str {
+        self.upstream
+            .as_ref()
+            .map_or("", |u| u.path().trim_end_matches('/'))
+    }
 }

@@ -32,10 +32,8 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new(file: &'a Path, env: EnvLookup<'a>) -> Self {
-        let dir = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        // A bare file name has an empty parent: paths then resolve against the working directory.
+        let dir = file.parent().map(Path::to_owned).unwrap_or_default();
         Self {
             file,
             dir,
