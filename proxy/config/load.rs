@@ -98,9 +98,28 @@ fn parse_error(file: &Path, err: &serde_saphyr::Error) -> ConfigError {
     {
         inner = error;
     }
-    let message = serde_saphyr::DefaultMessageFormatter.format_message(inner);
     let location = err.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
-    ConfigError::at(file, location, sanitize(message))
+    let message = match inner {
+        serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
+        other => sanitize(serde_saphyr::DefaultMessageFormatter.format_message(other)),
+    };
+    ConfigError::at(file, location, message)
+}
+
+/// Names the popgate limit a document broke, rather than the parser's internal counter.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limit = match breach {
+        B::Aliases { .. } => format!("more than {MAX_YAML_ALIASES} aliases"),
+        B::Anchors { .. } => format!("more than {MAX_YAML_ANCHORS} anchors"),
+        B::Depth { .. } => format!("nesting deeper than {MAX_YAML_DEPTH} levels"),
+        B::Nodes { .. } => format!("more than {MAX_YAML_NODES} nodes"),
+        B::Events { .. } => format!("more than {MAX_YAML_EVENTS} parser events"),
+        B::ScalarBytes { .. } => format!("more than {MAX_YAML_SCALAR_BYTES} bytes of scalars"),
+        B::Documents { .. } => "more than one YAML document".to_owned(),
+        other => sanitize(Cow::Owned(format!("{other:?}"))),
+    };
+    format!("YAML document exceeds popgate's parser limits: {limit}")
 }
 
 /// Parser messages may quote file content: keep them on one line and free of control characters.
