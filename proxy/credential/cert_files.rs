@@ -126,12 +126,11 @@ fn read_bounded(path: &Path, role: FileRole) -> Result<Zeroizing<Vec<u8>>, CertF
     Ok(buf)
 }
 
+/// One decoded PEM block: its kind and DER (zeroized on drop: it may be a key).
+type PemSection = (SectionKind, Zeroizing<Vec<u8>>);
+
 /// All PEM sections of `pem`, in order, with their kinds.
-fn sections(
-    pem: &[u8],
-    role: FileRole,
-    path: &Path,
-) -> Result<Vec<(SectionKind, Zeroizing<Vec<u8>>)>, CertFileError> {
+fn sections(pem: &[u8], role: FileRole, path: &Path) -> Result<Vec<PemSection>, CertFileError> {
     <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
         .map(|item| {
             item.map(|(kind, der)| (kind, Zeroizing::new(der)))
@@ -297,8 +296,6 @@ mod tests {
         let f = Files::new();
         let (cert, key) = self_signed(&rcgen::PKCS_RSA_SHA256);
         let c = f.write("c.pem", &cert);
-        // Re-wrap the PKCS#8 key as PKCS#1 via aws-lc-rs is not exposed; instead check that a
-        // PKCS#1 block is parsed as Pkcs1 by converting through x509-parser's RSA structures.
         let pkcs8 = key.serialize_der();
         let pkcs1 = pkcs1_from_pkcs8(&pkcs8);
         let k = f.write("k.pem", pem_block("RSA PRIVATE KEY", &pkcs1));
@@ -308,14 +305,37 @@ mod tests {
         ));
         load_binding_cert(&c, &k).unwrap();
 
-        let sec1 = f.write("ec.pem", pem_block("EC PRIVATE KEY", &[0x30, 0x00]));
-        assert!(matches!(
-            load_private_key(&sec1).unwrap(),
-            PrivateKeyDer::Sec1(_)
-        ));
+        let (ec_cert, ec_key) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let ec_cert = f.write("ec-cert.pem", ec_cert);
+        let sec1 = f.write(
+            "ec.pem",
+            pem_block("EC PRIVATE KEY", &sec1_from_pkcs8(&ec_key.serialize_der())),
+        );
+        assert!(matches!(load_private_key(&sec1).unwrap(), PrivateKeyDer::Sec1(_)));
+        load_binding_cert(&ec_cert, &sec1).unwrap();
     }
 
-    /// Extracts the PKCS#1 `RSAPrivateKey` from a PKCS#8 `PrivateKeyInfo` (its OCTET STRING).
+    /// Turns a P-256 PKCS#8 key into SEC1 `ECPrivateKey` with its curve parameters, as
+    /// `openssl ec` writes it.
+    fn sec1_from_pkcs8(pkcs8: &[u8]) -> Vec<u8> {
+        use der::{Decode as _, Encode as _};
+        #[derive(der::Sequence)]
+        struct EcPrivateKey<'a> {
+            version: u8,
+            private_key: der::asn1::OctetStringRef<'a>,
+            #[asn1(context_specific = "0", optional = "true")]
+            parameters: Option<der::asn1::ObjectIdentifier>,
+            #[asn1(context_specific = "1", optional = "true")]
+            public_key: Option<der::asn1::BitStringRef<'a>>,
+        }
+        let inner = pkcs1_from_pkcs8(pkcs8);
+        let mut key = EcPrivateKey::from_der(&inner).unwrap();
+        key.parameters = Some(der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7"));
+        key.to_der().unwrap()
+    }
+
+    /// Extracts the algorithm-specific key (PKCS#1 for RSA, SEC1 for EC) from a PKCS#8
+    /// `PrivateKeyInfo` (its OCTET STRING).
     fn pkcs1_from_pkcs8(pkcs8: &[u8]) -> Vec<u8> {
         use der::Decode as _;
         #[derive(der::Sequence)]
