@@ -416,3 +416,17 @@ fn empty_attestation_command() {
         "attestation_command must be a non-empty argv list, e.g. [/usr/local/bin/attest, --json]",
     );
 }
+
+#[test]
+fn workload_identity_env_values_are_validated_too() {
+    let f = Fixture::new()
+        .with_env("AZURE_CLIENT_ID", "not-a-guid")
+        .with_env("AZURE_TENANT_ID", TENANT)
+        .with_env("AZURE_FEDERATED_TOKEN_FILE", "/t");
+    f.assert_error(
+        &with_identities("  w: {kind: workload_identity}\n", "w"),
+        4,
+        13,
+        "client_id `not-a-guid` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+    );
+}

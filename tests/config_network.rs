@@ -233,3 +233,51 @@ fn global_timeouts_must_be_durations() {
         ]
     );
 }
+
+#[test]
+fn resolve_key_given_twice_after_normalization() {
+    let f = Fixture::new();
+    f.assert_error(
+        &with_top(
+            "listeners: [{address: '127.0.0.1:3128'}]
+network:
+  resolve:
+    'a.example:443': '127.0.0.1:1'
+    'A.Example.:443': '127.0.0.1:2'
+",
+        ),
+        6,
+        5,
+        "resolve key `a.example:443` appears twice",
+    );
+}
+
+#[test]
+fn client_ca_file_without_certificates() {
+    let f = Fixture::new();
+    f.assert_error(
+        &with_top(
+            "listeners:
+  - address: 127.0.0.1:3128
+    tls: {cert_file: app.pem, key_file: app.key, client_ca_file: garbage.pem}
+",
+        ),
+        4,
+        66,
+        &format!(
+            "certificate file `{}` has no CERTIFICATE PEM block",
+            f.shown("garbage.pem")
+        ),
+    );
+}
+
+#[test]
+fn bad_imds_env_override_without_a_config_key_points_at_the_file() {
+    let f = Fixture::new().with_env("AZURE_POD_IDENTITY_AUTHORITY_HOST", "not a url");
+    f.assert_error(
+        &with_top("listeners: [{address: '127.0.0.1:3128'}]\n"),
+        1,
+        1,
+        "environment variable AZURE_POD_IDENTITY_AUTHORITY_HOST `not a url` must be an http(s) base URL like http://169.254.169.254",
+    );
+}

@@ -443,3 +443,54 @@ fn bad_enum_values_are_parse_errors() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn malformed_upstreams() {
+    let f = Fixture::new();
+    assert_eq!(
+        f.errors(&with_routes(
+            "  - {name: a, match: {host: a.example}, upstream: 'https://', resource: r, flow: vanilla, identity: sami}
+  - {name: b, match: {host: b.example}, upstream: 'https://b.example/x?y=1', resource: r, flow: vanilla, identity: sami}
+  - {name: c, match: {host: c.example}, upstream: 'https://u@c.example', resource: r, flow: vanilla, identity: sami}
+  - {name: d, match: {host: d.example}, upstream: 'not a url', resource: r, flow: vanilla, identity: sami}
+"
+        )),
+        vec![
+            f.at(11, 51, "upstream `https://` is not a URL (e.g. https://graph.microsoft.com)"),
+            f.at(12, 51, "upstream `https://b.example/x?y=1` may not carry a query"),
+            f.at(13, 51, "upstream `https://u@c.example` may not carry user info"),
+            f.at(14, 51, "upstream `not a url` is not a URL (e.g. https://graph.microsoft.com)"),
+        ]
+    );
+}
+
+#[test]
+fn resource_with_whitespace() {
+    let f = Fixture::new();
+    f.assert_error(
+        &with_routes(
+            "  - {name: a, match: {host: a.example}, resource: 'https://x y', flow: vanilla, identity: sami}\n",
+        ),
+        11,
+        51,
+        "resource `https://x y` may not contain whitespace",
+    );
+}
+
+#[test]
+fn more_bad_host_patterns_and_prefixes() {
+    let f = Fixture::new();
+    assert_eq!(
+        f.errors(&with_routes(
+            "  - {name: a, match: {host: '*.10.0.0.1'}, resource: r, flow: vanilla, identity: sami}
+  - {name: b, match: {host: 'b example'}, resource: r, flow: vanilla, identity: sami}
+  - {name: c, match: {host: c.example, path_prefix: '/a b'}, resource: r, flow: vanilla, identity: sami}
+"
+        )),
+        vec![
+            f.at(11, 29, "host pattern `*.10.0.0.1`: a wildcard needs a DNS suffix, not an IP address"),
+            f.at(12, 29, "host pattern `b example` is not a host name, `*.suffix` or IP address with an optional :port"),
+            f.at(13, 53, "path_prefix `/a b` may not contain whitespace, control characters, `?` or `#`"),
+        ]
+    );
+}

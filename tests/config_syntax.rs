@@ -202,3 +202,19 @@ fn multiple_documents_are_refused() {
         "YAML document exceeds popgate's parser limits: more than one YAML document",
     );
 }
+
+#[test]
+fn non_utf8_file() {
+    let f = Fixture::new();
+    let path = f.config_path();
+    std::fs::write(&path, b"version: 1\n\xff\xfe\n").unwrap();
+    let err = popgate::config::load(&path).unwrap_err();
+    assert_eq!(err.errors().len(), 1);
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}:1:1: config file is not UTF-8: ",
+            path.display()
+        )),
+        "{err}"
+    );
+}
