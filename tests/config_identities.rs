@@ -342,7 +342,7 @@ fn key_that_does_not_parse() {
         10,
         17,
         &format!(
-            "key file `{}` has no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block (found: Certificate)",
+            "key file `{}` has no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block (found: CERTIFICATE)",
             f.shown("app.pem")
         ),
     );

@@ -32,7 +32,7 @@ fn listener_tls_admin_network_and_timeouts_load() {
 admin: {address: 127.0.0.1:9901}
 network:
   imds_endpoint: http://127.0.0.1:40000
-  resolve: {'WestUS3.mtlsauth.microsoft.com:443': '127.0.0.1:8443'}
+  resolve: {'WestUS3.mtlsauth.microsoft.com:443': '127.0.0.1:8443', '[::1]:8443': '127.0.0.1:9'}
   extra_ca_files: [app.pem]
 timeouts: {connect: 2s, idle: 2m}
 ",
@@ -52,6 +52,10 @@ timeouts: {connect: 2s, idle: 2m}
             .resolve
             .get("westus3.mtlsauth.microsoft.com:443"),
         Some(&"127.0.0.1:8443".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        cfg.network.resolve.get("[::1]:8443"),
+        Some(&"127.0.0.1:9".parse::<SocketAddr>().unwrap())
     );
     assert_eq!(cfg.network.extra_ca.len(), 1);
     assert_eq!(cfg.timeouts.connect, Duration::from_secs(2));

@@ -155,7 +155,7 @@ fn alias_expansion_bomb_is_refused() {
         &yaml,
         9,
         53,
-        "alias replay limit exceeded: total_replayed_events=10001 > 10000",
+        "YAML document too large or too complex: total_replayed_events=10001 > 10000",
     );
 }
 
@@ -216,5 +216,28 @@ fn non_utf8_file() {
             path.display()
         )),
         "{err}"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let f = Fixture::new();
+    let dup_identity = "version: 1
+listeners: [{address: \"127.0.0.1:3128\"}]
+identities:
+  sami: {kind: managed_identity}
+  sami: {kind: managed_identity}
+routes: []
+";
+    let dup_field = with_routes(
+        "  - {name: a, name: b, match: {host: a.example}, resource: r, flow: vanilla, identity: sami}\n",
+    );
+    assert_eq!(
+        f.errors(dup_identity),
+        vec![f.at(5, 3, "duplicate mapping key `sami` is not allowed here")]
+    );
+    assert_eq!(
+        f.errors(&dup_field),
+        vec![f.at(11, 15, "duplicate mapping key `name` is not allowed here")]
     );
 }

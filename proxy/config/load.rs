@@ -101,7 +101,7 @@ fn parse_error(file: &Path, err: &serde_saphyr::Error) -> ConfigError {
     let location = err.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
     let message = match inner {
         serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
-        other => sanitize(serde_saphyr::DefaultMessageFormatter.format_message(other)),
+        other => sanitize(serde_saphyr::UserMessageFormatter.format_message(other)),
     };
     ConfigError::at(file, location, message)
 }

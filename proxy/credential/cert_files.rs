@@ -143,11 +143,26 @@ fn sections(pem: &[u8], role: FileRole, path: &Path) -> Result<Vec<PemSection>, 
         .collect()
 }
 
+/// The PEM label of a block kind, as it appears after `-----BEGIN `.
+fn pem_label(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Certificate => "CERTIFICATE",
+        SectionKind::PublicKey => "PUBLIC KEY",
+        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY",
+        SectionKind::PrivateKey => "PRIVATE KEY",
+        SectionKind::EcPrivateKey => "EC PRIVATE KEY",
+        SectionKind::Crl => "X509 CRL",
+        SectionKind::Csr => "CERTIFICATE REQUEST",
+        SectionKind::EchConfigList => "ECHCONFIG",
+        _ => "another",
+    }
+}
+
 fn found_list(kinds: &[SectionKind]) -> String {
     if kinds.is_empty() {
         String::new()
     } else {
-        let names: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
+        let names: Vec<&str> = kinds.iter().map(|k| pem_label(*k)).collect();
         format!(" (found: {})", names.join(", "))
     }
 }
@@ -311,7 +326,10 @@ mod tests {
             "ec.pem",
             pem_block("EC PRIVATE KEY", &sec1_from_pkcs8(&ec_key.serialize_der())),
         );
-        assert!(matches!(load_private_key(&sec1).unwrap(), PrivateKeyDer::Sec1(_)));
+        assert!(matches!(
+            load_private_key(&sec1).unwrap(),
+            PrivateKeyDer::Sec1(_)
+        ));
         load_binding_cert(&ec_cert, &sec1).unwrap();
     }
 
@@ -330,7 +348,9 @@ mod tests {
         }
         let inner = pkcs1_from_pkcs8(pkcs8);
         let mut key = EcPrivateKey::from_der(&inner).unwrap();
-        key.parameters = Some(der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7"));
+        key.parameters = Some(der::asn1::ObjectIdentifier::new_unwrap(
+            "1.2.840.10045.3.1.7",
+        ));
         key.to_der().unwrap()
     }
 
@@ -394,7 +414,7 @@ mod tests {
         assert_eq!(
             load_cert_chain(&k).unwrap_err().to_string(),
             format!(
-                "certificate file `{}` has no CERTIFICATE PEM block (found: PrivateKey)",
+                "certificate file `{}` has no CERTIFICATE PEM block (found: PRIVATE KEY)",
                 k.display()
             )
         );
@@ -403,7 +423,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "key file `{}` has no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block (found: Certificate)",
+                "key file `{}` has no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM block (found: CERTIFICATE)",
                 c.display()
             )
         );

@@ -20,6 +20,8 @@ pub(super) fn network(cx: &mut Ctx<'_>, raw: Option<&S<RawNetwork>>) -> Network 
     if let Some(map) = raw.and_then(|r| r.resolve.as_ref()) {
         for (key, value) in &map.value.0 {
             let target = match parse_host_port(&key.value) {
+                // IPv6 literals keep their brackets so the key stays unambiguous.
+                Ok((host, Some(port))) if host.contains(':') => Some(format!("[{host}]:{port}")),
                 Ok((host, Some(port))) => Some(format!("{host}:{port}")),
                 Ok((_, None)) | Err(_) => {
                     cx.error(
