@@ -36,7 +36,9 @@ pub enum HostRuleError {
     /// A legacy alias that has no mTLS endpoint.
     #[error("authority host `{host}` is refused for mTLS PoP: use `{use_instead}`")]
     RefusedAlias {
+        /// The refused host.
         host: String,
+        /// The host to configure instead.
         use_instead: &'static str,
     },
     /// A host that does not start with `login.` (and is not a public-cloud alias).

@@ -33,25 +33,39 @@ pub enum CertFileError {
     /// The file cannot be read.
     #[error("cannot read {role} file `{path}`: {reason}")]
     Read {
+        /// Which file.
         role: FileRole,
+        /// The file, as resolved.
         path: PathBuf,
+        /// What the underlying reader or parser said (never key material).
         reason: String,
     },
     /// The file is larger than [`MAX_PEM_FILE_BYTES`].
     #[error("{role} file `{path}` is larger than {MAX_PEM_FILE_BYTES} bytes")]
-    TooLarge { role: FileRole, path: PathBuf },
+    TooLarge {
+        /// Which file.
+        role: FileRole,
+        /// The file, as resolved.
+        path: PathBuf,
+    },
     /// The file is not valid PEM.
     #[error("{role} file `{path}` is not valid PEM: {reason}")]
     BadPem {
+        /// Which file.
         role: FileRole,
+        /// The file, as resolved.
         path: PathBuf,
+        /// What the underlying reader or parser said (never key material).
         reason: String,
     },
     /// No PEM block of the expected type.
     #[error("{role} file `{path}` has no {expected} PEM block{found}")]
     NoPemBlock {
+        /// Which file.
         role: FileRole,
+        /// The file, as resolved.
         path: PathBuf,
+        /// The PEM block type(s) that were looked for.
         expected: &'static str,
         /// `" (found: …)"` listing other block types present, or empty.
         found: String,
@@ -60,20 +74,38 @@ pub enum CertFileError {
     #[error(
         "key file `{path}` holds an encrypted private key, which is not supported: decrypt it (e.g. `openssl pkey -in {path} -out plain.key`)"
     )]
-    EncryptedKey { path: PathBuf },
+    EncryptedKey {
+        /// The file, as resolved.
+        path: PathBuf,
+    },
     /// More than one private key in the key file.
     #[error("key file `{path}` holds more than one private key")]
-    SeveralKeys { path: PathBuf },
+    SeveralKeys {
+        /// The file, as resolved.
+        path: PathBuf,
+    },
     /// The certificate is not X.509.
     #[error("certificate file `{path}` does not hold a valid X.509 certificate: {reason}")]
-    BadCertificate { path: PathBuf, reason: String },
+    BadCertificate {
+        /// The file, as resolved.
+        path: PathBuf,
+        /// What the underlying reader or parser said (never key material).
+        reason: String,
+    },
     /// The key cannot be used for signing.
     #[error("key file `{path}` does not hold a usable private key: {reason}")]
-    BadKey { path: PathBuf, reason: String },
+    BadKey {
+        /// The file, as resolved.
+        path: PathBuf,
+        /// What the underlying reader or parser said (never key material).
+        reason: String,
+    },
     /// The key is not the certificate's key.
     #[error("key file `{key_path}` does not match the certificate in `{cert_path}`")]
     Mismatch {
+        /// The certificate file.
         cert_path: PathBuf,
+        /// The key file.
         key_path: PathBuf,
     },
 }
