@@ -474,6 +474,48 @@ mod tests {
     }
 
     #[test]
+    fn legacy_encrypted_rsa_key_is_refused() {
+        let f = Files::new();
+        let k = f.write(
+            "k.pem",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        assert!(matches!(
+            load_private_key(&k).unwrap_err(),
+            CertFileError::EncryptedKey { .. }
+        ));
+    }
+
+    #[test]
+    fn truncated_pem_is_reported() {
+        let f = Files::new();
+        let c = f.write("c.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
+        let err = load_cert_chain(&c).unwrap_err();
+        assert!(matches!(err, CertFileError::BadPem { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "certificate file `{}` is not valid PEM: ",
+                c.display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let f = Files::new();
+        let big = "A".repeat(usize::try_from(MAX_PEM_FILE_BYTES).unwrap() + 1);
+        let k = f.write("k.pem", big);
+        assert_eq!(
+            load_private_key(&k).unwrap_err().to_string(),
+            format!(
+                "key file `{}` is larger than {MAX_PEM_FILE_BYTES} bytes",
+                k.display()
+            )
+        );
+    }
+
+    #[test]
     fn garbage_certificate_and_key() {
         let f = Files::new();
         let c = f.write("c.pem", pem_block("CERTIFICATE", b"not der"));
