@@ -1,6 +1,7 @@
 //! Semantic validation: turns the raw schema into a [`Config`], collecting every error with the
 //! position of the node it is about.
 
+mod flows;
 mod host_match;
 mod identities;
 mod listeners;
@@ -17,6 +18,7 @@ use super::load::EnvLookup;
 use super::model::{Config, Timeouts};
 use super::schema::{RawConfig, RawTimeouts, S};
 
+pub use flows::MI_AS_LEG2;
 pub use host_match::parse_host_pattern;
 
 /// The only config version this build reads.
