@@ -1,1 +1,16 @@
-//! routes.yaml: schema, loading with file:line:col errors, semantic validation.
+//! routes.yaml: schema, loading with `FILE:LINE:COL` errors, semantic validation.
+//!
+//! `load(path)` is the entry point: it reads the file, parses it with serde-saphyr under
+//! explicit limits, validates every rule and returns a [`Config`] or every error found.
+
+pub mod describe;
+pub mod duration;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{EnvLookup, load, load_with_env};
+pub use model::*;

@@ -1,10 +1,9 @@
 //! Where tokens and binding certificates come from.
 
-pub mod binding;
-pub mod static_token;
-pub mod token;
-
 pub mod app_service;
+pub mod authority_host;
+pub mod binding;
+pub mod cert_files;
 pub mod client_assertion;
 pub mod csr;
 pub mod ests_error;
@@ -16,6 +15,8 @@ pub mod mi_token_response;
 pub mod outbound_request;
 pub mod response_json;
 pub mod retry_policy;
+pub mod static_token;
+pub mod token;
 pub mod token_request;
 pub mod token_response;
 pub mod workload_identity;

@@ -1,0 +1,292 @@
+//! The validated configuration: what the rest of popgate consumes. Every value here has passed
+//! validation; files named in the config are already loaded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::credential::binding::BindingCert;
+use crate::credential::token::TokenType;
+
+pub use super::schema::{Acquire, IdentityKind};
+
+/// Default TCP + TLS connect timeout: long enough for a cross-region handshake, short enough that
+/// a black-holed upstream fails while the caller is still waiting.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time until the upstream's response head: Azure control-plane calls can take tens of
+/// seconds; a minute covers them without holding callers forever.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default idle time of a pooled upstream connection: just under the 100 s–4 min idle cut-offs
+/// of Azure front ends, so popgate closes first and never writes into a dead socket.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The IMDS base URL when neither the config nor the environment names one.
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+
+/// A loaded, validated routes.yaml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Caller-facing listeners (at least one).
+    pub listeners: Vec<Listener>,
+    /// The admin endpoint, if configured.
+    pub admin: Option<SocketAddr>,
+    /// Outbound network settings.
+    pub network: Network,
+    /// Global timeouts (routes carry their own merged copy).
+    pub timeouts: Timeouts,
+    /// Identities by name.
+    pub identities: BTreeMap<String, Identity>,
+    /// Routes in file order (at least one).
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// The identity named `name` (validation guarantees every name a route uses exists).
+    pub fn identity(&self, name: &str) -> Option<&Identity> {
+        self.identities.get(name)
+    }
+}
+
+/// A caller-facing listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Where to bind.
+    pub address: SocketAddr,
+    /// Inbound TLS; plain HTTP when `None`.
+    pub tls: Option<InboundTls>,
+}
+
+/// Inbound TLS material, loaded.
+#[derive(Debug, Clone)]
+pub struct InboundTls {
+    /// The server certificate chain and key.
+    pub server: BindingCert,
+    /// CA certificates for caller certificates; `Some` means callers must present one.
+    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// Outbound network settings.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// IMDS base URL after the `AZURE_POD_IDENTITY_AUTHORITY_HOST` override.
+    pub imds_endpoint: http::Uri,
+    /// Lowercased `host:port` → address to connect to instead of resolving.
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// CA certificates trusted in addition to the system roots.
+    pub extra_ca: Vec<CertificateDer<'static>>,
+}
+
+/// Connect / request / idle timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// Until the response head arrives.
+    pub request: Duration,
+    /// Idle pooled connection lifetime.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A named identity.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Azure managed identity via IMDS.
+    ManagedIdentity(ManagedIdentity),
+    /// App registration.
+    ConfidentialClient(ConfidentialClient),
+    /// Kubernetes workload identity (Bearer only).
+    WorkloadIdentity(WorkloadIdentity),
+    /// Token and bound certificate from files.
+    Static(StaticIdentity),
+}
+
+impl Identity {
+    /// The kind, as spelled in the config.
+    pub fn kind(&self) -> IdentityKind {
+        match self {
+            Identity::ManagedIdentity(_) => IdentityKind::ManagedIdentity,
+            Identity::ConfidentialClient(_) => IdentityKind::ConfidentialClient,
+            Identity::WorkloadIdentity(_) => IdentityKind::WorkloadIdentity,
+            Identity::Static(_) => IdentityKind::Static,
+        }
+    }
+}
+
+/// A managed identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedIdentity {
+    /// `None`: system-assigned.
+    pub selector: Option<UamiSelector>,
+    /// Argv of a command printing an attestation token for IMDSv2 `issuecredential`.
+    pub attestation_command: Option<Vec<String>>,
+}
+
+/// Which user-assigned managed identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UamiSelector {
+    /// By client (application) id, lowercased GUID.
+    ClientId(String),
+    /// By ARM resource id.
+    ResourceId(String),
+    /// By object (principal) id, lowercased GUID.
+    ObjectId(String),
+}
+
+impl fmt::Display for UamiSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UamiSelector::ClientId(v) => write!(f, "client_id={v}"),
+            UamiSelector::ResourceId(v) => write!(f, "resource_id={v}"),
+            UamiSelector::ObjectId(v) => write!(f, "object_id={v}"),
+        }
+    }
+}
+
+/// An app registration.
+#[derive(Debug, Clone)]
+pub struct ConfidentialClient {
+    /// Tenant GUID (lowercased) or domain.
+    pub tenant_id: String,
+    /// Client id, lowercased GUID.
+    pub client_id: String,
+    /// Its certificate; `None` for an app that is only ever a FIC leg 2.
+    pub certificate: Option<BindingCert>,
+    /// ESTS region, lowercased.
+    pub region: Option<String>,
+    /// Normalized authority host.
+    pub authority_host: String,
+}
+
+/// Kubernetes workload identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadIdentity {
+    /// Client id (config, else `AZURE_CLIENT_ID`).
+    pub client_id: String,
+    /// Tenant (config, else `AZURE_TENANT_ID`).
+    pub tenant_id: String,
+    /// Projected service-account token file (config, else `AZURE_FEDERATED_TOKEN_FILE`);
+    /// re-read on every acquisition because kubelet rotates it.
+    pub token_file: PathBuf,
+    /// Normalized authority host.
+    pub authority_host: String,
+}
+
+/// A bring-your-own token.
+#[derive(Debug, Clone)]
+pub struct StaticIdentity {
+    /// The token file (re-read on SIGHUP; readable at load time).
+    pub token_file: PathBuf,
+    /// The certificate the token is bound to, presented upstream.
+    pub certificate: BindingCert,
+}
+
+/// A route's host pattern, normalized: lowercase, no trailing dot, no default port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// Exactly this host.
+    Exact {
+        /// Lowercased host name or IP literal (IPv6 without brackets).
+        host: String,
+        /// A non-default port, if the pattern names one.
+        port: Option<u16>,
+    },
+    /// `*.suffix`: names ending in `.suffix` with at least one more label.
+    Wildcard {
+        /// The suffix without the leading `*.`.
+        suffix: String,
+        /// A non-default port, if the pattern names one.
+        port: Option<u16>,
+    },
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (prefix, host, port) = match self {
+            HostPattern::Exact { host, port } => ("", host, port),
+            HostPattern::Wildcard { suffix, port } => ("*.", suffix, port),
+        };
+        if host.contains(':') {
+            write!(f, "{prefix}[{host}]")?;
+        } else {
+            write!(f, "{prefix}{host}")?;
+        }
+        if let Some(p) = port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a route gets its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// One acquisition with `identity`.
+    Vanilla {
+        /// Identity name.
+        identity: String,
+    },
+    /// Leg 1 (`api://AzureADTokenExchange`) then leg 2 with the leg-1 token as assertion.
+    Fic {
+        /// Leg-1 identity name (managed identity, certificate app or workload identity).
+        leg1: String,
+        /// Leg-2 identity name (a confidential client).
+        leg2: String,
+        /// Leg-1 token type: mtls_pop, or bearer (which forces a Bearer final token).
+        leg1_token_type: TokenType,
+    },
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// Host pattern; `None` matches any host.
+    pub host: Option<HostPattern>,
+    /// Path prefix (starts with `/`); `None` matches any path.
+    pub path_prefix: Option<String>,
+    /// Remove the matched prefix before forwarding (keeping a leading `/`).
+    pub strip_prefix: bool,
+    /// `https` upstream, possibly with a base path; `None` = `https://{matched request host}`.
+    pub upstream: Option<http::Uri>,
+    /// Resource (audience) without a trailing `/.default`.
+    pub resource: String,
+    /// Token flow.
+    pub flow: Flow,
+    /// Final token type presented upstream.
+    pub token_type: TokenType,
+    /// Eager or lazy acquisition.
+    pub acquire: Acquire,
+    /// Global timeouts overridden by the route's own.
+    pub timeouts: Timeouts,
+}
+
+impl Route {
+    /// The OAuth scope: `{resource}/.default`.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.resource)
+    }
+
+    /// The upstream's base path without a trailing `/` (`""` when it has none), ready to be
+    /// prepended to the forwarded path. `http::Uri` shows an empty path as `/`.
+    pub fn upstream_base_path(&self) -> &str {
+        self.upstream
+            .as_ref()
+            .map_or("", |u| u.path().trim_end_matches('/'))
+    }
+}

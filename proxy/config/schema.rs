@@ -1,0 +1,286 @@
+//! The raw routes.yaml schema as serde types: exactly what the file may contain, with source
+//! positions on every value so validation can point at the offending node.
+//!
+//! Every struct denies unknown keys. Semantics (which keys each identity kind accepts, file
+//! loading, cross references) live in `validate`; these types only describe shape.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::credential::token::TokenType;
+
+/// A value with its position in the file.
+pub type S<T> = Spanned<T>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Schema version; must be 1.
+    pub version: S<u64>,
+    /// Where callers connect. At least one.
+    pub listeners: S<Vec<S<RawListener>>>,
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub admin: Option<S<RawAdmin>>,
+    /// Outbound network settings.
+    #[serde(default)]
+    pub network: Option<S<RawNetwork>>,
+    /// Global timeouts; each route may override any of them.
+    #[serde(default)]
+    pub timeouts: Option<S<RawTimeouts>>,
+    /// Named identities that routes refer to, in file order.
+    #[serde(default)]
+    pub identities: Option<S<SpannedMap<S<RawIdentity>>>>,
+    /// The routes, in file order. At least one.
+    pub routes: S<Vec<S<RawRoute>>>,
+}
+
+/// One listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `ip:port` to bind.
+    pub address: S<String>,
+    /// Inbound TLS (and optional caller mTLS); plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<S<RawInboundTls>>,
+}
+
+/// Inbound TLS files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInboundTls {
+    /// PEM server certificate chain, leaf first.
+    pub cert_file: S<String>,
+    /// PEM private key of the server certificate.
+    pub key_file: S<String>,
+    /// PEM CA certificates that caller certificates must chain to; when set, callers must
+    /// present a certificate (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<S<String>>,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` to bind.
+    pub address: S<String>,
+}
+
+/// Outbound network settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// IMDS base URL; env `AZURE_POD_IDENTITY_AUTHORITY_HOST` overrides it.
+    #[serde(default)]
+    pub imds_endpoint: Option<S<String>>,
+    /// `host:port` → `ip:port`, curl `--resolve` semantics, for every outbound connection.
+    #[serde(default)]
+    pub resolve: Option<S<SpannedMap<S<String>>>>,
+    /// PEM CA files trusted in addition to the system roots for every outbound TLS connection.
+    #[serde(default)]
+    pub extra_ca_files: Option<S<Vec<S<String>>>>,
+}
+
+/// Timeouts as duration strings (`500ms`, `5s`, `2m`, `1h`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP + TLS connect to the upstream or token endpoint.
+    #[serde(default)]
+    pub connect: Option<S<String>>,
+    /// Whole request, until the response head arrives.
+    #[serde(default)]
+    pub request: Option<S<String>>,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(default)]
+    pub idle: Option<S<String>>,
+}
+
+/// The identity kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// Azure managed identity via IMDS (system-assigned, or user-assigned with a selector).
+    ManagedIdentity,
+    /// An app registration (certificate app, or certificate-less FIC leg-2 app).
+    ConfidentialClient,
+    /// Kubernetes workload identity (federated service-account token); Bearer only.
+    WorkloadIdentity,
+    /// Bring your own token + bound certificate from files.
+    Static,
+}
+
+impl IdentityKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::ManagedIdentity => "managed_identity",
+            IdentityKind::ConfidentialClient => "confidential_client",
+            IdentityKind::WorkloadIdentity => "workload_identity",
+            IdentityKind::Static => "static",
+        }
+    }
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One identity. A flat struct rather than a tagged enum so that every key keeps its position;
+/// `validate` checks which keys each `kind` accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Which kind of identity this is.
+    pub kind: S<IdentityKind>,
+    /// managed_identity: UAMI client id; confidential_client / workload_identity: app client id.
+    #[serde(default)]
+    pub client_id: Option<S<String>>,
+    /// managed_identity: UAMI ARM resource id.
+    #[serde(default)]
+    pub resource_id: Option<S<String>>,
+    /// managed_identity: UAMI object (principal) id.
+    #[serde(default)]
+    pub object_id: Option<S<String>>,
+    /// managed_identity: argv of a command that prints an attestation token (optional hook).
+    #[serde(default)]
+    pub attestation_command: Option<S<Vec<S<String>>>>,
+    /// confidential_client / workload_identity: tenant GUID or domain.
+    #[serde(default)]
+    pub tenant_id: Option<S<String>>,
+    /// confidential_client / static: the certificate and key files.
+    #[serde(default)]
+    pub certificate: Option<S<RawCertificate>>,
+    /// confidential_client: ESTS region (alphanumeric), e.g. `westus3`.
+    #[serde(default)]
+    pub region: Option<S<String>>,
+    /// confidential_client / workload_identity: authority host (default login.microsoftonline.com).
+    #[serde(default)]
+    pub authority_host: Option<S<String>>,
+    /// static: the token file; workload_identity: the federated token file.
+    #[serde(default)]
+    pub token_file: Option<S<String>>,
+}
+
+/// A certificate and its private key as PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: S<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; unencrypted).
+    pub key_file: S<String>,
+}
+
+/// The flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    /// One direct acquisition with `identity`.
+    Vanilla,
+    /// Federated identity credential exchange: `leg1` then `leg2`.
+    Fic,
+}
+
+/// When a route's token is acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acquire {
+    /// At startup, before the route is ready.
+    Eager,
+    /// On the route's first request.
+    Lazy,
+}
+
+/// One route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name (`[A-Za-z0-9_.-]+`), used in logs and metrics.
+    pub name: S<String>,
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub match_: S<RawMatch>,
+    /// Remove the matched `path_prefix` before forwarding.
+    #[serde(default)]
+    pub strip_prefix: Option<S<bool>>,
+    /// `https://host[:port][/base]`; default `https://{matched request host}`.
+    #[serde(default)]
+    pub upstream: Option<S<String>>,
+    /// The resource (audience); the scope is `{resource}/.default`.
+    pub resource: S<String>,
+    /// `vanilla` or `fic`.
+    pub flow: S<FlowKind>,
+    /// vanilla: the identity.
+    #[serde(default)]
+    pub identity: Option<S<String>>,
+    /// fic: the leg-1 identity.
+    #[serde(default)]
+    pub leg1: Option<S<String>>,
+    /// fic: the leg-2 identity (a confidential client).
+    #[serde(default)]
+    pub leg2: Option<S<String>>,
+    /// The final token type (default mtls_pop).
+    #[serde(default)]
+    pub token_type: Option<S<TokenType>>,
+    /// fic: the leg-1 token type (default mtls_pop).
+    #[serde(default)]
+    pub leg1_token_type: Option<S<TokenType>>,
+    /// `eager` (default) or `lazy`.
+    #[serde(default)]
+    pub acquire: Option<S<Acquire>>,
+    /// Per-route timeouts, overriding the global ones key by key.
+    #[serde(default)]
+    pub timeouts: Option<S<RawTimeouts>>,
+}
+
+/// A route's match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Exact host or `*.suffix`, optionally with a non-default port.
+    #[serde(default)]
+    pub host: Option<S<String>>,
+    /// Path prefix, starting with `/`.
+    #[serde(default)]
+    pub path_prefix: Option<S<String>>,
+}
+
+/// A YAML mapping kept in file order with the position of every key. Duplicate keys are already
+/// refused by the parser.
+#[derive(Debug)]
+pub struct SpannedMap<V>(pub Vec<(S<String>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = SpannedMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<S<String>>()? {
+                    let value = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(SpannedMap(entries))
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}

@@ -1,0 +1,126 @@
+//! Semantic validation: turns the raw schema into a [`Config`], collecting every error with the
+//! position of the node it is about.
+
+mod flows;
+mod host_match;
+mod identities;
+mod listeners;
+mod network;
+mod routes;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Location;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::load::EnvLookup;
+use super::model::{Config, Timeouts};
+use super::schema::{RawConfig, RawTimeouts, S};
+
+pub use flows::MI_AS_LEG2;
+pub use host_match::parse_host_pattern;
+
+/// The only config version this build reads.
+pub const SUPPORTED_VERSION: u64 = 1;
+
+/// Validation state: where relative paths resolve, the environment, and the errors so far.
+pub(crate) struct Ctx<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+    env: EnvLookup<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(file: &'a Path, env: EnvLookup<'a>) -> Self {
+        // A bare file name has an empty parent: paths then resolve against the working directory.
+        let dir = file.parent().map(Path::to_owned).unwrap_or_default();
+        Self {
+            file,
+            dir,
+            env,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records an error at `at`.
+    pub(crate) fn error(&mut self, at: Location, message: impl Into<String>) {
+        self.errors.push(ConfigError::at(self.file, at, message));
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub(crate) fn path(&self, value: &str) -> PathBuf {
+        let p = Path::new(value);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// An environment variable, treating empty as unset.
+    pub(crate) fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.is_empty())
+    }
+}
+
+/// Validates `raw` (parsed from `file`); every error found, sorted by position.
+pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx::new(file, env);
+
+    if raw.version.value != SUPPORTED_VERSION {
+        cx.error(
+            raw.version.referenced,
+            format!(
+                "unsupported config version {}: this popgate reads version {SUPPORTED_VERSION}",
+                raw.version.value
+            ),
+        );
+    }
+    let listeners = listeners::listeners(&mut cx, &raw.listeners);
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| listeners::admin(&mut cx, a, &raw.listeners));
+    let network = network::network(&mut cx, raw.network.as_ref());
+    let timeouts = timeouts(&mut cx, raw.timeouts.as_ref(), Timeouts::default());
+    let identities = identities::identities(&mut cx, raw.identities.as_ref());
+    let routes = routes::routes(&mut cx, &raw.routes, &identities, timeouts);
+
+    let mut errors = cx.errors;
+    if errors.is_empty() {
+        return Ok(Config {
+            source: file.to_owned(),
+            listeners,
+            admin,
+            network,
+            timeouts,
+            identities: identities.into_validated(),
+            routes,
+        });
+    }
+    // One identity used by several routes can yield the same error more than once.
+    errors.sort_by(|a, b| (a.line, a.col, &a.message).cmp(&(b.line, b.col, &b.message)));
+    errors.dedup();
+    Err(ConfigErrors(errors))
+}
+
+/// Applies `raw` timeouts over `base`.
+pub(crate) fn timeouts(cx: &mut Ctx<'_>, raw: Option<&S<RawTimeouts>>, base: Timeouts) -> Timeouts {
+    let mut t = base;
+    let Some(raw) = raw else { return t };
+    for (field, slot) in [
+        (&raw.value.connect, &mut t.connect),
+        (&raw.value.request, &mut t.request),
+        (&raw.value.idle, &mut t.idle),
+    ] {
+        if let Some(v) = field {
+            match super::duration::parse_duration(&v.value) {
+                Ok(d) => *slot = d,
+                Err(msg) => cx.error(v.referenced, msg),
+            }
+        }
+    }
+    t
+}

@@ -1,0 +1,204 @@
+//! Routes: names, matches, upstreams, resources, timeouts and reachability (flow rules are in
+//! `flows`).
+
+use crate::config::model::{Acquire, HostPattern, Route, Timeouts};
+use crate::config::schema::{RawRoute, S};
+use crate::credential::token::TokenType;
+
+use super::Ctx;
+use super::host_match::{check_path_prefix, parse_host_pattern};
+use super::identities::Identities;
+use super::values::is_route_name;
+
+/// The scope suffix a resource may carry; stripped (protocol.md §3 step 5).
+const DEFAULT_SCOPE_SUFFIX: &str = "/.default";
+
+pub(super) fn routes(
+    cx: &mut Ctx<'_>,
+    raw: &S<Vec<S<RawRoute>>>,
+    identities: &Identities,
+    base: Timeouts,
+) -> Vec<Route> {
+    if raw.value.is_empty() {
+        cx.error(raw.referenced, "at least one route is required");
+    }
+    let mut out = Vec::new();
+    // (name, line) and ((host, prefix), name, line) of earlier routes.
+    let mut names: Vec<(String, u64)> = Vec::new();
+    let mut matches: Vec<(MatchKey, String, u64)> = Vec::new();
+    for r in &raw.value {
+        let r = &r.value;
+        let name = &r.name;
+        if !is_route_name(&name.value) {
+            cx.error(
+                name.referenced,
+                format!(
+                    "route name `{}` may only contain letters, digits, `_`, `.` and `-` (it is used in logs and metric labels)",
+                    name.value
+                ),
+            );
+        } else if let Some((_, line)) = names.iter().find(|(n, _)| *n == name.value) {
+            cx.error(
+                name.referenced,
+                format!(
+                    "duplicate route name `{}` (first defined at line {line})",
+                    name.value
+                ),
+            );
+        } else {
+            names.push((name.value.clone(), name.referenced.line()));
+        }
+        let before = cx.errors.len();
+        let route = route(cx, r, identities, base);
+        if let Some((key, route)) = route.filter(|_| cx.errors.len() == before) {
+            if let Some((_, first, line)) = matches.iter().find(|(k, _, _)| *k == key) {
+                cx.error(
+                    r.match_.referenced,
+                    format!(
+                        "route `{}` is unreachable: route `{first}` (line {line}) has the same match",
+                        route.name
+                    ),
+                );
+                continue;
+            }
+            matches.push((key, route.name.clone(), name.referenced.line()));
+            out.push(route);
+        }
+    }
+    out
+}
+
+type MatchKey = (Option<HostPattern>, Option<String>);
+
+fn route(
+    cx: &mut Ctx<'_>,
+    r: &RawRoute,
+    identities: &Identities,
+    base: Timeouts,
+) -> Option<(MatchKey, Route)> {
+    let m = &r.match_.value;
+    if m.host.is_none() && m.path_prefix.is_none() {
+        cx.error(
+            r.match_.referenced,
+            "a match needs `host` and/or `path_prefix`",
+        );
+    }
+    let host = m
+        .host
+        .as_ref()
+        .and_then(|h| match parse_host_pattern(&h.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                cx.error(h.referenced, e);
+                None
+            }
+        });
+    let path_prefix = m
+        .path_prefix
+        .as_ref()
+        .and_then(|p| match check_path_prefix(&p.value) {
+            Ok(()) => Some(p.value.clone()),
+            Err(e) => {
+                cx.error(p.referenced, e);
+                None
+            }
+        });
+    let strip_prefix = r.strip_prefix.as_ref().is_some_and(|s| s.value);
+    if let Some(s) = r.strip_prefix.as_ref().filter(|s| s.value)
+        && m.path_prefix.is_none()
+    {
+        cx.error(
+            s.referenced,
+            "strip_prefix needs a `match.path_prefix` to strip",
+        );
+    }
+    let upstream = upstream(cx, r);
+    let resource = resource(cx, &r.resource);
+    let token_type = r
+        .token_type
+        .as_ref()
+        .map_or(TokenType::MtlsPop, |t| t.value);
+    let flow = super::flows::flow(cx, r, identities, token_type);
+    let acquire = r.acquire.as_ref().map_or(Acquire::Eager, |a| a.value);
+    let timeouts = super::timeouts(cx, r.timeouts.as_ref(), base);
+    let route = Route {
+        name: r.name.value.clone(),
+        host: host.clone(),
+        path_prefix: path_prefix.clone(),
+        strip_prefix,
+        upstream: upstream?,
+        resource: resource?,
+        flow: flow?,
+        token_type,
+        acquire,
+        timeouts,
+    };
+    Some(((host, path_prefix), route))
+}
+
+/// `Some(None)`: no upstream (use the matched host); `None`: an error was recorded.
+fn upstream(cx: &mut Ctx<'_>, r: &RawRoute) -> Option<Option<http::Uri>> {
+    let Some(raw) = &r.upstream else {
+        if r.match_.value.host.is_none() {
+            cx.error(
+                r.match_.referenced,
+                format!(
+                    "route `{}` has no `match.host`, so it needs an `upstream` (https://…)",
+                    r.name.value
+                ),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let bad = |why: &str| format!("upstream `{}` {why}", raw.value);
+    let uri = match raw.value.parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            cx.error(
+                raw.referenced,
+                bad("is not a URL (e.g. https://graph.microsoft.com)"),
+            );
+            return None;
+        }
+    };
+    let problem = if uri.scheme_str() != Some("https") {
+        Some("must use https: popgate re-originates every request over TLS")
+    } else if uri.host().is_none_or(str::is_empty) {
+        Some("has no host")
+    } else if uri.query().is_some() {
+        Some("may not carry a query")
+    } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        Some("may not carry user info")
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        cx.error(raw.referenced, bad(p));
+        return None;
+    }
+    Some(Some(uri))
+}
+
+fn resource(cx: &mut Ctx<'_>, raw: &S<String>) -> Option<String> {
+    let v = raw.value.as_str();
+    let stripped = v.strip_suffix(DEFAULT_SCOPE_SUFFIX).unwrap_or(v);
+    if stripped.is_empty() {
+        cx.error(
+            raw.referenced,
+            "resource is empty (e.g. https://graph.microsoft.com)",
+        );
+        return None;
+    }
+    if stripped
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        cx.error(
+            raw.referenced,
+            format!("resource `{v}` may not contain whitespace"),
+        );
+        return None;
+    }
+    Some(stripped.to_owned())
+}
