@@ -218,6 +218,19 @@ impl Pki {
         client_id: &str,
         lifetime: Duration,
     ) -> Result<Vec<u8>, PkiError> {
+        let now = SystemTime::now();
+        self.issue_binding_cert_valid(spki_der, tenant, client_id, now - BACKDATE, now + lifetime)
+    }
+
+    /// [`Pki::issue_binding_cert`] with explicit validity dates (tests make expired ones).
+    pub fn issue_binding_cert_valid(
+        &self,
+        spki_der: &[u8],
+        tenant: &str,
+        client_id: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Vec<u8>, PkiError> {
         let what = format!("a binding certificate for {client_id}");
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
             PkiError::BadPublicKey {
@@ -225,7 +238,9 @@ impl Pki {
                 reason: e.to_string(),
             }
         })?;
-        let mut params = leaf_params(lifetime);
+        let mut params = leaf_params(Duration::ZERO);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         params.distinguished_name = DistinguishedName::new();
         let dc = rcgen::string::Ia5String::try_from(tenant.to_string())
             .map_err(|e| issue_err(&what, e))?;
