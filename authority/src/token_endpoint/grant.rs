@@ -112,7 +112,12 @@ pub fn decide(ctx: &Context<'_>, req: &Request<'_>) -> Result<Grant, EstsError> 
         (Some(assertion), Client::App(app)) => {
             let assertion_type = assertion_type.unwrap_or_default();
             let jws = Jws::parse(assertion)?;
-            if jws.claim_str("iss") == Some(app.client_id.as_str()) {
+            // The app's own assertion names its certificate or itself; anything else is
+            // taken as a FIC leg-1 token (which then must verify as one of ours).
+            let own_assertion = jws.header.contains_key("x5t#S256")
+                || jws.header.contains_key("x5c")
+                || jws.claim_str("iss") == Some(app.client_id.as_str());
+            if own_assertion {
                 private_key_jwt(ctx, req, &app, &jws, assertion_type, &tenant)?;
                 (subject_of(&Client::App(app), &tenant), None)
             } else {
