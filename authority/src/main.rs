@@ -146,6 +146,7 @@ async fn run(args: Args) -> Result<(), String> {
     for entry in authority.resolve() {
         out.push_str(&format!("resolve: {entry}\n"));
     }
+    out.push_str("serving until Ctrl-C\n");
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(out.as_bytes())

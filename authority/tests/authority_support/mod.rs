@@ -85,7 +85,7 @@ pub fn binding_cert_valid(
 }
 
 pub fn client_config(
-    authority: &Authority,
+    roots: rustls::RootCertStore,
     cert: Option<&ClientCert>,
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
@@ -94,7 +94,7 @@ pub fn client_config(
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(authority.pki().root_store().unwrap());
+    .with_root_certificates(roots);
     let mut config = match cert {
         Some(c) => builder
             .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
@@ -187,24 +187,33 @@ pub struct Dial<'a> {
     pub h2: bool,
 }
 
-/// Sends one request over a fresh TLS connection.
+/// Sends one request over a fresh TLS connection, trusting the authority's CA.
 pub async fn send(
     authority: &Authority,
     dial: Dial<'_>,
     request: Request<Full<Bytes>>,
 ) -> Result<Answer, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, send_inner(authority, dial, request))
+    send_trusting(authority.pki().root_store().unwrap(), dial, request).await
+}
+
+/// Sends one request over a fresh TLS connection, trusting `roots`.
+pub async fn send_trusting(
+    roots: rustls::RootCertStore,
+    dial: Dial<'_>,
+    request: Request<Full<Bytes>>,
+) -> Result<Answer, String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, send_inner(roots, dial, request))
         .await
         .map_err(|_| "request timed out".to_string())?
 }
 
 async fn send_inner(
-    authority: &Authority,
+    roots: rustls::RootCertStore,
     dial: Dial<'_>,
     request: Request<Full<Bytes>>,
 ) -> Result<Answer, String> {
     let alpn: &[&[u8]] = if dial.h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let connector = tokio_rustls::TlsConnector::from(client_config(authority, dial.cert, alpn));
+    let connector = tokio_rustls::TlsConnector::from(client_config(roots, dial.cert, alpn));
     let server_name = match dial.sni {
         Some(name) => ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?,
         None => ServerName::IpAddress(dial.addr.ip().into()),
