@@ -107,6 +107,7 @@ pub fn spawn(listener: TcpListener, state: AdminState) -> AdminHandle {
                     Ok(pair) => pair,
                     Err(error) => {
                         tracing::warn!(listener = "admin", %error, "accept failed");
+                        tokio::time::sleep(crate::tls_server::ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }
                 },
@@ -194,6 +195,13 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
 fn add_fault(state: &AdminState, request: FaultRequest) -> Response<Full<Bytes>> {
     if request.times > MAX_FAULT_TIMES {
         return bad(format!("times must be at most {MAX_FAULT_TIMES}"));
+    }
+    if let Some(Fault::Status { code, .. }) = &request.fault
+        && !(100..=599).contains(code)
+    {
+        return bad(format!(
+            "status code {code} is not an HTTP status (100-599)"
+        ));
     }
     match (request.fault, request.latency_ms) {
         (Some(fault), None) => {

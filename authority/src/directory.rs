@@ -180,8 +180,8 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 impl Directory {
-    /// A directory with the default tenant, SAMI, three UAMIs and the default resources (their
-    /// hosts taken from `resource_hosts` where they match).
+    /// A directory with the default tenant, SAMI, three UAMIs and the default resources (Graph,
+    /// ARM, Key Vault, Storage, and the FIC exchange audience).
     pub fn new(pki: Arc<Pki>, keys: Arc<SigningKeys>, settings: Arc<Settings>) -> Self {
         let mut managed = vec![ManagedIdentity {
             client_id: DEFAULT_SAMI_CLIENT_ID.into(),

@@ -20,6 +20,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Load tests open many connections, but an unbounded number would exhaust file descriptors.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// After a failed accept (typically out of descriptors), pause rather than spin on the error.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What the TLS handshake told us about the client.
 #[derive(Clone, Debug, Default)]
@@ -85,8 +87,7 @@ where
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(listener = name, %error, "accept failed");
-                    // Out of descriptors and the like: give the system a moment rather than spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
             };

@@ -260,6 +260,21 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
         err["error"].as_str().unwrap().contains("exactly one"),
         "{err}"
     );
+    let (status, err) = admin(
+        admin_addr,
+        "POST",
+        "/faults",
+        r#"{"endpoint":"token","fault":{"kind":"status","code":1000}}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an HTTP status"),
+        "{err}"
+    );
     let (status, _) = admin(admin_addr, "POST", "/settings", "not json").await;
     assert_eq!(status, 400);
     let (status, _) = admin(admin_addr, "GET", "/nothing", "").await;

@@ -286,7 +286,8 @@ impl TokenEndpoint {
             grant::TokenKind::MtlsPop => "mtls_pop",
             grant::TokenKind::Bearer => "bearer",
         };
-        tracing::info!(
+        // Debug, not info: a load test issues thousands of these a second.
+        tracing::debug!(
             endpoint = "token",
             host = %addressed.name,
             client_id = %decided.subject.client_id,
