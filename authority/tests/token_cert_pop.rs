@@ -300,3 +300,79 @@ async fn unknown_client_is_refused_with_700016() {
     .refused(400, 700016);
     assert!(description.contains(&unknown));
 }
+
+#[tokio::test]
+async fn a_resumed_tls_session_still_carries_the_client_certificate() {
+    let authority = start().await;
+    let (app, credential) = authority.new_certificate_app("resuming").unwrap();
+    let cert = ClientCert::from_credential(&credential);
+    let config = client_config(
+        authority.pki().root_store().unwrap(),
+        Some(&cert),
+        &[b"http/1.1"],
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            send_with_config(
+                config.clone(),
+                Dial {
+                    addr: authority.token_addr(),
+                    sni: Some(MTLS),
+                    cert: None,
+                    h2: false,
+                },
+                token_request(MTLS, TENANT, &pop_form(&app.client_id, GRAPH_SCOPE)),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            claims_of(&answer.token())["cnf"]["x5t#S256"],
+            credential.x5t_s256
+        );
+        kinds.push(answer.handshake);
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_registered_certificate_is_refused() {
+    let authority = start().await;
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "expired-app");
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(7200)).into();
+    params.not_after = (now - std::time::Duration::from_secs(3600)).into();
+    let cert = params.self_signed(&key).unwrap();
+    let client_id = uuid::Uuid::new_v4().to_string();
+    authority
+        .directory()
+        .register_certificate_app(TENANT, &client_id, cert.der().as_ref())
+        .unwrap();
+    let client = ClientCert {
+        chain: vec![cert.der().clone()],
+        key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    };
+    let d = post_token(
+        &authority,
+        MTLS,
+        Some(&client),
+        &pop_form(&client_id, GRAPH_SCOPE),
+    )
+    .await
+    .refused(401, 700027);
+    assert!(d.contains("expired"), "{d}");
+}

@@ -108,6 +108,8 @@ pub fn client_config(
 /// A response, body parsed as JSON when it is JSON.
 #[derive(Debug)]
 pub struct Answer {
+    /// Full or resumed TLS handshake.
+    pub handshake: Option<rustls::HandshakeKind>,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -213,7 +215,17 @@ async fn send_inner(
     request: Request<Full<Bytes>>,
 ) -> Result<Answer, String> {
     let alpn: &[&[u8]] = if dial.h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let connector = tokio_rustls::TlsConnector::from(client_config(roots, dial.cert, alpn));
+    send_with_config(client_config(roots, dial.cert, alpn), dial, request).await
+}
+
+/// Sends one request over a fresh TLS connection made with `config` (reusing a config across
+/// calls lets TLS sessions resume). `dial.cert` is ignored: the config holds the client cert.
+pub async fn send_with_config(
+    config: Arc<rustls::ClientConfig>,
+    dial: Dial<'_>,
+    request: Request<Full<Bytes>>,
+) -> Result<Answer, String> {
+    let connector = tokio_rustls::TlsConnector::from(config);
     let server_name = match dial.sni {
         Some(name) => ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?,
         None => ServerName::IpAddress(dial.addr.ip().into()),
@@ -225,6 +237,7 @@ async fn send_inner(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
+    let handshake = tls.get_ref().1.handshake_kind();
     let response = if dial.h2 {
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -254,6 +267,7 @@ async fn send_inner(
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok(Answer {
+        handshake,
         status,
         headers,
         body,
