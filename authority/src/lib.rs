@@ -294,6 +294,11 @@ impl Authority {
         &self.directory
     }
 
+    /// The directory as the IMDS server's backend (`imds::server::spawn`).
+    pub fn imds_backend(&self) -> Arc<dyn imds::backend::ImdsBackend> {
+        self.directory.clone()
+    }
+
     /// Fault injection for every endpoint.
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults
