@@ -500,15 +500,27 @@ fn configmap_certificate_paths_are_files_of_the_mounted_secret() {
 #[test]
 fn the_loader_refuses_the_example_with_a_mismatched_key() {
     // Proves the loading test above can fail: the same example with a key that does not match
-    // its certificate is refused at the key_file.
+    // its certificate is refused, pointing at the key_file line (paths are rewritten in place,
+    // so line numbers are the ConfigMap's).
     let r = rewrite(|_, _| (self_signed_pair().0, self_signed_pair().1));
     let errors = load(&r.routes)
         .expect_err("a mismatched key must be refused")
         .to_string();
+    let (_, key) = &r.pairs[0];
+    let line = line_of(&configmap_routes_text(), &format!("key_file: {key}"));
+    assert!(errors.contains(&format!("routes.yaml:{line}:")), "{errors}");
     assert!(
-        errors.contains("key_file") || errors.contains("match"),
+        errors.contains("does not match the certificate"),
         "{errors}"
     );
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not found"))
+        + 1
 }
 
 #[test]
@@ -528,10 +540,9 @@ fn the_placeholder_secret_fails_popgate_check() {
         .expect_err("placeholders must not load")
         .to_string();
     let (cert, _) = &r.pairs[0];
-    assert!(
-        errors.contains(cert.rsplit('/').next().unwrap()),
-        "{errors}"
-    );
+    let line = line_of(&configmap_routes_text(), &format!("cert_file: {cert}"));
+    assert!(errors.contains(&format!("routes.yaml:{line}:")), "{errors}");
+    assert!(errors.contains("has no CERTIFICATE PEM block"), "{errors}");
 }
 
 // ---- NetworkPolicy and the legacy app ----
