@@ -550,7 +550,7 @@ fn the_placeholder_secret_fails_popgate_check() {
 #[test]
 fn networkpolicy_selects_popgate_and_allows_only_what_it_needs() {
     let docs = all_docs();
-    let np = only(&docs, "NetworkPolicy");
+    let np = find(&docs, "NetworkPolicy", "popgate");
     let ds = only(&docs, "DaemonSet");
     let pod_labels = &ds.value["spec"]["template"]["metadata"]["labels"];
     for (k, v) in np.value["spec"]["podSelector"]["matchLabels"]
@@ -594,10 +594,41 @@ fn networkpolicy_selects_popgate_and_allows_only_what_it_needs() {
 }
 
 #[test]
+fn legacy_app_cannot_reach_imds_itself() {
+    let docs = all_docs();
+    let app = find(&docs, "Deployment", "legacy-app");
+    let np = find(&docs, "NetworkPolicy", "legacy-app-no-imds");
+    assert_eq!(np.namespace(), app.namespace());
+    let labels = &app.value["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in np.value["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &labels[k], v,
+            "the policy selects {k}={v}; the app's pods lack it"
+        );
+    }
+    assert_eq!(strings(&np.value["spec"]["policyTypes"]), ["Egress"]);
+    for rule in np.value["spec"]["egress"].as_array().unwrap() {
+        for to in rule["to"]
+            .as_array()
+            .expect("every egress rule names its peers")
+        {
+            let except = strings(&to["ipBlock"]["except"]);
+            assert!(
+                except.contains(&"169.254.169.254/32"),
+                "egress peer {to} lets the app reach IMDS"
+            );
+        }
+    }
+}
+
+#[test]
 fn legacy_app_reaches_its_nodes_popgate_through_http_proxy() {
     let docs = all_docs();
     let app = find(&docs, "Deployment", "legacy-app");
-    let np = only(&docs, "NetworkPolicy");
+    let np = find(&docs, "NetworkPolicy", "popgate");
     let cfg = load_configmap_routes();
     let port = cfg.listeners[0].address.port();
     let c = &app.value["spec"]["template"]["spec"]["containers"][0];
