@@ -160,7 +160,11 @@ fn daemonset_probes_hit_the_admin_listener() {
         .admin
         .expect("the example config has an admin listener")
         .port() as u64;
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
         let get = &popgate[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe} path");
         assert_eq!(resolve_port(popgate, &get["port"]), admin, "{probe} port");
