@@ -1,24 +1,24 @@
-//! The deployment examples stay true to the product: every manifest under `examples/kubernetes/`
-//! parses and is complete, the DaemonSet probes and mounts what popgate's config really uses, the
-//! routes.yaml inside the ConfigMap loads with popgate's own config loader, and the Dockerfile
-//! builds with `--locked` and runs as a non-root user.
+//! The Kubernetes example stays true to the product: every manifest under `examples/kubernetes/`
+//! parses and is complete, the DaemonSet probes and mounts what popgate's config really uses, and
+//! the routes.yaml inside the ConfigMap loads with popgate's own config loader.
 
 mod examples_support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use popgate::config::{self, Config, ConfigErrors};
 use popgate::dataplane::server::DEFAULT_DRAIN_TIMEOUT;
 use serde_json::Value;
 
-use examples_support::{
-    Doc, all_docs, dockerfile_stages, exec_form, final_stage_user, find, kubernetes_dir,
-    manifest_files, only, parse_documents, repo_root, strings,
+use examples_support::manifests::{
+    Doc, all_docs, find, manifest_files, only, parse_documents, strings,
 };
-
-/// Where the DaemonSet's containers read routes.yaml (the Dockerfile's default too).
-const CONFIG_PATH: &str = "/etc/popgate/routes.yaml";
+use examples_support::pods::{
+    all_containers, config_arg, container, keys, mounted_sources, pod_spec, resolve_port,
+};
+use examples_support::routes::{
+    CONFIG_PATH, cert_key_pairs, configmap_routes_text, line_of, load, load_configmap_routes,
+    rewrite, self_signed_pair,
+};
 
 // ---- manifests in general ----
 
@@ -97,57 +97,6 @@ fn kustomization_lists_every_manifest_and_nothing_else() {
             "image {image} is not in kustomization images {images:?}"
         );
     }
-}
-
-// ---- the DaemonSet ----
-
-fn pod_spec(d: &Doc) -> &Value {
-    &d.value["spec"]["template"]["spec"]
-}
-
-fn containers<'a>(d: &'a Doc, field: &str) -> Vec<&'a Value> {
-    pod_spec(d)[field]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default()
-}
-
-fn all_containers(d: &Doc) -> Vec<&Value> {
-    let mut all = containers(d, "initContainers");
-    all.extend(containers(d, "containers"));
-    all
-}
-
-fn container<'a>(d: &'a Doc, field: &str, name: &str) -> &'a Value {
-    containers(d, field)
-        .into_iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("{}: no {field} entry named {name:?}", d.file))
-}
-
-/// A probe's or rule's port: a number, or the name of one of the container's ports.
-fn resolve_port(c: &Value, port: &Value) -> u64 {
-    if let Some(n) = port.as_u64() {
-        return n;
-    }
-    let name = port
-        .as_str()
-        .unwrap_or_else(|| panic!("port {port} is neither number nor name"));
-    c["ports"]
-        .as_array()
-        .and_then(|ports| ports.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["containerPort"].as_u64())
-        .unwrap_or_else(|| panic!("no container port named {name:?}"))
-}
-
-/// The `--config FILE` argument of a container.
-fn config_arg(c: &Value) -> &str {
-    let args = strings(&c["args"]);
-    let at = args
-        .iter()
-        .position(|a| *a == "--config")
-        .expect("a --config argument");
-    args.get(at + 1).expect("a value after --config")
 }
 
 #[test]
@@ -299,44 +248,6 @@ fn init_container_checks_the_config_the_proxy_runs() {
     );
 }
 
-/// (secret or configMap name, items or data keys) of every volume, with its mount path in
-/// `container`.
-fn mounted_sources<'a>(ds: &'a Doc, c: &'a Value) -> Vec<(&'a str, &'a str, &'a str)> {
-    let mut out = Vec::new();
-    for m in c["volumeMounts"].as_array().unwrap() {
-        assert!(
-            m["subPath"].is_null(),
-            "subPath mounts never see updates: {m}"
-        );
-        let vol = pod_spec(ds)["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == m["name"])
-            .unwrap_or_else(|| panic!("volumeMount {} has no volume", m["name"]));
-        let mount = m["mountPath"].as_str().unwrap();
-        if let Some(name) = vol["configMap"]["name"].as_str() {
-            out.push(("ConfigMap", name, mount));
-        } else if let Some(name) = vol["secret"]["secretName"].as_str() {
-            out.push(("Secret", name, mount));
-        } else {
-            panic!("unexpected volume kind: {vol}");
-        }
-    }
-    out
-}
-
-/// The file names an object projects into a volume: its `data` and `stringData` keys.
-fn keys(d: &Doc) -> BTreeSet<&str> {
-    let mut k = BTreeSet::new();
-    for field in ["data", "stringData"] {
-        if let Some(m) = d.value[field].as_object() {
-            k.extend(m.keys().map(String::as_str));
-        }
-    }
-    k
-}
-
 #[test]
 fn every_mounted_configmap_and_secret_is_defined_here() {
     let docs = all_docs();
@@ -366,99 +277,6 @@ fn every_mounted_configmap_and_secret_is_defined_here() {
         .as_str()
         .expect("serviceAccountName");
     find(&docs, "ServiceAccount", sa);
-}
-
-// ---- the routes.yaml inside the ConfigMap ----
-
-/// The ConfigMap's routes.yaml text, checking the DaemonSet reads it from [`CONFIG_PATH`].
-fn configmap_routes_text() -> String {
-    let docs = all_docs();
-    let ds = only(&docs, "DaemonSet");
-    let popgate = container(ds, "containers", "popgate");
-    let (dir, file) = CONFIG_PATH.rsplit_once('/').unwrap();
-    let (_, name, _) = mounted_sources(ds, popgate)
-        .into_iter()
-        .find(|(kind, _, mount)| *kind == "ConfigMap" && *mount == dir)
-        .unwrap_or_else(|| panic!("no ConfigMap mounted at {dir}"));
-    find(&docs, "ConfigMap", name).value["data"][file]
-        .as_str()
-        .unwrap_or_else(|| panic!("ConfigMap {name} has no {file}"))
-        .to_string()
-}
-
-/// Every `(cert_file, key_file)` pair in a parsed routes.yaml, wherever it appears. Any other
-/// `*_file(s)` key is refused, so a new kind of file in the example makes this test say so
-/// instead of passing without it.
-fn cert_key_pairs(v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                let known = matches!(k.as_str(), "cert_file" | "key_file");
-                assert!(
-                    known || !(k.ends_with("_file") || k.ends_with("_files")),
-                    "routes.yaml names a `{k}`; teach this test to provide it"
-                );
-                cert_key_pairs(child, out);
-            }
-            if let (Some(c), Some(k)) = (m.get("cert_file"), m.get("key_file")) {
-                out.push((c.as_str().unwrap().into(), k.as_str().unwrap().into()));
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|c| cert_key_pairs(c, out)),
-        _ => {}
-    }
-}
-
-fn self_signed_pair() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["popgate-example.test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// The example routes.yaml rewritten into a temp dir: each certificate/key path `/a/b` becomes
-/// `{tmp}/a/b`, holding what `fill(cert_path, key_path)` returns.
-struct RewrittenConfig {
-    dir: tempfile::TempDir,
-    routes: PathBuf,
-    pairs: Vec<(String, String)>,
-}
-
-fn rewrite(fill: impl Fn(&str, &str) -> (String, String)) -> RewrittenConfig {
-    let mut text = configmap_routes_text();
-    let parsed: Value = serde_saphyr::from_str(&text).expect("the ConfigMap's routes.yaml is YAML");
-    let mut pairs = Vec::new();
-    cert_key_pairs(&parsed, &mut pairs);
-    let dir = tempfile::tempdir().unwrap();
-    for (cert, key) in &pairs {
-        let (cert_pem, key_pem) = fill(cert, key);
-        for (path, pem) in [(cert, cert_pem), (key, key_pem)] {
-            assert!(
-                path.starts_with('/'),
-                "{path}: mounted files are named by absolute path"
-            );
-            let local = dir.path().join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(local.parent().unwrap()).unwrap();
-            std::fs::write(&local, pem).unwrap();
-            text = text.replace(path.as_str(), local.to_str().unwrap());
-        }
-    }
-    let routes = dir.path().join("routes.yaml");
-    std::fs::write(&routes, text).unwrap();
-    RewrittenConfig { dir, routes, pairs }
-}
-
-/// popgate's own loader, with an empty environment so that the machine's AZURE_* variables
-/// cannot change the result.
-fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    config::load_with_env(path, &|_| None)
-}
-
-fn load_configmap_routes() -> Config {
-    let r = rewrite(|_, _| self_signed_pair());
-    load(&r.routes).unwrap_or_else(|e| panic!("the ConfigMap's routes.yaml does not load:\n{e}"))
 }
 
 #[test]
@@ -517,14 +335,6 @@ fn the_loader_refuses_the_example_with_a_mismatched_key() {
         errors.contains("does not match the certificate"),
         "{errors}"
     );
-}
-
-/// The 1-based line of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not found"))
-        + 1
 }
 
 #[test]
@@ -675,115 +485,4 @@ fn legacy_app_reaches_its_nodes_popgate_through_http_proxy() {
         cfg.routes.iter().any(|r| r.name == "graph"),
         "no route for graph.microsoft.com"
     );
-}
-
-// ---- Dockerfile ----
-
-fn dockerfile() -> String {
-    let path = repo_root().join("Dockerfile");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-#[test]
-fn dockerfile_final_stage_is_small_and_non_root() {
-    let text = dockerfile();
-    let user = final_stage_user(&text).unwrap_or_else(|e| panic!("Dockerfile: {e}"));
-    // Numeric, so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
-    assert!(
-        user.split(':')
-            .all(|p| p.parse::<u32>().is_ok_and(|n| n != 0)),
-        "USER {user}"
-    );
-
-    let stages = dockerfile_stages(&text);
-    assert!(stages.len() >= 2, "a multi-stage build");
-    let last = stages.last().unwrap();
-    let from = &last[0].args;
-    assert!(
-        !from.contains("rust:"),
-        "the runtime must not be the toolchain image: {from}"
-    );
-    let get = |kw: &str| {
-        last.iter()
-            .rev()
-            .find(|i| i.keyword == kw)
-            .map(|i| i.args.clone())
-    };
-    assert_eq!(exec_form(&get("ENTRYPOINT").unwrap()).unwrap(), ["popgate"]);
-    assert_eq!(
-        exec_form(&get("CMD").unwrap()).unwrap(),
-        ["run", "--config", CONFIG_PATH]
-    );
-    assert!(
-        last.iter()
-            .any(|i| i.keyword == "COPY" && i.args.starts_with("--from=")),
-        "the runtime copies the binary from the build stage"
-    );
-    let cfg = load_configmap_routes();
-    let exposed: Vec<u16> = get("EXPOSE")
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.trim_end_matches("/tcp").parse().unwrap())
-        .collect();
-    assert!(
-        exposed.contains(&cfg.listeners[0].address.port()),
-        "{exposed:?}"
-    );
-    assert!(exposed.contains(&cfg.admin.unwrap().port()), "{exposed:?}");
-}
-
-#[test]
-fn dockerfile_builds_release_with_locked_dependencies() {
-    let stages = dockerfile_stages(&dockerfile());
-    let builds: Vec<&String> = stages
-        .iter()
-        .flatten()
-        .filter(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
-        .map(|i| &i.args)
-        .collect();
-    assert!(!builds.is_empty(), "no `cargo build` step");
-    for b in builds {
-        let words: Vec<&str> = b.split_whitespace().collect();
-        assert!(
-            words.contains(&"--locked"),
-            "cargo build without --locked: {b}"
-        );
-        assert!(
-            words.contains(&"--release"),
-            "cargo build without --release: {b}"
-        );
-    }
-}
-
-#[test]
-fn final_stage_user_check_refuses_root_and_missing_user() {
-    let build = "FROM rust:1 AS build\nUSER 1000\nRUN cargo build --locked\n";
-    assert!(final_stage_user(&format!("{build}FROM scratch\nUSER root\n")).is_err());
-    assert!(final_stage_user(&format!("{build}FROM scratch\nUSER 0:0\n")).is_err());
-    // A USER in an earlier stage does not carry over.
-    assert!(final_stage_user(&format!("{build}FROM scratch\nCOPY a b\n")).is_err());
-    assert!(final_stage_user("# nothing\n").is_err());
-    let ok = format!("{build}FROM scratch\nUSER 0\nRUN x \\\n  y\nUSER 65532:65532\n");
-    assert_eq!(final_stage_user(&ok).unwrap(), "65532:65532");
-}
-
-#[test]
-fn dockerignore_keeps_build_output_and_git_out_of_the_context() {
-    let path = repo_root().join(".dockerignore");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let rules: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    for needed in ["target/", ".git"] {
-        assert!(rules.contains(&needed), ".dockerignore lacks {needed}");
-    }
-    // Cargo.lock must reach the build, or --locked fails.
-    assert!(!rules.iter().any(|r| r.contains("Cargo.lock")), "{rules:?}");
-}
-
-#[test]
-fn examples_directory_is_where_the_tests_look() {
-    assert!(kubernetes_dir().is_dir());
 }
