@@ -23,12 +23,15 @@ pub struct Doc {
 }
 
 impl Doc {
+    /// `kind`, or empty.
     pub fn kind(&self) -> &str {
         self.value["kind"].as_str().unwrap_or("")
     }
+    /// `metadata.name`, or empty.
     pub fn name(&self) -> &str {
         self.value["metadata"]["name"].as_str().unwrap_or("")
     }
+    /// `metadata.namespace`, if set.
     pub fn namespace(&self) -> Option<&str> {
         self.value["metadata"]["namespace"].as_str()
     }

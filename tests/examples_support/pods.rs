@@ -6,10 +6,12 @@ use serde_json::Value;
 
 use super::manifests::{Doc, strings};
 
+/// The pod template's spec.
 pub fn pod_spec(d: &Doc) -> &Value {
     &d.value["spec"]["template"]["spec"]
 }
 
+/// The entries of `field` (`containers` or `initContainers`) of the pod template.
 pub fn containers<'a>(d: &'a Doc, field: &str) -> Vec<&'a Value> {
     pod_spec(d)[field]
         .as_array()
@@ -17,12 +19,14 @@ pub fn containers<'a>(d: &'a Doc, field: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
+/// Init containers, then containers.
 pub fn all_containers(d: &Doc) -> Vec<&Value> {
     let mut all = containers(d, "initContainers");
     all.extend(containers(d, "containers"));
     all
 }
 
+/// The `field` entry named `name`; panics naming the file if there is none.
 pub fn container<'a>(d: &'a Doc, field: &str, name: &str) -> &'a Value {
     containers(d, field)
         .into_iter()
