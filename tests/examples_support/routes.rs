@@ -51,6 +51,7 @@ pub fn cert_key_pairs(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// A fresh self-signed certificate and its matching key, as PEM.
 pub fn self_signed_pair() -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["popgate-example.test".into()])
@@ -63,16 +64,25 @@ pub fn self_signed_pair() -> (String, String) {
 /// The example routes.yaml rewritten into a temp dir: each certificate/key path `/a/b` becomes
 /// `{tmp}/a/b`, holding what `fill(cert_path, key_path)` returns.
 pub struct RewrittenConfig {
+    /// The temp dir; the files live as long as this.
     pub dir: tempfile::TempDir,
+    /// The rewritten routes.yaml.
     pub routes: PathBuf,
+    /// The `(cert_file, key_file)` paths as the ConfigMap names them.
     pub pairs: Vec<(String, String)>,
 }
+
+/// Writes the example routes.yaml into a temp dir with its certificate/key files provided by
+/// `fill`.
 
 pub fn rewrite(fill: impl Fn(&str, &str) -> (String, String)) -> RewrittenConfig {
     let mut text = configmap_routes_text();
     let parsed: Value = serde_saphyr::from_str(&text).expect("the ConfigMap's routes.yaml is YAML");
     let mut pairs = Vec::new();
     cert_key_pairs(&parsed, &mut pairs);
+    // Two identities may share one certificate; rewriting a path twice would nest the temp dir.
+    pairs.sort();
+    pairs.dedup();
     let dir = tempfile::tempdir().unwrap();
     for (cert, key) in &pairs {
         let (cert_pem, key_pem) = fill(cert, key);
@@ -98,6 +108,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     config::load_with_env(path, &|_| None)
 }
 
+/// The example routes.yaml, loaded with generated certificates; panics with every error.
 pub fn load_configmap_routes() -> Config {
     let r = rewrite(|_, _| self_signed_pair());
     load(&r.routes).unwrap_or_else(|e| panic!("the ConfigMap's routes.yaml does not load:\n{e}"))
