@@ -74,7 +74,6 @@ pub struct RewrittenConfig {
 
 /// Writes the example routes.yaml into a temp dir with its certificate/key files provided by
 /// `fill`.
-
 pub fn rewrite(fill: impl Fn(&str, &str) -> (String, String)) -> RewrittenConfig {
     let mut text = configmap_routes_text();
     let parsed: Value = serde_saphyr::from_str(&text).expect("the ConfigMap's routes.yaml is YAML");
