@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+#
+# popgate container image: a multi-stage build that compiles the release binary with the locked
+# dependency set and copies it alone into a distroless runtime running as a non-root user.
+#
+#   docker build -t popgate:dev .
+#   docker run --rm -v "$PWD:/etc/popgate:ro" popgate:dev check --config /etc/popgate/routes.yaml
+#
+# See examples/README.md for running it with a config, and examples/kubernetes/ for a DaemonSet.
+
+# Build stage. Debian bookworm to match the runtime's glibc (distroless cc-debian12). The slim
+# image already has gcc and libc6-dev, which is all aws-lc-sys needs: on Linux it builds with the
+# `cc` crate from pregenerated bindings, so neither cmake nor clang is installed.
+ARG RUST_IMAGE=rust:1-slim-bookworm
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY . .
+# BuildKit cache mounts keep the crate registry and the target directory between builds, so a
+# source change recompiles popgate only. The binary is copied out of the cache mount because the
+# mount is not part of the image layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --package popgate --bin popgate \
+    && install -D -m 0755 target/release/popgate /out/popgate
+
+# Runtime stage: glibc + libgcc + CA certificates, no shell, no package manager.
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+COPY --from=build /out/popgate /usr/local/bin/popgate
+# The distroless "nonroot" user, numeric so that Kubernetes' runAsNonRoot can verify it.
+USER 65532:65532
+# 3128: the plain-HTTP proxy listener; 9901: the admin listener (/healthz, /readyz, /metrics).
+# Both are whatever routes.yaml says; these are the values the examples use.
+EXPOSE 3128 9901
+# No HEALTHCHECK: distroless has no shell or curl to run one, and popgate has no self-probe
+# subcommand. Orchestrators probe the admin listener's /healthz and /readyz over HTTP instead.
+ENTRYPOINT ["popgate"]
+CMD ["run", "--config", "/etc/popgate/routes.yaml"]
