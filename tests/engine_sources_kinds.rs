@@ -7,29 +7,7 @@ mod engine_sources_support;
 use engine_sources_support::*;
 use http::StatusCode;
 use popgate::credential::token::TokenType;
-use popgate::engine::credential::Credential;
 use std::sync::Arc;
-
-/// `(name, resource, flow lines)` → routes YAML, each route on its own path prefix.
-fn routes(list: &[(&str, &str, &str)]) -> String {
-    let mut out = String::new();
-    for (name, resource, flow) in list {
-        out.push_str(&format!(
-            "  - name: {name}\n    match: {{ path_prefix: /{name}/ }}\n    upstream: https://upstream.example\n    resource: {resource}\n{flow}\n"
-        ));
-    }
-    out
-}
-
-const GRAPH: &str = "https://graph.microsoft.com";
-const ARM: &str = "https://management.azure.com";
-
-async fn get(credential: &Arc<dyn Credential>) -> popgate::engine::cache::CachedToken {
-    tokio::time::timeout(CALL_TIMEOUT, credential.get())
-        .await
-        .expect("get in time")
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 #[tokio::test]
 async fn certificate_app_pop_global_and_regional_and_bearer() {

@@ -306,3 +306,38 @@ pub async fn binding_changed(credential: &Arc<dyn Credential>, seen: u64) -> u64
         .map(|v| *v)
         .expect("binding channel open")
 }
+
+pub const GRAPH: &str = "https://graph.microsoft.com";
+pub const ARM: &str = "https://management.azure.com";
+
+/// `(name, resource, flow lines)` → routes YAML, each route on its own path prefix.
+pub fn routes(list: &[(&str, &str, &str)]) -> String {
+    let mut out = String::new();
+    for (name, resource, flow) in list {
+        out.push_str(&format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name}/ }}\n    upstream: https://upstream.example\n    resource: {resource}\n{flow}\n"
+        ));
+    }
+    out
+}
+
+/// A usable token, or the test fails with the engine's message.
+pub async fn get(credential: &Arc<dyn Credential>) -> popgate::engine::cache::CachedToken {
+    try_get(credential).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `get`, bounded in time.
+pub async fn try_get(
+    credential: &Arc<dyn Credential>,
+) -> Result<popgate::engine::cache::CachedToken, popgate::engine::credential::EngineError> {
+    tokio::time::timeout(CALL_TIMEOUT, credential.get())
+        .await
+        .expect("get in time")
+}
+
+/// The single credential of a one-route config.
+pub fn one(env: &Env, extra_identities: &str, resource: &str, flow: &str) -> Arc<dyn Credential> {
+    let config = env.config(extra_identities, &routes(&[("r", resource, flow)]));
+    let deps = env.deps(&config);
+    env.build(&config, &deps).remove("r").expect("route r")
+}
