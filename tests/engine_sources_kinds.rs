@@ -280,3 +280,23 @@ async fn managed_identity_bearer_via_app_service() {
     assert_eq!(env.count(Endpoint::AppService), 1);
     assert_eq!(env.count(Endpoint::ImdsV1Token), 0);
 }
+
+#[tokio::test]
+async fn the_static_kind_is_refused_until_its_source_is_wired() {
+    let env = start().await;
+    std::fs::write(env.path("token.jwt"), "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.\n").unwrap();
+    let byo = "\n  byo:\n    kind: static\n    token_file: token.jwt\n    certificate: { cert_file: app.pem, key_file: app.key }\n";
+    let config = env.config(
+        byo,
+        &routes(&[("byo", GRAPH, "    flow: vanilla\n    identity: byo")]),
+    );
+    let deps = env.deps(&config);
+    let err = match popgate::engine::build::build_credentials(&config, &deps) {
+        Ok(_) => panic!("static must not build yet"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("route `byo`") && err.contains("static"),
+        "{err}"
+    );
+}

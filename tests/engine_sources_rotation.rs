@@ -196,3 +196,59 @@ async fn imds_v2_certificate_is_re_minted_before_it_expires() {
     // The retired certificate's keep-alive client is gone: one for the current certificate.
     assert_eq!(deps.transport.cached_clients(), 1);
 }
+
+#[tokio::test]
+async fn a_fic_leg1_certificate_change_reaches_leg2() {
+    let env = start().await;
+    let config = env.config(
+        "",
+        &routes(&[
+            (
+                "leg1-direct",
+                "api://AzureADTokenExchange",
+                "    flow: vanilla\n    identity: app\n    token_type: mtls_pop",
+            ),
+            (
+                "fic",
+                GRAPH,
+                "    flow: fic\n    leg1: app\n    leg2: exchange\n    token_type: mtls_pop",
+            ),
+        ]),
+    );
+    let deps = env.deps(&config);
+    let creds = env.build(&config, &deps);
+    let fic = &creds["fic"];
+    let first = get(fic).await;
+    assert_eq!(cnf(&first.token), env.app_credential.x5t_s256);
+    // The FIC route's leg 1 is the same credential as the vanilla route for the exchange audience.
+    get(&creds["leg1-direct"]).await;
+    assert_eq!(env.count(Endpoint::Token), 2);
+    let seen = *fic.binding_changes().borrow();
+
+    let next = env.authority.pki().issue_app_credential("rotated").unwrap();
+    env.authority
+        .directory()
+        .add_certificate(&env.app.client_id, next.cert_der.as_ref())
+        .unwrap();
+    write_pair(&env.path("v2"), &next.cert_pem, &next.key_pem);
+    std::fs::rename(env.path("v2/tls.key"), env.path("app.key.new")).unwrap();
+    std::fs::rename(env.path("v2/tls.crt"), env.path("app.pem.new")).unwrap();
+    std::fs::rename(env.path("app.key.new"), env.path("app.key")).unwrap();
+    std::fs::rename(env.path("app.pem.new"), env.path("app.pem")).unwrap();
+
+    binding_changed(fic, seen).await;
+    let second = get(fic).await;
+    assert_eq!(
+        second.token.binding.as_ref().unwrap().x5t_s256(),
+        next.x5t_s256,
+        "leg 2 is bound to the new leg-1 certificate"
+    );
+    assert_eq!(cnf(&second.token), next.x5t_s256);
+    assert_eq!(
+        env.call_resource("graph.microsoft.com", &second.token)
+            .await,
+        StatusCode::OK
+    );
+    // A new leg-1 token (new certificate) and a new leg-2 token.
+    assert_eq!(env.count(Endpoint::Token), 4);
+}

@@ -288,54 +288,51 @@ impl Transport {
     }
 }
 
-/// Sorts a client error into timeout / connect / TLS / HTTP by walking its source chain.
+/// Sorts a client error into timeout / connect / TLS / HTTP by walking its source chain. The
+/// detail joins the chain's messages (hyper's own are terse, e.g. `client error (Connect)`).
 fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
-    let mut detail = error.to_string();
+    let mut messages: Vec<String> = Vec::new();
+    let mut kind = None;
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(connect) = e.downcast_ref::<ConnectError>() {
-            let host = host.to_string();
-            let detail = connect.to_string();
-            return match connect {
-                ConnectError::Tls { .. } => TransportError::Tls { host, detail },
-                ConnectError::Timeout { timeout, .. } => TransportError::Timeout {
-                    host,
-                    timeout: *timeout,
-                },
-                _ => TransportError::Connect { host, detail },
-            };
+        let text = e.to_string();
+        if !messages.iter().any(|m| m.contains(&text)) {
+            messages.push(text);
         }
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return TransportError::Tls {
-                host: host.to_string(),
-                detail: e.to_string(),
-            };
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return TransportError::Timeout {
-                host: host.to_string(),
-                timeout: CONNECT_TIMEOUT,
-            };
-        }
-        if e.source().is_none() && !std::ptr::addr_eq(e, error) {
-            detail = format!("{detail}: {e}");
+        if kind.is_none() {
+            if let Some(connect) = e.downcast_ref::<ConnectError>() {
+                kind = Some(match connect {
+                    ConnectError::Tls { .. } => Kind::Tls,
+                    ConnectError::Timeout { timeout, .. } => Kind::Timeout(*timeout),
+                    _ => Kind::Connect,
+                });
+            } else if e.downcast_ref::<rustls::Error>().is_some() {
+                kind = Some(Kind::Tls);
+            } else if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                kind = Some(Kind::Timeout(CONNECT_TIMEOUT));
+            }
         }
         source = e.source();
     }
+    let host = host.to_string();
+    let detail = messages.join(": ");
     let is_connect = error
         .downcast_ref::<hyper_util::client::legacy::Error>()
         .is_some_and(|e| e.is_connect());
-    if is_connect {
-        TransportError::Connect {
-            host: host.to_string(),
-            detail,
-        }
-    } else {
-        TransportError::Http {
-            host: host.to_string(),
-            detail,
-        }
+    match kind {
+        Some(Kind::Tls) => TransportError::Tls { host, detail },
+        Some(Kind::Timeout(timeout)) => TransportError::Timeout { host, timeout },
+        Some(Kind::Connect) => TransportError::Connect { host, detail },
+        None if is_connect => TransportError::Connect { host, detail },
+        None => TransportError::Http { host, detail },
     }
+}
+
+enum Kind {
+    Tls,
+    Timeout(Duration),
+    Connect,
 }

@@ -142,7 +142,20 @@ impl Env {
     /// Writes routes.yaml with the standard identities plus `extra_identities`, and `routes`,
     /// and loads it through popgate's config loader.
     pub fn config(&self, extra_identities: &str, routes: &str) -> Config {
+        self.config_resolving(extra_identities, routes, &[])
+    }
+
+    /// [`Env::config`] with more `host:port` → address entries in `network.resolve`.
+    pub fn config_resolving(
+        &self,
+        extra_identities: &str,
+        routes: &str,
+        extra_resolve: &[(&str, std::net::SocketAddr)],
+    ) -> Config {
         let mut resolve = String::new();
+        for (host_port, addr) in extra_resolve {
+            resolve.push_str(&format!("    \"{host_port}\": \"{addr}\"\n"));
+        }
         for host in TOKEN_HOSTS {
             resolve.push_str(&format!(
                 "    \"{host}:443\": \"{}\"\n",

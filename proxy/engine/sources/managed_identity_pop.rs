@@ -245,7 +245,8 @@ async fn run_attestation(argv: &[String]) -> Result<Zeroizing<String>, String> {
         .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut output = Zeroizing::new(Vec::new());
+    // Allocated once at full size so no reallocation leaves a copy of the token behind.
+    let mut output = Zeroizing::new(Vec::with_capacity(MAX_ATTESTATION_BYTES + 1));
     let run = async {
         (&mut stdout)
             .take(MAX_ATTESTATION_BYTES as u64 + 1)
