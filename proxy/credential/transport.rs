@@ -336,3 +336,67 @@ enum Kind {
     Timeout(Duration),
     Connect,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn cert(name: &str) -> BindingCert {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        BindingCert::from_der(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn clients_are_one_per_certificate_bounded_and_retired() {
+        let ca = cert("ca.test");
+        let mut extra = ExtraRoots::default();
+        extra.add_der("test", ca.leaf_der().clone());
+        let transport = Transport::new(TransportSettings {
+            extra_roots: extra,
+            ..TransportSettings::default()
+        });
+        let certs: Vec<BindingCert> = (0..=MAX_CACHED_CLIENTS)
+            .map(|i| cert(&format!("c{i}.test")))
+            .collect();
+        transport.https_client(Some(&certs[0]), "h").unwrap();
+        transport.https_client(Some(&certs[0]), "h").unwrap();
+        assert_eq!(
+            transport.cached_clients(),
+            1,
+            "same certificate, same client"
+        );
+        transport.https_client(None, "h").unwrap();
+        assert_eq!(transport.cached_clients(), 2);
+        for c in &certs[1..] {
+            transport.https_client(Some(c), "h").unwrap();
+        }
+        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS);
+        let last = certs.last().unwrap();
+        transport.retire(last.x5t_s256());
+        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS - 1);
+    }
+
+    #[tokio::test]
+    async fn http_with_a_client_certificate_is_refused() {
+        let transport = Transport::new(TransportSettings::default());
+        let base = crate::credential::imds_endpoint::ImdsBase::parse("http://127.0.0.1:9").unwrap();
+        let request =
+            crate::credential::imds_v1::token_request(&base, "https://management.azure.com", None)
+                .unwrap();
+        let err = transport
+            .send(&request, Some(&cert("x.test")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Setup { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    }
+}

@@ -295,6 +295,7 @@ impl Factory<'_> {
                     key_file: files.key_file.clone(),
                 },
                 self.deps.cert_poll_interval,
+                Arc::clone(&self.deps.transport),
             ),
             None => WatchedCert::fixed(cert),
         };

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::credential::binding::BindingCert;
 use crate::credential::cert_files::{self, MAX_PEM_FILE_BYTES};
+use crate::credential::transport::Transport;
 
 /// How often the files are compared by default: kubelet propagates secret updates within about a
 /// minute, and a read of two small files every ten seconds costs nothing.
@@ -42,11 +43,17 @@ impl WatchedCert {
     }
 
     /// A certificate re-read from `files` every `interval` (needs a Tokio runtime). The polling
-    /// task ends when the last `Arc` is dropped.
-    pub fn watch(cert: BindingCert, files: WatchedFiles, interval: Duration) -> Arc<Self> {
+    /// task ends when the last `Arc` is dropped. A replaced certificate's keep-alive client is
+    /// retired from `transport`.
+    pub fn watch(
+        cert: BindingCert,
+        files: WatchedFiles,
+        interval: Duration,
+        transport: Arc<Transport>,
+    ) -> Arc<Self> {
         let this = Self::fixed(cert);
         let weak = Arc::downgrade(&this);
-        tokio::spawn(poll(weak, files, interval));
+        tokio::spawn(poll(weak, files, interval, transport));
         this
     }
 
@@ -60,14 +67,15 @@ impl WatchedCert {
         self.changes.subscribe()
     }
 
-    /// Installs `cert` if it differs from the current one (by x5t#S256); true when it did.
-    pub fn replace(&self, cert: BindingCert) -> bool {
+    /// Installs `cert` if it differs from the current one (by x5t#S256); returns the replaced
+    /// certificate when it did.
+    pub fn replace(&self, cert: BindingCert) -> Option<Arc<BindingCert>> {
         if cert.x5t_s256() == self.current.load().x5t_s256() {
-            return false;
+            return None;
         }
-        self.current.store(Arc::new(cert));
+        let old = self.current.swap(Arc::new(cert));
         self.changes.send_modify(|n| *n += 1);
-        true
+        Some(old)
     }
 }
 
@@ -86,7 +94,12 @@ async fn fingerprint(files: &WatchedFiles) -> Option<Vec<u8>> {
     Some(ctx.finish().as_ref().to_vec())
 }
 
-async fn poll(weak: Weak<WatchedCert>, files: WatchedFiles, interval: Duration) {
+async fn poll(
+    weak: Weak<WatchedCert>,
+    files: WatchedFiles,
+    interval: Duration,
+    transport: Arc<Transport>,
+) {
     let mut last = fingerprint(&files).await;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,7 +122,8 @@ async fn poll(weak: Weak<WatchedCert>, files: WatchedFiles, interval: Duration) 
         match loaded {
             Ok(Ok(cert)) => {
                 let x5t = cert.x5t_s256().to_string();
-                if watched.replace(cert) {
+                if let Some(old) = watched.replace(cert) {
+                    transport.retire(old.x5t_s256());
                     tracing::info!(
                         cert_file = %files.cert_file.display(),
                         x5t_s256 = %x5t,
