@@ -220,9 +220,22 @@ async fn bearer_leg1_extension_and_workload_identity() {
     .unwrap();
     env.authority.observations().clear();
 
+    // A second leg-2 app that trusts the workload identity's app as its leg 1.
+    let exchange2 = env
+        .authority
+        .directory()
+        .register_fic_app(
+            TENANT,
+            &uuid::Uuid::new_v4().to_string(),
+            vec![popgate_authority::FederatedCredential::for_identity(
+                TENANT,
+                &env.exchange.object_id,
+            )],
+        )
+        .unwrap();
     let wi = format!(
-        "\n  wi:\n    kind: workload_identity\n    client_id: {}\n    tenant_id: {TENANT}\n    token_file: federated.jwt\n",
-        env.exchange.client_id
+        "\n  wi:\n    kind: workload_identity\n    client_id: {}\n    tenant_id: {TENANT}\n    token_file: federated.jwt\n  exchange2:\n    kind: confidential_client\n    tenant_id: {TENANT}\n    client_id: {}\n",
+        env.exchange.client_id, exchange2.client_id
     );
     let config = env.config(
         &wi,
@@ -233,11 +246,16 @@ async fn bearer_leg1_extension_and_workload_identity() {
                 GRAPH,
                 "    flow: fic\n    leg1: uami\n    leg1_token_type: bearer\n    leg2: exchange\n    token_type: bearer",
             ),
+            (
+                "wi-leg1",
+                GRAPH,
+                "    flow: fic\n    leg1: wi\n    leg1_token_type: bearer\n    leg2: exchange2\n    token_type: bearer",
+            ),
         ]),
     );
     let deps = env.deps(&config);
     let creds = env.build(&config, &deps);
-    for name in ["wi", "mi-bearer-leg1"] {
+    for name in ["wi", "mi-bearer-leg1", "wi-leg1"] {
         let got = get(&creds[name]).await;
         assert_eq!(got.token.token_type, TokenType::Bearer);
         assert_eq!(
@@ -247,7 +265,8 @@ async fn bearer_leg1_extension_and_workload_identity() {
         );
     }
     assert_eq!(env.count(Endpoint::ImdsV1Token), 1);
-    assert_eq!(env.count(Endpoint::Token), 2);
+    // wi (graph), mi-bearer-leg1 leg 2, wi-leg1 leg 1 and leg 2.
+    assert_eq!(env.count(Endpoint::Token), 4);
 }
 
 #[tokio::test]
