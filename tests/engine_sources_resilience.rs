@@ -277,3 +277,39 @@ async fn dropped_connection_names_the_host() {
     );
     assert_eq!(env.count(Endpoint::Token), 1);
 }
+
+#[tokio::test]
+async fn invalidate_forgets_the_refused_token_and_the_next_get_acquires_once() {
+    let env = start().await;
+    let config = env.config(
+        "",
+        &routes(&[
+            ("app", GRAPH, APP_POP),
+            ("mi", GRAPH, UAMI_POP),
+            ("mi-bearer", ARM, UAMI_BEARER),
+            (
+                "fic",
+                GRAPH,
+                "    flow: fic\n    leg1: app\n    leg2: exchange\n    token_type: mtls_pop",
+            ),
+        ]),
+    );
+    let deps = env.deps(&config);
+    let creds = env.build(&config, &deps);
+    for name in ["app", "mi", "mi-bearer", "fic"] {
+        let credential = &creds[name];
+        let first = get(credential).await;
+        let calls = env.count(Endpoint::Token) + env.count(Endpoint::ImdsV1Token);
+        // A stale generation is ignored: the cached token stays.
+        credential.invalidate(first.generation + 1).await;
+        assert_eq!(get(credential).await.generation, first.generation, "{name}");
+        credential.invalidate(first.generation).await;
+        let second = get(credential).await;
+        assert!(second.generation > first.generation, "{name}");
+        assert_eq!(
+            env.count(Endpoint::Token) + env.count(Endpoint::ImdsV1Token),
+            calls + 1,
+            "{name}: one new acquisition (leg 1 of FIC is kept)"
+        );
+    }
+}

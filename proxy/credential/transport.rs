@@ -61,8 +61,8 @@ impl Default for TransportSettings {
     }
 }
 
-/// A whole answer.
-#[derive(Clone, Debug)]
+/// A whole answer. `Debug` leaves the body out: a token response carries the token.
+#[derive(Clone)]
 pub struct Exchange {
     /// HTTP status.
     pub status: StatusCode,
@@ -70,6 +70,19 @@ pub struct Exchange {
     pub headers: HeaderMap,
     /// The body (at most [`MAX_RESPONSE_BYTES`]).
     pub body: Bytes,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "body",
+                &format_args!("<redacted, {} bytes>", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 /// Why no answer was had. Names the host, never a secret.
@@ -383,6 +396,18 @@ mod tests {
         let last = certs.last().unwrap();
         transport.retire(last.x5t_s256());
         assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS - 1);
+    }
+
+    #[test]
+    fn debug_of_an_answer_leaves_the_body_out() {
+        let exchange = Exchange {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(br#"{"access_token":"eyJ.secret.sig"}"#),
+        };
+        let shown = format!("{exchange:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("33 bytes"), "{shown}");
     }
 
     #[tokio::test]

@@ -12,12 +12,12 @@ use crate::credential::token_request::{
 };
 use crate::credential::token_response::parse_token_response;
 
-use super::super::build::EngineDeps;
-use super::super::cache::{CachedToken, Failure};
-use super::super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::cert_watch::WatchedCert;
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};
+use crate::engine::build::EngineDeps;
+use crate::engine::cache::{CachedToken, Failure};
+use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 
 /// The app's settings, as validated config gives them.
 #[derive(Clone, Debug)]

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use crate::credential::response_json::ResponseError;
 use crate::credential::transport::TransportError;
 
-use super::super::cache::{CacheError, Failure};
-use super::super::credential::EngineError;
+use crate::engine::cache::{CacheError, Failure};
+use crate::engine::credential::EngineError;
 
 /// A failure with no peer answer behind it (bad input, local error).
 pub fn local(identity: &str, message: impl Into<String>) -> EngineError {
@@ -43,7 +43,7 @@ pub fn response(identity: &str, peer: &str, host: &str, error: &ResponseError) -
 pub fn failure(mut error: EngineError, retry_after: Option<Duration>) -> Failure<EngineError> {
     if let Some(wait) = retry_after {
         error.blocked_until =
-            Some(SystemTime::now() + wait.min(super::super::cache::MAX_RETRY_AFTER));
+            Some(SystemTime::now() + wait.min(crate::engine::cache::MAX_RETRY_AFTER));
     }
     Failure { error, retry_after }
 }

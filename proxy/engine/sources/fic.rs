@@ -13,12 +13,12 @@ use crate::credential::token::{Token, TokenType};
 use crate::credential::token_request::{Leg1Kind, TokenEndpoint, fic_leg2, scope_for_resource};
 use crate::credential::token_response::parse_token_response;
 
-use super::super::build::EngineDeps;
-use super::super::cache::{CacheKey, CachedToken, Failure};
-use super::super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::cert_app::CertAppSettings;
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};
+use crate::engine::build::EngineDeps;
+use crate::engine::cache::{CacheKey, CachedToken, Failure};
+use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 
 /// Leg 2 of a FIC exchange on top of a shared leg-1 credential.
 pub struct FicCredential {
@@ -31,6 +31,8 @@ pub struct FicCredential {
     scope: String,
     /// Cache identity: leg 2 through leg 1, so two leg-1s of one app never share entries.
     cache_identity: String,
+    /// The key of the last leg-2 token handed out, so `invalidate` needs no leg-1 call.
+    last_key: std::sync::Mutex<Option<CacheKey>>,
     deps: EngineDeps,
 }
 
@@ -73,6 +75,7 @@ impl FicCredential {
             resource: resource.to_string(),
             scope,
             cache_identity,
+            last_key: std::sync::Mutex::new(None),
             deps,
         })
     }
@@ -94,7 +97,11 @@ impl FicCredential {
         // Leg 1 first: its cache hands back a usable token or acquires one (its own key).
         let leg1 = self.leg1.get().await?;
         let key = self.key(leg1.token.binding.as_ref());
-        through_cache(&self.deps.cache, &key, want, || self.acquire(&leg1)).await
+        let got = through_cache(&self.deps.cache, &key, want, || self.acquire(&leg1)).await;
+        if got.is_ok() {
+            *self.last_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        }
+        got
     }
 
     async fn acquire(&self, leg1: &CachedToken) -> Result<Token, Failure<EngineError>> {
@@ -165,8 +172,12 @@ impl Credential for FicCredential {
     fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Only leg 2 is forgotten; the leg-1 token is still a good assertion.
-            if let Ok(leg1) = self.leg1.get().await {
-                let key = self.key(leg1.token.binding.as_ref());
+            let key = self
+                .last_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(key) = key {
                 self.deps.cache.invalidate(&key, generation).await;
             }
         })

@@ -10,11 +10,11 @@ use crate::credential::imds_v1;
 use crate::credential::token::{Token, TokenType};
 use crate::credential::token_request::scope_for_resource;
 
-use super::super::build::EngineDeps;
-use super::super::cache::{CachedToken, Failure};
-use super::super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};
+use crate::engine::build::EngineDeps;
+use crate::engine::cache::{CachedToken, Failure};
+use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 
 /// Where a managed identity's Bearer tokens come from.
 #[derive(Clone, Debug)]
@@ -64,7 +64,7 @@ impl ManagedIdentityBearer {
         })
     }
 
-    fn key(&self) -> super::super::cache::CacheKey {
+    fn key(&self) -> crate::engine::cache::CacheKey {
         cache_key(&self.labels.identity, &self.scope, TokenType::Bearer, None)
     }
 

@@ -24,11 +24,11 @@ use crate::credential::token::{Token, TokenType};
 use crate::credential::token_request::scope_for_resource;
 use crate::credential::token_response::parse_token_response;
 
-use super::super::build::EngineDeps;
-use super::super::cache::{CacheKey, CachedToken, Failure};
-use super::super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};
+use crate::engine::build::EngineDeps;
+use crate::engine::cache::{CacheKey, CachedToken, Failure};
+use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 
 /// An issued certificate is replaced this long before `notAfter` at the latest (protocol.md §3;
 /// issued certificates live about seven days).

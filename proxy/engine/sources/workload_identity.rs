@@ -10,11 +10,11 @@ use crate::credential::token_request::{TokenEndpoint, scope_for_resource};
 use crate::credential::token_response::parse_token_response;
 use crate::credential::workload_identity::{read_federated_token, token_request};
 
-use super::super::build::EngineDeps;
-use super::super::cache::{CacheKey, CachedToken, Failure};
-use super::super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};
+use crate::engine::build::EngineDeps;
+use crate::engine::cache::{CacheKey, CachedToken, Failure};
+use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 
 /// Tokens for one (workload identity, resource), Bearer.
 pub struct WorkloadIdentityCredential {
