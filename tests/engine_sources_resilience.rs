@@ -313,3 +313,36 @@ async fn invalidate_forgets_the_refused_token_and_the_next_get_acquires_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn refresh_is_shared_by_routes_and_a_failed_refresh_keeps_the_token() {
+    let env = start().await;
+    let credential = one(&env, "", GRAPH, UAMI_POP);
+    let first = get(&credential).await;
+    let refreshed = tokio::time::timeout(CALL_TIMEOUT, credential.refresh(first.generation))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refreshed.generation > first.generation);
+    assert_eq!(env.count(Endpoint::Token), 2);
+    // A second route scheduled from the same first token gets the refreshed one for free.
+    let shared = tokio::time::timeout(CALL_TIMEOUT, credential.refresh(first.generation))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shared.generation, refreshed.generation);
+    assert_eq!(env.count(Endpoint::Token), 2);
+    // The refresh of the current token fails: the still-usable token keeps being served.
+    env.authority
+        .faults()
+        .push(Endpoint::Token, status(400, None, None), 1);
+    let err = tokio::time::timeout(CALL_TIMEOUT, credential.refresh(refreshed.generation))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.message.contains("HTTP 400"), "{}", err.message);
+    assert_eq!(get(&credential).await.generation, refreshed.generation);
+    assert_eq!(env.count(Endpoint::Token), 3);
+    // One certificate throughout: no IMDS call beyond the first mint.
+    assert_eq!(env.count(Endpoint::ImdsIssueCredential), 1);
+}
