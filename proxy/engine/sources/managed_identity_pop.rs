@@ -253,6 +253,12 @@ async fn run_attestation(argv: &[String]) -> Result<Zeroizing<String>, String> {
             .read_to_end(&mut output)
             .await
             .map_err(|e| format!("cannot read the output of `{program}`: {e}"))?;
+        if output.len() > MAX_ATTESTATION_BYTES {
+            // Stop here: the child is killed when dropped rather than left blocked on a full pipe.
+            return Err(format!(
+                "`{program}` printed more than {MAX_ATTESTATION_BYTES} bytes"
+            ));
+        }
         child
             .wait()
             .await
@@ -263,11 +269,6 @@ async fn run_attestation(argv: &[String]) -> Result<Zeroizing<String>, String> {
         .map_err(|_| format!("`{program}` did not finish within {ATTESTATION_TIMEOUT:?}"))??;
     if !status.success() {
         return Err(format!("`{program}` exited with {status}"));
-    }
-    if output.len() > MAX_ATTESTATION_BYTES {
-        return Err(format!(
-            "`{program}` printed more than {MAX_ATTESTATION_BYTES} bytes"
-        ));
     }
     let text = std::str::from_utf8(&output)
         .map_err(|_| format!("`{program}` printed something that is not UTF-8"))?
@@ -416,5 +417,81 @@ impl Credential for ManagedIdentityPop {
 
     fn binding_changes(&self) -> watch::Receiver<u64> {
         self.identity.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn minted(not_after: SystemTime, minted_at: SystemTime) -> Minted {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["mi.test".to_string()]).unwrap();
+        params.not_before = (minted_at - Duration::from_secs(60)).into();
+        params.not_after = not_after.into();
+        let cert = params.self_signed(&key).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        Minted {
+            binding: BindingCert::from_der(
+                vec![der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+            issued: IssuedCredential {
+                client_id: "c".into(),
+                tenant_id: "t".into(),
+                certificate: der,
+                identity_type: "UserAssigned".into(),
+                mtls_authentication_endpoint: "https://mtlsauth.microsoft.com".into(),
+            },
+            minted_at,
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn a_week_long_certificate_is_renewed_a_day_before_it_expires() {
+        let now = SystemTime::now();
+        let m = minted(now + 7 * DAY, now);
+        assert!(!m.due(now));
+        assert!(!m.due(now + 5 * DAY));
+        assert!(m.due(now + 6 * DAY + Duration::from_secs(60)));
+        assert!(m.due(now + 8 * DAY));
+    }
+
+    #[test]
+    fn a_short_certificate_is_renewed_at_half_its_lifetime() {
+        let now = SystemTime::now();
+        let m = minted(now + Duration::from_secs(100), now);
+        assert!(!m.due(now + Duration::from_secs(40)));
+        assert!(m.due(now + Duration::from_secs(60)));
+    }
+
+    #[tokio::test]
+    async fn the_attestation_hook_is_bounded_and_reports_failures() {
+        let ok = run_attestation(&["/bin/sh".into(), "-c".into(), "echo '  maa-token  '".into()])
+            .await
+            .unwrap();
+        assert_eq!(ok.as_str(), "maa-token");
+        let err = run_attestation(&[]).await.unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        let err = run_attestation(&["/nonexistent/attest".into()])
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot start"), "{err}");
+        let err = run_attestation(&["/bin/sh".into(), "-c".into(), "true".into()])
+            .await
+            .unwrap_err();
+        assert!(err.contains("printed nothing"), "{err}");
+        let flood = format!(
+            "head -c {} /dev/zero | tr '\\\\0' a",
+            MAX_ATTESTATION_BYTES + 10
+        );
+        let err = run_attestation(&["/bin/sh".into(), "-c".into(), flood])
+            .await
+            .unwrap_err();
+        assert!(err.contains("more than"), "{err}");
     }
 }

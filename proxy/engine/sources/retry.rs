@@ -188,6 +188,7 @@ fn log_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, StatusCode};
 
     #[test]
     fn timing_divides_waits() {
@@ -200,5 +201,68 @@ mod tests {
             Duration::from_millis(10)
         );
         assert_eq!(RetryTiming::scaled(0).divisor, 1);
+    }
+
+    fn answer(code: u16) -> (StatusCode, HeaderMap) {
+        (StatusCode::from_u16(code).unwrap(), HeaderMap::new())
+    }
+
+    #[test]
+    fn probe_404_is_final_but_imds_404_is_retried() {
+        let (status, headers) = answer(404);
+        let outcome = Outcome::Response {
+            status,
+            headers: &headers,
+        };
+        assert_eq!(
+            decide(Peer::ImdsProbe, &mut None, 0, &outcome),
+            RetryDecision::GiveUp
+        );
+        assert!(matches!(
+            decide(Peer::Imds, &mut None, 0, &outcome),
+            RetryDecision::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn the_imds_schedule_is_fixed_by_the_first_failure() {
+        let (gone, headers) = answer(410);
+        let (error, _) = answer(500);
+        let mut schedule = None;
+        let first = Outcome::Response {
+            status: gone,
+            headers: &headers,
+        };
+        assert!(matches!(
+            decide(Peer::Imds, &mut schedule, 0, &first),
+            RetryDecision::Retry(_)
+        ));
+        assert_eq!(schedule, Some(ImdsSchedule::Gone));
+        // A later 500 stays on the 410 schedule (seven retries, not three).
+        let later = Outcome::Response {
+            status: error,
+            headers: &headers,
+        };
+        assert!(matches!(
+            decide(Peer::Imds, &mut schedule, 5, &later),
+            RetryDecision::Retry(_)
+        ));
+        assert_eq!(
+            decide(Peer::Imds, &mut schedule, 7, &later),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn token_endpoint_never_retries_429() {
+        let (status, headers) = answer(429);
+        let outcome = Outcome::Response {
+            status,
+            headers: &headers,
+        };
+        assert_eq!(
+            decide(Peer::TokenEndpoint, &mut None, 0, &outcome),
+            RetryDecision::GiveUp
+        );
     }
 }
