@@ -485,10 +485,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("printed nothing"), "{err}");
-        let flood = format!(
-            "head -c {} /dev/zero | tr '\\\\0' a",
-            MAX_ATTESTATION_BYTES + 10
-        );
+        // Far more than a pipe buffer: the hook must not wait for the command to finish writing.
+        let flood = format!("head -c {} /dev/zero", 4 * MAX_ATTESTATION_BYTES);
         let err = run_attestation(&["/bin/sh".into(), "-c".into(), flood])
             .await
             .unwrap_err();
