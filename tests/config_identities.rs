@@ -68,6 +68,10 @@ fn every_identity_kind_loads_with_typed_fields() {
     assert_eq!(app.authority_host, "login.microsoftonline.us");
     assert_eq!(app.tenant_id, "contoso.onmicrosoft.com");
     assert!(app.certificate.is_some());
+    // The engine watches these files for rotation: they must be the resolved paths that were loaded.
+    let files = app.certificate_files.as_ref().expect("certificate files");
+    assert!(files.cert_file.ends_with("app.pem"));
+    assert!(files.key_file.ends_with("app.key"));
     let Some(Identity::WorkloadIdentity(wi)) = cfg.identity("wi") else {
         panic!("wi")
     };

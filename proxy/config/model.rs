@@ -166,10 +166,21 @@ pub struct ConfidentialClient {
     pub client_id: String,
     /// Its certificate; `None` for an app that is only ever a FIC leg 2.
     pub certificate: Option<BindingCert>,
+    /// Where `certificate` was loaded from, so rotations of the files can be watched.
+    pub certificate_files: Option<CertificateFiles>,
     /// ESTS region, lowercased.
     pub region: Option<String>,
     /// Normalized authority host.
     pub authority_host: String,
+}
+
+/// The files a certificate and its key were loaded from (paths resolved against the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 /// Kubernetes workload identity.

@@ -19,4 +19,5 @@ pub mod static_token;
 pub mod token;
 pub mod token_request;
 pub mod token_response;
+pub mod transport;
 pub mod workload_identity;

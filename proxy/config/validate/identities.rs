@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_saphyr::Location;
 
 use crate::config::model::{
-    ConfidentialClient, Identity, IdentityKind, ManagedIdentity, StaticIdentity, UamiSelector,
-    WorkloadIdentity,
+    CertificateFiles, ConfidentialClient, Identity, IdentityKind, ManagedIdentity, StaticIdentity,
+    UamiSelector, WorkloadIdentity,
 };
 use crate::config::schema::{RawCertificate, RawIdentity, S, SpannedMap};
 use crate::credential::authority_host::{self, DEFAULT_AUTHORITY_HOST};
@@ -301,10 +301,17 @@ fn required<'r>(
     value
 }
 
-fn certificate(cx: &mut Ctx<'_>, raw: &S<RawCertificate>) -> Option<BindingCert> {
+fn certificate(
+    cx: &mut Ctx<'_>,
+    raw: &S<RawCertificate>,
+) -> Option<(BindingCert, CertificateFiles)> {
     let c = &raw.value;
-    match cert_files::load_binding_cert(&cx.path(&c.cert_file.value), &cx.path(&c.key_file.value)) {
-        Ok(b) => Some(b),
+    let files = CertificateFiles {
+        cert_file: cx.path(&c.cert_file.value),
+        key_file: cx.path(&c.key_file.value),
+    };
+    match cert_files::load_binding_cert(&files.cert_file, &files.key_file) {
+        Ok(b) => Some((b, files)),
         Err(e) => {
             let at = match e.role() {
                 FileRole::Certificate => c.cert_file.referenced,
@@ -343,10 +350,15 @@ fn confidential_client(
         None => Some(None),
         Some(c) => certificate(cx, c).map(Some),
     };
+    let (certificate, certificate_files) = match certificate? {
+        Some((cert, files)) => (Some(cert), Some(files)),
+        None => (None, None),
+    };
     Some(ConfidentialClient {
         tenant_id: tenant_id?,
         client_id: client_id?,
-        certificate: certificate?,
+        certificate,
+        certificate_files,
         region: region?,
         authority_host: authority_host?,
     })
@@ -436,7 +448,7 @@ fn static_identity(cx: &mut Ctx<'_>, name: &str, raw: &RawIdentity) -> Option<St
             }
         });
     let certificate = match &raw.certificate {
-        Some(c) => certificate(cx, c),
+        Some(c) => certificate(cx, c).map(|(cert, _files)| cert),
         None => {
             cx.error(
                 raw.kind.referenced,

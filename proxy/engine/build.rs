@@ -1,0 +1,346 @@
+//! The factory: one [`Credential`] per distinct (flow, identities, resource, token type), shared by
+//! every route that needs it; one certificate watcher per certificate app; one IMDSv2 binding per
+//! managed identity; FIC routes sharing a leg 1 share the leg-1 credential.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::model::{self, Config, Flow, Identity, Route};
+use crate::credential::app_service::AppServiceEndpoint;
+use crate::credential::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
+use crate::credential::token::TokenType;
+use crate::credential::token_request::FIC_LEG1_RESOURCE;
+use crate::credential::transport::{Transport, TransportSettings};
+use crate::dataplane::connect::ResolveMap;
+use crate::dataplane::upstream_tls::ExtraRoots;
+
+use super::cache::TokenCache;
+use super::credential::{Credential, CredentialLabels, EngineError};
+use super::schedule::RefreshPolicy;
+use super::sources::cert_app::{CertAppCredential, CertAppSettings};
+use super::sources::cert_watch::{DEFAULT_CERT_POLL_INTERVAL, WatchedCert, WatchedFiles};
+use super::sources::fic::FicCredential;
+use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearer};
+use super::sources::managed_identity_pop::{ImdsV2Identity, ManagedIdentityPop};
+use super::sources::retry::RetryTiming;
+use super::sources::workload_identity::WorkloadIdentityCredential;
+
+/// What every source shares. One cache for all sources: keys carry the identity, scope, type and
+/// binding, so sources never collide, and one place holds every entry (metrics, `forget_identity`).
+#[derive(Clone, Debug)]
+pub struct EngineDeps {
+    /// Sends token-endpoint and IMDS requests.
+    pub transport: Arc<Transport>,
+    /// The token cache (single flight per key, Retry-After blocks).
+    pub cache: Arc<TokenCache<EngineError>>,
+    /// Retry waits (scaled down in tests).
+    pub retry: RetryTiming,
+    /// How often certificate files are compared.
+    pub cert_poll_interval: Duration,
+    /// IMDS base URL.
+    pub imds: ImdsBase,
+    /// The IMDSv2 query key for a UAMI resource id (protocol.md §3: unproven, overridable).
+    pub imds_v2_resource_id_key: String,
+    /// The App Service identity endpoint, when `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` are set.
+    pub app_service: Option<AppServiceEndpoint>,
+}
+
+/// Why the credentials could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A route's credential cannot be made.
+    #[error("route `{route}`: {message}")]
+    Route {
+        /// The route.
+        route: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The network settings or environment are unusable.
+    #[error("credential engine: {0}")]
+    Setup(String),
+}
+
+impl EngineDeps {
+    /// From the config's network settings, reading `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` once.
+    pub fn from_config(
+        config: &Config,
+        policy: RefreshPolicy,
+        retry: RetryTiming,
+    ) -> Result<Self, BuildError> {
+        let mut resolve = ResolveMap::default();
+        for (host_port, addr) in &config.network.resolve {
+            resolve
+                .insert(host_port, *addr)
+                .map_err(|e| BuildError::Setup(e.to_string()))?;
+        }
+        let mut extra_roots = ExtraRoots::default();
+        for (i, ca) in config.network.extra_ca.iter().enumerate() {
+            extra_roots.add_der(&format!("network.extra_ca[{i}]"), ca.clone());
+        }
+        let transport = Transport::new(TransportSettings {
+            resolve: Arc::new(resolve),
+            extra_roots,
+            ..TransportSettings::default()
+        });
+        let imds = ImdsBase::parse(&config.network.imds_endpoint.to_string())
+            .map_err(|e| BuildError::Setup(e.to_string()))?;
+        let app_service = AppServiceEndpoint::from_env().map_err(|e| {
+            BuildError::Setup(format!("App Service managed identity environment: {e}"))
+        })?;
+        Ok(Self {
+            transport: Arc::new(transport),
+            cache: Arc::new(TokenCache::new(policy)),
+            retry,
+            cert_poll_interval: DEFAULT_CERT_POLL_INTERVAL,
+            imds,
+            imds_v2_resource_id_key: V2_DEFAULT_RESOURCE_ID_KEY.to_string(),
+            app_service,
+        })
+    }
+}
+
+/// Builds every route's credential, keyed by route name. Needs a Tokio runtime (certificate
+/// watchers are spawned).
+pub fn build_credentials(
+    config: &Config,
+    deps: &EngineDeps,
+) -> Result<BTreeMap<String, Arc<dyn Credential>>, BuildError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Setup(
+            "build_credentials must run inside a Tokio runtime".into(),
+        ));
+    }
+    let mut factory = Factory {
+        config,
+        deps,
+        credentials: HashMap::new(),
+        watched: HashMap::new(),
+        imds_v2: HashMap::new(),
+        imds_turns: HashMap::new(),
+    };
+    let mut out = BTreeMap::new();
+    for route in &config.routes {
+        let credential = factory.route(route).map_err(|message| BuildError::Route {
+            route: route.name.clone(),
+            message,
+        })?;
+        out.insert(route.name.clone(), credential);
+    }
+    Ok(out)
+}
+
+struct Factory<'a> {
+    config: &'a Config,
+    deps: &'a EngineDeps,
+    /// By (flow, identities, resource, token type).
+    credentials: HashMap<String, Arc<dyn Credential>>,
+    watched: HashMap<String, Arc<WatchedCert>>,
+    imds_v2: HashMap<String, Arc<ImdsV2Identity>>,
+    imds_turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+fn kind_name(identity: &Identity) -> &'static str {
+    match identity {
+        Identity::ManagedIdentity(_) => "managed_identity",
+        Identity::ConfidentialClient(_) => "confidential_client",
+        Identity::WorkloadIdentity(_) => "workload_identity",
+        Identity::Static(_) => "static",
+    }
+}
+
+fn selector(s: &Option<model::UamiSelector>) -> Option<UamiSelector> {
+    s.as_ref().map(|s| match s {
+        model::UamiSelector::ClientId(v) => UamiSelector::ClientId(v.clone()),
+        model::UamiSelector::ResourceId(v) => UamiSelector::ResourceId(v.clone()),
+        model::UamiSelector::ObjectId(v) => UamiSelector::ObjectId(v.clone()),
+    })
+}
+
+fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
+    CertAppSettings {
+        tenant_id: app.tenant_id.clone(),
+        client_id: app.client_id.clone(),
+        authority_host: app.authority_host.clone(),
+        region: app.region.clone(),
+    }
+}
+
+impl Factory<'_> {
+    fn identity(&self, name: &str) -> Result<&Identity, String> {
+        self.config
+            .identity(name)
+            .ok_or_else(|| format!("identity `{name}` is not defined"))
+    }
+
+    fn route(&mut self, route: &Route) -> Result<Arc<dyn Credential>, String> {
+        match &route.flow {
+            Flow::Vanilla { identity } => self.vanilla(identity, &route.resource, route.token_type),
+            Flow::Fic {
+                leg1,
+                leg2,
+                leg1_token_type,
+            } => self.fic(
+                leg1,
+                *leg1_token_type,
+                leg2,
+                &route.resource,
+                route.token_type,
+            ),
+        }
+    }
+
+    fn vanilla(
+        &mut self,
+        name: &str,
+        resource: &str,
+        token_type: TokenType,
+    ) -> Result<Arc<dyn Credential>, String> {
+        let dedup = format!("vanilla|{name}|{resource}|{token_type}");
+        if let Some(existing) = self.credentials.get(&dedup) {
+            return Ok(Arc::clone(existing));
+        }
+        let identity = self.identity(name)?.clone();
+        let labels = CredentialLabels {
+            identity: name.to_string(),
+            identity_kind: kind_name(&identity),
+            flow: "vanilla",
+            token_type,
+            leg1: None,
+        };
+        let deps = self.deps.clone();
+        let msg = |e: EngineError| e.message;
+        let credential: Arc<dyn Credential> = match (&identity, token_type) {
+            (Identity::ManagedIdentity(mi), TokenType::MtlsPop) => {
+                let shared = self
+                    .imds_v2
+                    .entry(name.to_string())
+                    .or_insert_with(|| {
+                        ImdsV2Identity::new(
+                            name,
+                            deps.imds.clone(),
+                            selector(&mi.selector),
+                            &deps.imds_v2_resource_id_key,
+                            mi.attestation_command.clone(),
+                            deps.clone(),
+                        )
+                    })
+                    .clone();
+                Arc::new(ManagedIdentityPop::new(labels, shared, resource).map_err(msg)?)
+            }
+            (Identity::ManagedIdentity(mi), TokenType::Bearer) => {
+                let endpoint = match &deps.app_service {
+                    Some(app_service) => BearerEndpoint::AppService(app_service.clone()),
+                    None => BearerEndpoint::Imds(deps.imds.clone()),
+                };
+                let turn = self.imds_turns.entry(name.to_string()).or_default().clone();
+                Arc::new(
+                    ManagedIdentityBearer::new(
+                        labels,
+                        endpoint,
+                        selector(&mi.selector),
+                        resource,
+                        turn,
+                        deps,
+                    )
+                    .map_err(msg)?,
+                )
+            }
+            (Identity::ConfidentialClient(app), _) => {
+                let cert = self.watched_cert(name, app)?;
+                Arc::new(
+                    CertAppCredential::new(labels, app_settings(app), resource, cert, deps)
+                        .map_err(msg)?,
+                )
+            }
+            (Identity::WorkloadIdentity(wi), TokenType::Bearer) => {
+                Arc::new(WorkloadIdentityCredential::new(labels, wi, resource, deps).map_err(msg)?)
+            }
+            (Identity::WorkloadIdentity(_), TokenType::MtlsPop) => {
+                return Err(format!(
+                    "workload identity `{name}` gives Bearer tokens only, not mtls_pop"
+                ));
+            }
+            (Identity::Static(_), _) => {
+                // The static credential (engine::sources::static_file) is written in parallel and
+                // wired by the integrator.
+                return Err(format!(
+                    "static identity `{name}`: the static credential source is not wired into this build yet"
+                ));
+            }
+        };
+        self.credentials.insert(dedup, Arc::clone(&credential));
+        Ok(credential)
+    }
+
+    fn watched_cert(
+        &mut self,
+        name: &str,
+        app: &model::ConfidentialClient,
+    ) -> Result<Arc<WatchedCert>, String> {
+        if let Some(existing) = self.watched.get(name) {
+            return Ok(Arc::clone(existing));
+        }
+        let cert = app.certificate.clone().ok_or_else(|| {
+            format!(
+                "confidential client `{name}` has no certificate, so it can only be a FIC leg 2"
+            )
+        })?;
+        let watched = match &app.certificate_files {
+            Some(files) => WatchedCert::watch(
+                cert,
+                WatchedFiles {
+                    cert_file: files.cert_file.clone(),
+                    key_file: files.key_file.clone(),
+                },
+                self.deps.cert_poll_interval,
+                Arc::clone(&self.deps.transport),
+            ),
+            None => WatchedCert::fixed(cert),
+        };
+        self.watched.insert(name.to_string(), Arc::clone(&watched));
+        Ok(watched)
+    }
+
+    fn fic(
+        &mut self,
+        leg1: &str,
+        leg1_type: TokenType,
+        leg2: &str,
+        resource: &str,
+        token_type: TokenType,
+    ) -> Result<Arc<dyn Credential>, String> {
+        let dedup = format!("fic|{leg1}|{leg1_type}|{leg2}|{resource}|{token_type}");
+        if let Some(existing) = self.credentials.get(&dedup) {
+            return Ok(Arc::clone(existing));
+        }
+        let Identity::ConfidentialClient(app) = self.identity(leg2)?.clone() else {
+            return Err(format!(
+                "FIC leg 2 `{leg2}` must be a confidential client (a managed identity can never be leg 2)"
+            ));
+        };
+        let first = self
+            .vanilla(leg1, FIC_LEG1_RESOURCE, leg1_type)
+            .map_err(|e| format!("FIC leg 1: {e}"))?;
+        let labels = CredentialLabels {
+            identity: leg2.to_string(),
+            identity_kind: "confidential_client",
+            flow: "fic",
+            token_type,
+            leg1: Some(leg1.to_string()),
+        };
+        let credential: Arc<dyn Credential> = Arc::new(
+            FicCredential::new(
+                labels,
+                first,
+                app_settings(&app),
+                resource,
+                self.deps.clone(),
+            )
+            .map_err(|e| e.message)?,
+        );
+        self.credentials.insert(dedup, Arc::clone(&credential));
+        Ok(credential)
+    }
+}

@@ -1,0 +1,149 @@
+//! A certificate app's binding certificate, re-read when its files change. Kubernetes secret
+//! updates swap a symlink; polling the contents catches that and any in-place rewrite alike.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::digest;
+use tokio::sync::watch;
+
+use crate::credential::binding::BindingCert;
+use crate::credential::cert_files::{self, MAX_PEM_FILE_BYTES};
+use crate::credential::transport::Transport;
+
+/// How often the files are compared by default: kubelet propagates secret updates within about a
+/// minute, and a read of two small files every ten seconds costs nothing.
+pub const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The files to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// The current binding certificate and a counter that moves whenever it is replaced.
+#[derive(Debug)]
+pub struct WatchedCert {
+    current: ArcSwap<BindingCert>,
+    changes: watch::Sender<u64>,
+}
+
+impl WatchedCert {
+    /// A certificate that never changes (no files to watch).
+    pub fn fixed(cert: BindingCert) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(cert),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    /// A certificate re-read from `files` every `interval` (needs a Tokio runtime). The polling
+    /// task ends when the last `Arc` is dropped. A replaced certificate's keep-alive client is
+    /// retired from `transport`.
+    pub fn watch(
+        cert: BindingCert,
+        files: WatchedFiles,
+        interval: Duration,
+        transport: Arc<Transport>,
+    ) -> Arc<Self> {
+        let this = Self::fixed(cert);
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(poll(weak, files, interval, transport));
+        this
+    }
+
+    /// The certificate to present now.
+    pub fn current(&self) -> Arc<BindingCert> {
+        self.current.load_full()
+    }
+
+    /// Changes whenever the certificate is replaced.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Installs `cert` if it differs from the current one (by x5t#S256); returns the replaced
+    /// certificate when it did.
+    pub fn replace(&self, cert: BindingCert) -> Option<Arc<BindingCert>> {
+        if cert.x5t_s256() == self.current.load().x5t_s256() {
+            return None;
+        }
+        let old = self.current.swap(Arc::new(cert));
+        self.changes.send_modify(|n| *n += 1);
+        Some(old)
+    }
+}
+
+/// A digest of both files' contents, or `None` when either cannot be read (mid-swap).
+async fn fingerprint(files: &WatchedFiles) -> Option<Vec<u8>> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for path in [&files.cert_file, &files.key_file] {
+        let bytes = tokio::fs::read(path).await.ok()?;
+        if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
+            // Let the loader report the size problem with the file name.
+            return Some(Vec::new());
+        }
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(&bytes);
+    }
+    Some(ctx.finish().as_ref().to_vec())
+}
+
+async fn poll(
+    weak: Weak<WatchedCert>,
+    files: WatchedFiles,
+    interval: Duration,
+    transport: Arc<Transport>,
+) {
+    let mut last = fingerprint(&files).await;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(watched) = weak.upgrade() else {
+            return;
+        };
+        let now = fingerprint(&files).await;
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        let (cert_file, key_file) = (files.cert_file.clone(), files.key_file.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            cert_files::load_binding_cert(&cert_file, &key_file)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(cert)) => {
+                let x5t = cert.x5t_s256().to_string();
+                if let Some(old) = watched.replace(cert) {
+                    transport.retire(old.x5t_s256());
+                    tracing::info!(
+                        cert_file = %files.cert_file.display(),
+                        x5t_s256 = %x5t,
+                        "certificate file changed: new binding certificate"
+                    );
+                }
+            }
+            Ok(Err(error)) => {
+                // Often a half-finished update (certificate written, key not yet): the next change
+                // of either file is tried again; meanwhile the old certificate stays in use.
+                tracing::warn!(
+                    cert_file = %files.cert_file.display(),
+                    key_file = %files.key_file.display(),
+                    error = %error,
+                    "changed certificate files cannot be loaded; keeping the current certificate"
+                );
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "certificate reload task failed");
+            }
+        }
+    }
+}
