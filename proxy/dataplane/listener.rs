@@ -255,6 +255,7 @@ where
         let forwarder = forwarder.clone();
         // HTTP/1 requests arrive in order, one at a time, so this index matches the guard's.
         let index = requests.fetch_add(1, Ordering::Relaxed);
+        let verdict = Arc::clone(&verdict);
         let refused = verdict
             .refusal(index)
             .map_or_else(|| check_request(&request, &limits), Err);
@@ -268,7 +269,19 @@ where
                 );
                 return Ok::<_, Infallible>(refusal.response().map(Either::Right));
             }
-            Ok(forwarder.handle(request, default_port).await)
+            let response = forwarder.handle(request, default_port).await;
+            // The guard may have cut the body off while it was being forwarded: the caller then
+            // learns why (413) rather than seeing the upstream's reaction to a truncated body.
+            if let Some(refusal) = verdict.refusal(index) {
+                tracing::info!(
+                    peer = %peer,
+                    status = refusal.status().as_u16(),
+                    reason = %refusal,
+                    "request cut off while forwarding"
+                );
+                return Ok(refusal.response().map(Either::Right));
+            }
+            Ok(response)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
