@@ -123,6 +123,24 @@ impl Default for ConnectionSettings {
     }
 }
 
+impl ConnectionSettings {
+    /// The defaults with every key set in the config's `limits:` applied.
+    pub fn with_limits(limits: &crate::config::model::Limits) -> Self {
+        let mut s = Self::default();
+        let l = &mut s.limits;
+        l.max_headers = limits.max_headers.unwrap_or(l.max_headers);
+        l.max_header_bytes = limits.max_header_bytes.unwrap_or(l.max_header_bytes);
+        l.max_uri_bytes = limits.max_uri_bytes.unwrap_or(l.max_uri_bytes);
+        l.max_body_bytes = limits.max_body_bytes.or(l.max_body_bytes);
+        s.max_connections = limits.max_connections.unwrap_or(s.max_connections);
+        s.header_read_timeout = limits.header_read_timeout.unwrap_or(s.header_read_timeout);
+        s.h2.max_concurrent_streams = limits
+            .h2_max_concurrent_streams
+            .unwrap_or(s.h2.max_concurrent_streams);
+        s
+    }
+}
+
 /// HTTP/2 limits for caller connections.
 #[derive(Clone, Debug)]
 pub struct H2Settings {
