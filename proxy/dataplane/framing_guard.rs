@@ -199,22 +199,26 @@ impl Tracker {
                     };
                 }
                 State::Head | State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
-                    let b = bytes[i];
-                    i += 1;
+                    // Take up to the next line end in one go.
+                    let rest = &bytes[i..];
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let piece = &rest[..newline.unwrap_or(rest.len())];
+                    let consumed = piece.len() + usize::from(newline.is_some());
+                    i += consumed;
                     if self.state == State::Head {
-                        self.head_bytes += 1;
+                        self.head_bytes += consumed;
                         if self.head_bytes > self.max_head {
                             // hyper answers 431 itself.
                             self.off();
                             return Step::Continue;
                         }
                     }
-                    if b != b'\n' {
-                        if self.line.len() >= MAX_LINE_BYTES.max(self.max_head) {
-                            self.off();
-                            return Step::Continue;
-                        }
-                        self.line.push(b);
+                    if self.line.len() + piece.len() > MAX_LINE_BYTES.max(self.max_head) {
+                        self.off();
+                        return Step::Continue;
+                    }
+                    self.line.extend_from_slice(piece);
+                    if newline.is_none() {
                         continue;
                     }
                     let mut line = std::mem::take(&mut self.line);
@@ -223,7 +227,9 @@ impl Tracker {
                     }
                     self.on_line(&line, verdict);
                     line.clear();
-                    self.line = line;
+                    if self.state != State::Off {
+                        self.line = line;
+                    }
                 }
             }
         }
@@ -466,6 +472,21 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(t.state, State::Head);
         assert!(v.refusal(0).is_none() && v.refusal(2).is_none());
         assert!(cut.is_none());
+    }
+
+    #[test]
+    fn byte_by_byte_reads_follow_the_same_framing() {
+        let input = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+POST /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let verdict = Verdict::new(None);
+        let mut t = Tracker::new(64 * 1024, None);
+        for b in input.iter() {
+            let _ = t.feed(std::slice::from_ref(b), &verdict);
+        }
+        assert_eq!(t.heads, 3);
+        assert!(verdict.refusal(1).is_none());
+        assert_eq!(verdict.refusal(2).map(|r| r.status().as_u16()), Some(400));
     }
 
     #[test]

@@ -368,6 +368,10 @@ mod tests {
     /// Data frames from a list, then the end.
     struct Chunks(std::vec::IntoIter<&'static str>);
 
+    fn chunks(list: Vec<&'static str>) -> Chunks {
+        Chunks(list.into_iter())
+    }
+
     impl Body for Chunks {
         type Data = Bytes;
         type Error = std::convert::Infallible;
@@ -380,15 +384,13 @@ mod tests {
         }
     }
 
-    fn chunks(list: &[&'static str]) -> Chunks {
-        Chunks(list.to_vec().into_iter())
-    }
-
     #[tokio::test]
     async fn limited_body_passes_up_to_the_limit_and_fails_beyond() {
-        let ok = LimitedBody::new(chunks(&["abc", "de"]), 5).collect().await;
+        let ok = LimitedBody::new(chunks(vec!["abc", "de"]), 5)
+            .collect()
+            .await;
         assert_eq!(ok.unwrap().to_bytes(), "abcde");
-        let err = LimitedBody::new(chunks(&["abc", "def"]), 5)
+        let err = LimitedBody::new(chunks(vec!["abc", "def"]), 5)
             .collect()
             .await
             .unwrap_err();
