@@ -197,3 +197,78 @@ async fn rapid_reset_goaway_says_enhance_your_calm() {
     }
     assert_eq!(goaway, Some(ENHANCE_YOUR_CALM));
 }
+
+#[tokio::test]
+async fn h2_requests_over_the_header_and_uri_limits_are_refused() {
+    // hyper has no header-count or URI limit on HTTP/2; popgate's own checks apply.
+    let rig = rig(hardened(|_| {})).await;
+    let mut many = Request::get("http://graph.microsoft.com/v1.0/me");
+    for i in 0..150 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let response = h2c_send(rig.proxy.addr, many.body(TestBody::Empty).unwrap()).await;
+    assert_eq!(response.status(), 431);
+    assert_eq!(
+        json(response).await["error"],
+        "request_header_fields_too_large"
+    );
+
+    let long = format!("http://graph.microsoft.com/{}", "a".repeat(9 * 1024));
+    let response = h2c_send(
+        rig.proxy.addr,
+        Request::get(long).body(TestBody::Empty).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), 414);
+
+    let big = Request::post("http://graph.microsoft.com/v1.0/me")
+        .header("content-length", (BODY_LIMIT + 1).to_string())
+        .body(TestBody::Repeat {
+            remaining: BODY_LIMIT + 1,
+        })
+        .unwrap();
+    let response = h2c_send(rig.proxy.addr, big).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(rig.upstream.requests(), 0);
+}
+
+const PING: u8 = 0x6;
+
+#[tokio::test]
+async fn a_caller_that_never_answers_pings_is_disconnected() {
+    let rig = rig(hardened(|c| {
+        c.h2.keep_alive_interval = std::time::Duration::from_millis(200);
+        c.h2.keep_alive_timeout = std::time::Duration::from_millis(200);
+    }))
+    .await;
+    let mut tcp = TcpStream::connect(rig.proxy.addr).await.unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    tcp.write_all(&out).await.unwrap();
+    // Read (and acknowledge SETTINGS, but never PING) until popgate closes the connection.
+    let mut pinged = false;
+    let closed = bounded(async {
+        for _ in 0..MAX_FRAMES {
+            let mut head = [0u8; 9];
+            if tcp.read_exact(&mut head).await.is_err() {
+                return true;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if tcp.read_exact(&mut payload).await.is_err() {
+                return true;
+            }
+            match head[3] {
+                PING if head[4] & ACK == 0 => pinged = true,
+                SETTINGS if head[4] & ACK == 0 => {
+                    let _ = tcp.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+                }
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert!(pinged, "popgate never pinged the idle connection");
+    assert!(closed, "connection still open after an unanswered ping");
+}
