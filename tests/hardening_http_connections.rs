@@ -107,3 +107,31 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     // The other held connection is still served.
     probe(&mut held[0]).await;
 }
+
+#[tokio::test]
+async fn a_caller_that_never_finishes_its_tls_handshake_is_disconnected() {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+    use popgate::dataplane::listener::server_tls_config;
+    use popgate::dataplane::{ListenerSpec, Proxy};
+    use popgate::routing::RouteTable;
+
+    let pki = TestPki::new("listener-ca");
+    let (chain, key) = pki.server_cert(&["popgate.local"]);
+    let tls = server_tls_config(chain, key, None).unwrap();
+    let handle = Proxy::start(
+        vec![ListenerSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(tls),
+        }],
+        Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![]).unwrap())),
+        hardened(|c| c.tls_handshake_timeout = Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    // Connect and say nothing: no ClientHello ever comes.
+    let mut stream = TcpStream::connect(handle.local_addrs()[0]).await.unwrap();
+    let got = read_until_closed(&mut stream).await;
+    assert!(got.closed && got.text.is_empty(), "{got:?}");
+}
