@@ -186,7 +186,7 @@ impl Tracker {
                     if let Some(max) = self.max_body
                         && self.body_bytes > max
                     {
-                        verdict.set(self.heads - 1, Flag::BodyTooLarge);
+                        verdict.set(self.heads.saturating_sub(1), Flag::BodyTooLarge);
                         self.off();
                         let over = (self.body_bytes - max) as usize;
                         return Step::CutAt(i + take as usize - over);
@@ -243,7 +243,7 @@ impl Tracker {
                 Some(0) => self.state = State::Trailers,
                 Some(n) => self.state = State::ChunkData(n),
                 None => {
-                    verdict.set(self.heads - 1, Flag::BadChunk);
+                    verdict.set(self.heads.saturating_sub(1), Flag::BadChunk);
                     self.off();
                 }
             },
