@@ -26,7 +26,7 @@ fn unknown_top_level_key() {
         &format!("{}routes:\n{ROUTE}listners: []\n", config_support::head()),
         12,
         1,
-        "unknown field `listners`, expected one of version, listeners, admin, network, timeouts, identities, routes",
+        "unknown field `listners`, expected one of version, listeners, admin, network, timeouts, limits, identities, routes",
     );
 }
 

@@ -39,6 +39,8 @@ pub struct Config {
     pub network: Network,
     /// Global timeouts (routes carry their own merged copy).
     pub timeouts: Timeouts,
+    /// Caller-facing HTTP limits.
+    pub limits: Limits,
     /// Identities by name.
     pub identities: BTreeMap<String, Identity>,
     /// Routes in file order (at least one).
@@ -100,6 +102,26 @@ impl Default for Timeouts {
             idle: DEFAULT_IDLE_TIMEOUT,
         }
     }
+}
+
+/// Caller-facing HTTP limits from `limits:`. `None` keeps the data plane's default (see
+/// `dataplane::listener::ConnectionSettings::with_limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most request header lines.
+    pub max_headers: Option<usize>,
+    /// Most bytes in a request head.
+    pub max_header_bytes: Option<usize>,
+    /// Most bytes in a request target.
+    pub max_uri_bytes: Option<usize>,
+    /// Most request body bytes (routes may override).
+    pub max_body_bytes: Option<u64>,
+    /// Most open caller connections per listener.
+    pub max_connections: Option<usize>,
+    /// Time to send an HTTP/1 request head.
+    pub header_read_timeout: Option<Duration>,
+    /// Most concurrent HTTP/2 streams per caller connection.
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 /// A named identity.
@@ -285,6 +307,8 @@ pub struct Route {
     pub acquire: Acquire,
     /// Global timeouts overridden by the route's own.
     pub timeouts: Timeouts,
+    /// The route's body limit: its own `max_body_bytes`, else `limits.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Route {

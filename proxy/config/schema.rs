@@ -33,6 +33,9 @@ pub struct RawConfig {
     /// Global timeouts; each route may override any of them.
     #[serde(default)]
     pub timeouts: Option<S<RawTimeouts>>,
+    /// Caller-facing HTTP limits; popgate's defaults apply to every key left out.
+    #[serde(default)]
+    pub limits: Option<S<RawLimits>>,
     /// Named identities that routes refer to, in file order.
     #[serde(default)]
     pub identities: Option<S<SpannedMap<S<RawIdentity>>>>,
@@ -101,6 +104,33 @@ pub struct RawTimeouts {
     /// How long an idle pooled upstream connection is kept.
     #[serde(default)]
     pub idle: Option<S<String>>,
+}
+
+/// Caller-facing HTTP limits (all listeners).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Most request header lines (431 beyond).
+    #[serde(default)]
+    pub max_headers: Option<S<u64>>,
+    /// Most bytes in a request head (431 beyond).
+    #[serde(default)]
+    pub max_header_bytes: Option<S<u64>>,
+    /// Most bytes in a request target (414 beyond).
+    #[serde(default)]
+    pub max_uri_bytes: Option<S<u64>>,
+    /// Most request body bytes on any route (413 beyond); routes may set their own.
+    #[serde(default)]
+    pub max_body_bytes: Option<S<u64>>,
+    /// Most open caller connections per listener.
+    #[serde(default)]
+    pub max_connections: Option<S<u64>>,
+    /// Time a caller has to send an HTTP/1 request head (idle keep-alive included).
+    #[serde(default)]
+    pub header_read_timeout: Option<S<String>>,
+    /// Most concurrent HTTP/2 streams per caller connection.
+    #[serde(default)]
+    pub h2_max_concurrent_streams: Option<S<u64>>,
 }
 
 /// The identity kinds.
@@ -241,6 +271,9 @@ pub struct RawRoute {
     /// Per-route timeouts, overriding the global ones key by key.
     #[serde(default)]
     pub timeouts: Option<S<RawTimeouts>>,
+    /// Most request body bytes on this route (413 beyond), overriding `limits.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<S<u64>>,
 }
 
 /// A route's match.

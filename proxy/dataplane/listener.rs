@@ -1,12 +1,15 @@
 //! Accept loops: plain TCP (HTTP/1.1, and h2c with prior knowledge) and TLS (h1 or h2 by ALPN,
 //! optionally requiring a client certificate). Each connection is served by hyper-util's auto
-//! builder and watched for graceful shutdown.
+//! builder and watched for graceful shutdown. Every request passes `limits::check_request` and
+//! the HTTP/1 framing guard before it reaches the forwarder.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,16 +19,43 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::forward::Forwarder;
+use super::framing_guard::FramingGuard;
+use super::limits::{MIN_MAX_HEADER_BYTES, RequestLimits, check_request};
 
 /// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time a caller's HTTP/1 connection may take to send a request head (also bounds idle
-/// keep-alive connections, which wait for the next head).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a caller's HTTP/1 connection may take to send a request head. hyper starts this
+/// clock when the connection is ready for the next head, so it also closes idle keep-alive
+/// connections. 30 s (hyper's default) outlasts any honest client's pause between requests on a
+/// pooled connection, yet stops a slowloris client trickling one header byte at a time.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on open caller connections per listener: a node's legacy apps hold tens to a few
+/// hundred; 1024 leaves room for upstream sockets within the usual 65536 file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
+/// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
+/// minimum and what nginx allows.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default streams a caller may reset before popgate accepted them (HTTP/2 rapid reset,
+/// CVE-2023-44487) before the connection gets GOAWAY: the h2 crate's default, which no honest
+/// client reaches.
+pub const DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Default streams popgate may reset for protocol errors caused by the caller before it sends
+/// GOAWAY (the "MadeYouReset" variant): hyper's default.
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Default interval of HTTP/2 PING keep-alives on an idle caller connection, to find callers
+/// that vanished without closing.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time a caller has to answer a PING before its connection is closed.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
+/// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
+/// configured cap differs.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -71,15 +101,69 @@ pub fn server_tls_config(
 pub struct ConnectionSettings {
     /// Bound on a caller's TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Bound on waiting for an HTTP/1 request head (idle keep-alive included).
-    pub idle_timeout: Duration,
+    /// Bound on receiving an HTTP/1 request head (idle keep-alive included).
+    pub header_read_timeout: Duration,
+    /// Most open caller connections per listener; further callers wait in the listen backlog.
+    pub max_connections: usize,
+    /// Limits on each request.
+    pub limits: RequestLimits,
+    /// HTTP/2 settings.
+    pub h2: H2Settings,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: RequestLimits::default(),
+            h2: H2Settings::default(),
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// The defaults with every key set in the config's `limits:` applied.
+    pub fn with_limits(limits: &crate::config::model::Limits) -> Self {
+        let mut s = Self::default();
+        let l = &mut s.limits;
+        l.max_headers = limits.max_headers.unwrap_or(l.max_headers);
+        l.max_header_bytes = limits.max_header_bytes.unwrap_or(l.max_header_bytes);
+        l.max_uri_bytes = limits.max_uri_bytes.unwrap_or(l.max_uri_bytes);
+        l.max_body_bytes = limits.max_body_bytes.or(l.max_body_bytes);
+        s.max_connections = limits.max_connections.unwrap_or(s.max_connections);
+        s.header_read_timeout = limits.header_read_timeout.unwrap_or(s.header_read_timeout);
+        s.h2.max_concurrent_streams = limits
+            .h2_max_concurrent_streams
+            .unwrap_or(s.h2.max_concurrent_streams);
+        s
+    }
+}
+
+/// HTTP/2 limits for caller connections.
+#[derive(Clone, Debug)]
+pub struct H2Settings {
+    /// Streams open at once per connection (advertised in SETTINGS; more are refused).
+    pub max_concurrent_streams: u32,
+    /// Streams reset by the caller before being accepted, before GOAWAY (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams reset by popgate for caller errors, before GOAWAY.
+    pub max_local_error_reset_streams: usize,
+    /// PING interval on caller connections.
+    pub keep_alive_interval: Duration,
+    /// Time to answer a PING.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            max_pending_accept_reset_streams: DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+            max_local_error_reset_streams: DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+            keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
         }
     }
 }
@@ -94,10 +178,22 @@ pub(crate) struct AcceptContext {
 
 /// Accepts until shutdown is signalled, then asks every open connection to finish its in-flight
 /// requests and close, and returns once they all have.
+///
+/// At most `max_connections` connections are open at once. Beyond that the loop stops calling
+/// `accept` until one closes: further callers wait in the kernel's listen backlog (and then get
+/// refused by the kernel) instead of being accepted and dropped, which would cost a handshake
+/// each and teach clients to retry in a tight loop.
 pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
     let local = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(ctx.settings.max_connections.max(1)));
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit,
+            _ = ctx.shutdown.changed() => break,
+        };
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = ctx.shutdown.changed() => break,
@@ -108,11 +204,20 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-                let forwarder = ctx.forwarder.clone();
+                if slots.available_permits() == 0 {
+                    tracing::info!(listener = ?local, max = ctx.settings.max_connections, "connection cap reached; new callers wait");
+                }
+                let conn = Conn {
+                    peer,
+                    forwarder: ctx.forwarder.clone(),
+                    settings: ctx.settings.clone(),
+                    watcher: graceful.watcher(),
+                };
                 let tls = ctx.tls.clone();
-                let settings = ctx.settings.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(serve(stream, peer, tls, forwarder, settings, watcher));
+                tokio::spawn(async move {
+                    serve(stream, tls, conn).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, listener = ?local, "accept failed");
@@ -124,53 +229,100 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
     graceful.shutdown().await;
 }
 
-async fn serve(
-    stream: TcpStream,
+/// One accepted connection.
+struct Conn {
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
     forwarder: Forwarder,
     settings: ConnectionSettings,
     watcher: Watcher,
-) {
+}
+
+async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, conn: Conn) {
     match tls {
-        None => serve_io(TokioIo::new(stream), 80, forwarder, &settings, watcher).await,
+        None => serve_io(stream, 80, conn).await,
         Some(acceptor) => {
             let handshake =
-                tokio::time::timeout(settings.tls_handshake_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(conn.settings.tls_handshake_timeout, acceptor.accept(stream))
+                    .await;
             match handshake {
-                Ok(Ok(tls)) => {
-                    serve_io(TokioIo::new(tls), 443, forwarder, &settings, watcher).await
-                }
+                Ok(Ok(tls)) => serve_io(tls, 443, conn).await,
                 Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, error = %e, "caller TLS handshake failed")
+                    tracing::info!(peer = %conn.peer, error = %e, "caller TLS handshake failed")
                 }
-                Err(_) => tracing::info!(peer = %peer, "caller TLS handshake timed out"),
+                Err(_) => tracing::info!(peer = %conn.peer, "caller TLS handshake timed out"),
             }
         }
     }
 }
 
-async fn serve_io<I>(
-    io: TokioIo<I>,
-    default_port: u16,
-    forwarder: Forwarder,
-    settings: &ConnectionSettings,
-    watcher: Watcher,
-) where
+async fn serve_io<I>(io: I, default_port: u16, conn: Conn)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        peer,
+        forwarder,
+        settings,
+        watcher,
+    } = conn;
+    let limits = settings.limits;
+    let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+    let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
+    let requests = Arc::new(AtomicU64::new(0));
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let forwarder = forwarder.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, default_port).await) }
+        // HTTP/1 requests arrive in order, one at a time, so this index matches the guard's.
+        let index = requests.fetch_add(1, Ordering::Relaxed);
+        let verdict = Arc::clone(&verdict);
+        let refused = verdict
+            .refusal(index)
+            .map_or_else(|| check_request(&request, &limits), Err);
+        async move {
+            if let Err(refusal) = refused {
+                tracing::info!(
+                    peer = %peer,
+                    status = refusal.status().as_u16(),
+                    reason = %refusal,
+                    "request refused before forwarding"
+                );
+                return Ok::<_, Infallible>(refusal.response().map(Either::Right));
+            }
+            let response = forwarder.handle(request, default_port).await;
+            // The guard may have cut the body off while it was being forwarded: the caller then
+            // learns why (413) rather than seeing the upstream's reaction to a truncated body.
+            if let Some(refusal) = verdict.refusal(index) {
+                tracing::info!(
+                    peer = %peer,
+                    status = refusal.status().as_u16(),
+                    reason = %refusal,
+                    "request cut off while forwarding"
+                );
+                return Ok(refusal.response().map(Either::Right));
+            }
+            Ok(response)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut h1 = builder.http1();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        // The read buffer bounds the request head: a longer head gets 431 from hyper.
+        .max_buf_size(head_cap);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        h1.max_headers(limits.max_headers);
+    }
+    let h2 = &settings.h2;
     builder
-        .http1()
+        .http2()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.idle_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let connection = builder.serve_connection(io, service);
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(h2.keep_alive_interval)
+        .keep_alive_timeout(h2.keep_alive_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(error = %e, "caller connection ended with an error");
+        tracing::debug!(peer = %peer, error = %e, "caller connection ended with an error");
     }
 }

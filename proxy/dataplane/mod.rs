@@ -8,12 +8,20 @@
 //! connection holds a permit until it closes. A semaphore on the dial (rather than on in-flight
 //! requests) is what bounds handshakes: hyper-util finishes a dial it started even when an idle
 //! connection wins the race, so an in-flight limit alone still lets connections accumulate.
+//!
+//! Caller-facing hardening (`listener.rs`, `limits.rs`, `framing_guard.rs`): hyper's h1/h2 limits
+//! set explicitly, a connection cap per listener, and per-request checks before the forwarder
+//! runs. hyper is lenient about some ambiguous HTTP/1 framing (it parses `Content-Length` +
+//! `Transfer-Encoding` as chunked and hides the length), so a guard on the connection's read side
+//! sees the raw heads and lets the service refuse such requests with 400 and close.
 
 pub mod client;
 pub mod connect;
 pub mod error_response;
 pub mod forward;
+mod framing_guard;
 pub mod headers;
+pub mod limits;
 pub mod listener;
 pub mod server;
 pub mod upstream_tls;

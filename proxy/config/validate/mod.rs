@@ -4,6 +4,7 @@
 mod flows;
 mod host_match;
 mod identities;
+mod limits;
 mod listeners;
 mod network;
 mod routes;
@@ -85,8 +86,9 @@ pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Confi
         .and_then(|a| listeners::admin(&mut cx, a, &raw.listeners));
     let network = network::network(&mut cx, raw.network.as_ref());
     let timeouts = timeouts(&mut cx, raw.timeouts.as_ref(), Timeouts::default());
+    let limits = limits::limits(&mut cx, raw.limits.as_ref());
     let identities = identities::identities(&mut cx, raw.identities.as_ref());
-    let routes = routes::routes(&mut cx, &raw.routes, &identities, timeouts);
+    let routes = routes::routes(&mut cx, &raw.routes, &identities, timeouts, limits);
 
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -96,6 +98,7 @@ pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Confi
             admin,
             network,
             timeouts,
+            limits,
             identities: identities.into_validated(),
             routes,
         });

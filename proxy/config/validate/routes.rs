@@ -1,7 +1,7 @@
 //! Routes: names, matches, upstreams, resources, timeouts and reachability (flow rules are in
 //! `flows`).
 
-use crate::config::model::{Acquire, HostPattern, Route, Timeouts};
+use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts};
 use crate::config::schema::{RawRoute, S};
 use crate::credential::token::TokenType;
 
@@ -18,6 +18,7 @@ pub(super) fn routes(
     raw: &S<Vec<S<RawRoute>>>,
     identities: &Identities,
     base: Timeouts,
+    limits: Limits,
 ) -> Vec<Route> {
     if raw.value.is_empty() {
         cx.error(raw.referenced, "at least one route is required");
@@ -49,7 +50,7 @@ pub(super) fn routes(
             names.push((name.value.clone(), name.referenced.line()));
         }
         let before = cx.errors.len();
-        let route = route(cx, r, identities, base);
+        let route = route(cx, r, identities, base, limits);
         if let Some((key, route)) = route.filter(|_| cx.errors.len() == before) {
             if let Some((_, first, line)) = matches.iter().find(|(k, _, _)| *k == key) {
                 cx.error(
@@ -75,6 +76,7 @@ fn route(
     r: &RawRoute,
     identities: &Identities,
     base: Timeouts,
+    limits: Limits,
 ) -> Option<(MatchKey, Route)> {
     let m = &r.match_.value;
     if m.host.is_none() && m.path_prefix.is_none() {
@@ -121,6 +123,8 @@ fn route(
     let flow = super::flows::flow(cx, r, identities, token_type);
     let acquire = r.acquire.as_ref().map_or(Acquire::Eager, |a| a.value);
     let timeouts = super::timeouts(cx, r.timeouts.as_ref(), base);
+    let max_body_bytes =
+        super::limits::route_body_limit(cx, r.max_body_bytes.as_ref()).or(limits.max_body_bytes);
     let route = Route {
         name: r.name.value.clone(),
         host: host.clone(),
@@ -132,6 +136,7 @@ fn route(
         token_type,
         acquire,
         timeouts,
+        max_body_bytes,
     };
     Some(((host, path_prefix), route))
 }

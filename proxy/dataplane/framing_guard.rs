@@ -1,0 +1,549 @@
+//! An HTTP/1 framing guard: follows a caller connection's request framing as the bytes arrive,
+//! before hyper parses them, and remembers the first request whose framing is ambiguous.
+//!
+//! Why: hyper is lenient where a proxy should not be. A request with both `Content-Length` and
+//! `Transfer-Encoding` is parsed as chunked with the length dropped (RFC 9112 §6.1 allows that,
+//! but the issue asks for a refusal), and repeated equal `Content-Length` lines are merged; the
+//! request the service then sees no longer shows either. The guard sees the raw head, so the
+//! service can refuse such a request (400, connection closed) before anything is forwarded. It
+//! also catches an invalid chunk-size line that arrives together with the head, and a chunked
+//! body that grows past the listener's body limit, which it cuts off.
+//!
+//! The guard only observes: it never changes a byte hyper reads, except to stop the stream when a
+//! chunked body exceeds its limit. When it meets something it does not follow (an HTTP/2 preface,
+//! a head hyper will refuse anyway), it stops watching and hyper's own parser is the authority.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::limits::{LimitRefusal, framing};
+
+/// Longest chunk-size or trailer line followed; hyper refuses far shorter extension runs, so a
+/// longer line means the guard stops watching and leaves the refusal to hyper.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+/// Most hex digits in a chunk size: 16 fill a u64; hyper refuses more.
+const MAX_CHUNK_SIZE_DIGITS: usize = 16;
+/// Marks "no request flagged".
+const NONE: u64 = u64::MAX;
+
+/// What the guard found, shared with the connection's service.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    /// Index (0-based, in arrival order) of the first flagged request on the connection.
+    first_flagged: AtomicU64,
+    /// Which refusal (index into [`Flag`]).
+    flag: AtomicU64,
+    /// The body limit, for the 413 message.
+    max_body: u64,
+}
+
+/// Why a request was flagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+enum Flag {
+    ClAndTe = 0,
+    DuplicateCl = 1,
+    BadChunk = 2,
+    BodyTooLarge = 3,
+}
+
+impl Verdict {
+    fn new(max_body: Option<u64>) -> Self {
+        Self {
+            first_flagged: AtomicU64::new(NONE),
+            flag: AtomicU64::new(0),
+            max_body: max_body.unwrap_or(u64::MAX),
+        }
+    }
+
+    fn set(&self, request: u64, flag: Flag) {
+        // Keep the first: later requests on the connection are never served anyway.
+        if self
+            .first_flagged
+            .compare_exchange(NONE, request, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.flag.store(flag as u64, Ordering::Release);
+        }
+    }
+
+    /// The refusal for the `request`-th request on this connection (0-based), if the guard
+    /// flagged it or an earlier one. hyper serves HTTP/1 requests in order and closes after a
+    /// flagged one, so the service's count and the guard's agree.
+    pub(crate) fn refusal(&self, request: u64) -> Option<LimitRefusal> {
+        let first = self.first_flagged.load(Ordering::Acquire);
+        if first == NONE || request < first {
+            return None;
+        }
+        Some(match self.flag.load(Ordering::Acquire) {
+            0 => LimitRefusal::AmbiguousFraming {
+                reason: framing::CL_AND_TE,
+            },
+            1 => LimitRefusal::AmbiguousFraming {
+                reason: framing::DUPLICATE_CL,
+            },
+            2 => LimitRefusal::AmbiguousFraming {
+                reason: framing::BAD_CHUNK,
+            },
+            _ => LimitRefusal::BodyTooLarge { max: self.max_body },
+        })
+    }
+}
+
+/// Where in the request stream the tracker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a request head (bytes kept in `line`/`head` buffers).
+    Head,
+    /// Inside a `Content-Length` body: bytes left.
+    Fixed(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Inside chunk data: bytes left.
+    ChunkData(u64),
+    /// After chunk data: expecting CRLF.
+    ChunkDataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    /// Not following any more (HTTP/2, or a message hyper will refuse itself).
+    Off,
+}
+
+/// Follows request framing byte by byte.
+#[derive(Debug)]
+struct Tracker {
+    state: State,
+    /// The current line (head or chunk line), without its `\n`.
+    line: Vec<u8>,
+    /// Head so far: whether the request line was seen, the framing headers counted.
+    saw_request_line: bool,
+    content_lengths: u32,
+    content_length: Option<u64>,
+    transfer_encoding: Option<bool>,
+    /// Bytes in the head so far (bounded by `max_head`).
+    head_bytes: usize,
+    max_head: usize,
+    /// Requests whose head is complete.
+    heads: u64,
+    /// Chunked body bytes of the current request.
+    body_bytes: u64,
+    max_body: Option<u64>,
+}
+
+/// What one byte run did.
+enum Step {
+    /// Keep going.
+    Continue,
+    /// The body limit was passed at this offset in the run.
+    CutAt(usize),
+}
+
+impl Tracker {
+    fn new(max_head: usize, max_body: Option<u64>) -> Self {
+        Self {
+            state: State::Head,
+            line: Vec::new(),
+            saw_request_line: false,
+            content_lengths: 0,
+            content_length: None,
+            transfer_encoding: None,
+            head_bytes: 0,
+            max_head,
+            heads: 0,
+            body_bytes: 0,
+            max_body,
+        }
+    }
+
+    fn off(&mut self) {
+        self.state = State::Off;
+        self.line = Vec::new();
+    }
+
+    /// Feeds newly read bytes.
+    fn feed(&mut self, bytes: &[u8], verdict: &Verdict) -> Step {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Off => return Step::Continue,
+                State::Fixed(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if take == left {
+                        State::Head
+                    } else {
+                        State::Fixed(left - take)
+                    };
+                }
+                State::ChunkData(left) => {
+                    let take = left.min((bytes.len() - i) as u64);
+                    self.body_bytes = self.body_bytes.saturating_add(take);
+                    if let Some(max) = self.max_body
+                        && self.body_bytes > max
+                    {
+                        verdict.set(self.heads.saturating_sub(1), Flag::BodyTooLarge);
+                        self.off();
+                        let over = (self.body_bytes - max) as usize;
+                        return Step::CutAt(i + take as usize - over);
+                    }
+                    i += take as usize;
+                    self.state = if take == left {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(left - take)
+                    };
+                }
+                State::Head | State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
+                    // Take up to the next line end in one go.
+                    let rest = &bytes[i..];
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let piece = &rest[..newline.unwrap_or(rest.len())];
+                    let consumed = piece.len() + usize::from(newline.is_some());
+                    i += consumed;
+                    if self.state == State::Head {
+                        self.head_bytes += consumed;
+                        if self.head_bytes > self.max_head {
+                            // hyper answers 431 itself.
+                            self.off();
+                            return Step::Continue;
+                        }
+                    }
+                    if self.line.len() + piece.len() > MAX_LINE_BYTES.max(self.max_head) {
+                        self.off();
+                        return Step::Continue;
+                    }
+                    self.line.extend_from_slice(piece);
+                    if newline.is_none() {
+                        continue;
+                    }
+                    let mut line = std::mem::take(&mut self.line);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    self.on_line(&line, verdict);
+                    line.clear();
+                    if self.state != State::Off {
+                        self.line = line;
+                    }
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    fn on_line(&mut self, line: &[u8], verdict: &Verdict) {
+        match self.state {
+            State::Head => self.on_head_line(line, verdict),
+            State::ChunkSize => match parse_chunk_size(line) {
+                Some(0) => self.state = State::Trailers,
+                Some(n) => self.state = State::ChunkData(n),
+                None => {
+                    verdict.set(self.heads.saturating_sub(1), Flag::BadChunk);
+                    self.off();
+                }
+            },
+            State::ChunkDataEnd => {
+                if line.is_empty() {
+                    self.state = State::ChunkSize;
+                } else {
+                    // hyper refuses the body; nothing more to follow.
+                    self.off();
+                }
+            }
+            State::Trailers => {
+                if line.is_empty() {
+                    self.start_head();
+                }
+            }
+            State::Fixed(_) | State::ChunkData(_) | State::Off => {}
+        }
+    }
+
+    fn start_head(&mut self) {
+        self.state = State::Head;
+        self.saw_request_line = false;
+        self.content_lengths = 0;
+        self.content_length = None;
+        self.transfer_encoding = None;
+        self.head_bytes = 0;
+        self.body_bytes = 0;
+    }
+
+    fn on_head_line(&mut self, line: &[u8], verdict: &Verdict) {
+        if !self.saw_request_line {
+            // Like httparse, skip empty lines before the request line.
+            if line.is_empty() {
+                return;
+            }
+            if line.starts_with(b"PRI * HTTP/2.0") {
+                // HTTP/2 with prior knowledge: not ours to follow.
+                self.off();
+                return;
+            }
+            self.saw_request_line = true;
+            return;
+        }
+        if !line.is_empty() {
+            let Some(colon) = line.iter().position(|&c| c == b':') else {
+                self.off(); // hyper answers 400.
+                return;
+            };
+            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+            if name.eq_ignore_ascii_case(b"content-length") {
+                self.content_lengths += 1;
+                self.content_length = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // hyper looks at the last Transfer-Encoding line's final coding.
+                let last = value.rsplit(|&c| c == b',').next().map(trim);
+                self.transfer_encoding =
+                    Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            }
+            return;
+        }
+        // The head is complete.
+        let request = self.heads;
+        self.heads += 1;
+        if self.content_lengths > 0 && self.transfer_encoding.is_some() {
+            verdict.set(request, Flag::ClAndTe);
+            self.off();
+            return;
+        }
+        if self.content_lengths > 1 {
+            verdict.set(request, Flag::DuplicateCl);
+            self.off();
+            return;
+        }
+        let (te, cl, lengths) = (
+            self.transfer_encoding,
+            self.content_length,
+            self.content_lengths,
+        );
+        self.start_head();
+        match (te, cl) {
+            (Some(true), _) => self.state = State::ChunkSize,
+            // Transfer-Encoding without final chunked: hyper answers 400.
+            (Some(false), _) => self.off(),
+            (None, Some(0)) => {}
+            (None, Some(n)) => self.state = State::Fixed(n),
+            // An unparsable Content-Length: hyper answers 400.
+            (None, None) if lengths > 0 => self.off(),
+            (None, None) => {}
+        }
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A chunk-size line: hex digits, then optional whitespace and `;extensions`.
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > MAX_CHUNK_SIZE_DIGITS {
+        return None;
+    }
+    let rest = trim(&line[digits..]);
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    let text = std::str::from_utf8(&line[..digits]).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// The IO wrapper: reads pass through the tracker.
+#[derive(Debug)]
+pub(crate) struct FramingGuard<I> {
+    inner: I,
+    tracker: Tracker,
+    verdict: Arc<Verdict>,
+    /// The body limit was passed: every further read fails.
+    cut: bool,
+}
+
+impl<I> FramingGuard<I> {
+    /// Wraps `inner`; `max_head` is the head size hyper accepts, `max_body` the chunked body limit.
+    pub(crate) fn new(inner: I, max_head: usize, max_body: Option<u64>) -> (Self, Arc<Verdict>) {
+        let verdict = Arc::new(Verdict::new(max_body));
+        let guard = Self {
+            inner,
+            tracker: Tracker::new(max_head, max_body),
+            verdict: Arc::clone(&verdict),
+            cut: false,
+        };
+        (guard, verdict)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.cut {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request body over the limit",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && let Step::CutAt(at) = this.tracker.feed(&buf.filled()[before..], &this.verdict)
+        {
+            // Hand hyper the bytes up to the limit; the next read fails, aborting the body.
+            buf.set_filled(before + at);
+            this.cut = true;
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FramingGuard<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], max_body: Option<u64>) -> (Arc<Verdict>, Tracker, Option<usize>) {
+        let verdict = Arc::new(Verdict::new(max_body));
+        let mut t = Tracker::new(64 * 1024, max_body);
+        // Byte by byte and all at once must agree; feed in two uneven pieces.
+        let mid = input.len() / 3;
+        let mut cut = None;
+        for (offset, piece) in [(0, &input[..mid]), (mid, &input[mid..])] {
+            if let Step::CutAt(at) = t.feed(piece, &verdict) {
+                cut = Some(offset + at);
+                break;
+            }
+        }
+        (verdict, t, cut)
+    }
+
+    #[test]
+    fn clean_pipelined_requests_are_followed_and_not_flagged() {
+        let input = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (v, t, cut) = run(input, None);
+        assert_eq!(t.heads, 3);
+        assert_eq!(t.state, State::Head);
+        assert!(v.refusal(0).is_none() && v.refusal(2).is_none());
+        assert!(cut.is_none());
+    }
+
+    #[test]
+    fn byte_by_byte_reads_follow_the_same_framing() {
+        let input = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+POST /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let verdict = Verdict::new(None);
+        let mut t = Tracker::new(64 * 1024, None);
+        for b in input.iter() {
+            let _ = t.feed(std::slice::from_ref(b), &verdict);
+        }
+        assert_eq!(t.heads, 3);
+        assert!(verdict.refusal(1).is_none());
+        assert_eq!(verdict.refusal(2).map(|r| r.status().as_u16()), Some(400));
+    }
+
+    #[test]
+    fn cl_and_te_flags_that_request_only() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+        let (v, _, _) = run(input, None);
+        assert!(v.refusal(0).is_none());
+        assert_eq!(
+            v.refusal(1),
+            Some(LimitRefusal::AmbiguousFraming {
+                reason: framing::CL_AND_TE
+            })
+        );
+    }
+
+    #[test]
+    fn duplicate_cl_and_bad_chunks_are_flagged() {
+        let dup = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(
+            run(dup, None).0.refusal(0).map(|r| r.status().as_u16()),
+            Some(400)
+        );
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"3 x\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(bad);
+            assert_eq!(
+                run(&input, None).0.refusal(0),
+                Some(LimitRefusal::AmbiguousFraming {
+                    reason: framing::BAD_CHUNK
+                }),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_body_over_the_limit_is_cut_at_the_limit() {
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n";
+        let (v, _, cut) = run(input, Some(6));
+        assert_eq!(v.refusal(0), Some(LimitRefusal::BodyTooLarge { max: 6 }));
+        let at = cut.unwrap();
+        assert_eq!(&input[at - 2..at], b"ef");
+        let (v, _, cut) = run(input, Some(8));
+        assert!(v.refusal(0).is_none() && cut.is_none());
+    }
+
+    #[test]
+    fn h2_preface_turns_the_guard_off() {
+        let (v, t, _) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None);
+        assert_eq!(t.state, State::Off);
+        assert!(v.refusal(0).is_none());
+    }
+}

@@ -1,0 +1,399 @@
+//! Request limits checked before a caller's request is forwarded: URI length, header count and
+//! size, declared body size, and ambiguous framing. Each refusal is a JSON answer sent with
+//! `Connection: close`, so a caller that tried to smuggle or flood cannot keep the connection.
+//!
+//! hyper already refuses some of these on HTTP/1 before a request exists (see `listener.rs` for
+//! how it is configured); the checks here also cover HTTP/2, where hyper has no header-count or
+//! URI limit, and the cases hyper accepts (a request with both `Content-Length` and
+//! `Transfer-Encoding` is parsed as chunked; two equal `Content-Length` lines are merged).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+
+/// Default cap on request header lines: hyper's own default, generous for API clients (which send
+/// around 10–20) and small enough that a header flood costs little to parse.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default cap on the request head in bytes (request line + headers): far above what a token-less
+/// legacy app sends (popgate adds the token itself), and the same as nginx's largest default buffer.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default cap on the request target: 8 KiB is the limit most front ends (nginx, Azure Front Door)
+/// enforce, so a longer URI would fail upstream anyway.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Smallest accepted `max_header_bytes`: hyper's h1 read buffer cannot be smaller than 8 KiB.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Limits applied to every caller request on a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Most header lines (431 beyond).
+    pub max_headers: usize,
+    /// Most bytes in the request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most bytes in the request target (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Most body bytes (413 when `Content-Length` says more; a chunked body is cut off when it
+    /// grows past it). `None`: no global limit.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_body_bytes: None,
+        }
+    }
+}
+
+/// Why a request was refused before forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitRefusal {
+    /// 414: the request target is longer than allowed.
+    UriTooLong { len: usize, max: usize },
+    /// 431: more header lines than allowed.
+    TooManyHeaders { count: usize, max: usize },
+    /// 431: the header block is larger than allowed.
+    HeadersTooLarge { bytes: usize, max: usize },
+    /// 413: the declared or received body is larger than allowed.
+    BodyTooLarge { max: u64 },
+    /// 400: the request's framing is ambiguous (a smuggling attempt or a broken client).
+    AmbiguousFraming { reason: &'static str },
+}
+
+impl LimitRefusal {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LimitRefusal::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            LimitRefusal::TooManyHeaders { .. } | LimitRefusal::HeadersTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            LimitRefusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            LimitRefusal::AmbiguousFraming { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON body: a stable `error` code and a message naming the limit.
+    pub fn body(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            LimitRefusal::UriTooLong { len, max } => json!({
+                "error": "uri_too_long",
+                "message": format!("the request target is {len} bytes; the limit is {max}"),
+            }),
+            LimitRefusal::TooManyHeaders { count, max } => json!({
+                "error": "request_header_fields_too_large",
+                "message": format!("the request has {count} header lines; the limit is {max}"),
+            }),
+            LimitRefusal::HeadersTooLarge { bytes, max } => json!({
+                "error": "request_header_fields_too_large",
+                "message": format!("the request headers are {bytes} bytes; the limit is {max}"),
+            }),
+            LimitRefusal::BodyTooLarge { max } => json!({
+                "error": "payload_too_large",
+                "message": format!("the request body is larger than the {max}-byte limit"),
+            }),
+            LimitRefusal::AmbiguousFraming { reason } => {
+                json!({ "error": "bad_request", "message": reason })
+            }
+        }
+    }
+
+    /// The complete response, with `Connection: close` so the caller's connection ends after it
+    /// (hyper honours the header on HTTP/1 and drops it on HTTP/2).
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(self.body().to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::VIA, HeaderValue::from_static("1.1 popgate"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+impl fmt::Display for LimitRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.body()["message"].as_str() {
+            Some(m) => f.write_str(m),
+            None => write!(f, "{}", self.status()),
+        }
+    }
+}
+
+/// Checks a request's head against `limits` (no body is read). Call it before forwarding.
+pub fn check_request<B>(request: &Request<B>, limits: &RequestLimits) -> Result<(), LimitRefusal> {
+    let uri = request.uri();
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(LimitRefusal::UriTooLong {
+            len: uri_len,
+            max: limits.max_uri_bytes,
+        });
+    }
+    check_headers(request.headers(), limits)?;
+    check_framing(request.headers())?;
+    if let Some(max) = limits.max_body_bytes {
+        check_declared_length(request.headers(), max)?;
+    }
+    Ok(())
+}
+
+/// Header count and size. The size counts `name: value\r\n`, as on the wire for HTTP/1.
+fn check_headers(headers: &http::HeaderMap, limits: &RequestLimits) -> Result<(), LimitRefusal> {
+    let count = headers.len();
+    if count > limits.max_headers {
+        return Err(LimitRefusal::TooManyHeaders {
+            count,
+            max: limits.max_headers,
+        });
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(LimitRefusal::HeadersTooLarge {
+            bytes,
+            max: limits.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// `Content-Length` with `Transfer-Encoding`, or `Content-Length` more than once: RFC 9112 §6.1
+/// and §6.3 let a server treat these as errors, and a proxy should, because the next hop may
+/// frame the message differently.
+fn check_framing(headers: &http::HeaderMap) -> Result<(), LimitRefusal> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 0 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(LimitRefusal::AmbiguousFraming {
+            reason: framing::CL_AND_TE,
+        });
+    }
+    let comma_list = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes().contains(&b','));
+    if lengths > 1 || comma_list {
+        return Err(LimitRefusal::AmbiguousFraming {
+            reason: framing::DUPLICATE_CL,
+        });
+    }
+    Ok(())
+}
+
+/// 413 when the declared `Content-Length` exceeds `max`. Exposed for per-route limits: the
+/// forwarder calls it with the route's `max_body_bytes` once the route is known.
+pub fn check_declared_length(headers: &http::HeaderMap, max: u64) -> Result<(), LimitRefusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max => Err(LimitRefusal::BodyTooLarge { max }),
+        _ => Ok(()),
+    }
+}
+
+/// The reasons framing checks give, shared with the HTTP/1 framing guard.
+pub(crate) mod framing {
+    /// Both framing headers at once.
+    pub const CL_AND_TE: &str =
+        "the request has both Content-Length and Transfer-Encoding; send only one";
+    /// `Content-Length` repeated.
+    pub const DUPLICATE_CL: &str = "the request has more than one Content-Length";
+    /// A chunk-size line that is not hexadecimal.
+    pub const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
+}
+
+/// A request body that fails once more than `max` data bytes have passed: the streaming half of
+/// the body limit, for bodies whose length is not declared up front. Wrap the caller's body in it
+/// before sending it upstream; the upstream then sees an aborted body, never the excess.
+#[derive(Debug)]
+pub struct LimitedBody<B> {
+    inner: B,
+    seen: u64,
+    max: u64,
+}
+
+impl<B> LimitedBody<B> {
+    /// Wraps `inner`, allowing at most `max` data bytes.
+    pub fn new(inner: B, max: u64) -> Self {
+        Self {
+            inner,
+            seen: 0,
+            max,
+        }
+    }
+}
+
+/// The error a [`LimitedBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the {max}-byte limit")]
+pub struct BodyTooLarge {
+    /// The limit that was exceeded.
+    pub max: u64,
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(data.remaining() as u64);
+                    if this.seen > this.max {
+                        tracing::info!(max = this.max, "request body over the limit; aborted");
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { max: this.max }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn req(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Request<()> {
+        build(Request::builder()).body(()).unwrap()
+    }
+
+    #[test]
+    fn each_limit_refuses_with_its_status() {
+        let limits = RequestLimits {
+            max_headers: 3,
+            max_header_bytes: 100,
+            max_uri_bytes: 30,
+            max_body_bytes: Some(10),
+        };
+        let ok = req(|b| b.uri("/short").header("content-length", "10"));
+        assert_eq!(check_request(&ok, &limits), Ok(()));
+
+        let long = req(|b| b.uri(format!("http://h/{}", "a".repeat(30))));
+        let e = check_request(&long, &limits).unwrap_err();
+        assert_eq!(e.status(), 414);
+        assert!(e.to_string().contains("limit is 30"), "{e}");
+
+        let many = req(|b| {
+            b.uri("/")
+                .header("a", "1")
+                .header("b", "1")
+                .header("c", "1")
+                .header("d", "1")
+        });
+        assert_eq!(check_request(&many, &limits).unwrap_err().status(), 431);
+
+        let big = req(|b| b.uri("/").header("a", "x".repeat(100)));
+        let e = check_request(&big, &limits).unwrap_err();
+        assert!(matches!(e, LimitRefusal::HeadersTooLarge { .. }), "{e:?}");
+
+        let body = req(|b| b.uri("/").header("content-length", "11"));
+        assert_eq!(check_request(&body, &limits).unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let limits = RequestLimits::default();
+        let clte = req(|b| {
+            b.uri("/")
+                .header("content-length", "3")
+                .header("transfer-encoding", "chunked")
+        });
+        assert_eq!(
+            check_request(&clte, &limits),
+            Err(LimitRefusal::AmbiguousFraming {
+                reason: framing::CL_AND_TE
+            })
+        );
+        let dup = req(|b| {
+            b.uri("/")
+                .header("content-length", "3")
+                .header("content-length", "3")
+        });
+        assert_eq!(check_request(&dup, &limits).unwrap_err().status(), 400);
+        let list = req(|b| b.uri("/").header("content-length", "3, 3"));
+        assert_eq!(check_request(&list, &limits).unwrap_err().status(), 400);
+    }
+
+    #[tokio::test]
+    async fn refusal_is_json_and_closes() {
+        let r = LimitRefusal::BodyTooLarge { max: 5 }.response();
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["connection"], "close");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"], "payload_too_large");
+    }
+
+    /// Data frames from a list, then the end.
+    struct Chunks(std::vec::IntoIter<&'static str>);
+
+    fn chunks(list: Vec<&'static str>) -> Chunks {
+        Chunks(list.into_iter())
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let next = self.get_mut().0.next();
+            Poll::Ready(next.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
+        }
+    }
+
+    #[tokio::test]
+    async fn limited_body_passes_up_to_the_limit_and_fails_beyond() {
+        let ok = LimitedBody::new(chunks(vec!["abc", "de"]), 5)
+            .collect()
+            .await;
+        assert_eq!(ok.unwrap().to_bytes(), "abcde");
+        let err = LimitedBody::new(chunks(vec!["abc", "def"]), 5)
+            .collect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "request body exceeds the 5-byte limit");
+    }
+}
