@@ -16,7 +16,9 @@ pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod server;
+pub mod upstream_body;
 pub mod upstream_tls;
+pub mod www_authenticate;
 
 pub use client::{UpstreamClient, UpstreamSettings};
 pub use forward::{DataplaneTable, Forwarder};

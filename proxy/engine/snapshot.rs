@@ -244,6 +244,11 @@ impl RouteSlot {
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
+    /// True while a driver watches this slot (so waiting for it to publish makes sense).
+    pub fn has_driver(&self) -> bool {
+        self.demand.receiver_count() > 0
+    }
+
     /// The driver's view of what the data plane asked for.
     pub fn demand(&self) -> watch::Receiver<Demand> {
         self.demand.subscribe()
