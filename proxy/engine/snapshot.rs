@@ -335,4 +335,122 @@ mod tests {
         assert!(matches!(err, SnapshotError::BadHeaderValue), "{err}");
         assert!(!err.to_string().contains("abc"));
     }
+
+    fn binding(cn: &str) -> crate::credential::binding::BindingCert {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        crate::credential::binding::BindingCert::from_der(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap()
+    }
+
+    fn pop(secret: &str, cert: &crate::credential::binding::BindingCert) -> Token {
+        let mut t = token(TokenType::MtlsPop, secret);
+        t.binding = Some(cert.clone());
+        t
+    }
+
+    #[tokio::test]
+    async fn same_certificate_reuses_the_client_other_certificates_never_do() {
+        let settings = settings();
+        let (a, b) = (binding("a"), binding("b"));
+        let first = Snapshot::build(&pop("t1", &a), &settings, 1).unwrap();
+        let refreshed =
+            Snapshot::build_reusing(&pop("t2", &a), &settings, 2, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.client.tls_config(),
+            refreshed.client.tls_config()
+        ));
+        assert_eq!(refreshed.authorization.to_str().unwrap(), "mtls_pop t2");
+        assert_eq!(refreshed.generation, 2);
+
+        let rotated =
+            Snapshot::build_reusing(&pop("t3", &b), &settings, 3, Some(&refreshed)).unwrap();
+        assert!(!Arc::ptr_eq(
+            refreshed.client.tls_config(),
+            rotated.client.tls_config()
+        ));
+        assert_eq!(rotated.x5t_s256.as_deref(), Some(b.x5t_s256()));
+
+        // A Bearer token without a certificate never reuses a client that presents one.
+        let bearer = Snapshot::build_reusing(
+            &token(TokenType::Bearer, "t4"),
+            &settings,
+            4,
+            Some(&rotated),
+        )
+        .unwrap();
+        assert!(!Arc::ptr_eq(
+            rotated.client.tls_config(),
+            bearer.client.tls_config()
+        ));
+        assert_eq!(bearer.x5t_s256, None);
+        let err = Snapshot::build_reusing(
+            &token(TokenType::MtlsPop, "t5"),
+            &settings,
+            5,
+            Some(&bearer),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::PopWithoutCertificate), "{err}");
+    }
+
+    #[tokio::test]
+    async fn demand_only_grows_and_waiters_see_changes() {
+        let slot = Arc::new(RouteSlot::for_route(
+            "r",
+            RouteInfo {
+                identity: Some("app".into()),
+                request_timeout: None,
+                lazy: true,
+            },
+        ));
+        assert!(slot.status().is_pending());
+        assert!(!slot.has_driver());
+        let mut demand = slot.demand();
+        assert!(slot.has_driver());
+        slot.demand_start();
+        slot.demand_start();
+        slot.demand_invalidate(3);
+        slot.demand_invalidate(2);
+        assert!(demand.has_changed().unwrap());
+        assert_eq!(
+            *demand.borrow_and_update(),
+            Demand {
+                started: true,
+                invalidated: Some(3)
+            }
+        );
+        // Nothing new: a repeated start or an older generation is not a change.
+        slot.demand_start();
+        slot.demand_invalidate(1);
+        assert!(!demand.has_changed().unwrap());
+
+        // A waiter wakes on the status change made after it started waiting.
+        let waiter = {
+            let slot = Arc::clone(&slot);
+            tokio::spawn(async move {
+                slot.wait_until(Duration::from_secs(30), |s| s.status().is_serving())
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        slot.set_status(RouteStatus::Ready {
+            expires_at: SystemTime::now(),
+            generation: 1,
+        });
+        assert!(waiter.await.unwrap());
+        // And gives up at its bound when nothing happens.
+        assert!(
+            !slot
+                .wait_until(Duration::from_millis(1), |s| s.status().is_pending())
+                .await
+        );
+    }
 }
