@@ -179,3 +179,26 @@ async fn a_lazy_route_reads_nothing_until_its_first_request_which_waits_and_succ
     ));
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_route_whose_first_acquisition_fails_answers_503_with_the_cause() {
+    let env = Env::start().await;
+    env.write_token(&env.token(&env.binding, Duration::from_secs(3600), "unused"));
+    let config = env.load(&env.config("    acquire: lazy\n"));
+    std::fs::remove_file(&env.token_file).unwrap();
+    let app = App::start(config).await.unwrap();
+    let slot = app.route("graph").unwrap();
+    assert!(slot.status().is_pending());
+
+    // The first request starts the acquisition, waits for its outcome, and reports it.
+    let answer = get(app.local_addrs()[0], "/v1.0/me").await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["route"], "graph");
+    assert_eq!(body["identity"], "byo");
+    let cause = body["cause"].as_str().unwrap();
+    assert!(cause.contains("cannot read token file"), "{cause}");
+    assert!(matches!(&*slot.status(), RouteStatus::Failed { .. }));
+    assert_eq!(env.resource_counts().0, 0);
+    app.shutdown().await;
+}
