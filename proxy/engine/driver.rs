@@ -6,8 +6,6 @@
 //! (`Stale`) and the driver retries with [`Backoff`]; once it stops being usable the snapshot is
 //! withdrawn (`Failed`, requests get 503) and retries continue until one succeeds.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
 use super::cache::CachedToken;
-use super::credential::{Credential, EngineError};
+use super::credential::{BoxFuture, Credential, EngineError};
 use super::route_status::RouteStatus;
 use super::schedule::{RefreshPolicy, jitter_sample};
 use super::snapshot::{Demand, RouteSlot, Snapshot};
@@ -210,9 +208,7 @@ impl RouteDriver {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<SystemTime> {
         let credential = &self.credential;
-        let mut acquisition: Pin<
-            Box<dyn Future<Output = Result<CachedToken, EngineError>> + Send + '_>,
-        > = match step {
+        let mut acquisition: BoxFuture<'_, Result<CachedToken, EngineError>> = match step {
             Step::Get => credential.get(),
             Step::Refresh(seen) => credential.refresh(seen),
             Step::Invalidate(generation) => Box::pin(async move {
