@@ -308,6 +308,11 @@ impl RouteDriver {
         );
         let unchanged =
             self.is_current(&cached, st) && st.current.as_ref().is_some_and(|c| !c.withdrawn);
+        if unchanged && st.failures > 0 {
+            // The same token again (a binding signal with nothing new) is not a recovery: keep the
+            // failure streak and its retry schedule.
+            return self.slot.status().next_attempt().unwrap_or(refresh_at);
+        }
         if !unchanged {
             let generation = st.generation + 1;
             let previous = st.current.as_ref().map(|c| c.snapshot.as_ref());
