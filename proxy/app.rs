@@ -19,6 +19,7 @@ use crate::dataplane::{Proxy, ProxyHandle, ProxySettings};
 use crate::engine::build::{self, BuildError, EngineDeps};
 use crate::engine::driver::{DriverSettings, RouteDriver};
 use crate::engine::route_status::RouteStatus;
+use crate::engine::schedule::RefreshPolicy;
 use crate::engine::snapshot::RouteSlot;
 use crate::routing::RouteTableError;
 
@@ -73,7 +74,8 @@ impl App {
                     })?;
             let settings = DriverSettings {
                 upstream: routes::route_upstream(&shared, route),
-                policy: deps.policy,
+                // The engine-wide rules (MSAL's); not per-route configurable yet.
+                policy: RefreshPolicy::default(),
             };
             let driver = RouteDriver::new(Arc::clone(credential), Arc::clone(slot), settings);
             drivers.push(driver.spawn(stop.clone()));

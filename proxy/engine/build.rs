@@ -10,7 +10,6 @@ use crate::config::{Config, Flow, Identity};
 use crate::credential::token::TokenType;
 
 use super::credential::{Credential, CredentialLabels};
-use super::schedule::RefreshPolicy;
 use super::sources::static_file::StaticCredential;
 
 /// Why the credentials could not be built.
@@ -30,11 +29,11 @@ pub enum BuildError {
     FicNotInThisBuild { route: String },
 }
 
-/// What credentials share: the refresh policy (and, in the full build, HTTP clients).
+/// What credentials share (in the full build: HTTP clients for the token endpoint and IMDS). The
+/// static identity needs nothing, so this build's is empty.
 #[derive(Clone, Debug, Default)]
 pub struct EngineDeps {
-    /// Usability and refresh rules.
-    pub policy: RefreshPolicy,
+    _private: (),
 }
 
 impl EngineDeps {
