@@ -39,6 +39,9 @@ pub struct RouteDriver {
     credential: Arc<dyn Credential>,
     slot: Arc<RouteSlot>,
     settings: DriverSettings,
+    /// Subscribed at construction, so the slot counts this driver (and the data plane waits for
+    /// it) before its task first runs.
+    demand: watch::Receiver<Demand>,
 }
 
 impl std::fmt::Debug for RouteDriver {
@@ -146,10 +149,12 @@ impl RouteDriver {
         slot: Arc<RouteSlot>,
         settings: DriverSettings,
     ) -> Self {
+        let demand = slot.demand();
         Self {
             credential,
             slot,
             settings,
+            demand,
         }
     }
 
@@ -160,7 +165,7 @@ impl RouteDriver {
 
     /// The driver loop. Returns only on shutdown.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut demand = self.slot.demand();
+        let mut demand = self.demand.clone();
         let mut bindings = Some(self.credential.binding_changes());
         if self.slot.info().lazy {
             tracing::info!(route = %self.slot.name(), "lazy route: waiting for its first request");
