@@ -1,6 +1,7 @@
 //! popgate: an egress proxy that re-originates plain HTTP over mutual TLS with Entra ID tokens.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod credential;
 pub mod dataplane;

@@ -63,19 +63,47 @@ fn init_tracing() {
         .try_init();
 }
 
-/// INTEGRATION POINT (`popgate run`): the integrator wires the data plane here — build the route
-/// table, start the credential engine, listeners and admin endpoint from `cfg`. This branch only
-/// loads and validates the config.
+/// Exit status when popgate cannot start (bind failure, unusable listener certificate, …).
+const EXIT_START_FAILED: u8 = 1;
+
+/// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0.
 fn run(cfg: Config) -> ExitCode {
     init_tracing();
-    tracing::info!(
-        config = %cfg.source.display(),
-        routes = cfg.routes.len(),
-        listeners = cfg.listeners.len(),
-        "config loaded"
-    );
-    tracing::error!("run is not wired in this build");
-    ExitCode::from(EXIT_BAD_CONFIG)
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    match runtime.block_on(popgate::app::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "popgate cannot start");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM (Kubernetes' stop signal) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops popgate");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!(signal = "SIGINT", "shutdown requested");
+        }
+    }
 }
 
 /// INTEGRATION POINT (`popgate dev`): the integrator starts the local authority and runs the

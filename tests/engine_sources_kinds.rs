@@ -301,21 +301,45 @@ async fn managed_identity_bearer_via_app_service() {
 }
 
 #[tokio::test]
-async fn the_static_kind_is_refused_until_its_source_is_wired() {
+async fn the_static_kind_serves_its_file_bound_to_its_certificate() {
     let env = start().await;
-    std::fs::write(env.path("token.jwt"), "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.\n").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tenant = env.authority.tenant_id().to_string();
+    let claims = popgate_authority::claims::Claims {
+        iss: format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+        aud: GRAPH.into(),
+        sub: env.app.client_id.clone(),
+        tid: tenant,
+        oid: env.app.client_id.clone(),
+        appid: env.app.client_id.clone(),
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        uti: "static-test".into(),
+        ver: "2.0".into(),
+        cnf: Some(popgate_authority::claims::Confirmation {
+            x5t_s256: env.app_credential.x5t_s256.clone(),
+        }),
+    };
+    let jwt = env.authority.signing_keys().sign(&claims).unwrap();
+    std::fs::write(env.path("token.jwt"), format!("{jwt}\n")).unwrap();
     let byo = "\n  byo:\n    kind: static\n    token_file: token.jwt\n    certificate: { cert_file: app.pem, key_file: app.key }\n";
     let config = env.config(
         byo,
         &routes(&[("byo", GRAPH, "    flow: vanilla\n    identity: byo")]),
     );
     let deps = env.deps(&config);
-    let err = match popgate::engine::build::build_credentials(&config, &deps) {
-        Ok(_) => panic!("static must not build yet"),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        err.contains("route `byo`") && err.contains("static"),
-        "{err}"
+    let creds = env.build(&config, &deps);
+    let got = get(&creds["byo"]).await;
+    assert_eq!(cnf(&got.token), env.app_credential.x5t_s256);
+    // The resource verifies the signature, audience, expiry and the binding to the presented cert.
+    assert_eq!(
+        env.call_resource("graph.microsoft.com", &got.token).await,
+        StatusCode::OK
     );
+    // A static token costs no token-endpoint or IMDS call.
+    assert_eq!(env.count(Endpoint::Token), 0);
 }

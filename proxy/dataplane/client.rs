@@ -5,12 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
 use super::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
+use super::upstream_body::UpstreamBody;
 use super::upstream_tls::ExtraRoots;
 
 /// Default bound on resolve + TCP + TLS: long enough for a slow cross-region handshake, short enough
@@ -54,7 +54,7 @@ impl Default for UpstreamSettings {
 /// Cloning shares the pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: Client<UpstreamConnector, Incoming>,
+    http: Client<UpstreamConnector, UpstreamBody>,
     tls: Arc<ClientConfig>,
 }
 
@@ -88,7 +88,7 @@ impl UpstreamClient {
     }
 
     /// Sends one request (absolute `https://` URI) through the pool.
-    pub fn request(&self, request: http::Request<Incoming>) -> ResponseFuture {
+    pub fn request(&self, request: http::Request<UpstreamBody>) -> ResponseFuture {
         self.http.request(request)
     }
 

@@ -4,6 +4,40 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+/// What a 503 says about a route's missing token; every field is optional (present when known).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTokenDetail<'a> {
+    /// The identity the route's token is for.
+    pub identity: Option<&'a str>,
+    /// Why there is no token (the engine's last error, or what the route is waiting for).
+    pub cause: Option<&'a str>,
+    /// The identity whose acquisition failed, when it is not `identity` (a FIC leg 1).
+    pub failed_identity: Option<&'a str>,
+    /// The AADSTS code the token endpoint answered with.
+    pub aadsts: Option<u32>,
+    /// The token endpoint's correlation id.
+    pub correlation_id: Option<&'a str>,
+    /// Seconds until the engine tries again.
+    pub retry_after: Option<u64>,
+}
+
+impl NoTokenDetail<'_> {
+    fn fill(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        use serde_json::Value;
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                body.insert(key.to_string(), v);
+            }
+        };
+        put("identity", self.identity.map(Value::from));
+        put("failed_identity", self.failed_identity.map(Value::from));
+        put("cause", self.cause.map(Value::from));
+        put("aadsts", self.aadsts.map(Value::from));
+        put("correlation_id", self.correlation_id.map(Value::from));
+        put("retry_after", self.retry_after.map(Value::from));
+    }
+}
+
 /// Why popgate answered itself instead of forwarding.
 #[derive(Debug)]
 pub enum Refusal<'a> {
@@ -14,9 +48,15 @@ pub enum Refusal<'a> {
     /// 400: the request cannot be forwarded as given.
     BadRequest { reason: &'a str },
     /// 503: the route has no usable token.
-    NoToken { route: &'a str },
+    NoToken {
+        route: &'a str,
+        detail: NoTokenDetail<'a>,
+    },
     /// 503: the route's token has expired and no fresher one was published.
-    TokenExpired { route: &'a str },
+    TokenExpired {
+        route: &'a str,
+        detail: NoTokenDetail<'a>,
+    },
     /// 502: connecting or the TLS handshake failed, or the upstream broke the exchange.
     Unreachable { route: &'a str, cause: &'a str },
     /// 504: the upstream did not answer in time.
@@ -49,12 +89,24 @@ impl Refusal<'_> {
                             and it forwards them over mTLS",
             }),
             Refusal::BadRequest { reason } => json!({ "error": "bad_request", "message": reason }),
-            Refusal::NoToken { route } => json!({ "error": "no_token", "route": route }),
-            Refusal::TokenExpired { route } => json!({
-                "error": "no_token",
-                "route": route,
-                "reason": "the route's token has expired and no fresh one is available",
-            }),
+            Refusal::NoToken { route, detail } => {
+                let mut body = serde_json::Map::new();
+                body.insert("error".into(), "no_token".into());
+                body.insert("route".into(), (*route).into());
+                detail.fill(&mut body);
+                serde_json::Value::Object(body)
+            }
+            Refusal::TokenExpired { route, detail } => {
+                let mut body = serde_json::Map::new();
+                body.insert("error".into(), "no_token".into());
+                body.insert("route".into(), (*route).into());
+                body.insert(
+                    "reason".into(),
+                    "the route's token has expired and no fresh one is available".into(),
+                );
+                detail.fill(&mut body);
+                serde_json::Value::Object(body)
+            }
             Refusal::Unreachable { route, cause } => {
                 json!({ "error": "upstream_unreachable", "route": route, "cause": cause })
             }
@@ -75,6 +127,11 @@ impl Refusal<'_> {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::VIA, HeaderValue::from_static("1.1 popgate"));
+        if let Refusal::NoToken { detail, .. } | Refusal::TokenExpired { detail, .. } = self
+            && let Some(secs) = detail.retry_after
+        {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if matches!(self, Refusal::Connect) {
             headers.insert(
                 header::ALLOW,
@@ -99,6 +156,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_token_names_route_identity_and_the_upstream_error() {
+        let refusal = Refusal::NoToken {
+            route: "graph",
+            detail: NoTokenDetail {
+                identity: Some("app"),
+                cause: Some("token endpoint refused: invalid_client AADSTS7000218"),
+                failed_identity: Some("mi"),
+                aadsts: Some(7_000_218),
+                correlation_id: Some("c0ffee"),
+                retry_after: Some(4),
+            },
+        };
+        let resp = refusal.response();
+        assert_eq!(resp.headers()["retry-after"], "4");
+        let (s, b) = json(refusal).await;
+        assert_eq!(s, 503);
+        assert_eq!(b["error"], "no_token");
+        assert_eq!(b["route"], "graph");
+        assert_eq!(b["identity"], "app");
+        assert_eq!(b["failed_identity"], "mi");
+        assert!(b["cause"].as_str().unwrap().contains("AADSTS7000218"));
+        assert_eq!(b["aadsts"], 7_000_218);
+        assert_eq!(b["correlation_id"], "c0ffee");
+        assert_eq!(b["retry_after"], 4);
+    }
+
+    #[tokio::test]
     async fn bodies_name_what_went_wrong() {
         let (s, b) = json(Refusal::NoRoute {
             host: Some("evil.example"),
@@ -116,12 +200,26 @@ mod tests {
         assert_eq!(s, 405);
         assert!(b["message"].as_str().unwrap().contains("http://"));
 
-        let (s, b) = json(Refusal::NoToken { route: "graph" }).await;
+        let (s, b) = json(Refusal::NoToken {
+            route: "graph",
+            detail: NoTokenDetail::default(),
+        })
+        .await;
         assert_eq!((s.as_u16(), b["route"].as_str()), (503, Some("graph")));
+        // Unknown fields are left out rather than sent as null.
+        assert_eq!(b.as_object().unwrap().len(), 2, "{b}");
 
-        let (s, b) = json(Refusal::TokenExpired { route: "graph" }).await;
+        let (s, b) = json(Refusal::TokenExpired {
+            route: "graph",
+            detail: NoTokenDetail {
+                identity: Some("app"),
+                ..NoTokenDetail::default()
+            },
+        })
+        .await;
         assert_eq!((s.as_u16(), b["error"].as_str()), (503, Some("no_token")));
         assert!(b["reason"].as_str().unwrap().contains("expired"));
+        assert_eq!(b["identity"], "app");
 
         let (s, b) = json(Refusal::Unreachable {
             route: "graph",

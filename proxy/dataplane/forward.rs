@@ -9,14 +9,17 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Method, Request, Response, Version, header};
+use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::connect::ConnectError;
-use super::error_response::Refusal;
+use super::error_response::{NoTokenDetail, Refusal};
 use super::headers;
-use crate::engine::snapshot::RouteSlot;
+use super::upstream_body::{UpstreamBody, read_ahead};
+use super::www_authenticate;
+use crate::engine::route_status::RouteStatus;
+use crate::engine::snapshot::{RouteSlot, Snapshot};
 use crate::routing::RouteTable;
 
 /// The route table the data plane reads: each route's payload is its snapshot slot.
@@ -90,21 +93,26 @@ impl Forwarder {
                 uri,
             )
         };
-        let Some(snapshot) = slot.snapshot.load_full() else {
-            tracing::warn!(route = %route, "no usable token for route");
-            return refuse(&Refusal::NoToken { route: &route });
+        let snapshot = match slot.snapshot.load_full() {
+            Some(snapshot) => snapshot,
+            None => match first_snapshot(&slot, self.request_timeout).await {
+                Some(snapshot) => snapshot,
+                None => return no_token(&route, &slot, false),
+            },
         };
 
         // Never inject an expired token, even if the engine failed to replace it in time.
         if snapshot.expires_at <= SystemTime::now() {
             tracing::warn!(route = %route, generation = snapshot.generation, "route token expired");
-            return refuse(&Refusal::TokenExpired { route: &route });
+            return no_token(&route, &slot, true);
         }
+        let request_timeout = slot.info().request_timeout.unwrap_or(self.request_timeout);
 
         let (mut parts, body) = request.into_parts();
         let received = parts.version;
+        let chunked = body_needs_chunked(&body);
         headers::rewrite_request(&mut parts.headers, received, &snapshot.authorization);
-        if body_needs_chunked(&body) {
+        if chunked {
             // hyper's h1 client assumes a GET/HEAD of unknown length has no body; say there is one
             // so a caller's chunked GET body is not dropped (hyper removes this header on h2).
             parts.headers.insert(
@@ -116,50 +124,235 @@ impl Forwarder {
         // hyper-util picks h1 or h2 by what the connection negotiated; h1 requires this version.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let upstream_request = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(
-            self.request_timeout,
-            snapshot.client.request(upstream_request),
-        )
-        .await;
-        match sent {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                tracing::debug!(route = %route, status = parts.status.as_u16(), "forwarded");
-                let version = parts.version;
-                headers::rewrite_response(&mut parts.headers, version);
-                // The caller's connection decides its own version.
-                parts.version = Version::HTTP_11;
-                Response::from_parts(parts, Either::Left(body))
-            }
+        let body = match tokio::time::timeout(request_timeout, read_ahead(body)).await {
+            Ok(Ok(body)) => body,
             Ok(Err(error)) => {
-                let (cause, timeout) = describe(&error);
+                tracing::info!(route = %route, error = %error, "caller body unreadable");
+                return refuse(&Refusal::BadRequest {
+                    reason: "the request body could not be read",
+                });
+            }
+            Err(_) => {
+                return refuse(&Refusal::BadRequest {
+                    reason: "the request body did not arrive within the request timeout",
+                });
+            }
+        };
+        // What a replay needs: the head (header values are shared, not copied) and the body
+        // chunks read ahead. Streams larger than the replay limit keep none of it.
+        let replay = body.replayable().map(|body| (Head::of(&parts), body));
+
+        let response = match self
+            .send(
+                &route,
+                &snapshot,
+                Request::from_parts(parts, body),
+                request_timeout,
+            )
+            .await
+        {
+            Ok(response) => response,
+            Err(refusal) => return refusal,
+        };
+        if response.status() == StatusCode::UNAUTHORIZED
+            && www_authenticate::refuses_token(response.headers())
+        {
+            // Whether or not this request can be replayed, the token is dropped for the next ones.
+            slot.demand_invalidate(snapshot.generation);
+            tracing::info!(
+                route = %route,
+                generation = snapshot.generation,
+                replayable = replay.is_some(),
+                "upstream refused the token (401 invalid_token)"
+            );
+            if let Some((head, body)) = replay
+                && let Some(fresh) =
+                    newer_snapshot(&slot, snapshot.generation, request_timeout).await
+            {
+                let request = head.into_request(&fresh.authorization, body);
+                return match self.send(&route, &fresh, request, request_timeout).await {
+                    Ok(response) => {
+                        tracing::info!(route = %route, generation = fresh.generation, status = response.status().as_u16(), "replayed with a new token");
+                        if response.status() == StatusCode::UNAUTHORIZED
+                            && www_authenticate::refuses_token(response.headers())
+                        {
+                            slot.demand_invalidate(fresh.generation);
+                        }
+                        pass_back(&route, response)
+                    }
+                    Err(refusal) => refusal,
+                };
+            }
+        }
+        pass_back(&route, response)
+    }
+
+    /// Sends one request through `snapshot`'s client within `timeout`; a failure becomes popgate's
+    /// own 502/504 answer.
+    async fn send(
+        &self,
+        route: &str,
+        snapshot: &Snapshot,
+        request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        match tokio::time::timeout(timeout, snapshot.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => {
+                let (cause, timed_out) = describe(&error);
                 tracing::warn!(route = %route, cause = %cause, "upstream request failed");
-                if timeout {
+                Err(if timed_out {
                     refuse(&Refusal::Timeout {
-                        route: &route,
+                        route,
                         cause: &cause,
                     })
                 } else {
                     refuse(&Refusal::Unreachable {
-                        route: &route,
+                        route,
                         cause: &cause,
                     })
-                }
-            }
-            Err(_) => {
-                let cause = format!(
-                    "no response head within {} ms",
-                    self.request_timeout.as_millis()
-                );
-                tracing::warn!(route = %route, cause = %cause, "upstream timed out");
-                refuse(&Refusal::Timeout {
-                    route: &route,
-                    cause: &cause,
                 })
             }
+            Err(_) => {
+                let cause = format!("no response head within {} ms", timeout.as_millis());
+                tracing::warn!(route = %route, cause = %cause, "upstream timed out");
+                Err(refuse(&Refusal::Timeout {
+                    route,
+                    cause: &cause,
+                }))
+            }
         }
+    }
+}
+
+/// How long a request whose token the upstream refused waits for the engine's next token before
+/// the refusal goes back to the caller: an acquisition normally takes well under a second.
+pub const REPLAY_TOKEN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the first request of a route without a token (lazy, or still acquiring at start) waits
+/// for one: long enough for an acquisition with a retry, short of common 30 s client timeouts.
+/// Capped by the route's request timeout.
+pub const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(25);
+
+/// The request head kept for a replay.
+struct Head {
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl Head {
+    fn of(parts: &http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn into_request(
+        self,
+        authorization: &http::HeaderValue,
+        body: UpstreamBody,
+    ) -> Request<UpstreamBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization.clone());
+        request
+    }
+}
+
+/// The upstream's answer, rewritten for the caller.
+fn pass_back(route: &str, response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    tracing::debug!(route = %route, status = parts.status.as_u16(), "forwarded");
+    let version = parts.version;
+    headers::rewrite_response(&mut parts.headers, version);
+    // The caller's connection decides its own version.
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// For a route with no snapshot yet whose driver is running: start it (lazy routes) and wait,
+/// bounded, for its first publish or failure.
+async fn first_snapshot(slot: &RouteSlot, request_timeout: Duration) -> Option<Arc<Snapshot>> {
+    if !slot.status().is_pending() || !slot.has_driver() {
+        return None;
+    }
+    slot.demand_start();
+    let wait = FIRST_TOKEN_WAIT.min(request_timeout);
+    slot.wait_until(wait, |s| {
+        s.snapshot.load().is_some() || !s.status().is_pending()
+    })
+    .await;
+    slot.snapshot.load_full()
+}
+
+/// Waits, bounded, for a snapshot newer than `refused`; `None` when the engine withdrew the route
+/// or did not publish in time.
+async fn newer_snapshot(
+    slot: &RouteSlot,
+    refused: u64,
+    request_timeout: Duration,
+) -> Option<Arc<Snapshot>> {
+    let is_newer = |s: &RouteSlot| {
+        s.snapshot
+            .load()
+            .as_ref()
+            .is_some_and(|snap| snap.generation > refused)
+    };
+    slot.wait_until(REPLAY_TOKEN_WAIT.min(request_timeout), |s| {
+        is_newer(s) || !s.status().is_serving()
+    })
+    .await;
+    slot.snapshot
+        .load_full()
+        .filter(|snap| snap.generation > refused && snap.expires_at > SystemTime::now())
+}
+
+/// The 503 for a route without a usable token, naming what the engine knows.
+fn no_token(route: &str, slot: &RouteSlot, expired: bool) -> Response<ProxyBody> {
+    let status = slot.status();
+    let error = status.error();
+    let cause = match (&*status, error) {
+        (_, Some(error)) => Some(error.message.as_str()),
+        (RouteStatus::Pending { .. }, None) => Some("the route's token is still being acquired"),
+        _ => None,
+    };
+    let identity = slot.info().identity.as_deref();
+    let retry_after = status.next_attempt().map(|at| {
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        // Round up: "retry in 0 s" would invite a retry storm.
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero())
+    });
+    let detail = NoTokenDetail {
+        identity,
+        cause,
+        failed_identity: error
+            .map(|e| e.identity.as_str())
+            .filter(|failed| Some(*failed) != identity),
+        aadsts: error.and_then(|e| e.aadsts),
+        correlation_id: error.and_then(|e| e.correlation_id.as_deref()),
+        retry_after,
+    };
+    tracing::warn!(
+        route = %route,
+        status = status.label(),
+        cause = cause.unwrap_or(""),
+        "no usable token for route"
+    );
+    if expired {
+        refuse(&Refusal::TokenExpired { route, detail })
+    } else {
+        refuse(&Refusal::NoToken { route, detail })
     }
 }
 

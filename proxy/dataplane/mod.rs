@@ -24,7 +24,9 @@ pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod server;
+pub mod upstream_body;
 pub mod upstream_tls;
+pub mod www_authenticate;
 
 pub use client::{UpstreamClient, UpstreamSettings};
 pub use forward::{DataplaneTable, Forwarder};

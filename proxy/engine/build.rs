@@ -24,6 +24,7 @@ use super::sources::fic::FicCredential;
 use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearer};
 use super::sources::managed_identity_pop::{ImdsV2Identity, ManagedIdentityPop};
 use super::sources::retry::RetryTiming;
+use super::sources::static_file::StaticCredential;
 use super::sources::workload_identity::WorkloadIdentityCredential;
 
 /// What every source shares. One cache for all sources: keys carry the identity, scope, type and
@@ -262,13 +263,12 @@ impl Factory<'_> {
                     "workload identity `{name}` gives Bearer tokens only, not mtls_pop"
                 ));
             }
-            (Identity::Static(_), _) => {
-                // The static credential (engine::sources::static_file) is written in parallel and
-                // wired by the integrator.
-                return Err(format!(
-                    "static identity `{name}`: the static credential source is not wired into this build yet"
-                ));
-            }
+            (Identity::Static(identity), _) => Arc::new(StaticCredential::new(
+                labels,
+                identity.token_file.clone(),
+                identity.certificate.clone(),
+                token_type,
+            )),
         };
         self.credentials.insert(dedup, Arc::clone(&credential));
         Ok(credential)

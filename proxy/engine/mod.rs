@@ -1,8 +1,11 @@
 //! Token cache, single-flight, refresh scheduling, snapshot publishing.
 
+pub mod backoff;
 pub mod build;
 pub mod cache;
 pub mod credential;
+pub mod driver;
+pub mod route_status;
 pub mod schedule;
 pub mod snapshot;
 pub mod sources;

@@ -3,14 +3,17 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
+use tokio::sync::watch;
 
 use crate::credential::token::Token;
 use crate::dataplane::client::{UpstreamClient, UpstreamSettings};
 use crate::dataplane::upstream_tls::{self, UpstreamTlsError};
+
+use super::route_status::RouteStatus;
 
 /// Why a snapshot cannot be built from a token.
 #[derive(Debug, thiserror::Error)]
@@ -74,39 +77,111 @@ impl Snapshot {
             client: UpstreamClient::new(tls, upstream),
         })
     }
+
+    /// Like [`Snapshot::build`], but keeps `previous`'s client (its `ClientConfig`, session cache
+    /// and warm pool) when it presents the same certificate as `token.binding`: a token refresh
+    /// for an unchanged certificate changes only the header, so reconnecting would buy nothing
+    /// but a burst of mTLS handshakes. A different certificate (or none instead of one) always
+    /// gets a new config and pool, so certificate A is never presented with a token bound to B.
+    pub fn build_reusing(
+        token: &Token,
+        upstream: &UpstreamSettings,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, SnapshotError> {
+        let x5t = token.binding.as_ref().map(|b| b.x5t_s256());
+        let Some(previous) = previous.filter(|p| p.x5t_s256.as_deref() == x5t) else {
+            return Self::build(token, upstream, generation);
+        };
+        if token.token_type == crate::credential::token::TokenType::MtlsPop && x5t.is_none() {
+            return Err(SnapshotError::PopWithoutCertificate);
+        }
+        let authorization = token
+            .authorization_header()
+            .map_err(|_| SnapshotError::BadHeaderValue)?;
+        Ok(Self {
+            authorization,
+            x5t_s256: previous.x5t_s256.clone(),
+            expires_at: token.expires_at,
+            generation,
+            client: previous.client.clone(),
+        })
+    }
 }
 
-/// A route's published state. `None` means "no usable token": the data plane answers 503.
+/// What a route's slot knows besides its snapshot: used in 503 bodies and for the wait bounds.
+#[derive(Clone, Debug, Default)]
+pub struct RouteInfo {
+    /// The identity the route's token is acquired for (routes.yaml name).
+    pub identity: Option<Arc<str>>,
+    /// The route's own request timeout (`None`: the data plane's default).
+    pub request_timeout: Option<Duration>,
+    /// Acquire on the first request instead of at start.
+    pub lazy: bool,
+}
+
+/// What the data plane asks of a route's driver. Only ever grows: `started` turns true once,
+/// `invalidated` only increases.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// A request arrived (starts a lazy route).
+    pub started: bool,
+    /// The upstream refused the token of this snapshot generation (`401 invalid_token`).
+    pub invalidated: Option<u64>,
+}
+
+/// A route's published state. `None` means "no usable token": the data plane answers 503 naming
+/// the route's [`RouteStatus`].
 pub struct RouteSlot {
     name: Arc<str>,
+    info: RouteInfo,
     /// The current snapshot; the credential engine stores, the data plane loads.
     pub snapshot: ArcSwapOption<Snapshot>,
+    status: ArcSwap<RouteStatus>,
+    /// Bumped on every publish, withdraw and status change, so slow paths can wait for one.
+    changes: watch::Sender<u64>,
+    demand: watch::Sender<Demand>,
 }
 
 impl fmt::Debug for RouteSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteSlot")
             .field("name", &self.name)
+            .field("info", &self.info)
             .field("snapshot", &self.snapshot.load())
+            .field("status", &self.status.load())
             .finish()
     }
 }
 
 impl RouteSlot {
-    /// An empty slot (no snapshot yet).
+    /// An empty slot (no snapshot yet) for an eager route with no identity named.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self::for_route(name, RouteInfo::default())
+    }
+
+    /// An empty slot for a route described by `info`.
+    pub fn for_route(name: impl Into<Arc<str>>, info: RouteInfo) -> Self {
+        let status = RouteStatus::pending(info.lazy);
         Self {
             name: name.into(),
+            info,
             snapshot: ArcSwapOption::empty(),
+            status: ArcSwap::from_pointee(status),
+            changes: watch::channel(0).0,
+            demand: watch::channel(Demand::default()).0,
         }
     }
 
     /// A slot already holding a snapshot.
     pub fn with_snapshot(name: impl Into<Arc<str>>, snapshot: Snapshot) -> Self {
-        Self {
-            name: name.into(),
-            snapshot: ArcSwapOption::from_pointee(snapshot),
-        }
+        let slot = Self::new(name);
+        slot.set_status(RouteStatus::Ready {
+            expires_at: snapshot.expires_at,
+            generation: snapshot.generation,
+        });
+        slot.publish(snapshot);
+        slot
     }
 
     /// The route's name.
@@ -114,14 +189,86 @@ impl RouteSlot {
         &self.name
     }
 
+    /// The route's identity, request timeout and acquisition mode.
+    pub fn info(&self) -> &RouteInfo {
+        &self.info
+    }
+
     /// Publishes a new snapshot; requests already in flight keep the old one until they finish.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshot.store(Some(Arc::new(snapshot)));
+        self.publish_arc(Arc::new(snapshot));
+    }
+
+    /// Publishes a snapshot the caller keeps a handle on.
+    pub fn publish_arc(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(Some(snapshot));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Withdraws the snapshot: requests get 503 until the next publish.
     pub fn withdraw(&self) {
         self.snapshot.store(None);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The route's status (lock-free).
+    pub fn status(&self) -> Arc<RouteStatus> {
+        self.status.load_full()
+    }
+
+    /// Replaces the route's status.
+    pub fn set_status(&self, status: RouteStatus) {
+        self.status.store(Arc::new(status));
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes on every publish, withdraw and status change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Waits (at most `timeout`) until `ready(self)` holds; returns whether it did.
+    pub async fn wait_until(&self, timeout: Duration, ready: impl Fn(&RouteSlot) -> bool) -> bool {
+        // Subscribe before the first check so a change between the check and the wait is seen.
+        let mut changes = self.changes();
+        let wait = async {
+            loop {
+                if ready(self) {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return ready(self);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// True while a driver watches this slot (so waiting for it to publish makes sense).
+    pub fn has_driver(&self) -> bool {
+        self.demand.receiver_count() > 0
+    }
+
+    /// The driver's view of what the data plane asked for.
+    pub fn demand(&self) -> watch::Receiver<Demand> {
+        self.demand.subscribe()
+    }
+
+    /// Asks the driver of a lazy route to start acquiring (no-op once started).
+    pub fn demand_start(&self) {
+        self.demand
+            .send_if_modified(|d| !std::mem::replace(&mut d.started, true));
+    }
+
+    /// Tells the driver the upstream refused the token of snapshot `generation`.
+    pub fn demand_invalidate(&self, generation: u64) {
+        self.demand.send_if_modified(|d| {
+            if d.invalidated.is_some_and(|g| g >= generation) {
+                return false;
+            }
+            d.invalidated = Some(generation);
+            true
+        });
     }
 }
 
@@ -187,5 +334,123 @@ mod tests {
             Snapshot::build(&token(TokenType::Bearer, "abc\ndef"), &settings(), 1).unwrap_err();
         assert!(matches!(err, SnapshotError::BadHeaderValue), "{err}");
         assert!(!err.to_string().contains("abc"));
+    }
+
+    fn binding(cn: &str) -> crate::credential::binding::BindingCert {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        crate::credential::binding::BindingCert::from_der(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap()
+    }
+
+    fn pop(secret: &str, cert: &crate::credential::binding::BindingCert) -> Token {
+        let mut t = token(TokenType::MtlsPop, secret);
+        t.binding = Some(cert.clone());
+        t
+    }
+
+    #[tokio::test]
+    async fn same_certificate_reuses_the_client_other_certificates_never_do() {
+        let settings = settings();
+        let (a, b) = (binding("a"), binding("b"));
+        let first = Snapshot::build(&pop("t1", &a), &settings, 1).unwrap();
+        let refreshed =
+            Snapshot::build_reusing(&pop("t2", &a), &settings, 2, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.client.tls_config(),
+            refreshed.client.tls_config()
+        ));
+        assert_eq!(refreshed.authorization.to_str().unwrap(), "mtls_pop t2");
+        assert_eq!(refreshed.generation, 2);
+
+        let rotated =
+            Snapshot::build_reusing(&pop("t3", &b), &settings, 3, Some(&refreshed)).unwrap();
+        assert!(!Arc::ptr_eq(
+            refreshed.client.tls_config(),
+            rotated.client.tls_config()
+        ));
+        assert_eq!(rotated.x5t_s256.as_deref(), Some(b.x5t_s256()));
+
+        // A Bearer token without a certificate never reuses a client that presents one.
+        let bearer = Snapshot::build_reusing(
+            &token(TokenType::Bearer, "t4"),
+            &settings,
+            4,
+            Some(&rotated),
+        )
+        .unwrap();
+        assert!(!Arc::ptr_eq(
+            rotated.client.tls_config(),
+            bearer.client.tls_config()
+        ));
+        assert_eq!(bearer.x5t_s256, None);
+        let err = Snapshot::build_reusing(
+            &token(TokenType::MtlsPop, "t5"),
+            &settings,
+            5,
+            Some(&bearer),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::PopWithoutCertificate), "{err}");
+    }
+
+    #[tokio::test]
+    async fn demand_only_grows_and_waiters_see_changes() {
+        let slot = Arc::new(RouteSlot::for_route(
+            "r",
+            RouteInfo {
+                identity: Some("app".into()),
+                request_timeout: None,
+                lazy: true,
+            },
+        ));
+        assert!(slot.status().is_pending());
+        assert!(!slot.has_driver());
+        let mut demand = slot.demand();
+        assert!(slot.has_driver());
+        slot.demand_start();
+        slot.demand_start();
+        slot.demand_invalidate(3);
+        slot.demand_invalidate(2);
+        assert!(demand.has_changed().unwrap());
+        assert_eq!(
+            *demand.borrow_and_update(),
+            Demand {
+                started: true,
+                invalidated: Some(3)
+            }
+        );
+        // Nothing new: a repeated start or an older generation is not a change.
+        slot.demand_start();
+        slot.demand_invalidate(1);
+        assert!(!demand.has_changed().unwrap());
+
+        // A waiter wakes on the status change made after it started waiting.
+        let waiter = {
+            let slot = Arc::clone(&slot);
+            tokio::spawn(async move {
+                slot.wait_until(Duration::from_secs(30), |s| s.status().is_serving())
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        slot.set_status(RouteStatus::Ready {
+            expires_at: SystemTime::now(),
+            generation: 1,
+        });
+        assert!(waiter.await.unwrap());
+        // And gives up at its bound when nothing happens.
+        assert!(
+            !slot
+                .wait_until(Duration::from_millis(1), |s| s.status().is_pending())
+                .await
+        );
     }
 }

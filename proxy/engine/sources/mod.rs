@@ -9,6 +9,7 @@ pub mod fic;
 pub mod managed_identity_bearer;
 pub mod managed_identity_pop;
 pub mod retry;
+pub mod static_file;
 pub mod workload_identity;
 
 use std::future::Future;

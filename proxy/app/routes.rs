@@ -1,0 +1,78 @@
+//! The route table and each route's upstream settings, from the validated config.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{Config, Route};
+use crate::dataplane::DataplaneTable;
+use crate::dataplane::client::UpstreamSettings;
+use crate::dataplane::connect::ResolveMap;
+use crate::dataplane::upstream_tls::ExtraRoots;
+use crate::engine::credential::Credential;
+use crate::engine::snapshot::{RouteInfo, RouteSlot};
+use crate::routing::{RouteSpec, RouteTable};
+
+use super::RunError;
+
+/// The network settings every route shares (resolve overrides, extra trust anchors).
+pub fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunError> {
+    let mut resolve = ResolveMap::default();
+    for (host_port, addr) in &config.network.resolve {
+        resolve
+            .insert(host_port, *addr)
+            .map_err(|e| RunError::Resolve(e.to_string()))?;
+    }
+    let mut extra_roots = ExtraRoots::default();
+    for ca in &config.network.extra_ca {
+        extra_roots.add_der("network.extra_ca_files", ca.clone());
+    }
+    Ok(UpstreamSettings {
+        extra_roots,
+        resolve: Arc::new(resolve),
+        ..UpstreamSettings::default()
+    })
+}
+
+/// `shared` with the route's own connect and idle timeouts.
+pub fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSettings {
+    UpstreamSettings {
+        connect_timeout: route.timeouts.connect,
+        pool_idle_timeout: route.timeouts.idle,
+        ..shared.clone()
+    }
+}
+
+/// One slot per route (in config order) and the table mapping requests to them.
+pub fn route_table(
+    config: &Config,
+    credentials: &BTreeMap<String, Arc<dyn Credential>>,
+) -> Result<(DataplaneTable, Vec<Arc<RouteSlot>>), RunError> {
+    let mut compiled = Vec::with_capacity(config.routes.len());
+    let mut slots = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        let credential =
+            credentials
+                .get(&route.name)
+                .ok_or_else(|| RunError::MissingCredential {
+                    route: route.name.clone(),
+                })?;
+        let slot = Arc::new(RouteSlot::for_route(
+            route.name.as_str(),
+            RouteInfo {
+                identity: Some(credential.labels().identity.as_str().into()),
+                request_timeout: Some(route.timeouts.request),
+                lazy: route.acquire == crate::config::Acquire::Lazy,
+            },
+        ));
+        let spec = RouteSpec {
+            name: route.name.clone(),
+            host: route.host.as_ref().map(|h| h.to_string()),
+            path_prefix: route.path_prefix.clone(),
+            strip_prefix: route.strip_prefix,
+            upstream: route.upstream.clone(),
+        };
+        compiled.push((spec, Arc::clone(&slot)));
+        slots.push(slot);
+    }
+    Ok((RouteTable::new(compiled)?, slots))
+}

@@ -1,0 +1,178 @@
+//! The body popgate sends upstream: the caller's stream as is, or — for bodies small enough to
+//! replay after a `401 invalid_token` — the chunks read ahead, shared (not copied) with the replay.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+/// Request bodies up to this size are read ahead and kept, so the request can be replayed once
+/// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
+/// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// How long to read ahead for a body of unknown length before streaming what arrived: a caller
+/// that sends slowly or waits for the response before sending more must never stall on us.
+pub const REPLAY_READ_AHEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// A request body on its way upstream.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The caller's body, streamed.
+    Streaming(Incoming),
+    /// A body read whole ahead of sending (cloning shares the chunks).
+    Buffered {
+        chunks: VecDeque<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    /// What was read ahead, then the rest of the caller's stream.
+    Prefixed {
+        prefix: VecDeque<Bytes>,
+        rest: Incoming,
+    },
+}
+
+impl UpstreamBody {
+    /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.
+    pub fn replayable(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Buffered { chunks, trailers } => Some(UpstreamBody::Buffered {
+                chunks: chunks.clone(),
+                trailers: trailers.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        UpstreamBody::Buffered {
+            chunks: VecDeque::new(),
+            trailers: None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Buffered { chunks, trailers } => match chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
+            UpstreamBody::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(body) => body.is_end_stream(),
+            UpstreamBody::Buffered { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+            UpstreamBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = |chunks: &VecDeque<Bytes>| chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        match self {
+            UpstreamBody::Streaming(body) => body.size_hint(),
+            UpstreamBody::Buffered { chunks, .. } => SizeHint::with_exact(len(chunks)),
+            UpstreamBody::Prefixed { prefix, rest } => {
+                let read = len(prefix);
+                let hint = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower().saturating_add(read));
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper.saturating_add(read));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Why the caller's body could not be read ahead.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ReadAheadError(hyper::Error);
+
+/// Prepares a caller's body: bodies known to exceed [`MAX_REPLAY_BODY`] stream untouched; others
+/// are read ahead up to that size (for at most [`REPLAY_READ_AHEAD_WAIT`] when their length is
+/// unknown) and come back `Buffered` (replayable) when complete, `Prefixed` otherwise.
+pub async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> {
+    if body.is_end_stream() {
+        return Ok(UpstreamBody::empty());
+    }
+    let hint = body.size_hint();
+    if hint.lower() > MAX_REPLAY_BODY {
+        return Ok(UpstreamBody::Streaming(body));
+    }
+    // A declared length is already on its way; only an open-ended stream may stall.
+    let wait = if hint.exact().is_some() {
+        None
+    } else {
+        Some(REPLAY_READ_AHEAD_WAIT)
+    };
+    let mut body = body;
+    let mut chunks = VecDeque::new();
+    let mut read = 0u64;
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Ok(UpstreamBody::Prefixed {
+                        prefix: chunks,
+                        rest: body,
+                    });
+                }
+            },
+            None => body.frame().await,
+        };
+        match next {
+            None => {
+                return Ok(UpstreamBody::Buffered {
+                    chunks,
+                    trailers: None,
+                });
+            }
+            Some(Err(e)) => return Err(ReadAheadError(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    read += data.len() as u64;
+                    chunks.push_back(data);
+                    if read > MAX_REPLAY_BODY {
+                        return Ok(UpstreamBody::Prefixed {
+                            prefix: chunks,
+                            rest: body,
+                        });
+                    }
+                }
+                Err(frame) => {
+                    // Trailers end the body.
+                    return Ok(UpstreamBody::Buffered {
+                        chunks,
+                        trailers: frame.into_trailers().ok(),
+                    });
+                }
+            },
+        }
+    }
+}
