@@ -27,6 +27,8 @@ const PACE: Duration = Duration::from_millis(10);
 /// Requests each caller still sends after the event it waits for (a refresh, the new certificate),
 /// so traffic continues across the switch rather than stopping at it.
 const REQUESTS_AFTER: usize = 20;
+/// Answers on certificate A before the rotation test swaps the files to B.
+const SWAP_AFTER_ANSWERS: usize = 3 * CLIENTS;
 /// Bound on waiting for a route to change state.
 const STATE_BOUND: Duration = Duration::from_secs(60);
 
@@ -223,11 +225,24 @@ async fn certificate_rotation_under_load_fails_no_request_and_never_mixes_cert_a
     let new_x5t = b.x5t_s256.clone();
     let saw_new = Arc::new(AtomicBool::new(false));
     let swapped = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let inspect = {
-        let (saw_new, new_x5t, old_x5t) =
-            (Arc::clone(&saw_new), new_x5t.clone(), a.x5t_s256.clone());
+        let (saw_new, swapped, answered) = (
+            Arc::clone(&saw_new),
+            Arc::clone(&swapped),
+            Arc::clone(&answered),
+        );
+        let (new_x5t, old_x5t) = (new_x5t.clone(), a.x5t_s256.clone());
+        let (secret, cert, key) = (secret.clone(), b.cert_pem.clone(), b.key_pem.clone());
         Arc::new(move |echo: &serde_json::Value| {
             bound(echo)?;
+            // Rotate while the load runs: once every caller has had a few answers on A, the
+            // caller that sees the threshold swaps the mounted secret to B.
+            if answered.fetch_add(1, Ordering::SeqCst) + 1 == SWAP_AFTER_ANSWERS
+                && !swapped.swap(true, Ordering::SeqCst)
+            {
+                publish_k8s_secret(&secret, "gen2", &cert, &key);
+            }
             let presented = echo["presented_x5t"].as_str().unwrap_or_default();
             if presented == new_x5t {
                 saw_new.store(true, Ordering::SeqCst);
@@ -243,31 +258,8 @@ async fn certificate_rotation_under_load_fails_no_request_and_never_mixes_cert_a
         let saw_new = Arc::clone(&saw_new);
         Arc::new(move || saw_new.load(Ordering::SeqCst))
     };
-    let swap = {
-        let (swapped, secret, cert, key) = (
-            Arc::clone(&swapped),
-            secret.clone(),
-            b.cert_pem.clone(),
-            b.key_pem.to_string(),
-        );
-        // Rotate while the load runs: once the callers have had some answers.
-        let ok_before = env.count(Endpoint::Resource) + 3 * CLIENTS;
-        let observations = Arc::clone(env.authority.observations());
-        tokio::spawn(async move {
-            let mut changes = tokio::time::interval(Duration::from_millis(20));
-            for _ in 0..1000 {
-                changes.tick().await;
-                if observations.count(Endpoint::Resource) >= ok_before {
-                    break;
-                }
-            }
-            publish_k8s_secret(&secret, "gen2", &cert, &key);
-            swapped.store(true, Ordering::SeqCst);
-        })
-    };
     let tally = load(proxy, &path, done, inspect).await;
-    swap.await.unwrap();
-    assert!(swapped.load(Ordering::SeqCst));
+    assert!(swapped.load(Ordering::SeqCst), "the load ended before the swap");
     assert_no_failures(&tally);
     assert!(
         saw_new.load(Ordering::SeqCst),

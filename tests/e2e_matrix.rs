@@ -72,7 +72,10 @@ fn matrix() -> Vec<Row> {
         bearer(fic("fic-app-bearer", "app", "bearer")),
         // Same leg 1, shared: leg 2 Token +1.
         pop(fic("fic-app-pop", "app", "mtls_pop")),
-        // Bearer-leg-1 extension, MI leg 1 over IMDS v1 (exchange audience): IMDS v1 +1, Token +1.
+        // Bearer-leg-1 extension, MI leg 1 over IMDS v1 (exchange audience): IMDS v1 +1. Its
+        // final token shares fic-mi-bearer's cache entry — same leg 2, same leg-1 identity, same
+        // resource, Bearer (no binding in the key) — so whichever of the two routes acquires
+        // first, there is one leg-2 call between them: Token +0.
         bearer(Route::new(
             "ext-mi",
             GRAPH,
@@ -110,8 +113,9 @@ struct Expected {
 
 const EXPECTED: Expected = Expected {
     // Vanilla: app-pop, app-west-pop, app-bearer (3) + 4 MI PoP + wi-bearer (1) = 8.
-    // FIC: 2 leg 1s (uami, app) + 4 leg 2s = 6. Extension: ext-mi leg 2 (1) + ext-wi both (2) = 3.
-    token: 8 + 6 + 3,
+    // FIC: 2 leg 1s (uami, app) + 4 leg 2s = 6. Extension: ext-mi leg 2 shared with
+    // fic-mi-bearer (0) + ext-wi leg 1 and leg 2 (2) = 2.
+    token: 8 + 6 + 2,
     // 4 MI Bearer routes + the ext-mi Bearer leg 1.
     imds_v1: 5,
     // One IMDSv2 certificate per managed identity name (sami, uami, uami-r, uami-o).
