@@ -115,7 +115,9 @@ fn bound(echo: &serde_json::Value) -> Result<(), String> {
     if echo["scheme"] == "mtls_pop" && echo["cnf_x5t"] == echo["presented_x5t"] {
         Ok(())
     } else {
-        Err(format!("token not bound to the presented certificate: {echo}"))
+        Err(format!(
+            "token not bound to the presented certificate: {echo}"
+        ))
     }
 }
 
@@ -124,7 +126,9 @@ async fn two_hundred_concurrent_cold_requests_cost_one_acquisition_per_key() {
     let env = Env::start().await;
     let mi = Route::vanilla("mi", ARM, "uami", "mtls_pop").lazy();
     let app_route = Route::vanilla("app", GRAPH, "app", "mtls_pop").lazy();
-    let app = env.popgate(env.config(&[mi.clone(), app_route.clone()])).await;
+    let app = env
+        .popgate(env.config(&[mi.clone(), app_route.clone()]))
+        .await;
     let proxy = app.local_addrs()[0];
     // Slow token answers keep the acquisition in flight while the requests pile up behind it.
     env.authority
@@ -135,7 +139,9 @@ async fn two_hundred_concurrent_cold_requests_cost_one_acquisition_per_key() {
         let mut tasks = Vec::with_capacity(COLD_REQUESTS);
         for i in 0..COLD_REQUESTS {
             let path = format!("{}cold/{i}", route.path());
-            tasks.push(tokio::spawn(async move { Caller::new(proxy).get(&path).await }));
+            tasks.push(tokio::spawn(
+                async move { Caller::new(proxy).get(&path).await },
+            ));
         }
         for task in tasks {
             let answer = task.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
@@ -179,7 +185,10 @@ async fn refresh_ahead_under_load_fails_no_request() {
     .await;
     assert_no_failures(&tally);
     let tokens = env.count(Endpoint::Token);
-    assert!(tokens >= 3, "only {tokens} token generations during the load");
+    assert!(
+        tokens >= 3,
+        "only {tokens} token generations during the load"
+    );
     let log = env.authority.observations().log();
     assert!(
         log.iter()
@@ -259,7 +268,10 @@ async fn certificate_rotation_under_load_fails_no_request_and_never_mixes_cert_a
         Arc::new(move || saw_new.load(Ordering::SeqCst))
     };
     let tally = load(proxy, &path, done, inspect).await;
-    assert!(swapped.load(Ordering::SeqCst), "the load ended before the swap");
+    assert!(
+        swapped.load(Ordering::SeqCst),
+        "the load ended before the swap"
+    );
     assert_no_failures(&tally);
     assert!(
         saw_new.load(Ordering::SeqCst),
@@ -326,6 +338,7 @@ async fn retry_after_gives_a_503_naming_the_cause_and_holds_token_calls_back() {
     let slot = app.route("app").unwrap();
     let status = slot.status();
     let RouteStatus::Failed {
+        error,
         since,
         next_attempt,
         ..
@@ -333,18 +346,33 @@ async fn retry_after_gives_a_503_naming_the_cause_and_holds_token_calls_back() {
     else {
         panic!("route not failed: {status:?}")
     };
+    // The block runs from when the 429 arrived (just before the failure was stamped `since`); the
+    // driver's next attempt is no earlier than the end of the block.
+    let blocked_until = error
+        .blocked_until
+        .expect("the 429's Retry-After is recorded");
     assert!(
-        next_attempt.duration_since(*since).unwrap_or_default()
-            >= Duration::from_secs(RETRY_AFTER_SECS),
+        blocked_until.duration_since(*since).unwrap_or_default()
+            > Duration::from_secs(RETRY_AFTER_SECS - 1),
+        "the block is shorter than Retry-After: {status:?}"
+    );
+    assert!(
+        *next_attempt >= blocked_until,
         "the next attempt ignores Retry-After: {status:?}"
     );
     let again = get(proxy, &path).await;
     assert_eq!(again.status, 503, "{}", again.body);
-    assert_eq!(env.count(Endpoint::Token), 1, "a token call inside Retry-After");
+    assert_eq!(
+        env.count(Endpoint::Token),
+        1,
+        "a token call inside Retry-After"
+    );
     assert_eq!(env.resource_counts(), (0, 0), "forwarded without a token");
 
     // After it: the driver's next attempt succeeds and the route serves.
-    let ready = slot.wait_until(STATE_BOUND, |s| s.status().is_serving()).await;
+    let ready = slot
+        .wait_until(STATE_BOUND, |s| s.status().is_serving())
+        .await;
     assert!(ready, "{:?}", slot.status());
     check_pop(&get(proxy, &path).await, "app");
     assert_eq!(env.count(Endpoint::Token), 2);
@@ -384,7 +412,9 @@ async fn imds_410_is_retried_for_v1_and_v2() {
     let env = Env::start().await;
     let bearer = Route::vanilla("mi-bearer", ARM, "uami", "bearer").lazy();
     let pop = Route::vanilla("mi-pop", ARM, "sami", "mtls_pop").lazy();
-    let app = env.popgate(env.config(&[bearer.clone(), pop.clone()])).await;
+    let app = env
+        .popgate(env.config(&[bearer.clone(), pop.clone()]))
+        .await;
     let proxy = app.local_addrs()[0];
     let gone = Fault::Status {
         code: 410,
@@ -395,7 +425,10 @@ async fn imds_410_is_retried_for_v1_and_v2() {
     faults.push(Endpoint::ImdsV1Token, gone.clone(), 3);
     faults.push(Endpoint::ImdsPlatformMetadata, gone, 3);
 
-    check_bearer(&get(proxy, &format!("{}x", bearer.path())).await, "mi-bearer");
+    check_bearer(
+        &get(proxy, &format!("{}x", bearer.path())).await,
+        "mi-bearer",
+    );
     assert_eq!(env.count(Endpoint::ImdsV1Token), 4);
     check_pop(&get(proxy, &format!("{}x", pop.path())).await, "mi-pop");
     assert_eq!(env.count(Endpoint::ImdsPlatformMetadata), 4);

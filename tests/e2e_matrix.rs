@@ -42,7 +42,12 @@ fn matrix() -> Vec<Row> {
         // Vanilla certificate app, PoP on the global mtlsauth host: Token +1.
         pop(Route::vanilla("app-pop", GRAPH, "app", "mtls_pop")),
         // Same app through region westus3 (another identity name, so another key): Token +1.
-        pop(Route::vanilla("app-west-pop", GRAPH, "app-west", "mtls_pop")),
+        pop(Route::vanilla(
+            "app-west-pop",
+            GRAPH,
+            "app-west",
+            "mtls_pop",
+        )),
         // Vanilla certificate app, Bearer (login.* host, signed assertion): Token +1.
         bearer(Route::vanilla("app-bearer", GRAPH, "app", "bearer")),
         // Identical to app-pop on another path: shares its credential, costs nothing.
@@ -51,7 +56,12 @@ fn matrix() -> Vec<Row> {
     // Managed identities × selectors: PoP is metadata +1, issuecredential +1, Token +1 per
     // identity name; Bearer is IMDS v1 +1.
     for id in ["sami", "uami", "uami-r", "uami-o"] {
-        rows.push(pop(Route::vanilla(&format!("{id}-pop"), ARM, id, "mtls_pop")));
+        rows.push(pop(Route::vanilla(
+            &format!("{id}-pop"),
+            ARM,
+            id,
+            "mtls_pop",
+        )));
         rows.push(bearer(Route::vanilla(
             &format!("{id}-bearer"),
             ARM,
@@ -210,7 +220,11 @@ async fn every_flow_identity_and_token_type_through_the_proxy_with_exact_call_co
         let answer = get(proxy, &format!("{}again", row.route.path())).await;
         assert_eq!(answer.status, 200, "{}: {}", row.route.name, answer.body);
     }
-    assert_eq!(counts(&env), expected, "the second round reused every token");
+    assert_eq!(
+        counts(&env),
+        expected,
+        "the second round reused every token"
+    );
     assert_eq!(env.count(Endpoint::Resource), 2 * rows.len());
 
     app.shutdown().await;
