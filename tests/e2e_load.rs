@@ -50,14 +50,19 @@ impl Tally {
     }
 }
 
+/// Whether the event a load loop waits for has happened.
+type Done = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Checks one 200 echo; an error counts the request as failed.
+type Inspect = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>;
+
 /// Runs `CLIENTS` callers against `path` until `done()` has held for `REQUESTS_AFTER` more
 /// requests of each caller (or a bound is reached). Each 200 echo goes to `inspect`, which returns
 /// an error for a bad echo.
 async fn load(
     proxy: std::net::SocketAddr,
     path: &str,
-    done: Arc<dyn Fn() -> bool + Send + Sync>,
-    inspect: Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>,
+    done: Done,
+    inspect: Inspect,
 ) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
     let deadline = tokio::time::Instant::now() + LOAD_TIME_CAP;
