@@ -229,3 +229,55 @@ async fn every_flow_identity_and_token_type_through_the_proxy_with_exact_call_co
 
     app.shutdown().await;
 }
+
+/// The matrix's PoP assertions rest on the resource refusing an `mtls_pop` token that arrives
+/// without its certificate, even though (for the Bearer rows) it lets callers connect without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resource_refuses_a_pop_token_without_its_certificate() {
+    use http_body_util::BodyExt as _;
+    use std::sync::Arc;
+
+    let env = Env::start().await;
+    let token = std::fs::read_to_string(env.path("static.jwt")).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(env.authority.pki().root_store().unwrap())
+    .with_no_client_auth();
+    let call = async {
+        let tcp = tokio::net::TcpStream::connect(env.authority.resource_addr())
+            .await
+            .unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(
+                rustls::pki_types::ServerName::try_from("graph.microsoft.com").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get("https://graph.microsoft.com/v1.0/me")
+            .header(http::header::HOST, "graph.microsoft.com")
+            .header(
+                http::header::AUTHORIZATION,
+                format!("mtls_pop {}", token.trim()),
+            )
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await;
+        status
+    };
+    let status = tokio::time::timeout(REQUEST_BOUND, call)
+        .await
+        .expect("resource call in time");
+    assert_eq!(status, 401);
+    assert_eq!(env.resource_counts(), (1, 1));
+}
