@@ -138,7 +138,16 @@ async fn every_flow_identity_and_token_type_through_the_proxy_with_exact_call_co
     let env = Env::start().await;
     let rows = matrix();
     let routes: Vec<Route> = rows.iter().map(|r| r.route.clone()).collect();
-    let app = env.popgate(env.config(&routes)).await;
+    // The regional host goes through a counting forwarder: proof that app-west-pop (and only
+    // it) used westus3.mtlsauth.microsoft.com.
+    let (regional, regional_connections) = counting_forwarder(env.authority.token_addr()).await;
+    let config = env.config_full(
+        "app.pem",
+        "app.key",
+        &routes,
+        &[("westus3.mtlsauth.microsoft.com", regional)],
+    );
+    let app = env.popgate(config).await;
     app.initial_round(INITIAL_ROUND_BOUND).await;
     for slot in app.routes() {
         assert!(
@@ -186,6 +195,11 @@ async fn every_flow_identity_and_token_type_through_the_proxy_with_exact_call_co
         assert_eq!(echo["audience"], audience, "{name}: {echo}");
     }
     assert!(app_cert_seen.is_some());
+    assert_eq!(
+        regional_connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection (one token call) to the regional mtlsauth host"
+    );
 
     let counts = |env: &Env| {
         [

@@ -227,12 +227,25 @@ impl Env {
 
     /// [`Env::config`] with the certificate app's files elsewhere (rotation tests).
     pub fn config_with_app_files(&self, app_cert: &str, app_key: &str, routes: &[Route]) -> Config {
+        self.config_full(app_cert, app_key, routes, &[])
+    }
+
+    /// [`Env::config`] with some token hosts resolved to `token_overrides` addresses instead of the
+    /// authority's token listener (e.g. a counting forwarder in front of it).
+    pub fn config_full(
+        &self,
+        app_cert: &str,
+        app_key: &str,
+        routes: &[Route],
+        token_overrides: &[(&str, SocketAddr)],
+    ) -> Config {
         let mut resolve = String::new();
         for host in TOKEN_HOSTS {
-            resolve.push_str(&format!(
-                "    \"{host}:443\": \"{}\"\n",
-                self.authority.token_addr()
-            ));
+            let addr = token_overrides
+                .iter()
+                .find(|(h, _)| h == host)
+                .map_or(self.authority.token_addr(), |(_, a)| *a);
+            resolve.push_str(&format!("    \"{host}:443\": \"{addr}\"\n"));
         }
         for host in RESOURCE_HOSTS {
             resolve.push_str(&format!(
@@ -468,4 +481,28 @@ pub fn publish_k8s_secret(dir: &Path, name: &str, cert_pem: &str, key_pem: &str)
             std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
         }
     }
+}
+
+/// A TCP forwarder on 127.0.0.1 in front of `target` that counts the connections it accepted:
+/// resolving one host name to it proves which host name popgate connected to. Runs until the test's
+/// runtime ends.
+pub async fn counting_forwarder(
+    target: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    assert!(target.ip().is_loopback(), "tests only target loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, count)
 }
