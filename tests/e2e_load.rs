@@ -58,12 +58,7 @@ type Inspect = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Syn
 /// Runs `CLIENTS` callers against `path` until `done()` has held for `REQUESTS_AFTER` more
 /// requests of each caller (or a bound is reached). Each 200 echo goes to `inspect`, which returns
 /// an error for a bad echo.
-async fn load(
-    proxy: std::net::SocketAddr,
-    path: &str,
-    done: Done,
-    inspect: Inspect,
-) -> Arc<Tally> {
+async fn load(proxy: std::net::SocketAddr, path: &str, done: Done, inspect: Inspect) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
     let deadline = tokio::time::Instant::now() + LOAD_TIME_CAP;
     let mut tasks = Vec::new();

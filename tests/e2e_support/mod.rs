@@ -465,7 +465,7 @@ pub fn check_bearer(answer: &Answer, route: &str) {
 
 /// Writes `cert_pem` / `key_pem` as `app.pem` / `app.key` in a new directory `dir/name` and
 /// points the `dir/..data` symlink at it atomically (rename over the old link), the way kubelet
-/// updates a mounted secret. Returns nothing; the watched files are `dir/app.pem` → `..data/app.pem`.
+/// updates a mounted secret. The watched files are `dir/app.pem` → `..data/app.pem` (and `app.key`).
 pub fn publish_k8s_secret(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) {
     let generation = dir.join(name);
     std::fs::create_dir(&generation).unwrap();
