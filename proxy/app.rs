@@ -46,6 +46,15 @@ pub enum RunError {
     Start(#[from] StartError),
 }
 
+/// Engine timings [`App::start_with`] may override; the defaults are production's.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Retry waits for the token endpoint and IMDS.
+    pub retry: RetryTiming,
+    /// How often certificate files are compared; `None` keeps the engine's default.
+    pub cert_poll_interval: Option<Duration>,
+}
+
 /// A running popgate: listeners serving, one driver per route.
 #[derive(Debug)]
 pub struct App {
@@ -59,8 +68,16 @@ impl App {
     /// Builds everything from `config`, starts the drivers (eager routes begin acquiring at once)
     /// and binds the listeners. Returns as soon as the listeners are bound.
     pub async fn start(config: Config) -> Result<App, RunError> {
-        let deps =
-            EngineDeps::from_config(&config, RefreshPolicy::default(), RetryTiming::default())?;
+        App::start_with(config, StartOptions::default()).await
+    }
+
+    /// [`App::start`] with engine timings overridden (tests scale retry waits and poll
+    /// certificate files faster; production uses [`StartOptions::default`]).
+    pub async fn start_with(config: Config, options: StartOptions) -> Result<App, RunError> {
+        let mut deps = EngineDeps::from_config(&config, RefreshPolicy::default(), options.retry)?;
+        if let Some(interval) = options.cert_poll_interval {
+            deps.cert_poll_interval = interval;
+        }
         let credentials = build::build_credentials(&config, &deps)?;
         let shared = routes::shared_upstream(&config)?;
         let (table, slots) = routes::route_table(&config, &credentials)?;

@@ -54,6 +54,10 @@ pub struct AuthorityConfig {
     pub resource_hosts: Vec<String>,
     /// IMDS behaviour: certificate lifetime, v2 on/off, App Service secret, …
     pub imds: imds::ImdsSettings,
+    /// Whether the resource listener refuses TLS handshakes without a client certificate (the
+    /// default). `false` asks for one but lets Bearer callers without a certificate through, as
+    /// real Bearer resources do; an `mtls_pop` request without one is still refused per request.
+    pub resource_requires_client_cert: bool,
 }
 
 impl Default for AuthorityConfig {
@@ -69,6 +73,7 @@ impl Default for AuthorityConfig {
                 .map(|h| h.to_string())
                 .collect(),
             imds: imds::ImdsSettings::default(),
+            resource_requires_client_cert: true,
         }
     }
 }
@@ -214,7 +219,7 @@ impl Authority {
         });
         let resource_server = resource::spawn(
             resource_listener,
-            pki.resource_server_config()?,
+            pki.resource_server_config_with(config.resource_requires_client_cert)?,
             keys.clone(),
             audiences,
             faults.clone(),

@@ -277,10 +277,19 @@ impl Pki {
 
     /// The resource listener's TLS configuration: a client certificate is mandatory.
     pub fn resource_server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        self.resource_server_config_with(true)
+    }
+
+    /// The resource listener's TLS configuration, with a client certificate mandatory or only
+    /// requested (Bearer callers need none; `mtls_pop` requests without one are refused per request).
+    pub fn resource_server_config_with(
+        &self,
+        client_cert_mandatory: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         server_config(
             "resource",
             &self.resource_server,
-            RequireAnyClientCert::new(true),
+            RequireAnyClientCert::new(client_cert_mandatory),
         )
     }
 
