@@ -54,6 +54,9 @@ pub struct AuthorityConfig {
     pub resource_hosts: Vec<String>,
     /// IMDS behaviour: certificate lifetime, v2 on/off, App Service secret, …
     pub imds: imds::ImdsSettings,
+    /// Whether the resource listener refuses TLS clients without a certificate (the default, for
+    /// strict PoP tests). `false` serves Bearer callers without one, as Azure resources do.
+    pub resource_client_cert_mandatory: bool,
 }
 
 impl Default for AuthorityConfig {
@@ -69,6 +72,7 @@ impl Default for AuthorityConfig {
                 .map(|h| h.to_string())
                 .collect(),
             imds: imds::ImdsSettings::default(),
+            resource_client_cert_mandatory: true,
         }
     }
 }
@@ -214,7 +218,7 @@ impl Authority {
         });
         let resource_server = resource::spawn(
             resource_listener,
-            pki.resource_server_config()?,
+            pki.resource_server_config_with(config.resource_client_cert_mandatory)?,
             keys.clone(),
             audiences,
             faults.clone(),

@@ -277,10 +277,20 @@ impl Pki {
 
     /// The resource listener's TLS configuration: a client certificate is mandatory.
     pub fn resource_server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        self.resource_server_config_with(true)
+    }
+
+    /// The resource listener's TLS configuration; `client_cert_mandatory = false` still asks for a
+    /// certificate but also serves Bearer callers without one, as real Azure resources do (the
+    /// resource then refuses mtls_pop tokens arriving without a certificate, per request).
+    pub fn resource_server_config_with(
+        &self,
+        client_cert_mandatory: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         server_config(
             "resource",
             &self.resource_server,
-            RequireAnyClientCert::new(true),
+            RequireAnyClientCert::new(client_cert_mandatory),
         )
     }
 

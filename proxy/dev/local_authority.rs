@@ -75,6 +75,8 @@ pub async fn start(config: &Config) -> Result<LocalAuthority, SetupError> {
     }
     let authority = Authority::start(AuthorityConfig {
         resource_hosts,
+        // Azure resources serve Bearer callers that present no certificate; so must this one.
+        resource_client_cert_mandatory: false,
         ..AuthorityConfig::default()
     })
     .await?;
