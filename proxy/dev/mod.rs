@@ -106,12 +106,10 @@ pub async fn run(
         authority.imds_base_url()
     )?;
 
-    let app = App::start(config.clone())
-        .await
-        .map_err(|e| match e {
-            RunError::Start(_) => DevError::Listen(e),
-            other => DevError::Start(other),
-        })?;
+    let app = App::start(config.clone()).await.map_err(|e| match e {
+        RunError::Start(_) => DevError::Listen(e),
+        other => DevError::Start(other),
+    })?;
     // `point_at_authority` always leaves a plain listener when `--listen` is given; without it a
     // TLS-only config has none, and probes then go to the first listener and fail visibly.
     let index = probe_listener.unwrap_or(0);

@@ -18,8 +18,9 @@ use super::targets::{ProbeTarget, probe_target};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Bound on a probe's response body: the resource's echo is a few KiB, a 503 body less.
 pub const MAX_PROBE_BODY: usize = 1 << 20;
-/// Most characters of a failure cause shown in the table, so one bad row stays one line.
-const MAX_CAUSE_CHARS: usize = 300;
+/// Most characters of a failure cause shown in the table: room for popgate's longest cause (an
+/// ESTS description is cut at 512 characters, plus the prefix and a hint), yet one bounded line.
+const MAX_CAUSE_CHARS: usize = 1024;
 
 /// What "binding verified" says for a Bearer route.
 pub const BINDING_NOT_APPLICABLE: &str = "n/a (bearer)";
@@ -108,16 +109,17 @@ pub async fn probe(listener: SocketAddr, config: &Config, route: &Route) -> Prob
         target,
     };
     match answer {
-        Err(_) => {
-            result.problem = Some(format!(
-                "no answer within {} s",
-                PROBE_TIMEOUT.as_secs()
-            ))
-        }
+        Err(_) => result.problem = Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
         Ok(Err(e)) => result.problem = Some(e),
         Ok(Ok((status, www_authenticate, body))) => {
             result.status = Some(status);
-            judge(&mut result, route.token_type, status, www_authenticate, &body);
+            judge(
+                &mut result,
+                route.token_type,
+                status,
+                www_authenticate,
+                &body,
+            );
         }
     }
     result
@@ -284,11 +286,23 @@ mod tests {
     #[test]
     fn bearer_rows_and_downgrades() {
         let mut r = blank();
-        judge(&mut r, TokenType::Bearer, 200, None, br#"{"scheme":"bearer"}"#);
+        judge(
+            &mut r,
+            TokenType::Bearer,
+            200,
+            None,
+            br#"{"scheme":"bearer"}"#,
+        );
         assert!(r.ok());
         assert_eq!(r.binding, BINDING_NOT_APPLICABLE);
         let mut r = blank();
-        judge(&mut r, TokenType::MtlsPop, 200, None, br#"{"scheme":"bearer"}"#);
+        judge(
+            &mut r,
+            TokenType::MtlsPop,
+            200,
+            None,
+            br#"{"scheme":"bearer"}"#,
+        );
         assert!(r.problem.unwrap().contains("scheme `bearer`"));
     }
 

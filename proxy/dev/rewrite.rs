@@ -55,10 +55,10 @@ pub fn point_at_authority(
         }
     }
     for host in token_hosts {
-        config
-            .network
-            .resolve
-            .insert(format!("{}:{TOKEN_PORT}", host.to_ascii_lowercase()), token_addr);
+        config.network.resolve.insert(
+            format!("{}:{TOKEN_PORT}", host.to_ascii_lowercase()),
+            token_addr,
+        );
     }
     for route in &config.routes {
         if let Some((host, port)) = upstream_host(route) {

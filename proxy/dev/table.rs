@@ -64,7 +64,12 @@ pub fn render(results: &[ProbeResult]) -> String {
 pub fn curl_examples(results: &[ProbeResult], listener: &str) -> String {
     let mut out = String::new();
     for r in results {
-        let _ = writeln!(out, "  {}    # {}", r.target.curl_command(listener), r.route);
+        let _ = writeln!(
+            out,
+            "  {}    # {}",
+            r.target.curl_command(listener),
+            r.route
+        );
     }
     out
 }

@@ -124,7 +124,11 @@ mod tests {
 
     #[test]
     fn path_routes_are_probed_in_origin_form_under_their_prefix() {
-        let r = route(None, Some("/vault"), Some("https://x.vault.azure.net:8443/base"));
+        let r = route(
+            None,
+            Some("/vault"),
+            Some("https://x.vault.azure.net:8443/base"),
+        );
         let t = probe_target(&r);
         assert_eq!(t.host, None);
         assert_eq!(t.path, "/vault/popgate-dev");
@@ -150,6 +154,9 @@ mod tests {
             t.curl_command("127.0.0.1:1"),
             "curl -x http://127.0.0.1:1 http://graph.microsoft.com:8443/beta/popgate-dev"
         );
-        assert_eq!(upstream_host(&r), Some(("graph.microsoft.com".into(), 8443)));
+        assert_eq!(
+            upstream_host(&r),
+            Some(("graph.microsoft.com".into(), 8443))
+        );
     }
 }

@@ -84,7 +84,10 @@ mod tests {
         let files = TokenFiles::create().unwrap();
         let path = files.write("t.jwt", "x.y.z").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "x.y.z");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(files.write("t.jwt", "again").is_err(), "never overwrites");
         let dir = files.dir().to_path_buf();
         drop(files);
