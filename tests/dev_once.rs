@@ -33,7 +33,10 @@ fn shipped_routes_all_ok_with_bindings_verified() {
         assert!(row.latency_ms.parse::<u64>().is_ok(), "{row:?}");
         match route.token_type {
             popgate::credential::token::TokenType::MtlsPop => {
-                assert_eq!((row.token_type.as_str(), row.binding.as_str()), ("mtls_pop", "yes"))
+                assert_eq!(
+                    (row.token_type.as_str(), row.binding.as_str()),
+                    ("mtls_pop", "yes")
+                )
             }
             popgate::credential::token::TokenType::Bearer => assert_eq!(
                 (row.token_type.as_str(), row.binding.as_str()),
@@ -129,7 +132,10 @@ fn a_taken_listener_is_named_with_the_override_hint() {
     let out = run_dev_once(&config, &["--listen", &addr]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
     assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
     drop(taken);
 }
