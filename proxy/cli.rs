@@ -65,7 +65,7 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["popgate", "dev", "-c", "d.yaml"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Dev(DevArgs { ref config, listen: None, once: false }) if config.config == PathBuf::from("d.yaml"))
+            matches!(cli.command, Command::Dev(DevArgs { ref config, listen: None, once: false }) if config.config == std::path::Path::new("d.yaml"))
         );
         let cli =
             Cli::try_parse_from(["popgate", "dev", "--check", "--listen", "127.0.0.1:0"]).unwrap();

@@ -7,7 +7,7 @@ mod dev_support;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use popgate::app::App;
@@ -60,7 +60,7 @@ fn vanilla(identity: &str, token_type: &str) -> String {
 }
 
 /// `popgate check` on the file: (exit code, stderr).
-fn check(path: &PathBuf) -> (Option<i32>, String) {
+fn check(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
         .args(["check", "--config"])
         .arg(path)
@@ -156,7 +156,7 @@ fn a_certificate_less_app_as_vanilla_identity_is_a_config_error() {
 /// Sets up the local authority for the config at `path` exactly as `popgate dev` does, lets
 /// `tweak` plant the mistake, runs popgate and probes every route.
 async fn run_with(
-    path: &PathBuf,
+    path: &Path,
     tweak: impl FnOnce(&mut Config, &LocalAuthority),
 ) -> Vec<ProbeResult> {
     let mut config = popgate::config::load(path).expect("config loads");
