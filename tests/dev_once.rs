@@ -139,3 +139,19 @@ fn a_taken_listener_is_named_with_the_override_hint() {
     assert!(stderr.contains("--listen 127.0.0.1:0"), "{stderr}");
     drop(taken);
 }
+
+#[test]
+fn the_app_service_environment_is_refused_by_name() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .current_dir(repo_root())
+        .args(["dev", "--once", "--listen", "127.0.0.1:0"])
+        .env("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("popgate dev: IDENTITY_ENDPOINT is set: managed identities would use App Service instead of the local authority's IMDS"),
+        "{stderr}"
+    );
+}
