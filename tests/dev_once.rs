@@ -120,7 +120,11 @@ fn a_route_the_authority_cannot_serve_fails_its_row_with_the_cause() {
     assert_eq!(bad.status, "401", "{bad:?}");
     assert!(bad.result.starts_with("FAIL: "), "{bad:?}");
     assert!(bad.result.contains("invalid_token"), "{bad:?}");
-    assert!(bad.result.to_lowercase().contains("audience"), "{bad:?}");
+    assert!(
+        bad.result
+            .contains("the token's audience is not https://management.azure.com"),
+        "{bad:?}"
+    );
     assert!(stdout.contains("1 of 2 routes OK"), "{stdout}");
 }
 
@@ -152,6 +156,38 @@ fn the_app_service_environment_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("popgate dev: IDENTITY_ENDPOINT is set: managed identities would use App Service instead of the local authority's IMDS"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_config_with_only_tls_listeners_asks_for_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = repo_root().join("examples/dev");
+    let config = write_config(
+        &dir,
+        r#"  - name: graph
+    match: { host: graph.microsoft.com }
+    resource: https://graph.microsoft.com
+    flow: vanilla
+    identity: app
+"#,
+    );
+    // Swap the plain listener for a TLS one.
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "  - address: 127.0.0.1:3128\n",
+        &format!(
+            "  - address: 127.0.0.1:0\n    tls: {{ cert_file: {}, key_file: {} }}\n",
+            dev.join("bound.pem").display(),
+            dev.join("bound.key").display()
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = run_dev_once(&config, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("popgate dev sends its requests through a plain-HTTP listener and the config has only TLS ones: add --listen 127.0.0.1:0"),
         "{stderr}"
     );
 }

@@ -60,6 +60,14 @@ pub enum DevError {
     /// popgate itself did not start.
     #[error("popgate cannot start: {0}")]
     Start(RunError),
+    /// No plain-HTTP listener to send the probes through.
+    #[error(
+        "popgate dev sends its requests through a plain-HTTP listener and the config has only TLS ones: add --listen 127.0.0.1:0"
+    )]
+    NoPlainListener,
+    /// popgate started without binding the listener the probes need (a bug, never a config).
+    #[error("popgate started without listener #{0}")]
+    MissingListener(usize),
     /// The table could not be written.
     #[error("cannot write the results: {0}")]
     Output(#[from] std::io::Error),
@@ -96,7 +104,9 @@ pub async fn run(
         return Err(DevError::AppServiceEnv(var));
     }
     let local = local_authority::start(&config).await?;
-    let probe_listener = rewrite::point_at_authority(&mut config, &local, options.listen)?;
+    // `point_at_authority` always leaves a plain listener when `--listen` is given.
+    let index = rewrite::point_at_authority(&mut config, &local, options.listen)?
+        .ok_or(DevError::NoPlainListener)?;
     let authority = &local.authority;
     writeln!(
         out,
@@ -110,12 +120,11 @@ pub async fn run(
         RunError::Start(_) => DevError::Listen(e),
         other => DevError::Start(other),
     })?;
-    // `point_at_authority` always leaves a plain listener when `--listen` is given; without it a
-    // TLS-only config has none, and probes then go to the first listener and fail visibly.
-    let index = probe_listener.unwrap_or(0);
-    let listener = app.local_addrs().get(index).copied().ok_or_else(|| {
-        DevError::Output(std::io::Error::other("popgate started without a listener"))
-    })?;
+    let listener = app
+        .local_addrs()
+        .get(index)
+        .copied()
+        .ok_or(DevError::MissingListener(index))?;
     writeln!(out, "popgate dev: proxy listening on http://{listener}")?;
     out.flush()?;
 
