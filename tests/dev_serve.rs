@@ -62,7 +62,7 @@ fn serves_the_printed_curl_examples_until_ctrl_c() {
         seen.push(line);
     }
     let all_ok = format!("{routes} of {routes} routes OK");
-    assert!(seen.iter().any(|l| *l == all_ok), "{seen:#?}");
+    assert!(seen.contains(&all_ok), "{seen:#?}");
 
     // Every printed example answers 200 from the resource through the running proxy.
     for example in &examples {
