@@ -23,8 +23,8 @@ pub enum Command {
     Run(ConfigArg),
     /// Load and validate the config, print one line per route, and exit (0 valid, 2 invalid).
     Check(ConfigArg),
-    /// Run the proxy against the local authority (development).
-    Dev(ConfigArg),
+    /// Run the proxy against the local authority: one request per route, a table, then serve.
+    Dev(DevArgs),
 }
 
 /// The `--config` flag shared by every subcommand.
@@ -33,6 +33,20 @@ pub struct ConfigArg {
     /// Path of the routes file; relative paths inside it resolve against its directory.
     #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+}
+
+/// `popgate dev`'s flags.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The routes file (every Azure host it names is mapped onto the local authority).
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Listen here instead of the config's (first plain-HTTP) listener; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Print the table and exit: 0 when every route is OK, 1 otherwise (for CI).
+    #[arg(long, alias = "check")]
+    pub once: bool,
 }
 
 #[cfg(test)]
@@ -50,7 +64,15 @@ mod tests {
             matches!(cli.command, Command::Run(ConfigArg { ref config }) if config == &PathBuf::from("x.yaml"))
         );
         let cli = Cli::try_parse_from(["popgate", "dev", "-c", "d.yaml"]).unwrap();
-        assert!(matches!(cli.command, Command::Dev(_)));
+        assert!(
+            matches!(cli.command, Command::Dev(DevArgs { ref config, listen: None, once: false }) if config.config == std::path::Path::new("d.yaml"))
+        );
+        let cli =
+            Cli::try_parse_from(["popgate", "dev", "--check", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Dev(DevArgs { listen: Some(a), once: true, .. }) if a.port() == 0)
+        );
+        assert!(Cli::try_parse_from(["popgate", "dev", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["popgate"]).is_err());
         assert!(Cli::try_parse_from(["popgate", "check", "--bogus"]).is_err());
     }

@@ -5,5 +5,6 @@ pub mod app;
 pub mod config;
 pub mod credential;
 pub mod dataplane;
+pub mod dev;
 pub mod engine;
 pub mod routing;

@@ -25,8 +25,14 @@ fn main() -> ExitCode {
             Ok(cfg) => run(cfg),
             Err(errors) => report(&errors),
         },
-        Command::Dev(arg) => match config::load(&arg.config) {
-            Ok(cfg) => dev(cfg),
+        Command::Dev(arg) => match config::load(&arg.config.config) {
+            Ok(cfg) => dev(
+                cfg,
+                popgate::dev::DevOptions {
+                    listen: arg.listen,
+                    once: arg.once,
+                },
+            ),
             Err(errors) => report(&errors),
         },
     }
@@ -106,15 +112,37 @@ async fn shutdown_signal() {
     }
 }
 
-/// INTEGRATION POINT (`popgate dev`): the integrator starts the local authority and runs the
-/// proxy against it here. This branch only loads and validates the config.
-fn dev(cfg: Config) -> ExitCode {
-    init_tracing();
-    tracing::info!(
-        config = %cfg.source.display(),
-        routes = cfg.routes.len(),
-        "config loaded"
-    );
-    tracing::error!("dev is not wired in this build");
-    ExitCode::from(EXIT_BAD_CONFIG)
+/// Exit status of `popgate dev --once` when a route is not OK (and when dev cannot start).
+const EXIT_DEV_NOT_OK: u8 = 1;
+
+/// `popgate dev`: the table on stdout, logs (warnings and up unless `RUST_LOG` says otherwise) on
+/// stderr so they never interleave with it.
+fn dev(cfg: Config, options: popgate::dev::DevOptions) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails only if a subscriber is already installed, which cannot happen this early.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("popgate dev: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_DEV_NOT_OK);
+        }
+    };
+    let once = options.once;
+    let mut out = std::io::stdout();
+    match runtime.block_on(popgate::dev::run(cfg, options, &mut out, shutdown_signal())) {
+        Ok(outcome) if once && !outcome.all_ok() => ExitCode::from(EXIT_DEV_NOT_OK),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popgate dev: {e}");
+            ExitCode::from(EXIT_DEV_NOT_OK)
+        }
+    }
 }

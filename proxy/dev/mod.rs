@@ -1,0 +1,171 @@
+//! `popgate dev`: popgate against the local authority on any machine. Starts the authority
+//! in-process on loopback, makes it know every identity, resource and host the config names,
+//! points the config at it (in memory), runs the real proxy, sends one request per route through
+//! the real listener and prints a table; then serves until Ctrl-C (or exits, with `--once`).
+
+pub mod local_authority;
+pub mod probe;
+pub mod register;
+pub mod rewrite;
+pub mod table;
+pub mod targets;
+pub mod token_files;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::app::{App, RunError};
+use crate::config::Config;
+
+use local_authority::SetupError;
+use probe::ProbeResult;
+use rewrite::RewriteError;
+
+/// Bound on waiting for eager routes' first tokens before probing: the local authority answers in
+/// milliseconds, but an IMDS retry schedule (1 + 2 + 4 s) or a slow CI machine can add seconds.
+pub const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// Environment variables that would send managed identities to App Service instead of the local
+/// authority's IMDS (read once by the engine).
+const APP_SERVICE_ENV: [&str; 2] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"];
+
+/// How to run `popgate dev`.
+#[derive(Clone, Debug, Default)]
+pub struct DevOptions {
+    /// Replaces the config's (first plain-HTTP) listener address; port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+    /// Print the table and return instead of serving.
+    pub once: bool,
+}
+
+/// Why `popgate dev` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The App Service identity environment is set; it would bypass the local authority.
+    #[error(
+        "{0} is set: managed identities would use App Service instead of the local authority's IMDS; unset IDENTITY_ENDPOINT and IDENTITY_HEADER for popgate dev"
+    )]
+    AppServiceEnv(&'static str),
+    /// The authority could not be set up for this config.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The config could not be pointed at the authority.
+    #[error(transparent)]
+    Rewrite(#[from] RewriteError),
+    /// A listener could not be bound (the message names its address).
+    #[error("{0} (another process may hold it: pick a free address with --listen 127.0.0.1:0)")]
+    Listen(RunError),
+    /// popgate itself did not start.
+    #[error("popgate cannot start: {0}")]
+    Start(RunError),
+    /// No plain-HTTP listener to send the probes through.
+    #[error(
+        "popgate dev sends its requests through a plain-HTTP listener and the config has only TLS ones: add --listen 127.0.0.1:0"
+    )]
+    NoPlainListener,
+    /// popgate started without binding the listener the probes need (a bug, never a config).
+    #[error("popgate started without listener #{0}")]
+    MissingListener(usize),
+    /// The table could not be written.
+    #[error("cannot write the results: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// What a `popgate dev` run found.
+#[derive(Debug)]
+pub struct DevOutcome {
+    /// One result per route, in config order.
+    pub results: Vec<ProbeResult>,
+    /// The address probes went through.
+    pub listener: SocketAddr,
+}
+
+impl DevOutcome {
+    /// Whether every route served its probe as configured.
+    pub fn all_ok(&self) -> bool {
+        self.results.iter().all(ProbeResult::ok)
+    }
+}
+
+/// Runs `popgate dev` on `config`, writing the table and examples to `out`. With `options.once`
+/// returns after the table; otherwise serves until `shutdown` resolves.
+pub async fn run(
+    mut config: Config,
+    options: DevOptions,
+    out: &mut (dyn Write + Send),
+    shutdown: impl Future<Output = ()>,
+) -> Result<DevOutcome, DevError> {
+    if let Some(var) = APP_SERVICE_ENV
+        .into_iter()
+        .find(|v| std::env::var_os(v).is_some())
+    {
+        return Err(DevError::AppServiceEnv(var));
+    }
+    let local = local_authority::start(&config).await?;
+    // `point_at_authority` always leaves a plain listener when `--listen` is given.
+    let index = rewrite::point_at_authority(&mut config, &local, options.listen)?
+        .ok_or(DevError::NoPlainListener)?;
+    let authority = &local.authority;
+    writeln!(
+        out,
+        "popgate dev: local authority: token endpoint {}, resources {}, IMDS {}",
+        authority.token_addr(),
+        authority.resource_addr(),
+        authority.imds_base_url()
+    )?;
+
+    let app = App::start(config.clone()).await.map_err(|e| match e {
+        RunError::Start(_) => DevError::Listen(e),
+        other => DevError::Start(other),
+    })?;
+    let listener = app
+        .local_addrs()
+        .get(index)
+        .copied()
+        .ok_or(DevError::MissingListener(index))?;
+    writeln!(out, "popgate dev: proxy listening on http://{listener}")?;
+    out.flush()?;
+
+    app.initial_round(READY_WAIT).await;
+    let mut results = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        let result = probe::probe(listener, &config, route).await;
+        tracing::info!(
+            route = %result.route,
+            status = result.status,
+            ok = result.ok(),
+            latency_ms = result.latency.as_millis() as u64,
+            "dev probe"
+        );
+        results.push(result);
+    }
+    let outcome = DevOutcome { results, listener };
+    writeln!(out)?;
+    write!(out, "{}", table::render(&outcome.results))?;
+    let failed = outcome.results.iter().filter(|r| !r.ok()).count();
+    writeln!(
+        out,
+        "\n{} of {} routes OK",
+        outcome.results.len() - failed,
+        outcome.results.len()
+    )?;
+    if !options.once {
+        writeln!(out, "\nTry it (popgate keeps serving until Ctrl-C):")?;
+        write!(
+            out,
+            "{}",
+            table::curl_examples(&outcome.results, &listener.to_string())
+        )?;
+    }
+    out.flush()?;
+    if !options.once {
+        shutdown.await;
+        writeln!(out, "popgate dev: stopping")?;
+        out.flush()?;
+    }
+    app.shutdown().await;
+    local.authority.shutdown().await;
+    Ok(outcome)
+}
