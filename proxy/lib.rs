@@ -6,4 +6,6 @@ pub mod config;
 pub mod credential;
 pub mod dataplane;
 pub mod engine;
+pub mod reload;
 pub mod routing;
+pub mod shutdown;
