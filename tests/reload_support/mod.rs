@@ -56,6 +56,11 @@ impl Env {
     /// Writes routes.yaml: a plain listener on 127.0.0.1:0, identities `app` (global mTLS host)
     /// and `app-west` (same app, region westus3), and `routes` (YAML list items).
     pub fn write_config(&self, routes: &str) -> PathBuf {
+        self.write_config_with("", routes)
+    }
+
+    /// [`Env::write_config`] with more top-level keys (`top`, YAML lines) before `identities`.
+    pub fn write_config_with(&self, top: &str, routes: &str) -> PathBuf {
         let mut resolve = String::new();
         for host in TOKEN_HOSTS {
             resolve.push_str(&format!(
@@ -74,7 +79,7 @@ listeners:
 network:
   resolve:
 {resolve}  extra_ca_files: [ca.pem]
-identities:
+{top}identities:
   app:
     kind: confidential_client
     tenant_id: {TENANT}
