@@ -120,7 +120,11 @@ async fn drain_on(signal: &str) {
         })
         .collect();
     for reader in readers {
-        assert_eq!(reader.await.unwrap(), BODY_BYTES, "a response was cut short");
+        assert_eq!(
+            reader.await.unwrap(),
+            BODY_BYTES,
+            "a response was cut short"
+        );
     }
 
     // The idle connection gets a clean close: EOF, not a reset. (Any bytes left of the earlier

@@ -9,7 +9,7 @@
 mod reload_support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reload_support::*;
@@ -23,7 +23,7 @@ const LOAD_TIME_CAP: Duration = Duration::from_secs(180);
 
 fn routes_v1() -> String {
     [
-        route("keep", None, "app", ""),
+        route("keep", Some("/v1.0/"), "app", ""),
         route("tweak", Some("/tweak/"), "app", ""),
         route("gone", Some("/gone/"), "app", ""),
     ]
@@ -32,7 +32,7 @@ fn routes_v1() -> String {
 
 fn routes_v2() -> String {
     [
-        route("keep", None, "app", ""),
+        route("keep", Some("/v1.0/"), "app", ""),
         // Changed: its own request timeout. Same credential, so no new token either.
         route(
             "tweak",
@@ -49,7 +49,8 @@ fn routes_v2() -> String {
 /// Outcome of the load: requests that succeeded and a description of each failure.
 #[derive(Default)]
 struct Load {
-    ok: AtomicUsize,
+    /// Successful requests so far (a watch, so the test can await a count).
+    ok: tokio::sync::watch::Sender<usize>,
     failures: std::sync::Mutex<Vec<String>>,
 }
 
@@ -77,7 +78,7 @@ async fn client(proxy: std::net::SocketAddr, id: usize, stop: Arc<AtomicBool>, l
         let path = if n % 2 == 0 { "/v1.0/me" } else { "/tweak/x" };
         match get_on(s, path).await {
             Ok((200, _)) => {
-                load.ok.fetch_add(1, Ordering::Relaxed);
+                load.ok.send_modify(|n| *n += 1);
             }
             Ok((status, body)) => {
                 load.failures
@@ -94,6 +95,20 @@ async fn client(proxy: std::net::SocketAddr, id: usize, stop: Arc<AtomicBool>, l
             }
         }
     }
+}
+
+/// Waits (bounded) until the load has had at least `n` successful requests.
+async fn wait_until_served(load: &Load, n: usize) {
+    let mut ok = load.ok.subscribe();
+    tokio::time::timeout(LOAD_TIME_CAP, ok.wait_for(|served| *served >= n))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the load never reached {n} requests; failures: {:#?}",
+                load.failures.lock().unwrap()
+            )
+        })
+        .unwrap();
 }
 
 fn names(v: &serde_json::Value) -> String {
@@ -123,7 +138,9 @@ async fn reload_under_load_fails_no_request_and_keeps_unchanged_tokens() {
         .map(|id| tokio::spawn(client(proxy, id, Arc::clone(&stop), Arc::clone(&load))))
         .collect();
 
-    // Reload 1: SIGHUP with a new route, a changed one and a removed one.
+    // Reload 1: SIGHUP with a new route, a changed one and a removed one, once the load runs.
+    let ok_at = |load: &Load| *load.ok.borrow();
+    wait_until_served(&load, 1).await;
     env.write_config(&routes_v2());
     popgate.signal("HUP");
     let (reloaded, mut popgate) = tokio::task::spawn_blocking(move || {
@@ -132,6 +149,7 @@ async fn reload_under_load_fails_no_request_and_keeps_unchanged_tokens() {
     })
     .await
     .unwrap();
+    let served_at_first_reload = ok_at(&load);
     assert_eq!(reloaded["trigger"], "SIGHUP");
     assert_eq!(names(&reloaded["kept"]), r#"["keep"]"#, "{reloaded}");
     assert_eq!(names(&reloaded["changed"]), r#"["tweak"]"#, "{reloaded}");
@@ -180,6 +198,8 @@ async fn reload_under_load_fails_no_request_and_keeps_unchanged_tokens() {
     let (status, body) = get(proxy, "/fresh/x").await;
     assert_eq!(status, 200, "the running config stopped serving: {body}");
 
+    // The load kept going across both reloads.
+    wait_until_served(&load, served_at_first_reload + 1).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
@@ -190,7 +210,10 @@ async fn reload_under_load_fails_no_request_and_keeps_unchanged_tokens() {
         "{} failed requests: {failures:#?}",
         failures.len()
     );
-    assert!(load.ok.load(Ordering::Relaxed) > 0, "the load sent nothing");
+    assert!(
+        *load.ok.borrow() > served_at_first_reload,
+        "the load stopped"
+    );
     assert_eq!(
         env.token_requests(),
         tokens_before + 1,
