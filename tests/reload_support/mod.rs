@@ -185,10 +185,8 @@ impl Popgate {
                 )
             });
             self.log.push(line.clone());
-            if let Some(f) = fields(&line) {
-                if want(&f) {
-                    return f;
-                }
+            if let Some(f) = fields(&line).filter(|f| want(f)) {
+                return f;
             }
         }
     }
