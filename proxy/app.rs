@@ -1,8 +1,10 @@
 //! `popgate run`: from a validated config to a serving proxy — route table, credentials, one driver
-//! per route, listeners — and back down on shutdown.
+//! per route, listeners — kept current by reloads (`swap.rs`) and drained on shutdown.
 
 mod listeners;
+mod live;
 mod routes;
+mod swap;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,20 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::dataplane::listener::ConnectionSettings;
 use crate::dataplane::server::StartError;
-use crate::dataplane::{Proxy, ProxyHandle, ProxySettings};
-use crate::engine::build::{self, BuildError, EngineDeps};
-use crate::engine::driver::{DriverSettings, RouteDriver};
+use crate::dataplane::{DataplaneTable, Proxy, ProxyHandle, ProxySettings};
+use crate::engine::build::{self, BuildError, CredentialSet, EngineDeps};
 use crate::engine::route_status::RouteStatus;
 use crate::engine::schedule::RefreshPolicy;
 use crate::engine::snapshot::RouteSlot;
 use crate::engine::sources::retry::RetryTiming;
 use crate::routing::RouteTableError;
+
+use live::LiveRoute;
+pub use swap::{RELOAD_READY_WAIT, ReloadError, ReloadSummary};
 
 /// How long `run` waits for eager routes' first acquisitions before logging their state. Routes
 /// still acquiring are logged as pending and keep going; requests meanwhile wait (bounded) for them.
@@ -59,9 +61,14 @@ pub struct StartOptions {
 #[derive(Debug)]
 pub struct App {
     proxy: ProxyHandle,
-    slots: Vec<Arc<RouteSlot>>,
-    drivers: Vec<JoinHandle<()>>,
-    stop_drivers: watch::Sender<bool>,
+    /// What the data plane reads per request; a reload stores a new table here.
+    table: Arc<ArcSwap<DataplaneTable>>,
+    /// The config being served.
+    config: Config,
+    deps: EngineDeps,
+    credentials: CredentialSet,
+    /// In config order.
+    live: Vec<LiveRoute>,
 }
 
 impl App {
@@ -78,52 +85,46 @@ impl App {
         if let Some(interval) = options.cert_poll_interval {
             deps.cert_poll_interval = interval;
         }
-        let credentials = build::build_credentials(&config, &deps)?;
+        let credentials = build::build_credential_set(&config, &deps, None)?;
         let shared = routes::shared_upstream(&config)?;
-        let (table, slots) = routes::route_table(&config, &credentials)?;
         let specs = listeners::listener_specs(&config.listeners)?;
-
-        let (stop_drivers, stop) = watch::channel(false);
-        let mut drivers = Vec::with_capacity(slots.len());
-        for (route, slot) in config.routes.iter().zip(&slots) {
-            let credential =
-                credentials
-                    .get(&route.name)
-                    .ok_or_else(|| RunError::MissingCredential {
-                        route: route.name.clone(),
-                    })?;
-            let settings = DriverSettings {
-                upstream: routes::route_upstream(&shared, route),
-                // The engine-wide rules (MSAL's); not per-route configurable yet.
-                policy: RefreshPolicy::default(),
-            };
-            let driver = RouteDriver::new(Arc::clone(credential), Arc::clone(slot), settings);
-            drivers.push(driver.spawn(stop.clone()));
+        let mut live = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let credential = credentials.by_route.get(&route.name).ok_or_else(|| {
+                RunError::MissingCredential {
+                    route: route.name.clone(),
+                }
+            })?;
+            live.push(LiveRoute::spawn(route, credential, &shared));
         }
+        let slots: Vec<_> = live.iter().map(|r| Arc::clone(r.slot())).collect();
+        let table = match routes::table_of(&config, &slots) {
+            Ok(table) => Arc::new(ArcSwap::from_pointee(table)),
+            Err(e) => {
+                live::stop_all(live).await;
+                return Err(e);
+            }
+        };
 
         let proxy_settings = ProxySettings {
             request_timeout: config.timeouts.request,
             connection: ConnectionSettings::with_limits(&config.limits),
-            ..ProxySettings::default()
+            drain_timeout: config.timeouts.drain,
         };
-        let proxy = match Proxy::start(
-            specs,
-            Arc::new(ArcSwap::from_pointee(table)),
-            proxy_settings,
-        )
-        .await
-        {
+        let proxy = match Proxy::start(specs, Arc::clone(&table), proxy_settings).await {
             Ok(proxy) => proxy,
             Err(e) => {
-                let _ = stop_drivers.send(true);
+                live::stop_all(live).await;
                 return Err(e.into());
             }
         };
         Ok(App {
             proxy,
-            slots,
-            drivers,
-            stop_drivers,
+            table,
+            config,
+            deps,
+            credentials,
+            live,
         })
     }
 
@@ -134,65 +135,31 @@ impl App {
 
     /// The slot of the route named `name`.
     pub fn route(&self, name: &str) -> Option<&Arc<RouteSlot>> {
-        self.slots.iter().find(|s| s.name() == name)
+        self.live
+            .iter()
+            .map(LiveRoute::slot)
+            .find(|s| s.name() == name)
     }
 
     /// Every route's slot, in config order.
-    pub fn routes(&self) -> &[Arc<RouteSlot>] {
-        &self.slots
+    pub fn routes(&self) -> Vec<Arc<RouteSlot>> {
+        self.live.iter().map(|r| Arc::clone(r.slot())).collect()
+    }
+
+    /// The config being served.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Waits (at most `timeout` in all) until no eager route is still on its first acquisition.
     pub async fn initial_round(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        for slot in self.slots.iter().filter(|s| !s.info().lazy) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            slot.wait_until(left, |s| !s.status().is_pending()).await;
-        }
+        wait_eager(self.live.iter().map(LiveRoute::slot), timeout).await;
     }
 
     /// Logs each route's state: ready (with expiry), failed (with cause), pending or lazy.
     pub fn log_route_states(&self) {
-        for slot in &self.slots {
-            let status = slot.status();
-            let identity = slot.info().identity.as_deref().unwrap_or("");
-            match &*status {
-                RouteStatus::Ready {
-                    expires_at,
-                    generation,
-                } => tracing::info!(
-                    route = %slot.name(),
-                    identity,
-                    state = status.label(),
-                    generation,
-                    expires_at = %httpdate::fmt_http_date(*expires_at),
-                    "route ready"
-                ),
-                RouteStatus::Pending { lazy: true, .. } => tracing::info!(
-                    route = %slot.name(),
-                    identity,
-                    state = "lazy",
-                    "route acquires its token on its first request"
-                ),
-                RouteStatus::Pending { lazy: false, .. } => tracing::warn!(
-                    route = %slot.name(),
-                    identity,
-                    state = status.label(),
-                    "route still acquiring its first token"
-                ),
-                RouteStatus::Stale { error, .. } | RouteStatus::Failed { error, .. } => {
-                    tracing::warn!(
-                        route = %slot.name(),
-                        identity,
-                        state = status.label(),
-                        failed_identity = %error.identity,
-                        cause = %error.message,
-                        aadsts = error.aadsts,
-                        correlation_id = error.correlation_id.as_deref(),
-                        "route has no fresh token; retrying in the background"
-                    )
-                }
-            }
+        for slot in self.live.iter().map(LiveRoute::slot) {
+            log_route_state(slot);
         }
     }
 
@@ -200,16 +167,65 @@ impl App {
     /// stops every driver.
     pub async fn shutdown(self) {
         self.proxy.shutdown().await;
-        let _ = self.stop_drivers.send(true);
-        for driver in self.drivers {
-            if let Err(e) = driver.await {
-                tracing::warn!(error = %e, "route driver ended abnormally");
-            }
+        live::stop_all(self.live).await;
+    }
+}
+
+/// Waits (at most `timeout` in all) until none of `slots`' eager routes is still on its first
+/// acquisition.
+async fn wait_eager<'a>(slots: impl Iterator<Item = &'a Arc<RouteSlot>>, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for slot in slots.filter(|s| !s.info().lazy) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        slot.wait_until(left, |s| !s.status().is_pending()).await;
+    }
+}
+
+/// Logs a route's state: ready (with expiry), failed (with cause), pending or lazy.
+fn log_route_state(slot: &RouteSlot) {
+    let status = slot.status();
+    let identity = slot.info().identity.as_deref().unwrap_or("");
+    match &*status {
+        RouteStatus::Ready {
+            expires_at,
+            generation,
+        } => tracing::info!(
+            route = %slot.name(),
+            identity,
+            state = status.label(),
+            generation,
+            expires_at = %httpdate::fmt_http_date(*expires_at),
+            "route ready"
+        ),
+        RouteStatus::Pending { lazy: true, .. } => tracing::info!(
+            route = %slot.name(),
+            identity,
+            state = "lazy",
+            "route acquires its token on its first request"
+        ),
+        RouteStatus::Pending { lazy: false, .. } => tracing::warn!(
+            route = %slot.name(),
+            identity,
+            state = status.label(),
+            "route still acquiring its first token"
+        ),
+        RouteStatus::Stale { error, .. } | RouteStatus::Failed { error, .. } => {
+            tracing::warn!(
+                route = %slot.name(),
+                identity,
+                state = status.label(),
+                failed_identity = %error.identity,
+                cause = %error.message,
+                aadsts = error.aadsts,
+                correlation_id = error.correlation_id.as_deref(),
+                "route has no fresh token; retrying in the background"
+            )
         }
     }
 }
 
-/// Runs popgate until `shutdown` resolves, then drains and returns.
+/// Runs popgate until `shutdown` resolves, then drains and returns. Meanwhile SIGHUP and changes
+/// of the config file reload it (see [`crate::reload`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     tracing::info!(
         config = %config.source.display(),
@@ -217,16 +233,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listeners = config.listeners.len(),
         "starting"
     );
-    let app = App::start(config).await?;
+    // Before anything slow: from here on a SIGHUP is a reload request, not the default
+    // "terminate"; one arriving during startup is handled once startup is done.
+    let mut triggers = crate::reload::Triggers::new(&config.source);
+    let mut app = App::start(config).await?;
     tokio::pin!(shutdown);
-    tokio::select! {
-        _ = app.initial_round(INITIAL_ROUND_WAIT) => {
-            app.log_route_states();
-            let addrs: Vec<String> = app.local_addrs().iter().map(ToString::to_string).collect();
-            tracing::info!(addrs = ?addrs, "serving");
-            shutdown.await;
+    let serving = tokio::select! {
+        _ = app.initial_round(INITIAL_ROUND_WAIT) => true,
+        _ = &mut shutdown => false,
+    };
+    if serving {
+        app.log_route_states();
+        let addrs: Vec<String> = app.local_addrs().iter().map(ToString::to_string).collect();
+        tracing::info!(addrs = ?addrs, "serving");
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                trigger = triggers.next() => {
+                    crate::reload::reload(&mut app, trigger, &mut triggers).await;
+                }
+            }
         }
-        _ = &mut shutdown => {}
     }
     tracing::info!("shutting down: draining open connections");
     app.shutdown().await;

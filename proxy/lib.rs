@@ -7,4 +7,6 @@ pub mod credential;
 pub mod dataplane;
 pub mod dev;
 pub mod engine;
+pub mod reload;
 pub mod routing;
+pub mod shutdown;

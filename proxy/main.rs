@@ -94,22 +94,9 @@ fn run(cfg: Config) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGTERM (Kubernetes' stop signal) or SIGINT (Ctrl-C).
+/// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops popgate");
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!(signal = "SIGINT", "shutdown requested");
-        }
-    }
+    popgate::shutdown::stop_requested().await;
 }
 
 /// Exit status of `popgate dev --once` when a route is not OK (and when dev cannot start).

@@ -1,6 +1,5 @@
 //! The route table and each route's upstream settings, from the validated config.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{Config, Route};
@@ -42,37 +41,36 @@ pub fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSetti
     }
 }
 
-/// One slot per route (in config order) and the table mapping requests to them.
-pub fn route_table(
-    config: &Config,
-    credentials: &BTreeMap<String, Arc<dyn Credential>>,
-) -> Result<(DataplaneTable, Vec<Arc<RouteSlot>>), RunError> {
-    let mut compiled = Vec::with_capacity(config.routes.len());
-    let mut slots = Vec::with_capacity(config.routes.len());
-    for route in &config.routes {
-        let credential =
-            credentials
-                .get(&route.name)
-                .ok_or_else(|| RunError::MissingCredential {
-                    route: route.name.clone(),
-                })?;
-        let slot = Arc::new(RouteSlot::for_route(
-            route.name.as_str(),
-            RouteInfo {
-                identity: Some(credential.labels().identity.as_str().into()),
-                request_timeout: Some(route.timeouts.request),
-                lazy: route.acquire == crate::config::Acquire::Lazy,
-            },
-        ));
-        let spec = RouteSpec {
-            name: route.name.clone(),
-            host: route.host.as_ref().map(|h| h.to_string()),
-            path_prefix: route.path_prefix.clone(),
-            strip_prefix: route.strip_prefix,
-            upstream: route.upstream.clone(),
-        };
-        compiled.push((spec, Arc::clone(&slot)));
-        slots.push(slot);
+/// An empty slot for `route`, served by `credential`.
+pub fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> {
+    Arc::new(RouteSlot::for_route(
+        route.name.as_str(),
+        RouteInfo {
+            identity: Some(credential.labels().identity.as_str().into()),
+            request_timeout: Some(route.timeouts.request),
+            lazy: route.acquire == crate::config::Acquire::Lazy,
+        },
+    ))
+}
+
+/// The table mapping requests to `slots` (one per route of `config`, in config order).
+pub fn table_of(config: &Config, slots: &[Arc<RouteSlot>]) -> Result<DataplaneTable, RunError> {
+    let compiled = config
+        .routes
+        .iter()
+        .zip(slots)
+        .map(|(route, slot)| (route_spec(route), Arc::clone(slot)))
+        .collect();
+    Ok(RouteTable::new(compiled)?)
+}
+
+/// How requests reach `route`.
+fn route_spec(route: &Route) -> RouteSpec {
+    RouteSpec {
+        name: route.name.clone(),
+        host: route.host.as_ref().map(|h| h.to_string()),
+        path_prefix: route.path_prefix.clone(),
+        strip_prefix: route.strip_prefix,
+        upstream: route.upstream.clone(),
     }
-    Ok((RouteTable::new(compiled)?, slots))
 }

@@ -83,7 +83,7 @@ pub struct Network {
     pub extra_ca: Vec<CertificateDer<'static>>,
 }
 
-/// Connect / request / idle timeouts.
+/// Connect / request / idle / drain timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP + TLS connect.
@@ -92,6 +92,8 @@ pub struct Timeouts {
     pub request: Duration,
     /// Idle pooled connection lifetime.
     pub idle: Duration,
+    /// How long a shutdown lets in-flight requests finish (global only).
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -100,6 +102,7 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             request: DEFAULT_REQUEST_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
+            drain: crate::dataplane::server::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

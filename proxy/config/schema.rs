@@ -104,6 +104,9 @@ pub struct RawTimeouts {
     /// How long an idle pooled upstream connection is kept.
     #[serde(default)]
     pub idle: Option<S<String>>,
+    /// Global only: how long a shutdown waits for in-flight requests to finish.
+    #[serde(default)]
+    pub drain: Option<S<String>>,
 }
 
 /// Caller-facing HTTP limits (all listeners).

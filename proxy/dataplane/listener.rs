@@ -174,6 +174,8 @@ pub(crate) struct AcceptContext {
     pub tls: Option<TlsAcceptor>,
     pub settings: ConnectionSettings,
     pub shutdown: watch::Receiver<bool>,
+    /// Told the number of open connections once the listening socket is closed on shutdown.
+    pub stopped: Option<tokio::sync::oneshot::Sender<usize>>,
 }
 
 /// Accepts until shutdown is signalled, then asks every open connection to finish its in-flight
@@ -225,7 +227,14 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
             }
         }
     }
-    tracing::debug!(listener = ?local, open = graceful.count(), "listener stopped accepting");
+    // Closing the socket now makes new callers get "connection refused" at once instead of
+    // waiting in a backlog no one accepts from any more.
+    drop(listener);
+    let open = graceful.count();
+    tracing::debug!(listener = ?local, open, "listener stopped accepting");
+    if let Some(stopped) = ctx.stopped.take() {
+        let _ = stopped.send(open);
+    }
     graceful.shutdown().await;
 }
 

@@ -95,7 +95,10 @@ impl Proxy {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut addrs = Vec::with_capacity(bound.len());
         let mut tasks = Vec::with_capacity(bound.len());
+        let mut stopped = Vec::with_capacity(bound.len());
         for (socket, local, tls) in bound {
+            let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+            stopped.push(stopped_rx);
             tracing::info!(addr = %local, tls = tls.is_some(), "listening");
             addrs.push(local);
             let ctx = AcceptContext {
@@ -103,6 +106,7 @@ impl Proxy {
                 tls: tls.map(TlsAcceptor::from),
                 settings: settings.connection.clone(),
                 shutdown: shutdown_rx.clone(),
+                stopped: Some(stopped_tx),
             };
             tasks.push(tokio::spawn(accept_loop(socket, ctx)));
         }
@@ -110,6 +114,7 @@ impl Proxy {
             addrs,
             shutdown: shutdown_tx,
             tasks,
+            stopped,
             drain_timeout: settings.drain_timeout,
         })
     }
@@ -121,6 +126,8 @@ pub struct ProxyHandle {
     addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// One per accept loop: the open connections when its socket closed.
+    stopped: Vec<tokio::sync::oneshot::Receiver<usize>>,
     drain_timeout: Duration,
 }
 
@@ -130,10 +137,24 @@ impl ProxyHandle {
         &self.addrs
     }
 
-    /// Stops accepting, lets open connections finish their requests (up to the drain timeout),
-    /// and returns. Connections still busy after the drain timeout are left to end on their own.
+    /// Stops accepting (every listening socket is closed, so new callers are refused), lets open
+    /// connections finish their in-flight requests and streaming bodies (HTTP/1 answers carry
+    /// `Connection: close`, idle keep-alive connections are closed, HTTP/2 gets GOAWAY) up to the
+    /// drain timeout, and returns. Connections still busy after it are left to end on their own.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        let listeners = self.stopped.len();
+        let mut open = 0;
+        for stopped in self.stopped {
+            // An accept loop that ended abnormally dropped its sender: it has nothing to drain.
+            open += stopped.await.unwrap_or(0);
+        }
+        tracing::info!(
+            listeners,
+            open_connections = open,
+            drain_timeout_ms = u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX),
+            "stopped accepting; draining open connections"
+        );
         let drain = async {
             for task in self.tasks {
                 if let Err(e) = task.await {
@@ -146,8 +167,14 @@ impl ProxyHandle {
             .is_err()
         {
             tracing::warn!(
-                drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                drain_timeout_ms =
+                    u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX),
                 "connections still open after the drain timeout"
+            );
+        } else {
+            tracing::info!(
+                drained_connections = open,
+                "drained: every connection closed"
             );
         }
     }

@@ -1,6 +1,11 @@
 //! The factory: one [`Credential`] per distinct (flow, identities, resource, token type), shared by
 //! every route that needs it; one certificate watcher per certificate app; one IMDSv2 binding per
 //! managed identity; FIC routes sharing a leg 1 share the leg-1 credential.
+//!
+//! On a config reload, [`build_credential_set`] takes the previous [`CredentialSet`] and reuses
+//! every credential (and certificate watcher, IMDSv2 binding) whose key and identity definitions
+//! are unchanged: the same `Arc`, so its cached token and single-flight state carry over. Static
+//! identities are never carried over: a reload is when their token file is re-read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -108,14 +113,52 @@ pub fn build_credentials(
     config: &Config,
     deps: &EngineDeps,
 ) -> Result<BTreeMap<String, Arc<dyn Credential>>, BuildError> {
+    build_credential_set(config, deps, None).map(|set| set.by_route)
+}
+
+/// Every route's credential, plus what the factory shared between them (keyed the same way), so
+/// a reload can carry unchanged entries over.
+#[derive(Clone)]
+pub struct CredentialSet {
+    /// Each route's credential, by route name.
+    pub by_route: BTreeMap<String, Arc<dyn Credential>>,
+    /// The identity definitions the entries were built from.
+    identities: BTreeMap<String, Identity>,
+    /// The transport the entries use: entries are only reused with the same engine dependencies.
+    transport: Arc<Transport>,
+    credentials: HashMap<String, Arc<dyn Credential>>,
+    watched: HashMap<String, Arc<WatchedCert>>,
+    imds_v2: HashMap<String, Arc<ImdsV2Identity>>,
+    imds_turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl std::fmt::Debug for CredentialSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialSet")
+            .field("routes", &self.by_route.keys().collect::<Vec<_>>())
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds every route's credential like [`build_credentials`], reusing `previous`'s entries whose
+/// key and identity definitions are unchanged (only when `previous` was built with the same
+/// `deps`). Needs a Tokio runtime.
+pub fn build_credential_set(
+    config: &Config,
+    deps: &EngineDeps,
+    previous: Option<&CredentialSet>,
+) -> Result<CredentialSet, BuildError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BuildError::Setup(
             "build_credentials must run inside a Tokio runtime".into(),
         ));
     }
+    let previous = previous.filter(|p| Arc::ptr_eq(&p.transport, &deps.transport));
     let mut factory = Factory {
         config,
         deps,
+        previous,
         credentials: HashMap::new(),
         watched: HashMap::new(),
         imds_v2: HashMap::new(),
@@ -129,12 +172,45 @@ pub fn build_credentials(
         })?;
         out.insert(route.name.clone(), credential);
     }
-    Ok(out)
+    Ok(CredentialSet {
+        by_route: out,
+        identities: config.identities.clone(),
+        transport: Arc::clone(&deps.transport),
+        credentials: factory.credentials,
+        watched: factory.watched,
+        imds_v2: factory.imds_v2,
+        imds_turns: factory.imds_turns,
+    })
+}
+
+/// Whether an entry built for identity `old` can serve identity `new`. A certificate read from
+/// watched files is compared by its files (the watcher follows their content); a static identity
+/// never matches, so a reload re-reads its token file and certificate.
+fn same_definition(old: &Identity, new: &Identity) -> bool {
+    match (old, new) {
+        (Identity::ManagedIdentity(a), Identity::ManagedIdentity(b)) => a == b,
+        (Identity::WorkloadIdentity(a), Identity::WorkloadIdentity(b)) => a == b,
+        (Identity::ConfidentialClient(a), Identity::ConfidentialClient(b)) => {
+            let same_certificate = match (&a.certificate_files, &b.certificate_files) {
+                (Some(fa), Some(fb)) => fa == fb,
+                (None, None) => a.certificate == b.certificate,
+                _ => false,
+            };
+            a.tenant_id == b.tenant_id
+                && a.client_id == b.client_id
+                && a.region == b.region
+                && a.authority_host == b.authority_host
+                && same_certificate
+        }
+        _ => false,
+    }
 }
 
 struct Factory<'a> {
     config: &'a Config,
     deps: &'a EngineDeps,
+    /// The set a reload carries entries over from.
+    previous: Option<&'a CredentialSet>,
     /// By (flow, identities, resource, token type).
     credentials: HashMap<String, Arc<dyn Credential>>,
     watched: HashMap<String, Arc<WatchedCert>>,
@@ -169,6 +245,29 @@ fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
 }
 
 impl Factory<'_> {
+    /// The previous set, when every identity in `names` is defined the same way in it as now.
+    fn carried(&self, names: &[&str]) -> Option<&CredentialSet> {
+        let previous = self.previous?;
+        names
+            .iter()
+            .all(
+                |name| match (previous.identities.get(*name), self.config.identity(name)) {
+                    (Some(old), Some(new)) => same_definition(old, new),
+                    _ => false,
+                },
+            )
+            .then_some(previous)
+    }
+
+    /// The previous set's credential under `dedup`, when its identities are unchanged; recorded
+    /// in this set.
+    fn reuse(&mut self, dedup: &str, names: &[&str]) -> Option<Arc<dyn Credential>> {
+        let existing = Arc::clone(self.carried(names)?.credentials.get(dedup)?);
+        self.credentials
+            .insert(dedup.to_string(), Arc::clone(&existing));
+        Some(existing)
+    }
+
     fn identity(&self, name: &str) -> Result<&Identity, String> {
         self.config
             .identity(name)
@@ -202,6 +301,9 @@ impl Factory<'_> {
         if let Some(existing) = self.credentials.get(&dedup) {
             return Ok(Arc::clone(existing));
         }
+        if let Some(existing) = self.reuse(&dedup, &[name]) {
+            return Ok(existing);
+        }
         let identity = self.identity(name)?.clone();
         let labels = CredentialLabels {
             identity: name.to_string(),
@@ -214,10 +316,17 @@ impl Factory<'_> {
         let msg = |e: EngineError| e.message;
         let credential: Arc<dyn Credential> = match (&identity, token_type) {
             (Identity::ManagedIdentity(mi), TokenType::MtlsPop) => {
+                let carried = self
+                    .carried(&[name])
+                    .and_then(|p| p.imds_v2.get(name))
+                    .cloned();
                 let shared = self
                     .imds_v2
                     .entry(name.to_string())
                     .or_insert_with(|| {
+                        if let Some(carried) = carried {
+                            return carried;
+                        }
                         ImdsV2Identity::new(
                             name,
                             deps.imds.clone(),
@@ -235,7 +344,15 @@ impl Factory<'_> {
                     Some(app_service) => BearerEndpoint::AppService(app_service.clone()),
                     None => BearerEndpoint::Imds(deps.imds.clone()),
                 };
-                let turn = self.imds_turns.entry(name.to_string()).or_default().clone();
+                let carried = self
+                    .carried(&[name])
+                    .and_then(|p| p.imds_turns.get(name))
+                    .cloned();
+                let turn = self
+                    .imds_turns
+                    .entry(name.to_string())
+                    .or_insert_with(|| carried.unwrap_or_default())
+                    .clone();
                 Arc::new(
                     ManagedIdentityBearer::new(
                         labels,
@@ -282,6 +399,11 @@ impl Factory<'_> {
         if let Some(existing) = self.watched.get(name) {
             return Ok(Arc::clone(existing));
         }
+        if let Some(carried) = self.carried(&[name]).and_then(|p| p.watched.get(name)) {
+            let carried = Arc::clone(carried);
+            self.watched.insert(name.to_string(), Arc::clone(&carried));
+            return Ok(carried);
+        }
         let cert = app.certificate.clone().ok_or_else(|| {
             format!(
                 "confidential client `{name}` has no certificate, so it can only be a FIC leg 2"
@@ -314,6 +436,12 @@ impl Factory<'_> {
         let dedup = format!("fic|{leg1}|{leg1_type}|{leg2}|{resource}|{token_type}");
         if let Some(existing) = self.credentials.get(&dedup) {
             return Ok(Arc::clone(existing));
+        }
+        if let Some(existing) = self.reuse(&dedup, &[leg1, leg2]) {
+            // Later FIC routes on the same leg 1 must share the leg-1 credential inside it.
+            let leg1_key = format!("vanilla|{leg1}|{FIC_LEG1_RESOURCE}|{leg1_type}");
+            let _ = self.reuse(&leg1_key, &[leg1]);
+            return Ok(existing);
         }
         let Identity::ConfidentialClient(app) = self.identity(leg2)?.clone() else {
             return Err(format!(

@@ -117,6 +117,7 @@ pub(crate) fn timeouts(cx: &mut Ctx<'_>, raw: Option<&S<RawTimeouts>>, base: Tim
         (&raw.value.connect, &mut t.connect),
         (&raw.value.request, &mut t.request),
         (&raw.value.idle, &mut t.idle),
+        (&raw.value.drain, &mut t.drain),
     ] {
         if let Some(v) = field {
             match super::duration::parse_duration(&v.value) {

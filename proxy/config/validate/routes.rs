@@ -123,6 +123,12 @@ fn route(
     let flow = super::flows::flow(cx, r, identities, token_type);
     let acquire = r.acquire.as_ref().map_or(Acquire::Eager, |a| a.value);
     let timeouts = super::timeouts(cx, r.timeouts.as_ref(), base);
+    if let Some(drain) = r.timeouts.as_ref().and_then(|t| t.value.drain.as_ref()) {
+        cx.error(
+            drain.referenced,
+            "`drain` is a global timeout (top-level `timeouts.drain`); a route cannot set its own",
+        );
+    }
     let max_body_bytes =
         super::limits::route_body_limit(cx, r.max_body_bytes.as_ref()).or(limits.max_body_bytes);
     let route = Route {
