@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminError, AdminHandle};
 use crate::config::Config;
 use crate::dataplane::listener::ConnectionSettings;
 use crate::dataplane::server::StartError;
@@ -23,6 +24,7 @@ use crate::engine::route_status::RouteStatus;
 use crate::engine::schedule::RefreshPolicy;
 use crate::engine::snapshot::RouteSlot;
 use crate::engine::sources::retry::RetryTiming;
+use crate::metrics::{self, scrape::ScrapeSources};
 use crate::routing::RouteTableError;
 
 /// How long `run` waits for eager routes' first acquisitions before logging their state. Routes
@@ -44,6 +46,8 @@ pub enum RunError {
     ListenerTls { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// A running popgate: listeners serving, one driver per route.
@@ -53,6 +57,7 @@ pub struct App {
     slots: Vec<Arc<RouteSlot>>,
     drivers: Vec<JoinHandle<()>>,
     stop_drivers: watch::Sender<bool>,
+    admin: Option<AdminHandle>,
 }
 
 impl App {
@@ -65,6 +70,7 @@ impl App {
         let shared = routes::shared_upstream(&config)?;
         let (table, slots) = routes::route_table(&config, &credentials)?;
         let specs = listeners::listener_specs(&config.listeners)?;
+        metrics::register_routes(config.routes.iter().map(|r| r.name.as_str()));
 
         let (stop_drivers, stop) = watch::channel(false);
         let mut drivers = Vec::with_capacity(slots.len());
@@ -102,17 +108,40 @@ impl App {
                 return Err(e.into());
             }
         };
+        let admin = match config.admin {
+            None => None,
+            Some(addr) => {
+                let sources = ScrapeSources {
+                    slots: slots.clone(),
+                    cache: Arc::clone(&deps.cache),
+                };
+                match admin::start(addr, sources).await {
+                    Ok(handle) => Some(handle),
+                    Err(e) => {
+                        proxy.shutdown().await;
+                        let _ = stop_drivers.send(true);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
         Ok(App {
             proxy,
             slots,
             drivers,
             stop_drivers,
+            admin,
         })
     }
 
     /// The bound listener addresses, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         self.proxy.local_addrs()
+    }
+
+    /// The admin listener's bound address, when `admin` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
     }
 
     /// The slot of the route named `name`.
@@ -183,6 +212,9 @@ impl App {
     /// stops every driver.
     pub async fn shutdown(self) {
         self.proxy.shutdown().await;
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
         let _ = self.stop_drivers.send(true);
         for driver in self.drivers {
             if let Err(e) = driver.await {
@@ -206,7 +238,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ = app.initial_round(INITIAL_ROUND_WAIT) => {
             app.log_route_states();
             let addrs: Vec<String> = app.local_addrs().iter().map(ToString::to_string).collect();
-            tracing::info!(addrs = ?addrs, "serving");
+            let admin = app.admin_addr().map(|a| a.to_string());
+            tracing::info!(addrs = ?addrs, admin = admin.as_deref(), "serving");
             shutdown.await;
         }
         _ = &mut shutdown => {}

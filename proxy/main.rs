@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use popgate::config::{self, Config, describe::describe_route};
+use popgate::logging::{self, LogFormat};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogArgs};
 
 /// Exit status for a bad config (and for usage errors, as clap uses).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -22,11 +23,17 @@ fn main() -> ExitCode {
             Err(errors) => report(&errors),
         },
         Command::Run(arg) => match config::load(&arg.config) {
-            Ok(cfg) => run(cfg),
+            Ok(cfg) => match init_tracing(&arg.log) {
+                Ok(()) => run(cfg),
+                Err(code) => code,
+            },
             Err(errors) => report(&errors),
         },
         Command::Dev(arg) => match config::load(&arg.config) {
-            Ok(cfg) => dev(cfg),
+            Ok(cfg) => match init_tracing(&arg.log) {
+                Ok(()) => dev(cfg),
+                Err(code) => code,
+            },
             Err(errors) => report(&errors),
         },
     }
@@ -53,14 +60,19 @@ fn check(cfg: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Fails only if a subscriber is already installed, which cannot happen this early.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .try_init();
+/// Sets up logging from the flags (and `POPGATE_LOG` / `RUST_LOG`); a bad filter is a usage
+/// error (exit 2) naming where it came from.
+fn init_tracing(args: &LogArgs) -> Result<(), ExitCode> {
+    let filter = match logging::filter(args.log_level.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "popgate: {e}");
+            return Err(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    logging::init(args.log_format.unwrap_or_else(LogFormat::detect), filter);
+    logging::set_access_log(args.access_log);
+    Ok(())
 }
 
 /// Exit status when popgate cannot start (bind failure, unusable listener certificate, …).
@@ -68,7 +80,6 @@ const EXIT_START_FAILED: u8 = 1;
 
 /// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0.
 fn run(cfg: Config) -> ExitCode {
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,7 +120,6 @@ async fn shutdown_signal() {
 /// INTEGRATION POINT (`popgate dev`): the integrator starts the local authority and runs the
 /// proxy against it here. This branch only loads and validates the config.
 fn dev(cfg: Config) -> ExitCode {
-    init_tracing();
     tracing::info!(
         config = %cfg.source.display(),
         routes = cfg.routes.len(),

@@ -254,13 +254,15 @@ impl UpstreamConnector {
                 })?;
             Ok::<_, ConnectError>(tls)
         };
-        let tls =
-            tokio::time::timeout(timeout, dial)
-                .await
-                .map_err(|_| ConnectError::Timeout {
-                    authority: authority.clone(),
-                    timeout,
-                })??;
+        let tls = tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                authority: authority.clone(),
+                timeout,
+            })
+            .and_then(|dialled| dialled);
+        crate::metrics::upstream_dial(tls.is_ok());
+        let tls = tls?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         tracing::debug!(upstream = %authority, h2, "upstream connection established");
         Ok(UpstreamConn {
