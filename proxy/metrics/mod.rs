@@ -230,25 +230,29 @@ impl Metrics {
 }
 
 /// Resolves each route's label children once (at start and on reload), so a request does no
-/// label hashing beyond finding its route's handles. Routes seen before keep their handles.
+/// label hashing beyond finding its route's handles. Routes registered before keep their handles
+/// (and their series: counters of a route removed by a reload stay, as Prometheus expects), so
+/// several apps in one process (tests) and reloads never drop another's routes.
 pub fn register_routes<'a>(names: impl IntoIterator<Item = &'a str>) {
     let m = global();
-    let old = m.routes.load();
-    let mut map = HashMap::new();
-    for name in names {
-        let handles = old.get(name).cloned().unwrap_or_else(|| {
-            Arc::new(RouteMetrics::resolve(
-                name,
-                &m.requests,
-                &m.request_duration,
-                &m.upstream_duration,
-                &m.in_flight,
-                &m.upstream_requests,
-            ))
-        });
-        map.insert(Arc::from(name), handles);
-    }
-    m.routes.store(Arc::new(map));
+    // `rcu` may run the closure more than once (on a concurrent store).
+    let names: Vec<&str> = names.into_iter().collect();
+    m.routes.rcu(|old| {
+        let mut map = HashMap::clone(old);
+        for &name in &names {
+            map.entry(Arc::from(name)).or_insert_with(|| {
+                Arc::new(RouteMetrics::resolve(
+                    name,
+                    &m.requests,
+                    &m.request_duration,
+                    &m.upstream_duration,
+                    &m.in_flight,
+                    &m.upstream_requests,
+                ))
+            });
+        }
+        map
+    });
 }
 
 /// The handles of the route named `name` (the unrouted handles if it was never registered).

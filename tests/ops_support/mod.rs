@@ -55,11 +55,27 @@ pub fn all_flows() -> Vec<(&'static str, &'static str, &'static str)> {
             "    flow: fic\n    leg1: app\n    leg2: exchange\n    token_type: mtls_pop",
         ),
         (
-            "fic-mi",
+            "fic-mi-bearer",
             ARM,
             "    flow: fic\n    leg1: uami\n    leg2: exchange\n    token_type: bearer",
         ),
     ]
+}
+
+/// What a request through route `name` of [`all_flows`] gets: the local resource server requires
+/// a TLS client certificate on every connection, and a Bearer route presents none, so Bearer
+/// routes get popgate's 502 (after acquiring their token) while PoP routes get the resource's 200.
+pub fn expected_status(name: &str) -> u16 {
+    if name.ends_with("bearer") { 502 } else { 200 }
+}
+
+/// The status class label of [`expected_status`].
+pub fn expected_class(name: &str) -> &'static str {
+    if expected_status(name) == 200 {
+        "2xx"
+    } else {
+        "5xx"
+    }
 }
 
 /// Routes YAML: each route takes `/{name}/`, strips it, and forwards to its resource's host
@@ -78,7 +94,8 @@ pub fn routes_yaml(list: &[(&str, &str, &str)], lazy: &[&str]) -> String {
     out
 }
 
-/// Writes routes.yaml (admin on an ephemeral loopback port) and returns its path.
+/// Writes routes.yaml (admin on an ephemeral port of 127.0.0.2: the config refuses an admin
+/// address equal to a listener's, even with port 0) and returns its path.
 pub fn write_config(env: &Env, routes: &str) -> PathBuf {
     let mut resolve = String::new();
     for host in TOKEN_HOSTS {
@@ -94,7 +111,7 @@ pub fn write_config(env: &Env, routes: &str) -> PathBuf {
         ));
     }
     let yaml = format!(
-        "version: 1\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nnetwork:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{ids}\nroutes:\n{routes}",
+        "version: 1\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.2:0\nnetwork:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{ids}\nroutes:\n{routes}",
         imds = env.authority.imds_base_url(),
         ids = env.identities(),
     );
