@@ -78,7 +78,10 @@ pub fn init(format: LogFormat, filter: EnvFilter) {
     // Fails only if a subscriber is already installed; the first one stays.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder.try_init(),
+        // Colour codes only where a terminal will interpret them.
+        LogFormat::Human => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
     };
 }
 
