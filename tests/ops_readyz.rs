@@ -26,6 +26,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// Enough refusals to outlast every retry popgate makes during the outage.
 const REFUSALS: usize = 100_000;
 
+/// What the token endpoint answers during the outage: ESTS's transient-error shape.
+const OUTAGE_BODY: &str = r#"{"error":"temporarily_unavailable","error_description":"AADSTS90033: A transient error has occurred. Please try again.","error_codes":[90033],"correlation_id":"0b5e7c1d-4a2f-4e8b-9c3d-2f6a1b7e9d40"}"#;
+
 /// Polls `/readyz` until its status is `want`; returns that answer's body.
 async fn readyz_until(admin: SocketAddr, want: u16) -> serde_json::Value {
     let deadline = Instant::now() + STATE_BOUND;
@@ -85,7 +88,7 @@ async fn readyz_goes_503_when_the_token_expires_during_an_outage_and_200_when_it
         Fault::Status {
             code: 503,
             retry_after: None,
-            body: None,
+            body: Some(OUTAGE_BODY.to_string()),
         },
         REFUSALS,
     );
@@ -98,6 +101,11 @@ async fn readyz_goes_503_when_the_token_expires_during_an_outage_and_200_when_it
     let message = eager["error"]["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "{down}");
     assert!(eager["failures"].as_u64().unwrap_or(0) >= 1, "{down}");
+    assert_eq!(eager["error"]["aadsts"], 90033, "{down}");
+    assert_eq!(
+        eager["error"]["correlation_id"], "0b5e7c1d-4a2f-4e8b-9c3d-2f6a1b7e9d40",
+        "{down}"
+    );
     // Still refused: `/metrics` shows the route failed and acquisitions failing.
     let metrics = scrape(admin).await;
     assert_eq!(
