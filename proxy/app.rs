@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::admin::{self, AdminError, AdminHandle};
 use crate::config::Config;
 use crate::dataplane::listener::ConnectionSettings;
 use crate::dataplane::server::StartError;
@@ -22,6 +23,7 @@ use crate::engine::route_status::RouteStatus;
 use crate::engine::schedule::RefreshPolicy;
 use crate::engine::snapshot::RouteSlot;
 use crate::engine::sources::retry::RetryTiming;
+use crate::metrics::{self, scrape::ScrapeSources, scrape::ScrapeView};
 use crate::routing::RouteTableError;
 
 use live::LiveRoute;
@@ -46,6 +48,8 @@ pub enum RunError {
     ListenerTls { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// Engine timings [`App::start_with`] may override; the defaults are production's.
@@ -69,6 +73,9 @@ pub struct App {
     credentials: CredentialSet,
     /// In config order.
     live: Vec<LiveRoute>,
+    admin: Option<AdminHandle>,
+    /// What `/metrics` and `/readyz` read; a reload stores the new routes here.
+    scrape: ScrapeSources,
 }
 
 impl App {
@@ -88,6 +95,7 @@ impl App {
         let credentials = build::build_credential_set(&config, &deps, None)?;
         let shared = routes::shared_upstream(&config)?;
         let specs = listeners::listener_specs(&config.listeners)?;
+        metrics::register_routes(config.routes.iter().map(|r| r.name.as_str()));
         let mut live = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let credential = credentials.by_route.get(&route.name).ok_or_else(|| {
@@ -118,6 +126,21 @@ impl App {
                 return Err(e.into());
             }
         };
+        let scrape = ScrapeSources::new(ScrapeView {
+            slots,
+            cache: Arc::clone(&deps.cache),
+        });
+        let admin = match config.admin {
+            None => None,
+            Some(addr) => match admin::start(addr, scrape.clone()).await {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    proxy.shutdown().await;
+                    live::stop_all(live).await;
+                    return Err(e.into());
+                }
+            },
+        };
         Ok(App {
             proxy,
             table,
@@ -125,12 +148,19 @@ impl App {
             deps,
             credentials,
             live,
+            admin,
+            scrape,
         })
     }
 
     /// The bound listener addresses, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         self.proxy.local_addrs()
+    }
+
+    /// The admin listener's bound address, when `admin` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
     }
 
     /// The slot of the route named `name`.
@@ -167,6 +197,9 @@ impl App {
     /// stops every driver.
     pub async fn shutdown(self) {
         self.proxy.shutdown().await;
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
         live::stop_all(self.live).await;
     }
 }
@@ -245,7 +278,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if serving {
         app.log_route_states();
         let addrs: Vec<String> = app.local_addrs().iter().map(ToString::to_string).collect();
-        tracing::info!(addrs = ?addrs, "serving");
+        let admin = app.admin_addr().map(|a| a.to_string());
+        tracing::info!(addrs = ?addrs, admin = admin.as_deref(), "serving");
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,

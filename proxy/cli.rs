@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use popgate::logging::LogFormat;
 
 /// The config file used when `--config` is not given: `routes.yaml` in the working directory.
 pub const DEFAULT_CONFIG: &str = "routes.yaml";
@@ -33,6 +34,24 @@ pub struct ConfigArg {
     /// Path of the routes file; relative paths inside it resolve against its directory.
     #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// Log output settings.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Log output flags (`run` and `dev`; `check` ignores them).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format; default: human on a terminal, json otherwise.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in `RUST_LOG` syntax (e.g. `info,popgate=debug`); default: env POPGATE_LOG,
+    /// then RUST_LOG, then `info`.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log one event per request (route, method, status, durations; never the query or headers).
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 /// `popgate dev`'s flags.
@@ -57,11 +76,11 @@ mod tests {
     fn parses_each_subcommand_and_the_default_config() {
         let cli = Cli::try_parse_from(["popgate", "check"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Check(ConfigArg { ref config }) if config == &PathBuf::from("routes.yaml"))
+            matches!(cli.command, Command::Check(ConfigArg { ref config, .. }) if config == &PathBuf::from("routes.yaml"))
         );
         let cli = Cli::try_parse_from(["popgate", "run", "--config", "x.yaml"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Run(ConfigArg { ref config }) if config == &PathBuf::from("x.yaml"))
+            matches!(cli.command, Command::Run(ConfigArg { ref config, .. }) if config == &PathBuf::from("x.yaml"))
         );
         let cli = Cli::try_parse_from(["popgate", "dev", "-c", "d.yaml"]).unwrap();
         assert!(
@@ -74,6 +93,23 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["popgate", "dev", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["popgate"]).is_err());
+        let cli = Cli::try_parse_from([
+            "popgate",
+            "run",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--access-log",
+        ])
+        .unwrap();
+        let Command::Run(arg) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(arg.log.log_format, Some(LogFormat::Json));
+        assert_eq!(arg.log.log_level.as_deref(), Some("debug"));
+        assert!(arg.log.access_log);
+        assert!(Cli::try_parse_from(["popgate", "run", "--log-format", "xml"]).is_err());
         assert!(Cli::try_parse_from(["popgate", "check", "--bogus"]).is_err());
     }
 

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use popgate::config::{self, Config, describe::describe_route};
+use popgate::logging::{self, LogFormat};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogArgs};
 
 /// Exit status for a bad config (and for usage errors, as clap uses).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -22,17 +23,23 @@ fn main() -> ExitCode {
             Err(errors) => report(&errors),
         },
         Command::Run(arg) => match config::load(&arg.config) {
-            Ok(cfg) => run(cfg),
+            Ok(cfg) => match init_tracing(&arg.log) {
+                Ok(()) => run(cfg),
+                Err(code) => code,
+            },
             Err(errors) => report(&errors),
         },
         Command::Dev(arg) => match config::load(&arg.config.config) {
-            Ok(cfg) => dev(
-                cfg,
-                popgate::dev::DevOptions {
-                    listen: arg.listen,
-                    once: arg.once,
-                },
-            ),
+            Ok(cfg) => match init_dev_tracing(&arg.config.log) {
+                Ok(()) => dev(
+                    cfg,
+                    popgate::dev::DevOptions {
+                        listen: arg.listen,
+                        once: arg.once,
+                    },
+                ),
+                Err(code) => code,
+            },
             Err(errors) => report(&errors),
         },
     }
@@ -59,14 +66,46 @@ fn check(cfg: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Fails only if a subscriber is already installed, which cannot happen this early.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .try_init();
+/// Sets up logging from the flags (and `POPGATE_LOG` / `RUST_LOG`); a bad filter is a usage
+/// error (exit 2) naming where it came from.
+fn init_tracing(args: &LogArgs) -> Result<(), ExitCode> {
+    init_tracing_to(args, args.log_level.as_deref(), logging::Output::Stdout)
+}
+
+/// `popgate dev` prints its table on stdout: logs go to stderr, and only warnings and up unless
+/// the flag or the environment asks for more.
+fn init_dev_tracing(args: &LogArgs) -> Result<(), ExitCode> {
+    let env_set =
+        std::env::var_os("POPGATE_LOG").is_some() || std::env::var_os("RUST_LOG").is_some();
+    let level = args
+        .log_level
+        .as_deref()
+        .or((!env_set).then_some(DEV_DEFAULT_LOG_LEVEL));
+    init_tracing_to(args, level, logging::Output::Stderr)
+}
+
+/// `popgate dev`'s default log level: its table is the output; logs are for trouble.
+const DEV_DEFAULT_LOG_LEVEL: &str = "warn";
+
+fn init_tracing_to(
+    args: &LogArgs,
+    level: Option<&str>,
+    output: logging::Output,
+) -> Result<(), ExitCode> {
+    let filter = match logging::filter(level, &|k| std::env::var(k).ok()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "popgate: {e}");
+            return Err(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    logging::init_to(
+        args.log_format.unwrap_or_else(LogFormat::detect),
+        filter,
+        output,
+    );
+    logging::set_access_log(args.access_log);
+    Ok(())
 }
 
 /// Exit status when popgate cannot start (bind failure, unusable listener certificate, …).
@@ -74,7 +113,6 @@ const EXIT_START_FAILED: u8 = 1;
 
 /// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0.
 fn run(cfg: Config) -> ExitCode {
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,13 +143,6 @@ const EXIT_DEV_NOT_OK: u8 = 1;
 /// `popgate dev`: the table on stdout, logs (warnings and up unless `RUST_LOG` says otherwise) on
 /// stderr so they never interleave with it.
 fn dev(cfg: Config, options: popgate::dev::DevOptions) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Fails only if a subscriber is already installed, which cannot happen this early.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

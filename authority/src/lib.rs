@@ -350,6 +350,18 @@ impl Authority {
         &self.keys
     }
 
+    /// Starts recording the signature segment of every token issued and every client assertion
+    /// received from now on (tests that grep logs for leaked secrets use it; off by default).
+    pub fn record_issued_tokens(&self) {
+        self.keys.record_issued();
+    }
+
+    /// The signature segments of the tokens issued and the client assertions received since
+    /// [`Authority::record_issued_tokens`].
+    pub fn issued_token_signatures(&self) -> Vec<String> {
+        self.keys.issued_signatures()
+    }
+
     /// Token lifetime, `refresh_in`, numbers-as-strings; changeable at run time.
     pub fn settings(&self) -> &Arc<Settings> {
         &self.settings

@@ -20,7 +20,13 @@ pub enum VerifyError {
     WrongAudience { expected: String },
 }
 
+/// At most this many issued signatures are recorded: tests issue tens; a bound keeps a long
+/// `popgate dev` session with recording on from growing without end.
+pub const MAX_RECORDED_SIGNATURES: usize = 10_000;
+
 pub struct SigningKeys {
+    /// Signature segments of issued JWTs and received client assertions, when recording is on (tests grep logs for them).
+    issued: std::sync::Mutex<Option<Vec<String>>>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
@@ -40,6 +46,7 @@ impl SigningKeys {
         let decoding = DecodingKey::from_rsa_raw_components(&modulus, &exponent);
         let kid = crate::thumbprint::x5t_s256(&spki_der);
         Ok(Self {
+            issued: std::sync::Mutex::new(None),
             encoding,
             decoding,
             kid,
@@ -57,8 +64,39 @@ impl SigningKeys {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| format!("cannot sign the token: {e}"))
+        let jwt = jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| format!("cannot sign the token: {e}"))?;
+        self.note_secret(&jwt);
+        Ok(jwt)
+    }
+
+    fn issued(&self) -> std::sync::MutexGuard<'_, Option<Vec<String>>> {
+        // A panic while holding this lock leaves a plain Vec behind; keep using it.
+        self.issued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `jwt`'s signature segment when recording is on: every token signed here, and every
+    /// client assertion the token endpoint receives.
+    pub fn note_secret(&self, jwt: &str) {
+        let mut issued = self.issued();
+        if let Some(list) = issued.as_mut()
+            && list.len() < MAX_RECORDED_SIGNATURES
+            && let Some((_, signature)) = jwt.rsplit_once('.')
+        {
+            list.push(signature.to_string());
+        }
+    }
+
+    /// Starts recording the signature segment of every JWT signed from now on and of every
+    /// client assertion received (test use: a signature is unique per token, so finding it in a
+    /// log means the token leaked).
+    pub fn record_issued(&self) {
+        self.issued().get_or_insert_with(Vec::new);
+    }
+
+    /// The recorded signature segments (empty unless [`SigningKeys::record_issued`] was called).
+    pub fn issued_signatures(&self) -> Vec<String> {
+        self.issued().clone().unwrap_or_default()
     }
 
     /// Verifies signature, `exp`, `nbf` and that `aud` equals `audience`.

@@ -131,6 +131,7 @@ impl App {
             }
         }
 
+        crate::metrics::register_routes(config.routes.iter().map(|r| r.name.as_str()));
         self.table.store(Arc::new(table));
 
         let mut old: Vec<Option<LiveRoute>> = std::mem::take(&mut self.live)
@@ -153,6 +154,10 @@ impl App {
         self.deps = deps;
         self.credentials = credentials;
         self.config = config;
+        self.scrape.store(crate::metrics::scrape::ScrapeView {
+            slots: self.live.iter().map(|r| Arc::clone(r.slot())).collect(),
+            cache: Arc::clone(&self.deps.cache),
+        });
         // Requests already routed to a retired slot keep its snapshot until they finish.
         live::stop_all(retired).await;
         Ok(summary)

@@ -220,7 +220,7 @@ impl Transport {
                 detail: e.to_string(),
             }
         })?;
-        let connector = UpstreamConnector::new(
+        let connector = UpstreamConnector::for_credentials(
             tls,
             ConnectSettings {
                 resolve: Arc::clone(&self.settings.resolve),

@@ -143,6 +143,8 @@ struct Inner {
     tls: TlsConnector,
     settings: ConnectSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Counted in the upstream connection metrics (off for token endpoint / IMDS connections).
+    counted: bool,
 }
 
 impl fmt::Debug for UpstreamConnector {
@@ -160,11 +162,22 @@ impl fmt::Debug for UpstreamConnector {
 impl UpstreamConnector {
     /// A connector using `tls` for every connection it makes.
     pub fn new(tls: Arc<ClientConfig>, settings: ConnectSettings) -> Self {
+        Self::build(tls, settings, true)
+    }
+
+    /// Like [`UpstreamConnector::new`], for credential peers (token endpoint, IMDS): its dials
+    /// are not counted as upstream connections in the metrics.
+    pub fn for_credentials(tls: Arc<ClientConfig>, settings: ConnectSettings) -> Self {
+        Self::build(tls, settings, false)
+    }
+
+    fn build(tls: Arc<ClientConfig>, settings: ConnectSettings, counted: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 tls: TlsConnector::from(tls),
                 settings,
                 limits: Mutex::new(HashMap::new()),
+                counted,
             }),
         }
     }
@@ -254,13 +267,17 @@ impl UpstreamConnector {
                 })?;
             Ok::<_, ConnectError>(tls)
         };
-        let tls =
-            tokio::time::timeout(timeout, dial)
-                .await
-                .map_err(|_| ConnectError::Timeout {
-                    authority: authority.clone(),
-                    timeout,
-                })??;
+        let tls = tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                authority: authority.clone(),
+                timeout,
+            })
+            .and_then(|dialled| dialled);
+        if self.inner.counted {
+            crate::metrics::upstream_dial(tls.is_ok());
+        }
+        let tls = tls?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         tracing::debug!(upstream = %authority, h2, "upstream connection established");
         Ok(UpstreamConn {

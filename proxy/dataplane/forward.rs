@@ -4,7 +4,7 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use super::upstream_body::{UpstreamBody, read_ahead};
 use super::www_authenticate;
 use crate::engine::route_status::RouteStatus;
 use crate::engine::snapshot::{RouteSlot, Snapshot};
+use crate::metrics::request::Observed;
 use crate::routing::RouteTable;
 
 /// The route table the data plane reads: each route's payload is its snapshot slot.
@@ -57,10 +58,25 @@ impl Forwarder {
     }
 
     /// Handles one caller request. `listener_default_port` is 80 on plain listeners, 443 on TLS.
+    /// Counts it in the route's metrics and, when on, writes its access-log event.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         listener_default_port: u16,
+    ) -> Response<ProxyBody> {
+        let mut seen = Observed::start(&request);
+        let response = self
+            .forward(request, listener_default_port, &mut seen)
+            .await;
+        seen.finish(&response, listener_default_port);
+        response
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        listener_default_port: u16,
+        seen: &mut Observed,
     ) -> Response<ProxyBody> {
         if request.method() == Method::CONNECT {
             tracing::debug!(target = %request.uri(), "CONNECT refused");
@@ -93,6 +109,7 @@ impl Forwarder {
                 uri,
             )
         };
+        seen.routed(&route);
         let snapshot = match slot.snapshot.load_full() {
             Some(snapshot) => snapshot,
             None => match first_snapshot(&slot, self.request_timeout).await {
@@ -149,6 +166,7 @@ impl Forwarder {
                 &snapshot,
                 Request::from_parts(parts, body),
                 request_timeout,
+                seen,
             )
             .await
         {
@@ -171,7 +189,10 @@ impl Forwarder {
                     newer_snapshot(&slot, snapshot.generation, request_timeout).await
             {
                 let request = head.into_request(&fresh.authorization, body);
-                return match self.send(&route, &fresh, request, request_timeout).await {
+                return match self
+                    .send(&route, &fresh, request, request_timeout, seen)
+                    .await
+                {
                     Ok(response) => {
                         tracing::info!(route = %route, generation = fresh.generation, status = response.status().as_u16(), "replayed with a new token");
                         if response.status() == StatusCode::UNAUTHORIZED
@@ -196,8 +217,12 @@ impl Forwarder {
         snapshot: &Snapshot,
         request: Request<UpstreamBody>,
         timeout: Duration,
+        seen: &mut Observed,
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-        match tokio::time::timeout(timeout, snapshot.client.request(request)).await {
+        let sent = Instant::now();
+        let result = tokio::time::timeout(timeout, snapshot.client.request(request)).await;
+        seen.upstream(sent, &result);
+        match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
                 let (cause, timed_out) = describe(&error);

@@ -19,6 +19,7 @@ use super::route_status::RouteStatus;
 use super::schedule::{RefreshPolicy, jitter_sample};
 use super::snapshot::{Demand, RouteSlot, Snapshot};
 use crate::dataplane::client::UpstreamSettings;
+use crate::metrics;
 
 /// After an upstream `401 invalid_token` forced a new acquisition, further refusals wait at least
 /// this long before forcing another: a resource that refuses every token must not turn each
@@ -316,6 +317,7 @@ impl RouteDriver {
         if unchanged && st.failures > 0 {
             // The same token again (a binding signal with nothing new) is not a recovery: keep the
             // failure streak and its retry schedule.
+            metrics::token_acquisition(self.credential.labels(), step.name(), "unchanged");
             return self.slot.status().next_attempt().unwrap_or(refresh_at);
         }
         if !unchanged {
@@ -350,7 +352,14 @@ impl RouteDriver {
                 withdrawn: false,
             });
             self.log_published(step, &cached, generation, refresh_at, rotated);
+            metrics::binding_not_after(
+                self.slot.name(),
+                token.binding.as_ref().map(|b| b.not_after()),
+            );
         }
+        // Counted here, after a new snapshot was built: a build failure counts as `failed` only.
+        let outcome = if unchanged { "unchanged" } else { "published" };
+        metrics::token_acquisition(self.credential.labels(), step.name(), outcome);
         st.backoff.reset();
         st.failures = 0;
         st.failing_since = None;
@@ -376,6 +385,7 @@ impl RouteDriver {
             .filter(|c| !c.withdrawn && now < c.usable_until)
             .map(|c| (c.snapshot.expires_at, c.snapshot.generation));
         let labels = self.credential.labels();
+        metrics::token_acquisition(labels, step.name(), "failed");
         tracing::warn!(
             route = %self.slot.name(),
             identity = %labels.identity,

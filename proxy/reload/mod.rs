@@ -104,12 +104,12 @@ pub async fn reload(app: &mut App, trigger: Trigger, triggers: &mut Triggers) {
                     "config reload refused; the running config stays"
                 );
             }
-            // INTEGRATION POINT (metrics): crate::metrics::config_reloads(false);
+            crate::metrics::config_reloads(false);
             return;
         }
         Err(e) => {
             tracing::error!(trigger = trigger.name(), error = %e, "config reload did not finish; the running config stays");
-            // INTEGRATION POINT (metrics): crate::metrics::config_reloads(false);
+            crate::metrics::config_reloads(false);
             return;
         }
     };
@@ -130,11 +130,11 @@ pub async fn reload(app: &mut App, trigger: Trigger, triggers: &mut Triggers) {
                 not_ready = ?summary.not_ready,
                 "config reloaded"
             );
-            // INTEGRATION POINT (metrics): crate::metrics::config_reloads(true);
+            crate::metrics::config_reloads(true);
         }
         Err(e) => {
             tracing::error!(trigger = trigger.name(), error = %e, "config reload refused; the running config stays");
-            // INTEGRATION POINT (metrics): crate::metrics::config_reloads(false);
+            crate::metrics::config_reloads(false);
         }
     }
 }

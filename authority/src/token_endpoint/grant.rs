@@ -111,6 +111,8 @@ pub fn decide(ctx: &Context<'_>, req: &Request<'_>) -> Result<Grant, EstsError> 
         }
         (Some(assertion), Client::App(app)) => {
             let assertion_type = assertion_type.unwrap_or_default();
+            // Tests grep popgate's logs for every assertion it sent (off unless recording).
+            ctx.keys.note_secret(assertion);
             let jws = Jws::parse(assertion)?;
             // The app's own assertion names its certificate or itself; anything else is
             // taken as a FIC leg-1 token (which then must verify as one of ours).

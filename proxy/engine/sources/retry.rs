@@ -56,6 +56,14 @@ impl Peer {
             Peer::Imds | Peer::ImdsProbe => "IMDS",
         }
     }
+
+    /// The `peer` label in metrics: `token_endpoint` or `imds`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Peer::TokenEndpoint => "token_endpoint",
+            Peer::Imds | Peer::ImdsProbe => "imds",
+        }
+    }
 }
 
 /// The final answer, and the wait the peer asked for (for the cache's block).
@@ -80,7 +88,10 @@ pub async fn send_with_retry(
     let mut schedule: Option<ImdsSchedule> = None;
     loop {
         let attempt = retries_done + 1;
+        let sent = std::time::Instant::now();
         let result = transport.send(request, binding).await;
+        let ok = result.as_ref().is_ok_and(|e| e.status.is_success());
+        crate::metrics::credential_call(peer.metric_label(), ok, sent.elapsed());
         let decision = match &result {
             Ok(exchange) => {
                 log_answer(peer, what, attempt, request, exchange);

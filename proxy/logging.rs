@@ -1,0 +1,139 @@
+//! Log output: JSON or human-readable `tracing` events, a `RUST_LOG`-style filter, and the
+//! optional access log (one event per request on target [`ACCESS_TARGET`]).
+
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::EnvFilter;
+
+/// The env variable holding the filter when `--log-level` is not given (then `RUST_LOG`).
+pub const LOG_ENV: &str = "POPGATE_LOG";
+
+/// The filter when neither the flag nor an env variable sets one.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// The `tracing` target of access-log events, so they can be filtered on their own.
+pub const ACCESS_TARGET: &str = "popgate::access";
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for collectors).
+    Json,
+    /// Human-readable lines (for terminals).
+    Human,
+}
+
+impl LogFormat {
+    /// Human on a terminal, JSON otherwise (a pipe or a file is read by a collector).
+    pub fn detect() -> Self {
+        if std::io::stdout().is_terminal() {
+            LogFormat::Human
+        } else {
+            LogFormat::Json
+        }
+    }
+}
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// The filter does not parse.
+    #[error("{source_name}: invalid log filter `{filter}`: {reason}")]
+    BadFilter {
+        /// Where the filter came from (`--log-level`, `POPGATE_LOG`, `RUST_LOG`).
+        source_name: &'static str,
+        /// The filter as given.
+        filter: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+}
+
+/// Picks the filter: `--log-level`, else `POPGATE_LOG`, else `RUST_LOG`, else `info`; `env` reads
+/// a variable (the process environment in `main`). A filter that does not parse is an error
+/// naming where it came from, not a silent fallback.
+pub fn filter(
+    flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvFilter, LoggingError> {
+    let (source_name, text) = match (flag, env(LOG_ENV), env("RUST_LOG")) {
+        (Some(f), _, _) => ("--log-level", f.to_string()),
+        (None, Some(f), _) => (LOG_ENV, f),
+        (None, None, Some(f)) => ("RUST_LOG", f),
+        (None, None, None) => ("default", DEFAULT_FILTER.to_string()),
+    };
+    EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| LoggingError::BadFilter {
+            source_name,
+            filter: text.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Installs the process's subscriber. Does nothing if one is already installed.
+pub fn init(format: LogFormat, filter: EnvFilter) {
+    init_to(format, filter, Output::Stdout);
+}
+
+/// Where log lines go. `popgate dev` prints its table on stdout, so its logs go to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// [`init`] with the output stream chosen.
+pub fn init_to(format: LogFormat, filter: EnvFilter, output: Output) {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only where a terminal will interpret them.
+    let ansi = match output {
+        Output::Stdout => std::io::stdout().is_terminal(),
+        Output::Stderr => std::io::stderr().is_terminal(),
+    };
+    // `try_init` fails only if a subscriber is already installed; the first one stays.
+    let _ = match (format, output) {
+        (LogFormat::Json, Output::Stdout) => builder.json().try_init(),
+        (LogFormat::Json, Output::Stderr) => builder.json().with_writer(std::io::stderr).try_init(),
+        (LogFormat::Human, Output::Stdout) => builder.with_ansi(ansi).try_init(),
+        (LogFormat::Human, Output::Stderr) => builder
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
+}
+
+static ACCESS_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Turns the access log on or off (off by default).
+pub fn set_access_log(on: bool) {
+    ACCESS_LOG.store(on, Ordering::Relaxed);
+}
+
+/// Whether the access log is on.
+pub fn access_log() -> bool {
+    ACCESS_LOG.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_precedence_and_errors_name_their_source() {
+        let none = |_: &str| None;
+        assert!(filter(None, &none).is_ok());
+        let both = |k: &str| Some(if k == LOG_ENV { "debug" } else { "warn" }.to_string());
+        assert_eq!(filter(None, &both).unwrap().to_string(), "debug");
+        assert_eq!(filter(Some("error"), &both).unwrap().to_string(), "error");
+        let bad = |k: &str| (k == LOG_ENV).then(|| "popgate=notalevel".to_string());
+        let e = filter(None, &bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("POPGATE_LOG: invalid log filter `popgate=notalevel`"),
+            "{e}"
+        );
+        let e = filter(Some("=="), &none).unwrap_err().to_string();
+        assert!(e.starts_with("--log-level:"), "{e}");
+    }
+}
