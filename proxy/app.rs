@@ -1,7 +1,7 @@
 //! `popgate run`: from a validated config to a serving proxy — route table, credentials, one driver
 //! per route, listeners — and back down on shutdown.
 
-mod listeners;
+pub mod listeners;
 mod routes;
 
 use std::future::Future;
@@ -65,6 +65,8 @@ impl App {
         let shared = routes::shared_upstream(&config)?;
         let (table, slots) = routes::route_table(&config, &credentials)?;
         let specs = listeners::listener_specs(&config.listeners)?;
+        let unix_specs = listeners::unix_listener_specs(&config.unix_listeners);
+        listeners::warn_open_listeners(&config);
 
         let (stop_drivers, stop) = watch::channel(false);
         let mut drivers = Vec::with_capacity(slots.len());
@@ -89,8 +91,9 @@ impl App {
             connection: ConnectionSettings::with_limits(&config.limits),
             ..ProxySettings::default()
         };
-        let proxy = match Proxy::start(
+        let proxy = match Proxy::start_with_unix(
             specs,
+            unix_specs,
             Arc::new(ArcSwap::from_pointee(table)),
             proxy_settings,
         )

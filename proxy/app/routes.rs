@@ -7,6 +7,7 @@ use crate::config::{Config, Route};
 use crate::dataplane::DataplaneTable;
 use crate::dataplane::client::UpstreamSettings;
 use crate::dataplane::connect::ResolveMap;
+use crate::dataplane::route_policy::RoutePolicy;
 use crate::dataplane::upstream_tls::ExtraRoots;
 use crate::engine::credential::Credential;
 use crate::engine::snapshot::{RouteInfo, RouteSlot};
@@ -56,14 +57,17 @@ pub fn route_table(
                 .ok_or_else(|| RunError::MissingCredential {
                     route: route.name.clone(),
                 })?;
-        let slot = Arc::new(RouteSlot::for_route(
-            route.name.as_str(),
-            RouteInfo {
-                identity: Some(credential.labels().identity.as_str().into()),
-                request_timeout: Some(route.timeouts.request),
-                lazy: route.acquire == crate::config::Acquire::Lazy,
-            },
-        ));
+        let slot = Arc::new(
+            RouteSlot::for_route(
+                route.name.as_str(),
+                RouteInfo {
+                    identity: Some(credential.labels().identity.as_str().into()),
+                    request_timeout: Some(route.timeouts.request),
+                    lazy: route.acquire == crate::config::Acquire::Lazy,
+                },
+            )
+            .with_policy(RoutePolicy::of(route)),
+        );
         let spec = RouteSpec {
             name: route.name.clone(),
             host: route.host.as_ref().map(|h| h.to_string()),

@@ -13,9 +13,12 @@ use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use super::access::{self, Caller};
 use super::connect::ConnectError;
 use super::error_response::{NoTokenDetail, Refusal};
 use super::headers;
+use super::limits::{self, BodyTooLarge, LimitRefusal};
+use super::request_target;
 use super::upstream_body::{UpstreamBody, read_ahead};
 use super::www_authenticate;
 use crate::engine::route_status::RouteStatus;
@@ -56,16 +59,26 @@ impl Forwarder {
         }
     }
 
-    /// Handles one caller request. `listener_default_port` is 80 on plain listeners, 443 on TLS.
+    /// Handles one caller request. `listener_default_port` is 80 on plain listeners, 443 on TLS;
+    /// `caller` is who the listener saw on the connection.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         listener_default_port: u16,
+        caller: &Caller,
     ) -> Response<ProxyBody> {
         if request.method() == Method::CONNECT {
             tracing::debug!(target = %request.uri(), "CONNECT refused");
             return refuse(&Refusal::Connect);
         }
+        // --- guard: the target names one plain host, the same in URL and Host header ---
+        if let Err(reason) =
+            request_target::check(request.uri(), request.headers(), listener_default_port)
+        {
+            tracing::info!(caller = %caller, reason, "ambiguous request target refused");
+            return refuse(&Refusal::BadRequest { reason });
+        }
+        // --- end guard ---
         let (host, default_port) = match request_host(&request, listener_default_port) {
             Ok(found) => found,
             Err(reason) => return refuse(&Refusal::BadRequest { reason }),
@@ -93,6 +106,19 @@ impl Forwarder {
                 uri,
             )
         };
+        // --- guard: caller rules and declared body size, before any token work ---
+        let policy = slot.policy();
+        if !policy.admits(caller) {
+            tracing::info!(route = %route, caller = %caller, "caller not allowed on route");
+            return access::denied_response(&route).map(Either::Right);
+        }
+        if let Some(max) = policy.max_body_bytes
+            && let Err(refusal) = limits::check_declared_length(request.headers(), max)
+        {
+            tracing::info!(route = %route, max, "declared body over the route's limit");
+            return refusal.response().map(Either::Right);
+        }
+        // --- end guard ---
         let snapshot = match slot.snapshot.load_full() {
             Some(snapshot) => snapshot,
             None => match first_snapshot(&slot, self.request_timeout).await {
@@ -139,6 +165,18 @@ impl Forwarder {
                 });
             }
         };
+        // --- guard: a body of unknown length is cut off past the route's limit ---
+        let body = match policy.max_body_bytes {
+            Some(max) if body.buffered_len().is_some_and(|n| n > max) => {
+                tracing::info!(route = %route, max, "body over the route's limit");
+                return LimitRefusal::BodyTooLarge { max }
+                    .response()
+                    .map(Either::Right);
+            }
+            Some(max) if body.buffered_len().is_none() => body.limited(max),
+            _ => body,
+        };
+        // --- end guard ---
         // What a replay needs: the head (header values are shared, not copied) and the body
         // chunks read ahead. Streams larger than the replay limit keep none of it.
         let replay = body.replayable().map(|body| (Head::of(&parts), body));
@@ -200,6 +238,14 @@ impl Forwarder {
         match tokio::time::timeout(timeout, snapshot.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
+                // --- guard: the route's body limit cut the body off (413, not 502) ---
+                if let Some(too_large) = body_too_large(&error) {
+                    tracing::info!(route = %route, max = too_large.max, "body cut off at the route's limit");
+                    return Err(LimitRefusal::BodyTooLarge { max: too_large.max }
+                        .response()
+                        .map(Either::Right));
+                }
+                // --- end guard ---
                 let (cause, timed_out) = describe(&error);
                 tracing::warn!(route = %route, cause = %cause, "upstream request failed");
                 Err(if timed_out {
@@ -391,6 +437,18 @@ fn request_host(
         },
         None => Ok((None, listener_default_port)),
     }
+}
+
+/// The route body limit's error, if it is what failed the exchange.
+fn body_too_large(error: &hyper_util::client::legacy::Error) -> Option<&BodyTooLarge> {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The caller-facing cause of a failed upstream exchange, and whether it was a timeout.

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::credential::token::Token;
 use crate::dataplane::client::{UpstreamClient, UpstreamSettings};
+use crate::dataplane::route_policy::RoutePolicy;
 use crate::dataplane::upstream_tls::{self, UpstreamTlsError};
 
 use super::route_status::RouteStatus;
@@ -135,6 +136,8 @@ pub struct Demand {
 pub struct RouteSlot {
     name: Arc<str>,
     info: RouteInfo,
+    /// Caller rules and body limit (`dataplane::route_policy`); default: none.
+    policy: RoutePolicy,
     /// The current snapshot; the credential engine stores, the data plane loads.
     pub snapshot: ArcSwapOption<Snapshot>,
     status: ArcSwap<RouteStatus>,
@@ -148,6 +151,7 @@ impl fmt::Debug for RouteSlot {
         f.debug_struct("RouteSlot")
             .field("name", &self.name)
             .field("info", &self.info)
+            .field("policy", &self.policy)
             .field("snapshot", &self.snapshot.load())
             .field("status", &self.status.load())
             .finish()
@@ -166,6 +170,7 @@ impl RouteSlot {
         Self {
             name: name.into(),
             info,
+            policy: RoutePolicy::default(),
             snapshot: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(status),
             changes: watch::channel(0).0,
@@ -182,6 +187,17 @@ impl RouteSlot {
         });
         slot.publish(snapshot);
         slot
+    }
+
+    /// This slot with the route's caller rules and body limit.
+    pub fn with_policy(mut self, policy: RoutePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The route's caller rules and body limit.
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
     }
 
     /// The route's name.
