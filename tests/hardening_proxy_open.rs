@@ -241,10 +241,13 @@ async fn a_routes_body_limit_refuses_declared_and_streamed_bodies_with_413() {
             .body(TestBody::text(&"y".repeat(n)))
             .unwrap()
     };
-    // Declared length over the limit: refused before anything is sent.
-    let resp = h1_send(addr, post(1001)).await;
-    assert_eq!(resp.status(), 413);
-    assert_eq!(json(resp).await["error"], "payload_too_large");
+    // Declared length over the limit: refused before anything is sent, whether the body is
+    // small enough to be read ahead (1001) or would stream (100 000).
+    for n in [1001, 100_000] {
+        let resp = h1_send(addr, post(n)).await;
+        assert_eq!(resp.status(), 413, "{n}");
+        assert_eq!(json(resp).await["error"], "payload_too_large");
+    }
     // Chunked, small enough to be read ahead: refused before anything is sent.
     assert_eq!(send_chunked(addr, 1500).await.status(), 413);
     assert_eq!(
