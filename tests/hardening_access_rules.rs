@@ -219,7 +219,7 @@ async fn unix_socket_callers_are_admitted_by_uid_or_gid_only() {
         mode: DEFAULT_UNIX_SOCKET_MODE,
     };
     let proxy = start_guarded(routes, &settings, vec![], vec![unix]).await;
-    assert_eq!(proxy.unix_paths(), [socket.clone()]);
+    assert_eq!(proxy.unix_paths(), std::slice::from_ref(&socket));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
 
