@@ -255,6 +255,12 @@ async fn a_routes_body_limit_refuses_declared_and_streamed_bodies_with_413() {
         0,
         "an oversized body was forwarded"
     );
+    // Not even a connection: the refusals came before popgate reached for the upstream.
+    assert_eq!(
+        env.upstream.handshakes(),
+        0,
+        "popgate connected upstream for a refused body"
+    );
     // At the limit, declared and chunked: forwarded whole.
     assert_eq!(h1_send(addr, post(1000)).await.status(), 200);
     assert_eq!(send_chunked(addr, 1000).await.status(), 200);
