@@ -288,3 +288,32 @@ async fn a_stale_socket_is_replaced_but_a_regular_file_is_not() {
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
+
+#[tokio::test]
+async fn a_new_policy_on_a_live_slot_applies_to_the_next_request() {
+    let env = Env::new().await;
+    let settings = env.settings(&["swap"]);
+    let (spec, token, _) = env.route("swap", RoutePolicy::default());
+    let snapshot = popgate::engine::snapshot::Snapshot::build(&token, &settings, 1).unwrap();
+    let slot = std::sync::Arc::new(popgate::engine::snapshot::RouteSlot::with_snapshot(
+        "swap", snapshot,
+    ));
+    let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+        popgate::routing::RouteTable::new(vec![(spec, std::sync::Arc::clone(&slot))]).unwrap(),
+    ));
+    let proxy = popgate::dataplane::Proxy::start(
+        vec![plain_listener()],
+        table,
+        popgate::dataplane::ProxySettings::default(),
+    )
+    .await
+    .unwrap();
+    let addr = proxy.local_addrs()[0];
+    assert_eq!(h1_send(addr, get("swap.svc.example")).await.status(), 200);
+    slot.set_policy(allow(vec![AllowRule::Cidr("10.0.0.0/8".parse().unwrap())]));
+    denied(h1_send(addr, get("swap.svc.example")).await, "swap").await;
+    slot.set_policy(RoutePolicy::default());
+    assert_eq!(h1_send(addr, get("swap.svc.example")).await.status(), 200);
+    assert_eq!(env.upstream.requests(), 2);
+    proxy.shutdown().await;
+}

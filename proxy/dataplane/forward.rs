@@ -107,12 +107,15 @@ impl Forwarder {
             )
         };
         // --- guard: caller rules and declared body size, before any token work ---
-        let policy = slot.policy();
-        if !policy.admits(caller) {
+        let (admitted, max_body_bytes) = {
+            let policy = slot.policy();
+            (policy.admits(caller), policy.max_body_bytes)
+        };
+        if !admitted {
             tracing::info!(route = %route, caller = %caller, "caller not allowed on route");
             return access::denied_response(&route).map(Either::Right);
         }
-        if let Some(max) = policy.max_body_bytes
+        if let Some(max) = max_body_bytes
             && let Err(refusal) = limits::check_declared_length(request.headers(), max)
         {
             tracing::info!(route = %route, max, "declared body over the route's limit");
@@ -166,7 +169,7 @@ impl Forwarder {
             }
         };
         // --- guard: a body of unknown length is cut off past the route's limit ---
-        let body = match policy.max_body_bytes {
+        let body = match max_body_bytes {
             Some(max) if body.buffered_len().is_some_and(|n| n > max) => {
                 tracing::info!(route = %route, max, "body over the route's limit");
                 return LimitRefusal::BodyTooLarge { max }

@@ -136,8 +136,9 @@ pub struct Demand {
 pub struct RouteSlot {
     name: Arc<str>,
     info: RouteInfo,
-    /// Caller rules and body limit (`dataplane::route_policy`); default: none.
-    policy: RoutePolicy,
+    /// Caller rules and body limit (`dataplane::route_policy`); default: none. Swappable so a
+    /// reload that changes only these keeps the route's token and pool.
+    policy: ArcSwap<RoutePolicy>,
     /// The current snapshot; the credential engine stores, the data plane loads.
     pub snapshot: ArcSwapOption<Snapshot>,
     status: ArcSwap<RouteStatus>,
@@ -151,7 +152,7 @@ impl fmt::Debug for RouteSlot {
         f.debug_struct("RouteSlot")
             .field("name", &self.name)
             .field("info", &self.info)
-            .field("policy", &self.policy)
+            .field("policy", &self.policy.load())
             .field("snapshot", &self.snapshot.load())
             .field("status", &self.status.load())
             .finish()
@@ -170,7 +171,7 @@ impl RouteSlot {
         Self {
             name: name.into(),
             info,
-            policy: RoutePolicy::default(),
+            policy: ArcSwap::from_pointee(RoutePolicy::default()),
             snapshot: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(status),
             changes: watch::channel(0).0,
@@ -190,14 +191,20 @@ impl RouteSlot {
     }
 
     /// This slot with the route's caller rules and body limit.
-    pub fn with_policy(mut self, policy: RoutePolicy) -> Self {
-        self.policy = policy;
+    pub fn with_policy(self, policy: RoutePolicy) -> Self {
+        self.set_policy(policy);
         self
     }
 
-    /// The route's caller rules and body limit.
-    pub fn policy(&self) -> &RoutePolicy {
-        &self.policy
+    /// Replaces the route's caller rules and body limit; the next request sees them (a reload
+    /// that changes only `allow` or `max_body_bytes` calls this on the kept slot).
+    pub fn set_policy(&self, policy: RoutePolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The route's current caller rules and body limit (do not hold across an `await`).
+    pub fn policy(&self) -> arc_swap::Guard<Arc<RoutePolicy>> {
+        self.policy.load()
     }
 
     /// The route's name.
