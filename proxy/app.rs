@@ -1,7 +1,7 @@
 //! `popgate run`: from a validated config to a serving proxy — route table, credentials, one driver
 //! per route, listeners — kept current by reloads (`swap.rs`) and drained on shutdown.
 
-mod listeners;
+pub mod listeners;
 mod live;
 mod routes;
 mod swap;
@@ -95,6 +95,8 @@ impl App {
         let credentials = build::build_credential_set(&config, &deps, None)?;
         let shared = routes::shared_upstream(&config)?;
         let specs = listeners::listener_specs(&config.listeners)?;
+        let unix_specs = listeners::unix_listener_specs(&config.unix_listeners);
+        listeners::warn_open_listeners(&config);
         metrics::register_routes(config.routes.iter().map(|r| r.name.as_str()));
         let mut live = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -119,13 +121,16 @@ impl App {
             connection: ConnectionSettings::with_limits(&config.limits),
             drain_timeout: config.timeouts.drain,
         };
-        let proxy = match Proxy::start(specs, Arc::clone(&table), proxy_settings).await {
-            Ok(proxy) => proxy,
-            Err(e) => {
-                live::stop_all(live).await;
-                return Err(e.into());
-            }
-        };
+        let proxy =
+            match Proxy::start_with_unix(specs, unix_specs, Arc::clone(&table), proxy_settings)
+                .await
+            {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    live::stop_all(live).await;
+                    return Err(e.into());
+                }
+            };
         let scrape = ScrapeSources::new(ScrapeView {
             slots,
             cache: Arc::clone(&deps.cache),

@@ -6,8 +6,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::{InboundTls, Listener};
+use crate::config::{Config, InboundTls, Listener, UnixListener};
 use crate::dataplane::ListenerSpec;
+use crate::dataplane::unix_listener::UnixListenerSpec;
 
 use super::RunError;
 
@@ -32,6 +33,48 @@ pub fn listener_specs(listeners: &[Listener]) -> Result<Vec<ListenerSpec>, RunEr
             })
         })
         .collect()
+}
+
+/// One spec per configured Unix-socket listener.
+pub fn unix_listener_specs(listeners: &[UnixListener]) -> Vec<UnixListenerSpec> {
+    listeners
+        .iter()
+        .map(|l| UnixListenerSpec {
+            path: l.path.clone(),
+            mode: l.mode,
+        })
+        .collect()
+}
+
+/// Plain listeners reachable from beyond this host while some route admits anyone: popgate would
+/// spend those routes' credentials for whoever can reach the port.
+pub fn open_listeners(config: &Config) -> Vec<(std::net::SocketAddr, Vec<String>)> {
+    let open_routes: Vec<String> = config
+        .routes
+        .iter()
+        .filter(|r| r.allow.is_none())
+        .map(|r| r.name.clone())
+        .collect();
+    if open_routes.is_empty() {
+        return Vec::new();
+    }
+    config
+        .listeners
+        .iter()
+        .filter(|l| l.tls.is_none() && !l.address.ip().is_loopback())
+        .map(|l| (l.address, open_routes.clone()))
+        .collect()
+}
+
+/// Logs a warning for every listener [`open_listeners`] finds.
+pub fn warn_open_listeners(config: &Config) {
+    for (listener, routes) in open_listeners(config) {
+        tracing::warn!(
+            listener = %listener,
+            routes = ?routes,
+            "plain listener on a non-loopback address and routes without `allow` rules: anyone who can reach it can use those routes' credentials"
+        );
+    }
 }
 
 /// h2 and http/1.1 by ALPN; callers must present a certificate from `client_ca` when it is set.

@@ -6,6 +6,7 @@ use crate::config::{Config, Route};
 use crate::dataplane::DataplaneTable;
 use crate::dataplane::client::UpstreamSettings;
 use crate::dataplane::connect::ResolveMap;
+use crate::dataplane::route_policy::RoutePolicy;
 use crate::dataplane::upstream_tls::ExtraRoots;
 use crate::engine::credential::Credential;
 use crate::engine::snapshot::{RouteInfo, RouteSlot};
@@ -43,14 +44,17 @@ pub fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSetti
 
 /// An empty slot for `route`, served by `credential`.
 pub fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> {
-    Arc::new(RouteSlot::for_route(
-        route.name.as_str(),
-        RouteInfo {
-            identity: Some(credential.labels().identity.as_str().into()),
-            request_timeout: Some(route.timeouts.request),
-            lazy: route.acquire == crate::config::Acquire::Lazy,
-        },
-    ))
+    Arc::new(
+        RouteSlot::for_route(
+            route.name.as_str(),
+            RouteInfo {
+                identity: Some(credential.labels().identity.as_str().into()),
+                request_timeout: Some(route.timeouts.request),
+                lazy: route.acquire == crate::config::Acquire::Lazy,
+            },
+        )
+        .with_policy(RoutePolicy::of(route)),
+    )
 }
 
 /// The table mapping requests to `slots` (one per route of `config`, in config order).

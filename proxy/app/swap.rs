@@ -132,6 +132,15 @@ impl App {
         }
 
         crate::metrics::register_routes(config.routes.iter().map(|r| r.name.as_str()));
+        // A kept route keeps its slot (token, pool), but its caller rules and body limit are
+        // whatever the new file says; set them with the swap, so a refused reload changes nothing.
+        for (route, entry) in config.routes.iter().zip(&next) {
+            if let Entry::Kept(i) = entry {
+                self.live[*i]
+                    .slot()
+                    .set_policy(crate::dataplane::route_policy::RoutePolicy::of(route));
+            }
+        }
         self.table.store(Arc::new(table));
 
         let mut old: Vec<Option<LiveRoute>> = std::mem::take(&mut self.live)

@@ -11,6 +11,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::credential::binding::BindingCert;
 use crate::credential::token::TokenType;
+use crate::dataplane::access::AllowList;
 
 pub use super::schema::{Acquire, IdentityKind};
 
@@ -31,8 +32,10 @@ pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 pub struct Config {
     /// The file it came from.
     pub source: PathBuf,
-    /// Caller-facing listeners (at least one).
+    /// Caller-facing TCP listeners (with `unix_listeners`, at least one).
     pub listeners: Vec<Listener>,
+    /// Caller-facing Unix-socket listeners.
+    pub unix_listeners: Vec<UnixListener>,
     /// The admin endpoint, if configured.
     pub admin: Option<SocketAddr>,
     /// Outbound network settings.
@@ -61,6 +64,22 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Inbound TLS; plain HTTP when `None`.
     pub tls: Option<InboundTls>,
+}
+
+/// A Unix-socket listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixListener {
+    /// The socket file (resolved against the config file's directory).
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+impl Listener {
+    /// Whether callers must present a client certificate (inbound mTLS).
+    pub fn requires_client_cert(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+    }
 }
 
 /// Inbound TLS material, loaded.
@@ -312,6 +331,8 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// The route's body limit: its own `max_body_bytes`, else `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Which callers may use the route; `None`: anyone who reaches a listener.
+    pub allow: Option<AllowList>,
 }
 
 impl Route {

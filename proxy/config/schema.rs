@@ -47,8 +47,15 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
-    /// `ip:port` to bind.
-    pub address: S<String>,
+    /// `ip:port` to bind (exactly one of `address` and `unix`).
+    #[serde(default)]
+    pub address: Option<S<String>>,
+    /// A Unix-socket path to bind instead of an address.
+    #[serde(default)]
+    pub unix: Option<S<String>>,
+    /// The Unix socket's permission bits, an octal string (default `"0660"`).
+    #[serde(default)]
+    pub mode: Option<S<String>>,
     /// Inbound TLS (and optional caller mTLS); plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<S<RawInboundTls>>,
@@ -277,6 +284,33 @@ pub struct RawRoute {
     /// Most request body bytes on this route (413 beyond), overriding `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<S<u64>>,
+    /// Which callers may use the route (any rule admits); absent: anyone reaching a listener.
+    #[serde(default)]
+    pub allow: Option<S<Vec<S<RawAllowRule>>>>,
+}
+
+/// One `allow:` rule: exactly one key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowRule {
+    /// Source network of a TCP caller (`10.0.0.0/8`, `::1`).
+    #[serde(default)]
+    pub cidr: Option<S<String>>,
+    /// Exact subject DN of an mTLS caller's certificate (`CN=app,O=corp`, any order).
+    #[serde(default)]
+    pub subject: Option<S<String>>,
+    /// A DNS SAN of an mTLS caller's certificate.
+    #[serde(default)]
+    pub dns_san: Option<S<String>>,
+    /// A URI SAN (e.g. SPIFFE ID) of an mTLS caller's certificate.
+    #[serde(default)]
+    pub uri_san: Option<S<String>>,
+    /// The uid of a Unix-socket caller.
+    #[serde(default)]
+    pub uid: Option<S<u64>>,
+    /// The primary gid of a Unix-socket caller.
+    #[serde(default)]
+    pub gid: Option<S<u64>>,
 }
 
 /// A route's match.

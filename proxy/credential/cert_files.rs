@@ -145,6 +145,9 @@ fn read_bounded(path: &Path, role: FileRole) -> Result<Zeroizing<Vec<u8>>, CertF
         reason: e.to_string(),
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
+    if role == FileRole::Key {
+        warn_if_exposed(&file, path);
+    }
     let mut buf = Zeroizing::new(Vec::new());
     file.take(MAX_PEM_FILE_BYTES + 1)
         .read_to_end(&mut buf)
@@ -156,6 +159,28 @@ fn read_bounded(path: &Path, role: FileRole) -> Result<Zeroizing<Vec<u8>>, CertF
         });
     }
     Ok(buf)
+}
+
+/// Permission bits that let someone other than the owner at a private key: group or others may
+/// read (or write) it.
+pub const KEY_FILE_EXPOSED_BITS: u32 = 0o077;
+
+/// Warns (does not refuse: Kubernetes secret volumes are often 0644 by default) when a key file's
+/// mode lets group or others access it. The mode is read from the open file, so it is the file
+/// actually read, even if the path is swapped meanwhile.
+fn warn_if_exposed(file: &std::fs::File, path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    match file.metadata() {
+        Ok(meta) if meta.permissions().mode() & KEY_FILE_EXPOSED_BITS != 0 => {
+            tracing::warn!(
+                path = %path.display(),
+                mode = %format!("{:04o}", meta.permissions().mode() & 0o7777),
+                "private key file is accessible to group or others; restrict it (chmod 600)"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(path = %path.display(), error = %e, "cannot read key file mode"),
+    }
 }
 
 /// One decoded PEM block: its kind and DER (zeroized on drop: it may be a key).

@@ -13,9 +13,12 @@ use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use super::access::{self, Caller};
 use super::connect::ConnectError;
 use super::error_response::{NoTokenDetail, Refusal};
 use super::headers;
+use super::limits::{self, BodyTooLarge, LimitRefusal};
+use super::request_target;
 use super::upstream_body::{UpstreamBody, read_ahead};
 use super::www_authenticate;
 use crate::engine::route_status::RouteStatus;
@@ -57,16 +60,18 @@ impl Forwarder {
         }
     }
 
-    /// Handles one caller request. `listener_default_port` is 80 on plain listeners, 443 on TLS.
-    /// Counts it in the route's metrics and, when on, writes its access-log event.
+    /// Handles one caller request. `listener_default_port` is 80 on plain listeners, 443 on TLS;
+    /// `caller` is who the listener saw on the connection. Counts it in the route's metrics and,
+    /// when on, writes its access-log event.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         listener_default_port: u16,
+        caller: &Caller,
     ) -> Response<ProxyBody> {
         let mut seen = Observed::start(&request);
         let response = self
-            .forward(request, listener_default_port, &mut seen)
+            .forward(request, listener_default_port, caller, &mut seen)
             .await;
         seen.finish(&response, listener_default_port);
         response
@@ -76,12 +81,21 @@ impl Forwarder {
         &self,
         request: Request<Incoming>,
         listener_default_port: u16,
+        caller: &Caller,
         seen: &mut Observed,
     ) -> Response<ProxyBody> {
         if request.method() == Method::CONNECT {
             tracing::debug!(target = %request.uri(), "CONNECT refused");
             return refuse(&Refusal::Connect);
         }
+        // --- guard: the target names one plain host, the same in URL and Host header ---
+        if let Err(reason) =
+            request_target::check(request.uri(), request.headers(), listener_default_port)
+        {
+            tracing::info!(caller = %caller, reason, "ambiguous request target refused");
+            return refuse(&Refusal::BadRequest { reason });
+        }
+        // --- end guard ---
         let (host, default_port) = match request_host(&request, listener_default_port) {
             Ok(found) => found,
             Err(reason) => return refuse(&Refusal::BadRequest { reason }),
@@ -110,6 +124,22 @@ impl Forwarder {
             )
         };
         seen.routed(&route);
+        // --- guard: caller rules and declared body size, before any token work ---
+        let (admitted, max_body_bytes) = {
+            let policy = slot.policy();
+            (policy.admits(caller), policy.max_body_bytes)
+        };
+        if !admitted {
+            tracing::info!(route = %route, caller = %caller, "caller not allowed on route");
+            return access::denied_response(&route).map(Either::Right);
+        }
+        if let Some(max) = max_body_bytes
+            && let Err(refusal) = limits::check_declared_length(request.headers(), max)
+        {
+            tracing::info!(route = %route, max, "declared body over the route's limit");
+            return refusal.response().map(Either::Right);
+        }
+        // --- end guard ---
         let snapshot = match slot.snapshot.load_full() {
             Some(snapshot) => snapshot,
             None => match first_snapshot(&slot, self.request_timeout).await {
@@ -156,6 +186,18 @@ impl Forwarder {
                 });
             }
         };
+        // --- guard: a body of unknown length is cut off past the route's limit ---
+        let body = match max_body_bytes {
+            Some(max) if body.buffered_len().is_some_and(|n| n > max) => {
+                tracing::info!(route = %route, max, "body over the route's limit");
+                return LimitRefusal::BodyTooLarge { max }
+                    .response()
+                    .map(Either::Right);
+            }
+            Some(max) if body.buffered_len().is_none() => body.limited(max),
+            _ => body,
+        };
+        // --- end guard ---
         // What a replay needs: the head (header values are shared, not copied) and the body
         // chunks read ahead. Streams larger than the replay limit keep none of it.
         let replay = body.replayable().map(|body| (Head::of(&parts), body));
@@ -225,6 +267,14 @@ impl Forwarder {
         match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
+                // --- guard: the route's body limit cut the body off (413, not 502) ---
+                if let Some(too_large) = body_too_large(&error) {
+                    tracing::info!(route = %route, max = too_large.max, "body cut off at the route's limit");
+                    return Err(LimitRefusal::BodyTooLarge { max: too_large.max }
+                        .response()
+                        .map(Either::Right));
+                }
+                // --- end guard ---
                 let (cause, timed_out) = describe(&error);
                 tracing::warn!(route = %route, cause = %cause, "upstream request failed");
                 Err(if timed_out {
@@ -416,6 +466,18 @@ fn request_host(
         },
         None => Ok((None, listener_default_port)),
     }
+}
+
+/// The route body limit's error, if it is what failed the exchange.
+fn body_too_large(error: &hyper_util::client::legacy::Error) -> Option<&BodyTooLarge> {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The caller-facing cause of a failed upstream exchange, and whether it was a timeout.

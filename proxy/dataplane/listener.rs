@@ -4,7 +4,6 @@
 //! the HTTP/1 framing guard before it reaches the forwarder.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::access::{Caller, CallerCert};
 use super::forward::Forwarder;
 use super::framing_guard::FramingGuard;
 use super::limits::{MIN_MAX_HEADER_BYTES, RequestLimits, check_request};
@@ -210,7 +210,10 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
                     tracing::info!(listener = ?local, max = ctx.settings.max_connections, "connection cap reached; new callers wait");
                 }
                 let conn = Conn {
-                    peer,
+                    caller: Caller {
+                        addr: Some(peer),
+                        ..Caller::default()
+                    },
                     forwarder: ctx.forwarder.clone(),
                     settings: ctx.settings.clone(),
                     watcher: graceful.watcher(),
@@ -239,14 +242,15 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
 }
 
 /// One accepted connection.
-struct Conn {
-    peer: SocketAddr,
-    forwarder: Forwarder,
-    settings: ConnectionSettings,
-    watcher: Watcher,
+pub(crate) struct Conn {
+    /// Who connected; completed with the client certificate after a TLS handshake.
+    pub caller: Caller,
+    pub forwarder: Forwarder,
+    pub settings: ConnectionSettings,
+    pub watcher: Watcher,
 }
 
-async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, conn: Conn) {
+async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, mut conn: Conn) {
     match tls {
         None => serve_io(stream, 80, conn).await,
         Some(acceptor) => {
@@ -254,22 +258,36 @@ async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, conn: Conn) {
                 tokio::time::timeout(conn.settings.tls_handshake_timeout, acceptor.accept(stream))
                     .await;
             match handshake {
-                Ok(Ok(tls)) => serve_io(tls, 443, conn).await,
-                Ok(Err(e)) => {
-                    tracing::info!(peer = %conn.peer, error = %e, "caller TLS handshake failed")
+                Ok(Ok(tls)) => {
+                    // rustls has verified the chain (mTLS listeners); read the leaf's names once
+                    // per connection for the routes' `allow` rules.
+                    if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                    {
+                        match CallerCert::from_der(leaf) {
+                            Ok(cert) => conn.caller.cert = Some(Arc::new(cert)),
+                            Err(e) => {
+                                tracing::info!(caller = %conn.caller, error = %e, "caller certificate unreadable; connection closed");
+                                return;
+                            }
+                        }
+                    }
+                    serve_io(tls, 443, conn).await
                 }
-                Err(_) => tracing::info!(peer = %conn.peer, "caller TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    tracing::info!(caller = %conn.caller, error = %e, "caller TLS handshake failed")
+                }
+                Err(_) => tracing::info!(caller = %conn.caller, "caller TLS handshake timed out"),
             }
         }
     }
 }
 
-async fn serve_io<I>(io: I, default_port: u16, conn: Conn)
+pub(crate) async fn serve_io<I>(io: I, default_port: u16, conn: Conn)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let Conn {
-        peer,
+        caller,
         forwarder,
         settings,
         watcher,
@@ -278,8 +296,11 @@ where
     let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
     let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
     let requests = Arc::new(AtomicU64::new(0));
+    let caller = Arc::new(caller);
+    let service_caller = Arc::clone(&caller);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let forwarder = forwarder.clone();
+        let caller = Arc::clone(&service_caller);
         // HTTP/1 requests arrive in order, one at a time, so this index matches the guard's.
         let index = requests.fetch_add(1, Ordering::Relaxed);
         let verdict = Arc::clone(&verdict);
@@ -289,19 +310,19 @@ where
         async move {
             if let Err(refusal) = refused {
                 tracing::info!(
-                    peer = %peer,
+                    caller = %caller,
                     status = refusal.status().as_u16(),
                     reason = %refusal,
                     "request refused before forwarding"
                 );
                 return Ok::<_, Infallible>(refusal.response().map(Either::Right));
             }
-            let response = forwarder.handle(request, default_port).await;
+            let response = forwarder.handle(request, default_port, &caller).await;
             // The guard may have cut the body off while it was being forwarded: the caller then
             // learns why (413) rather than seeing the upstream's reaction to a truncated body.
             if let Some(refusal) = verdict.refusal(index) {
                 tracing::info!(
-                    peer = %peer,
+                    caller = %caller,
                     status = refusal.status().as_u16(),
                     reason = %refusal,
                     "request cut off while forwarding"
@@ -332,6 +353,6 @@ where
         .keep_alive_timeout(h2.keep_alive_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %peer, error = %e, "caller connection ended with an error");
+        tracing::debug!(caller = %caller, error = %e, "caller connection ended with an error");
     }
 }

@@ -15,6 +15,7 @@
 //! `Transfer-Encoding` as chunked and hides the length), so a guard on the connection's read side
 //! sees the raw heads and lets the service refuse such requests with 400 and close.
 
+pub mod access;
 pub mod client;
 pub mod connect;
 pub mod error_response;
@@ -23,7 +24,10 @@ mod framing_guard;
 pub mod headers;
 pub mod limits;
 pub mod listener;
+pub mod request_target;
+pub mod route_policy;
 pub mod server;
+pub mod unix_listener;
 pub mod upstream_body;
 pub mod upstream_tls;
 pub mod www_authenticate;

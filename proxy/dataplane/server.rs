@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::forward::{DEFAULT_REQUEST_TIMEOUT, DataplaneTable, Forwarder};
 use super::listener::{AcceptContext, ConnectionSettings, accept_loop};
+use super::unix_listener::{self, UnixListenerSpec};
 
 /// Default time open connections get to finish in-flight requests after shutdown is asked for;
 /// below Kubernetes' default 30 s termination grace period.
@@ -57,6 +58,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on unix socket {path}: {source}")]
+    BindUnix {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("no listener configured")]
     NoListener,
 }
@@ -74,8 +80,27 @@ impl Proxy {
         table: Arc<ArcSwap<DataplaneTable>>,
         settings: ProxySettings,
     ) -> Result<ProxyHandle, StartError> {
-        if listeners.is_empty() {
+        Self::start_with_unix(listeners, Vec::new(), table, settings).await
+    }
+
+    /// Like [`Proxy::start`], with Unix-socket listeners as well (see
+    /// [`ProxyHandle::unix_paths`]).
+    pub async fn start_with_unix(
+        listeners: Vec<ListenerSpec>,
+        unix: Vec<UnixListenerSpec>,
+        table: Arc<ArcSwap<DataplaneTable>>,
+        settings: ProxySettings,
+    ) -> Result<ProxyHandle, StartError> {
+        if listeners.is_empty() && unix.is_empty() {
             return Err(StartError::NoListener);
+        }
+        let mut unix_bound = Vec::with_capacity(unix.len());
+        for spec in unix {
+            let socket = unix_listener::bind(&spec).map_err(|source| StartError::BindUnix {
+                path: spec.path.clone(),
+                source,
+            })?;
+            unix_bound.push((socket, spec.path));
         }
         let mut bound = Vec::with_capacity(listeners.len());
         for spec in listeners {
@@ -110,8 +135,24 @@ impl Proxy {
             };
             tasks.push(tokio::spawn(accept_loop(socket, ctx)));
         }
+        let mut unix_paths = Vec::with_capacity(unix_bound.len());
+        for (socket, path) in unix_bound {
+            let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+            stopped.push(stopped_rx);
+            tracing::info!(path = %path.display(), "listening on unix socket");
+            unix_paths.push(path.clone());
+            let ctx = AcceptContext {
+                forwarder: forwarder.clone(),
+                tls: None,
+                settings: settings.connection.clone(),
+                shutdown: shutdown_rx.clone(),
+                stopped: Some(stopped_tx),
+            };
+            tasks.push(tokio::spawn(unix_listener::accept_loop(socket, path, ctx)));
+        }
         Ok(ProxyHandle {
             addrs,
+            unix_paths,
             shutdown: shutdown_tx,
             tasks,
             stopped,
@@ -124,6 +165,7 @@ impl Proxy {
 #[derive(Debug)]
 pub struct ProxyHandle {
     addrs: Vec<SocketAddr>,
+    unix_paths: Vec<std::path::PathBuf>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// One per accept loop: the open connections when its socket closed.
@@ -135,6 +177,11 @@ impl ProxyHandle {
     /// The bound addresses, in the order the listeners were given.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The Unix-socket listeners' paths, in the order given.
+    pub fn unix_paths(&self) -> &[std::path::PathBuf] {
+        &self.unix_paths
     }
 
     /// Stops accepting (every listening socket is closed, so new callers are refused), lets open

@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
+use super::limits::LimitedBody;
+
 /// Request bodies up to this size are read ahead and kept, so the request can be replayed once
 /// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
 /// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
@@ -36,7 +38,13 @@ pub enum UpstreamBody {
         prefix: VecDeque<Bytes>,
         rest: Incoming,
     },
+    /// A body under a route's `max_body_bytes`: it fails with `limits::BodyTooLarge` once more
+    /// bytes pass, so the upstream sees an aborted body, never the excess.
+    Limited(Box<LimitedBody<UpstreamBody>>),
 }
+
+/// The error a body sent upstream ends with: the caller's read error, or `BodyTooLarge`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.
@@ -50,6 +58,21 @@ impl UpstreamBody {
         }
     }
 
+    /// Data bytes known to be held (read ahead); `None` while part of the body is still a stream.
+    pub fn buffered_len(&self) -> Option<u64> {
+        match self {
+            UpstreamBody::Buffered { chunks, .. } => {
+                Some(chunks.iter().map(|c| c.len() as u64).sum())
+            }
+            _ => None,
+        }
+    }
+
+    /// This body, failing once more than `max` data bytes have passed.
+    pub fn limited(self, max: u64) -> Self {
+        UpstreamBody::Limited(Box::new(LimitedBody::new(self, max)))
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         UpstreamBody::Buffered {
@@ -61,22 +84,23 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Buffered { chunks, trailers } => match chunks.pop_front() {
                 Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
                 None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
             },
             UpstreamBody::Prefixed { prefix, rest } => match prefix.pop_front() {
                 Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Pin::new(rest).poll_frame(cx),
+                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
             },
+            UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -85,6 +109,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Streaming(body) => body.is_end_stream(),
             UpstreamBody::Buffered { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
             UpstreamBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            UpstreamBody::Limited(body) => body.is_end_stream(),
         }
     }
 
@@ -103,6 +128,7 @@ impl Body for UpstreamBody {
                 }
                 out
             }
+            UpstreamBody::Limited(body) => body.size_hint(),
         }
     }
 }

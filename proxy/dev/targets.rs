@@ -100,6 +100,7 @@ mod tests {
             acquire: crate::config::model::Acquire::Eager,
             timeouts: Default::default(),
             max_body_bytes: None,
+            allow: None,
         }
     }
 

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::credential::token::Token;
 use crate::dataplane::client::{UpstreamClient, UpstreamSettings};
+use crate::dataplane::route_policy::RoutePolicy;
 use crate::dataplane::upstream_tls::{self, UpstreamTlsError};
 
 use super::route_status::RouteStatus;
@@ -135,6 +136,9 @@ pub struct Demand {
 pub struct RouteSlot {
     name: Arc<str>,
     info: RouteInfo,
+    /// Caller rules and body limit (`dataplane::route_policy`); default: none. Swappable so a
+    /// reload that changes only these keeps the route's token and pool.
+    policy: ArcSwap<RoutePolicy>,
     /// The current snapshot; the credential engine stores, the data plane loads.
     pub snapshot: ArcSwapOption<Snapshot>,
     status: ArcSwap<RouteStatus>,
@@ -148,6 +152,7 @@ impl fmt::Debug for RouteSlot {
         f.debug_struct("RouteSlot")
             .field("name", &self.name)
             .field("info", &self.info)
+            .field("policy", &self.policy.load())
             .field("snapshot", &self.snapshot.load())
             .field("status", &self.status.load())
             .finish()
@@ -166,6 +171,7 @@ impl RouteSlot {
         Self {
             name: name.into(),
             info,
+            policy: ArcSwap::from_pointee(RoutePolicy::default()),
             snapshot: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(status),
             changes: watch::channel(0).0,
@@ -182,6 +188,23 @@ impl RouteSlot {
         });
         slot.publish(snapshot);
         slot
+    }
+
+    /// This slot with the route's caller rules and body limit.
+    pub fn with_policy(self, policy: RoutePolicy) -> Self {
+        self.set_policy(policy);
+        self
+    }
+
+    /// Replaces the route's caller rules and body limit; the next request sees them (a reload
+    /// that changes only `allow` or `max_body_bytes` calls this on the kept slot).
+    pub fn set_policy(&self, policy: RoutePolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The route's current caller rules and body limit (do not hold across an `await`).
+    pub fn policy(&self) -> arc_swap::Guard<Arc<RoutePolicy>> {
+        self.policy.load()
     }
 
     /// The route's name.

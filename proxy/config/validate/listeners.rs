@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use crate::config::model::{InboundTls, Listener};
+use crate::config::model::{InboundTls, Listener, UnixListener};
 use crate::config::schema::{RawAdmin, RawInboundTls, RawListener, S};
 use crate::credential::cert_files::{self, FileRole};
+use crate::dataplane::unix_listener::DEFAULT_UNIX_SOCKET_MODE;
 
 use super::Ctx;
 
@@ -24,30 +25,116 @@ fn parse_addr(cx: &mut Ctx<'_>, raw: &S<String>) -> Option<SocketAddr> {
     }
 }
 
-/// The listeners: at least one, each address valid and distinct.
-pub(super) fn listeners(cx: &mut Ctx<'_>, raw: &S<Vec<S<RawListener>>>) -> Vec<Listener> {
+/// The listeners: at least one, each with exactly one of `address` / `unix`, addresses and
+/// socket paths distinct.
+pub(super) fn listeners(
+    cx: &mut Ctx<'_>,
+    raw: &S<Vec<S<RawListener>>>,
+) -> (Vec<Listener>, Vec<UnixListener>) {
     if raw.value.is_empty() {
         cx.error(raw.referenced, "at least one listener is required");
     }
     let mut out: Vec<Listener> = Vec::new();
+    let mut unix_out: Vec<UnixListener> = Vec::new();
     let mut seen: Vec<(SocketAddr, u64)> = Vec::new();
     for l in &raw.value {
-        let address = parse_addr(cx, &l.value.address);
+        let address = match (&l.value.address, &l.value.unix) {
+            (Some(a), None) => a,
+            (None, Some(path)) => {
+                if let Some(u) = unix_listener(cx, &l.value, path, &unix_out) {
+                    unix_out.push(u);
+                }
+                continue;
+            }
+            (Some(_), Some(path)) => {
+                cx.error(
+                    path.referenced,
+                    "a listener has either `address` or `unix`, not both",
+                );
+                continue;
+            }
+            (None, None) => {
+                cx.error(
+                    l.referenced,
+                    "a listener needs `address` (ip:port) or `unix` (a socket path)",
+                );
+                continue;
+            }
+        };
+        if let Some(mode) = &l.value.mode {
+            cx.error(mode.referenced, "`mode` only applies to `unix` listeners");
+        }
+        let address_value = parse_addr(cx, address);
         let tls = l.value.tls.as_ref().and_then(|t| inbound_tls(cx, t));
-        let Some(address) = address else { continue };
-        if let Some((_, line)) = seen.iter().find(|(a, _)| *a == address) {
+        let Some(address_value) = address_value else {
+            continue;
+        };
+        if let Some((_, line)) = seen.iter().find(|(a, _)| *a == address_value) {
             cx.error(
-                l.value.address.referenced,
-                format!("duplicate listener address {address} (first at line {line})"),
+                address.referenced,
+                format!("duplicate listener address {address_value} (first at line {line})"),
             );
             continue;
         }
-        seen.push((address, l.value.address.referenced.line()));
+        seen.push((address_value, address.referenced.line()));
         if l.value.tls.is_none() || tls.is_some() {
-            out.push(Listener { address, tls });
+            out.push(Listener {
+                address: address_value,
+                tls,
+            });
         }
     }
-    out
+    (out, unix_out)
+}
+
+/// A `unix:` listener: a non-empty path, no TLS, an octal `mode` of at most 0777.
+fn unix_listener(
+    cx: &mut Ctx<'_>,
+    raw: &RawListener,
+    path: &S<String>,
+    earlier: &[UnixListener],
+) -> Option<UnixListener> {
+    if let Some(tls) = &raw.tls {
+        cx.error(
+            tls.referenced,
+            "`tls` is not available on `unix` listeners (the kernel authenticates local callers)",
+        );
+    }
+    if path.value.trim().is_empty() {
+        cx.error(path.referenced, "the unix socket path is empty");
+        return None;
+    }
+    let resolved = cx.path(&path.value);
+    if earlier.iter().any(|u| u.path == resolved) {
+        cx.error(
+            path.referenced,
+            format!("duplicate unix listener path {}", path.value),
+        );
+        return None;
+    }
+    let mode = match &raw.mode {
+        None => DEFAULT_UNIX_SOCKET_MODE,
+        Some(m) => {
+            let digits = m.value.strip_prefix("0o").unwrap_or(&m.value);
+            match u32::from_str_radix(digits, 8) {
+                Ok(v) if v <= 0o777 => v,
+                _ => {
+                    cx.error(
+                        m.referenced,
+                        format!(
+                            "mode `{}` is not an octal permission between 0000 and 0777 (e.g. \"0660\")",
+                            m.value
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(UnixListener {
+        path: resolved,
+        mode,
+    })
 }
 
 fn inbound_tls(cx: &mut Ctx<'_>, raw: &S<RawInboundTls>) -> Option<InboundTls> {
@@ -89,16 +176,16 @@ pub(super) fn admin(
     listeners: &S<Vec<S<RawListener>>>,
 ) -> Option<SocketAddr> {
     let addr = parse_addr(cx, &raw.value.address)?;
-    let clash = listeners
-        .value
-        .iter()
-        .find(|l| l.value.address.value.parse::<SocketAddr>().ok() == Some(addr));
-    if let Some(l) = clash {
+    let clash = listeners.value.iter().find_map(|l| {
+        let a = l.value.address.as_ref()?;
+        (a.value.parse::<SocketAddr>().ok() == Some(addr)).then_some(a)
+    });
+    if let Some(a) = clash {
         cx.error(
             raw.value.address.referenced,
             format!(
                 "admin address {addr} is also a listener address (line {})",
-                l.value.address.referenced.line()
+                a.referenced.line()
             ),
         );
         return None;

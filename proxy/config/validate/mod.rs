@@ -1,6 +1,7 @@
 //! Semantic validation: turns the raw schema into a [`Config`], collecting every error with the
 //! position of the node it is about.
 
+mod allow;
 mod flows;
 mod host_match;
 mod identities;
@@ -79,7 +80,7 @@ pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Confi
             ),
         );
     }
-    let listeners = listeners::listeners(&mut cx, &raw.listeners);
+    let (listeners, unix_listeners) = listeners::listeners(&mut cx, &raw.listeners);
     let admin = raw
         .admin
         .as_ref()
@@ -89,12 +90,14 @@ pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Confi
     let limits = limits::limits(&mut cx, raw.limits.as_ref());
     let identities = identities::identities(&mut cx, raw.identities.as_ref());
     let routes = routes::routes(&mut cx, &raw.routes, &identities, timeouts, limits);
+    allow::check_listeners_for_rules(&mut cx, &raw.routes, &listeners, &unix_listeners);
 
     let mut errors = cx.errors;
     if errors.is_empty() {
         return Ok(Config {
             source: file.to_owned(),
             listeners,
+            unix_listeners,
             admin,
             network,
             timeouts,

@@ -131,6 +131,7 @@ fn route(
     }
     let max_body_bytes =
         super::limits::route_body_limit(cx, r.max_body_bytes.as_ref()).or(limits.max_body_bytes);
+    let allow = super::allow::allow(cx, r.allow.as_ref());
     let route = Route {
         name: r.name.value.clone(),
         host: host.clone(),
@@ -143,6 +144,7 @@ fn route(
         acquire,
         timeouts,
         max_body_bytes,
+        allow: allow?,
     };
     Some(((host, path_prefix), route))
 }
