@@ -1,0 +1,85 @@
+//! IMDS faults under load: 410 (IMDS updating: retried 10 s later), 500 (retried at 1 s, 2 s),
+//! for a managed identity with Bearer (IMDS v1), and 500 on IMDSv2 issuecredential for a
+//! managed identity with mTLS PoP. Callers wait for the first token; nothing is forwarded
+//! without one. Each test prints its row of the table in docs/reliability.md.
+//!
+//! Reproduce: `cargo test --test faults_imds -- --nocapture --test-threads=1`
+
+mod faults_support;
+
+use faults_support::*;
+use popgate_authority::{Endpoint, Fault};
+
+fn status(code: u16) -> Fault {
+    Fault::Status {
+        code,
+        retry_after: None,
+        body: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_v1_410_once() {
+    let authority = authority().await;
+    authority.faults().push(Endpoint::ImdsV1Token, status(410), 1);
+    let s = Scenario::start(authority, RouteKind::ManagedIdentityBearer, "").await;
+    // The retry comes 10 s after the 410, inside popgate's 25 s first-token wait.
+    let load = s.load("/imds-410").await;
+    load.assert_only("IMDS 410", &[ECHO, NO_TOKEN]);
+    assert_eq!(s.count(Endpoint::ImdsV1Token), 2, "one 410, one retry");
+    let seen = s.assert_resource_never_refused_token();
+    row("IMDS v1 410 once (retried after 10 s), Bearer", &load, seen);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_v1_500_twice() {
+    let authority = authority().await;
+    authority.faults().push(Endpoint::ImdsV1Token, status(500), 2);
+    let s = Scenario::start(authority, RouteKind::ManagedIdentityBearer, "").await;
+    let load = s.load("/imds-500").await;
+    load.assert_only("IMDS 500", &[ECHO, NO_TOKEN]);
+    assert_eq!(s.count(Endpoint::ImdsV1Token), 3, "two 500s, then success");
+    let seen = s.assert_resource_never_refused_token();
+    row("IMDS v1 500 ×2 (retried at 1 s, 2 s), Bearer", &load, seen);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_v1_500_persisting_fails_closed() {
+    let authority = authority().await;
+    // More than the three retries of one acquisition: the route fails, then recovers.
+    authority.faults().push(Endpoint::ImdsV1Token, status(500), 4);
+    let s = Scenario::start(authority, RouteKind::ManagedIdentityBearer, "").await;
+    s.wait_failed().await;
+    let failing = s.load("/imds-down").await;
+    failing.assert_only("IMDS 500 ×4", &[NO_TOKEN, ECHO]);
+    s.wait_serving().await;
+    let back = s.load("/back").await;
+    back.assert_only("back", &[ECHO]);
+    let seen = s.assert_resource_never_refused_token();
+    row(
+        "IMDS v1 500 ×4 (all retries fail) → backoff → back, Bearer",
+        &Tally::sum(&[&failing, &back]),
+        seen,
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_v2_issuecredential_500_once() {
+    let authority = authority().await;
+    authority
+        .faults()
+        .push(Endpoint::ImdsIssueCredential, status(500), 1);
+    let s = Scenario::start(authority, RouteKind::ManagedIdentityPop, "").await;
+    let load = s.load("/imds-v2-500").await;
+    load.assert_only("IMDSv2 issuecredential 500", &[ECHO, NO_TOKEN]);
+    let seen = s.assert_resource_never_refused_token();
+    row(
+        "IMDS v2 issuecredential 500 once, mTLS PoP",
+        &load,
+        seen,
+    );
+    s.shutdown().await;
+}
