@@ -26,27 +26,47 @@ fn status(code: u16) -> Fault {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imds_v2_platform_metadata_410_once() {
     let authority = authority().await;
-    authority.faults().push(Endpoint::ImdsPlatformMetadata, status(410), 1);
+    authority
+        .faults()
+        .push(Endpoint::ImdsPlatformMetadata, status(410), 1);
     let s = Scenario::start(authority, RouteKind::ManagedIdentityPop, "").await;
     // The retry comes 10 s after the 410, inside popgate's 25 s first-token wait.
     let load = s.load("/imds-410").await;
     load.assert_only("IMDS 410", &[ECHO, NO_TOKEN]);
-    assert_eq!(s.count(Endpoint::ImdsPlatformMetadata), 2, "one 410, one retry");
+    assert_eq!(
+        s.count(Endpoint::ImdsPlatformMetadata),
+        2,
+        "one 410, one retry"
+    );
     let seen = s.assert_resource_never_refused_token();
-    row("IMDS v2 getplatformmetadata 410 once (retried after 10 s), mTLS PoP", &load, seen);
+    row(
+        "IMDS v2 getplatformmetadata 410 once (retried after 10 s), mTLS PoP",
+        &load,
+        seen,
+    );
     s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imds_v2_platform_metadata_500_twice() {
     let authority = authority().await;
-    authority.faults().push(Endpoint::ImdsPlatformMetadata, status(500), 2);
+    authority
+        .faults()
+        .push(Endpoint::ImdsPlatformMetadata, status(500), 2);
     let s = Scenario::start(authority, RouteKind::ManagedIdentityPop, "").await;
     let load = s.load("/imds-500").await;
     load.assert_only("IMDS 500", &[ECHO, NO_TOKEN]);
-    assert_eq!(s.count(Endpoint::ImdsPlatformMetadata), 3, "two 500s, then success");
+    assert_eq!(
+        s.count(Endpoint::ImdsPlatformMetadata),
+        3,
+        "two 500s, then success"
+    );
     let seen = s.assert_resource_never_refused_token();
-    row("IMDS v2 getplatformmetadata 500 ×2 (retried at 1 s, 2 s), mTLS PoP", &load, seen);
+    row(
+        "IMDS v2 getplatformmetadata 500 ×2 (retried at 1 s, 2 s), mTLS PoP",
+        &load,
+        seen,
+    );
     s.shutdown().await;
 }
 
@@ -54,7 +74,9 @@ async fn imds_v2_platform_metadata_500_twice() {
 async fn imds_v2_platform_metadata_500_persisting_fails_closed() {
     let authority = authority().await;
     // More than the three retries of one acquisition: the route fails, then recovers.
-    authority.faults().push(Endpoint::ImdsPlatformMetadata, status(500), 4);
+    authority
+        .faults()
+        .push(Endpoint::ImdsPlatformMetadata, status(500), 4);
     let s = Scenario::start(authority, RouteKind::ManagedIdentityPop, "").await;
     s.wait_failed().await;
     let failing = s.load("/imds-down").await;
@@ -81,10 +103,6 @@ async fn imds_v2_issuecredential_500_once() {
     let load = s.load("/imds-v2-500").await;
     load.assert_only("IMDSv2 issuecredential 500", &[ECHO, NO_TOKEN]);
     let seen = s.assert_resource_never_refused_token();
-    row(
-        "IMDS v2 issuecredential 500 once, mTLS PoP",
-        &load,
-        seen,
-    );
+    row("IMDS v2 issuecredential 500 once, mTLS PoP", &load, seen);
     s.shutdown().await;
 }

@@ -45,7 +45,9 @@ async fn token_endpoint_down_while_token_cached_then_expired() {
     );
 
     // Endpoint back: the driver's next attempt succeeds and traffic flows again.
-    s.authority.settings().set_lifetime(Duration::from_secs(3599));
+    s.authority
+        .settings()
+        .set_lifetime(Duration::from_secs(3599));
     s.authority.faults().clear();
     s.wait_serving().await;
     let back = s.load("/back").await;
@@ -79,7 +81,11 @@ async fn token_endpoint_down_before_any_token() {
     s.wait_failed().await;
     let down = s.load("/down").await;
     down.assert_only("down, no token", &[NO_TOKEN]);
-    assert_eq!(s.count(Endpoint::Resource), 0, "nothing forwarded without a token");
+    assert_eq!(
+        s.count(Endpoint::Resource),
+        0,
+        "nothing forwarded without a token"
+    );
 
     s.authority.faults().clear();
     s.wait_serving().await;
@@ -124,7 +130,8 @@ async fn slow_token_endpoint() {
 async fn token_endpoint_429_with_retry_after() {
     let authority = authority().await;
     let body = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/ests-throttled-429.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/vectors/ests-throttled-429.json"),
     )
     .expect("shared vector ests-throttled-429.json");
     authority.faults().push(
@@ -176,7 +183,11 @@ async fn token_endpoint_500_once_is_retried() {
     retried.assert_only("500 once", &[ECHO]);
     assert_eq!(s.count(Endpoint::Token), 2, "one 500, one successful retry");
     let seen = s.assert_resource_never_refused_token();
-    row("token endpoint 500 once (retried after 1 s)", &retried, seen);
+    row(
+        "token endpoint 500 once (retried after 1 s)",
+        &retried,
+        seen,
+    );
     s.shutdown().await;
 }
 

@@ -128,7 +128,10 @@ async fn certificate_rotation_under_load() {
         .await;
     rotated.store(true, Ordering::SeqCst);
     let during = during_load.await.expect("load during rotation");
-    assert!(published, "the rotated certificate's snapshot was never published");
+    assert!(
+        published,
+        "the rotated certificate's snapshot was never published"
+    );
     during.assert_only("during rotation", &[ECHO]);
 
     let after = s.load("/after").await;

@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     let mut request = original.clone();
     rewrite_request(&mut request, version, &ours);
     let auth: Vec<_> = request.get_all(AUTHORIZATION).iter().collect();
-    assert_eq!(auth, vec![&ours], "exactly popgate's Authorization goes upstream");
+    assert_eq!(
+        auth,
+        vec![&ours],
+        "exactly popgate's Authorization goes upstream"
+    );
     assert!(!request.contains_key(HOST), "Host is rebuilt from the URI");
     assert_no_hop_by_hop(&request);
 

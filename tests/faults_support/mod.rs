@@ -313,7 +313,12 @@ pub fn row(scenario: &str, total: &Tally, resource_seen: usize) {
 
 /// `clients` concurrent callers, each sending `per_client` sequential GETs over one keep-alive
 /// connection (re-dialled after a failure). Bounded by [`PHASE_CAP`] and [`REQUEST_CAP`].
-pub async fn load(proxy: SocketAddr, path_and_query: &str, clients: usize, per_client: usize) -> Tally {
+pub async fn load(
+    proxy: SocketAddr,
+    path_and_query: &str,
+    clients: usize,
+    per_client: usize,
+) -> Tally {
     assert!(proxy.ip().is_loopback(), "load only ever targets loopback");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -359,7 +364,12 @@ async fn client(proxy: SocketAddr, path: &str, count: usize) -> Tally {
     tally
 }
 
-async fn one(proxy: SocketAddr, path: &str, sender: &mut Option<Sender>, tally: &mut Tally) -> Outcome {
+async fn one(
+    proxy: SocketAddr,
+    path: &str,
+    sender: &mut Option<Sender>,
+    tally: &mut Tally,
+) -> Outcome {
     let ready = match sender {
         Some(s) => s.ready().await.is_ok(),
         None => false,
