@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS (default 120) each, one after another, each a single process
-# (no -jobs: libFuzzer would fork workers), from fuzz/seeds plus the corpus kept in fuzz/corpus. Needs cargo-fuzz (`cargo install cargo-fuzz`).
+# (no -jobs: libFuzzer would fork workers), from fuzz/seeds plus the corpus kept in fuzz/corpus.
+# Needs cargo-fuzz (`cargo install cargo-fuzz`).
 # Stable toolchain, no sanitizer (see docs/reliability.md). Exits non-zero on the first crash.
 set -euo pipefail
 cd "$(dirname "$0")"
