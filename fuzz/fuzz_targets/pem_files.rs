@@ -1,0 +1,29 @@
+//! PEM / token files: `cert_files::load_cert_chain`, `load_private_key` and `static_token::load`
+//! on arbitrary file contents. Never a panic.
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use popgate::credential::token::TokenType;
+use popgate::credential::{cert_files, static_token};
+
+fn file_path() -> &'static PathBuf {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("input.pem");
+        (dir, path)
+    })
+    .1
+}
+
+fuzz_target!(|data: &[u8]| {
+    let path = file_path();
+    std::fs::write(path, data).expect("write the fuzzed file");
+    let _ = cert_files::load_cert_chain(path);
+    let _ = cert_files::load_private_key(path);
+    let _ = cert_files::load_binding_cert(path, path);
+    let _ = static_token::load(path, None, TokenType::Bearer);
+});
