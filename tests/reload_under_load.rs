@@ -205,6 +205,12 @@ async fn reload_under_load_fails_no_request_and_keeps_unchanged_tokens() {
         c.await.unwrap();
     }
     let failures = load.failures.lock().unwrap().clone();
+    // The figures docs/reliability.md records for this scenario.
+    println!(
+        "reload under load: requests ok={} failed={} (SIGHUP reload: 1 kept, 1 changed, 1 added, 1 removed; then a broken file refused)",
+        *load.ok.borrow(),
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} failed requests: {failures:#?}",
