@@ -327,8 +327,7 @@ impl Loader<'_> {
 
     fn unsupported(&self, what: &'static str, algorithm: &Oid) -> Pkcs12Error {
         let name = algorithm.to_string();
-        let legacy =
-            name.starts_with(oid::PKCS12_PBE_ARC) || name.starts_with(oid::PBES1_ARC);
+        let legacy = name.starts_with(oid::PKCS12_PBE_ARC) || name.starts_with(oid::PBES1_ARC);
         let (algorithm, hint) = if legacy {
             (
                 format!("the legacy algorithm {} ({name})", legacy_name(&name)),
@@ -371,8 +370,7 @@ impl Loader<'_> {
         })?;
         self.verify_mac(&mac, auth_safe, password)?;
 
-        let infos =
-            Vec::<ContentInfo<'_>>::from_der(auth_safe).map_err(|e| self.malformed(e))?;
+        let infos = Vec::<ContentInfo<'_>>::from_der(auth_safe).map_err(|e| self.malformed(e))?;
         let mut contents = Contents::default();
         for info in &infos {
             if info.content_type == oid::DATA {
@@ -396,11 +394,7 @@ impl Loader<'_> {
     }
 
     /// The OCTET STRING inside a `data` ContentInfo.
-    fn data_octets<'a>(
-        &self,
-        info: &ContentInfo<'a>,
-        what: &str,
-    ) -> Result<&'a [u8], Pkcs12Error> {
+    fn data_octets<'a>(&self, info: &ContentInfo<'a>, what: &str) -> Result<&'a [u8], Pkcs12Error> {
         let any = info
             .content
             .ok_or_else(|| self.malformed(format!("{what} has no content")))?;
@@ -492,9 +486,11 @@ impl Loader<'_> {
                 out.certs
                     .push(CertificateDer::from(octets.as_bytes().to_vec()));
             } else if bag.bag_id == oid::KEY_BAG {
-                out.keys.push(Zeroizing::new(bag.value.to_der().map_err(
-                    |e| self.malformed(format!("keyBag: {e}")),
-                )?));
+                out.keys.push(Zeroizing::new(
+                    bag.value
+                        .to_der()
+                        .map_err(|e| self.malformed(format!("keyBag: {e}")))?,
+                ));
             } else if bag.bag_id == oid::SHROUDED_KEY_BAG {
                 let epki: EncryptedPrivateKeyInfo<'_> = bag
                     .value
@@ -591,7 +587,8 @@ impl Loader<'_> {
             what: object,
         };
         let unbound = cipher::UnboundCipherKey::new(cipher_alg, &key).map_err(|_| decrypt_err())?;
-        let dec = cipher::PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| decrypt_err())?;
+        let dec =
+            cipher::PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| decrypt_err())?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let plain_len = dec
             .decrypt(&mut buf, cipher::DecryptionContext::Iv128(iv.into()))
@@ -605,7 +602,9 @@ impl Loader<'_> {
     fn binding(&self, contents: Contents) -> Result<BindingCert, Pkcs12Error> {
         let path = || self.path.to_owned();
         let mut keys = contents.keys.into_iter();
-        let key = keys.next().ok_or_else(|| Pkcs12Error::NoKey { path: path() })?;
+        let key = keys
+            .next()
+            .ok_or_else(|| Pkcs12Error::NoKey { path: path() })?;
         if keys.next().is_some() {
             return Err(Pkcs12Error::SeveralKeys { path: path() });
         }
