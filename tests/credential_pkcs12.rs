@@ -15,7 +15,9 @@ use popgate::config::model::CertificateFiles;
 use popgate::config::{self, Identity};
 use popgate::credential::binding::BindingCert;
 use popgate::credential::cert_files;
-use popgate::credential::pkcs12::{MAX_PKCS12_FILE_BYTES, Pkcs12Error, load_pkcs12};
+use popgate::credential::pkcs12::{
+    MAX_PKCS12_FILE_BYTES, MAX_PKCS12_ITERATIONS, Pkcs12Error, load_pkcs12,
+};
 use popgate::credential::token::TokenType;
 use zeroize::Zeroizing;
 
@@ -142,6 +144,8 @@ fn aes128_and_sha1_variants_load() {
         ("sha1mac.pfx", &["-macalg", "sha1"]),
         ("sha512mac.pfx", &["-macalg", "sha512"]),
         ("plaincerts.pfx", &["-certpbe", "NONE"]),
+        // Unencrypted key: a `keyBag` instead of a `pkcs8ShroudedKeyBag`.
+        ("keybag.pfx", &["-certpbe", "NONE", "-keypbe", "NONE"]),
     ];
     for (name, args) in variants {
         let pfx = pki.export(name, args).expect("variant export");
@@ -215,6 +219,28 @@ fn legacy_export_is_refused_with_the_fix() {
         "{text}"
     );
     assert!(text.contains(&pfx.display().to_string()), "{text}");
+}
+
+#[test]
+fn iteration_counts_over_the_cap_are_refused() {
+    if !have_openssl("iteration_cap") {
+        return;
+    }
+    let pki = Pki::new();
+    // One more than the cap, for the MAC and the key; openssl spends a few seconds on it,
+    // popgate must refuse before deriving anything.
+    let over = (MAX_PKCS12_ITERATIONS + 1).to_string();
+    let pfx = pki
+        .export("slow.pfx", &["-iter", &over, "-certpbe", "NONE"])
+        .expect("export");
+    let err = load_pkcs12(&pfx, &pw(PASSWORD)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "PKCS#12 file `{}` asks for {over} MAC iterations; popgate accepts 1 to {MAX_PKCS12_ITERATIONS}",
+            pfx.display()
+        )
+    );
 }
 
 #[test]
