@@ -222,6 +222,22 @@ fn legacy_export_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_pfx_without_a_mac_is_refused() {
+    if !have_openssl("no_mac") {
+        return;
+    }
+    let pki = Pki::new();
+    let pfx = pki.export("nomac.pfx", &["-nomac"]).expect("export");
+    assert_eq!(
+        load_pkcs12(&pfx, &pw(PASSWORD)).unwrap_err().to_string(),
+        format!(
+            "PKCS#12 file `{}` has no password MAC (integrity check); re-export it with a password",
+            pfx.display()
+        )
+    );
+}
+
+#[test]
 fn iteration_counts_over_the_cap_are_refused() {
     if !have_openssl("iteration_cap") {
         return;

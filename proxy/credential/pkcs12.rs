@@ -30,6 +30,10 @@ pub const MAX_PKCS12_FILE_BYTES: u64 = 1024 * 1024;
 /// 600 000; a larger count is a file built to burn CPU on every (re)load.
 pub const MAX_PKCS12_ITERATIONS: u32 = 10_000_000;
 
+/// Deepest nesting of `safeContentsBag`s followed: real files never nest; the cap keeps a crafted
+/// file from exhausting the stack through recursion.
+const MAX_SAFE_CONTENTS_DEPTH: usize = 4;
+
 /// The command that rewrites a legacy-encrypted file with current algorithms.
 const LEGACY_FIX: &str = "convert it with `openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx` (or convert it to PEM and use `cert_file`/`key_file`)";
 
@@ -245,6 +249,9 @@ struct SafeBag<'a> {
     bag_id: Oid,
     #[asn1(context_specific = "0")]
     value: AnyRef<'a>,
+    /// friendlyName / localKeyId: decoded so the bag parses, not needed (the key is matched to
+    /// its certificate by public key).
+    #[allow(dead_code)]
     attributes: Option<AnyRef<'a>>,
 }
 
@@ -375,10 +382,10 @@ impl Loader<'_> {
         for info in &infos {
             if info.content_type == oid::DATA {
                 let safe = self.data_octets(info, "SafeContents")?;
-                self.safe_contents(safe, password, &mut contents)?;
+                self.safe_contents(safe, password, &mut contents, 0)?;
             } else if info.content_type == oid::ENCRYPTED_DATA {
                 let plain = self.encrypted_data(info, password)?;
-                self.safe_contents(&plain, password, &mut contents)?;
+                self.safe_contents(&plain, password, &mut contents, 0)?;
             } else if info.content_type == oid::ENVELOPED_DATA
                 || info.content_type == oid::SIGNED_DATA
             {
@@ -466,10 +473,15 @@ impl Loader<'_> {
         der: &[u8],
         password: &Zeroizing<String>,
         out: &mut Contents,
+        depth: usize,
     ) -> Result<(), Pkcs12Error> {
+        if depth > MAX_SAFE_CONTENTS_DEPTH {
+            return Err(self.malformed(format!(
+                "safeContentsBag nested more than {MAX_SAFE_CONTENTS_DEPTH} deep"
+            )));
+        }
         let bags = Vec::<SafeBag<'_>>::from_der(der).map_err(|e| self.malformed(e))?;
         for bag in &bags {
-            let _ = bag.attributes;
             if bag.bag_id == oid::CERT_BAG {
                 let cert: CertBag<'_> = bag
                     .value
@@ -483,6 +495,12 @@ impl Loader<'_> {
                     .value
                     .decode_as()
                     .map_err(|e| self.malformed(format!("certBag: {e}")))?;
+                x509_parser::parse_x509_certificate(octets.as_bytes()).map_err(|e| {
+                    self.malformed(format!(
+                        "certificate {} is not valid X.509: {e}",
+                        out.certs.len() + 1
+                    ))
+                })?;
                 out.certs
                     .push(CertificateDer::from(octets.as_bytes().to_vec()));
             } else if bag.bag_id == oid::KEY_BAG {
@@ -504,13 +522,12 @@ impl Loader<'_> {
                     "private key",
                 )?);
             } else if bag.bag_id == oid::SAFE_CONTENTS_BAG {
-                // Nested SafeContents: bounded by the file size, and rare; recursion depth is
-                // bounded because each level consumes at least a few bytes of the 1 MiB file.
+                // Nested SafeContents (rare), recursion bounded by MAX_SAFE_CONTENTS_DEPTH.
                 let inner = bag
                     .value
                     .to_der()
                     .map_err(|e| self.malformed(format!("safeContentsBag: {e}")))?;
-                self.safe_contents(&inner, password, out)?;
+                self.safe_contents(&inner, password, out, depth + 1)?;
             }
             // crlBag, secretBag: not needed for a client certificate.
         }
@@ -742,6 +759,54 @@ mod tests {
             0x28, 0x4E, 0xB7, 0x12, 0x8F, 0x1A, 0x2A, 0x7F, 0xBC, 0xA3,
         ];
         assert_eq!(out.as_slice(), expected.as_slice());
+    }
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = (len as u32).to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (4 - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// SafeContents holding `levels` nested safeContentsBags around an empty SafeContents.
+    fn nested(levels: usize) -> Vec<u8> {
+        let oid = oid::SAFE_CONTENTS_BAG.to_der().unwrap();
+        let mut inner = tlv(0x30, &[]);
+        for _ in 0..levels {
+            let mut bag = oid.clone();
+            bag.extend(tlv(0xA0, &inner));
+            inner = tlv(0x30, &tlv(0x30, &bag));
+        }
+        inner
+    }
+
+    #[test]
+    fn nested_safe_contents_are_bounded() {
+        let loader = Loader {
+            path: Path::new("nested.pfx"),
+        };
+        let password = Zeroizing::new("pw".to_owned());
+        let mut contents = Contents::default();
+        loader
+            .safe_contents(&nested(2), &password, &mut contents, 0)
+            .unwrap();
+        let err = loader
+            .safe_contents(&nested(1000), &password, &mut contents, 0)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "PKCS#12 file `nested.pfx` is not a valid PKCS#12 (DER) file: safeContentsBag nested more than {MAX_SAFE_CONTENTS_DEPTH} deep"
+            )
+        );
     }
 
     #[test]
