@@ -280,6 +280,24 @@ fn wrong_password_says_the_mac_does_not_verify() {
 }
 
 #[test]
+fn a_tampered_file_fails_the_mac_with_the_right_password() {
+    if !have_openssl("tampered") {
+        return;
+    }
+    let pki = Pki::new();
+    let pfx = pki.export("app.pfx", &[]).unwrap();
+    let mut bytes = std::fs::read(&pfx).unwrap();
+    // The middle of the file is inside the MAC-protected authenticated safe.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pfx, &bytes).unwrap();
+    assert!(matches!(
+        load_pkcs12(&pfx, &pw(PASSWORD)).unwrap_err(),
+        Pkcs12Error::MacMismatch { .. }
+    ));
+}
+
+#[test]
 fn truncated_and_non_pkcs12_files_are_malformed() {
     if !have_openssl("truncated") {
         return;
