@@ -214,11 +214,34 @@ fn legacy_export_is_refused_with_the_fix() {
     );
     assert!(
         text.contains(
-            "openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx"
+            "openssl pkcs12 -legacy -in old.pfx -nodes -out plain.pem && openssl pkcs12 -export -in plain.pem -out new.pfx"
         ),
         "{text}"
     );
     assert!(text.contains(&pfx.display().to_string()), "{text}");
+
+    // The suggested fix works: the converted file loads.
+    let plain = pki.path("plain.pem");
+    let fixed = pki.path("new.pfx");
+    let pass = format!("pass:{PASSWORD}");
+    let step1 = Command::new("openssl")
+        .args(["pkcs12", "-legacy", "-in"])
+        .arg(&pfx)
+        .args(["-nodes", "-passin", &pass, "-out"])
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(step1.success());
+    let step2 = Command::new("openssl")
+        .args(["pkcs12", "-export", "-in"])
+        .arg(&plain)
+        .args(["-passout", &pass, "-out"])
+        .arg(&fixed)
+        .status()
+        .unwrap();
+    assert!(step2.success());
+    let loaded = load_pkcs12(&fixed, &pw(PASSWORD)).unwrap();
+    assert_eq!(loaded.x5t_s256(), pki.pem_binding().x5t_s256());
 }
 
 #[test]

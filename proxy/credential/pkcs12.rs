@@ -35,7 +35,8 @@ pub const MAX_PKCS12_ITERATIONS: u32 = 10_000_000;
 const MAX_SAFE_CONTENTS_DEPTH: usize = 4;
 
 /// The command that rewrites a legacy-encrypted file with current algorithms.
-const LEGACY_FIX: &str = "convert it with `openssl pkcs12 -in old.pfx -nodes -legacy | openssl pkcs12 -export -out new.pfx` (or convert it to PEM and use `cert_file`/`key_file`)";
+// Two steps: OpenSSL 3.0's `pkcs12 -export` reads its input twice, so it cannot take a pipe.
+const LEGACY_FIX: &str = "convert it with `openssl pkcs12 -legacy -in old.pfx -nodes -out plain.pem && openssl pkcs12 -export -in plain.pem -out new.pfx` (then delete plain.pem, it holds the unencrypted key), or convert it to PEM and use `cert_file`/`key_file`";
 
 /// A PKCS#12 password. Zeroized on drop; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
