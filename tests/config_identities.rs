@@ -69,9 +69,15 @@ fn every_identity_kind_loads_with_typed_fields() {
     assert_eq!(app.tenant_id, "contoso.onmicrosoft.com");
     assert!(app.certificate.is_some());
     // The engine watches these files for rotation: they must be the resolved paths that were loaded.
-    let files = app.certificate_files.as_ref().expect("certificate files");
-    assert!(files.cert_file.ends_with("app.pem"));
-    assert!(files.key_file.ends_with("app.key"));
+    let Some(popgate::config::model::CertificateFiles::Pem {
+        cert_file,
+        key_file,
+    }) = app.certificate_files.as_ref()
+    else {
+        panic!("PEM certificate files")
+    };
+    assert!(cert_file.ends_with("app.pem"));
+    assert!(key_file.ends_with("app.key"));
     let Some(Identity::WorkloadIdentity(wi)) = cfg.identity("wi") else {
         panic!("wi")
     };

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
 use crate::credential::binding::BindingCert;
+use crate::credential::cert_files;
+use crate::credential::pkcs12::{self, Pkcs12Password};
 use crate::credential::token::TokenType;
 use crate::dataplane::access::AllowList;
 
@@ -220,11 +222,48 @@ pub struct ConfidentialClient {
 
 /// The files a certificate and its key were loaded from (paths resolved against the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
+pub enum CertificateFiles {
+    /// A PEM certificate chain and a PEM private key.
+    Pem {
+        /// PEM certificate chain, leaf first.
+        cert_file: PathBuf,
+        /// PEM private key.
+        key_file: PathBuf,
+    },
+    /// A PKCS#12 file and its password (read from `password_env` when the config was loaded, so
+    /// a rotated file can be re-read with it).
+    Pkcs12 {
+        /// The PKCS#12 file.
+        file: PathBuf,
+        /// Its password (zeroized, redacted in `Debug`).
+        password: Pkcs12Password,
+    },
+}
+
+impl CertificateFiles {
+    /// Loads the certificate and key these files hold.
+    pub fn load(&self) -> Result<BindingCert, String> {
+        match self {
+            CertificateFiles::Pem {
+                cert_file,
+                key_file,
+            } => cert_files::load_binding_cert(cert_file, key_file).map_err(|e| e.to_string()),
+            CertificateFiles::Pkcs12 { file, password } => {
+                pkcs12::load_pkcs12(file, password.expose()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The files to watch for changes.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            CertificateFiles::Pem {
+                cert_file,
+                key_file,
+            } => vec![cert_file, key_file],
+            CertificateFiles::Pkcs12 { file, .. } => vec![file],
+        }
+    }
 }
 
 /// Kubernetes workload identity.

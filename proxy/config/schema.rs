@@ -211,14 +211,24 @@ pub struct RawIdentity {
     pub token_file: Option<S<String>>,
 }
 
-/// A certificate and its private key as PEM files.
+/// A certificate and its private key: either a PEM pair (`cert_file` + `key_file`) or a PKCS#12
+/// file (`pkcs12_file` + `password_env`). Which form is used is checked in validation, so both
+/// mistakes (both forms, neither) get a positioned error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
     /// PEM certificate chain, leaf first.
-    pub cert_file: S<String>,
+    #[serde(default)]
+    pub cert_file: Option<S<String>>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1; unencrypted).
-    pub key_file: S<String>,
+    #[serde(default)]
+    pub key_file: Option<S<String>>,
+    /// PKCS#12 (`.pfx` / `.p12`) file holding the certificate chain and its key.
+    #[serde(default)]
+    pub pkcs12_file: Option<S<String>>,
+    /// Name of the environment variable holding the PKCS#12 password (never the password).
+    #[serde(default)]
+    pub password_env: Option<S<String>>,
 }
 
 /// The flows.

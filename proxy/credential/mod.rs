@@ -13,6 +13,7 @@ pub mod imds_v1;
 pub mod imds_v2;
 pub mod mi_token_response;
 pub mod outbound_request;
+pub mod pkcs12;
 pub mod response_json;
 pub mod retry_policy;
 pub mod static_token;

@@ -24,7 +24,7 @@ use super::cache::TokenCache;
 use super::credential::{Credential, CredentialLabels, EngineError};
 use super::schedule::RefreshPolicy;
 use super::sources::cert_app::{CertAppCredential, CertAppSettings};
-use super::sources::cert_watch::{DEFAULT_CERT_POLL_INTERVAL, WatchedCert, WatchedFiles};
+use super::sources::cert_watch::{DEFAULT_CERT_POLL_INTERVAL, WatchedCert};
 use super::sources::fic::FicCredential;
 use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearer};
 use super::sources::managed_identity_pop::{ImdsV2Identity, ManagedIdentityPop};
@@ -412,10 +412,7 @@ impl Factory<'_> {
         let watched = match &app.certificate_files {
             Some(files) => WatchedCert::watch(
                 cert,
-                WatchedFiles {
-                    cert_file: files.cert_file.clone(),
-                    key_file: files.key_file.clone(),
-                },
+                files.clone(),
                 self.deps.cert_poll_interval,
                 Arc::clone(&self.deps.transport),
             ),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_saphyr::Location;
+use zeroize::Zeroizing;
 
 use crate::config::model::{
     CertificateFiles, ConfidentialClient, Identity, IdentityKind, ManagedIdentity, StaticIdentity,
@@ -14,6 +15,7 @@ use crate::config::schema::{RawCertificate, RawIdentity, S, SpannedMap};
 use crate::credential::authority_host::{self, DEFAULT_AUTHORITY_HOST};
 use crate::credential::binding::BindingCert;
 use crate::credential::cert_files::{self, FileRole};
+use crate::credential::pkcs12::{self, Pkcs12Password};
 
 use super::Ctx;
 use super::values::{is_guid, is_route_name};
@@ -306,18 +308,115 @@ fn certificate(
     raw: &S<RawCertificate>,
 ) -> Option<(BindingCert, CertificateFiles)> {
     let c = &raw.value;
-    let files = CertificateFiles {
-        cert_file: cx.path(&c.cert_file.value),
-        key_file: cx.path(&c.key_file.value),
-    };
-    match cert_files::load_binding_cert(&files.cert_file, &files.key_file) {
-        Ok(b) => Some((b, files)),
+    let pem = c.cert_file.is_some() || c.key_file.is_some();
+    let p12 = c.pkcs12_file.is_some() || c.password_env.is_some();
+    match (pem, p12) {
+        (true, false) => pem_certificate(cx, raw),
+        (false, true) => pkcs12_certificate(cx, raw),
+        (true, true) => {
+            cx.error(
+                raw.referenced,
+                "certificate takes either `cert_file` + `key_file` (PEM) or `pkcs12_file` + `password_env` (PKCS#12), not both",
+            );
+            None
+        }
+        (false, false) => {
+            cx.error(
+                raw.referenced,
+                "certificate needs `cert_file` + `key_file` (PEM) or `pkcs12_file` + `password_env` (PKCS#12)",
+            );
+            None
+        }
+    }
+}
+
+/// A required key of the `certificate` block, or an error at the block naming it.
+fn certificate_key<'r>(
+    cx: &mut Ctx<'_>,
+    raw: &'r S<RawCertificate>,
+    key: &str,
+    with: &str,
+    value: Option<&'r S<String>>,
+) -> Option<&'r S<String>> {
+    if value.is_none() {
+        cx.error(
+            raw.referenced,
+            format!("certificate with `{with}` needs `{key}`"),
+        );
+    }
+    value
+}
+
+fn pem_certificate(
+    cx: &mut Ctx<'_>,
+    raw: &S<RawCertificate>,
+) -> Option<(BindingCert, CertificateFiles)> {
+    let c = &raw.value;
+    let cert = certificate_key(cx, raw, "cert_file", "key_file", c.cert_file.as_ref());
+    let key = certificate_key(cx, raw, "key_file", "cert_file", c.key_file.as_ref());
+    let (cert, key) = (cert?, key?);
+    let (cert_file, key_file) = (cx.path(&cert.value), cx.path(&key.value));
+    match cert_files::load_binding_cert(&cert_file, &key_file) {
+        Ok(b) => Some((
+            b,
+            CertificateFiles::Pem {
+                cert_file,
+                key_file,
+            },
+        )),
         Err(e) => {
             let at = match e.role() {
-                FileRole::Certificate => c.cert_file.referenced,
-                FileRole::Key => c.key_file.referenced,
+                FileRole::Certificate => cert.referenced,
+                FileRole::Key => key.referenced,
             };
             cx.error(at, e.to_string());
+            None
+        }
+    }
+}
+
+fn pkcs12_certificate(
+    cx: &mut Ctx<'_>,
+    raw: &S<RawCertificate>,
+) -> Option<(BindingCert, CertificateFiles)> {
+    let c = &raw.value;
+    let file = certificate_key(
+        cx,
+        raw,
+        "pkcs12_file",
+        "password_env",
+        c.pkcs12_file.as_ref(),
+    );
+    let var = certificate_key(
+        cx,
+        raw,
+        "password_env",
+        "pkcs12_file",
+        c.password_env.as_ref(),
+    );
+    let (file, var) = (file?, var?);
+    // Only the variable's name is ever shown; its value goes straight into a zeroizing buffer.
+    let Some(password) = cx.env(&var.value).map(Zeroizing::new) else {
+        cx.error(
+            var.referenced,
+            format!(
+                "password_env: environment variable `{}` is not set or is empty",
+                var.value
+            ),
+        );
+        return None;
+    };
+    let path = cx.path(&file.value);
+    match pkcs12::load_pkcs12(&path, &password) {
+        Ok(b) => Some((
+            b,
+            CertificateFiles::Pkcs12 {
+                file: path,
+                password: Pkcs12Password::new(password),
+            },
+        )),
+        Err(e) => {
+            cx.error(file.referenced, e.to_string());
             None
         }
     }

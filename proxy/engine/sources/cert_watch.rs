@@ -1,7 +1,6 @@
 //! A certificate app's binding certificate, re-read when its files change. Kubernetes secret
 //! updates swap a symlink; polling the contents catches that and any in-place rewrite alike.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,22 +8,18 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use tokio::sync::watch;
 
+use crate::config::model::CertificateFiles;
 use crate::credential::binding::BindingCert;
-use crate::credential::cert_files::{self, MAX_PEM_FILE_BYTES};
+use crate::credential::cert_files::MAX_PEM_FILE_BYTES;
+use crate::credential::pkcs12::MAX_PKCS12_FILE_BYTES;
 use crate::credential::transport::Transport;
 
 /// How often the files are compared by default: kubelet propagates secret updates within about a
 /// minute, and a read of two small files every ten seconds costs nothing.
 pub const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The files to watch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchedFiles {
-    /// PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// PEM private key.
-    pub key_file: PathBuf,
-}
+/// The files to watch: a PEM pair or a PKCS#12 file (with the password captured at config load).
+pub type WatchedFiles = CertificateFiles;
 
 /// The current binding certificate and a counter that moves whenever it is replaced.
 #[derive(Debug)]
@@ -79,12 +74,19 @@ impl WatchedCert {
     }
 }
 
-/// A digest of both files' contents, or `None` when either cannot be read (mid-swap).
+/// Largest file the watcher hashes; anything bigger is left to the loader to report by name.
+const MAX_WATCHED_FILE_BYTES: u64 = if MAX_PEM_FILE_BYTES > MAX_PKCS12_FILE_BYTES {
+    MAX_PEM_FILE_BYTES
+} else {
+    MAX_PKCS12_FILE_BYTES
+};
+
+/// A digest of the watched files' contents, or `None` when one cannot be read (mid-swap).
 async fn fingerprint(files: &WatchedFiles) -> Option<Vec<u8>> {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for path in [&files.cert_file, &files.key_file] {
+    for path in files.paths() {
         let bytes = tokio::fs::read(path).await.ok()?;
-        if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
+        if bytes.len() as u64 > MAX_WATCHED_FILE_BYTES {
             // Let the loader report the size problem with the file name.
             return Some(Vec::new());
         }
@@ -114,18 +116,15 @@ async fn poll(
             continue;
         }
         last = now;
-        let (cert_file, key_file) = (files.cert_file.clone(), files.key_file.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            cert_files::load_binding_cert(&cert_file, &key_file)
-        })
-        .await;
+        let to_load = files.clone();
+        let loaded = tokio::task::spawn_blocking(move || to_load.load()).await;
         match loaded {
             Ok(Ok(cert)) => {
                 let x5t = cert.x5t_s256().to_string();
                 if let Some(old) = watched.replace(cert) {
                     transport.retire(old.x5t_s256());
                     tracing::info!(
-                        cert_file = %files.cert_file.display(),
+                        files = %display_paths(&files),
                         x5t_s256 = %x5t,
                         "certificate file changed: new binding certificate"
                     );
@@ -135,8 +134,7 @@ async fn poll(
                 // Often a half-finished update (certificate written, key not yet): the next change
                 // of either file is tried again; meanwhile the old certificate stays in use.
                 tracing::warn!(
-                    cert_file = %files.cert_file.display(),
-                    key_file = %files.key_file.display(),
+                    files = %display_paths(&files),
                     error = %error,
                     "changed certificate files cannot be loaded; keeping the current certificate"
                 );
@@ -146,4 +144,14 @@ async fn poll(
             }
         }
     }
+}
+
+/// The watched paths, comma-separated, for logs (never the PKCS#12 password).
+fn display_paths(files: &WatchedFiles) -> String {
+    let paths: Vec<String> = files
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    paths.join(", ")
 }
