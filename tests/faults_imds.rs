@@ -4,9 +4,8 @@
 //! issuecredential. Callers wait for the first token; nothing is forwarded without one. Each test
 //! prints its row of the table in docs/reliability.md.
 //!
-//! (A Bearer / IMDS v1 route cannot reach the authority's resource: it demands a client
-//! certificate from every caller, and a Bearer route presents none. IMDS v1 retry behaviour is
-//! covered against the authority at the engine level, without the data plane.)
+//! The IMDS v1 (Bearer) rows run against an authority whose resource serves Bearer callers
+//! without a client certificate, as Azure resources do.
 //!
 //! Reproduce: `cargo test --test faults_imds -- --nocapture --test-threads=1`
 
@@ -109,5 +108,25 @@ async fn imds_v2_issuecredential_500_once() {
     load.assert_only("IMDSv2 issuecredential 500", &[ECHO, NO_TOKEN]);
     let seen = s.assert_resource_never_refused_token();
     row("IMDS v2 issuecredential 500 once, mTLS PoP", &load, seen);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_v1_token_500_twice() {
+    let authority = authority_serving_bearer().await;
+    authority
+        .faults()
+        .push(Endpoint::ImdsV1Token, status(500), 2);
+    let s = Scenario::start(authority, RouteKind::ManagedIdentityBearer, "").await;
+    let load = s.load("/imds-v1-500").await;
+    load.assert_only("IMDS v1 500 x2", &[ECHO, NO_TOKEN]);
+    // Two 500s, retried at 1 s and 2 s, then the token: exactly three IMDS v1 calls.
+    assert_eq!(s.count(Endpoint::ImdsV1Token), 3);
+    let seen = s.assert_resource_never_refused_token();
+    row(
+        "IMDS v1 token 500 ×2 (retried at 1 s, 2 s), Bearer",
+        &load,
+        seen,
+    );
     s.shutdown().await;
 }

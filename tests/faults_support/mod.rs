@@ -68,6 +68,17 @@ pub async fn authority() -> Authority {
         .expect("authority starts")
 }
 
+/// An authority whose resource serves callers without a client certificate, as Azure resources
+/// do for Bearer tokens (an `mtls_pop` request without one is still refused): for Bearer routes.
+pub async fn authority_serving_bearer() -> Authority {
+    Authority::start(popgate_authority::AuthorityConfig {
+        resource_requires_client_cert: false,
+        ..Default::default()
+    })
+    .await
+    .expect("authority starts")
+}
+
 impl Scenario {
     /// Writes routes.yaml for `kind` (with `timeouts_line` when given), loads it through the real
     /// loader and starts popgate against `authority`.
