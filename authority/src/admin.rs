@@ -9,6 +9,10 @@
 //!   (`"clear_refresh_in":true` removes `refresh_in`)
 //! - `POST /apps` — `{"common_name":"my-app"}`: registers a certificate app, writes its
 //!   certificate and key PEM files into the state directory and returns their paths.
+//! - `POST /certificates` — `{"client_id":"…","common_name":"my-app"}`: one more certificate for an
+//!   existing app (rotation: old and new are both accepted); writes and returns the new pair's paths.
+//! - `POST /resources` — `{"audience":"https://api.contoso.test","hosts":["api.contoso.test"]}`
+//!   (optional `"bearer"`, `"mtls_pop"`, default both): a resource tokens can be issued for.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admin_directory;
 use crate::directory::{DEFAULT_TENANT_ID, Directory};
 use crate::faults::{Endpoint, Fault, Faults};
 use crate::observe::Observations;
@@ -181,7 +186,27 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             Ok(request) => new_app(state, request),
             Err(e) => bad(e),
         },
-        (_, "/counts" | "/log" | "/faults" | "/settings" | "/apps") => reply(
+        (Method::POST, "/certificates") => {
+            match json_body::<admin_directory::CertificateRequest>(req).await {
+                Ok(request) => answer(admin_directory::add_certificate(
+                    &state.directory,
+                    &state.pki,
+                    &state.state_dir,
+                    request,
+                )),
+                Err(e) => bad(e),
+            }
+        }
+        (Method::POST, "/resources") => {
+            match json_body::<admin_directory::ResourceRequest>(req).await {
+                Ok(request) => answer(admin_directory::add_resource(&state.directory, request)),
+                Err(e) => bad(e),
+            }
+        }
+        (
+            _,
+            "/counts" | "/log" | "/faults" | "/settings" | "/apps" | "/certificates" | "/resources",
+        ) => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             serde_json::json!({"error": format!("{} is not allowed on {path}", req.method())}),
         ),
@@ -189,6 +214,13 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("no admin route {path}")}),
         ),
+    }
+}
+
+fn answer(result: Result<serde_json::Value, String>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(value) => reply(StatusCode::OK, value),
+        Err(e) => bad(e),
     }
 }
 

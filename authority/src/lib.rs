@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_directory;
 pub mod cert_check;
 pub mod claims;
 pub mod client_auth;

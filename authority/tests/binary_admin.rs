@@ -193,6 +193,93 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
     let client_id = app["client_id"].as_str().unwrap();
     token(&roots, token_addr, &cert, client_id).await.token();
 
+    // POST /certificates: a second certificate on the same app (rotation); both get tokens.
+    let (status, rotated) = admin(
+        admin_addr,
+        "POST",
+        "/certificates",
+        &format!(r#"{{"client_id":"{client_id}","common_name":"rotated"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_cert = cert_from_files(
+        rotated["cert_path"].as_str().unwrap(),
+        rotated["key_path"].as_str().unwrap(),
+    );
+    assert_eq!(new_cert.x5t(), rotated["x5t_s256"].as_str().unwrap());
+    assert_ne!(new_cert.x5t(), cert.x5t());
+    token(&roots, token_addr, &new_cert, client_id)
+        .await
+        .token();
+    let (status, err) = admin(
+        admin_addr,
+        "POST",
+        "/certificates",
+        r#"{"client_id":"00000000-0000-0000-0000-000000000000"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("no app"), "{err}");
+
+    // POST /resources: a new audience tokens can be issued for; unknown ones are refused.
+    let bench_scope = "https://api.bench.test/.default";
+    let unknown = send_trusting(
+        roots.clone(),
+        Dial {
+            addr: token_addr,
+            sni: Some(MTLS),
+            cert: Some(&cert),
+            h2: false,
+        },
+        token_request(MTLS, TENANT, &pop_form(client_id, bench_scope)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status.as_u16(), 400);
+    let (status, resource) = admin(
+        admin_addr,
+        "POST",
+        "/resources",
+        r#"{"audience":"https://api.bench.test","hosts":["api.bench.test"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{resource}");
+    let known = send_trusting(
+        roots.clone(),
+        Dial {
+            addr: token_addr,
+            sni: Some(MTLS),
+            cert: Some(&cert),
+            h2: false,
+        },
+        token_request(MTLS, TENANT, &pop_form(client_id, bench_scope)),
+    )
+    .await
+    .unwrap();
+    known.token();
+    for (body, needle) in [
+        (r#"{"audience":"graph"}"#, "https://"),
+        (
+            r#"{"audience":"https://x.test","hosts":["a/b"]}"#,
+            "not a host name",
+        ),
+        (
+            r#"{"audience":"https://x.test","bearer":false,"mtls_pop":false}"#,
+            "must accept",
+        ),
+        (
+            r#"{"audience":"https://x.test","extra":1}"#,
+            "unknown field",
+        ),
+    ] {
+        let (status, err) = admin(admin_addr, "POST", "/resources", body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            err["error"].as_str().unwrap().contains(needle),
+            "{body}: {err}"
+        );
+    }
+
     // POST /faults: the next request is throttled.
     let (status, _) = admin(
         admin_addr,
@@ -222,7 +309,7 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
 
     // Counts and log.
     let (_, counts) = admin(admin_addr, "GET", "/counts", "").await;
-    assert_eq!(counts["token"], 4);
+    assert_eq!(counts["token"], 7);
     let (_, log) = admin(admin_addr, "GET", "/log", "").await;
     let statuses: Vec<u64> = log
         .as_array()
@@ -230,7 +317,7 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
         .iter()
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, vec![200, 200, 429, 200]);
+    assert_eq!(statuses, vec![200, 200, 200, 400, 200, 429, 200]);
 
     // DELETE /faults clears a queued fault.
     admin(
