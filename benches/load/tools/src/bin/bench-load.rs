@@ -1,0 +1,6 @@
+//! Load generator for the load harness; see benches/load/tools/README.md.
+#![forbid(unsafe_code)]
+
+fn main() {
+    popgate_bench_tools::load::main();
+}

@@ -1,0 +1,174 @@
+//! Opening one keep-alive HTTP/1.1 connection (plain, or mTLS for the direct floor) and sending
+//! one request on it from a pre-built template.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+use super::args::{Plan, Target};
+use crate::tls;
+
+pub type Body = Empty<Bytes>;
+
+/// Why a request did not produce a response; reported as counts in `error_kinds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    Tls,
+    Timeout,
+    Io,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 4] = [
+        Failure::Connect,
+        Failure::Tls,
+        Failure::Timeout,
+        Failure::Io,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Tls => "tls",
+            Failure::Timeout => "timeout",
+            Failure::Io => "io",
+        }
+    }
+}
+
+/// Everything needed to open connections and build requests, built once.
+pub struct Connector {
+    target: Target,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    template: Request<Body>,
+}
+
+/// One open connection: the request handle and the task driving the socket.
+pub struct Conn {
+    sender: SendRequest<Body>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Conn {
+    /// False once the peer closed the connection (or it failed).
+    pub fn is_open(&self) -> bool {
+        !self.driver.is_finished() && !self.sender.is_closed()
+    }
+}
+
+impl Connector {
+    pub fn new(plan: &Plan) -> Result<Arc<Self>, String> {
+        let tls = match &plan.target.tls {
+            None => None,
+            Some(files) => {
+                let roots = tls::load_roots(&files.ca)?;
+                let mut config = ClientConfig::builder_with_provider(tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS versions: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_client_auth_cert(
+                        tls::load_certs(&files.cert)?,
+                        tls::load_key(&files.key)?,
+                    )
+                    .map_err(|e| format!("client certificate/key: {e}"))?;
+                // The generator speaks HTTP/1.1 (one request in flight per connection).
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let name = ServerName::try_from(files.sni.clone())
+                    .map_err(|e| format!("--sni {:?}: {e}", files.sni))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        let mut builder = Request::get(plan.target.path_and_query.as_str()).header(
+            header::HOST,
+            HeaderValue::from_str(&plan.host).map_err(|_| "bad --host value".to_owned())?,
+        );
+        if let Some(auth) = &plan.authorization {
+            let mut value = HeaderValue::from_str(auth).map_err(|_| {
+                "the authorization file holds characters not allowed in a header".to_owned()
+            })?;
+            // Keeps the token out of any Debug output of the request.
+            value.set_sensitive(true);
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        let template = builder
+            .body(Empty::new())
+            .map_err(|e| format!("bad target path: {e}"))?;
+        Ok(Arc::new(Self {
+            target: plan.target.clone(),
+            tls,
+            template,
+        }))
+    }
+
+    /// Opens one connection (TCP, then TLS when direct, then the HTTP/1.1 handshake).
+    pub async fn connect(&self) -> Result<Conn, Failure> {
+        let tcp = TcpStream::connect(self.target.addr)
+            .await
+            .map_err(|_| Failure::Connect)?;
+        // Nagle would hold the request behind the previous response's delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Self::handshake(tcp).await,
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|_| Failure::Tls)?;
+                Self::handshake(stream).await
+            }
+        }
+    }
+
+    async fn handshake<S>(io: S) -> Result<Conn, Failure>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|_| Failure::Io)?;
+        let driver = tokio::spawn(async move {
+            // The connection ends with an error when the peer resets it; the next send sees it.
+            let _ = connection.await;
+        });
+        Ok(Conn { sender, driver })
+    }
+
+    /// Sends one request and reads the whole response body; returns the status code.
+    /// On any failure the connection must not be reused (a request may still be in flight).
+    pub async fn send(&self, conn: &mut Conn, timeout: Duration) -> Result<u16, Failure> {
+        let exchange = async {
+            conn.sender.ready().await.map_err(|_| Failure::Io)?;
+            let resp = conn
+                .sender
+                .send_request(self.template.clone())
+                .await
+                .map_err(|_| Failure::Io)?;
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            while let Some(frame) = body.frame().await {
+                frame.map_err(|_| Failure::Io)?;
+            }
+            Ok(status)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout))
+    }
+}
