@@ -1,0 +1,105 @@
+"""The side-by-side measurements: closed-loop throughput, fixed-rate latency, idle connections."""
+
+from __future__ import annotations
+
+import time
+
+from .load import Generator, Upstream
+from .peers import Ctx, Placement, start
+from .procs import cpu_seconds, memory_kib
+
+# Settling time before reading RSS with the idle connections open: the proxy has just accepted and
+# served them; give its allocator a moment so the reading is the steady state, not the peak.
+IDLE_SETTLE_S = 1.0
+
+
+def direct_args(ctx: Ctx) -> dict:
+    auth = ctx.work / "authorization.txt"
+    auth.write_text(f"mtls_pop {ctx.token}\n")
+    return {"cert": ctx.client_cert, "key": ctx.client_key, "ca": ctx.bench_ca, "authorization_file": auth}
+
+
+def _summary(load: dict, upstream: dict, cpu: float | None) -> dict:
+    served = max(upstream["requests"], 1)
+    return {
+        "rps": load.get("ok_rps", load.get("rps")),
+        "achieved_rps": load.get("achieved_rps"),
+        "requests": load["requests"],
+        "ok": load["ok"],
+        "errors": load["errors"],
+        "status": load.get("status", {}),
+        "reconnects": load.get("reconnects", 0),
+        "latency_us": load["latency_us"],
+        "upstream_requests": upstream["requests"],
+        "upstream_handshakes": upstream["tls_handshakes"],
+        "upstream_unauthorized": upstream["unauthorized"],
+        "reuse": 1.0 - upstream["tls_handshakes"] / served,
+        "cpu_s_per_10k": None if cpu is None else cpu / served * 10_000,
+    }
+
+
+def closed(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
+           duration: float, warmup: float) -> dict:
+    extra = ["--warmup", str(warmup)]
+    if name == "direct":
+        up.reset()
+        load = gen.run("closed", f"https://{up.addr}/bench", conns, duration + warmup, extra,
+                       direct=direct_args(ctx))
+        return _summary(load, up.stats(), None)
+    child, port = start(name, ctx, pl)
+    try:
+        up.reset()
+        cpu0 = cpu_seconds(child.pid)
+        load = gen.run("closed", f"http://127.0.0.1:{port}/bench", conns, duration + warmup, extra)
+        cpu = cpu_seconds(child.pid) - cpu0
+        out = _summary(load, up.stats(), cpu)
+        out["peak_rss_kib"] = memory_kib(child.pid, "VmHWM")
+        return out
+    finally:
+        child.stop()
+
+
+def at_rate(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int, rate: int,
+            duration: float, warmup: float, idle_conns: int = 0, idle_hold: float = 0) -> dict:
+    extra = ["--rate", str(rate), "--warmup", str(warmup)]
+    if name == "direct":
+        up.reset()
+        load = gen.run("rate", f"https://{up.addr}/bench", conns, duration + warmup, extra,
+                       direct=direct_args(ctx))
+        return _summary(load, up.stats(), None)
+    child, port = start(name, ctx, pl)
+    try:
+        up.reset()
+        cpu0 = cpu_seconds(child.pid)
+        load = gen.run("rate", f"http://127.0.0.1:{port}/bench", conns, duration + warmup, extra)
+        cpu = cpu_seconds(child.pid) - cpu0
+        out = _summary(load, up.stats(), cpu)
+        if idle_conns:
+            out.update(idle(child, port, gen, idle_conns, idle_hold))
+        return out
+    finally:
+        child.stop()
+
+
+def idle(child, port: int, gen: Generator, conns: int, hold: float) -> dict:
+    """RSS with `conns` idle keep-alive callers, each served one request first."""
+    time.sleep(IDLE_SETTLE_S)
+    before = memory_kib(child.pid, "VmRSS")
+    seen: dict = {}
+
+    def measure(holding: int) -> None:
+        time.sleep(IDLE_SETTLE_S)
+        seen["holding"] = holding
+        seen["rss_kib"] = memory_kib(child.pid, "VmRSS")
+
+    load = gen.run("idle", f"http://127.0.0.1:{port}/bench", conns, hold,
+                   ["--hold", str(hold)], hold_callback=measure)
+    held = seen.get("holding", 0)
+    rss = seen.get("rss_kib", 0)
+    return {
+        "idle_conns": held,
+        "idle_ok": load.get("ok"),
+        "rss_before_idle_kib": before,
+        "rss_idle_kib": rss,
+        "rss_per_idle_conn_bytes": (rss - before) * 1024 / held if held else None,
+    }

