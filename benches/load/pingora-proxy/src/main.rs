@@ -58,6 +58,7 @@ fn prepare() -> Result<Server, String> {
     client.ca_file = Some(creds.ca);
     client.cert_key_file = Some((creds.cert, creds.key));
 
+    // `HttpPeer::new` unwraps `to_socket_addrs()`, which cannot fail for an already parsed SocketAddr.
     let peer = HttpPeer::new(args.upstream, true, args.sni);
     let proxy = proxy::BenchProxy::new(peer, creds.authorization, host);
     let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
