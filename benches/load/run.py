@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,8 @@ def main() -> int:
     if unknown or "popgate" not in proxies:
         print(f"error: --proxies must include popgate and name only {PROXIES}", file=sys.stderr)
         return 2
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every child is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
