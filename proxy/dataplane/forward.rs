@@ -123,7 +123,7 @@ impl Forwarder {
                 uri,
             )
         };
-        seen.routed(&route);
+        seen.routed(&route, slot.metrics(&route));
         // --- guard: caller rules and declared body size, before any token work ---
         let (admitted, max_body_bytes) = {
             let policy = slot.policy();
