@@ -31,8 +31,8 @@ fn via(version: Version) -> HeaderValue {
 
 /// True when `headers` holds any of the fixed hop-by-hop names (`Connection` among them).
 ///
-/// One pass over the names, which most requests and responses (none of these headers) end with:
-/// removing the 7 names one by one costs a hash and a probe each, per message.
+/// Most messages carry none of these: one pass over the names is cheaper than removing the 7
+/// names one by one, which costs a hash and a probe each.
 fn has_hop_by_hop(headers: &HeaderMap) -> bool {
     headers.keys().any(|name| HOP_BY_HOP.contains(name))
 }
