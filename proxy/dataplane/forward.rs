@@ -123,7 +123,7 @@ impl Forwarder {
                 uri,
             )
         };
-        seen.routed(&route);
+        seen.routed(&route, slot.metrics(&route));
         // --- guard: caller rules and declared body size, before any token work ---
         let (admitted, max_body_bytes) = {
             let policy = slot.policy();
@@ -156,21 +156,8 @@ impl Forwarder {
         let request_timeout = slot.info().request_timeout.unwrap_or(self.request_timeout);
 
         let (mut parts, body) = request.into_parts();
-        let received = parts.version;
         let chunked = body_needs_chunked(&body);
-        headers::rewrite_request(&mut parts.headers, received, &snapshot.authorization);
-        if chunked {
-            // hyper's h1 client assumes a GET/HEAD of unknown length has no body; say there is one
-            // so a caller's chunked GET body is not dropped (hyper removes this header on h2).
-            parts.headers.insert(
-                header::TRANSFER_ENCODING,
-                http::HeaderValue::from_static("chunked"),
-            );
-        }
-        parts.uri = uri;
-        // hyper-util picks h1 or h2 by what the connection negotiated; h1 requires this version.
-        parts.version = Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
+        upstream_head(&mut parts, &snapshot.authorization, uri, chunked);
 
         let body = match tokio::time::timeout(request_timeout, read_ahead(body)).await {
             Ok(Ok(body)) => body,
@@ -341,6 +328,33 @@ impl Head {
             .insert(header::AUTHORIZATION, authorization.clone());
         request
     }
+}
+
+/// Turns a caller's request head into the one sent upstream: headers rewritten with the
+/// snapshot's `authorization`, the upstream `uri`, HTTP/1.1, no extensions. `chunked`: the
+/// caller's body has an unknown length.
+///
+/// Public (hidden) so `benches/hot_path.rs` measures exactly the per-request head work.
+#[doc(hidden)]
+pub fn upstream_head(
+    parts: &mut http::request::Parts,
+    authorization: &http::HeaderValue,
+    uri: http::Uri,
+    chunked: bool,
+) {
+    headers::rewrite_request(&mut parts.headers, parts.version, authorization);
+    if chunked {
+        // hyper's h1 client assumes a GET/HEAD of unknown length has no body; say there is one
+        // so a caller's chunked GET body is not dropped (hyper removes this header on h2).
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+    parts.uri = uri;
+    // hyper-util picks h1 or h2 by what the connection negotiated; h1 requires this version.
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
 }
 
 /// The upstream's answer, rewritten for the caller.

@@ -217,10 +217,17 @@ impl Tracker {
                         self.off();
                         return Step::Continue;
                     }
-                    self.line.extend_from_slice(piece);
                     if newline.is_none() {
+                        self.line.extend_from_slice(piece);
                         continue;
                     }
+                    if self.line.is_empty() {
+                        // The whole line arrived in this read (the common case): look at it in
+                        // place rather than copying every head line into `line` first.
+                        self.on_line(piece.strip_suffix(b"\r").unwrap_or(piece), verdict);
+                        continue;
+                    }
+                    self.line.extend_from_slice(piece);
                     let mut line = std::mem::take(&mut self.line);
                     if line.last() == Some(&b'\r') {
                         line.pop();

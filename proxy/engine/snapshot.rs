@@ -2,7 +2,7 @@
 //! value and the client that presents the matching certificate), published through an `ArcSwap`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -13,6 +13,7 @@ use crate::credential::token::Token;
 use crate::dataplane::client::{UpstreamClient, UpstreamSettings};
 use crate::dataplane::route_policy::RoutePolicy;
 use crate::dataplane::upstream_tls::{self, UpstreamTlsError};
+use crate::metrics::{self, RouteMetrics};
 
 use super::route_status::RouteStatus;
 
@@ -145,6 +146,8 @@ pub struct RouteSlot {
     /// Bumped on every publish, withdraw and status change, so slow paths can wait for one.
     changes: watch::Sender<u64>,
     demand: watch::Sender<Demand>,
+    /// The route's metric handles, kept once the route is registered (see [`RouteSlot::metrics`]).
+    metrics: OnceLock<Arc<RouteMetrics>>,
 }
 
 impl fmt::Debug for RouteSlot {
@@ -176,6 +179,7 @@ impl RouteSlot {
             status: ArcSwap::from_pointee(status),
             changes: watch::channel(0).0,
             demand: watch::channel(Demand::default()).0,
+            metrics: OnceLock::new(),
         }
     }
 
@@ -210,6 +214,23 @@ impl RouteSlot {
     /// The route's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The metric handles of requests routed here under the route name `route`: what
+    /// `metrics::route(route)` answers, without its map lookup per request once the route is
+    /// registered (registrations are never undone, so the kept handles stay the map's).
+    pub fn metrics(&self, route: &str) -> Arc<RouteMetrics> {
+        if *self.name != *route {
+            // A slot placed under another route name (only tests build such tables).
+            return metrics::route(route);
+        }
+        if let Some(handles) = self.metrics.get() {
+            return Arc::clone(handles);
+        }
+        match metrics::registered(route) {
+            Some(handles) => Arc::clone(self.metrics.get_or_init(|| handles)),
+            None => metrics::unrouted(),
+        }
     }
 
     /// The route's identity, request timeout and acquisition mode.

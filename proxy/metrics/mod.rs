@@ -265,6 +265,12 @@ pub fn route(name: &str) -> Arc<RouteMetrics> {
         .unwrap_or_else(|| Arc::clone(&m.unrouted))
 }
 
+/// The handles of the route named `name`, if it was registered. Registrations are never undone,
+/// so a caller may keep the answer (`RouteSlot::metrics` does, to skip this lookup per request).
+pub fn registered(name: &str) -> Option<Arc<RouteMetrics>> {
+    global().routes.load().get(name).cloned()
+}
+
 /// The handles of requests that matched no route.
 pub fn unrouted() -> Arc<RouteMetrics> {
     Arc::clone(&global().unrouted)

@@ -36,9 +36,9 @@ impl Observed {
         }
     }
 
-    /// The request matched `route` (a configured name): counted in flight from now.
-    pub fn routed(&mut self, route: &Arc<str>) {
-        let handles = super::route(route);
+    /// The request matched `route` (a configured name) whose metric handles are `handles`
+    /// (`RouteSlot::metrics`): counted in flight from now.
+    pub fn routed(&mut self, route: &Arc<str>, handles: Arc<RouteMetrics>) {
         self._in_flight = Some(handles.in_flight());
         self.route = Some((Arc::clone(route), handles));
     }
