@@ -17,6 +17,11 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::credential::binding::BindingCert;
 
+/// Server names whose TLS sessions one config remembers (LRU). A route talks to one upstream host,
+/// a `*.suffix` route to a few; rustls's default of 256 preallocates its table in every config,
+/// and there is one config per route and certificate (1,000 routes: benches/load).
+const SESSION_CACHE_HOSTS: usize = 16;
+
 /// ALPN protocols offered upstream, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -160,6 +165,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE_HOSTS);
     Ok(Arc::new(config))
 }
 
