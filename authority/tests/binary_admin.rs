@@ -223,18 +223,21 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
 
     // POST /resources: a new audience tokens can be issued for; unknown ones are refused.
     let bench_scope = "https://api.bench.test/.default";
-    let unknown = send_trusting(
-        roots.clone(),
-        Dial {
-            addr: token_addr,
-            sni: Some(MTLS),
-            cert: Some(&cert),
-            h2: false,
-        },
-        token_request(MTLS, TENANT, &pop_form(client_id, bench_scope)),
-    )
-    .await
-    .unwrap();
+    let bench_token = || async {
+        send_trusting(
+            roots.clone(),
+            Dial {
+                addr: token_addr,
+                sni: Some(MTLS),
+                cert: Some(&cert),
+                h2: false,
+            },
+            token_request(MTLS, TENANT, &pop_form(client_id, bench_scope)),
+        )
+        .await
+        .unwrap()
+    };
+    let unknown = bench_token().await;
     assert_eq!(unknown.status.as_u16(), 400);
     let (status, resource) = admin(
         admin_addr,
@@ -244,19 +247,7 @@ async fn binary_prints_endpoints_and_serves_the_admin_api() {
     )
     .await;
     assert_eq!(status, 200, "{resource}");
-    let known = send_trusting(
-        roots.clone(),
-        Dial {
-            addr: token_addr,
-            sni: Some(MTLS),
-            cert: Some(&cert),
-            h2: false,
-        },
-        token_request(MTLS, TENANT, &pop_form(client_id, bench_scope)),
-    )
-    .await
-    .unwrap();
-    known.token();
+    bench_token().await.token();
     for (body, needle) in [
         (r#"{"audience":"graph"}"#, "https://"),
         (

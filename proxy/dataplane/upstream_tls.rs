@@ -218,17 +218,15 @@ mod tests {
         assert!(err.to_string().contains("broken.pem"), "{err}");
     }
 
+    fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
+
     #[test]
     fn configs_from_one_root_set_share_one_verifier() {
-        let ca = rcgen::CertifiedIssuer::self_signed(
-            {
-                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-                p
-            },
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
+        let ca = test_ca();
         let mut extra = ExtraRoots::default();
         extra.add_der("test", ca.der().clone());
         let shared = extra.clone();
@@ -253,15 +251,7 @@ mod tests {
 
     #[test]
     fn config_offers_h2_then_http11() {
-        let ca = rcgen::CertifiedIssuer::self_signed(
-            {
-                let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-                p
-            },
-            rcgen::KeyPair::generate().unwrap(),
-        )
-        .unwrap();
+        let ca = test_ca();
         let mut extra = ExtraRoots::default();
         extra.add_der("test-ca", ca.der().clone());
         let config = client_config(None, &extra).unwrap();

@@ -38,47 +38,39 @@ def _summary(load: dict, upstream: dict, cpu: float | None) -> dict:
     }
 
 
-def closed(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
-           duration: float, warmup: float) -> dict:
-    extra = ["--warmup", str(warmup)]
+def _phase(mode: str, name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
+           duration: float, extra: list[str], idle_conns: int = 0, idle_hold: float = 0) -> dict:
+    """One load phase against a freshly started proxy (or the upstream itself for `direct`)."""
     if name == "direct":
         up.reset()
-        load = gen.run("closed", f"https://{up.addr}/bench", conns, duration + warmup, extra,
-                       direct=direct_args(ctx))
+        load = gen.run(mode, f"https://{up.addr}/bench", conns, duration, extra, direct=direct_args(ctx))
         return _summary(load, up.stats(), None)
     child, port = start(name, ctx, pl)
     try:
         up.reset()
         cpu0 = cpu_seconds(child.pid)
-        load = gen.run("closed", f"http://127.0.0.1:{port}/bench", conns, duration + warmup, extra)
+        load = gen.run(mode, f"http://127.0.0.1:{port}/bench", conns, duration, extra)
         cpu = cpu_seconds(child.pid) - cpu0
         out = _summary(load, up.stats(), cpu)
         out["peak_rss_kib"] = memory_kib(child.pid, "VmHWM")
-        return out
-    finally:
-        child.stop()
-
-
-def at_rate(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int, rate: int,
-            duration: float, warmup: float, idle_conns: int = 0, idle_hold: float = 0) -> dict:
-    extra = ["--rate", str(rate), "--warmup", str(warmup)]
-    if name == "direct":
-        up.reset()
-        load = gen.run("rate", f"https://{up.addr}/bench", conns, duration + warmup, extra,
-                       direct=direct_args(ctx))
-        return _summary(load, up.stats(), None)
-    child, port = start(name, ctx, pl)
-    try:
-        up.reset()
-        cpu0 = cpu_seconds(child.pid)
-        load = gen.run("rate", f"http://127.0.0.1:{port}/bench", conns, duration + warmup, extra)
-        cpu = cpu_seconds(child.pid) - cpu0
-        out = _summary(load, up.stats(), cpu)
         if idle_conns:
             out.update(idle(child, port, gen, idle_conns, idle_hold))
         return out
     finally:
         child.stop()
+
+
+def closed(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
+           duration: float, warmup: float) -> dict:
+    """Maximum throughput: every connection sends back to back."""
+    return _phase("closed", name, ctx, pl, up, gen, conns, duration + warmup, ["--warmup", str(warmup)])
+
+
+def at_rate(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int, rate: int,
+            duration: float, warmup: float, idle_conns: int = 0, idle_hold: float = 0) -> dict:
+    """Latency at a fixed rate (coordinated-omission corrected), then optionally idle callers."""
+    return _phase("rate", name, ctx, pl, up, gen, conns, duration + warmup,
+                  ["--rate", str(rate), "--warmup", str(warmup)], idle_conns, idle_hold)
 
 
 def idle(child, port: int, gen: Generator, conns: int, hold: float) -> dict:
