@@ -298,16 +298,15 @@ fn new_app(state: &AdminState, request: AppRequest) -> Response<Full<Bytes>> {
     ) {
         return bad(e);
     }
-    let cert_path = state.state_dir.join(format!("{client_id}.cert.pem"));
-    let key_path = state.state_dir.join(format!("{client_id}.key.pem"));
-    if let Err(e) = write_public(&cert_path, credential.cert_pem.as_bytes())
-        .and_then(|()| write_private(&key_path, credential.key_pem.as_bytes()))
-    {
-        return reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"error": e}),
-        );
-    }
+    let (cert_path, key_path) = match write_credential(&state.state_dir, &client_id, &credential) {
+        Ok(paths) => paths,
+        Err(e) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": e}),
+            );
+        }
+    };
     tracing::info!(client_id = %client_id, x5t = %credential.x5t_s256, "certificate app registered");
     reply(
         StatusCode::OK,
@@ -319,6 +318,19 @@ fn new_app(state: &AdminState, request: AppRequest) -> Response<Full<Bytes>> {
             "key_path": key_path,
         }),
     )
+}
+
+/// Writes `credential` as `{stem}.cert.pem` (public) and `{stem}.key.pem` (owner only) into `dir`.
+pub fn write_credential(
+    dir: &std::path::Path,
+    stem: &str,
+    credential: &crate::pki::AppCredential,
+) -> Result<(PathBuf, PathBuf), String> {
+    let cert_path = dir.join(format!("{stem}.cert.pem"));
+    let key_path = dir.join(format!("{stem}.key.pem"));
+    write_public(&cert_path, credential.cert_pem.as_bytes())?;
+    write_private(&key_path, credential.key_pem.as_bytes())?;
+    Ok((cert_path, key_path))
 }
 
 /// Writes a file anyone may read (certificates).

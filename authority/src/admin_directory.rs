@@ -97,10 +97,7 @@ pub fn add_certificate(
         .add_certificate(&client_id, credential.cert_der.as_ref())
         .map_err(|e| e.to_string())?;
     let stem = format!("{client_id}.{}", &credential.x5t_s256);
-    let cert_path = state_dir.join(format!("{stem}.cert.pem"));
-    let key_path = state_dir.join(format!("{stem}.key.pem"));
-    crate::admin::write_public(&cert_path, credential.cert_pem.as_bytes())?;
-    crate::admin::write_private(&key_path, credential.key_pem.as_bytes())?;
+    let (cert_path, key_path) = crate::admin::write_credential(state_dir, &stem, &credential)?;
     tracing::info!(client_id = %client_id, x5t = %credential.x5t_s256, "certificate added to app");
     Ok(json!({
         "client_id": client_id,

@@ -66,19 +66,19 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `received` is the version the caller spoke; `authorization` the snapshot's prebuilt value.
 pub fn rewrite_request(headers: &mut HeaderMap, received: Version, authorization: &HeaderValue) {
     // `TE` is rare: look it up (a hash and a probe) only when a pass over the names saw it.
-    let has_te = headers.keys().any(|name| name == header::TE);
-    if has_te {
-        let te_trailers = headers
+    // `Some(keep)`: the caller sent `TE`, and `keep` says whether it listed `trailers`.
+    let te_trailers = headers.keys().any(|name| name == header::TE).then(|| {
+        headers
             .get_all(header::TE)
             .iter()
-            .any(|v| v.to_str().is_ok_and(has_trailers_token));
-        strip_hop_by_hop(headers);
+            .any(|v| v.to_str().is_ok_and(has_trailers_token))
+    });
+    strip_hop_by_hop(headers);
+    if let Some(keep) = te_trailers {
         headers.remove(header::TE);
-        if te_trailers {
+        if keep {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
-    } else {
-        strip_hop_by_hop(headers);
     }
     headers.remove(header::HOST);
     // `insert` replaces every caller value of the name (the map keeps one entry per name).

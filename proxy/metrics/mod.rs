@@ -257,12 +257,7 @@ pub fn register_routes<'a>(names: impl IntoIterator<Item = &'a str>) {
 
 /// The handles of the route named `name` (the unrouted handles if it was never registered).
 pub fn route(name: &str) -> Arc<RouteMetrics> {
-    let m = global();
-    m.routes
-        .load()
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| Arc::clone(&m.unrouted))
+    registered(name).unwrap_or_else(unrouted)
 }
 
 /// The handles of the route named `name`, if it was registered. Registrations are never undone,

@@ -11,7 +11,7 @@ from . import authority as auth
 from .load import Generator, Upstream
 from .peers import Ctx, Placement, start_popgate
 from .pki import UPSTREAM_HOST
-from .procs import HarnessError, http, memory_kib, wait_for_200, READY_TIMEOUT_S
+from .procs import READY_TIMEOUT_S, http, memory_kib, wait_for_200
 
 # How often the token-call counter is read while a run goes on, to place refreshes in time.
 COUNT_POLL_S = 0.25
@@ -32,25 +32,11 @@ def cold_start(ctx: Ctx, pl: Placement) -> dict:
         child.stop()
 
 
-def wait_healthy(admin_port: int, child) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if http("GET", f"http://127.0.0.1:{admin_port}/healthz", timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        if not child.alive():
-            raise HarnessError(f"popgate exited; see {child.log_path}")
-        time.sleep(0.02)
-    raise HarnessError("popgate's /healthz never answered 200")
-
-
 def cold_burst(ctx: Ctx, pl: Placement, gen: Generator, conns: int) -> dict:
     """`conns` callers at once on a lazy route with no token yet: exactly one token call."""
     child, port, admin_port = start_popgate(ctx, pl, name="popgate-burst", lazy=True)
     try:
-        wait_healthy(admin_port, child)
+        wait_for_200(f"http://127.0.0.1:{admin_port}/healthz", f"127.0.0.1:{admin_port}", child)
         calls0 = auth.token_calls(ctx.authority)
         load = gen.run("burst", f"http://127.0.0.1:{port}/burst", conns, 30)
         return {"callers": conns, "status": load.get("status", {}), "ok": load["ok"],
