@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use driver_support::*;
 use popgate::app::{App, RunError};
 use popgate::credential::binding::BindingCert;
@@ -20,14 +19,12 @@ use popgate::credential::token::{AccessToken, Token, TokenType};
 use popgate::dataplane::client::UpstreamSettings;
 use popgate::dataplane::connect::ResolveMap;
 use popgate::dataplane::upstream_tls::ExtraRoots;
-use popgate::dataplane::{ListenerSpec, Proxy, ProxySettings};
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use popgate::engine::driver::{DriverSettings, RouteDriver};
 use popgate::engine::route_status::RouteStatus;
 use popgate::engine::schedule::RefreshPolicy;
 use popgate::engine::snapshot::{RouteInfo, RouteSlot};
-use popgate::routing::{RouteSpec, RouteTable};
 use tokio::sync::watch;
 
 const STATE_BOUND: Duration = Duration::from_secs(60);
@@ -133,28 +130,7 @@ async fn refusals_give_503_with_the_aadsts_code_and_the_driver_retries_until_it_
         },
     )
     .spawn(stopped);
-    let table = RouteTable::new(vec![(
-        RouteSpec {
-            name: "graph".into(),
-            host: Some(GRAPH.into()),
-            path_prefix: None,
-            strip_prefix: false,
-            upstream: None,
-        },
-        slot.clone(),
-    )])
-    .unwrap();
-    let proxy = Proxy::start(
-        vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        Arc::new(ArcSwap::from_pointee(table)),
-        ProxySettings::default(),
-    )
-    .await
-    .unwrap();
-    let addr = proxy.local_addrs()[0];
+    let (proxy, addr) = serve_graph(slot.clone()).await;
 
     let failed = slot
         .wait_until(STATE_BOUND, |s| {

@@ -14,20 +14,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use driver_support::*;
 use popgate::credential::token::{AccessToken, Token, TokenType};
 use popgate::dataplane::client::UpstreamSettings;
 use popgate::dataplane::connect::ResolveMap;
 use popgate::dataplane::upstream_tls::ExtraRoots;
-use popgate::dataplane::{ListenerSpec, Proxy, ProxySettings};
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use popgate::engine::driver::{DriverSettings, RouteDriver};
 use popgate::engine::route_status::RouteStatus;
 use popgate::engine::schedule::RefreshPolicy;
 use popgate::engine::snapshot::{RouteInfo, RouteSlot};
-use popgate::routing::{RouteSpec, RouteTable};
 use tokio::sync::watch;
 
 /// Concurrent callers during the swap.
@@ -156,28 +153,7 @@ async fn rotation_under_concurrent_load_fails_no_request_and_never_mixes_cert_an
         .wait_until(Duration::from_secs(30), |s| s.status().is_serving())
         .await;
     assert!(ready, "{:?}", slot.status());
-    let table = RouteTable::new(vec![(
-        RouteSpec {
-            name: "graph".into(),
-            host: Some(GRAPH.into()),
-            path_prefix: None,
-            strip_prefix: false,
-            upstream: None,
-        },
-        slot.clone(),
-    )])
-    .unwrap();
-    let proxy = Proxy::start(
-        vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        Arc::new(ArcSwap::from_pointee(table)),
-        ProxySettings::default(),
-    )
-    .await
-    .unwrap();
-    let addr = proxy.local_addrs()[0];
+    let (proxy, addr) = serve_graph(slot.clone()).await;
 
     let failures = Arc::new(AtomicUsize::new(0));
     let successes = Arc::new(AtomicUsize::new(0));

@@ -5,10 +5,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use popgate::credential::binding::BindingCert;
 use popgate::credential::cert_files;
+use popgate::dataplane::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
+use popgate::engine::snapshot::RouteSlot;
+use popgate::routing::{RouteSpec, RouteTable};
 use popgate_authority::claims::{Claims, Confirmation};
 use popgate_authority::{Authority, Endpoint, SigningKeys};
 
@@ -237,4 +243,31 @@ pub fn check_echo(answer: &Answer) -> String {
     assert_eq!(echo["scheme"], "mtls_pop", "{echo}");
     assert_eq!(echo["cnf_x5t"], echo["presented_x5t"], "{echo}");
     echo["appid"].as_str().unwrap().to_string()
+}
+
+/// A plain-HTTP popgate on a loopback port whose one route sends `GRAPH` to `slot`.
+pub async fn serve_graph(slot: Arc<RouteSlot>) -> (ProxyHandle, SocketAddr) {
+    let table = RouteTable::new(vec![(
+        RouteSpec {
+            name: "graph".into(),
+            host: Some(GRAPH.into()),
+            path_prefix: None,
+            strip_prefix: false,
+            upstream: None,
+        },
+        slot,
+    )])
+    .unwrap();
+    let proxy = Proxy::start(
+        vec![ListenerSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        }],
+        Arc::new(ArcSwap::from_pointee(table)),
+        ProxySettings::default(),
+    )
+    .await
+    .unwrap();
+    let addr = proxy.local_addrs()[0];
+    (proxy, addr)
 }
