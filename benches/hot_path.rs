@@ -21,13 +21,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 
-use popgate::credential::binding::BindingCert;
-use popgate::credential::static_token;
-use popgate::credential::token::TokenType;
+use popgate::certs::binding::BindingCert;
 use popgate::dataplane::forward::upstream_head;
 use popgate::dataplane::{DataplaneTable, UpstreamSettings};
-use popgate::engine::snapshot::{RouteSlot, Snapshot};
-use popgate::routing::{RouteSpec, RouteTable};
+use popgate::identity::static_token;
+use popgate::identity::token::TokenType;
+use popgate::route::slot::{RouteSlot, Snapshot};
+use popgate::route::table::{RouteSpec, RouteTable};
 
 /// Table sizes the issue asks for.
 const SIZES: [usize; 3] = [10, 1_000, 10_000];

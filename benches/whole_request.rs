@@ -251,7 +251,7 @@ fn write_files(
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let x5t = popgate::credential::binding::x5t_s256(&chain[0]);
+    let x5t = popgate::certs::binding::x5t_s256(&chain[0]);
     let claims = serde_json::json!({ "aud": format!("https://{UPSTREAM_HOST}"), "exp": exp, "cnf": { "x5t#S256": x5t } });
     let jwt = format!(
         "{}.{}.{}",

@@ -3,6 +3,7 @@
 
 pub mod listeners;
 mod live;
+pub mod reload;
 mod routes;
 mod swap;
 
@@ -13,18 +14,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::admin::scrape::{ScrapeSources, ScrapeView};
 use crate::admin::{self, AdminError, AdminHandle};
 use crate::config::Config;
 use crate::dataplane::listener::ConnectionSettings;
 use crate::dataplane::server::StartError;
 use crate::dataplane::{DataplaneTable, Proxy, ProxyHandle, ProxySettings};
 use crate::engine::build::{self, BuildError, CredentialSet, EngineDeps};
-use crate::engine::route_status::RouteStatus;
 use crate::engine::schedule::RefreshPolicy;
-use crate::engine::snapshot::RouteSlot;
 use crate::engine::sources::retry::RetryTiming;
-use crate::metrics::{self, scrape::ScrapeSources, scrape::ScrapeView};
-use crate::routing::RouteTableError;
+use crate::metrics;
+use crate::route::slot::RouteSlot;
+use crate::route::status::RouteStatus;
+use crate::route::table::RouteTableError;
 
 use live::LiveRoute;
 pub use swap::{RELOAD_READY_WAIT, ReloadError, ReloadSummary};
@@ -263,7 +265,7 @@ fn log_route_state(slot: &RouteSlot) {
 }
 
 /// Runs popgate until `shutdown` resolves, then drains and returns. Meanwhile SIGHUP and changes
-/// of the config file reload it (see [`crate::reload`]).
+/// of the config file reload it (see [`crate::app::reload`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     tracing::info!(
         config = %config.source.display(),
@@ -273,7 +275,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     // Before anything slow: from here on a SIGHUP is a reload request, not the default
     // "terminate"; one arriving during startup is handled once startup is done.
-    let mut triggers = crate::reload::Triggers::new(&config.source);
+    let mut triggers = crate::app::reload::Triggers::new(&config.source);
     let mut app = App::start(config).await?;
     tokio::pin!(shutdown);
     let serving = tokio::select! {
@@ -289,7 +291,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tokio::select! {
                 _ = &mut shutdown => break,
                 trigger = triggers.next() => {
-                    crate::reload::reload(&mut app, trigger, &mut triggers).await;
+                    crate::app::reload::reload(&mut app, trigger, &mut triggers).await;
                 }
             }
         }

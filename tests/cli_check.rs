@@ -77,7 +77,7 @@ fn shipped_routes_yaml_passes_with_one_line_per_route() {
 #[test]
 fn shipped_routes_yaml_covers_every_flow_and_identity_kind() {
     use popgate::config::{Flow, Identity};
-    use popgate::credential::token::TokenType::{Bearer, MtlsPop};
+    use popgate::identity::token::TokenType::{Bearer, MtlsPop};
     let cfg = popgate::config::load(Path::new(SHIPPED)).unwrap();
     let kind = |name: &str| cfg.identity(name).map(Identity::kind);
     let mut seen = std::collections::BTreeSet::new();

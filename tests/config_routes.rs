@@ -5,7 +5,7 @@ mod config_support;
 
 use config_support::{Fixture, with_routes};
 use popgate::config::{Acquire, Flow, HostPattern};
-use popgate::credential::token::TokenType;
+use popgate::identity::token::TokenType;
 
 #[test]
 fn a_valid_route_set_loads_with_defaults_and_normalization() {

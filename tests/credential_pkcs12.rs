@@ -11,14 +11,14 @@ use std::process::Command;
 
 use engine_sources_support::*;
 use http::StatusCode;
-use popgate::config::model::CertificateFiles;
-use popgate::config::{self, Identity};
-use popgate::credential::binding::BindingCert;
-use popgate::credential::cert_files;
-use popgate::credential::pkcs12::{
+use popgate::certs::binding::BindingCert;
+use popgate::certs::cert_files;
+use popgate::certs::pkcs12::{
     MAX_PKCS12_FILE_BYTES, MAX_PKCS12_ITERATIONS, Pkcs12Error, load_pkcs12,
 };
-use popgate::credential::token::TokenType;
+use popgate::config::model::CertificateFiles;
+use popgate::config::{self, Identity};
+use popgate::identity::token::TokenType;
 use zeroize::Zeroizing;
 
 const PASSWORD: &str = "correct horse";

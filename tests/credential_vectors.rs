@@ -1,4 +1,4 @@
-//! Every golden vector in shared/vectors, parsed by the parser popgate uses for it.
+//! Every golden vector in tests/vectors, parsed by the parser popgate uses for it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -6,16 +6,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::SERVER;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use popgate::credential::binding::{BindingCert, BindingError, x5t_s256};
-use popgate::credential::csr::{BindingKey, build_csr, cu_id_json};
-use popgate::credential::ests_error::EstsError;
-use popgate::credential::imds_v2::{
+use popgate::certs::binding::{BindingCert, BindingError, x5t_s256};
+use popgate::identity::csr::{BindingKey, build_csr, cu_id_json};
+use popgate::identity::ests_error::EstsError;
+use popgate::identity::imds_v2::{
     CuId, NOT_SUPPORTED_ERROR, parse_issued_credential, parse_platform_metadata,
 };
-use popgate::credential::retry_policy::{self, Outcome, RetryDecision};
-use popgate::credential::token::TokenType;
-use popgate::credential::token_response::parse_token_response;
-use popgate::credential::{imds_v1, response_json::ResponseError};
+use popgate::identity::retry_policy::{self, Outcome, RetryDecision};
+use popgate::identity::token::TokenType;
+use popgate::identity::token_response::parse_token_response;
+use popgate::identity::{imds_v1, response_json::ResponseError};
 use rustls_pki_types::CertificateDer;
 
 const VECTORS: [&str; 10] = [
@@ -32,7 +32,7 @@ const VECTORS: [&str; 10] = [
 ];
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 fn vector(name: &str) -> Vec<u8> {

@@ -16,17 +16,17 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use popgate::credential::binding::x5t_s256;
-use popgate::credential::csr::{BindingKey, build_csr};
-use popgate::credential::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
-use popgate::credential::imds_v2::{
+use popgate::certs::binding::x5t_s256;
+use popgate::identity::csr::{BindingKey, build_csr};
+use popgate::identity::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
+use popgate::identity::imds_v2::{
     issue_credential_request, parse_issued_credential, parse_platform_metadata,
     platform_metadata_request,
 };
-use popgate::credential::outbound_request::CredentialRequest;
-use popgate::credential::retry_policy::{self, Outcome, RetryDecision};
-use popgate::credential::token::TokenType;
-use popgate::credential::token_response::parse_token_response;
+use popgate::identity::outbound_request::CredentialRequest;
+use popgate::identity::retry_policy::{self, Outcome, RetryDecision};
+use popgate::identity::token::TokenType;
+use popgate::identity::token_response::parse_token_response;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;

@@ -243,11 +243,11 @@ async fn swapping_the_table_takes_effect_on_the_next_request() {
         403
     );
 
-    let slot = popgate::engine::snapshot::RouteSlot::with_snapshot(
+    let slot = popgate::route::slot::RouteSlot::with_snapshot(
         "graph",
-        popgate::engine::snapshot::Snapshot::build(&token, &settings, 1).unwrap(),
+        popgate::route::slot::Snapshot::build(&token, &settings, 1).unwrap(),
     );
-    let table = popgate::routing::RouteTable::new(vec![(
+    let table = popgate::route::table::RouteTable::new(vec![(
         route("graph", Some(GRAPH), None),
         std::sync::Arc::new(slot),
     )])

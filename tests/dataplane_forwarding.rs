@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Request, Version};
 use popgate::dataplane::ProxySettings;
-use popgate::dataplane::client::UpstreamSettings;
+use popgate::net::client::UpstreamSettings;
 use support::*;
 
 const GRAPH: &str = "graph.microsoft.com";
@@ -406,7 +406,7 @@ async fn a_published_snapshot_presents_its_own_certificate_on_the_next_request()
         .route
         .payload()
         .clone();
-    slot.publish(popgate::engine::snapshot::Snapshot::build(&token_b, &settings, 2).unwrap());
+    slot.publish(popgate::route::slot::Snapshot::build(&token_b, &settings, 2).unwrap());
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/two")).await;
     assert_eq!(resp.status(), 200);
     text(resp).await;

@@ -32,13 +32,13 @@ fn shipped_routes_all_ok_with_bindings_verified() {
         assert_eq!(row.status, "200", "{row:?}");
         assert!(row.latency_ms.parse::<u64>().is_ok(), "{row:?}");
         match route.token_type {
-            popgate::credential::token::TokenType::MtlsPop => {
+            popgate::identity::token::TokenType::MtlsPop => {
                 assert_eq!(
                     (row.token_type.as_str(), row.binding.as_str()),
                     ("mtls_pop", "yes")
                 )
             }
-            popgate::credential::token::TokenType::Bearer => assert_eq!(
+            popgate::identity::token::TokenType::Bearer => assert_eq!(
                 (row.token_type.as_str(), row.binding.as_str()),
                 ("bearer", "n/a (bearer)")
             ),

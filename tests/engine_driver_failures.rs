@@ -14,17 +14,17 @@ use std::time::{Duration, SystemTime};
 
 use driver_support::*;
 use popgate::app::{App, RunError};
-use popgate::credential::binding::BindingCert;
-use popgate::credential::token::{AccessToken, Token, TokenType};
-use popgate::dataplane::client::UpstreamSettings;
-use popgate::dataplane::connect::ResolveMap;
-use popgate::dataplane::upstream_tls::ExtraRoots;
+use popgate::certs::binding::BindingCert;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use popgate::engine::driver::{DriverSettings, RouteDriver};
-use popgate::engine::route_status::RouteStatus;
 use popgate::engine::schedule::RefreshPolicy;
-use popgate::engine::snapshot::{RouteInfo, RouteSlot};
+use popgate::identity::token::{AccessToken, Token, TokenType};
+use popgate::net::client::UpstreamSettings;
+use popgate::net::connect::ResolveMap;
+use popgate::net::upstream_tls::ExtraRoots;
+use popgate::route::slot::{RouteInfo, RouteSlot};
+use popgate::route::status::RouteStatus;
 use tokio::sync::watch;
 
 const STATE_BOUND: Duration = Duration::from_secs(60);

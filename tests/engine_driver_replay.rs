@@ -15,7 +15,7 @@ use bytes::Bytes;
 use driver_support::*;
 use http_body::{Body, Frame};
 use popgate::app::App;
-use popgate::engine::route_status::RouteStatus;
+use popgate::route::status::RouteStatus;
 use popgate_authority::SigningKeys;
 
 const STATE_BOUND: Duration = Duration::from_secs(60);

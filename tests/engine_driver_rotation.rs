@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use driver_support::*;
-use popgate::credential::token::{AccessToken, Token, TokenType};
-use popgate::dataplane::client::UpstreamSettings;
-use popgate::dataplane::connect::ResolveMap;
-use popgate::dataplane::upstream_tls::ExtraRoots;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use popgate::engine::driver::{DriverSettings, RouteDriver};
-use popgate::engine::route_status::RouteStatus;
 use popgate::engine::schedule::RefreshPolicy;
-use popgate::engine::snapshot::{RouteInfo, RouteSlot};
+use popgate::identity::token::{AccessToken, Token, TokenType};
+use popgate::net::client::UpstreamSettings;
+use popgate::net::connect::ResolveMap;
+use popgate::net::upstream_tls::ExtraRoots;
+use popgate::route::slot::{RouteInfo, RouteSlot};
+use popgate::route::status::RouteStatus;
 use tokio::sync::watch;
 
 /// Concurrent callers during the swap.
@@ -98,7 +98,7 @@ impl Credential for Rotating {
     }
 }
 
-fn pop_token(jwt: String, binding: popgate::credential::binding::BindingCert) -> Token {
+fn pop_token(jwt: String, binding: popgate::certs::binding::BindingCert) -> Token {
     Token {
         access_token: AccessToken::new(jwt),
         token_type: TokenType::MtlsPop,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use driver_support::*;
 use popgate::app::App;
-use popgate::engine::route_status::RouteStatus;
+use popgate::route::status::RouteStatus;
 
 /// Bound on waiting for a driver to reach a state (each wait is on a signal, not a sleep).
 const STATE_BOUND: Duration = Duration::from_secs(90);

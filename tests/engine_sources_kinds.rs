@@ -6,7 +6,7 @@ mod engine_sources_support;
 
 use engine_sources_support::*;
 use http::StatusCode;
-use popgate::credential::token::TokenType;
+use popgate::identity::token::TokenType;
 use std::sync::Arc;
 
 #[tokio::test]
@@ -284,7 +284,7 @@ async fn managed_identity_bearer_via_app_service() {
     );
     let mut deps = env.deps(&config);
     deps.app_service = Some(
-        popgate::credential::app_service::AppServiceEndpoint::new(
+        popgate::identity::app_service::AppServiceEndpoint::new(
             &format!("{}/msi/token", env.authority.imds_base_url()),
             zeroize::Zeroizing::new("app-service-secret".to_string()),
         )

@@ -103,7 +103,7 @@ async fn same_key_renewal_is_a_new_binding_and_a_new_token() {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "popgate-app renewed");
     let renewed = params.self_signed(&key).unwrap();
-    let renewed_x5t = popgate::credential::binding::x5t_s256(renewed.der());
+    let renewed_x5t = popgate::certs::binding::x5t_s256(renewed.der());
     env.authority
         .directory()
         .add_certificate(&env.app.client_id, renewed.der())

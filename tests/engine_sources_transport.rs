@@ -6,11 +6,11 @@
 mod engine_sources_support;
 
 use engine_sources_support::*;
-use popgate::credential::imds_endpoint::ImdsBase;
-use popgate::credential::token_request::{TokenEndpoint, cert_app_mtls_pop};
-use popgate::credential::transport::{Transport, TransportSettings};
-use popgate::dataplane::connect::ResolveMap;
 use popgate::engine::sources::retry::{Peer, RetryTiming, send_with_retry};
+use popgate::identity::imds_endpoint::ImdsBase;
+use popgate::identity::token_request::{TokenEndpoint, cert_app_mtls_pop};
+use popgate::net::connect::ResolveMap;
+use popgate::net::token_transport::{Transport, TransportSettings};
 use rustls::pki_types::pem::PemObject as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn transport(resolve: &[(&str, SocketAddr)], ca_pem: &str) -> Transport {
     for (host, addr) in resolve {
         map.insert(host, *addr).unwrap();
     }
-    let mut roots = popgate::dataplane::upstream_tls::ExtraRoots::default();
+    let mut roots = popgate::net::upstream_tls::ExtraRoots::default();
     for der in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add_der("test ca", der.unwrap());
     }
@@ -115,7 +115,7 @@ async fn a_silent_imds_times_out_and_is_retried_three_times() {
     let (addr, accepted) = bad_peer(false).await;
     let t = transport(&[], &env.authority.ca_pem());
     let base = ImdsBase::parse(&format!("http://{addr}")).unwrap();
-    let request = popgate::credential::imds_v1::token_request(&base, ARM, None).unwrap();
+    let request = popgate::identity::imds_v1::token_request(&base, ARM, None).unwrap();
     let err = send_with_retry(
         &t,
         RetryTiming::scaled(RETRY_DIVISOR),

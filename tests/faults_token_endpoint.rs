@@ -131,7 +131,7 @@ async fn token_endpoint_429_with_retry_after() {
     let authority = authority().await;
     let body = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/vectors/ests-throttled-429.json"),
+            .join("tests/vectors/ests-throttled-429.json"),
     )
     .expect("shared vector ests-throttled-429.json");
     authority.faults().push(

@@ -7,8 +7,8 @@ mod support;
 
 use config_support::Fixture;
 use hardening_guard_support::LogCapture;
-use popgate::dataplane::access::{AllowList, AllowRule};
-use popgate::dataplane::route_policy::RoutePolicy;
+use popgate::access::{AllowList, AllowRule};
+use popgate::route::policy::RoutePolicy;
 
 const LISTENERS: &str = "listeners:
   - {address: \"127.0.0.1:3128\"}

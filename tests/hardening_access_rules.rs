@@ -9,9 +9,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use hardening_guard_support::*;
 use http::Request;
-use popgate::dataplane::access::{AllowList, AllowRule};
-use popgate::dataplane::route_policy::RoutePolicy;
+use popgate::access::{AllowList, AllowRule};
 use popgate::dataplane::unix_listener::{DEFAULT_UNIX_SOCKET_MODE, UnixListenerSpec};
+use popgate::route::policy::RoutePolicy;
 use support::*;
 
 fn allow(rules: Vec<AllowRule>) -> RoutePolicy {
@@ -71,8 +71,8 @@ impl Env {
         name: &str,
         policy: RoutePolicy,
     ) -> (
-        popgate::routing::RouteSpec,
-        popgate::credential::token::Token,
+        popgate::route::table::RouteSpec,
+        popgate::identity::token::Token,
         RoutePolicy,
     ) {
         let host = format!("{name}.svc.example");
@@ -275,7 +275,7 @@ async fn a_stale_socket_is_replaced_but_a_regular_file_is_not() {
     let file = env.dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();
     let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        popgate::routing::RouteTable::new(Vec::new()).unwrap(),
+        popgate::route::table::RouteTable::new(Vec::new()).unwrap(),
     ));
     let err = popgate::dataplane::Proxy::start_with_unix(
         vec![],
@@ -294,12 +294,12 @@ async fn a_new_policy_on_a_live_slot_applies_to_the_next_request() {
     let env = Env::new().await;
     let settings = env.settings(&["swap"]);
     let (spec, token, _) = env.route("swap", RoutePolicy::default());
-    let snapshot = popgate::engine::snapshot::Snapshot::build(&token, &settings, 1).unwrap();
-    let slot = std::sync::Arc::new(popgate::engine::snapshot::RouteSlot::with_snapshot(
+    let snapshot = popgate::route::slot::Snapshot::build(&token, &settings, 1).unwrap();
+    let slot = std::sync::Arc::new(popgate::route::slot::RouteSlot::with_snapshot(
         "swap", snapshot,
     ));
     let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        popgate::routing::RouteTable::new(vec![(spec, std::sync::Arc::clone(&slot))]).unwrap(),
+        popgate::route::table::RouteTable::new(vec![(spec, std::sync::Arc::clone(&slot))]).unwrap(),
     ));
     let proxy = popgate::dataplane::Proxy::start(
         vec![plain_listener()],

@@ -115,7 +115,7 @@ async fn a_caller_that_never_finishes_its_tls_handshake_is_disconnected() {
     use arc_swap::ArcSwap;
     use popgate::dataplane::listener::server_tls_config;
     use popgate::dataplane::{ListenerSpec, Proxy};
-    use popgate::routing::RouteTable;
+    use popgate::route::table::RouteTable;
 
     let pki = TestPki::new("listener-ca");
     let (chain, key) = pki.server_cert(&["popgate.local"]);

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hardening_guard_support::*;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
-use popgate::dataplane::route_policy::RoutePolicy;
+use popgate::route::policy::RoutePolicy;
 use support::*;
 
 struct Env {
@@ -142,9 +142,9 @@ async fn redirects_are_passed_back_not_followed() {
     let pki = CallerPki::new();
     let (chain, key) = pki.issue("upstream", "corp", &["graph.microsoft.com"], &[], true);
     let upstream = RedirectUpstream::start(chain, key, pki.roots()).await;
-    let mut roots = popgate::dataplane::upstream_tls::ExtraRoots::default();
+    let mut roots = popgate::net::upstream_tls::ExtraRoots::default();
     roots.add_der("caller-ca", pki.ca_der());
-    let mut resolve = popgate::dataplane::connect::ResolveMap::default();
+    let mut resolve = popgate::net::connect::ResolveMap::default();
     resolve
         .insert("graph.microsoft.com:443", upstream.addr)
         .unwrap();
@@ -154,7 +154,7 @@ async fn redirects_are_passed_back_not_followed() {
         ..Default::default()
     };
     let (bchain, bkey) = pki.issue("popgate", "corp", &[], &[], false);
-    let binding = popgate::credential::binding::BindingCert::from_der(bchain, bkey).unwrap();
+    let binding = popgate::certs::binding::BindingCert::from_der(bchain, bkey).unwrap();
     let token = pop_token(dir.path(), &binding, "r");
     let proxy = start_guarded(
         vec![(
@@ -182,7 +182,7 @@ async fn redirects_are_passed_back_not_followed() {
 fn a_route_can_only_point_at_an_https_upstream() {
     let mut spec = route("plain", Some("a.example"), None);
     spec.upstream = Some("http://a.example".parse().unwrap());
-    let err = popgate::routing::RouteTable::new(vec![(spec, ())]).unwrap_err();
+    let err = popgate::route::table::RouteTable::new(vec![(spec, ())]).unwrap_err();
     assert!(err.to_string().contains("https://"), "{err}");
 }
 

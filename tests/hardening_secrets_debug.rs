@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use config_support::{CLIENT, Fixture, TENANT};
 use hardening_guard_support::LogCapture;
-use popgate::credential::client_assertion::{AssertionInput, sign_client_assertion};
-use popgate::credential::token::{AccessToken, TokenType};
-use popgate::credential::token_request::{self, Leg1Kind, TokenEndpoint};
-use popgate::credential::{cert_files, static_token};
+use popgate::certs::cert_files;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::EngineError;
-use popgate::engine::snapshot::{RouteSlot, Snapshot};
+use popgate::identity::client_assertion::{AssertionInput, sign_client_assertion};
+use popgate::identity::static_token;
+use popgate::identity::token::{AccessToken, TokenType};
+use popgate::identity::token_request::{self, Leg1Kind, TokenEndpoint};
+use popgate::route::slot::{RouteSlot, Snapshot};
 
 /// A marker inside the static token: if it shows up in any output, the token leaked.
 const TOKEN_MARKER: &str = "SECRETMARKERstatic";

@@ -307,7 +307,7 @@ async fn issue_credential_body_refusals() {
     );
     // A certificate is not a CSR.
     let cert_der = std::fs::read(format!(
-        "{}/../../shared/vectors/imdsv2-issued-cert.der",
+        "{}/../tests/vectors/imdsv2-issued-cert.der",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
@@ -569,7 +569,7 @@ async fn v2_status_faults_and_drop() {
 fn vector_certificate_thumbprint() {
     // Keeps the shared thumbprint helper honest against the README's derived fact.
     let der = std::fs::read(format!(
-        "{}/../../shared/vectors/imdsv2-issued-cert.der",
+        "{}/../tests/vectors/imdsv2-issued-cert.der",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();

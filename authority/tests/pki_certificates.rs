@@ -15,7 +15,7 @@ use x509_parser::prelude::*;
 #[test]
 fn vector_thumbprint_is_sha256_of_the_der() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors/imdsv2-issued-cert.der");
+        .join("../tests/vectors/imdsv2-issued-cert.der");
     let der = std::fs::read(path).unwrap();
     assert_eq!(
         popgate_authority::thumbprint::x5t_s256(&der),

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use popgate::credential::csr::BindingKey;
-use popgate::credential::{app_service, imds_v1, imds_v2};
+use popgate::identity::csr::BindingKey;
+use popgate::identity::{app_service, imds_v1, imds_v2};
 
 const STATUSES: [u16; 8] = [200, 200, 200, 404, 400, 410, 429, 500];
 

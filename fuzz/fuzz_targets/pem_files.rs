@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use popgate::credential::token::TokenType;
-use popgate::credential::{cert_files, static_token};
+use popgate::identity::token::TokenType;
+use popgate::certs::cert_files;
+use popgate::identity::static_token;
 
 fn file_path() -> &'static PathBuf {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();

@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use popgate::credential::binding::BindingCert;
-use popgate::credential::ests_error::EstsError;
-use popgate::credential::token::TokenType;
-use popgate::credential::token_response::parse_token_response;
+use popgate::certs::binding::BindingCert;
+use popgate::identity::ests_error::EstsError;
+use popgate::identity::token::TokenType;
+use popgate::identity::token_response::parse_token_response;
 
 /// A self-signed binding certificate, made once: PoP parsing needs the presented certificate.
 fn binding() -> &'static BindingCert {

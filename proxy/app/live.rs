@@ -8,11 +8,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Acquire, Route};
-use crate::dataplane::client::UpstreamSettings;
 use crate::engine::credential::Credential;
 use crate::engine::driver::{DriverSettings, RouteDriver};
 use crate::engine::schedule::RefreshPolicy;
-use crate::engine::snapshot::RouteSlot;
+use crate::net::client::UpstreamSettings;
+use crate::route::slot::RouteSlot;
 
 use super::routes;
 

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use crate::config::{Config, Route};
 use crate::dataplane::DataplaneTable;
-use crate::dataplane::client::UpstreamSettings;
-use crate::dataplane::connect::ResolveMap;
-use crate::dataplane::route_policy::RoutePolicy;
-use crate::dataplane::upstream_tls::ExtraRoots;
 use crate::engine::credential::Credential;
-use crate::engine::snapshot::{RouteInfo, RouteSlot};
-use crate::routing::{RouteSpec, RouteTable};
+use crate::net::client::UpstreamSettings;
+use crate::net::connect::ResolveMap;
+use crate::net::upstream_tls::ExtraRoots;
+use crate::route::policy::RoutePolicy;
+use crate::route::slot::{RouteInfo, RouteSlot};
+use crate::route::table::{RouteSpec, RouteTable};
 
 use super::RunError;
 

@@ -122,10 +122,7 @@ impl App {
         super::wait_eager(fresh.iter(), RELOAD_READY_WAIT).await;
         for slot in fresh.iter().filter(|s| !s.info().lazy) {
             let status = slot.status();
-            if !matches!(
-                *status,
-                crate::engine::route_status::RouteStatus::Ready { .. }
-            ) {
+            if !matches!(*status, crate::route::status::RouteStatus::Ready { .. }) {
                 summary.not_ready.push(slot.name().to_string());
                 super::log_route_state(slot);
             }
@@ -138,7 +135,7 @@ impl App {
             if let Entry::Kept(i) = entry {
                 self.live[*i]
                     .slot()
-                    .set_policy(crate::dataplane::route_policy::RoutePolicy::of(route));
+                    .set_policy(crate::route::policy::RoutePolicy::of(route));
             }
         }
         self.table.store(Arc::new(table));
@@ -163,7 +160,7 @@ impl App {
         self.deps = deps;
         self.credentials = credentials;
         self.config = config;
-        self.scrape.store(crate::metrics::scrape::ScrapeView {
+        self.scrape.store(crate::admin::scrape::ScrapeView {
             slots: self.live.iter().map(|r| Arc::clone(r.slot())).collect(),
             cache: Arc::clone(&self.deps.cache),
         });

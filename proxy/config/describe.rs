@@ -1,8 +1,8 @@
 //! One-line human summaries of routes for `popgate check`: the flow, the identities, the token
 //! type, the token endpoint host(s) each route will call, and the upstream.
 
-use crate::credential::authority_host;
-use crate::credential::token::TokenType;
+use crate::identity::authority_host;
+use crate::identity::token::TokenType;
 
 use super::model::{Config, Flow, Identity, Route};
 

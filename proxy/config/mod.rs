@@ -6,6 +6,7 @@
 pub mod describe;
 pub mod duration;
 pub mod error;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod schema;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::credential::binding::BindingCert;
-use crate::credential::cert_files;
-use crate::credential::pkcs12::{self, Pkcs12Password};
-use crate::credential::token::TokenType;
-use crate::dataplane::access::AllowList;
+use crate::access::AllowList;
+use crate::certs::binding::BindingCert;
+use crate::certs::cert_files;
+use crate::certs::pkcs12::{self, Pkcs12Password};
+use crate::identity::token::TokenType;
 
 pub use super::schema::{Acquire, IdentityKind};
 
@@ -123,7 +123,7 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             request: DEFAULT_REQUEST_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
-            drain: crate::dataplane::server::DEFAULT_DRAIN_TIMEOUT,
+            drain: super::limits::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::credential::token::TokenType;
+use crate::identity::token::TokenType;
 
 /// A value with its position in the file.
 pub type S<T> = Spanned<T>;

@@ -13,18 +13,19 @@ use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use super::access::{self, Caller};
-use super::connect::ConnectError;
 use super::error_response::{NoTokenDetail, Refusal};
 use super::headers;
-use super::limits::{self, BodyTooLarge, LimitRefusal};
+use super::limits::{self, LimitRefusal};
 use super::request_target;
-use super::upstream_body::{UpstreamBody, read_ahead};
 use super::www_authenticate;
-use crate::engine::route_status::RouteStatus;
-use crate::engine::snapshot::{RouteSlot, Snapshot};
+use crate::access::{self, Caller};
 use crate::metrics::request::Observed;
-use crate::routing::RouteTable;
+use crate::net::connect::ConnectError;
+use crate::net::upstream_body::BodyTooLarge;
+use crate::net::upstream_body::{UpstreamBody, read_ahead};
+use crate::route::slot::{RouteSlot, Snapshot};
+use crate::route::status::RouteStatus;
+use crate::route::table::RouteTable;
 
 /// The route table the data plane reads: each route's payload is its snapshot slot.
 pub type DataplaneTable = RouteTable<Arc<RouteSlot>>;

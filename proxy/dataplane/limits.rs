@@ -7,14 +7,10 @@
 //! URI limit, and the cases hyper accepts (a request with both `Content-Length` and
 //! `Transfer-Encoding` is parsed as chunked; two equal `Content-Length` lines are merged).
 
-use std::error::Error as StdError;
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
 /// Default cap on request header lines: hyper's own default, generous for API clients (which send
@@ -220,74 +216,6 @@ pub(crate) mod framing {
     pub const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
 }
 
-/// A request body that fails once more than `max` data bytes have passed: the streaming half of
-/// the body limit, for bodies whose length is not declared up front. Wrap the caller's body in it
-/// before sending it upstream; the upstream then sees an aborted body, never the excess.
-#[derive(Debug)]
-pub struct LimitedBody<B> {
-    inner: B,
-    seen: u64,
-    max: u64,
-}
-
-impl<B> LimitedBody<B> {
-    /// Wraps `inner`, allowing at most `max` data bytes.
-    pub fn new(inner: B, max: u64) -> Self {
-        Self {
-            inner,
-            seen: 0,
-            max,
-        }
-    }
-}
-
-/// The error a [`LimitedBody`] ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds the {max}-byte limit")]
-pub struct BodyTooLarge {
-    /// The limit that was exceeded.
-    pub max: u64,
-}
-
-impl<B> Body for LimitedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen = this.seen.saturating_add(data.remaining() as u64);
-                    if this.seen > this.max {
-                        tracing::info!(max = this.max, "request body over the limit; aborted");
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { max: this.max }))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,37 +291,5 @@ mod tests {
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["error"], "payload_too_large");
-    }
-
-    /// Data frames from a list, then the end.
-    struct Chunks(std::vec::IntoIter<&'static str>);
-
-    fn chunks(list: Vec<&'static str>) -> Chunks {
-        Chunks(list.into_iter())
-    }
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            let next = self.get_mut().0.next();
-            Poll::Ready(next.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
-        }
-    }
-
-    #[tokio::test]
-    async fn limited_body_passes_up_to_the_limit_and_fails_beyond() {
-        let ok = LimitedBody::new(chunks(vec!["abc", "de"]), 5)
-            .collect()
-            .await;
-        assert_eq!(ok.unwrap().to_bytes(), "abcde");
-        let err = LimitedBody::new(chunks(vec!["abc", "def"]), 5)
-            .collect()
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "request body exceeds the 5-byte limit");
     }
 }

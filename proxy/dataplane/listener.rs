@@ -21,10 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::access::{Caller, CallerCert};
 use super::forward::Forwarder;
 use super::framing_guard::FramingGuard;
 use super::limits::{MIN_MAX_HEADER_BYTES, RequestLimits, check_request};
+use crate::access::{Caller, CallerCert};
 
 /// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

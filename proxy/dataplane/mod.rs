@@ -15,9 +15,6 @@
 //! `Transfer-Encoding` as chunked and hides the length), so a guard on the connection's read side
 //! sees the raw heads and lets the service refuse such requests with 400 and close.
 
-pub mod access;
-pub mod client;
-pub mod connect;
 pub mod error_response;
 pub mod forward;
 mod framing_guard;
@@ -25,13 +22,10 @@ pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod request_target;
-pub mod route_policy;
 pub mod server;
 pub mod unix_listener;
-pub mod upstream_body;
-pub mod upstream_tls;
 pub mod www_authenticate;
 
-pub use client::{UpstreamClient, UpstreamSettings};
+pub use crate::net::client::{UpstreamClient, UpstreamSettings};
 pub use forward::{DataplaneTable, Forwarder};
 pub use server::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};

@@ -16,9 +16,7 @@ use super::forward::{DEFAULT_REQUEST_TIMEOUT, DataplaneTable, Forwarder};
 use super::listener::{AcceptContext, ConnectionSettings, accept_loop};
 use super::unix_listener::{self, UnixListenerSpec};
 
-/// Default time open connections get to finish in-flight requests after shutdown is asked for;
-/// below Kubernetes' default 30 s termination grace period.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::config::limits::DEFAULT_DRAIN_TIMEOUT;
 
 /// One listening socket.
 #[derive(Clone, Debug)]

@@ -10,12 +10,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::access::{Caller, UnixPeer};
 use super::listener::{AcceptContext, Conn, serve_io};
+use crate::access::{Caller, UnixPeer};
 
-/// Default permissions of the socket file: owner and group may connect (connecting needs write
-/// permission), others may not; widen with `mode` or narrow the group with the directory.
-pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
+pub use crate::config::limits::DEFAULT_UNIX_SOCKET_MODE;
 /// Pause after a failed `accept` so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 

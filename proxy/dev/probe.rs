@@ -10,7 +10,7 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
 use crate::config::model::{Config, Flow, Identity, Route};
-use crate::credential::token::TokenType;
+use crate::identity::token::TokenType;
 
 use super::targets::{ProbeTarget, probe_target};
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use popgate_authority::pki::TOKEN_HOSTS;
 
 use crate::config::model::{Config, Identity, Listener};
-use crate::credential::authority_host::{bearer_token_host, mtls_token_host};
+use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 
 use super::local_authority::LocalAuthority;
 use super::targets::upstream_host;

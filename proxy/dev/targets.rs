@@ -96,7 +96,7 @@ mod tests {
             flow: crate::config::model::Flow::Vanilla {
                 identity: "app".into(),
             },
-            token_type: crate::credential::token::TokenType::MtlsPop,
+            token_type: crate::identity::token::TokenType::MtlsPop,
             acquire: crate::config::model::Acquire::Eager,
             timeouts: Default::default(),
             max_body_bytes: None,

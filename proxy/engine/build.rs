@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::model::{self, Config, Flow, Identity, Route};
-use crate::credential::app_service::AppServiceEndpoint;
-use crate::credential::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
-use crate::credential::token::TokenType;
-use crate::credential::token_request::FIC_LEG1_RESOURCE;
-use crate::credential::transport::{Transport, TransportSettings};
-use crate::dataplane::connect::ResolveMap;
-use crate::dataplane::upstream_tls::ExtraRoots;
+use crate::identity::app_service::AppServiceEndpoint;
+use crate::identity::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
+use crate::identity::token::TokenType;
+use crate::identity::token_request::FIC_LEG1_RESOURCE;
+use crate::net::connect::ResolveMap;
+use crate::net::token_transport::{Transport, TransportSettings};
+use crate::net::upstream_tls::ExtraRoots;
 
 use super::cache::TokenCache;
 use super::credential::{Credential, CredentialLabels, EngineError};

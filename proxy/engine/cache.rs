@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::credential::token::{Token, TokenType};
+use crate::identity::token::{Token, TokenType};
 
 use super::schedule::RefreshPolicy;
 
@@ -251,7 +251,7 @@ impl<E: Clone> TokenCache<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::token::AccessToken;
+    use crate::identity::token::AccessToken;
     use std::sync::atomic::AtomicUsize;
 
     fn key() -> CacheKey {

@@ -15,11 +15,11 @@ use tokio::task::JoinHandle;
 use super::backoff::Backoff;
 use super::cache::CachedToken;
 use super::credential::{BoxFuture, Credential, EngineError};
-use super::route_status::RouteStatus;
 use super::schedule::{RefreshPolicy, jitter_sample};
-use super::snapshot::{Demand, RouteSlot, Snapshot};
-use crate::dataplane::client::UpstreamSettings;
 use crate::metrics;
+use crate::net::client::UpstreamSettings;
+use crate::route::slot::{Demand, RouteSlot, Snapshot};
+use crate::route::status::RouteStatus;
 
 /// After an upstream `401 invalid_token` forced a new acquisition, further refusals wait at least
 /// this long before forcing another: a resource that refuses every token must not turn each

@@ -5,7 +5,5 @@ pub mod build;
 pub mod cache;
 pub mod credential;
 pub mod driver;
-pub mod route_status;
 pub mod schedule;
-pub mod snapshot;
 pub mod sources;

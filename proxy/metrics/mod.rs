@@ -6,7 +6,6 @@
 //! ([`scrape`]).
 
 pub mod request;
-pub mod scrape;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -18,7 +17,22 @@ use prometheus::{
     Registry,
 };
 
-use crate::engine::credential::CredentialLabels;
+use crate::identity::token::TokenType;
+
+/// What a credential is, for logs, metrics labels (bounded values only) and error bodies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialLabels {
+    /// The identity's name in routes.yaml (for FIC: the leg-2 identity; see `leg1`).
+    pub identity: String,
+    /// `managed_identity`, `confidential_client`, `workload_identity` or `static`.
+    pub identity_kind: &'static str,
+    /// `vanilla` or `fic`.
+    pub flow: &'static str,
+    /// The final token type.
+    pub token_type: TokenType,
+    /// The FIC leg-1 identity's name.
+    pub leg1: Option<String>,
+}
 
 /// Request latency buckets (seconds): from a warm pooled request (about a millisecond) to the
 /// 60 s default request timeout.

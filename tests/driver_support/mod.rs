@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use popgate::credential::binding::BindingCert;
-use popgate::credential::cert_files;
+use popgate::certs::binding::BindingCert;
+use popgate::certs::cert_files;
 use popgate::dataplane::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
-use popgate::engine::snapshot::RouteSlot;
-use popgate::routing::{RouteSpec, RouteTable};
+use popgate::route::slot::RouteSlot;
+use popgate::route::table::{RouteSpec, RouteTable};
 use popgate_authority::claims::{Claims, Confirmation};
 use popgate_authority::{Authority, Endpoint, SigningKeys};
 

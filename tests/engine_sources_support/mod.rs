@@ -13,13 +13,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
+use popgate::certs::binding::BindingCert;
 use popgate::config::{self, Config};
-use popgate::credential::binding::BindingCert;
-use popgate::credential::token::Token;
 use popgate::engine::build::{EngineDeps, build_credentials};
 use popgate::engine::credential::Credential;
 use popgate::engine::schedule::RefreshPolicy;
 use popgate::engine::sources::retry::RetryTiming;
+use popgate::identity::token::Token;
 use popgate_authority::{App, AppCredential, Authority, AuthorityConfig};
 use rustls::pki_types::ServerName;
 

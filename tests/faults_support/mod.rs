@@ -23,8 +23,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use popgate::app::App;
-use popgate::engine::route_status::RouteStatus;
-use popgate::engine::snapshot::RouteSlot;
+use popgate::route::slot::RouteSlot;
+use popgate::route::status::RouteStatus;
 use popgate_authority::{AppCredential, Authority, Endpoint};
 
 /// Concurrent callers per load phase.

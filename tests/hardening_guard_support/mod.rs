@@ -17,13 +17,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use popgate::credential::token::Token;
-use popgate::dataplane::client::UpstreamSettings;
-use popgate::dataplane::route_policy::RoutePolicy;
 use popgate::dataplane::unix_listener::UnixListenerSpec;
 use popgate::dataplane::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
-use popgate::engine::snapshot::{RouteSlot, Snapshot};
-use popgate::routing::{RouteSpec, RouteTable};
+use popgate::identity::token::Token;
+use popgate::net::client::UpstreamSettings;
+use popgate::route::policy::RoutePolicy;
+use popgate::route::slot::{RouteSlot, Snapshot};
+use popgate::route::table::{RouteSpec, RouteTable};
 
 use super::support::{STEP, TestBody, bounded};
 

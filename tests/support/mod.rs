@@ -27,16 +27,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use popgate::credential::binding::{BindingCert, x5t_s256};
-use popgate::credential::static_token;
-use popgate::credential::token::{Token, TokenType};
-use popgate::dataplane::connect::ResolveMap;
-use popgate::dataplane::upstream_tls::ExtraRoots;
+use popgate::certs::binding::{BindingCert, x5t_s256};
 use popgate::dataplane::{
     DataplaneTable, ListenerSpec, Proxy, ProxyHandle, ProxySettings, UpstreamSettings,
 };
-use popgate::engine::snapshot::{RouteSlot, Snapshot};
-use popgate::routing::{RouteSpec, RouteTable};
+use popgate::identity::static_token;
+use popgate::identity::token::{Token, TokenType};
+use popgate::net::connect::ResolveMap;
+use popgate::net::upstream_tls::ExtraRoots;
+use popgate::route::slot::{RouteSlot, Snapshot};
+use popgate::route::table::{RouteSpec, RouteTable};
 
 /// Upper bound for any single test step; a hang fails the test instead of stalling CI.
 pub const STEP: Duration = Duration::from_secs(60);

@@ -205,7 +205,7 @@ mod tests {
     fn body_has_the_vector_keys() {
         let body = EstsError::missing_credential("").body("t", "c", 0);
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/vectors/ests-error-invalid-client-400.json");
+            .join("../tests/vectors/ests-error-invalid-client-400.json");
         let vector: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let keys = |v: &serde_json::Value| {

@@ -404,7 +404,7 @@ pub fn claims_of(jwt: &str) -> serde_json::Value {
 /// A shared golden vector.
 pub fn vector(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors")
+        .join("../tests/vectors")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

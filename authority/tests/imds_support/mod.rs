@@ -297,9 +297,9 @@ pub fn keys_of(v: &serde_json::Value) -> Vec<String> {
     keys
 }
 
-/// A golden vector from /work/shared/vectors.
+/// A golden vector from tests/vectors (copied from the team reference shelf).
 pub fn vector(name: &str) -> serde_json::Value {
-    let path = format!("{}/../../shared/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

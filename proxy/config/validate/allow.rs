@@ -1,8 +1,8 @@
 //! A route's `allow:` rules, and whether the listeners can ever present what they ask about.
 
+use crate::access::{AllowList, AllowRule};
 use crate::config::model::{Listener, UnixListener};
 use crate::config::schema::{RawAllowRule, RawRoute, S};
-use crate::dataplane::access::{AllowList, AllowRule};
 
 use super::Ctx;
 

@@ -5,8 +5,8 @@ use serde_saphyr::Location;
 
 use crate::config::model::{Flow, IdentityKind};
 use crate::config::schema::{FlowKind, RawRoute, S};
-use crate::credential::authority_host::{self, DEFAULT_AUTHORITY_HOST, HostRuleError};
-use crate::credential::token::TokenType;
+use crate::identity::authority_host::{self, DEFAULT_AUTHORITY_HOST, HostRuleError};
+use crate::identity::token::TokenType;
 
 use super::Ctx;
 use super::identities::Identities;

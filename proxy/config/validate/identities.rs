@@ -7,15 +7,15 @@ use std::path::PathBuf;
 use serde_saphyr::Location;
 use zeroize::Zeroizing;
 
+use crate::certs::binding::BindingCert;
+use crate::certs::cert_files::{self, FileRole};
+use crate::certs::pkcs12::{self, Pkcs12Password};
 use crate::config::model::{
     CertificateFiles, ConfidentialClient, Identity, IdentityKind, ManagedIdentity, StaticIdentity,
     UamiSelector, WorkloadIdentity,
 };
 use crate::config::schema::{RawCertificate, RawIdentity, S, SpannedMap};
-use crate::credential::authority_host::{self, DEFAULT_AUTHORITY_HOST};
-use crate::credential::binding::BindingCert;
-use crate::credential::cert_files::{self, FileRole};
-use crate::credential::pkcs12::{self, Pkcs12Password};
+use crate::identity::authority_host::{self, DEFAULT_AUTHORITY_HOST};
 
 use super::Ctx;
 use super::values::{is_guid, is_route_name};

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
+use crate::certs::cert_files::{self, FileRole};
+use crate::config::limits::DEFAULT_UNIX_SOCKET_MODE;
 use crate::config::model::{InboundTls, Listener, UnixListener};
 use crate::config::schema::{RawAdmin, RawInboundTls, RawListener, S};
-use crate::credential::cert_files::{self, FileRole};
-use crate::dataplane::unix_listener::DEFAULT_UNIX_SOCKET_MODE;
 
 use super::Ctx;
 

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::certs::cert_files;
 use crate::config::model::{DEFAULT_IMDS_ENDPOINT, Network};
 use crate::config::schema::{RawNetwork, S};
-use crate::credential::cert_files;
 
 use super::Ctx;
 use super::host_match::parse_host_port;

@@ -3,7 +3,7 @@
 
 use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts};
 use crate::config::schema::{RawRoute, S};
-use crate::credential::token::TokenType;
+use crate::identity::token::TokenType;
 
 use super::Ctx;
 use super::host_match::{check_path_prefix, parse_host_pattern};

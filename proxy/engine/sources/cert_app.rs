@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::credential::authority_host::{bearer_token_host, mtls_token_host};
-use crate::credential::client_assertion::{AssertionInput, sign_client_assertion};
-use crate::credential::token::{Token, TokenType};
-use crate::credential::token_request::{
+use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
+use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
+use crate::identity::token::{Token, TokenType};
+use crate::identity::token_request::{
     TokenEndpoint, cert_app_bearer, cert_app_mtls_pop, scope_for_resource,
 };
-use crate::credential::token_response::parse_token_response;
+use crate::identity::token_response::parse_token_response;
 
 use super::cert_watch::WatchedCert;
 use super::retry::{Peer, send_with_retry};
@@ -97,7 +97,7 @@ impl CertAppCredential {
 
     async fn acquire(
         &self,
-        cert: &crate::credential::binding::BindingCert,
+        cert: &crate::certs::binding::BindingCert,
     ) -> Result<Token, Failure<EngineError>> {
         let identity = &self.labels.identity;
         let fail = |e: EngineError| Failure::new(e);

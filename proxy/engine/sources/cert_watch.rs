@@ -8,11 +8,11 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use tokio::sync::watch;
 
+use crate::certs::binding::BindingCert;
+use crate::certs::cert_files::MAX_PEM_FILE_BYTES;
+use crate::certs::pkcs12::MAX_PKCS12_FILE_BYTES;
 use crate::config::model::CertificateFiles;
-use crate::credential::binding::BindingCert;
-use crate::credential::cert_files::MAX_PEM_FILE_BYTES;
-use crate::credential::pkcs12::MAX_PKCS12_FILE_BYTES;
-use crate::credential::transport::Transport;
+use crate::net::token_transport::Transport;
 
 /// How often the files are compared by default: kubelet propagates secret updates within about a
 /// minute, and a read of two small files every ten seconds costs nothing.

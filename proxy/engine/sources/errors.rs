@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::credential::response_json::ResponseError;
-use crate::credential::transport::TransportError;
+use crate::identity::response_json::ResponseError;
+use crate::net::token_transport::TransportError;
 
 use crate::engine::cache::{CacheError, Failure};
 use crate::engine::credential::EngineError;

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::credential::authority_host::{bearer_token_host, mtls_token_host};
-use crate::credential::binding::BindingCert;
-use crate::credential::token::{Token, TokenType};
-use crate::credential::token_request::{Leg1Kind, TokenEndpoint, fic_leg2, scope_for_resource};
-use crate::credential::token_response::parse_token_response;
+use crate::certs::binding::BindingCert;
+use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
+use crate::identity::token::{Token, TokenType};
+use crate::identity::token_request::{Leg1Kind, TokenEndpoint, fic_leg2, scope_for_resource};
+use crate::identity::token_response::parse_token_response;
 
 use super::cert_app::CertAppSettings;
 use super::retry::{Peer, send_with_retry};

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::credential::app_service::{self, AppServiceEndpoint};
-use crate::credential::imds_endpoint::{ImdsBase, UamiSelector};
-use crate::credential::imds_v1;
-use crate::credential::token::{Token, TokenType};
-use crate::credential::token_request::scope_for_resource;
+use crate::identity::app_service::{self, AppServiceEndpoint};
+use crate::identity::imds_endpoint::{ImdsBase, UamiSelector};
+use crate::identity::imds_v1;
+use crate::identity::token::{Token, TokenType};
+use crate::identity::token_request::scope_for_resource;
 
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};

@@ -13,16 +13,16 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::credential::binding::BindingCert;
-use crate::credential::csr::{BindingKey, build_csr};
-use crate::credential::imds_endpoint::{ImdsBase, UamiSelector};
-use crate::credential::imds_v2::{
+use crate::certs::binding::BindingCert;
+use crate::identity::csr::{BindingKey, build_csr};
+use crate::identity::imds_endpoint::{ImdsBase, UamiSelector};
+use crate::identity::imds_v2::{
     IssuedCredential, PlatformMetadata, issue_credential_request, parse_issued_credential,
     parse_platform_metadata, platform_metadata_request,
 };
-use crate::credential::token::{Token, TokenType};
-use crate::credential::token_request::scope_for_resource;
-use crate::credential::token_response::parse_token_response;
+use crate::identity::token::{Token, TokenType};
+use crate::identity::token_request::scope_for_resource;
+use crate::identity::token_response::parse_token_response;
 
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};

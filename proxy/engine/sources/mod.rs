@@ -1,5 +1,5 @@
 //! Token sources: one [`Credential`](super::credential::Credential) implementation per identity
-//! kind and flow, each acquiring over [`Transport`](crate::credential::transport::Transport),
+//! kind and flow, each acquiring over [`Transport`](crate::net::token_transport::Transport),
 //! caching in the shared [`TokenCache`], retrying per protocol.md §7.
 
 pub mod cert_app;
@@ -15,7 +15,7 @@ pub mod workload_identity;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::credential::token::{Token, TokenType};
+use crate::identity::token::{Token, TokenType};
 
 use super::cache::{CacheKey, CachedToken, Failure, TokenCache};
 use super::credential::EngineError;

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::credential::binding::BindingCert;
-use crate::credential::ests_error::EstsError;
-use crate::credential::outbound_request::CredentialRequest;
-use crate::credential::retry_policy::{self, ImdsSchedule, Outcome, RetryDecision};
-use crate::credential::transport::{Exchange, Transport, TransportError};
+use crate::certs::binding::BindingCert;
+use crate::identity::ests_error::EstsError;
+use crate::identity::outbound_request::CredentialRequest;
+use crate::identity::retry_policy::{self, ImdsSchedule, Outcome, RetryDecision};
+use crate::net::token_transport::{Exchange, Transport, TransportError};
 
 /// How long retry waits really are. Production uses the protocol's waits; tests divide them so a
 /// 410 schedule (70 s) runs in well under a second while the count of calls stays the same.

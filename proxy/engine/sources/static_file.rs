@@ -9,12 +9,12 @@ use std::time::SystemTime;
 use aws_lc_rs::digest;
 use tokio::sync::{Mutex, watch};
 
-use crate::credential::binding::BindingCert;
-use crate::credential::static_token;
-use crate::credential::token::{Token, TokenType};
+use crate::certs::binding::BindingCert;
 use crate::engine::cache::CachedToken;
 use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use crate::engine::schedule::RefreshPolicy;
+use crate::identity::static_token;
+use crate::identity::token::{Token, TokenType};
 
 /// A token read from a file and bound to a configured certificate.
 pub struct StaticCredential {

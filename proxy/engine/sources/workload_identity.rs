@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::credential::authority_host::bearer_token_host;
-use crate::credential::token::{Token, TokenType};
-use crate::credential::token_request::{TokenEndpoint, scope_for_resource};
-use crate::credential::token_response::parse_token_response;
-use crate::credential::workload_identity::{read_federated_token, token_request};
+use crate::identity::authority_host::bearer_token_host;
+use crate::identity::token::{Token, TokenType};
+use crate::identity::token_request::{TokenEndpoint, scope_for_resource};
+use crate::identity::token_response::parse_token_response;
+use crate::identity::workload_identity::{read_federated_token, token_request};
 
 use super::retry::{Peer, send_with_retry};
 use super::{Want, cache_key, errors, through_cache};

@@ -1,0 +1,247 @@
+//! The admin listener (`admin.address`): `/metrics` (Prometheus text), `/healthz` (the process
+//! answers) and `/readyz` (200 only while every eager route has a usable token). Plain HTTP/1.1,
+//! meant for loopback or a pod network; it serves no secret and takes no input but the path.
+
+pub mod scrape;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::route::slot::RouteSlot;
+use crate::route::status::RouteStatus;
+use scrape::ScrapeSources;
+
+/// At most this many admin connections at once: probes and one or two scrapers need a handful;
+/// a bound keeps a misbehaving client from holding many sockets.
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+
+/// A client must send its request head within this long (probes send it at once).
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An admin connection is closed after this long whatever it does: longer than any scrape takes,
+/// short enough that an idle keep-alive connection does not pin a slot forever.
+pub const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("admin listener {addr}: cannot bind: {source}")]
+pub struct AdminError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// The running admin listener.
+#[derive(Debug)]
+pub struct AdminHandle {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminHandle {
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes open admin connections.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "admin listener ended abnormally");
+        }
+    }
+}
+
+/// Binds `addr` and serves the admin endpoints from `sources` until [`AdminHandle::shutdown`].
+pub async fn start(addr: SocketAddr, sources: ScrapeSources) -> Result<AdminHandle, AdminError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| AdminError { addr, source })?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, Arc::new(sources), stopped));
+    tracing::info!(addr = %addr, "admin listening");
+    Ok(AdminHandle { addr, stop, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    sources: Arc<ScrapeSources>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|s| *s) => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(peer = %peer, limit = MAX_ADMIN_CONNECTIONS, "admin connection limit reached; closing");
+            continue;
+        };
+        let sources = Arc::clone(&sources);
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let sources = Arc::clone(&sources);
+                async move { Ok::<_, Infallible>(answer(&req, &sources)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await {
+                tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    connections.shutdown().await;
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn answer(req: &Request<Incoming>, sources: &ScrapeSources) -> AdminResponse {
+    let path = req.uri().path();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let (ready, body) = readiness(&sources.load().slots, SystemTime::now());
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            respond(status, "application/json", body.to_string().into())
+        }
+        _ => match scrape::render(sources) {
+            Ok(text) => respond(StatusCode::OK, scrape::CONTENT_TYPE, text.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "metrics scrape failed");
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics\n")
+            }
+        },
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> AdminResponse {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> AdminResponse {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// Whether popgate is ready, and each route's state. Ready means every eager route has a
+/// published token that has not expired (`ready`, or `stale`: refreshing fails but the token is
+/// still usable). Lazy routes never hold readiness back.
+pub fn readiness(slots: &[Arc<RouteSlot>], now: SystemTime) -> (bool, Value) {
+    let mut ready = true;
+    let mut routes = Map::new();
+    for slot in slots {
+        let status = slot.status();
+        let lazy = slot.info().lazy;
+        let expires_in = slot
+            .snapshot
+            .load()
+            .as_ref()
+            .and_then(|s| s.expires_at.duration_since(now).ok())
+            .map(|d| d.as_secs());
+        let usable = status.is_serving() && expires_in.is_some();
+        if !lazy && !usable {
+            ready = false;
+        }
+        let mut entry = Map::new();
+        entry.insert("state".into(), status.label().into());
+        entry.insert("acquire".into(), if lazy { "lazy" } else { "eager" }.into());
+        entry.insert("expires_in_s".into(), expires_in.into());
+        let error = status.error().map(|e| {
+            json!({
+                "identity": e.identity,
+                "message": e.message,
+                "aadsts": e.aadsts,
+                "correlation_id": e.correlation_id,
+            })
+        });
+        entry.insert("error".into(), error.unwrap_or(Value::Null));
+        if let RouteStatus::Stale { failures, .. } | RouteStatus::Failed { failures, .. } = &*status
+        {
+            entry.insert("failures".into(), (*failures).into());
+        }
+        routes.insert(slot.name().to_string(), Value::Object(entry));
+    }
+    (ready, json!({ "ready": ready, "routes": routes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::slot::RouteInfo;
+
+    #[test]
+    fn pending_eager_route_is_not_ready_and_lazy_routes_do_not_count() {
+        let eager = Arc::new(RouteSlot::new("eager"));
+        let lazy = Arc::new(RouteSlot::for_route(
+            "lazy",
+            RouteInfo {
+                lazy: true,
+                ..RouteInfo::default()
+            },
+        ));
+        let (ready, body) = readiness(&[Arc::clone(&eager), Arc::clone(&lazy)], SystemTime::now());
+        assert!(!ready);
+        assert_eq!(body["routes"]["eager"]["state"], "pending");
+        assert_eq!(body["routes"]["eager"]["acquire"], "eager");
+        assert_eq!(body["routes"]["lazy"]["acquire"], "lazy");
+        let (ready, body) = readiness(&[lazy], SystemTime::now());
+        assert!(ready, "{body}");
+    }
+}

@@ -1,0 +1,146 @@
+//! A binding certificate: the certificate (and its key) that a PoP token is bound to and that the
+//! TLS client presents. Identity is the SHA-256 of the leaf's whole DER (RFC 8705 §3.1), never the
+//! public key: a renewal with the same key is a different binding.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate/key pair cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingError {
+    #[error("the certificate chain is empty")]
+    EmptyChain,
+    #[error("the certificate is not valid X.509 DER: {0}")]
+    BadCertificate(String),
+    #[error("the private key cannot be used for signing: {0}")]
+    BadKey(String),
+    #[error("the private key does not match the certificate's public key")]
+    KeyMismatch,
+}
+
+/// A certificate chain with its private key, ready for rustls, plus its `x5t#S256`.
+///
+/// Cheap to clone. The key lives inside aws-lc, which clears key material when it is freed.
+#[derive(Clone)]
+pub struct BindingCert {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    certified: Arc<CertifiedKey>,
+    x5t_s256: String,
+    not_after: SystemTime,
+    subject: String,
+}
+
+impl BindingCert {
+    /// Builds a binding from a leaf-first chain and its key; checks that the key matches the leaf.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, BindingError> {
+        let leaf = chain.first().ok_or(BindingError::EmptyChain)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .map_err(|e| BindingError::BadCertificate(e.to_string()))?;
+        let not_after_secs = parsed.validity().not_after.timestamp();
+        let not_after = if not_after_secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(not_after_secs.unsigned_abs())
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        let subject = parsed.subject().to_string();
+        let x5t_s256 = x5t_s256(leaf.as_ref());
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| BindingError::BadKey(e.to_string()))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            Ok(()) => {}
+            Err(rustls::Error::InconsistentKeys(_)) => return Err(BindingError::KeyMismatch),
+            // Keys whose public half cannot be extracted are accepted: rustls will fail the
+            // handshake loudly if they truly do not match.
+            Err(_) => {}
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                certified: Arc::new(certified),
+                x5t_s256,
+                not_after,
+                subject,
+            }),
+        })
+    }
+
+    /// `base64url_nopad(SHA-256(leaf DER))`, the value a PoP token's `cnf.x5t#S256` must equal.
+    pub fn x5t_s256(&self) -> &str {
+        &self.inner.x5t_s256
+    }
+
+    pub fn not_after(&self) -> SystemTime {
+        self.inner.not_after
+    }
+
+    /// The leaf's subject, for logs.
+    pub fn subject(&self) -> &str {
+        &self.inner.subject
+    }
+
+    /// The chain and signing key for a rustls `ClientConfig`.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.inner.certified)
+    }
+
+    /// The leaf certificate's DER.
+    pub fn leaf_der(&self) -> &CertificateDer<'static> {
+        // `from_der` refuses an empty chain, so the leaf is always there.
+        &self.inner.certified.cert[0]
+    }
+}
+
+impl fmt::Debug for BindingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BindingCert")
+            .field("subject", &self.inner.subject)
+            .field("x5t#S256", &self.inner.x5t_s256)
+            .field("not_after", &self.inner.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for BindingCert {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.x5t_s256 == other.inner.x5t_s256
+    }
+}
+
+/// `base64url_nopad(SHA-256(der))`.
+pub fn x5t_s256(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, der).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_of_the_issued_vector() {
+        let der = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/imdsv2-issued-cert.der"
+        ))
+        .unwrap();
+        assert_eq!(
+            x5t_s256(&der),
+            "MLZLzUFU2BBe37pdl3CLkghmBpr6rkHDsnsy1bXCIsI"
+        );
+    }
+}

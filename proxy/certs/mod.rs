@@ -1,0 +1,6 @@
+//! Certificates and keys: the binding certificate, PEM and PKCS#12 files. The lowest layer: it
+//! imports nothing else of popgate's.
+
+pub mod binding;
+pub mod cert_files;
+pub mod pkcs12;

@@ -1,0 +1,183 @@
+//! The pooled upstream HTTP client of one snapshot: hyper-util's client over [`UpstreamConnector`],
+//! keep-alive, h2 when the upstream offers it by ALPN.
+//!
+//! The client has one *lane* per runtime worker thread (at most [`MAX_LANES`]); a request takes the
+//! lane of the thread it runs on. hyper-util keeps a single h2 connection per host, and one h2
+//! connection is one task: every request's framing, HPACK and TLS records pass through it, so on a
+//! multi-core node it becomes the bottleneck (benches/load: 2 workers moved half the requests of
+//! nginx). Lanes give each worker its own connection. They share the connector, so the per-host
+//! dial cap still bounds all of them together.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::ClientConfig;
+
+use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::upstream_body::UpstreamBody;
+use crate::net::upstream_tls::ExtraRoots;
+
+/// Default bound on resolve + TCP + TLS: long enough for a slow cross-region handshake, short enough
+/// that a dead upstream answers the caller well before typical client timeouts (30 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an idle upstream connection stays pooled; below the 120 s idle timeout common on
+/// Azure front ends, so we close first rather than race a server-side close.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default cap on live upstream connections per host per snapshot: enough parallelism for a busy
+/// node's callers over h1 while bounding the mTLS handshakes a burst can trigger.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 64;
+
+/// Most lanes one client spreads its requests over: each lane can hold its own h2 connection,
+/// so this bounds the extra upstream connections (and mTLS handshakes) per snapshot.
+pub const MAX_LANES: usize = 8;
+
+/// Hands each thread that sends upstream requests a lane number, in order of first use.
+static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_LANE: usize = NEXT_THREAD_LANE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Lanes for a client built now: the current runtime's worker count (1 on a current-thread
+/// runtime), else the CPUs this process may use.
+fn lane_count() -> usize {
+    let workers = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.metrics().num_workers(),
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    workers.clamp(1, MAX_LANES)
+}
+
+/// Network settings every route's upstream client uses.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// Trust anchors added to the system roots (`extra_ca_files`).
+    pub extra_roots: ExtraRoots,
+    /// `network.resolve` overrides.
+    pub resolve: Arc<ResolveMap>,
+    /// Bound on resolve + TCP + TLS.
+    pub connect_timeout: Duration,
+    /// How long an idle connection stays in the pool.
+    pub pool_idle_timeout: Duration,
+    /// Live connections per upstream host per snapshot.
+    pub max_connections_per_host: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            extra_roots: ExtraRoots::default(),
+            resolve: Arc::new(ResolveMap::default()),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        }
+    }
+}
+
+/// A pooled client bound to one TLS client configuration (so to one client certificate).
+/// Cloning shares the pools.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    /// One pooled client per lane, all over the same connector (same TLS config, same dial cap).
+    lanes: Arc<[Client<UpstreamConnector, UpstreamBody>]>,
+    tls: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// A new client with its own, empty pools.
+    pub fn new(tls: Arc<ClientConfig>, settings: &UpstreamSettings) -> Self {
+        Self::with_lanes(tls, settings, lane_count())
+    }
+
+    /// A new client with `lanes` pools (at least 1, at most [`MAX_LANES`]).
+    pub fn with_lanes(tls: Arc<ClientConfig>, settings: &UpstreamSettings, lanes: usize) -> Self {
+        let connector = UpstreamConnector::new(
+            Arc::clone(&tls),
+            ConnectSettings {
+                resolve: Arc::clone(&settings.resolve),
+                connect_timeout: settings.connect_timeout,
+                max_connections_per_host: settings.max_connections_per_host.max(1),
+            },
+        );
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.max_connections_per_host.max(1))
+            // The proxy removes the caller's Host; hyper-util then writes the upstream authority
+            // (as `Host` on h1, as `:authority` on h2).
+            .set_host(true);
+        let lanes = (0..lanes.clamp(1, MAX_LANES))
+            .map(|_| builder.build(connector.clone()))
+            .collect();
+        Self { lanes, tls }
+    }
+
+    /// Sends one request (absolute `https://` URI) through the pool of this thread's lane.
+    pub fn request(&self, request: http::Request<UpstreamBody>) -> ResponseFuture {
+        let lane = THREAD_LANE.with(|lane| *lane) % self.lanes.len();
+        self.lanes[lane].request(request)
+    }
+
+    /// How many lanes (pools) this client spreads requests over.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The TLS configuration this client presents.
+    pub fn tls_config(&self) -> &Arc<ClientConfig> {
+        &self.tls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> Arc<ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_lane_on_a_current_thread_runtime() {
+        let client = UpstreamClient::new(tls(), &UpstreamSettings::default());
+        assert_eq!(client.lanes(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn one_lane_per_worker_thread() {
+        let client = UpstreamClient::new(tls(), &UpstreamSettings::default());
+        assert_eq!(client.lanes(), 3);
+        // Clones share the lanes (and so the pools).
+        assert!(Arc::ptr_eq(&client.lanes, &client.clone().lanes));
+    }
+
+    #[tokio::test]
+    async fn lanes_are_bounded() {
+        let settings = UpstreamSettings::default();
+        assert_eq!(UpstreamClient::with_lanes(tls(), &settings, 0).lanes(), 1);
+        assert_eq!(
+            UpstreamClient::with_lanes(tls(), &settings, 1000).lanes(),
+            MAX_LANES
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Outbound connections: dialing (resolve map, per-host caps), rustls client configs, the pooled
+//! upstream client, and the transport that carries token requests.
+
+pub mod client;
+pub mod connect;
+pub mod token_transport;
+pub mod upstream_body;
+pub mod upstream_tls;

@@ -1,0 +1,427 @@
+//! Sends a built [`CredentialRequest`] and reads the whole (bounded) answer: `https` to token
+//! endpoints, optionally presenting a binding certificate, and plain `http` to IMDS / App Service.
+//! No retries here (see `engine::sources::retry`).
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::net::connect::{ConnectError, ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::upstream_tls::{ExtraRoots, client_config};
+
+use crate::certs::binding::BindingCert;
+use crate::identity::outbound_request::CredentialRequest;
+use crate::identity::response_json::MAX_RESPONSE_BYTES;
+
+/// Bound on TCP + TLS to a token endpoint or IMDS: IMDS is link-local and ESTS answers handshakes
+/// in well under a second; ten seconds means the peer is unreachable, not slow.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one whole exchange (connect, send, read the body): ESTS's own request timeout is
+/// about 30 s, and a stuck call must end while the cached token is still usable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections to token endpoints are closed after this: token calls come minutes
+/// apart, so a longer idle time only holds sockets that the peer will cut anyway.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most distinct binding certificates (plus the certificate-less client) with a cached client;
+/// the oldest is dropped beyond this so rotations cannot grow the map without bound.
+pub const MAX_CACHED_CLIENTS: usize = 32;
+/// Connections per token host per client: acquisitions are single-flight, so a few suffice.
+const MAX_CONNECTIONS_PER_HOST: usize = 4;
+
+/// Where and how long to connect.
+#[derive(Clone, Debug)]
+pub struct TransportSettings {
+    /// `network.resolve` overrides (exact `host:port`).
+    pub resolve: Arc<ResolveMap>,
+    /// Trust anchors beyond the system roots.
+    pub extra_roots: ExtraRoots,
+    /// Bound on TCP + TLS.
+    pub connect_timeout: Duration,
+    /// Bound on the whole exchange.
+    pub request_timeout: Duration,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            resolve: Arc::new(ResolveMap::default()),
+            extra_roots: ExtraRoots::default(),
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// A whole answer. `Debug` leaves the body out: a token response carries the token.
+#[derive(Clone)]
+pub struct Exchange {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The body (at most [`MAX_RESPONSE_BYTES`]).
+    pub body: Bytes,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "body",
+                &format_args!("<redacted, {} bytes>", self.body.len()),
+            )
+            .finish()
+    }
+}
+
+/// Why no answer was had. Names the host, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// No answer within the timeout.
+    #[error("{host} did not answer within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        host: String,
+        /// The bound that ran out.
+        timeout: Duration,
+    },
+    /// TCP connect (or name resolution) failed.
+    #[error("cannot connect to {host}: {detail}")]
+    Connect {
+        /// The peer.
+        host: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The TLS handshake or TLS session failed (for IMDSv2 this asks for a new certificate).
+    #[error("TLS with {host} failed: {detail}")]
+    Tls {
+        /// The peer.
+        host: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The HTTP exchange failed after connecting.
+    #[error("HTTP exchange with {host} failed: {detail}")]
+    Http {
+        /// The peer.
+        host: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The body is larger than the limit.
+    #[error("{host} sent a response body over the {MAX_RESPONSE_BYTES}-byte limit")]
+    TooLarge {
+        /// The peer.
+        host: String,
+    },
+    /// The TLS client configuration could not be built, or the URL is unusable.
+    #[error("cannot call {host}: {detail}")]
+    Setup {
+        /// The peer.
+        host: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl TransportError {
+    /// A TLS failure (handshake refused, certificate rejected).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, TransportError::Tls { .. })
+    }
+
+    /// No answer in time (retried by the token-endpoint and IMDS policies).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransportError::Timeout { .. })
+    }
+}
+
+type HttpsClient = Client<UpstreamConnector, Full<Bytes>>;
+type PlainClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The credential engine's HTTP client. Cheap to share (`Arc`).
+pub struct Transport {
+    settings: TransportSettings,
+    plain: PlainClient,
+    /// Keyed by the binding certificate's x5t#S256 (`None`: no client certificate), oldest first.
+    https: Mutex<VecDeque<(Option<String>, HttpsClient)>>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("connect_timeout", &self.settings.connect_timeout)
+            .field("request_timeout", &self.settings.request_timeout)
+            .field("cached_clients", &self.cached_clients())
+            .finish()
+    }
+}
+
+impl Transport {
+    /// A transport with no cached client yet.
+    pub fn new(settings: TransportSettings) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        let plain = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(http);
+        Self {
+            settings,
+            plain,
+            https: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// How many `https` clients are cached (one per binding certificate used, plus one without).
+    pub fn cached_clients(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Forget the client of a binding certificate that is no longer used (closing its pool).
+    pub fn retire(&self, x5t_s256: &str) {
+        self.lock()
+            .retain(|(key, _)| key.as_deref() != Some(x5t_s256));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Option<String>, HttpsClient)>> {
+        // The map holds plain values; a panic elsewhere leaves it consistent.
+        self.https.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn https_client(
+        &self,
+        binding: Option<&BindingCert>,
+        host: &str,
+    ) -> Result<HttpsClient, TransportError> {
+        let key = binding.map(|b| b.x5t_s256().to_string());
+        if let Some((_, client)) = self.lock().iter().find(|(k, _)| *k == key) {
+            return Ok(client.clone());
+        }
+        // One ClientConfig (and so one TLS session cache) per certificate: resuming a session
+        // made with another certificate would present the old identity.
+        let tls = client_config(binding, &self.settings.extra_roots).map_err(|e| {
+            TransportError::Setup {
+                host: host.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        let connector = UpstreamConnector::for_credentials(
+            tls,
+            ConnectSettings {
+                resolve: Arc::clone(&self.settings.resolve),
+                connect_timeout: self.settings.connect_timeout,
+                max_connections_per_host: MAX_CONNECTIONS_PER_HOST,
+            },
+        );
+        let client: HttpsClient = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_CONNECTIONS_PER_HOST)
+            .build(connector);
+        let mut cached = self.lock();
+        if let Some((_, existing)) = cached.iter().find(|(k, _)| *k == key) {
+            return Ok(existing.clone());
+        }
+        if cached.len() >= MAX_CACHED_CLIENTS {
+            cached.pop_front();
+        }
+        cached.push_back((key, client.clone()));
+        Ok(client)
+    }
+
+    /// Sends `request` (presenting `binding` in TLS when given; `https` only) and reads the
+    /// whole answer under the request timeout.
+    pub async fn send(
+        &self,
+        request: &CredentialRequest,
+        binding: Option<&BindingCert>,
+    ) -> Result<Exchange, TransportError> {
+        let (request, _id) = request.duplicate().into_parts();
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| "<no host>".to_string());
+        let request: Request<Full<Bytes>> = request.map(Full::new);
+        let timeout = self.settings.request_timeout;
+        let exchange = async {
+            let response = match request.uri().scheme_str() {
+                Some("https") => {
+                    let client = self.https_client(binding, &host)?;
+                    client.request(request).await
+                }
+                Some("http") if binding.is_none() => self.plain.request(request).await,
+                _ => {
+                    return Err(TransportError::Setup {
+                        host: host.clone(),
+                        detail: "the URL must be https (or http without a client certificate)"
+                            .into(),
+                    });
+                }
+            }
+            .map_err(|e| classify(&host, &e))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        TransportError::TooLarge { host: host.clone() }
+                    } else {
+                        classify(&host, e.as_ref())
+                    }
+                })?
+                .to_bytes();
+            Ok(Exchange {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { host, timeout }),
+        }
+    }
+}
+
+/// Sorts a client error into timeout / connect / TLS / HTTP by walking its source chain. The
+/// detail joins the chain's messages (hyper's own are terse, e.g. `client error (Connect)`).
+fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
+    let mut messages: Vec<String> = Vec::new();
+    let mut kind = None;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !messages.iter().any(|m| m.contains(&text)) {
+            messages.push(text);
+        }
+        if kind.is_none() {
+            if let Some(connect) = e.downcast_ref::<ConnectError>() {
+                kind = Some(match connect {
+                    ConnectError::Tls { .. } => Kind::Tls,
+                    ConnectError::Timeout { timeout, .. } => Kind::Timeout(*timeout),
+                    _ => Kind::Connect,
+                });
+            } else if e.downcast_ref::<rustls::Error>().is_some() {
+                kind = Some(Kind::Tls);
+            } else if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                kind = Some(Kind::Timeout(CONNECT_TIMEOUT));
+            }
+        }
+        source = e.source();
+    }
+    let host = host.to_string();
+    let detail = messages.join(": ");
+    let is_connect = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(|e| e.is_connect());
+    match kind {
+        Some(Kind::Tls) => TransportError::Tls { host, detail },
+        Some(Kind::Timeout(timeout)) => TransportError::Timeout { host, timeout },
+        Some(Kind::Connect) => TransportError::Connect { host, detail },
+        None if is_connect => TransportError::Connect { host, detail },
+        None => TransportError::Http { host, detail },
+    }
+}
+
+enum Kind {
+    Tls,
+    Timeout(Duration),
+    Connect,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn cert(name: &str) -> BindingCert {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        BindingCert::from_der(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn clients_are_one_per_certificate_bounded_and_retired() {
+        let ca = cert("ca.test");
+        let mut extra = ExtraRoots::default();
+        extra.add_der("test", ca.leaf_der().clone());
+        let transport = Transport::new(TransportSettings {
+            extra_roots: extra,
+            ..TransportSettings::default()
+        });
+        let certs: Vec<BindingCert> = (0..=MAX_CACHED_CLIENTS)
+            .map(|i| cert(&format!("c{i}.test")))
+            .collect();
+        transport.https_client(Some(&certs[0]), "h").unwrap();
+        transport.https_client(Some(&certs[0]), "h").unwrap();
+        assert_eq!(
+            transport.cached_clients(),
+            1,
+            "same certificate, same client"
+        );
+        transport.https_client(None, "h").unwrap();
+        assert_eq!(transport.cached_clients(), 2);
+        for c in &certs[1..] {
+            transport.https_client(Some(c), "h").unwrap();
+        }
+        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS);
+        let last = certs.last().unwrap();
+        transport.retire(last.x5t_s256());
+        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS - 1);
+    }
+
+    #[test]
+    fn debug_of_an_answer_leaves_the_body_out() {
+        let exchange = Exchange {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(br#"{"access_token":"eyJ.secret.sig"}"#),
+        };
+        let shown = format!("{exchange:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("33 bytes"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn http_with_a_client_certificate_is_refused() {
+        let transport = Transport::new(TransportSettings::default());
+        let base = crate::identity::imds_endpoint::ImdsBase::parse("http://127.0.0.1:9").unwrap();
+        let request =
+            crate::identity::imds_v1::token_request(&base, "https://management.azure.com", None)
+                .unwrap();
+        let err = transport
+            .send(&request, Some(&cert("x.test")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Setup { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    }
+}

@@ -1,0 +1,308 @@
+//! The body popgate sends upstream: the caller's stream as is, or — for bodies small enough to
+//! replay after a `401 invalid_token` — the chunks read ahead, shared (not copied) with the replay.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+
+/// Request bodies up to this size are read ahead and kept, so the request can be replayed once
+/// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
+/// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// How long to read ahead for a body of unknown length before streaming what arrived: a caller
+/// that sends slowly or waits for the response before sending more must never stall on us.
+pub const REPLAY_READ_AHEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// A request body on its way upstream.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The caller's body, streamed.
+    Streaming(Incoming),
+    /// A body read whole ahead of sending (cloning shares the chunks).
+    Buffered {
+        chunks: VecDeque<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    /// What was read ahead, then the rest of the caller's stream.
+    Prefixed {
+        prefix: VecDeque<Bytes>,
+        rest: Incoming,
+    },
+    /// A body under a route's `max_body_bytes`: it fails with `limits::BodyTooLarge` once more
+    /// bytes pass, so the upstream sees an aborted body, never the excess.
+    Limited(Box<LimitedBody<UpstreamBody>>),
+}
+
+/// The error a body sent upstream ends with: the caller's read error, or `BodyTooLarge`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl UpstreamBody {
+    /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.
+    pub fn replayable(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Buffered { chunks, trailers } => Some(UpstreamBody::Buffered {
+                chunks: chunks.clone(),
+                trailers: trailers.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Data bytes known to be held (read ahead); `None` while part of the body is still a stream.
+    pub fn buffered_len(&self) -> Option<u64> {
+        match self {
+            UpstreamBody::Buffered { chunks, .. } => {
+                Some(chunks.iter().map(|c| c.len() as u64).sum())
+            }
+            _ => None,
+        }
+    }
+
+    /// This body, failing once more than `max` data bytes have passed.
+    pub fn limited(self, max: u64) -> Self {
+        UpstreamBody::Limited(Box::new(LimitedBody::new(self, max)))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        UpstreamBody::Buffered {
+            chunks: VecDeque::new(),
+            trailers: None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Buffered { chunks, trailers } => match chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
+            UpstreamBody::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
+            },
+            UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(body) => body.is_end_stream(),
+            UpstreamBody::Buffered { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+            UpstreamBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            UpstreamBody::Limited(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = |chunks: &VecDeque<Bytes>| chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        match self {
+            UpstreamBody::Streaming(body) => body.size_hint(),
+            UpstreamBody::Buffered { chunks, .. } => SizeHint::with_exact(len(chunks)),
+            UpstreamBody::Prefixed { prefix, rest } => {
+                let read = len(prefix);
+                let hint = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower().saturating_add(read));
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper.saturating_add(read));
+                }
+                out
+            }
+            UpstreamBody::Limited(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why the caller's body could not be read ahead.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ReadAheadError(hyper::Error);
+
+/// Prepares a caller's body: bodies known to exceed [`MAX_REPLAY_BODY`] stream untouched; others
+/// are read ahead up to that size (for at most [`REPLAY_READ_AHEAD_WAIT`] when their length is
+/// unknown) and come back `Buffered` (replayable) when complete, `Prefixed` otherwise.
+pub async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> {
+    if body.is_end_stream() {
+        return Ok(UpstreamBody::empty());
+    }
+    let hint = body.size_hint();
+    if hint.lower() > MAX_REPLAY_BODY {
+        return Ok(UpstreamBody::Streaming(body));
+    }
+    // A declared length is already on its way; only an open-ended stream may stall.
+    let wait = if hint.exact().is_some() {
+        None
+    } else {
+        Some(REPLAY_READ_AHEAD_WAIT)
+    };
+    let mut body = body;
+    let mut chunks = VecDeque::new();
+    let mut read = 0u64;
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Ok(UpstreamBody::Prefixed {
+                        prefix: chunks,
+                        rest: body,
+                    });
+                }
+            },
+            None => body.frame().await,
+        };
+        match next {
+            None => {
+                return Ok(UpstreamBody::Buffered {
+                    chunks,
+                    trailers: None,
+                });
+            }
+            Some(Err(e)) => return Err(ReadAheadError(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    read += data.len() as u64;
+                    chunks.push_back(data);
+                    if read > MAX_REPLAY_BODY {
+                        return Ok(UpstreamBody::Prefixed {
+                            prefix: chunks,
+                            rest: body,
+                        });
+                    }
+                }
+                Err(frame) => {
+                    // Trailers end the body.
+                    return Ok(UpstreamBody::Buffered {
+                        chunks,
+                        trailers: frame.into_trailers().ok(),
+                    });
+                }
+            },
+        }
+    }
+}
+
+/// A request body that fails once more than `max` data bytes have passed: the streaming half of
+/// the body limit, for bodies whose length is not declared up front. Wrap the caller's body in it
+/// before sending it upstream; the upstream then sees an aborted body, never the excess.
+#[derive(Debug)]
+pub struct LimitedBody<B> {
+    inner: B,
+    seen: u64,
+    max: u64,
+}
+
+impl<B> LimitedBody<B> {
+    /// Wraps `inner`, allowing at most `max` data bytes.
+    pub fn new(inner: B, max: u64) -> Self {
+        Self {
+            inner,
+            seen: 0,
+            max,
+        }
+    }
+}
+
+/// The error a [`LimitedBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the {max}-byte limit")]
+pub struct BodyTooLarge {
+    /// The limit that was exceeded.
+    pub max: u64,
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(data.remaining() as u64);
+                    if this.seen > this.max {
+                        tracing::info!(max = this.max, "request body over the limit; aborted");
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { max: this.max }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Data frames from a list, then the end.
+    struct Chunks(std::vec::IntoIter<&'static str>);
+
+    fn chunks(list: Vec<&'static str>) -> Chunks {
+        Chunks(list.into_iter())
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let next = self.get_mut().0.next();
+            Poll::Ready(next.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
+        }
+    }
+
+    #[tokio::test]
+    async fn limited_body_passes_up_to_the_limit_and_fails_beyond() {
+        let ok = LimitedBody::new(chunks(vec!["abc", "de"]), 5)
+            .collect()
+            .await;
+        assert_eq!(ok.unwrap().to_bytes(), "abcde");
+        let err = LimitedBody::new(chunks(vec!["abc", "def"]), 5)
+            .collect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "request body exceeds the 5-byte limit");
+    }
+}
