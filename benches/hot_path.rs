@@ -5,7 +5,7 @@
 //!   `*.suffix` wildcards and host-less path-prefix routes, in configuration order;
 //! - `request_head/*`: what the data plane does per request between parsing and sending: load
 //!   the table, look the route up, load the route's snapshot, and build the upstream head
-//!   (`forward::upstream_head`: hop-by-hop stripping, the caller's `Authorization` replaced by
+//!   (`request::rewrite::upstream_head`: hop-by-hop stripping, the caller's `Authorization` replaced by
 //!   the snapshot's, `Via`, upstream URI).
 //!
 //! Run: `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3` (benches/MICRO.md).
@@ -22,7 +22,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 
 use popgate::certs::binding::BindingCert;
-use popgate::dataplane::forward::upstream_head;
+use popgate::dataplane::request::rewrite::upstream_head;
 use popgate::dataplane::{DataplaneTable, UpstreamSettings};
 use popgate::identity::static_token;
 use popgate::identity::token::TokenType;

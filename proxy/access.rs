@@ -331,29 +331,6 @@ impl AllowList {
     }
 }
 
-/// The 403 a caller no rule admits gets: nothing is forwarded.
-pub fn denied_response(route: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-    let body = serde_json::json!({
-        "error": "caller_not_allowed",
-        "route": route,
-        "message": "this caller is not in the route's allow list",
-    });
-    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-        body.to_string(),
-    )));
-    *response.status_mut() = http::StatusCode::FORBIDDEN;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        http::header::VIA,
-        http::HeaderValue::from_static("1.1 popgate"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
