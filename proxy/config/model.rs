@@ -15,7 +15,9 @@ use crate::certs::cert_files;
 use crate::certs::pkcs12::{self, Pkcs12Password};
 use crate::identity::token::TokenType;
 
+pub use super::host_pattern::HostPattern;
 pub use super::schema::{Acquire, IdentityKind};
+pub use super::upstream::Upstream;
 
 /// Default TCP + TLS connect timeout: long enough for a cross-region handshake, short enough that
 /// a black-holed upstream fails while the caller is still waiting.
@@ -289,43 +291,6 @@ pub struct StaticIdentity {
     pub certificate: BindingCert,
 }
 
-/// A route's host pattern, normalized: lowercase, no trailing dot, no default port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostPattern {
-    /// Exactly this host.
-    Exact {
-        /// Lowercased host name or IP literal (IPv6 without brackets).
-        host: String,
-        /// A non-default port, if the pattern names one.
-        port: Option<u16>,
-    },
-    /// `*.suffix`: names ending in `.suffix` with at least one more label.
-    Wildcard {
-        /// The suffix without the leading `*.`.
-        suffix: String,
-        /// A non-default port, if the pattern names one.
-        port: Option<u16>,
-    },
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (prefix, host, port) = match self {
-            HostPattern::Exact { host, port } => ("", host, port),
-            HostPattern::Wildcard { suffix, port } => ("*.", suffix, port),
-        };
-        if host.contains(':') {
-            write!(f, "{prefix}[{host}]")?;
-        } else {
-            write!(f, "{prefix}{host}")?;
-        }
-        if let Some(p) = port {
-            write!(f, ":{p}")?;
-        }
-        Ok(())
-    }
-}
-
 /// How a route gets its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
@@ -357,7 +322,7 @@ pub struct Route {
     /// Remove the matched prefix before forwarding (keeping a leading `/`).
     pub strip_prefix: bool,
     /// `https` upstream, possibly with a base path; `None` = `https://{matched request host}`.
-    pub upstream: Option<http::Uri>,
+    pub upstream: Option<Upstream>,
     /// Resource (audience) without a trailing `/.default`.
     pub resource: String,
     /// Token flow.
@@ -381,10 +346,8 @@ impl Route {
     }
 
     /// The upstream's base path without a trailing `/` (`""` when it has none), ready to be
-    /// prepended to the forwarded path. `http::Uri` shows an empty path as `/`.
+    /// prepended to the forwarded path.
     pub fn upstream_base_path(&self) -> &str {
-        self.upstream
-            .as_ref()
-            .map_or("", |u| u.path().trim_end_matches('/'))
+        self.upstream.as_ref().map_or("", Upstream::base_path)
     }
 }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::certs::cert_files;
+use crate::config::host_pattern::parse_host_port;
 use crate::config::model::{DEFAULT_IMDS_ENDPOINT, Network};
 use crate::config::schema::{RawNetwork, S};
 
 use super::Ctx;
-use super::host_match::parse_host_port;
 
 /// The environment variable that overrides the IMDS endpoint (as MSAL and aad-pod-identity do).
 pub const IMDS_ENV: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
