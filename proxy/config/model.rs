@@ -15,21 +15,13 @@ use crate::certs::cert_files;
 use crate::certs::pkcs12::{self, Pkcs12Password};
 use crate::identity::token::TokenType;
 
+use super::limits::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
+
 pub use super::host_pattern::HostPattern;
 pub use super::schema::{Acquire, IdentityKind};
 pub use super::upstream::Upstream;
-
-/// Default TCP + TLS connect timeout: long enough for a cross-region handshake, short enough that
-/// a black-holed upstream fails while the caller is still waiting.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time until the upstream's response head: Azure control-plane calls can take tens of
-/// seconds; a minute covers them without holding callers forever.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default idle time of a pooled upstream connection: just under the 100 s–4 min idle cut-offs
-/// of Azure front ends, so popgate closes first and never writes into a dead socket.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The IMDS base URL when neither the config nor the environment names one.
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 
 /// A loaded, validated routes.yaml.
 #[derive(Debug, Clone)]
@@ -125,7 +117,7 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             request: DEFAULT_REQUEST_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
-            drain: super::limits::DEFAULT_DRAIN_TIMEOUT,
+            drain: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

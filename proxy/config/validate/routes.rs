@@ -4,14 +4,12 @@
 use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts, Upstream};
 use crate::config::schema::{RawRoute, S};
 use crate::identity::token::TokenType;
+use crate::identity::token_request::DEFAULT_SCOPE_SUFFIX;
 
 use super::Ctx;
 use super::identities::Identities;
 use super::path_prefix::check_path_prefix;
 use super::values::is_route_name;
-
-/// The scope suffix a resource may carry; stripped (protocol.md §3 step 5).
-const DEFAULT_SCOPE_SUFFIX: &str = "/.default";
 
 pub(super) fn routes(
     cx: &mut Ctx<'_>,
