@@ -2,7 +2,6 @@
 //! validation; files named in the config are already loaded.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use crate::access::AllowList;
 use crate::certs::binding::BindingCert;
 use crate::certs::cert_files;
 use crate::certs::pkcs12::{self, Pkcs12Password};
+pub use crate::identity::imds_endpoint::UamiSelector;
 use crate::identity::token::TokenType;
 
 use super::limits::{
@@ -174,27 +174,6 @@ pub struct ManagedIdentity {
     pub selector: Option<UamiSelector>,
     /// Argv of a command printing an attestation token for IMDSv2 `issuecredential`.
     pub attestation_command: Option<Vec<String>>,
-}
-
-/// Which user-assigned managed identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UamiSelector {
-    /// By client (application) id, lowercased GUID.
-    ClientId(String),
-    /// By ARM resource id.
-    ResourceId(String),
-    /// By object (principal) id, lowercased GUID.
-    ObjectId(String),
-}
-
-impl fmt::Display for UamiSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UamiSelector::ClientId(v) => write!(f, "client_id={v}"),
-            UamiSelector::ResourceId(v) => write!(f, "resource_id={v}"),
-            UamiSelector::ObjectId(v) => write!(f, "object_id={v}"),
-        }
-    }
 }
 
 /// An app registration.
