@@ -7,6 +7,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use crate::identity::authority_host::is_dns_label;
+
 /// A route's host pattern, normalized: lowercase, no trailing dot, no default port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostPattern {
@@ -30,17 +32,17 @@ pub enum HostPattern {
 /// name them.
 const DEFAULT_PORTS: [u16; 2] = [80, 443];
 
+/// Longest DNS name in its text form (RFC 1035 §2.3.4, without the trailing dot).
+const MAX_DNS_NAME_BYTES: usize = 253;
+
+/// A DNS name; `_` is allowed in labels (service names such as `_svc.example` exist).
 fn is_dns_name(host: &str) -> bool {
     !host.is_empty()
-        && host.len() <= 253
+        && host.len() <= MAX_DNS_NAME_BYTES
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            is_dns_label(label, |b| {
+                b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+            })
         })
 }
 
@@ -79,10 +81,12 @@ pub(crate) fn parse_host_port(text: &str) -> Result<(String, Option<u16>), Strin
     }
 }
 
-impl HostPattern {
-    /// Parses a route's `match.host`: an exact name or `*.suffix`, with an optional non-default
-    /// port. The error names the pattern and says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+/// Parses a route's `match.host`: an exact name or `*.suffix`, with an optional non-default port.
+/// The error names the pattern and says what is wrong.
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
         let (wildcard, rest) = match text.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -113,14 +117,6 @@ impl HostPattern {
     }
 }
 
-impl FromStr for HostPattern {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Self::parse(text)
-    }
-}
-
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (prefix, host, port) = match self {
@@ -146,54 +142,48 @@ mod tests {
     #[test]
     fn exact_and_wildcard_patterns_normalize() {
         assert_eq!(
-            HostPattern::parse("Graph.Microsoft.com.").unwrap(),
+            "Graph.Microsoft.com.".parse::<HostPattern>().unwrap(),
             HostPattern::Exact {
                 host: "graph.microsoft.com".into(),
                 port: None
             }
         );
         assert_eq!(
-            HostPattern::parse("*.Vault.azure.net:8443").unwrap(),
+            "*.Vault.azure.net:8443".parse::<HostPattern>().unwrap(),
             HostPattern::Wildcard {
                 suffix: "vault.azure.net".into(),
                 port: Some(8443)
             }
         );
         assert_eq!(
-            HostPattern::parse("[::1]:8443").unwrap(),
+            "[::1]:8443".parse::<HostPattern>().unwrap(),
             HostPattern::Exact {
                 host: "::1".into(),
                 port: Some(8443)
             }
         );
         assert_eq!(
-            HostPattern::parse("[::1]:8443").unwrap().to_string(),
+            "[::1]:8443".parse::<HostPattern>().unwrap().to_string(),
             "[::1]:8443"
         );
     }
 
     #[test]
     fn bad_patterns() {
-        assert!(
-            HostPattern::parse("a.*.com")
-                .unwrap_err()
-                .contains("leading `*.`")
-        );
-        assert!(
-            HostPattern::parse("host:443")
-                .unwrap_err()
-                .contains("default port")
-        );
-        assert!(
-            HostPattern::parse("host:80")
-                .unwrap_err()
-                .contains("default port")
-        );
-        assert!(
-            HostPattern::parse("*.10.0.0.1")
-                .unwrap_err()
-                .contains("not an IP")
-        );
+        for (text, expected) in [
+            ("a.*.com", "leading `*.`"),
+            ("host:443", "default port"),
+            ("host:80", "default port"),
+            ("*.10.0.0.1", "not an IP"),
+            ("a.*.example", "only allowed as a leading `*.`"),
+            ("h.example:http", "is not a host name"),
+            ("*.", "is not a host name"),
+            ("h example", "is not a host name"),
+        ] {
+            let err = text.parse::<HostPattern>().unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.contains(&format!("`{text}`")), "{text}: {err}");
+        }
         for bad in [
             "",
             "a b",
@@ -204,7 +194,7 @@ mod tests {
             "ex_ample..com",
             "-a.com",
         ] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad}");
         }
     }
 }

@@ -21,9 +21,11 @@ pub struct Upstream {
     base_path: String,
 }
 
-impl Upstream {
-    /// Parses `text`; the error names it and says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+/// Parses `text`; the error names it and says what is wrong.
+impl FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("upstream `{text}` {why}");
         let uri: Uri = text
             .parse()
@@ -55,7 +57,9 @@ impl Upstream {
             base_path,
         })
     }
+}
 
+impl Upstream {
     /// The URL as configured.
     pub fn uri(&self) -> &Uri {
         &self.uri
@@ -73,14 +77,6 @@ impl Upstream {
     }
 }
 
-impl FromStr for Upstream {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        Self::parse(text)
-    }
-}
-
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.uri.fmt(f)
@@ -93,10 +89,10 @@ mod tests {
 
     #[test]
     fn https_urls_with_a_host_are_accepted_and_443_is_folded() {
-        let up = Upstream::parse("https://up.example:443/base/").unwrap();
+        let up = "https://up.example:443/base/".parse::<Upstream>().unwrap();
         assert_eq!(up.authority().as_str(), "up.example");
         assert_eq!(up.base_path(), "/base");
-        let up = Upstream::parse("https://up.example:9443").unwrap();
+        let up = "https://up.example:9443".parse::<Upstream>().unwrap();
         assert_eq!(up.authority().as_str(), "up.example:9443");
         assert_eq!(up.base_path(), "");
         assert_eq!(up.to_string(), "https://up.example:9443/");
@@ -112,7 +108,7 @@ mod tests {
             ("https://b.example/x?y=1", "may not carry a query"),
             ("https://u@c.example", "may not carry user info"),
         ] {
-            let err = Upstream::parse(text).unwrap_err();
+            let err = text.parse::<Upstream>().unwrap_err();
             assert!(err.starts_with(&format!("upstream `{text}` ")), "{err}");
             assert!(err.contains(why), "{text}: {err}");
         }

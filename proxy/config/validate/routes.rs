@@ -86,7 +86,7 @@ fn route(
     let host = m
         .host
         .as_ref()
-        .and_then(|h| match HostPattern::parse(&h.value) {
+        .and_then(|h| match h.value.parse::<HostPattern>() {
             Ok(p) => Some(p),
             Err(e) => {
                 cx.error(h.referenced, e);
@@ -162,7 +162,7 @@ fn upstream(cx: &mut Ctx<'_>, r: &RawRoute) -> Option<Option<Upstream>> {
         }
         return Some(None);
     };
-    match Upstream::parse(&raw.value) {
+    match raw.value.parse::<Upstream>() {
         Ok(up) => Some(Some(up)),
         Err(e) => {
             cx.error(raw.referenced, e);
