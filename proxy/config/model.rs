@@ -122,8 +122,8 @@ impl Default for Timeouts {
     }
 }
 
-/// Caller-facing HTTP limits from `limits:`. `None` keeps the data plane's default (see
-/// `dataplane::listener::ConnectionSettings::with_limits`).
+/// Caller-facing HTTP limits from `limits:`. `None` keeps the default from [`super::limits`]
+/// (applied by the data plane's `ConnectionSettings::with_limits`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Most request header lines.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{self, Config, Flow, Identity, Route};
+use crate::config::model::{self, Config, Flow, Identity, IdentityKind, Route};
 use crate::identity::app_service::AppServiceEndpoint;
 use crate::identity::imds_endpoint::{ImdsBase, V2_DEFAULT_RESOURCE_ID_KEY};
 use crate::identity::token::TokenType;
@@ -433,7 +433,7 @@ impl Factory<'_> {
             .map_err(|e| format!("FIC leg 1: {e}"))?;
         let labels = CredentialLabels {
             identity: leg2.to_string(),
-            identity_kind: "confidential_client",
+            identity_kind: IdentityKind::ConfidentialClient.as_str(),
             flow: "fic",
             token_type,
             leg1: Some(leg1.to_string()),
