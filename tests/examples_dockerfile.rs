@@ -56,7 +56,7 @@ fn dockerfile_final_stage_is_small_and_non_root() {
 }
 
 #[test]
-fn dockerfile_builds_release_with_locked_dependencies() {
+fn dockerfile_builds_the_production_profile_without_the_local_authority() {
     let stages = dockerfile_stages(&dockerfile());
     let builds: Vec<&String> = stages
         .iter()
@@ -71,11 +71,25 @@ fn dockerfile_builds_release_with_locked_dependencies() {
             words.contains(&"--locked"),
             "cargo build without --locked: {b}"
         );
+        // The production profile: release optimisations, no debug info (Cargo.toml's
+        // `[profile.dist]`), and no `dev` feature, so the emulator is not in the image.
         assert!(
-            words.contains(&"--release"),
-            "cargo build without --release: {b}"
+            words.windows(2).any(|w| w == ["--profile", "dist"]),
+            "cargo build without --profile dist: {b}"
+        );
+        assert!(
+            words.contains(&"--no-default-features"),
+            "cargo build with the local authority (no --no-default-features): {b}"
         );
     }
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let dist = manifest
+        .split("[profile.dist]")
+        .nth(1)
+        .expect("Cargo.toml has no [profile.dist]");
+    let dist = dist.split("\n[").next().unwrap_or(dist);
+    assert!(dist.contains("inherits = \"release\""), "{dist}");
+    assert!(dist.contains("strip = \"debuginfo\""), "{dist}");
 }
 
 #[test]

@@ -16,11 +16,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing_guard::FramingGuard;
-use super::limits::MIN_MAX_HEADER_BYTES;
 use super::listener::ConnectionSettings;
 use super::request::Connection;
 use super::request::Forwarder;
 use crate::access::{Caller, CallerCert};
+use crate::config::limits::MIN_MAX_HEADER_BYTES;
 
 /// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
 /// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the

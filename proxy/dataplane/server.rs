@@ -17,9 +17,9 @@ use super::listener::{ConnectionSettings, accept_loop};
 use super::request::{DataplaneTable, Forwarder};
 use super::serve::{self, AtCap, Drain};
 use super::unix_listener::{self, UnixListenerSpec};
-use crate::config::DEFAULT_REQUEST_TIMEOUT;
 
 pub use crate::config::limits::DEFAULT_DRAIN_TIMEOUT;
+use crate::config::limits::DEFAULT_REQUEST_TIMEOUT;
 
 /// One listening socket.
 #[derive(Clone, Debug)]
