@@ -2,5 +2,6 @@
 //! imports nothing else of popgate's.
 
 pub mod binding;
+pub mod bounded_read;
 pub mod cert_files;
 pub mod pkcs12;

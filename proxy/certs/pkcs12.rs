@@ -21,6 +21,7 @@ use spki::AlgorithmIdentifierRef;
 use zeroize::Zeroizing;
 
 use crate::certs::binding::{BindingCert, BindingError};
+use crate::certs::bounded_read::{BoundedReadError, read_bounded};
 
 /// Largest PKCS#12 file popgate reads: a key and a chain of a few certificates is a few KiB;
 /// this bounds memory when a path points at something else by mistake.
@@ -290,28 +291,21 @@ struct Pbkdf2Params<'a> {
 /// [`BindingCert`], after checking the file's MAC with `password`. The chain is ordered leaf
 /// first: the certificate whose public key matches the key, then the others in file order.
 pub fn load_pkcs12(path: &Path, password: &Zeroizing<String>) -> Result<BindingCert, Pkcs12Error> {
-    let bytes = read_bounded(path)?;
+    let bytes = read_file(path)?;
     Loader { path }.load(&bytes, password)
 }
 
 /// Reads the whole file (bounded by [`MAX_PKCS12_FILE_BYTES`]) into a zeroizing buffer.
-fn read_bounded(path: &Path) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
-    use std::io::Read as _;
-    let read_err = |e: std::io::Error| Pkcs12Error::Read {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut buf = Zeroizing::new(Vec::new());
-    file.take(MAX_PKCS12_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(read_err)?;
-    if buf.len() as u64 > MAX_PKCS12_FILE_BYTES {
-        return Err(Pkcs12Error::TooLarge {
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
+    read_bounded(path, MAX_PKCS12_FILE_BYTES).map_err(|e| match e {
+        BoundedReadError::Io(e) => Pkcs12Error::Read {
             path: path.to_owned(),
-        });
-    }
-    Ok(buf)
+            reason: e.to_string(),
+        },
+        BoundedReadError::TooLarge { .. } => Pkcs12Error::TooLarge {
+            path: path.to_owned(),
+        },
+    })
 }
 
 /// What the bags of one file held.
