@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::certs::binding::{BindingCert, BindingError};
 use crate::certs::bounded_read::{BoundedReadError, read_open_file};
+use crate::certs::x509;
 
 /// Largest certificate or key file popgate reads: real chains are a few KiB; this bounds memory
 /// when a path points at something else by mistake.
@@ -227,11 +228,9 @@ pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Cert
     let mut others = Vec::new();
     for (kind, der) in sections(&pem, FileRole::Certificate, path)? {
         if kind == SectionKind::Certificate {
-            x509_parser::parse_x509_certificate(&der).map_err(|e| {
-                CertFileError::BadCertificate {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                }
+            x509::parse(&der).map_err(|e| CertFileError::BadCertificate {
+                path: path.to_owned(),
+                reason: e.to_string(),
             })?;
             chain.push(CertificateDer::from(der.to_vec()));
         } else {

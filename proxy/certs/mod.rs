@@ -5,3 +5,4 @@ pub mod binding;
 pub mod bounded_read;
 pub mod cert_files;
 pub mod pkcs12;
+pub mod x509;

@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::certs::binding::{BindingCert, BindingError};
 use crate::certs::bounded_read::{BoundedReadError, read_bounded};
+use crate::certs::x509;
 
 /// Largest PKCS#12 file popgate reads: a key and a chain of a few certificates is a few KiB;
 /// this bounds memory when a path points at something else by mistake.
@@ -490,7 +491,7 @@ impl Loader<'_> {
                     .value
                     .decode_as()
                     .map_err(|e| self.malformed(format!("certBag: {e}")))?;
-                x509_parser::parse_x509_certificate(octets.as_bytes()).map_err(|e| {
+                x509::parse(octets.as_bytes()).map_err(|e| {
                     self.malformed(format!(
                         "certificate {} is not valid X.509: {e}",
                         out.certs.len() + 1
