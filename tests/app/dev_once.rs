@@ -2,11 +2,9 @@
 //! local authority (one OK row each, PoP rows with a verified binding); a route the authority
 //! cannot serve gives a failed row with its cause and exit 1; a taken listener is named.
 
-mod dev_support;
-
 use std::io::Write as _;
 
-use dev_support::*;
+use crate::kit::dev::*;
 
 #[test]
 fn shipped_routes_all_ok_with_bindings_verified() {

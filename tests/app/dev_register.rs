@@ -2,8 +2,6 @@
 //! FIC trusts and minted token files (including the SAMI / certificate-app client id clash), and
 //! the configs it cannot represent, named.
 
-mod dev_support;
-
 use std::io::Write as _;
 
 use popgate::config::model::Identity;
@@ -13,7 +11,7 @@ use popgate_authority::FederatedCredential;
 use popgate_authority::imds::backend::{ImdsBackend as _, UamiSelector};
 use popgate_authority::tokens::issuer_for;
 
-use dev_support::repo_root;
+use crate::kit::dev::repo_root;
 
 const TENANT: &str = "751a212b-4003-416e-b600-e1f48e40db9f";
 const APP_ID: &str = "d3adb33f-c0de-ed0c-c0de-deadb33fc0d3";

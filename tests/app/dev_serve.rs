@@ -1,13 +1,11 @@
 //! `popgate dev` without `--once`, the real binary: prints the table and `curl -x` examples that
 //! work against the running proxy, keeps serving, and exits 0 on Ctrl-C (SIGINT).
 
-mod dev_support;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use dev_support::{RUN_BOUND, repo_root};
+use crate::kit::dev::{RUN_BOUND, repo_root};
 
 /// Kills the child (by its own pid) if the test ends early.
 struct Child(std::process::Child);

@@ -3,8 +3,6 @@
 //! ones through the real engine, listener and 503 body against the local authority that
 //! `popgate dev` sets up, with the authority's faults or a wrong id standing in for the mistake.
 
-mod dev_support;
-
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,7 @@ use popgate::dev::probe::{self, ProbeResult};
 use popgate::dev::rewrite::point_at_authority;
 use popgate_authority::{Endpoint, Fault};
 
-use dev_support::repo_root;
+use crate::kit::dev::repo_root;
 
 const TENANT: &str = "751a212b-4003-416e-b600-e1f48e40db9f";
 const APP_ID: &str = "d3adb33f-c0de-ed0c-c0de-deadb33fc0d3";

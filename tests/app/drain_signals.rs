@@ -3,13 +3,11 @@
 //! keep-alive connection is closed cleanly (EOF, no reset), new connections are refused, and the
 //! process exits 0.
 
-mod reload_support;
-
 use std::time::Duration;
 
+use crate::kit::process::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use reload_support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Streaming responses in flight when the signal arrives.

@@ -3,12 +3,10 @@
 //! a token is swapped in failed (503) without disturbing the others, and listener / limits /
 //! drain changes are reported as needing a restart while the running listener keeps serving.
 
-mod driver_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 use popgate::app::App;
 
 /// Bound on the initial round.

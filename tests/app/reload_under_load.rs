@@ -6,13 +6,11 @@
 //! acquired again, and that the broken file is refused with `FILE:LINE:COL` while the running
 //! config keeps serving.
 
-mod reload_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use reload_support::*;
+use crate::kit::process::*;
 
 /// Concurrent load clients.
 const CLIENTS: usize = 8;

@@ -2,15 +2,13 @@
 //! curl through it gets the resource's 200 with the token bound to the certificate presented; an
 //! unrouted host gets 403 and nothing reaches the resource; SIGTERM drains and exits 0.
 
-mod driver_support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 
 /// Bound on waiting for the binary to start serving, and to exit after SIGTERM.
 const PROCESS_BOUND: Duration = Duration::from_secs(60);

@@ -2,12 +2,10 @@
 //! its server configuration from the loaded certificate, requires caller certificates, and serves
 //! h1 by ALPN to the route.
 
-mod driver_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 use hyper_util::rt::TokioIo;
 use popgate::app::App;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};

@@ -1,9 +1,7 @@
 //! Identity rules: each test writes a config with one mistake and asserts the exact
 //! `FILE:LINE:COL: message`.
 
-mod config_support;
-
-use config_support::{CLIENT, Fixture, TENANT};
+use crate::kit::config::{CLIENT, Fixture, TENANT};
 use popgate::config::{Identity, UamiSelector};
 
 /// A config with the given identities block (starting on line 4) and one route using `use_id`.

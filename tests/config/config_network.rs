@@ -1,12 +1,10 @@
 //! Listener, admin, inbound TLS, network and timeout rules, each asserting the exact
 //! `FILE:LINE:COL: message`.
 
-mod config_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use config_support::Fixture;
+use crate::kit::config::Fixture;
 
 /// Lines 1–N of `top`, then identities and one route.
 fn with_top(top: &str) -> String {

@@ -1,9 +1,7 @@
 //! Route rules: each test writes a config with one mistake and asserts the exact
-//! `FILE:LINE:COL: message`. Routes start on line 11 (see `config_support::head`).
+//! `FILE:LINE:COL: message`. Routes start on line 11 (see `crate::kit::config::head`).
 
-mod config_support;
-
-use config_support::{Fixture, with_routes};
+use crate::kit::config::{Fixture, with_routes};
 use popgate::config::{Acquire, Flow, HostPattern};
 use popgate::identity::token::TokenType;
 
@@ -258,8 +256,8 @@ identities:
     authority_host: {authority_host}
 routes:
 ",
-        t = config_support::TENANT,
-        c = config_support::CLIENT
+        t = crate::kit::config::TENANT,
+        c = crate::kit::config::CLIENT
     )
 }
 

@@ -1,9 +1,7 @@
 //! Parsing rules: YAML syntax, unknown keys, wrong types, version, required sections, parser
 //! limits, file-level errors, and that every error is reported (not just the first).
 
-mod config_support;
-
-use config_support::{Fixture, with_routes};
+use crate::kit::config::{Fixture, with_routes};
 
 const ROUTE: &str =
     "  - {name: r, match: {host: a.example}, resource: r, flow: vanilla, identity: sami}\n";
@@ -23,7 +21,7 @@ fn yaml_syntax_error() {
 fn unknown_top_level_key() {
     let f = Fixture::new();
     f.assert_error(
-        &format!("{}routes:\n{ROUTE}listners: []\n", config_support::head()),
+        &format!("{}routes:\n{ROUTE}listners: []\n", crate::kit::config::head()),
         12,
         1,
         "unknown field `listners`, expected one of version, listeners, admin, network, timeouts, limits, identities, routes",

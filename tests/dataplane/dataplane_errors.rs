@@ -1,13 +1,11 @@
 //! popgate's own answers: 403 (no route, nothing leaves), 405 (CONNECT), 503 (no snapshot),
 //! 502 (nothing listening; untrusted server certificate), 504 (silent upstream; hung response).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::kit::dataplane::*;
 use http::Request;
 use popgate::dataplane::ProxySettings;
-use support::*;
 
 const GRAPH: &str = "graph.microsoft.com";
 
@@ -100,7 +98,7 @@ async fn credentials_in_the_url_get_400_without_echoing_them() {
         .unwrap();
     let resp = h1_send(proxy.addr, req).await;
     assert_eq!(resp.status(), 400);
-    let body = support::text(resp).await;
+    let body = crate::kit::dataplane::text(resp).await;
     assert!(!body.contains("hunter2"), "{body}");
 }
 

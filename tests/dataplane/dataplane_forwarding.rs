@@ -1,14 +1,12 @@
 //! Requests through popgate reach a loopback mTLS upstream with the certificate presented and the
 //! token attached; the caller's credentials and hop-by-hop headers do not.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::kit::dataplane::*;
 use http::{Request, Version};
 use popgate::dataplane::ProxySettings;
 use popgate::net::client::UpstreamSettings;
-use support::*;
 
 const GRAPH: &str = "graph.microsoft.com";
 

@@ -1,10 +1,9 @@
 //! The TLS listener: h1 and h2 by ALPN, caller certificates required when a client CA is set;
 //! and shutdown stops accepting.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::kit::dataplane::*;
 use arc_swap::ArcSwap;
 use http::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,7 +12,6 @@ use popgate::dataplane::{ListenerSpec, Proxy, ProxySettings};
 use popgate::route::slot::{RouteSlot, Snapshot};
 use popgate::route::table::RouteTable;
 use rustls_pki_types::ServerName;
-use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 

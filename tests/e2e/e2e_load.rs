@@ -4,13 +4,11 @@
 //! a 5xx, and IMDS 410 retried. Every traffic loop is bounded in count and in time; nothing asserts
 //! on timing.
 
-mod e2e_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use e2e_support::*;
+use crate::kit::app::*;
 use popgate::route::status::RouteStatus;
 
 /// Concurrent cold requests in the single-flight test.
@@ -299,7 +297,7 @@ async fn certificate_rotation_under_load_fails_no_request_and_never_mixes_cert_a
 }
 
 /// A 429 body as ESTS sends it (the shared vector `ests-throttled-429.json`).
-const THROTTLED: &str = include_str!("vectors/ests-throttled-429.json");
+const THROTTLED: &str = include_str!("../vectors/ests-throttled-429.json");
 /// The Retry-After the authority sends with it, in seconds.
 const RETRY_AFTER_SECS: u64 = 2;
 

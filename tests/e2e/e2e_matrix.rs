@@ -4,9 +4,7 @@
 //! accept what popgate forwarded over mTLS. The token-endpoint and IMDS call counts are computed
 //! from the table and asserted exactly; a second round costs no token or IMDS call.
 
-mod e2e_support;
-
-use e2e_support::*;
+use crate::kit::app::*;
 
 /// What one route of the matrix is, and what its first acquisition costs.
 struct Row {

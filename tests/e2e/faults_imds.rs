@@ -9,9 +9,7 @@
 //!
 //! Reproduce: `cargo test --test faults_imds -- --nocapture --test-threads=1`
 
-mod faults_support;
-
-use faults_support::*;
+use crate::kit::scenario::*;
 use popgate_authority::{Endpoint, Fault};
 
 fn status(code: u16) -> Fault {

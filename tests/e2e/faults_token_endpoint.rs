@@ -4,11 +4,9 @@
 //!
 //! Reproduce: `cargo test --test faults_token_endpoint -- --nocapture --test-threads=1`
 
-mod faults_support;
-
 use std::time::Duration;
 
-use faults_support::*;
+use crate::kit::scenario::*;
 use popgate_authority::{Endpoint, Fault};
 
 /// Enough queued faults to outlast every retry a scenario can make (backoff starts at 1 s).

@@ -5,12 +5,10 @@
 //!
 //! Reproduce: `cargo test --test faults_upstream -- --nocapture --test-threads=1`
 
-mod faults_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use faults_support::*;
+use crate::kit::scenario::*;
 use popgate_authority::{Endpoint, Fault};
 
 /// Resets injected into one load phase of `CLIENTS × PER_CLIENT` requests.

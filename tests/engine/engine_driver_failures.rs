@@ -6,13 +6,11 @@
 //! The credential is a test source behind the `Credential` seam that fails a set number of times
 //! (the real token sources are built elsewhere); driver, data plane and resource are the real ones.
 
-mod driver_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 use popgate::app::{App, RunError};
 use popgate::certs::binding::BindingCert;
 use popgate::engine::cache::CachedToken;

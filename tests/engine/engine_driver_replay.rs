@@ -3,16 +3,14 @@
 //! The "refused" token is signed with a key the resource does not trust, so the resource itself
 //! answers `401` with `WWW-Authenticate: mtls_pop error="invalid_token"`.
 
-mod driver_support;
-
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::kit::signed_tokens::*;
 use bytes::Bytes;
-use driver_support::*;
 use http_body::{Body, Frame};
 use popgate::app::App;
 use popgate::route::status::RouteStatus;

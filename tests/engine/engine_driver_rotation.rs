@@ -8,13 +8,11 @@
 //! identity's certificate cannot change without a config reload); the driver, snapshots, data plane
 //! and resource are the real ones.
 
-mod driver_support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use popgate::engine::driver::{DriverSettings, RouteDriver};

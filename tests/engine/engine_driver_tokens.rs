@@ -3,11 +3,9 @@
 //! refresh-ahead swaps tokens with no failed request, a failed refresh keeps the usable token and
 //! retries, lazy routes read nothing before their first request.
 
-mod driver_support;
-
 use std::time::Duration;
 
-use driver_support::*;
+use crate::kit::signed_tokens::*;
 use popgate::app::App;
 use popgate::route::status::RouteStatus;
 

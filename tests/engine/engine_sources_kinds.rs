@@ -2,9 +2,7 @@
 //! acquires a token from the local authority that the authority's resource accepts when presented
 //! with the token's binding certificate — with the exact number of token-endpoint and IMDS calls.
 
-mod engine_sources_support;
-
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use http::StatusCode;
 use popgate::identity::token::TokenType;
 use std::sync::Arc;

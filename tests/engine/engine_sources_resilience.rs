@@ -2,9 +2,7 @@
 //! `invalid_client`, attestation, IMDS without v2 — each asserted by exact counts of the calls the
 //! local authority saw.
 
-mod engine_sources_support;
-
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use std::sync::Arc;
 use std::time::SystemTime;
 

@@ -3,9 +3,7 @@
 //! certificate re-minted before it expires. Each change fires `binding_changes` and the next token
 //! is bound to (and accepted with) the new certificate.
 
-mod engine_sources_support;
-
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use http::StatusCode;
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -3,9 +3,7 @@
 //! exact number of times), and a peer that breaks TLS is reported as a TLS failure — which makes
 //! an IMDSv2 identity mint a new certificate exactly once.
 
-mod engine_sources_support;
-
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use popgate::engine::sources::retry::{Peer, RetryTiming, send_with_retry};
 use popgate::identity::imds_endpoint::ImdsBase;
 use popgate::identity::token_request::{TokenEndpoint, cert_app_mtls_pop};

@@ -2,11 +2,9 @@
 //! same `Arc` and their cached token is served without a new acquisition; a changed identity, a
 //! FIC whose leg changed, and a changed network get new credentials.
 
-mod engine_sources_support;
-
 use std::sync::Arc;
 
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use popgate::engine::build::build_credential_set;
 
 fn routes() -> String {

@@ -1,11 +1,11 @@
 //! The Dockerfile builds popgate with `--locked` in a build stage and runs it from a small
 //! runtime stage as a non-root user, with the entrypoint, command and ports the examples use.
 
-mod examples_support;
-
-use examples_support::dockerfile::{dockerfile, dockerfile_stages, exec_form, final_stage_user};
-use examples_support::manifests::repo_root;
-use examples_support::routes::{CONFIG_PATH, load_configmap_routes};
+use crate::kit::examples::dockerfile::{
+    dockerfile, dockerfile_stages, exec_form, final_stage_user,
+};
+use crate::kit::examples::routes::{CONFIG_PATH, load_configmap_routes};
+use crate::kit::repo_root;
 
 #[test]
 fn dockerfile_final_stage_is_small_and_non_root() {

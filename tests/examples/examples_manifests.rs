@@ -2,20 +2,18 @@
 //! parses and is complete, the DaemonSet probes and mounts what popgate's config really uses, and
 //! the routes.yaml inside the ConfigMap loads with popgate's own config loader.
 
-mod examples_support;
-
 use std::collections::BTreeSet;
 
 use popgate::dataplane::server::DEFAULT_DRAIN_TIMEOUT;
 use serde_json::Value;
 
-use examples_support::manifests::{
+use crate::kit::examples::manifests::{
     Doc, all_docs, find, manifest_files, only, parse_documents, strings,
 };
-use examples_support::pods::{
+use crate::kit::examples::pods::{
     all_containers, config_arg, container, keys, mounted_sources, pod_spec, resolve_port,
 };
-use examples_support::routes::{
+use crate::kit::examples::routes::{
     CONFIG_PATH, cert_key_pairs, configmap_routes_text, line_of, load, load_configmap_routes,
     rewrite, self_signed_pair,
 };

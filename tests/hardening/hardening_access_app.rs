@@ -1,16 +1,12 @@
 //! The whole path from routes.yaml: `popgate run`'s `App` binds the `unix:` listener with its
 //! mode and carries each route's `allow` rules into the data plane.
 
-mod config_support;
-mod hardening_guard_support;
-mod support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use config_support::Fixture;
-use hardening_guard_support::h1_send_unix;
+use crate::kit::config::Fixture;
+use crate::kit::dataplane::TestBody;
+use crate::kit::guard::h1_send_unix;
 use http::Request;
-use support::TestBody;
 
 #[tokio::test]
 async fn app_serves_the_unix_listener_with_each_routes_allow_rules() {
@@ -41,7 +37,7 @@ routes:
     };
     let resp = h1_send_unix(&socket, get("theirs.example")).await;
     assert_eq!(resp.status(), 403);
-    let body = support::json(resp).await;
+    let body = crate::kit::dataplane::json(resp).await;
     assert_eq!(body["error"], "caller_not_allowed");
     assert_eq!(body["route"], "theirs");
     // Admitted: the request goes on to the (closed) upstream port and fails there, not at the gate.

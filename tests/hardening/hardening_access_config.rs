@@ -1,12 +1,8 @@
 //! `allow:` rules and `unix:` listeners in routes.yaml: what loads, every error with its
 //! FILE:LINE:COL, and the startup warning for a plain listener open beyond loopback.
 
-mod config_support;
-mod hardening_guard_support;
-mod support;
-
-use config_support::Fixture;
-use hardening_guard_support::LogCapture;
+use crate::kit::config::Fixture;
+use crate::kit::guard::LogCapture;
 use popgate::access::{AllowList, AllowRule};
 use popgate::route::policy::RoutePolicy;
 

@@ -2,17 +2,14 @@
 //! certificate (subject, DNS SAN, URI SAN) and Unix-socket credentials. A denied caller gets 403
 //! `caller_not_allowed` and nothing reaches the upstream (its request count proves it).
 
-mod hardening_guard_support;
-mod support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use hardening_guard_support::*;
+use crate::kit::dataplane::*;
+use crate::kit::guard::*;
 use http::Request;
 use popgate::access::{AllowList, AllowRule};
 use popgate::dataplane::unix_listener::{DEFAULT_UNIX_SOCKET_MODE, UnixListenerSpec};
 use popgate::route::policy::RoutePolicy;
-use support::*;
 
 fn allow(rules: Vec<AllowRule>) -> RoutePolicy {
     RoutePolicy {
@@ -36,23 +33,8 @@ async fn denied(resp: http::Response<hyper::body::Incoming>, route: &str) {
     assert_eq!(body["route"], route, "{body}");
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    upstream: TestUpstream,
-}
-
+// `Env` (a test PKI, an upstream trusting it, a temp dir) is the kit's; these are this file's uses.
 impl Env {
-    async fn new() -> Self {
-        let pki = TestPki::new("upstream-ca");
-        let upstream = TestUpstream::start(&pki, &pki, false).await;
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            pki,
-            upstream,
-        }
-    }
-
     /// Upstream settings resolving `{name}.svc.example:443` to the test upstream.
     fn settings(&self, names: &[&str]) -> popgate::dataplane::UpstreamSettings {
         let hosts: Vec<String> = names

@@ -1,11 +1,9 @@
 //! The `limits:` section and a route's `max_body_bytes`: accepted values reach the listener
 //! settings; out-of-range values are errors at their `FILE:LINE:COL`.
 
-mod config_support;
-
 use std::time::Duration;
 
-use config_support::Fixture;
+use crate::kit::config::Fixture;
 use popgate::dataplane::limits::RequestLimits;
 use popgate::dataplane::listener::ConnectionSettings;
 

@@ -1,13 +1,10 @@
 //! Connection-level defences over raw sockets: the HTTP/1 header-read timeout (slowloris) and the
 //! per-listener connection cap.
 
-mod hardening_http_support;
-mod support;
-
 use std::time::Duration;
 
-use hardening_http_support::*;
-use support::*;
+use crate::kit::dataplane::*;
+use crate::kit::raw::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,13 +1,10 @@
 //! HTTP/2 defences on the plain (h2c) listener: rapid reset gets GOAWAY, and streams beyond the
 //! concurrent-stream cap are refused.
 
-mod hardening_http_support;
-mod support;
-
+use crate::kit::dataplane::*;
+use crate::kit::raw::*;
 use h2::Reason;
-use hardening_http_support::*;
 use http::Request;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,10 +1,7 @@
 //! Size limits over raw HTTP/1 sockets: header count and size (431), URI length (414), body size
 //! (413 when declared, cut off when chunked). Nothing over a limit reaches the upstream.
 
-mod hardening_http_support;
-mod support;
-
-use hardening_http_support::*;
+use crate::kit::raw::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

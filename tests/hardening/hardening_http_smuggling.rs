@@ -1,10 +1,7 @@
 //! Request smuggling over raw HTTP/1 sockets: ambiguous framing gets 400, the connection is
 //! closed, and nothing reaches the upstream.
 
-mod hardening_http_support;
-mod support;
-
-use hardening_http_support::*;
+use crate::kit::raw::*;
 
 /// Sends `raw`, expects 400 and a closed connection, and checks the upstream saw nothing.
 async fn refused_400(rig: &Rig, raw: &str) -> Exchange {

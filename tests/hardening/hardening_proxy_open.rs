@@ -3,36 +3,18 @@
 //! authority into a wildcard route's default upstream are refused; redirects go back to the
 //! caller, never followed; per-route body limits hold for declared and streamed bodies.
 
-mod hardening_guard_support;
-mod support;
-
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::kit::dataplane::*;
+use crate::kit::guard::*;
 use bytes::Bytes;
-use hardening_guard_support::*;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use popgate::route::policy::RoutePolicy;
-use support::*;
 
-struct Env {
-    dir: tempfile::TempDir,
-    pki: TestPki,
-    upstream: TestUpstream,
-}
-
+// `Env` (a test PKI, an upstream trusting it, a temp dir) is the kit's; these are this file's uses.
 impl Env {
-    async fn new() -> Self {
-        let pki = TestPki::new("upstream-ca");
-        let upstream = TestUpstream::start(&pki, &pki, false).await;
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            pki,
-            upstream,
-        }
-    }
-
     /// popgate with a wildcard route `*.svc.example` (default upstream: the matched host) and
     /// an exact route `limited.example` → https://svc.example with the given body limit.
     async fn proxy(&self, max_body_bytes: Option<u64>) -> popgate::dataplane::ProxyHandle {

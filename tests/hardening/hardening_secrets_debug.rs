@@ -3,17 +3,13 @@
 //! PEM body or DER bytes, or an assertion; a private key file readable by group or others is
 //! warned about at load (naming the file and mode, never its content).
 
-mod config_support;
-mod hardening_guard_support;
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::kit::config::{CLIENT, Fixture, TENANT};
+use crate::kit::guard::LogCapture;
 use base64::Engine as _;
-use config_support::{CLIENT, Fixture, TENANT};
-use hardening_guard_support::LogCapture;
 use popgate::certs::cert_files;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::EngineError;
@@ -28,12 +24,7 @@ const TOKEN_MARKER: &str = "SECRETMARKERstatic";
 const FEDERATED_MARKER: &str = "SECRETMARKERfederated";
 
 fn rsa_pair() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["app.test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
+    crate::kit::config::self_signed_pem(&rcgen::PKCS_RSA_SHA256, "app.test")
 }
 
 /// Strings that must never appear: the key's PEM body lines, its DER as Rust prints byte slices,

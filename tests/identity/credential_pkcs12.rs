@@ -4,12 +4,10 @@
 //!
 //! Every test needs `openssl` on PATH; without it each test prints why it is skipped and passes.
 
-mod engine_sources_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use engine_sources_support::*;
+use crate::kit::credentials::*;
 use http::StatusCode;
 use popgate::certs::binding::BindingCert;
 use popgate::certs::cert_files;

@@ -6,23 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-
-use crate::engine_sources_support::{ARM, Env, GRAPH};
-
-/// Every test HTTP exchange is bounded: a hung listener fails the test instead of hanging it.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Hosts pointed at the authority (token endpoint / resource server).
-const TOKEN_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "mtlsauth.microsoft.com",
-    "westus3.mtlsauth.microsoft.com",
-];
-const RESOURCE_HOSTS: &[&str] = &["graph.microsoft.com", "management.azure.com"];
+use super::authority::{resolve_yaml, serving_bearer};
+pub use super::config::load;
+use super::credentials::{ARM, Env, GRAPH};
+pub use super::http::{Answer, HTTP_TIMEOUT, raw_request};
 
 /// One route per flow the engine knows: certificate app (PoP, Bearer), managed identity (IMDSv2
 /// PoP, IMDSv1 Bearer), FIC with a certificate-app leg 1 (PoP) and a managed-identity leg 1
@@ -65,11 +53,7 @@ pub fn all_flows() -> Vec<(&'static str, &'static str, &'static str)> {
 /// The local authority with its resource serving Bearer callers that present no client
 /// certificate, as Azure resources do (an `mtls_pop` request without one is still refused).
 pub async fn start_env() -> Env {
-    crate::engine_sources_support::start_with(popgate_authority::AuthorityConfig {
-        resource_requires_client_cert: false,
-        ..popgate_authority::AuthorityConfig::default()
-    })
-    .await
+    super::credentials::start_with(serving_bearer()).await
 }
 
 /// What a request through route `name` of [`all_flows`] gets: every flow is served, PoP routes
@@ -106,88 +90,17 @@ pub fn routes_yaml(list: &[(&str, &str, &str)], lazy: &[&str]) -> String {
 /// Writes routes.yaml (admin on an ephemeral port of 127.0.0.2: the config refuses an admin
 /// address equal to a listener's, even with port 0) and returns its path.
 pub fn write_config(env: &Env, routes: &str) -> PathBuf {
-    let mut resolve = String::new();
-    for host in TOKEN_HOSTS {
-        resolve.push_str(&format!(
-            "    \"{host}:443\": \"{}\"\n",
-            env.authority.token_addr()
-        ));
-    }
-    for host in RESOURCE_HOSTS {
-        resolve.push_str(&format!(
-            "    \"{host}:443\": \"{}\"\n",
-            env.authority.resource_addr()
-        ));
-    }
-    let yaml = format!(
-        "version: 1\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.2:0\nnetwork:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{ids}\nroutes:\n{routes}",
-        imds = env.authority.imds_base_url(),
-        ids = env.identities(),
-    );
-    let path = env.path("routes.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+    env.write_routes_yaml(
+        "admin:\n  address: 127.0.0.2:0\n",
+        &resolve_yaml(&env.authority, &[], &[]),
+        &env.identities(),
+        routes,
+    )
 }
 
-/// Loads a config through popgate's real loader (no process environment).
-pub fn load(path: &std::path::Path) -> popgate::config::Config {
-    popgate::config::load_with_env(path, &|_| None).unwrap_or_else(|e| panic!("config: {e}"))
-}
-
-/// An HTTP/1.1 answer: status, lower-cased headers, body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// Sends one request (`Connection: close`) and reads the whole answer, bounded in time. Bodies
-/// are read to EOF; chunked framing is left in place (tests here read only status and headers
-/// of proxied answers, and admin answers have a length).
+/// Sends one request (`Connection: close`) and reads the whole answer, bounded in time.
 pub async fn request(addr: SocketAddr, method: &str, host: &str, target: &str) -> Answer {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let head =
-            format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        raw
-    };
-    let raw = tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .expect("answer in time");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {text}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    raw_request(addr, method, host, target).await
 }
 
 /// `GET` on the admin listener.

@@ -5,61 +5,50 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use popgate::app::{App, StartOptions};
-use popgate::config::{self, Config};
+use popgate::config::Config;
 use popgate::engine::sources::retry::RetryTiming;
-use popgate_authority::claims::{Claims, Confirmation};
-use popgate_authority::{AppCredential, Authority, AuthorityConfig, FederatedCredential};
+use popgate_authority::{AuthorityConfig, FederatedCredential};
 
-pub use popgate_authority::directory::{
-    DEFAULT_SAMI_CLIENT_ID, DEFAULT_TENANT_ID as TENANT, DEFAULT_UAMI_CLIENT_ID,
-    DEFAULT_UAMI_OBJECT_ID, DEFAULT_UAMI_RESOURCE_ID,
+use super::authority::{resolve_yaml, resource_requests, serving_bearer, sign_graph_token};
+use super::http::{dial, send_on};
+use super::{config, credentials};
+
+pub use super::credentials::{
+    ARM, DEFAULT_SAMI_CLIENT_ID, DEFAULT_UAMI_CLIENT_ID, DEFAULT_UAMI_OBJECT_ID,
+    DEFAULT_UAMI_RESOURCE_ID, Endpoint, Fault, GRAPH, RETRY_DIVISOR, TENANT,
+    TEST_POLL as TEST_CERT_POLL,
 };
-#[allow(unused_imports)] // not every test crate injects faults
-pub use popgate_authority::{Endpoint, Fault};
+pub use super::http::{Answer, REQUEST_BOUND};
 
-/// Upper bound for one request through popgate; a hang fails the test instead of stalling it.
-pub const REQUEST_BOUND: Duration = Duration::from_secs(60);
 /// Upper bound for the eager routes' first acquisitions (the whole matrix, on a busy 2-core box).
 pub const INITIAL_ROUND_BOUND: Duration = Duration::from_secs(120);
-/// Retry waits divided by this: IMDS's 410 schedule (7 × 10 s) takes 70 ms, the 5xx retry 1 ms.
-pub const RETRY_DIVISOR: u32 = 1000;
-/// Certificate files are compared this often, so a rotation is picked up quickly.
-pub const TEST_CERT_POLL: Duration = Duration::from_millis(50);
 
 /// The token exchange audience FIC leg 1 asks for.
 pub const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
-pub const GRAPH: &str = "https://graph.microsoft.com";
-pub const ARM: &str = "https://management.azure.com";
 
-/// Token hosts popgate may call, all resolved to the authority's token listener.
-const TOKEN_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "mtlsauth.microsoft.com",
-    "westus3.mtlsauth.microsoft.com",
-];
-/// Resource hosts routes forward to, all resolved to the authority's resource listener.
-const RESOURCE_HOSTS: &[&str] = &["graph.microsoft.com", "management.azure.com"];
-
-/// A running authority with a certificate app, two FIC leg-2 apps and a temp dir for config files.
+/// A running authority with a certificate app, two FIC leg-2 apps and a temp dir for config files:
+/// the engine tests' [`credentials::Env`] (its fields and helpers through `Deref`) plus `exchange2`,
+/// the workload identity's federated token and the static identity's token.
 pub struct Env {
-    pub authority: Authority,
-    pub dir: tempfile::TempDir,
-    /// A certificate app (files `app.pem` / `app.key`).
-    pub app: popgate_authority::App,
-    pub app_credential: AppCredential,
-    /// A certificate-less app trusting `app`, the default UAMI and the SAMI as leg 1; also the
-    /// workload identity's app (its federated token is the UAMI's exchange token).
-    pub exchange: popgate_authority::App,
+    base: credentials::Env,
     /// A certificate-less app trusting `exchange` (the workload identity) as a Bearer leg 1.
     pub exchange2: popgate_authority::App,
+}
+
+impl Deref for Env {
+    type Target = credentials::Env;
+
+    fn deref(&self) -> &credentials::Env {
+        &self.base
+    }
 }
 
 impl Env {
@@ -67,65 +56,27 @@ impl Env {
     /// real Bearer resources do; popgate presents none on Bearer routes). `mtls_pop` requests
     /// still need the bound certificate.
     pub async fn start() -> Env {
-        Env::start_with(AuthorityConfig {
-            resource_requires_client_cert: false,
-            ..AuthorityConfig::default()
-        })
-        .await
+        Env::start_with(serving_bearer()).await
     }
 
     pub async fn start_with(config: AuthorityConfig) -> Env {
-        let authority = Authority::start(config).await.expect("authority starts");
-        let (app, app_credential) = authority.new_certificate_app("popgate-app").unwrap();
-        let directory = authority.directory();
-        let sami_object = directory
-            .managed_identity(DEFAULT_SAMI_CLIENT_ID)
-            .expect("default SAMI")
-            .object_id;
-        let exchange = directory
-            .register_fic_app(
-                TENANT,
-                &uuid::Uuid::new_v4().to_string(),
-                vec![
-                    FederatedCredential::for_identity(TENANT, &app.object_id),
-                    FederatedCredential::for_identity(TENANT, DEFAULT_UAMI_OBJECT_ID),
-                    FederatedCredential::for_identity(TENANT, &sami_object),
-                ],
-            )
-            .unwrap();
-        let exchange2 = directory
+        let base = credentials::start_with(config).await;
+        let exchange2 = base
+            .authority
+            .directory()
             .register_fic_app(
                 TENANT,
                 &uuid::Uuid::new_v4().to_string(),
                 vec![FederatedCredential::for_identity(
                     TENANT,
-                    &exchange.object_id,
+                    &base.exchange.object_id,
                 )],
             )
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), authority.ca_pem()).unwrap();
-        std::fs::write(dir.path().join("app.pem"), &app_credential.cert_pem).unwrap();
-        std::fs::write(
-            dir.path().join("app.key"),
-            app_credential.key_pem.as_bytes(),
-        )
-        .unwrap();
-        let env = Env {
-            authority,
-            dir,
-            app,
-            app_credential,
-            exchange,
-            exchange2,
-        };
+        let env = Env { base, exchange2 };
         env.write_federated_token();
         env.write_static_token();
         env
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     /// The workload identity's projected token: the UAMI's Bearer token for the exchange audience,
@@ -147,55 +98,23 @@ impl Env {
     /// The static identity's token: a Graph token signed with the authority's keys, bound to the
     /// certificate app's certificate (which the static identity presents).
     fn write_static_token(&self) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = Claims {
-            iss: format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
-            aud: GRAPH.into(),
-            sub: "byo-app".into(),
-            tid: TENANT.into(),
-            oid: "byo-app".into(),
-            appid: "byo-app".into(),
-            iat: now,
-            nbf: now - 60,
-            exp: now + 3600,
-            uti: "e2e-static".into(),
-            ver: "2.0".into(),
-            cnf: Some(Confirmation {
-                x5t_s256: self.app_credential.x5t_s256.clone(),
-            }),
-        };
-        let jwt = self.authority.signing_keys().sign(&claims).unwrap();
+        let jwt = sign_graph_token(
+            self.authority.signing_keys(),
+            TENANT,
+            "byo-app",
+            &self.app_credential.x5t_s256,
+            SystemTime::now() + Duration::from_secs(3600),
+            "e2e-static",
+        );
         std::fs::write(self.path("static.jwt"), format!("{jwt}\n")).unwrap();
     }
 
-    /// Every identity the tests use. `app_cert` / `app_key` are the certificate app's file paths
+    /// Every identity the tests use: the engine tests' set plus `exchange2`, `wi` (workload
+    /// identity) and `byo` (static). `app_cert` / `app_key` are the certificate app's file paths
     /// (relative to the config file).
     pub fn identities(&self, app_cert: &str, app_key: &str) -> String {
         format!(
-            r#"
-  sami: {{ kind: managed_identity }}
-  uami: {{ kind: managed_identity, client_id: {uami} }}
-  uami-r: {{ kind: managed_identity, resource_id: "{uami_r}" }}
-  uami-o: {{ kind: managed_identity, object_id: {uami_o} }}
-  app:
-    kind: confidential_client
-    tenant_id: {tenant}
-    client_id: {app}
-    certificate: {{ cert_file: "{app_cert}", key_file: "{app_key}" }}
-  app-west:
-    kind: confidential_client
-    tenant_id: {tenant}
-    client_id: {app}
-    region: westus3
-    certificate: {{ cert_file: "{app_cert}", key_file: "{app_key}" }}
-  exchange:
-    kind: confidential_client
-    tenant_id: {tenant}
-    client_id: {exchange}
-  exchange2:
+            r#"{base}  exchange2:
     kind: confidential_client
     tenant_id: {tenant}
     client_id: {exchange2}
@@ -209,11 +128,8 @@ impl Env {
     token_file: static.jwt
     certificate: {{ cert_file: app.pem, key_file: app.key }}
 "#,
-            uami = DEFAULT_UAMI_CLIENT_ID,
-            uami_r = DEFAULT_UAMI_RESOURCE_ID,
-            uami_o = DEFAULT_UAMI_OBJECT_ID,
+            base = self.base.identities_with_app_files(app_cert, app_key),
             tenant = TENANT,
-            app = self.app.client_id,
             exchange = self.exchange.client_id,
             exchange2 = self.exchange2.client_id,
         )
@@ -239,32 +155,15 @@ impl Env {
         routes: &[Route],
         token_overrides: &[(&str, SocketAddr)],
     ) -> Config {
-        let mut resolve = String::new();
-        for host in TOKEN_HOSTS {
-            let addr = token_overrides
-                .iter()
-                .find(|(h, _)| h == host)
-                .map_or(self.authority.token_addr(), |(_, a)| *a);
-            resolve.push_str(&format!("    \"{host}:443\": \"{addr}\"\n"));
-        }
-        for host in RESOURCE_HOSTS {
-            resolve.push_str(&format!(
-                "    \"{host}:443\": \"{}\"\n",
-                self.authority.resource_addr()
-            ));
-        }
-        let mut routes_yaml = String::new();
-        for route in routes {
-            routes_yaml.push_str(&route.yaml());
-        }
-        let yaml = format!(
-            "version: 1\nlisteners:\n  - address: 127.0.0.1:0\nnetwork:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{ids}\nroutes:\n{routes_yaml}",
-            imds = self.authority.imds_base_url(),
-            ids = self.identities(app_cert, app_key),
+        let resolve = resolve_yaml(&self.authority, &[], token_overrides);
+        let routes_yaml: String = routes.iter().map(Route::yaml).collect();
+        let path = self.write_routes_yaml(
+            "",
+            &resolve,
+            &self.identities(app_cert, app_key),
+            &routes_yaml,
         );
-        let path = self.path("routes.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        config::load_with_env(&path, &|_| None).unwrap_or_else(|e| panic!("config: {e}"))
+        config::load(&path)
     }
 
     /// Starts popgate on `config` with scaled retry waits and fast certificate polling.
@@ -280,17 +179,9 @@ impl Env {
         .unwrap_or_else(|e| panic!("popgate starts: {e}"))
     }
 
-    pub fn count(&self, endpoint: Endpoint) -> usize {
-        self.authority.observations().count(endpoint)
-    }
-
     /// Requests the resource answered, and how many of them it refused (any status but 200).
     pub fn resource_counts(&self) -> (usize, usize) {
-        let log = self.authority.observations().log();
-        let resource: Vec<_> = log
-            .iter()
-            .filter(|r| r.endpoint == Endpoint::Resource)
-            .collect();
+        let resource = resource_requests(&self.authority);
         let refused = resource.iter().filter(|r| r.status != 200).count();
         (resource.len(), refused)
     }
@@ -355,19 +246,6 @@ impl Route {
     }
 }
 
-/// A response as the caller saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
 /// The caller's request: absolute form, as an `HTTP_PROXY` client sends it. The host is one the
 /// route's upstream does not depend on (routes match on the path prefix).
 fn request(path: &str) -> http::Request<Empty<Bytes>> {
@@ -398,32 +276,9 @@ impl Caller {
         let exchange = async {
             let sender = match self.sender.as_mut() {
                 Some(s) if s.is_ready() => s,
-                _ => {
-                    let tcp = tokio::net::TcpStream::connect(self.proxy)
-                        .await
-                        .map_err(|e| format!("connect to popgate: {e}"))?;
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                        .await
-                        .map_err(|e| format!("handshake with popgate: {e}"))?;
-                    tokio::spawn(conn);
-                    self.sender.insert(sender)
-                }
+                _ => self.sender.insert(dial(self.proxy).await?),
             };
-            let response = sender
-                .send_request(request(path))
-                .await
-                .map_err(|e| format!("request through popgate: {e}"))?;
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("response body: {e}"))?
-                .to_bytes();
-            Ok(Answer {
-                status,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            })
+            send_on(sender, request(path)).await
         };
         let result = tokio::time::timeout(REQUEST_BOUND, exchange)
             .await

@@ -15,13 +15,18 @@ pub struct Fixture {
     pub env: Vec<(String, String)>,
 }
 
-fn self_signed() -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["popgate.test".into()])
+/// A self-signed certificate for `name` and its key, as PEM, with a new `alg` key pair.
+pub fn self_signed_pem(alg: &'static rcgen::SignatureAlgorithm, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.into()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
     (cert.pem(), key.serialize_pem())
+}
+
+fn self_signed() -> (String, String) {
+    self_signed_pem(&rcgen::PKCS_ECDSA_P256_SHA256, "popgate.test")
 }
 
 impl Fixture {
@@ -130,4 +135,21 @@ pub fn with_routes(routes: &str) -> String {
 /// Asserts `path` exists (sanity for fixtures).
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Loads the config at `path` through popgate's real loader with no process environment,
+/// panicking with every error if it is invalid.
+pub fn load(path: &Path) -> Config {
+    config::load_with_env(path, &|_| None).unwrap_or_else(|errors| {
+        panic!(
+            "config {}:\n{}",
+            path.display(),
+            errors
+                .errors()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
 }

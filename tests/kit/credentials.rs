@@ -21,6 +21,8 @@ use popgate::engine::schedule::RefreshPolicy;
 use popgate::engine::sources::retry::RetryTiming;
 use popgate::identity::token::Token;
 use popgate_authority::{App, AppCredential, Authority, AuthorityConfig};
+
+use super::authority::{exchange_app, resolve_yaml, seeded_dir};
 use rustls::pki_types::ServerName;
 
 pub use popgate_authority::directory::{
@@ -36,14 +38,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RETRY_DIVISOR: u32 = 1000;
 /// Certificate files are compared this often in tests.
 pub const TEST_POLL: Duration = Duration::from_millis(50);
-
-/// Token and resource hosts the tests use, all pointed at the authority's listeners.
-const TOKEN_HOSTS: &[&str] = &[
-    "login.microsoftonline.com",
-    "mtlsauth.microsoft.com",
-    "westus3.mtlsauth.microsoft.com",
-];
-const RESOURCE_HOSTS: &[&str] = &["graph.microsoft.com", "management.azure.com"];
 
 /// A running authority with a certificate app, a FIC leg-2 app trusting that app and the
 /// default UAMI, and a temp dir for config files.
@@ -63,33 +57,8 @@ pub async fn start() -> Env {
 pub async fn start_with(config: AuthorityConfig) -> Env {
     let authority = Authority::start(config).await.expect("authority starts");
     let (app, app_credential) = authority.new_certificate_app("popgate-app").unwrap();
-    let directory = authority.directory();
-    let sami_object = directory
-        .managed_identity(DEFAULT_SAMI_CLIENT_ID)
-        .expect("default SAMI")
-        .object_id;
-    let exchange = directory
-        .register_fic_app(
-            TENANT,
-            &uuid::Uuid::new_v4().to_string(),
-            vec![
-                popgate_authority::FederatedCredential::for_identity(TENANT, &app.object_id),
-                popgate_authority::FederatedCredential::for_identity(
-                    TENANT,
-                    DEFAULT_UAMI_OBJECT_ID,
-                ),
-                popgate_authority::FederatedCredential::for_identity(TENANT, &sami_object),
-            ],
-        )
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), authority.ca_pem()).unwrap();
-    std::fs::write(dir.path().join("app.pem"), &app_credential.cert_pem).unwrap();
-    std::fs::write(
-        dir.path().join("app.key"),
-        app_credential.key_pem.as_bytes(),
-    )
-    .unwrap();
+    let exchange = exchange_app(&authority, &app);
+    let dir = seeded_dir(&authority, &app_credential);
     Env {
         authority,
         dir,
@@ -108,6 +77,11 @@ impl Env {
     /// `app` (certificate app, files watched), `app-west` (same app, region westus3) and
     /// `exchange` (FIC leg 2).
     pub fn identities(&self) -> String {
+        self.identities_with_app_files("app.pem", "app.key")
+    }
+
+    /// [`Env::identities`] with the certificate app's files elsewhere (relative to the config).
+    pub fn identities_with_app_files(&self, app_cert: &str, app_key: &str) -> String {
         format!(
             r#"
   sami: {{ kind: managed_identity }}
@@ -118,13 +92,13 @@ impl Env {
     kind: confidential_client
     tenant_id: {tenant}
     client_id: {app}
-    certificate: {{ cert_file: app.pem, key_file: app.key }}
+    certificate: {{ cert_file: {app_cert}, key_file: {app_key} }}
   app-west:
     kind: confidential_client
     tenant_id: {tenant}
     client_id: {app}
     region: westus3
-    certificate: {{ cert_file: app.pem, key_file: app.key }}
+    certificate: {{ cert_file: {app_cert}, key_file: {app_key} }}
   exchange:
     kind: confidential_client
     tenant_id: {tenant}
@@ -152,31 +126,28 @@ impl Env {
         routes: &str,
         extra_resolve: &[(&str, std::net::SocketAddr)],
     ) -> Config {
-        let mut resolve = String::new();
-        for (host_port, addr) in extra_resolve {
-            resolve.push_str(&format!("    \"{host_port}\": \"{addr}\"\n"));
-        }
-        for host in TOKEN_HOSTS {
-            resolve.push_str(&format!(
-                "    \"{host}:443\": \"{}\"\n",
-                self.authority.token_addr()
-            ));
-        }
-        for host in RESOURCE_HOSTS {
-            resolve.push_str(&format!(
-                "    \"{host}:443\": \"{}\"\n",
-                self.authority.resource_addr()
-            ));
-        }
+        let resolve = resolve_yaml(&self.authority, extra_resolve, &[]);
+        let ids = format!("{}{extra_identities}", self.identities());
+        super::config::load(&self.write_routes_yaml("", &resolve, &ids, routes))
+    }
+
+    /// Writes routes.yaml and returns its path: a plain listener on 127.0.0.1:0, `top` (more
+    /// top-level YAML lines), IMDS at the authority, `resolve` (see [`resolve_yaml`]), the
+    /// authority's CA trusted, `identities` (indented map entries) and `routes` (list items).
+    pub fn write_routes_yaml(
+        &self,
+        top: &str,
+        resolve: &str,
+        identities: &str,
+        routes: &str,
+    ) -> PathBuf {
         let yaml = format!(
-            "version: 1\nlisteners:\n  - address: 127.0.0.1:0\nnetwork:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{ids}{extra}\nroutes:\n{routes}",
+            "version: 1\nlisteners:\n  - address: 127.0.0.1:0\n{top}network:\n  imds_endpoint: {imds}\n  resolve:\n{resolve}  extra_ca_files: [ca.pem]\nidentities:{identities}\nroutes:\n{routes}",
             imds = self.authority.imds_base_url(),
-            ids = self.identities(),
-            extra = extra_identities,
         );
         let path = self.path("routes.yaml");
         std::fs::write(&path, yaml).unwrap();
-        config::load_with_env(&path, &|_| None).unwrap_or_else(|e| panic!("config: {e}"))
+        path
     }
 
     /// Engine dependencies for `config` with scaled retry waits and fast certificate polling.

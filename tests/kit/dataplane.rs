@@ -56,21 +56,29 @@ pub struct TestPki {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
+/// A self-signed test CA named `name` that may sign certificates and CRLs.
+fn new_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
 impl TestPki {
     pub fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        Self { ca }
+        Self { ca: new_ca(name) }
+    }
+
+    /// The CA's issuer, for fixtures that issue certificates of their own shape.
+    pub fn issuer(&self) -> &rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        &self.ca
     }
 
     pub fn ca_der(&self) -> CertificateDer<'static> {
@@ -542,6 +550,19 @@ pub fn route(name: &str, host: Option<&str>, prefix: Option<&str>) -> RouteSpec 
     }
 }
 
+/// A plain listener spec on 127.0.0.1:0.
+pub fn plain_listener() -> ListenerSpec {
+    ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+    }
+}
+
+/// The swappable route table the data plane reads, built from compiled routes.
+pub fn route_table(routes: Vec<(RouteSpec, Arc<RouteSlot>)>) -> Arc<ArcSwap<DataplaneTable>> {
+    Arc::new(ArcSwap::from_pointee(RouteTable::new(routes).unwrap()))
+}
+
 /// Starts popgate on 127.0.0.1:0 (plain listener) with one snapshot per route that has a token.
 pub async fn start_proxy(
     routes: Vec<(RouteSpec, Option<Token>)>,
@@ -559,17 +580,10 @@ pub async fn start_proxy(
         };
         compiled.push((spec, Arc::new(slot)));
     }
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled).unwrap()));
-    let handle = Proxy::start(
-        vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        Arc::clone(&table),
-        settings,
-    )
-    .await
-    .unwrap();
+    let table = route_table(compiled);
+    let handle = Proxy::start(vec![plain_listener()], Arc::clone(&table), settings)
+        .await
+        .unwrap();
     TestProxy {
         addr: handle.local_addrs()[0],
         table,

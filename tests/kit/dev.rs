@@ -6,14 +6,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub use super::repo_root;
+
 /// Bound on one `popgate dev --once` run: every route's first token plus its probe, on a loaded
 /// 2-core machine; the run normally takes a few seconds.
 pub const RUN_BOUND: Duration = Duration::from_secs(240);
-
-/// The repository root (where the shipped routes.yaml lives).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Runs `popgate dev --once --listen 127.0.0.1:0 --config {config}` plus `extra` from the repo
 /// root; kills it (by its own pid) if it outlives [`RUN_BOUND`].

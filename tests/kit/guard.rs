@@ -25,37 +25,47 @@ use popgate::route::policy::RoutePolicy;
 use popgate::route::slot::{RouteSlot, Snapshot};
 use popgate::route::table::{RouteSpec, RouteTable};
 
-use super::support::{STEP, TestBody, bounded};
+pub use super::dataplane::plain_listener;
+use super::dataplane::{STEP, TestBody, TestPki, TestUpstream, bounded, route_table};
+
+/// What the guard tests start from: a temp dir, a test PKI, and an mTLS upstream whose server
+/// certificate and trusted callers both come from that PKI. Test files add their own methods.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub pki: TestPki,
+    pub upstream: TestUpstream,
+}
+
+impl Env {
+    pub async fn new() -> Self {
+        let pki = TestPki::new("upstream-ca");
+        let upstream = TestUpstream::start(&pki, &pki, false).await;
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            pki,
+            upstream,
+        }
+    }
+}
 
 /// A CA issuing caller certificates with chosen subject and SANs.
 pub struct CallerPki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pki: TestPki,
 }
 
 impl CallerPki {
     pub fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "caller-ca");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        Self { ca }
+        Self {
+            pki: TestPki::new("caller-ca"),
+        }
     }
 
     pub fn ca_der(&self) -> CertificateDer<'static> {
-        self.ca.der().clone()
+        self.pki.ca_der()
     }
 
     pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        roots
+        self.pki.roots()
     }
 
     /// A certificate with `CN=cn,O=org`, the given DNS and URI SANs; `server` picks the EKU.
@@ -87,7 +97,7 @@ impl CallerPki {
         } else {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         }];
-        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert = params.signed_by(&key, self.pki.issuer()).unwrap();
         (
             vec![cert.der().clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -124,14 +134,6 @@ impl CallerPki {
     }
 }
 
-/// A plain listener spec on 127.0.0.1:0.
-pub fn plain_listener() -> ListenerSpec {
-    ListenerSpec {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
-    }
-}
-
 /// Starts popgate with one snapshot per route, each slot carrying its policy.
 pub async fn start_guarded(
     routes: Vec<(RouteSpec, Token, RoutePolicy)>,
@@ -145,10 +147,14 @@ pub async fn start_guarded(
         let slot = RouteSlot::with_snapshot(spec.name.as_str(), snapshot).with_policy(policy);
         compiled.push((spec, Arc::new(slot)));
     }
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled).unwrap()));
-    Proxy::start_with_unix(listeners, unix, table, ProxySettings::default())
-        .await
-        .unwrap()
+    Proxy::start_with_unix(
+        listeners,
+        unix,
+        route_table(compiled),
+        ProxySettings::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// One HTTP/1.1 request over TLS to `addr` with `config`; `Err` when the handshake fails.

@@ -11,19 +11,17 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use popgate_authority::directory::DEFAULT_TENANT_ID as TENANT;
 use popgate_authority::{Authority, AuthorityConfig, Endpoint};
 
+use super::authority::{resolve_yaml, seeded_dir};
+pub use super::http::REQUEST_BOUND;
+use super::http::{dial, send_on};
+
 /// Bound on waiting for the binary to start, to log an expected line, and to exit.
 pub const PROCESS_BOUND: Duration = Duration::from_secs(90);
-/// Bound on one request through popgate.
-pub const REQUEST_BOUND: Duration = Duration::from_secs(60);
-
-/// Token and resource hosts pointed at the authority's listeners.
-const TOKEN_HOSTS: &[&str] = &["mtlsauth.microsoft.com", "westus3.mtlsauth.microsoft.com"];
 
 /// A running authority with one certificate app, and a temp dir holding its files.
 pub struct Env {
@@ -38,10 +36,7 @@ impl Env {
             .await
             .expect("authority starts");
         let (app, credential) = authority.new_certificate_app("popgate-reload").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), authority.ca_pem()).unwrap();
-        std::fs::write(dir.path().join("app.pem"), &credential.cert_pem).unwrap();
-        std::fs::write(dir.path().join("app.key"), credential.key_pem.as_bytes()).unwrap();
+        let dir = seeded_dir(&authority, &credential);
         Env {
             authority,
             dir,
@@ -61,17 +56,7 @@ impl Env {
 
     /// [`Env::write_config`] with more top-level keys (`top`, YAML lines) before `identities`.
     pub fn write_config_with(&self, top: &str, routes: &str) -> PathBuf {
-        let mut resolve = String::new();
-        for host in TOKEN_HOSTS {
-            resolve.push_str(&format!(
-                "    \"{host}:443\": \"{}\"\n",
-                self.authority.token_addr()
-            ));
-        }
-        resolve.push_str(&format!(
-            "    \"graph.microsoft.com:443\": \"{}\"\n",
-            self.authority.resource_addr()
-        ));
+        let resolve = resolve_yaml(&self.authority, &[], &[]);
         let yaml = format!(
             r#"version: 1
 listeners:
@@ -237,15 +222,7 @@ impl Popgate {
 
 /// A keep-alive HTTP/1.1 connection to popgate.
 pub async fn connect(proxy: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
-    assert!(proxy.ip().is_loopback(), "tests only target loopback");
-    let tcp = tokio::net::TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    Ok(sender)
+    dial(proxy).await
 }
 
 /// `GET http://graph.microsoft.com{path}` (absolute form) on `sender`: status and body.
@@ -258,27 +235,10 @@ pub async fn get_on(
         .header("host", "graph.microsoft.com")
         .body(Empty::new())
         .unwrap();
-    let exchange = async {
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("not ready: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(REQUEST_BOUND, exchange)
+    let answer = tokio::time::timeout(REQUEST_BOUND, send_on(sender, request))
         .await
-        .map_err(|_| "request exceeded its bound".to_string())?
+        .map_err(|_| "request exceeded its bound".to_string())??;
+    Ok((answer.status, answer.body))
 }
 
 /// One request on a fresh connection.

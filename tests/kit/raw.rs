@@ -11,7 +11,7 @@ use popgate::dataplane::listener::ConnectionSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::*;
+use super::dataplane::*;
 
 /// The routed host.
 pub const GRAPH: &str = "graph.microsoft.com";

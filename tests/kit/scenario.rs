@@ -21,11 +21,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::TokioIo;
 use popgate::app::App;
 use popgate::route::slot::RouteSlot;
 use popgate::route::status::RouteStatus;
-use popgate_authority::{AppCredential, Authority, Endpoint};
+use popgate_authority::{Authority, Endpoint};
+
+pub use super::authority::write_credential;
+use super::authority::{
+    invalid_token_refusals, resolve_yaml, resource_requests, seeded_dir, serving_bearer,
+};
 
 /// Concurrent callers per load phase.
 pub const CLIENTS: usize = 8;
@@ -71,31 +75,25 @@ pub async fn authority() -> Authority {
 /// An authority whose resource serves callers without a client certificate, as Azure resources
 /// do for Bearer tokens (an `mtls_pop` request without one is still refused): for Bearer routes.
 pub async fn authority_serving_bearer() -> Authority {
-    Authority::start(popgate_authority::AuthorityConfig {
-        resource_requires_client_cert: false,
-        ..Default::default()
-    })
-    .await
-    .expect("authority starts")
+    Authority::start(serving_bearer())
+        .await
+        .expect("authority starts")
 }
 
 impl Scenario {
     /// Writes routes.yaml for `kind` (with `timeouts_line` when given), loads it through the real
     /// loader and starts popgate against `authority`.
     pub async fn start(authority: Authority, kind: RouteKind, timeouts_line: &str) -> Scenario {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("ca.pem"), authority.ca_pem()).expect("write ca");
         let (app, credential) = authority
             .new_certificate_app("faults-app")
             .expect("certificate app");
-        write_credential(dir.path(), &credential);
+        let dir = seeded_dir(&authority, &credential);
         let (identity, token_type) = match kind {
             RouteKind::CertAppPop => ("app", "mtls_pop"),
             RouteKind::ManagedIdentityBearer => ("sami", "bearer"),
             RouteKind::ManagedIdentityPop => ("sami", "mtls_pop"),
         };
-        let token = authority.token_addr();
-        let resource = authority.resource_addr();
+        let resolve = resolve_yaml(&authority, &[], &[]);
         let yaml = format!(
             r#"version: 1
 listeners:
@@ -104,10 +102,7 @@ listeners:
 network:
   imds_endpoint: {imds}
   resolve:
-    "login.microsoftonline.com:443": "{token}"
-    "mtlsauth.microsoft.com:443": "{token}"
-    "{GRAPH}:443": "{resource}"
-  extra_ca_files: [ca.pem]
+{resolve}  extra_ca_files: [ca.pem]
 identities:
   sami: {{ kind: managed_identity }}
   app:
@@ -129,8 +124,7 @@ routes:
         );
         let path = dir.path().join("routes.yaml");
         std::fs::write(&path, yaml).expect("write routes.yaml");
-        let config = popgate::config::load_with_env(&path, &|_| None)
-            .unwrap_or_else(|e| panic!("config: {e}"));
+        let config = super::config::load(&path);
         let app_handle = App::start(config).await.expect("popgate starts");
         Scenario {
             authority,
@@ -186,15 +180,8 @@ routes:
     /// The invariant over everything the resource saw: no `invalid_token` refusal (expired
     /// token, or cnf not matching the presented certificate). Returns how many requests it saw.
     pub fn assert_resource_never_refused_token(&self) -> usize {
-        let log = self.authority.observations().log();
-        let resource: Vec<_> = log
-            .iter()
-            .filter(|r| r.endpoint == Endpoint::Resource)
-            .collect();
-        let refused = resource
-            .iter()
-            .filter(|r| r.outcome == "invalid_token")
-            .count();
+        let resource = resource_requests(&self.authority);
+        let refused = invalid_token_refusals(&resource);
         assert_eq!(
             refused, 0,
             "the resource refused {refused} requests as invalid_token (expired token or cnf mismatch)"
@@ -210,12 +197,6 @@ routes:
     pub async fn shutdown(self) {
         self.app.shutdown().await;
     }
-}
-
-/// Writes `app.pem` / `app.key` into `dir`.
-pub fn write_credential(dir: &Path, credential: &AppCredential) {
-    std::fs::write(dir.join("app.pem"), &credential.cert_pem).expect("write app.pem");
-    std::fs::write(dir.join("app.key"), credential.key_pem.as_bytes()).expect("write app.key");
 }
 
 /// What one caller saw for one request.
@@ -351,12 +332,7 @@ pub async fn load(
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 async fn dial(proxy: SocketAddr) -> Option<Sender> {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.ok()?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some(sender)
+    super::http::dial(proxy).await.ok()
 }
 
 async fn client(proxy: SocketAddr, path: &str, count: usize) -> Tally {

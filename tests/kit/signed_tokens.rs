@@ -15,8 +15,11 @@ use popgate::certs::cert_files;
 use popgate::dataplane::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
 use popgate::route::slot::RouteSlot;
 use popgate::route::table::{RouteSpec, RouteTable};
-use popgate_authority::claims::{Claims, Confirmation};
-use popgate_authority::{Authority, Endpoint, SigningKeys};
+use popgate_authority::{Authority, SigningKeys};
+
+use super::authority::{invalid_token_refusals, resource_requests, sign_graph_token};
+use super::dataplane::{plain_listener, route, route_table};
+pub use super::http::{Answer, REQUEST_BOUND, send};
 
 /// The resource host every test routes to (the authority serves it).
 pub const GRAPH: &str = "graph.microsoft.com";
@@ -91,32 +94,13 @@ routes:
 
     /// Loads the config at `path` (panicking with every error if it is invalid).
     pub fn load(&self, path: &Path) -> popgate::config::Config {
-        match popgate::config::load(path) {
-            Ok(c) => c,
-            Err(errors) => panic!(
-                "{}",
-                errors
-                    .errors()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
+        super::config::load(path)
     }
 
     /// Requests the resource answered, and how many of them it refused as `invalid_token`.
     pub fn resource_counts(&self) -> (usize, usize) {
-        let log = self.authority.observations().log();
-        let resource: Vec<_> = log
-            .iter()
-            .filter(|r| r.endpoint == Endpoint::Resource)
-            .collect();
-        let refused = resource
-            .iter()
-            .filter(|r| r.outcome == "invalid_token")
-            .count();
-        (resource.len(), refused)
+        let resource = resource_requests(&self.authority);
+        (resource.len(), invalid_token_refusals(&resource))
     }
 }
 
@@ -131,10 +115,6 @@ pub fn issue(authority: &Authority, dir: &Path, name: &str) -> (PathBuf, PathBuf
     (cert_file, key_file, binding)
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
-}
-
 /// A graph token bound to `binding`, signed with `keys`.
 pub fn sign(keys: &SigningKeys, binding: &BindingCert, lifetime: Duration, appid: &str) -> String {
     sign_expiring(keys, binding, SystemTime::now() + lifetime, appid)
@@ -147,80 +127,14 @@ pub fn sign_expiring(
     exp: SystemTime,
     appid: &str,
 ) -> String {
-    let now = SystemTime::now().min(exp);
-    let claims = Claims {
-        iss: "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0".into(),
-        aud: "https://graph.microsoft.com".into(),
-        sub: appid.into(),
-        tid: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
-        oid: appid.into(),
-        appid: appid.into(),
-        iat: unix(now),
-        nbf: unix(now) - 60,
-        exp: unix(exp),
-        uti: uuid::Uuid::new_v4().simple().to_string(),
-        ver: "2.0".into(),
-        cnf: Some(Confirmation {
-            x5t_s256: binding.x5t_s256().to_string(),
-        }),
-    };
-    keys.sign(&claims).unwrap()
-}
-
-/// A response as the caller saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// Upper bound for one request through popgate; a hang fails the test instead of stalling it.
-pub const REQUEST_BOUND: Duration = Duration::from_secs(60);
-
-/// Sends `method http://{host}{path}` (absolute form, as an HTTP_PROXY client does) with `body`
-/// over a fresh HTTP/1.1 connection to popgate.
-pub async fn send<B>(proxy: SocketAddr, method: &str, host: &str, path: &str, body: B) -> Answer
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    assert!(proxy.ip().is_loopback(), "tests only target loopback");
-    let request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{host}{path}"))
-        .header("host", host)
-        .body(body)
-        .unwrap();
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        }
-    };
-    tokio::time::timeout(REQUEST_BOUND, exchange)
-        .await
-        .expect("request through popgate exceeded its bound")
+    sign_graph_token(
+        keys,
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        appid,
+        binding.x5t_s256(),
+        exp,
+        &uuid::Uuid::new_v4().simple().to_string(),
+    )
 }
 
 /// `GET http://graph.microsoft.com{path}` through popgate.
@@ -247,27 +161,10 @@ pub fn check_echo(answer: &Answer) -> String {
 
 /// A plain-HTTP popgate on a loopback port whose one route sends `GRAPH` to `slot`.
 pub async fn serve_graph(slot: Arc<RouteSlot>) -> (ProxyHandle, SocketAddr) {
-    let table = RouteTable::new(vec![(
-        RouteSpec {
-            name: "graph".into(),
-            host: Some(GRAPH.into()),
-            path_prefix: None,
-            strip_prefix: false,
-            upstream: None,
-        },
-        slot,
-    )])
-    .unwrap();
-    let proxy = Proxy::start(
-        vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        Arc::new(ArcSwap::from_pointee(table)),
-        ProxySettings::default(),
-    )
-    .await
-    .unwrap();
+    let table = route_table(vec![(route("graph", Some(GRAPH), None), slot)]);
+    let proxy = Proxy::start(vec![plain_listener()], table, ProxySettings::default())
+        .await
+        .unwrap();
     let addr = proxy.local_addrs()[0];
     (proxy, addr)
 }

@@ -2,14 +2,11 @@
 //! naming where it came from, before anything starts; an unknown format is refused by the CLI;
 //! `--log-format human` writes human lines, not JSON.
 
-mod engine_sources_support;
-mod ops_support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use engine_sources_support::start;
-use ops_support::*;
+use crate::kit::admin::*;
+use crate::kit::credentials::start;
 
 /// Bound on a `popgate run` that must exit on its own.
 const EXIT_BOUND: Duration = Duration::from_secs(60);

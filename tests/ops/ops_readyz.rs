@@ -2,14 +2,11 @@
 //! error when the token endpoint refuses past the token's expiry; 200 again once it answers. A
 //! lazy route that never acquires does not hold readiness back.
 
-mod engine_sources_support;
-mod ops_support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use engine_sources_support::{Endpoint, Fault, GRAPH};
-use ops_support::*;
+use crate::kit::admin::*;
+use crate::kit::credentials::{Endpoint, Fault, GRAPH};
 use popgate::app::App;
 
 /// Issued tokens live this long: long enough to be acquired and published (popgate keeps a
@@ -50,7 +47,7 @@ async fn readyz_until(admin: SocketAddr, want: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_goes_503_when_the_token_expires_during_an_outage_and_200_when_it_ends() {
-    let env = ops_support::start_env().await;
+    let env = crate::kit::admin::start_env().await;
     env.authority.settings().set_lifetime(SHORT_LIFETIME);
     let routes = routes_yaml(
         &[

@@ -4,17 +4,14 @@
 //! every token the authority issued, every client assertion it received, the certificate app's
 //! private key (PEM lines, base64 DER) and the callers' query strings. None may appear.
 
-mod engine_sources_support;
-mod ops_support;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::kit::admin::*;
 use base64::Engine as _;
-use ops_support::*;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
 
@@ -154,7 +151,7 @@ impl Popgate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_assertion_key_or_query_appears_in_any_output() {
-    let env = ops_support::start_env().await;
+    let env = crate::kit::admin::start_env().await;
     env.authority.record_issued_tokens();
     let flows = all_flows();
     let config = write_config(&env, &routes_yaml(&flows, &[]));

@@ -1,6 +1,6 @@
 //! The Dockerfile as a list of instructions split into build stages.
 
-use super::manifests::repo_root;
+use crate::kit::repo_root;
 
 /// The repository's Dockerfile.
 pub fn dockerfile() -> String {

@@ -4,14 +4,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::kit::repo_root;
+
 /// `examples/kubernetes/` in this checkout.
 pub fn kubernetes_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes")
-}
-
-/// The repository root (where the Dockerfile lives).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    repo_root().join("examples/kubernetes")
 }
 
 /// One YAML document of one manifest file.
