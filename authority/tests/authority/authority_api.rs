@@ -1,9 +1,7 @@
 //! The `Authority` API: listeners, `resolve()`, shutdown, the seams for the IMDS and resource
 //! servers, and the directory's refusals.
 
-mod authority_support;
-
-use authority_support::*;
+use crate::kit::token::*;
 use popgate_authority::directory::{DEFAULT_UAMI_CLIENT_ID, DirectoryError};
 use popgate_authority::imds::backend::ManagedIdentity;
 use popgate_authority::pki::TOKEN_HOSTS;

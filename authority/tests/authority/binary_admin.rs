@@ -1,14 +1,12 @@
 //! The standalone binary: starts, prints its endpoints, CA path and `--resolve` pairs, writes the
 //! CA and demo credentials, and serves the admin API (apps, faults, settings, counts, log).
 
-mod authority_support;
-
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use authority_support::*;
+use crate::kit::token::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};

@@ -1,11 +1,9 @@
 //! IMDS v1 token endpoint and the App Service endpoint over real loopback HTTP, plus faults and
 //! observation. Every refusal real IMDS makes is made here too.
 
-mod imds_support;
-
 use std::time::Duration;
 
-use imds_support::*;
+use crate::kit::imds::*;
 use popgate_authority::faults::{Endpoint, Fault};
 use popgate_authority::imds::ImdsSettings;
 

@@ -1,14 +1,12 @@
 //! IMDSv2 over real loopback HTTP: getplatformmetadata and issuecredential, with CSRs built by
 //! aws-lc-rs (RSA-2048 + PSS) and deliberately broken ones, each refused with a reason.
 
-mod imds_support;
-
 use std::time::Duration;
 
+use crate::kit::imds::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use der::Tag;
-use imds_support::*;
 use popgate_authority::faults::{Endpoint, Fault};
 use popgate_authority::imds::ImdsSettings;
 use popgate_authority::imds::backend::CuId;

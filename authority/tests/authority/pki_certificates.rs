@@ -1,12 +1,10 @@
 //! The PKI: CA generated or loaded (with clear errors), server certificates' SANs, app
 //! credentials, IMDS binding certificates, and the resource listener's mandatory client auth.
 
-mod authority_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use authority_support::*;
+use crate::kit::token::*;
 use popgate_authority::pki::{CaSource, PkiError, TOKEN_HOSTS};
 use popgate_authority::{Authority, AuthorityConfig, Pki};
 use rustls::pki_types::ServerName;

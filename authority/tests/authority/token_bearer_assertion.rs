@@ -1,8 +1,6 @@
 //! Certificate app, Bearer: a private_key_jwt `client_assertion` (jwt-bearer) at a `login.*` host.
 
-mod authority_support;
-
-use authority_support::*;
+use crate::kit::token::*;
 use jsonwebtoken::Algorithm;
 use popgate_authority::{App, AppCredential};
 use serde_json::json;

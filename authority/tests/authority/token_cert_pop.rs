@@ -1,9 +1,7 @@
 //! Certificate app, mTLS PoP (protocol.md §1): the registered certificate in TLS, `token_type=mtls_pop`,
 //! no client assertion, on a `[region.]mtlsauth.*` host only.
 
-mod authority_support;
-
-use authority_support::*;
+use crate::kit::token::*;
 
 #[tokio::test]
 async fn certificate_app_gets_a_pop_token_bound_to_its_certificate() {

@@ -3,9 +3,7 @@
 //! token, `jwt-pop` over mTLS with the leg-1 certificate; and the Bearer-leg-1 extension
 //! (`jwt-bearer` at `login.*`).
 
-mod authority_support;
-
-use authority_support::*;
+use crate::kit::token::*;
 use popgate_authority::claims::{Claims, Confirmation};
 use popgate_authority::directory::{DEFAULT_UAMI_CLIENT_ID, DEFAULT_UAMI_OBJECT_ID};
 use popgate_authority::{App, Authority, FederatedCredential};

@@ -1,11 +1,9 @@
 //! Managed identity token leg (IMDSv2, protocol.md §3 step 5): the IMDS-issued binding
 //! certificate in TLS, `client_id` = its CN, `token_type=mtls_pop`, on an mtlsauth host.
 
-mod authority_support;
-
 use std::time::{Duration, SystemTime};
 
-use authority_support::*;
+use crate::kit::token::*;
 use popgate_authority::directory::{
     DEFAULT_SAMI_CLIENT_ID, DEFAULT_UAMI_CLIENT_ID, DEFAULT_UAMI_OBJECT_ID,
 };

@@ -1,11 +1,9 @@
 //! The token endpoint's request rules that hold for every credential kind (method, media type,
 //! form keys, grant type, scope, SNI/Host), h2, discovery documents, faults and settings.
 
-mod authority_support;
-
 use std::time::Duration;
 
-use authority_support::*;
+use crate::kit::token::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;

@@ -1,9 +1,10 @@
 //! Test scaffolding shared by the IMDS tests: a small `ImdsBackend` (rcgen CA, `SigningKeys`
 //! tokens), a CSR builder able to produce good and deliberately bad CSRs, and a loopback HTTP client.
-#![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub use super::{TENANT, sorted_keys as keys_of, unix_now, vector};
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
@@ -30,7 +31,6 @@ use x509_cert::attr::{Attribute, AttributeTypeAndValue};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
-pub const TENANT: &str = "751a212b-4003-416e-b600-e1f48e40db9f";
 pub const SAMI_CLIENT: &str = "d3adb33f-c0de-ed0c-c0de-deadb33fc0d3";
 pub const SAMI_OBJECT: &str = "0b1ec7aa-0000-4000-8000-000000000001";
 pub const UAMI_CLIENT: &str = "6325cd32-9911-41f3-819c-416cdf9104e7";
@@ -41,13 +41,6 @@ pub const MTLS_ENDPOINT: &str = "https://127.0.0.1:4443";
 /// The backend refuses tokens for this resource, as ESTS does for an unknown principal.
 pub const UNKNOWN_RESOURCE: &str = "https://unknown.example";
 pub const TOKEN_LIFETIME: u64 = 3599;
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A VM with a SAMI (optional) and one UAMI.
 pub struct TestBackend {
@@ -283,25 +276,6 @@ pub async fn get(imds: &Imds, path_and_query: &str, headers: &[(&str, &str)]) ->
     send(imds, "GET", path_and_query, headers, None)
         .await
         .expect("the server answered")
-}
-
-/// The keys of a JSON object, sorted.
-pub fn keys_of(v: &serde_json::Value) -> Vec<String> {
-    let mut keys: Vec<String> = v
-        .as_object()
-        .expect("a JSON object")
-        .keys()
-        .cloned()
-        .collect();
-    keys.sort();
-    keys
-}
-
-/// A golden vector from tests/vectors (copied from the team reference shelf).
-pub fn vector(name: &str) -> serde_json::Value {
-    let path = format!("{}/../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 //! Shared helpers for the authority's integration tests: a real TLS client (rustls + hyper client
 //! conn) that dials the token listener on 127.0.0.1 with the SNI of a token host, optionally
 //! presenting a client certificate; assertion builders; vector loading.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+pub use super::{TENANT, sorted_keys, unix_now, vector};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -18,7 +19,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// Every test request is bounded in time: a hung authority fails the test instead of hanging it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub const TENANT: &str = "751a212b-4003-416e-b600-e1f48e40db9f";
 pub const LOGIN: &str = "login.microsoftonline.com";
 pub const MTLS: &str = "mtlsauth.microsoft.com";
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -327,13 +327,6 @@ pub fn pop_form<'a>(client_id: &'a str, scope: &'a str) -> Vec<(&'a str, &'a str
     ]
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// How a test assertion names its certificate.
 #[derive(Clone, Copy)]
 pub enum KeyRef {
@@ -399,22 +392,6 @@ pub fn claims_of(jwt: &str) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
-}
-
-/// A shared golden vector.
-pub fn vector(name: &str) -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/vectors")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-pub fn sorted_keys(v: &serde_json::Value) -> Vec<String> {
-    let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    keys
 }
 
 pub async fn start() -> Authority {
