@@ -2,68 +2,40 @@
 //! curl through it gets the resource's 200 with the token bound to the certificate presented; an
 //! unrouted host gets 403 and nothing reaches the resource; SIGTERM drains and exits 0.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
+use crate::kit::process::{Child, fields};
 use crate::kit::signed_tokens::*;
 
 /// Bound on waiting for the binary to start serving, and to exit after SIGTERM.
 const PROCESS_BOUND: Duration = Duration::from_secs(60);
 
-/// The running binary; killed (by its own pid) if the test ends early.
+/// The running binary (JSON log at info on stdout); killed if the test ends early.
 struct Popgate {
     child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Popgate {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The JSON log line's `fields`.
-fn fields(line: &str) -> Option<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("fields").cloned())
 }
 
 impl Popgate {
     fn start(config: &std::path::Path) -> Popgate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
+        command
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        // Drains the pipe for the child's whole life so its logging never blocks.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Popgate { child, lines }
+            .env("RUST_LOG", "info");
+        Popgate {
+            child: Child::spawn(command, false),
+        }
     }
 
     /// Reads log lines until `serving`; returns the listener address and every line read.
     fn wait_serving(&self) -> (SocketAddr, Vec<String>) {
+        let deadline = Instant::now() + PROCESS_BOUND;
         let mut seen = Vec::new();
         let mut addr = None;
         loop {
-            let line = self.lines.recv_timeout(PROCESS_BOUND).unwrap_or_else(|_| {
+            let line = self.child.next_line(deadline).unwrap_or_else(|| {
                 panic!("popgate never served; log so far:\n{}", seen.join("\n"))
             });
             if let Some(f) = fields(&line) {
@@ -80,21 +52,8 @@ impl Popgate {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = std::time::Instant::now() + PROCESS_BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "popgate did not exit after SIGTERM"
-            );
-            // The exit is a process event with no in-process signal to await; poll gently.
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child.signal("TERM");
+        self.child.wait_exit(PROCESS_BOUND)
     }
 }
 

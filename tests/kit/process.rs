@@ -3,11 +3,11 @@
 //! and keep-alive HTTP/1 clients. Only loopback addresses are used.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -110,15 +110,17 @@ pub fn fields(line: &str) -> Option<serde_json::Value> {
         .and_then(|v| v.get("fields").cloned())
 }
 
-/// The running binary; killed (by its own pid) if the test ends early.
-pub struct Popgate {
-    child: Child,
+/// A child process whose stdout lines arrive on a channel (read for its whole life, so its
+/// logging never blocks on a full pipe) and whose captured output is kept; killed (by its own pid)
+/// if the test ends early.
+pub struct Child {
+    child: std::process::Child,
     lines: mpsc::Receiver<String>,
-    /// Every line read so far.
-    pub log: Vec<String>,
+    output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for Popgate {
+impl Drop for Child {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -127,29 +129,115 @@ impl Drop for Popgate {
     }
 }
 
-impl Popgate {
-    pub fn start(config: &std::path::Path) -> Popgate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
+/// Copies every line of `from` into `output` (and to `tx` when given) until the pipe closes.
+fn copy_lines(
+    from: impl Read + Send + 'static,
+    output: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            output.lock().unwrap().push(line.clone());
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    })
+}
+
+impl Child {
+    /// Spawns `command` with stdout piped; stderr is captured too when `capture_stderr`, else
+    /// inherited.
+    pub fn spawn(mut command: Command, capture_stderr: bool) -> Child {
+        let stderr = if capture_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
-        // Drains the pipe for the child's whole life so its logging never blocks.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Popgate {
+        let mut readers = vec![copy_lines(
+            child.stdout.take().unwrap(),
+            Arc::clone(&output),
+            Some(tx),
+        )];
+        if let Some(stderr) = child.stderr.take() {
+            readers.push(copy_lines(stderr, Arc::clone(&output), None));
+        }
+        Child {
             child,
             lines,
+            output,
+            readers,
+        }
+    }
+
+    /// The next stdout line, waiting at most until `deadline`.
+    pub fn next_line(&self, deadline: Instant) -> Option<String> {
+        self.lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+
+    /// Everything captured so far (stdout, and stderr when captured), in arrival order.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, `INT`) to the child by its pid.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, failing the test after `bound`. Blocking.
+    pub fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "popgate did not exit");
+            // Process exit has no in-process signal to await; poll gently.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// After the exit: waits for the pipes to close and returns everything captured.
+    pub fn finish(&mut self) -> Vec<String> {
+        for reader in std::mem::take(&mut self.readers) {
+            reader.join().unwrap();
+        }
+        self.output()
+    }
+}
+
+/// The running `popgate run --config {config}` (JSON log at info on stdout, stderr inherited).
+pub struct Popgate {
+    child: Child,
+    /// Every line read so far.
+    pub log: Vec<String>,
+}
+
+impl Popgate {
+    pub fn start(config: &std::path::Path) -> Popgate {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info");
+        Popgate {
+            child: Child::spawn(command, false),
             log: Vec::new(),
         }
     }
@@ -162,8 +250,7 @@ impl Popgate {
     ) -> serde_json::Value {
         let deadline = Instant::now() + PROCESS_BOUND;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+            let line = self.child.next_line(deadline).unwrap_or_else(|| {
                 panic!(
                     "popgate never logged {what}; log so far:\n{}",
                     self.log.join("\n")
@@ -186,37 +273,20 @@ impl Popgate {
 
     /// Sends `signal` (`HUP`, `TERM`, `INT`) to the child by its pid.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(&pid)
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} failed");
+        self.child.signal(signal);
     }
 
     /// After the process exited: reads the rest of its log (bounded). Blocking.
     pub fn read_rest(&mut self) {
         let deadline = Instant::now() + PROCESS_BOUND;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Some(line) = self.child.next_line(deadline) {
             self.log.push(line);
         }
     }
 
     /// Waits (bounded) for the process to exit. Blocking.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + PROCESS_BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "popgate did not exit");
-            // Process exit has no in-process signal to await; poll gently.
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child.wait_exit(PROCESS_BOUND)
     }
 }
 

@@ -4,13 +4,12 @@
 //! every token the authority issued, every client assertion it received, the certificate app's
 //! private key (PEM lines, base64 DER) and the callers' query strings. None may appear.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kit::admin::*;
+use crate::kit::process::{Child, fields};
 use base64::Engine as _;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -18,49 +17,15 @@ use rustls::pki_types::pem::PemObject as _;
 /// Bound on the binary starting to serve, and on its exit after SIGTERM.
 const PROCESS_BOUND: Duration = Duration::from_secs(90);
 
-/// The running binary; killed (by its own pid) if the test ends early.
+/// The running binary, stdout and stderr captured; killed if the test ends early.
 struct Popgate {
     child: Child,
-    stdout_lines: mpsc::Receiver<String>,
-    output: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Popgate {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Copies every line of `from` into `output` (and to `tx` when given) for the child's whole life,
-/// so its logging never blocks on a full pipe.
-fn drain(
-    from: impl Read + Send + 'static,
-    output: Arc<Mutex<Vec<String>>>,
-    tx: Option<mpsc::Sender<String>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            output.lock().unwrap().push(line.clone());
-            if let Some(tx) = &tx {
-                let _ = tx.send(line);
-            }
-        }
-    })
-}
-
-fn fields(line: &str) -> Option<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("fields").cloned())
 }
 
 impl Popgate {
     fn start(config: &std::path::Path) -> Popgate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
+        command
             .args([
                 "run",
                 "--log-format",
@@ -74,22 +39,9 @@ impl Popgate {
             .env_remove("RUST_LOG")
             .env_remove("POPGATE_LOG")
             .env_remove("IDENTITY_ENDPOINT")
-            .env_remove("IDENTITY_HEADER")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (tx, stdout_lines) = mpsc::channel();
-        let readers = vec![
-            drain(child.stdout.take().unwrap(), Arc::clone(&output), Some(tx)),
-            drain(child.stderr.take().unwrap(), Arc::clone(&output), None),
-        ];
+            .env_remove("IDENTITY_HEADER");
         Popgate {
-            child,
-            stdout_lines,
-            output,
-            readers,
+            child: Child::spawn(command, true),
         }
     }
 
@@ -98,11 +50,10 @@ impl Popgate {
         let deadline = Instant::now() + PROCESS_BOUND;
         let mut proxy = None;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.stdout_lines.recv_timeout(left).unwrap_or_else(|_| {
+            let line = self.child.next_line(deadline).unwrap_or_else(|| {
                 panic!(
                     "popgate never served; output:\n{}",
-                    self.output.lock().unwrap().join("\n")
+                    self.child.output().join("\n")
                 )
             });
             let Some(f) = fields(&line) else { continue };
@@ -121,31 +72,10 @@ impl Popgate {
 
     /// SIGTERM, wait for the exit, then wait for both pipes to close; returns all output.
     fn terminate(mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + PROCESS_BOUND;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "popgate did not exit after SIGTERM"
-            );
-            // A process exit has no in-process signal to await; poll gently.
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        self.child.signal("TERM");
+        let status = self.child.wait_exit(PROCESS_BOUND);
         assert!(status.success(), "popgate exited with {status}");
-        for reader in std::mem::take(&mut self.readers) {
-            reader.join().unwrap();
-        }
-        self.output.lock().unwrap().clone()
+        self.child.finish()
     }
 }
 
