@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::kit::process::{Child, fields};
+use crate::kit::process::{Child, fields, run_command};
 use crate::kit::signed_tokens::*;
 
 /// Bound on waiting for the binary to start serving, and to exit after SIGTERM.
@@ -19,13 +19,8 @@ struct Popgate {
 
 impl Popgate {
     fn start(config: &std::path::Path) -> Popgate {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
-        command
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info");
         Popgate {
-            child: Child::spawn(command, false),
+            child: Child::spawn(run_command(config), false),
         }
     }
 

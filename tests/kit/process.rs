@@ -222,6 +222,16 @@ impl Child {
     }
 }
 
+/// `popgate run --config {config}` with `RUST_LOG=info` (its JSON log on stdout).
+pub fn run_command(config: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info");
+    command
+}
+
 /// The running `popgate run --config {config}` (JSON log at info on stdout, stderr inherited).
 pub struct Popgate {
     child: Child,
@@ -231,13 +241,8 @@ pub struct Popgate {
 
 impl Popgate {
     pub fn start(config: &std::path::Path) -> Popgate {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
-        command
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info");
         Popgate {
-            child: Child::spawn(command, false),
+            child: Child::spawn(run_command(config), false),
             log: Vec::new(),
         }
     }
