@@ -1,7 +1,6 @@
 //! Shared fixture for the ops tests: a routes.yaml with an admin listener and one route per flow
 //! against the local authority, a plain HTTP/1.1 client for the admin and proxy listeners, and a
 //! strict-enough reader of the Prometheus text format (through `prometheus-parse`).
-#![allow(dead_code)] // each test crate uses a different subset
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! (token endpoint, IMDS, token-verifying resource), a routes.yaml written to a temp dir and loaded
 //! by popgate's real config loader, `App::start_with` serving it, and a plain HTTP/1.1 caller that
 //! sends absolute-form requests to popgate's listener. Only loopback addresses are ever targets.
-#![allow(dead_code)] // each test crate uses a different subset
 
 use std::net::SocketAddr;
 use std::ops::Deref;

@@ -1,7 +1,6 @@
 //! Shared fixture for the config tests: a temp dir with real certificate/key/token files and a
 //! loader with a fixed environment. Each test writes a complete routes.yaml so positions in its
 //! expected errors can be read off the text.
-#![allow(dead_code)] // each test crate uses a different subset
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! Shared fixture for the credential-engine source tests: a real local authority on loopback, a
 //! routes.yaml written for it and loaded through popgate's real config loader and factory, and a
 //! small rustls client that presents a token to the authority's resource server.
-#![allow(dead_code)] // each test crate uses a different subset
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +28,6 @@ pub use popgate_authority::directory::{
     DEFAULT_SAMI_CLIENT_ID, DEFAULT_TENANT_ID as TENANT, DEFAULT_UAMI_CLIENT_ID,
     DEFAULT_UAMI_OBJECT_ID, DEFAULT_UAMI_RESOURCE_ID,
 };
-#[allow(unused_imports)]
 pub use popgate_authority::faults::{Endpoint, Fault};
 
 /// Every test call is bounded: a hung peer fails the test instead of hanging it.

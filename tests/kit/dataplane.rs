@@ -1,6 +1,5 @@
 //! Shared test helpers: a test PKI (rcgen), an mTLS upstream that records what it saw, popgate
 //! started in-process, and small HTTP clients. Only loopback addresses are used.
-#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

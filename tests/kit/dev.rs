@@ -1,5 +1,4 @@
 //! Running the real `popgate dev` binary with a bound on its run time, and reading its table.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

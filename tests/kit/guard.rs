@@ -1,7 +1,6 @@
 //! Helpers for the guard tests: popgate started in-process with route policies and any mix of
 //! plain, mTLS and Unix-socket listeners; caller certificates with SANs; a redirecting upstream;
 //! a log capture. Only loopback addresses and temp-dir sockets are used.
-#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! Helpers for the reload and drain tests: the local authority with a certificate app, a
 //! routes.yaml written for it, the real `popgate run` binary with its JSON log read line by line,
 //! and keep-alive HTTP/1 clients. Only loopback addresses are used.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

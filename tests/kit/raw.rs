@@ -1,6 +1,5 @@
 //! Helpers for the hardening tests: popgate in front of a counting upstream, tuned limits, and
 //! raw-socket exchanges that report whether popgate closed the connection.
-#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -12,7 +12,6 @@
 //!   token existed).
 //!
 //! Only loopback addresses are used.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! Helpers for the driver and `popgate run` tests: the local authority (token-verifying resource),
 //! static tokens signed with its keys and bound to a certificate it issued, a routes.yaml in a temp
 //! directory, and requests through popgate. Only loopback addresses are used.
-#![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
