@@ -1,10 +1,10 @@
 //! Running the real `popgate dev` binary with a bound on its run time, and reading its table.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use super::process::output_within;
 pub use super::repo_root;
 
 /// Bound on one `popgate dev --once` run: every route's first token plus its probe, on a loaded
@@ -14,32 +14,16 @@ pub const RUN_BOUND: Duration = Duration::from_secs(240);
 /// Runs `popgate dev --once --listen 127.0.0.1:0 --config {config}` plus `extra` from the repo
 /// root; kills it (by its own pid) if it outlives [`RUN_BOUND`].
 pub fn run_dev_once(config: &Path, extra: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_popgate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
+    command
         .current_dir(repo_root())
         .args(["dev", "--once", "--config"])
         .arg(config)
         .args(extra)
         .env_remove("IDENTITY_ENDPOINT")
         .env_remove("IDENTITY_HEADER")
-        .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("popgate binary runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(RUN_BOUND) {
-        Ok(out) => out.expect("popgate dev output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("popgate dev --once did not finish within {RUN_BOUND:?}");
-        }
-    }
+        .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST");
+    output_within(command, RUN_BOUND)
 }
 
 /// Like [`run_dev_once`] with `--listen 127.0.0.1:0`.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,31 @@ impl Child {
             reader.join().unwrap();
         }
         self.output()
+    }
+}
+
+/// Runs `command` to completion with stdout and stderr captured; kills it (by its own pid) and
+/// fails the test if it outlives `bound`.
+pub fn output_within(mut command: Command, bound: Duration) -> Output {
+    let what = format!("{:?}", command.get_args().collect::<Vec<_>>());
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("popgate binary runs");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => out.expect("popgate output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("popgate {what} did not finish within {bound:?}");
+        }
     }
 }
 

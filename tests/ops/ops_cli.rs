@@ -2,11 +2,12 @@
 //! naming where it came from, before anything starts; an unknown format is refused by the CLI;
 //! `--log-format human` writes human lines, not JSON.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::kit::admin::*;
 use crate::kit::credentials::start;
+use crate::kit::process::output_within;
 
 /// Bound on a `popgate run` that must exit on its own.
 const EXIT_BOUND: Duration = Duration::from_secs(60);
@@ -17,23 +18,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .env_remove("RUST_LOG")
-        .env_remove("POPGATE_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("POPGATE_LOG");
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + EXIT_BOUND;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("popgate {args:?} did not exit");
-        }
-        // A process exit has no in-process signal to await; poll gently.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    output_within(command, EXIT_BOUND)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
