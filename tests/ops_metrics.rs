@@ -2,6 +2,8 @@
 //! authority with one route per flow: the scrape parses with a real Prometheus text parser, the
 //! families and labels exist and move with traffic, histograms have buckets, and nothing a caller
 //! sends (paths, hosts, methods) becomes a label value.
+//! Alone in its own test binary: it asserts exact values of the process-wide counters, which
+//! another test in the same process would move.
 
 #[path = "kit/mod.rs"]
 mod kit;

@@ -1,5 +1,11 @@
 //! The test kit: every test binary under `tests/` declares it (`#[path = "../kit/mod.rs"] mod kit;`)
 //! and uses the parts it needs. Only loopback addresses and temp directories are ever used.
+//!
+//! One binary per layer (`tests/<layer>/main.rs` declares its test files as modules), so the TLS
+//! stack is linked a dozen times, not fifty. A test that reads process-wide state gets a binary
+//! of its own: `tests/dataplane_streaming.rs` (the process's peak RSS) and `tests/ops_metrics.rs`
+//! (exact values of the global metrics counters). Tests in one binary share a process: none may
+//! set environment variables or install a global tracing subscriber or crypto provider.
 #![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
 
 /// popgate started in-process (`App`) with an admin listener; `/metrics` and `/readyz` readers.
