@@ -29,7 +29,7 @@ pub const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Environment variables that would send managed identities to App Service instead of the local
 /// authority's IMDS (read once by the engine).
-const APP_SERVICE_ENV: [&str; 2] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"];
+pub const APP_SERVICE_ENV: [&str; 2] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"];
 
 /// How to run `popgate dev`.
 #[derive(Clone, Debug, Default)]
