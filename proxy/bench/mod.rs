@@ -67,6 +67,9 @@ pub enum BenchError {
     /// popgate or the local authority could not be set up.
     #[error(transparent)]
     Setup(#[from] SetupFailure),
+    /// Ctrl-C (or SIGTERM) came before the load started: there are no figures.
+    #[error("interrupted before the load started")]
+    Interrupted,
     /// The results could not be written.
     #[error("cannot write the results: {0}")]
     Output(#[from] std::io::Error),
@@ -111,7 +114,13 @@ pub async fn run(
         .map(|t| t.route.as_str());
     let plan = Plan::new(&options.load, remote)?;
     let names: Vec<&str> = targets.iter().map(|t| t.route.as_str()).collect();
-    let env = setup::start(config, &options.against, &names).await?;
+    // Polled from here on, so that Ctrl-C during the set-up (the first tokens can take seconds)
+    // is handled too.
+    tokio::pin!(stop);
+    let env = tokio::select! {
+        env = setup::start(config, &options.against, &names) => env?,
+        () = &mut stop => return Err(BenchError::Interrupted),
+    };
     let in_process = env.app.is_some();
     tracing::info!(listener = %env.listener, routes = targets.len(), "bench load starting");
 
@@ -139,7 +148,7 @@ pub async fn run(
     tokio::pin!(load);
     let interrupted = tokio::select! {
         () = &mut load => false,
-        () = stop => {
+        () = &mut stop => {
             let _ = stop_tx.send(true);
             load.await;
             true
