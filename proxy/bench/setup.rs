@@ -5,9 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::app::{App, RunError};
 use crate::config::model::{Config, Listener};
-use crate::dev::local_authority::{self, LocalAuthority, SetupError};
-use crate::dev::rewrite::{self, RewriteError};
-use crate::dev::{APP_SERVICE_ENV, READY_WAIT};
+use crate::dev::local_authority::LocalAuthority;
+use crate::dev::{DevError, READY_WAIT, prepare};
 
 use super::BenchError;
 
@@ -36,17 +35,14 @@ impl Against {
 /// Why the bench's popgate could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupFailure {
-    #[error(
-        "{0} is set: managed identities would use App Service instead of the local authority's IMDS; unset IDENTITY_ENDPOINT and IDENTITY_HEADER for --dev"
-    )]
-    AppServiceEnv(&'static str),
+    /// The local authority could not be set up (`--dev`).
     #[error(transparent)]
-    Authority(#[from] SetupError),
-    #[error(transparent)]
-    Rewrite(#[from] RewriteError),
+    Dev(#[from] DevError),
+    /// popgate itself did not start.
     #[error("popgate cannot start: {0}")]
     Start(#[from] RunError),
-    #[error("popgate started without its bench listener (a bug)")]
+    /// popgate started without the one listener the bench gave it (a bug, never a config).
+    #[error("popgate started without its bench listener")]
     NoListener,
 }
 
@@ -101,16 +97,9 @@ pub async fn start(
         }
         Against::Config => None,
         Against::Dev => {
-            if let Some(var) = APP_SERVICE_ENV
-                .into_iter()
-                .find(|v| std::env::var_os(v).is_some())
-            {
-                return Err(SetupFailure::AppServiceEnv(var).into());
-            }
-            let local = local_authority::start(&config)
+            let (local, _) = prepare(&mut config, None)
                 .await
                 .map_err(SetupFailure::from)?;
-            rewrite::point_at_authority(&mut config, &local, None).map_err(SetupFailure::from)?;
             Some(local)
         }
     };
