@@ -21,8 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use popgate_authority::faults::Endpoint;
-
 use crate::config::Config;
 
 use plan::{Load, LoadFlags, Plan};
@@ -30,7 +28,7 @@ use popgate_side::Snapshot;
 use record::Recorder;
 use schedule::Schedule;
 use setup::{Against, SetupFailure};
-use summary::{AuthorityCounts, Summary};
+use summary::Summary;
 
 /// Exit status for bad input (as clap and `popgate check` use).
 pub const EXIT_USAGE: u8 = 2;
@@ -130,11 +128,75 @@ pub async fn run(
         .iter()
         .map(|_| Arc::new(Recorder::new(t0)))
         .collect();
+    let ran = drive(&targets, &recorders, &env, plan, schedule, stop).await;
+    let elapsed = ran
+        .finished
+        .saturating_duration_since(schedule.measure_start);
+    let end = in_process.then(Snapshot::take);
+    // Stopped before the measured phase: nothing was measured, so nothing to subtract.
+    let before = ran.before.unwrap_or_default();
+    let routes = targets
+        .iter()
+        .zip(&recorders)
+        .map(|(t, rec)| {
+            let sums = end.as_ref().map(|e| e.route_since(&before, &t.route));
+            summary::route(t, &rec.snapshot(), elapsed, options.started, sums)
+        })
+        .collect();
+    let result = Summary {
+        mode: match plan.load {
+            Load::Closed => "closed",
+            Load::Rate(_) => "rate",
+        },
+        against: options.against.label(),
+        rate_per_route: match plan.load {
+            Load::Rate(r) => Some(r),
+            Load::Closed => None,
+        },
+        concurrency: plan.concurrency,
+        ramp_s: plan.ramp.as_secs_f64(),
+        warmup_s: plan.warmup.as_secs_f64(),
+        elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        interrupted: ran.interrupted,
+        routes,
+        popgate: end.as_ref().map(summary::proxy),
+        marks: ran.marks,
+        authority: env.authority_counts(),
+    };
+    env.stop().await;
+    let measure_start_s = (schedule.measure_start - t0).as_secs_f64();
+    write_results(&result, &options, out, measure_start_s)?;
+    Ok(result)
+}
+
+/// How the load phase went.
+struct Ran {
+    /// When the last connection finished.
+    finished: Instant,
+    /// Ctrl-C ended it.
+    interrupted: bool,
+    /// Token refreshes and rotations during it.
+    marks: Vec<summary::Mark>,
+    /// popgate's metrics when the measured phase started (in-process popgate only).
+    before: Option<Snapshot>,
+}
+
+/// Applies the load with the progress line and the marks watcher running beside it, until the
+/// load ends or `stop` resolves.
+async fn drive(
+    targets: &[target::Target],
+    recorders: &[Arc<Recorder>],
+    env: &setup::Env,
+    plan: Plan,
+    schedule: Schedule,
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Ran {
+    let in_process = env.app.is_some();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch::run(
         targets.iter().map(|t| t.route.clone()).collect(),
-        recorders.clone(),
-        t0,
+        recorders.to_vec(),
+        schedule.t0,
         schedule.measure_start,
         in_process,
         stop_rx.clone(),
@@ -144,7 +206,7 @@ pub async fn run(
         tokio::time::sleep_until(measure_start.into()).await;
         in_process.then(Snapshot::take)
     });
-    let load = load::run(&targets, &recorders, env.listener, plan, schedule, &stop_rx);
+    let load = load::run(targets, recorders, env.listener, plan, schedule, &stop_rx);
     tokio::pin!(load);
     let interrupted = tokio::select! {
         () = &mut load => false,
@@ -157,62 +219,18 @@ pub async fn run(
     let finished = Instant::now();
     let _ = stop_tx.send(true);
     let marks = watcher.await.unwrap_or_default();
-    // Interrupted before the measured phase: nothing to subtract, the whole run is "before".
     let before = if before.is_finished() {
         before.await.ok().flatten()
     } else {
         before.abort();
         None
     };
-    let end = in_process.then(Snapshot::take);
-    let elapsed = finished.saturating_duration_since(measure_start);
-
-    let routes = targets
-        .iter()
-        .zip(&recorders)
-        .map(|(t, rec)| {
-            let sums = end
-                .as_ref()
-                .map(|e| e.route_since(before.as_ref().unwrap_or(&Snapshot::default()), &t.route));
-            summary::route(t, &rec.snapshot(), elapsed, options.started, sums)
-        })
-        .collect();
-    let authority = env.local.as_ref().map(|local| {
-        let seen = local.authority.observations();
-        AuthorityCounts {
-            resource_requests: seen.count(Endpoint::Resource),
-            token_requests: seen.count(Endpoint::Token),
-            token_ok: seen.successes(Endpoint::Token),
-            imds_requests: seen.count(Endpoint::ImdsV1Token)
-                + seen.count(Endpoint::ImdsPlatformMetadata)
-                + seen.count(Endpoint::ImdsIssueCredential)
-                + seen.count(Endpoint::AppService),
-        }
-    });
-    let result = Summary {
-        mode: if matches!(plan.load, Load::Closed) {
-            "closed"
-        } else {
-            "rate"
-        },
-        against: options.against.label(),
-        rate_per_route: match plan.load {
-            Load::Rate(r) => Some(r),
-            Load::Closed => None,
-        },
-        concurrency: plan.concurrency,
-        ramp_s: plan.ramp.as_secs_f64(),
-        warmup_s: plan.warmup.as_secs_f64(),
-        elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+    Ran {
+        finished,
         interrupted,
-        routes,
-        popgate: end.as_ref().map(summary::proxy),
         marks,
-        authority,
-    };
-    env.stop().await;
-    write_results(&result, &options, out, (measure_start - t0).as_secs_f64())?;
-    Ok(result)
+        before,
+    }
 }
 
 fn write_results(

@@ -8,7 +8,10 @@ use crate::config::model::{Config, Listener};
 use crate::dev::local_authority::LocalAuthority;
 use crate::dev::{DevError, READY_WAIT, prepare};
 
+use popgate_authority::faults::Endpoint;
+
 use super::BenchError;
+use super::summary::AuthorityCounts;
 
 /// Where the requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,25 @@ pub struct Env {
 }
 
 impl Env {
+    /// What the local authority counted (`--dev`).
+    pub fn authority_counts(&self) -> Option<AuthorityCounts> {
+        let seen = self.local.as_ref()?.authority.observations();
+        Some(AuthorityCounts {
+            resource_requests: seen.count(Endpoint::Resource),
+            token_requests: seen.count(Endpoint::Token),
+            token_ok: seen.successes(Endpoint::Token),
+            imds_requests: [
+                Endpoint::ImdsV1Token,
+                Endpoint::ImdsPlatformMetadata,
+                Endpoint::ImdsIssueCredential,
+                Endpoint::AppService,
+            ]
+            .into_iter()
+            .map(|e| seen.count(e))
+            .sum(),
+        })
+    }
+
     /// Stops what was started.
     pub async fn stop(self) {
         if let Some(app) = self.app {

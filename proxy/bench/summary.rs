@@ -32,7 +32,7 @@ fn ms(us: f64) -> f64 {
 
 impl Latency {
     /// Figures of `h` (zeros when empty).
-    pub fn of(h: &Histogram<u64>) -> Latency {
+    pub fn of<T: hdrhistogram::Counter>(h: &Histogram<T>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
