@@ -3,6 +3,7 @@
 
 mod bench_support;
 
+use std::io::{BufRead as _, BufReader};
 use std::time::Duration;
 
 use bench_support::*;
@@ -77,7 +78,7 @@ fn bad_input_is_named_and_exits_2() {
 
 #[test]
 fn ctrl_c_stops_the_run_and_still_prints_the_figures() {
-    let child = bench_command(&[
+    let mut child = bench_command(&[
         "--dev",
         "--route",
         "graph",
@@ -86,24 +87,45 @@ fn ctrl_c_stops_the_run_and_still_prints_the_figures() {
         "--duration",
         "60s",
         "--json",
+        "--log-level",
+        "info",
     ])
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("popgate starts");
-    // Long enough for the local authority, the first token and some requests in a debug build.
-    std::thread::sleep(Duration::from_secs(4));
+    // Wait for the load to start (set-up takes seconds in a debug build on a busy machine), then
+    // let some requests through.
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("bench load starting") {
+                let _ = started_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the load started");
+    std::thread::sleep(Duration::from_secs(1));
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let started = std::time::Instant::now();
+    let stopped = std::time::Instant::now();
     let out = child.wait_with_output().expect("popgate exits");
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        stopped.elapsed() < Duration::from_secs(30),
         "stopped promptly"
     );
+    let log = reader.join().expect("stderr read");
+    assert!(!log.contains("eyJ"), "a JWT in the log:\n{log}");
     let json = json_of(&out);
     assert_eq!(json["interrupted"], true, "{json}");
     let r = route(&json, "graph");
