@@ -62,7 +62,7 @@ timeouts: {connect: 2s, idle: 2m}
     assert_eq!(cfg.timeouts.idle, Duration::from_secs(120));
     assert_eq!(
         cfg.timeouts.request,
-        popgate::config::DEFAULT_REQUEST_TIMEOUT
+        popgate::config::limits::DEFAULT_REQUEST_TIMEOUT
     );
     assert_eq!(cfg.routes[0].timeouts, cfg.timeouts);
 }

@@ -62,7 +62,10 @@ fn a_valid_route_set_loads_with_defaults_and_normalization() {
     );
     assert_eq!(b.acquire, Acquire::Lazy);
     assert_eq!(b.timeouts.request, std::time::Duration::from_millis(500));
-    assert_eq!(b.timeouts.connect, popgate::config::DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(
+        b.timeouts.connect,
+        popgate::config::limits::DEFAULT_CONNECT_TIMEOUT
+    );
 }
 
 #[test]

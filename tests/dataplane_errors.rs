@@ -250,8 +250,7 @@ async fn swapping_the_table_takes_effect_on_the_next_request() {
     let table = popgate::route::table::RouteTable::new(vec![(
         route("graph", Some(GRAPH), None),
         std::sync::Arc::new(slot),
-    )])
-    .unwrap();
+    )]);
     proxy.table.store(std::sync::Arc::new(table));
     assert_eq!(
         h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(),

@@ -44,7 +44,7 @@ async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
     let token = pop_token(dir.path(), &binding, "m");
     let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
     let slot = RouteSlot::with_snapshot("graph", Snapshot::build(&token, &settings, 1).unwrap());
-    let table = RouteTable::new(vec![(route("graph", Some(GRAPH), None), Arc::new(slot))]).unwrap();
+    let table = RouteTable::new(vec![(route("graph", Some(GRAPH), None), Arc::new(slot))]);
     let (chain, key) = pki.server_cert(&["popgate.local"]);
     let tls = server_tls_config(chain, key, Some(pki.roots())).unwrap();
     let handle = Proxy::start(
@@ -140,7 +140,7 @@ async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
 async fn binding_the_same_address_twice_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![]).unwrap()));
+    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![])));
     let err = Proxy::start(
         vec![ListenerSpec { addr, tls: None }],
         table,

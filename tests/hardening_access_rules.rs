@@ -275,7 +275,7 @@ async fn a_stale_socket_is_replaced_but_a_regular_file_is_not() {
     let file = env.dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();
     let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        popgate::route::table::RouteTable::new(Vec::new()).unwrap(),
+        popgate::route::table::RouteTable::new(Vec::new()),
     ));
     let err = popgate::dataplane::Proxy::start_with_unix(
         vec![],
@@ -299,7 +299,7 @@ async fn a_new_policy_on_a_live_slot_applies_to_the_next_request() {
         "swap", snapshot,
     ));
     let table = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-        popgate::route::table::RouteTable::new(vec![(spec, std::sync::Arc::clone(&slot))]).unwrap(),
+        popgate::route::table::RouteTable::new(vec![(spec, std::sync::Arc::clone(&slot))]),
     ));
     let proxy = popgate::dataplane::Proxy::start(
         vec![plain_listener()],

@@ -180,10 +180,11 @@ async fn redirects_are_passed_back_not_followed() {
 
 #[test]
 fn a_route_can_only_point_at_an_https_upstream() {
-    let mut spec = route("plain", Some("a.example"), None);
-    spec.upstream = Some("http://a.example".parse().unwrap());
-    let err = popgate::route::table::RouteTable::new(vec![(spec, ())]).unwrap_err();
-    assert!(err.to_string().contains("https://"), "{err}");
+    // A route's upstream is a validated `config::Upstream`; an http:// one cannot be built.
+    let err = "http://a.example"
+        .parse::<popgate::config::Upstream>()
+        .unwrap_err();
+    assert!(err.contains("must use https"), "{err}");
 }
 
 /// A body of unknown length (sent chunked): `total` bytes in 16 KiB chunks.

@@ -20,13 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::config::limits::MAX_ADMIN_CONNECTIONS;
 use crate::route::slot::RouteSlot;
 use crate::route::status::RouteStatus;
 use scrape::ScrapeSources;
-
-/// At most this many admin connections at once: probes and one or two scrapers need a handful;
-/// a bound keeps a misbehaving client from holding many sockets.
-pub const MAX_ADMIN_CONNECTIONS: usize = 32;
 
 /// A client must send its request head within this long (probes send it at once).
 pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -33,10 +33,6 @@ pub type DataplaneTable = RouteTable<Arc<RouteSlot>>;
 /// The body popgate answers with: the upstream's streamed body, or its own JSON.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Default bound from sending a request upstream to receiving its response head: long enough for
-/// slow APIs (Graph batch calls), short enough that a hung upstream frees the caller within a minute.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Forwards requests using the current route table. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct Forwarder {

@@ -23,35 +23,15 @@ use tokio_rustls::TlsAcceptor;
 
 use super::forward::Forwarder;
 use super::framing_guard::FramingGuard;
-use super::limits::{MIN_MAX_HEADER_BYTES, RequestLimits, check_request};
+use super::limits::{RequestLimits, check_request};
 use crate::access::{Caller, CallerCert};
+use crate::config::limits::{
+    DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+    DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_TLS_HANDSHAKE_TIMEOUT, MIN_MAX_HEADER_BYTES,
+};
 
-/// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
-pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time a caller's HTTP/1 connection may take to send a request head. hyper starts this
-/// clock when the connection is ready for the next head, so it also closes idle keep-alive
-/// connections. 30 s (hyper's default) outlasts any honest client's pause between requests on a
-/// pooled connection, yet stops a slowloris client trickling one header byte at a time.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default cap on open caller connections per listener: a node's legacy apps hold tens to a few
-/// hundred; 1024 leaves room for upstream sockets within the usual 65536 file-descriptor limit.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
-/// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
-/// minimum and what nginx allows.
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Default streams a caller may reset before popgate accepted them (HTTP/2 rapid reset,
-/// CVE-2023-44487) before the connection gets GOAWAY: the h2 crate's default, which no honest
-/// client reaches.
-pub const DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
-/// Default streams popgate may reset for protocol errors caused by the caller before it sends
-/// GOAWAY (the "MadeYouReset" variant): hyper's default.
-pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Default interval of HTTP/2 PING keep-alives on an idle caller connection, to find callers
-/// that vanished without closing.
-pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// Default time a caller has to answer a PING before its connection is closed.
-pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
 /// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
 /// configured cap differs.

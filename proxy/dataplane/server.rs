@@ -12,11 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::{DEFAULT_REQUEST_TIMEOUT, DataplaneTable, Forwarder};
+use super::forward::{DataplaneTable, Forwarder};
 use super::listener::{AcceptContext, ConnectionSettings, accept_loop};
 use super::unix_listener::{self, UnixListenerSpec};
 
 pub use crate::config::limits::DEFAULT_DRAIN_TIMEOUT;
+use crate::config::limits::DEFAULT_REQUEST_TIMEOUT;
 
 /// One listening socket.
 #[derive(Clone, Debug)]

@@ -13,10 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
-/// Request bodies up to this size are read ahead and kept, so the request can be replayed once
-/// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
-/// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+pub use crate::config::limits::MAX_REPLAY_BODY;
 
 /// How long to read ahead for a body of unknown length before streaming what arrived: a caller
 /// that sends slowly or waits for the response before sending more must never stall on us.

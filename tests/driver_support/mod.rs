@@ -250,14 +250,13 @@ pub async fn serve_graph(slot: Arc<RouteSlot>) -> (ProxyHandle, SocketAddr) {
     let table = RouteTable::new(vec![(
         RouteSpec {
             name: "graph".into(),
-            host: Some(GRAPH.into()),
+            host: Some(GRAPH.parse().unwrap()),
             path_prefix: None,
             strip_prefix: false,
             upstream: None,
         },
         slot,
-    )])
-    .unwrap();
+    )]);
     let proxy = Proxy::start(
         vec![ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),

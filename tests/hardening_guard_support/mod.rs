@@ -145,7 +145,7 @@ pub async fn start_guarded(
         let slot = RouteSlot::with_snapshot(spec.name.as_str(), snapshot).with_policy(policy);
         compiled.push((spec, Arc::new(slot)));
     }
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled).unwrap()));
+    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled)));
     Proxy::start_with_unix(listeners, unix, table, ProxySettings::default())
         .await
         .unwrap()

@@ -535,7 +535,7 @@ pub struct TestProxy {
 pub fn route(name: &str, host: Option<&str>, prefix: Option<&str>) -> RouteSpec {
     RouteSpec {
         name: name.into(),
-        host: host.map(Into::into),
+        host: host.map(|h| h.parse().unwrap()),
         path_prefix: prefix.map(Into::into),
         strip_prefix: false,
         upstream: None,
@@ -559,7 +559,7 @@ pub async fn start_proxy(
         };
         compiled.push((spec, Arc::new(slot)));
     }
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled).unwrap()));
+    let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(compiled)));
     let handle = Proxy::start(
         vec![ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),
