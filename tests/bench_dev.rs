@@ -89,6 +89,10 @@ fn pop_and_bearer_side_by_side_match_the_authority_counts() {
             "p99 and p50 lines of {name}"
         );
     }
+    assert!(
+        html.contains("measured from here"),
+        "the warm-up's end is marked"
+    );
     let open = r#"<script type="application/json" id="popgate-bench">"#;
     let start = html.find(open).expect("embedded data") + open.len();
     let len = html[start..].find("</script>").expect("data ends");

@@ -20,6 +20,9 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 50.0;
+/// Spacing of the time axis' labels, seconds: the first giving at most [`MAX_X_TICKS`] labels.
+const X_STEPS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0];
+const MAX_X_TICKS: f64 = 12.0;
 /// One colour per route, cycling (the bench allows 16 routes; 8 colours stay distinguishable).
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
@@ -72,6 +75,21 @@ pub fn svg(s: &Summary, measure_start_s: f64) -> String {
             y(v) + 4.0,
             y = y(v)
         );
+    }
+    let step = X_STEPS
+        .iter()
+        .copied()
+        .find(|s| t_max / s <= MAX_X_TICKS)
+        .unwrap_or(600.0);
+    let mut tick = 0.0;
+    while tick <= t_max {
+        let _ = write!(
+            o,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{tick}</text>"#,
+            x(tick),
+            HEIGHT - BOTTOM + 16.0
+        );
+        tick += step;
     }
     let _ = write!(
         o,
