@@ -18,3 +18,8 @@ pub mod admin;
 pub mod app;
 #[cfg(feature = "dev")]
 pub mod dev;
+
+// Above every layer: the benchmark drives the whole product. It reuses `dev`'s route targets and
+// its local authority, so it comes with the `dev` feature.
+#[cfg(feature = "dev")]
+pub mod bench;
