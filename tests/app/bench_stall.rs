@@ -4,12 +4,10 @@
 //! behind the stalled one are timed from when they were due. A tool timing from the actual send
 //! would show one slow request in 150, far beyond p99.
 
-mod bench_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bench_support::*;
+use crate::kit::bench::*;
 use popgate_authority::faults::{Endpoint, Fault};
 
 /// The stall the resource server injects once.

@@ -3,9 +3,7 @@
 //! counted, every token popgate requested is one the authority issued, and the report is one
 //! self-contained file whose plot has both routes and whose embedded JSON parses.
 
-mod bench_support;
-
-use bench_support::*;
+use crate::kit::bench::*;
 
 /// Requests a second per route: small enough for a shared CI machine, enough for a percentile.
 const RATE: u64 = 40;

@@ -1,12 +1,10 @@
 //! `popgate bench` refuses bad input with one clear line and exit 2 before it starts anything, and
 //! Ctrl-C (SIGINT) ends a run early with the figures so far.
 
-mod bench_support;
-
 use std::io::{BufRead as _, BufReader};
 use std::time::Duration;
 
-use bench_support::*;
+use crate::kit::bench::*;
 
 /// Exit 2, nothing on stdout, and stderr names `what`.
 fn refused(args: &[&str], what: &[&str]) {

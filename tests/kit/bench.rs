@@ -1,13 +1,9 @@
 //! Running the real `popgate bench` binary and reading its JSON.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
-/// The repository's root (the shipped routes.yaml and its demo credentials).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::repo_root;
+use std::process::{Command, Output, Stdio};
 
 /// The shipped routes.yaml.
 pub fn shipped_config() -> PathBuf {
