@@ -47,10 +47,16 @@ for name in order:
             if target in rank and rank[target] > rank[name]:
                 bad.append(f"{os.path.relpath(path)}: {name} (layer {rank[name]}) uses crate::{target} (layer {rank[target]}, higher)")
 
+# The binary's own modules (declared in main.rs) sit above every layer.
+main_rs = os.path.join(root, "main.rs")
+binary_mods = set()
+if os.path.isfile(main_rs):
+    binary_mods = set(re.findall(r"^\s*mod\s+([a-z_][a-z0-9_]*)\s*;", open(main_rs, encoding="utf-8").read(), re.M))
 unlisted = sorted(
     n[:-3] if n.endswith(".rs") else n
     for n in os.listdir(root)
-    if n not in ("lib.rs", "main.rs", "cli.rs")
+    if n not in ("lib.rs", "main.rs")
+    and (n[:-3] if n.endswith(".rs") else n) not in binary_mods
     and (n.endswith(".rs") or os.path.isdir(os.path.join(root, n)))
     and (n[:-3] if n.endswith(".rs") else n) not in rank
 )

@@ -3,17 +3,17 @@
 
 // Layers, lowest first; a module imports only from modules above it in this list
 // (.ci/module_layers.py checks it):
-pub mod access;
-pub mod admin;
-pub mod app;
 pub mod certs;
-pub mod config;
-pub mod dataplane;
-pub mod dev;
-pub mod engine;
 pub mod identity;
+pub mod access;
+pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod route;
+pub mod engine;
 pub mod shutdown;
+pub mod dataplane;
+pub mod admin;
+pub mod app;
+pub mod dev;

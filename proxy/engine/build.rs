@@ -21,16 +21,19 @@ use crate::net::token_transport::{Transport, TransportSettings};
 use crate::net::upstream_tls::ExtraRoots;
 
 use super::cache::TokenCache;
+use super::cached::Cached;
 use super::credential::{Credential, CredentialLabels, EngineError};
 use super::schedule::RefreshPolicy;
-use super::sources::cert_app::{CertAppCredential, CertAppSettings};
+use super::sources::cert_app::{CertAppSettings, CertAppSource};
 use super::sources::cert_watch::{DEFAULT_CERT_POLL_INTERVAL, WatchedCert};
-use super::sources::fic::FicCredential;
-use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearer};
-use super::sources::managed_identity_pop::{ImdsV2Identity, ManagedIdentityPop};
+use super::sources::fic::FicSource;
+use super::sources::imds_v2_binding::ImdsV2Identity;
+use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearerSource};
+use super::sources::managed_identity_pop::ManagedIdentityPopSource;
 use super::sources::retry::RetryTiming;
 use super::sources::static_file::StaticCredential;
-use super::sources::workload_identity::WorkloadIdentityCredential;
+use super::sources::workload_identity::WorkloadIdentitySource;
+use super::token_source::TokenSource;
 
 /// What every source shares. One cache for all sources: keys carry the identity, scope, type and
 /// binding, so sources never collide, and one place holds every entry (metrics, `forget_identity`).
@@ -245,6 +248,11 @@ fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
 }
 
 impl Factory<'_> {
+    /// `source` behind the shared token cache: the credential routes use.
+    fn cached<S: TokenSource>(&self, source: S) -> Arc<dyn Credential> {
+        Arc::new(Cached::new(source, Arc::clone(&self.deps.cache)))
+    }
+
     /// The previous set, when every identity in `names` is defined the same way in it as now.
     fn carried(&self, names: &[&str]) -> Option<&CredentialSet> {
         let previous = self.previous?;
@@ -337,7 +345,9 @@ impl Factory<'_> {
                         )
                     })
                     .clone();
-                Arc::new(ManagedIdentityPop::new(labels, shared, resource).map_err(msg)?)
+                self.cached(
+                    ManagedIdentityPopSource::new(labels, shared, resource, deps).map_err(msg)?,
+                )
             }
             (Identity::ManagedIdentity(mi), TokenType::Bearer) => {
                 let endpoint = match &deps.app_service {
@@ -353,8 +363,8 @@ impl Factory<'_> {
                     .entry(name.to_string())
                     .or_insert_with(|| carried.unwrap_or_default())
                     .clone();
-                Arc::new(
-                    ManagedIdentityBearer::new(
+                self.cached(
+                    ManagedIdentityBearerSource::new(
                         labels,
                         endpoint,
                         selector(&mi.selector),
@@ -367,13 +377,13 @@ impl Factory<'_> {
             }
             (Identity::ConfidentialClient(app), _) => {
                 let cert = self.watched_cert(name, app)?;
-                Arc::new(
-                    CertAppCredential::new(labels, app_settings(app), resource, cert, deps)
+                self.cached(
+                    CertAppSource::new(labels, app_settings(app), resource, cert, deps)
                         .map_err(msg)?,
                 )
             }
             (Identity::WorkloadIdentity(wi), TokenType::Bearer) => {
-                Arc::new(WorkloadIdentityCredential::new(labels, wi, resource, deps).map_err(msg)?)
+                self.cached(WorkloadIdentitySource::new(labels, wi, resource, deps).map_err(msg)?)
             }
             (Identity::WorkloadIdentity(_), TokenType::MtlsPop) => {
                 return Err(format!(
@@ -455,8 +465,8 @@ impl Factory<'_> {
             token_type,
             leg1: Some(leg1.to_string()),
         };
-        let credential: Arc<dyn Credential> = Arc::new(
-            FicCredential::new(
+        let credential = self.cached(
+            FicSource::new(
                 labels,
                 first,
                 app_settings(&app),

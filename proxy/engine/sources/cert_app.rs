@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::sync::watch;
+
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
 use crate::identity::token::{Token, TokenType};
@@ -13,11 +15,14 @@ use crate::identity::token_request::{
 use crate::identity::token_response::parse_token_response;
 
 use super::cert_watch::WatchedCert;
-use super::retry::{Peer, send_with_retry};
-use super::{Want, cache_key, errors, through_cache};
+use super::retry::Peer;
+use super::token_call::Call;
+use super::{cache_key, errors};
+use crate::certs::binding::BindingCert;
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::{CachedToken, Failure};
-use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
+use crate::engine::cache::CacheKey;
+use crate::engine::credential::{CredentialLabels, EngineError};
+use crate::engine::token_source::{AcquireError, TokenSource};
 
 /// The app's settings, as validated config gives them.
 #[derive(Clone, Debug)]
@@ -33,7 +38,7 @@ pub struct CertAppSettings {
 }
 
 /// Tokens for one (certificate app, resource, token type).
-pub struct CertAppCredential {
+pub struct CertAppSource {
     labels: CredentialLabels,
     app: CertAppSettings,
     resource: String,
@@ -43,7 +48,7 @@ pub struct CertAppCredential {
     deps: EngineDeps,
 }
 
-impl CertAppCredential {
+impl CertAppSource {
     /// Checks the host rules and the resource now, so a bad combination fails at build time.
     pub fn new(
         labels: CredentialLabels,
@@ -72,41 +77,41 @@ impl CertAppCredential {
             deps,
         })
     }
+}
 
-    fn host(&self) -> String {
-        self.endpoint
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+impl TokenSource for CertAppSource {
+    /// The certificate to present (PoP) or sign the assertion with (Bearer).
+    type Input = Arc<BindingCert>;
+
+    fn labels(&self) -> &CredentialLabels {
+        &self.labels
     }
 
-    async fn obtain(&self, want: Want) -> Result<CachedToken, EngineError> {
-        let cert = self.cert.current();
-        let pop = self.labels.token_type == TokenType::MtlsPop;
+    async fn input(&self) -> Result<Arc<BindingCert>, EngineError> {
+        Ok(self.cert.current())
+    }
+
+    fn key(&self, cert: &Arc<BindingCert>) -> CacheKey {
         // A Bearer token is not bound: a certificate rotation does not make it a different token.
-        let x5t = pop.then(|| cert.x5t_s256().to_string());
-        let key = cache_key(
+        let pop = self.labels.token_type == TokenType::MtlsPop;
+        let x5t = pop.then(|| cert.x5t_s256());
+        cache_key(
             &self.labels.identity,
             &self.scope,
             self.labels.token_type,
-            x5t.as_deref(),
-        );
-        through_cache(&self.deps.cache, &key, want, || self.acquire(&cert)).await
+            x5t,
+        )
     }
 
-    async fn acquire(
-        &self,
-        cert: &crate::certs::binding::BindingCert,
-    ) -> Result<Token, Failure<EngineError>> {
+    async fn acquire(&self, cert: &Arc<BindingCert>) -> Result<Token, AcquireError> {
         let identity = &self.labels.identity;
-        let fail = |e: EngineError| Failure::new(e);
+        let local = |e: String| AcquireError::from(errors::local(identity, e));
         let now = SystemTime::now();
         let token_type = self.labels.token_type;
         let (request, present) = match token_type {
             TokenType::MtlsPop => (
                 cert_app_mtls_pop(&self.endpoint, &self.app.client_id, &self.resource),
-                Some(cert),
+                Some(cert.as_ref()),
             ),
             TokenType::Bearer => {
                 let audience = self.endpoint.url();
@@ -119,7 +124,7 @@ impl CertAppCredential {
                         include_x5c: false,
                     },
                 )
-                .map_err(|e| fail(errors::local(identity, e.to_string())))?;
+                .map_err(|e| local(e.to_string()))?;
                 (
                     cert_app_bearer(
                         &self.endpoint,
@@ -131,63 +136,21 @@ impl CertAppCredential {
                 )
             }
         };
-        let request = request.map_err(|e| fail(errors::local(identity, e.to_string())))?;
-        let answered = send_with_retry(
-            &self.deps.transport,
-            self.deps.retry,
+        let request = request.map_err(|e| local(e.to_string()))?;
+        Call::new(
+            &self.deps,
+            identity,
             Peer::TokenEndpoint,
             "certificate app token",
-            &request,
-            present,
         )
+        .presenting(present)
+        .send(&request, |x| {
+            parse_token_response(x.status, &x.body, token_type, now, present.cloned())
+        })
         .await
-        .map_err(|e| fail(errors::transport(identity, "token endpoint", &e)))?;
-        let exchange = &answered.exchange;
-        parse_token_response(
-            exchange.status,
-            &exchange.body,
-            token_type,
-            now,
-            present.cloned(),
-        )
-        .map_err(|e| {
-            errors::failure(
-                errors::response(identity, "token endpoint", &self.host(), &e),
-                answered.retry_after,
-            )
-        })
-    }
-}
-
-impl Credential for CertAppCredential {
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
     }
 
-    fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Usable))
-    }
-
-    fn refresh(&self, seen: u64) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Refresh(seen)))
-    }
-
-    fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let cert = self.cert.current();
-            let pop = self.labels.token_type == TokenType::MtlsPop;
-            let x5t = pop.then(|| cert.x5t_s256().to_string());
-            let key = cache_key(
-                &self.labels.identity,
-                &self.scope,
-                self.labels.token_type,
-                x5t.as_deref(),
-            );
-            self.deps.cache.invalidate(&key, generation).await;
-        })
-    }
-
-    fn binding_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn binding_changes(&self) -> watch::Receiver<u64> {
         self.cert.subscribe()
     }
 }

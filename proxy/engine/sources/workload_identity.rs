@@ -4,20 +4,24 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use tokio::sync::watch;
+
 use crate::identity::authority_host::bearer_token_host;
 use crate::identity::token::{Token, TokenType};
 use crate::identity::token_request::{TokenEndpoint, scope_for_resource};
 use crate::identity::token_response::parse_token_response;
 use crate::identity::workload_identity::{read_federated_token, token_request};
 
-use super::retry::{Peer, send_with_retry};
-use super::{Want, cache_key, errors, through_cache};
+use super::retry::Peer;
+use super::token_call::Call;
+use super::{cache_key, errors};
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::{CacheKey, CachedToken, Failure};
-use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
+use crate::engine::cache::CacheKey;
+use crate::engine::credential::{CredentialLabels, EngineError};
+use crate::engine::token_source::{AcquireError, TokenSource};
 
 /// Tokens for one (workload identity, resource), Bearer.
-pub struct WorkloadIdentityCredential {
+pub struct WorkloadIdentitySource {
     labels: CredentialLabels,
     client_id: String,
     token_file: PathBuf,
@@ -27,10 +31,10 @@ pub struct WorkloadIdentityCredential {
     deps: EngineDeps,
     /// A Bearer token has no binding certificate: this never changes, and is kept open so
     /// receivers wait rather than see a closed channel.
-    no_binding: tokio::sync::watch::Sender<u64>,
+    no_binding: watch::Sender<u64>,
 }
 
-impl WorkloadIdentityCredential {
+impl WorkloadIdentitySource {
     /// Checks the host and resource now.
     pub fn new(
         labels: CredentialLabels,
@@ -52,21 +56,30 @@ impl WorkloadIdentityCredential {
             resource: resource.to_string(),
             scope,
             deps,
-            no_binding: tokio::sync::watch::channel(0).0,
+            no_binding: watch::channel(0).0,
         })
     }
+}
 
-    fn key(&self) -> CacheKey {
+impl TokenSource for WorkloadIdentitySource {
+    /// Nothing: the federated token is re-read inside each acquisition.
+    type Input = ();
+
+    fn labels(&self) -> &CredentialLabels {
+        &self.labels
+    }
+
+    async fn input(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    fn key(&self, _: &()) -> CacheKey {
         cache_key(&self.labels.identity, &self.scope, TokenType::Bearer, None)
     }
 
-    async fn obtain(&self, want: Want) -> Result<CachedToken, EngineError> {
-        through_cache(&self.deps.cache, &self.key(), want, || self.acquire()).await
-    }
-
-    async fn acquire(&self) -> Result<Token, Failure<EngineError>> {
+    async fn acquire(&self, _: &()) -> Result<Token, AcquireError> {
         let identity = &self.labels.identity;
-        let local = |e: String| Failure::new(errors::local(identity, e));
+        let local = |e: String| AcquireError::from(errors::local(identity, e));
         let federated = read_federated_token(&self.token_file)
             .await
             .map_err(|e| local(e.to_string()))?;
@@ -74,59 +87,19 @@ impl WorkloadIdentityCredential {
             .map_err(|e| local(e.to_string()))?;
         drop(federated);
         let now = SystemTime::now();
-        let answered = send_with_retry(
-            &self.deps.transport,
-            self.deps.retry,
+        Call::new(
+            &self.deps,
+            identity,
             Peer::TokenEndpoint,
             "workload identity token",
-            &request,
-            None,
         )
+        .send(&request, |x| {
+            parse_token_response(x.status, &x.body, TokenType::Bearer, now, None)
+        })
         .await
-        .map_err(|e| Failure::new(errors::transport(identity, "token endpoint", &e)))?;
-        let exchange = &answered.exchange;
-        let host = self
-            .endpoint
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        parse_token_response(
-            exchange.status,
-            &exchange.body,
-            TokenType::Bearer,
-            now,
-            None,
-        )
-        .map_err(|e| {
-            errors::failure(
-                errors::response(identity, "token endpoint", &host, &e),
-                answered.retry_after,
-            )
-        })
-    }
-}
-
-impl Credential for WorkloadIdentityCredential {
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
     }
 
-    fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Usable))
-    }
-
-    fn refresh(&self, seen: u64) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Refresh(seen)))
-    }
-
-    fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.deps.cache.invalidate(&self.key(), generation).await;
-        })
-    }
-
-    fn binding_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn binding_changes(&self) -> watch::Receiver<u64> {
         self.no_binding.subscribe()
     }
 }
