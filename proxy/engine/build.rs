@@ -33,7 +33,7 @@ use super::sources::managed_identity_pop::ManagedIdentityPopSource;
 use super::sources::retry::RetryTiming;
 use super::sources::static_file::StaticCredential;
 use super::sources::workload_identity::WorkloadIdentitySource;
-use super::token_source::TokenSource;
+use super::token_source::{Target, TokenSource};
 
 /// What every source shares. One cache for all sources: keys carry the identity, scope, type and
 /// binding, so sources never collide, and one place holds every entry (metrics, `forget_identity`).
@@ -248,9 +248,20 @@ fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
 }
 
 impl Factory<'_> {
-    /// `source` behind the shared token cache: the credential routes use.
-    fn cached<S: TokenSource>(&self, source: S) -> Arc<dyn Credential> {
-        Arc::new(Cached::new(source, Arc::clone(&self.deps.cache)))
+    /// `source`'s tokens for (`labels`, `resource`) behind the shared token cache: the credential
+    /// routes use.
+    fn cached<S: TokenSource>(
+        &self,
+        labels: CredentialLabels,
+        resource: &str,
+        source: S,
+    ) -> Result<Arc<dyn Credential>, String> {
+        let target = Target::new(labels, resource).map_err(|e| e.message)?;
+        Ok(Arc::new(Cached::new(
+            target,
+            source,
+            Arc::clone(&self.deps.cache),
+        )))
     }
 
     /// The previous set, when every identity in `names` is defined the same way in it as now.
@@ -345,9 +356,8 @@ impl Factory<'_> {
                         )
                     })
                     .clone();
-                self.cached(
-                    ManagedIdentityPopSource::new(labels, shared, resource, deps).map_err(msg)?,
-                )
+                let source = ManagedIdentityPopSource::new(shared, deps);
+                self.cached(labels, resource, source)?
             }
             (Identity::ManagedIdentity(mi), TokenType::Bearer) => {
                 let endpoint = match &deps.app_service {
@@ -363,27 +373,19 @@ impl Factory<'_> {
                     .entry(name.to_string())
                     .or_insert_with(|| carried.unwrap_or_default())
                     .clone();
-                self.cached(
-                    ManagedIdentityBearerSource::new(
-                        labels,
-                        endpoint,
-                        selector(&mi.selector),
-                        resource,
-                        turn,
-                        deps,
-                    )
-                    .map_err(msg)?,
-                )
+                let source =
+                    ManagedIdentityBearerSource::new(endpoint, selector(&mi.selector), turn, deps);
+                self.cached(labels, resource, source)?
             }
             (Identity::ConfidentialClient(app), _) => {
                 let cert = self.watched_cert(name, app)?;
-                self.cached(
-                    CertAppSource::new(labels, app_settings(app), resource, cert, deps)
-                        .map_err(msg)?,
-                )
+                let source =
+                    CertAppSource::new(&labels, app_settings(app), cert, deps).map_err(msg)?;
+                self.cached(labels, resource, source)?
             }
             (Identity::WorkloadIdentity(wi), TokenType::Bearer) => {
-                self.cached(WorkloadIdentitySource::new(labels, wi, resource, deps).map_err(msg)?)
+                let source = WorkloadIdentitySource::new(&labels, wi, deps).map_err(msg)?;
+                self.cached(labels, resource, source)?
             }
             (Identity::WorkloadIdentity(_), TokenType::MtlsPop) => {
                 return Err(format!(
@@ -465,16 +467,9 @@ impl Factory<'_> {
             token_type,
             leg1: Some(leg1.to_string()),
         };
-        let credential = self.cached(
-            FicSource::new(
-                labels,
-                first,
-                app_settings(&app),
-                resource,
-                self.deps.clone(),
-            )
-            .map_err(|e| e.message)?,
-        );
+        let source = FicSource::new(&labels, first, app_settings(&app), self.deps.clone())
+            .map_err(|e| e.message)?;
+        let credential = self.cached(labels, resource, source)?;
         self.credentials.insert(dedup, Arc::clone(&credential));
         Ok(credential)
     }

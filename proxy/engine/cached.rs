@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::identity::token::TokenType;
+
 use super::cache::{CacheKey, CachedToken, TokenCache};
 use super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::sources::errors;
-use super::token_source::TokenSource;
+use super::token_source::{Target, TokenSource};
 
 /// Whether a caller wants any usable token or a fresh one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,9 @@ enum Want {
 
 /// A [`TokenSource`] behind the token cache.
 pub struct Cached<S: TokenSource> {
+    target: Target,
+    /// [`Target::cache_identity`], computed once.
+    cache_identity: String,
     source: S,
     cache: Arc<TokenCache<EngineError>>,
     /// The entry of the last token handed out: `invalidate` names a generation of it, and needs
@@ -32,9 +37,12 @@ pub struct Cached<S: TokenSource> {
 }
 
 impl<S: TokenSource> Cached<S> {
-    /// `source`'s tokens, cached in `cache` (shared by every credential: keys never collide).
-    pub fn new(source: S, cache: Arc<TokenCache<EngineError>>) -> Self {
+    /// `source`'s tokens for `target`, cached in `cache` (shared by every credential: keys
+    /// never collide).
+    pub fn new(target: Target, source: S, cache: Arc<TokenCache<EngineError>>) -> Self {
         Self {
+            cache_identity: target.cache_identity(),
+            target,
             source,
             cache,
             last_key: Mutex::new(None),
@@ -50,12 +58,28 @@ impl<S: TokenSource> Cached<S> {
         }
         // The token endpoint refused the certificate: a source that can get another one (an
         // IMDSv2 re-mint) does, and the token is tried once more with it.
-        let Some(renewed) = self.source.rebind(&input).await else {
+        let Some(renewed) = self.source.rebind(&self.target, &input).await else {
             return first;
         };
         let renewed = renewed?;
         self.through_cache(&renewed, Want::Usable, &AtomicBool::new(false))
             .await
+    }
+
+    /// The entry of a token acquired with `input`. A Bearer token is not bound: a certificate
+    /// change does not make it a different token. A PoP token's entry is its certificate's.
+    fn key(&self, input: &S::Input) -> CacheKey {
+        let token_type = self.target.labels.token_type;
+        let x5t = match token_type {
+            TokenType::MtlsPop => self.source.binding(input).map(|b| b.x5t_s256()),
+            TokenType::Bearer => None,
+        };
+        CacheKey {
+            identity: Arc::from(self.cache_identity.as_str()),
+            scope: Arc::from(self.target.scope.as_str()),
+            token_type,
+            binding_x5t: x5t.map(Arc::from),
+        }
     }
 
     /// Runs one acquisition through the cache as `want` asks; `refused` records whether the
@@ -66,9 +90,9 @@ impl<S: TokenSource> Cached<S> {
         want: Want,
         refused: &AtomicBool,
     ) -> Result<CachedToken, EngineError> {
-        let key = self.source.key(input);
+        let key = self.key(input);
         let acquire = || async {
-            self.source.acquire(input).await.map_err(|e| {
+            self.source.acquire(&self.target, input).await.map_err(|e| {
                 if e.binding_refused {
                     refused.store(true, Ordering::SeqCst);
                 }
@@ -88,7 +112,7 @@ impl<S: TokenSource> Cached<S> {
 
 impl<S: TokenSource> Credential for Cached<S> {
     fn labels(&self) -> &CredentialLabels {
-        self.source.labels()
+        &self.target.labels
     }
 
     fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {

@@ -6,23 +6,20 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
 use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::{
-    TokenEndpoint, cert_app_bearer, cert_app_mtls_pop, scope_for_resource,
-};
+use crate::identity::token_request::{TokenEndpoint, cert_app_bearer, cert_app_mtls_pop};
 use crate::identity::token_response::parse_token_response;
 
 use super::cert_watch::WatchedCert;
+use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
-use super::{cache_key, errors};
-use crate::certs::binding::BindingCert;
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::CacheKey;
 use crate::engine::credential::{CredentialLabels, EngineError};
-use crate::engine::token_source::{AcquireError, TokenSource};
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// The app's settings, as validated config gives them.
 #[derive(Clone, Debug)]
@@ -37,41 +34,31 @@ pub struct CertAppSettings {
     pub region: Option<String>,
 }
 
-/// Tokens for one (certificate app, resource, token type).
+/// Tokens for one certificate app, of the token type its labels name.
 pub struct CertAppSource {
-    labels: CredentialLabels,
     app: CertAppSettings,
-    resource: String,
-    scope: String,
     endpoint: TokenEndpoint,
     cert: Arc<WatchedCert>,
     deps: EngineDeps,
 }
 
 impl CertAppSource {
-    /// Checks the host rules and the resource now, so a bad combination fails at build time.
+    /// Checks the host rules now, so a bad combination fails at build time.
     pub fn new(
-        labels: CredentialLabels,
+        labels: &CredentialLabels,
         app: CertAppSettings,
-        resource: &str,
         cert: Arc<WatchedCert>,
         deps: EngineDeps,
     ) -> Result<Self, EngineError> {
-        let identity = labels.identity.clone();
+        let bad = |e: String| errors::local(&labels.identity, e);
         let host = match labels.token_type {
             TokenType::MtlsPop => mtls_token_host(&app.authority_host, app.region.as_deref()),
             TokenType::Bearer => bearer_token_host(&app.authority_host),
         }
-        .map_err(|e| errors::local(&identity, e.to_string()))?;
-        let endpoint = TokenEndpoint::new(&host, &app.tenant_id)
-            .map_err(|e| errors::local(&identity, e.to_string()))?;
-        let scope =
-            scope_for_resource(resource).map_err(|e| errors::local(&identity, e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
+        let endpoint = TokenEndpoint::new(&host, &app.tenant_id).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
-            labels,
             app,
-            resource: resource.to_string(),
-            scope,
             endpoint,
             cert,
             deps,
@@ -83,34 +70,27 @@ impl TokenSource for CertAppSource {
     /// The certificate to present (PoP) or sign the assertion with (Bearer).
     type Input = Arc<BindingCert>;
 
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
-    }
-
     async fn input(&self) -> Result<Arc<BindingCert>, EngineError> {
         Ok(self.cert.current())
     }
 
-    fn key(&self, cert: &Arc<BindingCert>) -> CacheKey {
-        // A Bearer token is not bound: a certificate rotation does not make it a different token.
-        let pop = self.labels.token_type == TokenType::MtlsPop;
-        let x5t = pop.then(|| cert.x5t_s256());
-        cache_key(
-            &self.labels.identity,
-            &self.scope,
-            self.labels.token_type,
-            x5t,
-        )
+    fn binding<'a>(&self, cert: &'a Arc<BindingCert>) -> Option<&'a BindingCert> {
+        Some(cert)
     }
 
-    async fn acquire(&self, cert: &Arc<BindingCert>) -> Result<Token, AcquireError> {
-        let identity = &self.labels.identity;
+    async fn acquire(
+        &self,
+        target: &Target,
+        cert: &Arc<BindingCert>,
+    ) -> Result<Token, AcquireError> {
+        let identity = &target.labels.identity;
         let local = |e: String| AcquireError::from(errors::local(identity, e));
         let now = SystemTime::now();
-        let token_type = self.labels.token_type;
+        let token_type = target.labels.token_type;
+        let client_id = &self.app.client_id;
         let (request, present) = match token_type {
             TokenType::MtlsPop => (
-                cert_app_mtls_pop(&self.endpoint, &self.app.client_id, &self.resource),
+                cert_app_mtls_pop(&self.endpoint, client_id, &target.resource),
                 Some(cert.as_ref()),
             ),
             TokenType::Bearer => {
@@ -118,22 +98,16 @@ impl TokenSource for CertAppSource {
                 let assertion = sign_client_assertion(
                     cert,
                     &AssertionInput {
-                        client_id: &self.app.client_id,
+                        client_id,
                         audience: &audience,
                         now,
                         include_x5c: false,
                     },
                 )
                 .map_err(|e| local(e.to_string()))?;
-                (
-                    cert_app_bearer(
-                        &self.endpoint,
-                        &self.app.client_id,
-                        &self.resource,
-                        &assertion,
-                    ),
-                    None,
-                )
+                let request =
+                    cert_app_bearer(&self.endpoint, client_id, &target.resource, &assertion);
+                (request, None)
             }
         };
         let request = request.map_err(|e| local(e.to_string()))?;

@@ -9,46 +9,40 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::{Leg1Kind, TokenEndpoint, fic_leg2, scope_for_resource};
+use crate::identity::token_request::{Leg1Kind, TokenEndpoint, fic_leg2};
 use crate::identity::token_response::parse_token_response;
 
 use super::cert_app::CertAppSettings;
+use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
-use super::{cache_key, errors};
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::{CacheKey, CachedToken};
+use crate::engine::cache::CachedToken;
 use crate::engine::credential::{Credential, CredentialLabels, EngineError};
-use crate::engine::token_source::{AcquireError, TokenSource};
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Leg 2 of a FIC exchange on top of a shared leg-1 credential.
 pub struct FicSource {
-    labels: CredentialLabels,
     leg1: Arc<dyn Credential>,
     leg1_kind: Leg1Kind,
-    app: CertAppSettings,
+    client_id: String,
     endpoint: TokenEndpoint,
-    resource: String,
-    scope: String,
-    /// Cache identity: leg 2 through leg 1, so two leg-1s of one app never share entries.
-    cache_identity: String,
     deps: EngineDeps,
 }
 
 impl FicSource {
     /// `labels.token_type` is the final token type; `leg1` must yield tokens for
-    /// `api://AzureADTokenExchange` of the type `leg1_kind` names.
+    /// `api://AzureADTokenExchange`.
     pub fn new(
-        labels: CredentialLabels,
+        labels: &CredentialLabels,
         leg1: Arc<dyn Credential>,
         app: CertAppSettings,
-        resource: &str,
         deps: EngineDeps,
     ) -> Result<Self, EngineError> {
-        let name = labels.identity.clone();
-        let bad = |e: String| errors::local(&name, e);
+        let bad = |e: String| errors::local(&labels.identity, e);
         let leg1_kind = match leg1.labels().token_type {
             TokenType::MtlsPop => Leg1Kind::MtlsPop,
             TokenType::Bearer => Leg1Kind::Bearer,
@@ -65,17 +59,11 @@ impl FicSource {
         }
         .map_err(|e| bad(e.to_string()))?;
         let endpoint = TokenEndpoint::new(&host, &app.tenant_id).map_err(|e| bad(e.to_string()))?;
-        let scope = scope_for_resource(resource).map_err(|e| bad(e.to_string()))?;
-        let cache_identity = format!("{} via {}", labels.identity, leg1.labels().identity);
         Ok(Self {
-            labels,
             leg1,
             leg1_kind,
-            app,
+            client_id: app.client_id,
             endpoint,
-            resource: resource.to_string(),
-            scope,
-            cache_identity,
             deps,
         })
     }
@@ -85,31 +73,18 @@ impl TokenSource for FicSource {
     /// The leg-1 token (with its binding certificate when it is PoP).
     type Input = CachedToken;
 
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
-    }
-
     async fn input(&self) -> Result<CachedToken, EngineError> {
         // Leg 1's own cache hands back a usable token or acquires one (its own key).
         self.leg1.get().await
     }
 
-    fn key(&self, leg1: &CachedToken) -> CacheKey {
+    fn binding<'a>(&self, leg1: &'a CachedToken) -> Option<&'a BindingCert> {
         // A PoP leg-2 token is bound to the leg-1 certificate.
-        let x5t = match self.labels.token_type {
-            TokenType::MtlsPop => leg1.token.binding.as_ref().map(|b| b.x5t_s256()),
-            TokenType::Bearer => None,
-        };
-        cache_key(
-            &self.cache_identity,
-            &self.scope,
-            self.labels.token_type,
-            x5t,
-        )
+        leg1.token.binding.as_ref()
     }
 
-    async fn acquire(&self, leg1: &CachedToken) -> Result<Token, AcquireError> {
-        let name = &self.labels.identity;
+    async fn acquire(&self, target: &Target, leg1: &CachedToken) -> Result<Token, AcquireError> {
+        let name = &target.labels.identity;
         let present = match self.leg1_kind {
             Leg1Kind::MtlsPop => Some(leg1.token.binding.as_ref().ok_or_else(|| {
                 errors::local(
@@ -119,11 +94,11 @@ impl TokenSource for FicSource {
             })?),
             Leg1Kind::Bearer => None,
         };
-        let final_type = self.labels.token_type;
+        let final_type = target.labels.token_type;
         let request = fic_leg2(
             &self.endpoint,
-            &self.app.client_id,
-            &self.resource,
+            &self.client_id,
+            &target.resource,
             &leg1.token.access_token,
             self.leg1_kind,
             final_type,

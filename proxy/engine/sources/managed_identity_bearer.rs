@@ -4,21 +4,17 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
-
 use crate::identity::app_service::{self, AppServiceEndpoint};
 use crate::identity::imds_endpoint::{ImdsBase, UamiSelector};
 use crate::identity::imds_v1;
-use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::scope_for_resource;
+use crate::identity::token::Token;
 
+use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
-use super::{cache_key, errors};
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::CacheKey;
-use crate::engine::credential::{CredentialLabels, EngineError};
-use crate::engine::token_source::{AcquireError, TokenSource};
+use crate::engine::credential::EngineError;
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Where a managed identity's Bearer tokens come from.
 #[derive(Clone, Debug)]
@@ -29,43 +25,29 @@ pub enum BearerEndpoint {
     AppService(AppServiceEndpoint),
 }
 
-/// Tokens for one (managed identity, resource), Bearer.
+/// Bearer tokens for one managed identity.
 pub struct ManagedIdentityBearerSource {
-    labels: CredentialLabels,
     endpoint: BearerEndpoint,
     selector: Option<UamiSelector>,
-    resource: String,
-    scope: String,
-    /// Shared by every credential of this identity: IMDS throttles, so calls go one at a time.
+    /// Shared by every source of this identity: IMDS throttles, so calls go one at a time.
     imds_turn: Arc<tokio::sync::Mutex<()>>,
     deps: EngineDeps,
-    /// A Bearer token has no binding certificate: this never changes, and is kept open so
-    /// receivers wait rather than see a closed channel.
-    no_binding: watch::Sender<u64>,
 }
 
 impl ManagedIdentityBearerSource {
-    /// `imds_turn` must be the same for every credential of the identity.
+    /// `imds_turn` must be the same for every source of the identity.
     pub fn new(
-        labels: CredentialLabels,
         endpoint: BearerEndpoint,
         selector: Option<UamiSelector>,
-        resource: &str,
         imds_turn: Arc<tokio::sync::Mutex<()>>,
         deps: EngineDeps,
-    ) -> Result<Self, EngineError> {
-        let scope = scope_for_resource(resource)
-            .map_err(|e| errors::local(&labels.identity, e.to_string()))?;
-        Ok(Self {
-            labels,
+    ) -> Self {
+        Self {
             endpoint,
             selector,
-            resource: resource.to_string(),
-            scope,
             imds_turn,
             deps,
-            no_binding: watch::channel(0).0,
-        })
+        }
     }
 }
 
@@ -73,33 +55,26 @@ impl TokenSource for ManagedIdentityBearerSource {
     /// Nothing: the endpoint and identity are fixed.
     type Input = ();
 
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
-    }
-
     async fn input(&self) -> Result<(), EngineError> {
         Ok(())
     }
 
-    fn key(&self, _: &()) -> CacheKey {
-        cache_key(&self.labels.identity, &self.scope, TokenType::Bearer, None)
-    }
-
-    async fn acquire(&self, _: &()) -> Result<Token, AcquireError> {
-        let identity = &self.labels.identity;
+    async fn acquire(&self, target: &Target, _: &()) -> Result<Token, AcquireError> {
+        let identity = &target.labels.identity;
         let call = Call::new(
             &self.deps,
             identity,
             Peer::Imds,
             "managed identity Bearer token",
         );
+        let selector = self.selector.as_ref();
         let (request, call) = match &self.endpoint {
             BearerEndpoint::Imds(base) => (
-                imds_v1::token_request(base, &self.resource, self.selector.as_ref()),
+                imds_v1::token_request(base, &target.resource, selector),
                 call,
             ),
             BearerEndpoint::AppService(endpoint) => (
-                app_service::token_request(endpoint, &self.resource, self.selector.as_ref()),
+                app_service::token_request(endpoint, &target.resource, selector),
                 Call {
                     peer_name: "App Service identity endpoint",
                     ..call
@@ -119,9 +94,5 @@ impl TokenSource for ManagedIdentityBearerSource {
             parsed.map(|t| t.token)
         })
         .await
-    }
-
-    fn binding_changes(&self) -> watch::Receiver<u64> {
-        self.no_binding.subscribe()
     }
 }

@@ -8,45 +8,28 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::certs::binding::BindingCert;
 use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::scope_for_resource;
 use crate::identity::token_response::parse_token_response;
 
+use super::errors;
 use super::imds_v2_binding::{ImdsV2Identity, Minted};
 use super::retry::Peer;
 use super::token_call::Call;
-use super::{cache_key, errors};
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::CacheKey;
-use crate::engine::credential::{CredentialLabels, EngineError};
-use crate::engine::token_source::{AcquireError, TokenSource};
+use crate::engine::credential::EngineError;
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
-/// Tokens for one (managed identity, resource), mTLS PoP.
+/// mTLS PoP tokens for one managed identity.
 pub struct ManagedIdentityPopSource {
-    labels: CredentialLabels,
     identity: Arc<ImdsV2Identity>,
-    resource: String,
-    scope: String,
     deps: EngineDeps,
 }
 
 impl ManagedIdentityPopSource {
     /// `identity` is shared by every PoP source of the managed identity.
-    pub fn new(
-        labels: CredentialLabels,
-        identity: Arc<ImdsV2Identity>,
-        resource: &str,
-        deps: EngineDeps,
-    ) -> Result<Self, EngineError> {
-        let scope = scope_for_resource(resource)
-            .map_err(|e| errors::local(&labels.identity, e.to_string()))?;
-        Ok(Self {
-            labels,
-            identity,
-            resource: resource.to_string(),
-            scope,
-            deps,
-        })
+    pub fn new(identity: Arc<ImdsV2Identity>, deps: EngineDeps) -> Self {
+        Self { identity, deps }
     }
 }
 
@@ -54,28 +37,19 @@ impl TokenSource for ManagedIdentityPopSource {
     /// The identity's current binding certificate (minted on first use).
     type Input = Arc<Minted>;
 
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
-    }
-
     async fn input(&self) -> Result<Arc<Minted>, EngineError> {
         self.identity.binding(None).await
     }
 
-    fn key(&self, minted: &Arc<Minted>) -> CacheKey {
-        cache_key(
-            &self.labels.identity,
-            &self.scope,
-            TokenType::MtlsPop,
-            Some(minted.binding.x5t_s256()),
-        )
+    fn binding<'a>(&self, minted: &'a Arc<Minted>) -> Option<&'a BindingCert> {
+        Some(&minted.binding)
     }
 
-    async fn acquire(&self, minted: &Arc<Minted>) -> Result<Token, AcquireError> {
-        let name = &self.labels.identity;
+    async fn acquire(&self, target: &Target, minted: &Arc<Minted>) -> Result<Token, AcquireError> {
+        let name = &target.labels.identity;
         let request = minted
             .issued
-            .token_request(&self.resource)
+            .token_request(&target.resource)
             .map_err(|e| errors::local(name, e.to_string()))?;
         let now = SystemTime::now();
         Call::new(
@@ -92,9 +66,13 @@ impl TokenSource for ManagedIdentityPopSource {
         .await
     }
 
-    async fn rebind(&self, refused: &Arc<Minted>) -> Option<Result<Arc<Minted>, EngineError>> {
+    async fn rebind(
+        &self,
+        target: &Target,
+        refused: &Arc<Minted>,
+    ) -> Option<Result<Arc<Minted>, EngineError>> {
         tracing::info!(
-            identity = %self.labels.identity,
+            identity = %target.labels.identity,
             "token endpoint refused the IMDSv2 certificate; minting a new one"
         );
         Some(

@@ -15,24 +15,3 @@ pub mod retry;
 pub mod static_file;
 pub(crate) mod token_call;
 pub mod workload_identity;
-
-use std::sync::Arc;
-
-use crate::identity::token::TokenType;
-
-use super::cache::CacheKey;
-
-/// The cache key of (identity, scope, token type, binding x5t#S256).
-pub(crate) fn cache_key(
-    identity: &str,
-    scope: &str,
-    token_type: TokenType,
-    binding_x5t: Option<&str>,
-) -> CacheKey {
-    CacheKey {
-        identity: Arc::from(identity),
-        scope: Arc::from(scope),
-        token_type,
-        binding_x5t: binding_x5t.map(Arc::from),
-    }
-}
