@@ -8,7 +8,7 @@
 //! stops being usable the snapshot is withdrawn (`Failed`, requests get 503) and retries continue
 //! until one succeeds.
 //!
-//! [`state`] decides (pure transitions, unit-tested); [`run`] waits, acquires, publishes, counts
+//! `state` decides (pure transitions, unit-tested); `run` waits, acquires, publishes, counts
 //! and logs.
 
 use std::time::Duration;
