@@ -18,10 +18,12 @@ COPY . .
 # BuildKit cache mounts keep the crate registry and the target directory between builds, so a
 # source change recompiles popgate only. The binary is copied out of the cache mount because the
 # mount is not part of the image layer.
+# `--profile dist --no-default-features`: the production binary, without the local authority
+# (`popgate dev`'s emulator) and without debug info.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --package popgate --bin popgate \
-    && install -D -m 0755 target/release/popgate /out/popgate
+    cargo build --profile dist --no-default-features --locked --package popgate --bin popgate \
+    && install -D -m 0755 target/dist/popgate /out/popgate
 
 # Runtime stage: glibc + libgcc + CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -5,7 +5,7 @@
 //!   `*.suffix` wildcards and host-less path-prefix routes, in configuration order;
 //! - `request_head/*`: what the data plane does per request between parsing and sending: load
 //!   the table, look the route up, load the route's snapshot, and build the upstream head
-//!   (`forward::upstream_head`: hop-by-hop stripping, the caller's `Authorization` replaced by
+//!   (`request::rewrite::upstream_head`: hop-by-hop stripping, the caller's `Authorization` replaced by
 //!   the snapshot's, `Via`, upstream URI).
 //!
 //! Run: `cargo bench --bench hot_path -- --warm-up-time 1 --measurement-time 3` (benches/MICRO.md).
@@ -22,7 +22,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 
 use popgate::certs::binding::BindingCert;
-use popgate::dataplane::forward::upstream_head;
+use popgate::dataplane::request::rewrite::upstream_head;
 use popgate::dataplane::{DataplaneTable, UpstreamSettings};
 use popgate::identity::static_token;
 use popgate::identity::token::TokenType;
@@ -46,16 +46,22 @@ fn spec(i: usize) -> RouteSpec {
         _ => (
             None,
             Some(format!("/legacy{i}/")),
-            Some(format!("https://backend{i}.example.org/base").parse().ok()),
+            Some(format!("https://backend{i}.example.org/base")),
         ),
     };
     RouteSpec {
         name: format!("r{i}"),
-        host,
+        host: host.map(valid),
         path_prefix,
         strip_prefix: i % 4 == 3,
-        upstream: upstream.flatten(),
+        upstream: upstream.map(valid),
     }
+}
+
+/// A validated host pattern or upstream from `text`, which the bench writes correctly.
+fn valid<T: std::str::FromStr<Err = String>>(text: String) -> T {
+    text.parse()
+        .unwrap_or_else(|e| panic!("bench routes are valid: {e}"))
 }
 
 /// The request (host, path) that reaches route `i`.
@@ -76,10 +82,7 @@ fn table<R>(n: usize, payload: impl Fn(&RouteSpec) -> R) -> RouteTable<R> {
             (s, p)
         })
         .collect();
-    match RouteTable::new(routes) {
-        Ok(t) => t,
-        Err(e) => panic!("bench routes are valid: {e}"),
-    }
+    RouteTable::new(routes)
 }
 
 fn route_lookup(c: &mut Criterion) {

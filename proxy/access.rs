@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use ipnet::IpNet;
+
+use crate::certs::x509;
 
 /// The Unix-socket peer's credentials (`SO_PEERCRED`, taken when the connection was accepted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,38 +69,21 @@ pub struct CallerCertError(String);
 impl CallerCert {
     /// Reads the subject and SANs of a DER certificate (the leaf rustls already verified).
     pub fn from_der(der: &[u8]) -> Result<Self, CallerCertError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| CallerCertError(e.to_string()))?;
-        let registry = x509_parser::objects::oid_registry();
-        let mut attributes = Vec::new();
-        for attr in cert.subject().iter_attributes() {
-            let oid = attr.attr_type();
-            let kind = x509_parser::objects::oid2abbrev(oid, registry)
-                .map(str::to_ascii_uppercase)
-                .unwrap_or_else(|_| oid.to_id_string());
-            // A value that is not a string type must still count (dropping it would let a
-            // shorter configured DN match); a NUL marker equals no configured value, since
-            // configured DNs may not contain control characters.
-            let value = attr
-                .as_str()
-                .map_or_else(|_| "\u{0}non-string".to_owned(), str::to_owned);
-            attributes.push((kind, value));
-        }
-        let mut dns_sans = Vec::new();
-        let mut uri_sans = Vec::new();
-        let sans = cert
-            .subject_alternative_name()
-            .map_err(|e| CallerCertError(e.to_string()))?;
-        for name in sans.iter().flat_map(|ext| ext.value.general_names.iter()) {
-            match name {
-                GeneralName::DNSName(d) => dns_sans.push(normalize_dns(d)),
-                GeneralName::URI(u) => uri_sans.push((*u).to_owned()),
-                _ => {}
-            }
-        }
+        let cert = x509::parse(der).map_err(|e| CallerCertError(e.to_string()))?;
+        let attributes = x509::attributes(&cert.tbs_certificate.subject)
+            .map(|(kind, value)| {
+                // A value that is not a string type must still count (dropping it would let a
+                // shorter configured DN match); a NUL marker equals no configured value, since
+                // configured DNs may not contain control characters.
+                let value = value.map_or_else(|| "\u{0}non-string".to_owned(), str::to_owned);
+                (kind.to_ascii_uppercase(), value)
+            })
+            .collect();
+        let (dns_sans, uri_sans) =
+            x509::dns_and_uri_sans(&cert).map_err(|e| CallerCertError(e.to_string()))?;
         Ok(Self {
             subject: DistinguishedName::new(attributes),
-            dns_sans,
+            dns_sans: dns_sans.iter().map(|d| normalize_dns(d)).collect(),
             uri_sans,
         })
     }
@@ -185,31 +170,16 @@ impl FromStr for DistinguishedName {
     }
 }
 
-/// An IP network: an address and a prefix length, host bits zero.
+/// An IP network, host bits zero (config validation refuses `10.0.0.1/8` rather than guess
+/// whether `10.0.0.0/8` or the host `10.0.0.1` was meant). IPv4 networks are stored as IPv4 even
+/// when written IPv4-mapped, so they match IPv4 peers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -221,52 +191,38 @@ impl fmt::Debug for Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        write!(f, "{}", self.0)
     }
 }
 
 impl FromStr for Cidr {
     type Err = String;
 
-    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a single host).
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a single host). Parsed here rather than by
+    /// `IpNet::from_str`, which takes neither a bare address nor an IPv4-mapped network as IPv4,
+    /// and cannot say which half is wrong.
     fn from_str(s: &str) -> Result<Self, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let network: IpAddr = addr
+        let address: IpAddr = addr
             .parse()
             .map_err(|_| format!("`{s}` is not an IP network (e.g. 10.0.0.0/8 or fd00::/8)"))?;
-        let network = network.to_canonical();
-        let max = if network.is_ipv4() { 32 } else { 128 };
+        let address = address.to_canonical();
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let bad_prefix = || format!("`{s}`: the prefix length must be 0 to {max}");
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+            Some(p) => p.parse::<u8>().map_err(|_| bad_prefix())?,
         };
-        let cidr = Cidr { network, prefix };
-        if !cidr.contains(network) || host_bits_set(network, prefix) {
+        let net = IpNet::new(address, prefix).map_err(|_| bad_prefix())?;
+        if net.trunc() != net {
             return Err(format!(
                 "`{s}` has bits set beyond the /{prefix} prefix; write the network address"
             ));
         }
-        Ok(cidr)
-    }
-}
-
-fn host_bits_set(ip: IpAddr, prefix: u8) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let host = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-            u32::from(v4) & host != 0
-        }
-        IpAddr::V6(v6) => {
-            let host = u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-            u128::from(v6) & host != 0
-        }
+        Ok(Cidr(net))
     }
 }
 
@@ -331,29 +287,6 @@ impl AllowList {
     }
 }
 
-/// The 403 a caller no rule admits gets: nothing is forwarded.
-pub fn denied_response(route: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-    let body = serde_json::json!({
-        "error": "caller_not_allowed",
-        "route": route,
-        "message": "this caller is not in the route's allow list",
-    });
-    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-        body.to_string(),
-    )));
-    *response.status_mut() = http::StatusCode::FORBIDDEN;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        http::header::VIA,
-        http::HeaderValue::from_static("1.1 popgate"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +320,43 @@ mod tests {
                 .parse::<Cidr>()
                 .unwrap_err()
                 .contains("bits set")
+        );
+    }
+
+    #[test]
+    fn cidr_errors_name_the_input_and_what_is_wrong() {
+        let err = |s: &str| s.parse::<Cidr>().unwrap_err();
+        assert_eq!(
+            err("10.0.0.1/8"),
+            "`10.0.0.1/8` has bits set beyond the /8 prefix; write the network address"
+        );
+        assert_eq!(
+            err("fd00::1/8"),
+            "`fd00::1/8` has bits set beyond the /8 prefix; write the network address"
+        );
+        assert_eq!(
+            err("tenish"),
+            "`tenish` is not an IP network (e.g. 10.0.0.0/8 or fd00::/8)"
+        );
+        assert_eq!(
+            err("10.0.0.0/33"),
+            "`10.0.0.0/33`: the prefix length must be 0 to 32"
+        );
+        assert_eq!(err("::/x"), "`::/x`: the prefix length must be 0 to 128");
+        // An IPv4-mapped network is an IPv4 one (so its prefix is at most 32).
+        let mapped: Cidr = "::ffff:10.0.0.0/8".parse().unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
+        assert_eq!(
+            err("::ffff:10.0.0.0/104"),
+            "`::ffff:10.0.0.0/104`: the prefix length must be 0 to 32"
+        );
+        let all6: Cidr = "::/0".parse().unwrap();
+        assert!(all6.contains("2001:db8::1".parse().unwrap()));
+        assert!(!all6.contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            format!("{:?}", "fd00::/8".parse::<Cidr>().unwrap()),
+            "fd00::/8"
         );
     }
 

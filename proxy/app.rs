@@ -26,7 +26,6 @@ use crate::engine::sources::retry::RetryTiming;
 use crate::metrics;
 use crate::route::slot::RouteSlot;
 use crate::route::status::RouteStatus;
-use crate::route::table::RouteTableError;
 
 use live::LiveRoute;
 pub use swap::{RELOAD_READY_WAIT, ReloadError, ReloadSummary};
@@ -38,8 +37,6 @@ pub const INITIAL_ROUND_WAIT: Duration = Duration::from_secs(30);
 /// Why popgate could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot build the route table: {0}")]
-    Routes(#[from] RouteTableError),
     #[error("network.resolve: {0}")]
     Resolve(String),
     #[error("cannot set up token acquisition: {0}")]
@@ -110,13 +107,7 @@ impl App {
             live.push(LiveRoute::spawn(route, credential, &shared));
         }
         let slots: Vec<_> = live.iter().map(|r| Arc::clone(r.slot())).collect();
-        let table = match routes::table_of(&config, &slots) {
-            Ok(table) => Arc::new(ArcSwap::from_pointee(table)),
-            Err(e) => {
-                live::stop_all(live).await;
-                return Err(e);
-            }
-        };
+        let table = Arc::new(ArcSwap::from_pointee(routes::table_of(&config, &slots)));
 
         let proxy_settings = ProxySettings {
             request_timeout: config.timeouts.request,

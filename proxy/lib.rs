@@ -16,4 +16,5 @@ pub mod shutdown;
 pub mod dataplane;
 pub mod admin;
 pub mod app;
+#[cfg(feature = "dev")]
 pub mod dev;

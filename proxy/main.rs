@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod dev_command;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use popgate::logging::{self, LogFormat};
 use cli::{Cli, Command, LogArgs};
 
 /// Exit status for a bad config (and for usage errors, as clap uses).
-const EXIT_BAD_CONFIG: u8 = 2;
+pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,24 +30,12 @@ fn main() -> ExitCode {
             },
             Err(errors) => report(&errors),
         },
-        Command::Dev(arg) => match config::load(&arg.config.config) {
-            Ok(cfg) => match init_dev_tracing(&arg.config.log) {
-                Ok(()) => dev(
-                    cfg,
-                    popgate::dev::DevOptions {
-                        listen: arg.listen,
-                        once: arg.once,
-                    },
-                ),
-                Err(code) => code,
-            },
-            Err(errors) => report(&errors),
-        },
+        Command::Dev(arg) => dev_command::dev(arg),
     }
 }
 
 /// Prints every config error as `FILE:LINE:COL: message` on stderr; exit 2.
-fn report(errors: &config::ConfigErrors) -> ExitCode {
+pub(crate) fn report(errors: &config::ConfigErrors) -> ExitCode {
     let mut err = std::io::stderr().lock();
     for e in errors.errors() {
         // Nothing sensible to do if stderr is closed; the exit status still says it all.
@@ -72,22 +61,7 @@ fn init_tracing(args: &LogArgs) -> Result<(), ExitCode> {
     init_tracing_to(args, args.log_level.as_deref(), logging::Output::Stdout)
 }
 
-/// `popgate dev` prints its table on stdout: logs go to stderr, and only warnings and up unless
-/// the flag or the environment asks for more.
-fn init_dev_tracing(args: &LogArgs) -> Result<(), ExitCode> {
-    let env_set =
-        std::env::var_os("POPGATE_LOG").is_some() || std::env::var_os("RUST_LOG").is_some();
-    let level = args
-        .log_level
-        .as_deref()
-        .or((!env_set).then_some(DEV_DEFAULT_LOG_LEVEL));
-    init_tracing_to(args, level, logging::Output::Stderr)
-}
-
-/// `popgate dev`'s default log level: its table is the output; logs are for trouble.
-const DEV_DEFAULT_LOG_LEVEL: &str = "warn";
-
-fn init_tracing_to(
+pub(crate) fn init_tracing_to(
     args: &LogArgs,
     level: Option<&str>,
     output: logging::Output,
@@ -133,34 +107,6 @@ fn run(cfg: Config) -> ExitCode {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     popgate::shutdown::stop_requested().await;
-}
-
-/// Exit status of `popgate dev --once` when a route is not OK (and when dev cannot start).
-const EXIT_DEV_NOT_OK: u8 = 1;
-
-/// `popgate dev`: the table on stdout, logs (warnings and up unless `RUST_LOG` says otherwise) on
-/// stderr so they never interleave with it.
-fn dev(cfg: Config, options: popgate::dev::DevOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("popgate dev: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_DEV_NOT_OK);
-        }
-    };
-    let once = options.once;
-    let mut out = std::io::stdout();
-    match runtime.block_on(popgate::dev::run(cfg, options, &mut out, shutdown_signal())) {
-        Ok(outcome) if once && !outcome.all_ok() => ExitCode::from(EXIT_DEV_NOT_OK),
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("popgate dev: {e}");
-            ExitCode::from(EXIT_DEV_NOT_OK)
-        }
-    }
 }

@@ -2,11 +2,12 @@
 //! popgate and upstream all live here) must grow far less than one body. Alone in its own test
 //! binary so no other test's memory counts. Asserts memory, not time.
 
-mod support;
+#[path = "kit/mod.rs"]
+mod kit;
 
 use http::Request;
+use kit::dataplane::*;
 use popgate::dataplane::ProxySettings;
-use support::*;
 
 const BODY: u64 = 64 * 1024 * 1024;
 /// Allowed peak-RSS growth: well under one body, generous for allocator and buffer noise.

@@ -2,14 +2,16 @@
 //! authority with one route per flow: the scrape parses with a real Prometheus text parser, the
 //! families and labels exist and move with traffic, histograms have buckets, and nothing a caller
 //! sends (paths, hosts, methods) becomes a label value.
+//! Alone in its own test binary: it asserts exact values of the process-wide counters, which
+//! another test in the same process would move.
 
-mod engine_sources_support;
-mod ops_support;
+#[path = "kit/mod.rs"]
+mod kit;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ops_support::*;
+use kit::admin::*;
 use popgate::app::App;
 
 /// Bound on the eager routes' first acquisitions.
@@ -39,7 +41,7 @@ const FAMILIES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_move_with_traffic_and_keep_caller_values_out_of_labels() {
-    let env = ops_support::start_env().await;
+    let env = kit::admin::start_env().await;
     let flows = all_flows();
     let config = load(&write_config(&env, &routes_yaml(&flows, &[])));
     let app = App::start(config).await.expect("popgate starts");
@@ -269,7 +271,7 @@ async fn metrics_parse_move_with_traffic_and_keep_caller_values_out_of_labels() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_address_already_in_use_fails_start_naming_it() {
-    let env = ops_support::start_env().await;
+    let env = kit::admin::start_env().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let path = write_config(&env, &routes_yaml(&all_flows()[..1], &[]));

@@ -2,21 +2,10 @@
 //! error, never panic (YAML parsing, schema, semantic validation, env overrides).
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+#[path = "input_file.rs"]
+mod input_file;
 
 use libfuzzer_sys::fuzz_target;
-
-/// One temp directory per process; every input overwrites the same file in it.
-fn config_path() -> &'static PathBuf {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir for the fuzzed config");
-        let path = dir.path().join("routes.yaml");
-        (dir, path)
-    })
-    .1
-}
 
 /// A fixed environment: touching the process environment would make runs irreproducible.
 fn env(name: &str) -> Option<String> {
@@ -29,7 +18,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let path = config_path();
+    let path = input_file::path("routes.yaml");
     std::fs::write(path, data).expect("write the fuzzed config");
     let _ = popgate::config::load_with_env(path, &env);
 });

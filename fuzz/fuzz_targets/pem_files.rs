@@ -2,26 +2,16 @@
 //! on arbitrary file contents. Never a panic.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+#[path = "input_file.rs"]
+mod input_file;
 
 use libfuzzer_sys::fuzz_target;
 use popgate::identity::token::TokenType;
 use popgate::certs::cert_files;
 use popgate::identity::static_token;
 
-fn file_path() -> &'static PathBuf {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("input.pem");
-        (dir, path)
-    })
-    .1
-}
-
 fuzz_target!(|data: &[u8]| {
-    let path = file_path();
+    let path = input_file::path("input.pem");
     std::fs::write(path, data).expect("write the fuzzed file");
     let _ = cert_files::load_cert_chain(path);
     let _ = cert_files::load_private_key(path);

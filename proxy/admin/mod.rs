@@ -16,17 +16,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::config::limits::MAX_ADMIN_CONNECTIONS;
+use crate::dataplane::serve::{self, AtCap, Drain};
 use crate::route::slot::RouteSlot;
 use crate::route::status::RouteStatus;
 use scrape::ScrapeSources;
-
-/// At most this many admin connections at once: probes and one or two scrapers need a handful;
-/// a bound keeps a misbehaving client from holding many sockets.
-pub const MAX_ADMIN_CONNECTIONS: usize = 32;
 
 /// A client must send its request head within this long (probes send it at once).
 pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +46,7 @@ pub struct AdminError {
 pub struct AdminHandle {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
 }
 
 impl AdminHandle {
@@ -75,53 +73,38 @@ pub async fn start(addr: SocketAddr, sources: ScrapeSources) -> Result<AdminHand
         .local_addr()
         .map_err(|source| AdminError { addr, source })?;
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, Arc::new(sources), stopped));
+    let sources = Arc::new(sources);
+    let options = serve::Options {
+        label: format!("admin {addr}"),
+        max_connections: MAX_ADMIN_CONNECTIONS,
+        // Probes must not queue behind a client holding every slot; nothing admin serves is
+        // worth waiting for on shutdown.
+        at_cap: AtCap::Close,
+        drain: Drain::Abort,
+        shutdown: stopped,
+        stopped: None,
+    };
+    let task = tokio::spawn(serve::serve(listener, options, move |stream, _, _| {
+        serve_connection(stream, Arc::clone(&sources))
+    }));
     tracing::info!(addr = %addr, "admin listening");
     Ok(AdminHandle { addr, stop, task })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    sources: Arc<ScrapeSources>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.wait_for(|s| *s) => break,
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(peer = %peer, limit = MAX_ADMIN_CONNECTIONS, "admin connection limit reached; closing");
-            continue;
-        };
+/// Serves one admin connection: HTTP/1.1, its head within [`ADMIN_HEADER_TIMEOUT`], closed
+/// after [`ADMIN_CONNECTION_LIFETIME`] whatever it does.
+async fn serve_connection(stream: TcpStream, sources: Arc<ScrapeSources>) {
+    let service = service_fn(move |req| {
         let sources = Arc::clone(&sources);
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let sources = Arc::clone(&sources);
-                async move { Ok::<_, Infallible>(answer(&req, &sources)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await {
-                tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
-            }
-            drop(permit);
-        });
+        async move { Ok::<_, Infallible>(answer(&req, &sources)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Ok(Err(e)) = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await {
+        tracing::debug!(error = %e, "admin connection ended with an error");
     }
-    connections.shutdown().await;
 }
 
 type AdminResponse = Response<Full<Bytes>>;

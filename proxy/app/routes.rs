@@ -58,23 +58,12 @@ pub fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> 
 }
 
 /// The table mapping requests to `slots` (one per route of `config`, in config order).
-pub fn table_of(config: &Config, slots: &[Arc<RouteSlot>]) -> Result<DataplaneTable, RunError> {
+pub fn table_of(config: &Config, slots: &[Arc<RouteSlot>]) -> DataplaneTable {
     let compiled = config
         .routes
         .iter()
         .zip(slots)
-        .map(|(route, slot)| (route_spec(route), Arc::clone(slot)))
+        .map(|(route, slot)| (RouteSpec::from(route), Arc::clone(slot)))
         .collect();
-    Ok(RouteTable::new(compiled)?)
-}
-
-/// How requests reach `route`.
-fn route_spec(route: &Route) -> RouteSpec {
-    RouteSpec {
-        name: route.name.clone(),
-        host: route.host.as_ref().map(|h| h.to_string()),
-        path_prefix: route.path_prefix.clone(),
-        strip_prefix: route.strip_prefix,
-        upstream: route.upstream.clone(),
-    }
+    RouteTable::new(compiled)
 }

@@ -103,13 +103,7 @@ impl App {
                 Entry::Started(r) => Arc::clone(r.slot()),
             })
             .collect();
-        let table = match routes::table_of(&config, &slots) {
-            Ok(table) => table,
-            Err(e) => {
-                stop_started(next).await;
-                return Err(e.into());
-            }
-        };
+        let table = routes::table_of(&config, &slots);
         let fresh: Vec<_> = next
             .iter()
             .filter_map(|e| match e {

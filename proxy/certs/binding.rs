@@ -4,13 +4,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::certs::x509;
 
 /// Why a certificate/key pair cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +49,10 @@ impl BindingCert {
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, BindingError> {
         let leaf = chain.first().ok_or(BindingError::EmptyChain)?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-            .map_err(|e| BindingError::BadCertificate(e.to_string()))?;
-        let not_after_secs = parsed.validity().not_after.timestamp();
-        let not_after = if not_after_secs >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(not_after_secs.unsigned_abs())
-        } else {
-            SystemTime::UNIX_EPOCH
-        };
-        let subject = parsed.subject().to_string();
+        let parsed =
+            x509::parse(leaf.as_ref()).map_err(|e| BindingError::BadCertificate(e.to_string()))?;
+        let not_after = x509::not_after(&parsed);
+        let subject = x509::display_name(&parsed.tbs_certificate.subject);
         let x5t_s256 = x5t_s256(leaf.as_ref());
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let signing_key = provider

@@ -13,6 +13,8 @@ use rustls_pki_types::{
 use zeroize::Zeroizing;
 
 use crate::certs::binding::{BindingCert, BindingError};
+use crate::certs::bounded_read::{BoundedReadError, read_open_file};
+use crate::certs::x509;
 
 /// Largest certificate or key file popgate reads: real chains are a few KiB; this bounds memory
 /// when a path points at something else by mistake.
@@ -138,27 +140,22 @@ impl fmt::Display for FileRole {
 
 /// Reads a whole file (bounded by [`MAX_PEM_FILE_BYTES`]) into a zeroizing buffer.
 fn read_bounded(path: &Path, role: FileRole) -> Result<Zeroizing<Vec<u8>>, CertFileError> {
-    use std::io::Read as _;
-    let read_err = |e: std::io::Error| CertFileError::Read {
+    let read_err = |reason: String| CertFileError::Read {
         role,
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
     if role == FileRole::Key {
         warn_if_exposed(&file, path);
     }
-    let mut buf = Zeroizing::new(Vec::new());
-    file.take(MAX_PEM_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(read_err)?;
-    if buf.len() as u64 > MAX_PEM_FILE_BYTES {
-        return Err(CertFileError::TooLarge {
+    read_open_file(file, MAX_PEM_FILE_BYTES).map_err(|e| match e {
+        BoundedReadError::Io(e) => read_err(e.to_string()),
+        BoundedReadError::TooLarge { .. } => CertFileError::TooLarge {
             role,
             path: path.to_owned(),
-        });
-    }
-    Ok(buf)
+        },
+    })
 }
 
 /// Permission bits that let someone other than the owner at a private key: group or others may
@@ -231,11 +228,9 @@ pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Cert
     let mut others = Vec::new();
     for (kind, der) in sections(&pem, FileRole::Certificate, path)? {
         if kind == SectionKind::Certificate {
-            x509_parser::parse_x509_certificate(&der).map_err(|e| {
-                CertFileError::BadCertificate {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                }
+            x509::parse(&der).map_err(|e| CertFileError::BadCertificate {
+                path: path.to_owned(),
+                reason: e.to_string(),
             })?;
             chain.push(CertificateDer::from(der.to_vec()));
         } else {

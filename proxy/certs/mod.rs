@@ -2,5 +2,7 @@
 //! imports nothing else of popgate's.
 
 pub mod binding;
+pub mod bounded_read;
 pub mod cert_files;
 pub mod pkcs12;
+pub mod x509;

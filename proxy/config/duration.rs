@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-/// Longest timeout accepted: a day; anything longer is a typo (`5000m` for `5000ms`).
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+use super::limits::MAX_DURATION;
 
 /// Parses `text`; the error explains the accepted syntax.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,11 +1,106 @@
-//! Every default and bound a config can leave unset, in one place, each with why.
+//! Every default and bound of popgate's operation, in one place, each with why: what a config
+//! leaves unset, and the fixed caps of the layers above (network, data plane, admin). Protocol
+//! facts private to one parser stay beside it, and the identity and certificate layers, which
+//! sit below config, keep their own (response and file size caps).
 
 use std::time::Duration;
 
+// --- timeouts a route or the top level can set ---
+
+/// Default TCP + TLS connect timeout of an upstream: long enough for a cross-region handshake,
+/// short enough that a black-holed upstream fails while the caller is still waiting.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time until the upstream's response head: Azure control-plane calls (Graph batch calls)
+/// can take tens of seconds; a minute covers them without holding callers forever.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default idle time of a pooled upstream connection: just under the 100 s–4 min idle cut-offs
+/// of Azure front ends, so popgate closes first and never writes into a dead socket.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default time open connections get to finish in-flight requests after shutdown is asked for;
 /// below Kubernetes' default 30 s termination grace period.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest timeout a config may set: a day; anything longer is a typo (`5000m` for `5000ms`).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
+// --- caller-facing HTTP limits (`limits:`) ---
+
+/// Default cap on request header lines: hyper's own default, generous for API clients (which send
+/// around 10–20) and small enough that a header flood costs little to parse.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default cap on the request head in bytes (request line + headers): far above what a token-less
+/// legacy app sends (popgate adds the token itself), and the same as nginx's largest default buffer.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Smallest accepted `max_header_bytes`: hyper's h1 read buffer cannot be smaller than 8 KiB.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Default cap on the request target: 8 KiB is the limit most front ends (nginx, Azure Front Door)
+/// enforce, so a longer URI would fail upstream anyway.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// Default cap on open caller connections per listener: a node's legacy apps hold tens to a few
+/// hundred; 1024 leaves room for upstream sockets within the usual 65536 file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time a caller's HTTP/1 connection may take to send a request head. hyper starts this
+/// clock when the connection is ready for the next head, so it also closes idle keep-alive
+/// connections. 30 s (hyper's default) outlasts any honest client's pause between requests on a
+/// pooled connection, yet stops a slowloris client trickling one header byte at a time.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
+/// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
+/// minimum and what nginx allows.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+// --- caller connections: fixed ---
+
+/// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default streams a caller may reset before popgate accepted them (HTTP/2 rapid reset,
+/// CVE-2023-44487) before the connection gets GOAWAY: the h2 crate's default, which no honest
+/// client reaches.
+pub const DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Default streams popgate may reset for protocol errors caused by the caller before it sends
+/// GOAWAY (the "MadeYouReset" variant): hyper's default.
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Default interval of HTTP/2 PING keep-alives on an idle caller connection, to find callers
+/// that vanished without closing.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time a caller has to answer a PING before its connection is closed.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default permissions of the Unix socket file: owner and group may connect (connecting needs
 /// write permission), others may not; widen with `mode` or narrow the group with the directory.
 pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
+/// At most this many admin connections at once: probes and one or two scrapers need a handful;
+/// a bound keeps a misbehaving client from holding many sockets.
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+
+// --- upstream connections ---
+
+/// Default cap on live upstream connections per host per snapshot: enough parallelism for a busy
+/// node's callers over h1 while bounding the mTLS handshakes a burst can trigger.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 64;
+/// Most lanes one client spreads its requests over: each lane can hold its own h2 connection,
+/// so this bounds the extra upstream connections (and mTLS handshakes) per snapshot.
+pub const MAX_LANES: usize = 8;
+/// Past this many tracked upstream hosts, idle per-host limiters are pruned on the next dial, so a
+/// wildcard route reaching many hosts cannot grow the map without bound.
+pub const MAX_TRACKED_HOSTS: usize = 1024;
+/// Request bodies up to this size are read ahead and kept, so the request can be replayed once
+/// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
+/// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+// --- token endpoints and IMDS (not configurable) ---
+
+/// Bound on TCP + TLS to a token endpoint or IMDS: IMDS is link-local and ESTS answers handshakes
+/// in well under a second; ten seconds means the peer is unreachable, not slow. Separate from
+/// [`DEFAULT_CONNECT_TIMEOUT`]: a route's `timeouts.connect` does not apply to token calls.
+pub const TOKEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one whole token exchange (connect, send, read the body): ESTS's own request timeout is
+/// about 30 s, and a stuck call must end while the cached token is still usable.
+pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections to token endpoints are closed after this: token calls come minutes
+/// apart, so a longer idle time only holds sockets that the peer will cut anyway.
+pub const TOKEN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most distinct binding certificates (plus the certificate-less client) with a cached token
+/// client; the oldest is dropped beyond this so rotations cannot grow the map without bound.
+pub const MAX_CACHED_TOKEN_CLIENTS: usize = 32;
+/// Connections per token host per client: acquisitions are single-flight, so a few suffice.
+pub const MAX_TOKEN_CONNECTIONS_PER_HOST: usize = 4;

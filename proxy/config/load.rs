@@ -2,7 +2,6 @@
 //! errors to `FILE:LINE:COL: message`.
 
 use std::borrow::Cow;
-use std::io::Read as _;
 use std::path::Path;
 
 use serde_saphyr::{Budget, MessageFormatter as _, Options};
@@ -11,6 +10,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::model::Config;
 use super::schema::RawConfig;
 use super::validate;
+use crate::certs::bounded_read::{BoundedReadError, read_bounded};
 
 /// Largest config file popgate reads: a routes.yaml with thousands of routes is well under this;
 /// anything bigger is a mistake (wrong path) or an attack on the parser.
@@ -50,19 +50,16 @@ pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigEr
 
 /// Reads the file, bounded by [`MAX_CONFIG_BYTES`], as UTF-8.
 fn read_config(path: &Path) -> Result<String, ConfigError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| ConfigError::whole_file(path, format!("cannot read config file: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ConfigError::whole_file(path, format!("cannot read config file: {e}")))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::whole_file(
-            path,
-            format!("config file is larger than {MAX_CONFIG_BYTES} bytes"),
-        ));
-    }
-    String::from_utf8(bytes)
+    let mut bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| {
+        let message = match e {
+            BoundedReadError::Io(e) => format!("cannot read config file: {e}"),
+            BoundedReadError::TooLarge { .. } => {
+                format!("config file is larger than {MAX_CONFIG_BYTES} bytes")
+            }
+        };
+        ConfigError::whole_file(path, message)
+    })?;
+    String::from_utf8(std::mem::take(&mut *bytes))
         .map_err(|e| ConfigError::whole_file(path, format!("config file is not UTF-8: {e}")))
 }
 

@@ -6,10 +6,12 @@
 pub mod describe;
 pub mod duration;
 pub mod error;
+pub mod host_pattern;
 pub mod limits;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod upstream;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -2,7 +2,6 @@
 //! validation; files named in the config are already loaded.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,21 +12,16 @@ use crate::access::AllowList;
 use crate::certs::binding::BindingCert;
 use crate::certs::cert_files;
 use crate::certs::pkcs12::{self, Pkcs12Password};
+pub use crate::identity::imds_endpoint::UamiSelector;
 use crate::identity::token::TokenType;
 
-pub use super::schema::{Acquire, IdentityKind};
+use super::limits::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 
-/// Default TCP + TLS connect timeout: long enough for a cross-region handshake, short enough that
-/// a black-holed upstream fails while the caller is still waiting.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time until the upstream's response head: Azure control-plane calls can take tens of
-/// seconds; a minute covers them without holding callers forever.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default idle time of a pooled upstream connection: just under the 100 s–4 min idle cut-offs
-/// of Azure front ends, so popgate closes first and never writes into a dead socket.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The IMDS base URL when neither the config nor the environment names one.
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+pub use super::host_pattern::HostPattern;
+pub use super::schema::{Acquire, IdentityKind};
+pub use super::upstream::Upstream;
 
 /// A loaded, validated routes.yaml.
 #[derive(Debug, Clone)]
@@ -123,13 +117,13 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             request: DEFAULT_REQUEST_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
-            drain: super::limits::DEFAULT_DRAIN_TIMEOUT,
+            drain: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
 
-/// Caller-facing HTTP limits from `limits:`. `None` keeps the data plane's default (see
-/// `dataplane::listener::ConnectionSettings::with_limits`).
+/// Caller-facing HTTP limits from `limits:`. `None` keeps the default from [`super::limits`]
+/// (applied by the data plane's `ConnectionSettings::with_limits`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Most request header lines.
@@ -180,27 +174,6 @@ pub struct ManagedIdentity {
     pub selector: Option<UamiSelector>,
     /// Argv of a command printing an attestation token for IMDSv2 `issuecredential`.
     pub attestation_command: Option<Vec<String>>,
-}
-
-/// Which user-assigned managed identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UamiSelector {
-    /// By client (application) id, lowercased GUID.
-    ClientId(String),
-    /// By ARM resource id.
-    ResourceId(String),
-    /// By object (principal) id, lowercased GUID.
-    ObjectId(String),
-}
-
-impl fmt::Display for UamiSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UamiSelector::ClientId(v) => write!(f, "client_id={v}"),
-            UamiSelector::ResourceId(v) => write!(f, "resource_id={v}"),
-            UamiSelector::ObjectId(v) => write!(f, "object_id={v}"),
-        }
-    }
 }
 
 /// An app registration.
@@ -289,43 +262,6 @@ pub struct StaticIdentity {
     pub certificate: BindingCert,
 }
 
-/// A route's host pattern, normalized: lowercase, no trailing dot, no default port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostPattern {
-    /// Exactly this host.
-    Exact {
-        /// Lowercased host name or IP literal (IPv6 without brackets).
-        host: String,
-        /// A non-default port, if the pattern names one.
-        port: Option<u16>,
-    },
-    /// `*.suffix`: names ending in `.suffix` with at least one more label.
-    Wildcard {
-        /// The suffix without the leading `*.`.
-        suffix: String,
-        /// A non-default port, if the pattern names one.
-        port: Option<u16>,
-    },
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (prefix, host, port) = match self {
-            HostPattern::Exact { host, port } => ("", host, port),
-            HostPattern::Wildcard { suffix, port } => ("*.", suffix, port),
-        };
-        if host.contains(':') {
-            write!(f, "{prefix}[{host}]")?;
-        } else {
-            write!(f, "{prefix}{host}")?;
-        }
-        if let Some(p) = port {
-            write!(f, ":{p}")?;
-        }
-        Ok(())
-    }
-}
-
 /// How a route gets its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
@@ -357,7 +293,7 @@ pub struct Route {
     /// Remove the matched prefix before forwarding (keeping a leading `/`).
     pub strip_prefix: bool,
     /// `https` upstream, possibly with a base path; `None` = `https://{matched request host}`.
-    pub upstream: Option<http::Uri>,
+    pub upstream: Option<Upstream>,
     /// Resource (audience) without a trailing `/.default`.
     pub resource: String,
     /// Token flow.
@@ -381,10 +317,8 @@ impl Route {
     }
 
     /// The upstream's base path without a trailing `/` (`""` when it has none), ready to be
-    /// prepended to the forwarded path. `http::Uri` shows an empty path as `/`.
+    /// prepended to the forwarded path.
     pub fn upstream_base_path(&self) -> &str {
-        self.upstream
-            .as_ref()
-            .map_or("", |u| u.path().trim_end_matches('/'))
+        self.upstream.as_ref().map_or("", Upstream::base_path)
     }
 }

@@ -43,6 +43,8 @@ impl NoTokenDetail<'_> {
 pub enum Refusal<'a> {
     /// 403: no route matches; the request never leaves.
     NoRoute { host: Option<&'a str> },
+    /// 403: the route's `allow` rules admit no one like this caller; nothing is forwarded.
+    NotAllowed { route: &'a str },
     /// 405: CONNECT tunnels are not offered.
     Connect,
     /// 400: the request cannot be forwarded as given.
@@ -67,7 +69,7 @@ impl Refusal<'_> {
     /// The status code for this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NoRoute { .. } => StatusCode::FORBIDDEN,
+            Refusal::NoRoute { .. } | Refusal::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Refusal::NoToken { .. } | Refusal::TokenExpired { .. } => {
@@ -83,6 +85,11 @@ impl Refusal<'_> {
         use serde_json::json;
         match self {
             Refusal::NoRoute { host } => json!({ "error": "no_route", "host": host }),
+            Refusal::NotAllowed { route } => json!({
+                "error": "caller_not_allowed",
+                "route": route,
+                "message": "this caller is not in the route's allow list",
+            }),
             Refusal::Connect => json!({
                 "error": "connect_not_supported",
                 "message": "popgate does not tunnel CONNECT: send plain http:// URLs through popgate \
@@ -195,6 +202,11 @@ mod tests {
         let (s, b) = json(Refusal::NoRoute { host: None }).await;
         assert_eq!(s, 403);
         assert!(b["host"].is_null());
+
+        let (s, b) = json(Refusal::NotAllowed { route: "graph" }).await;
+        assert_eq!(s, 403);
+        assert_eq!(b["error"], "caller_not_allowed");
+        assert_eq!(b["route"], "graph");
 
         let (s, b) = json(Refusal::Connect).await;
         assert_eq!(s, 405);

@@ -26,8 +26,6 @@ use super::limits::{LimitRefusal, framing};
 /// Longest chunk-size or trailer line followed; hyper refuses far shorter extension runs, so a
 /// longer line means the guard stops watching and leaves the refusal to hyper.
 const MAX_LINE_BYTES: usize = 4 * 1024;
-/// Most hex digits in a chunk size: 16 fill a u64; hyper refuses more.
-const MAX_CHUNK_SIZE_DIGITS: usize = 16;
 /// Marks "no request flagged".
 const NONE: u64 = u64::MAX;
 
@@ -217,21 +215,20 @@ impl Tracker {
                         self.off();
                         return Step::Continue;
                     }
+                    // The line with its terminator: a chunk-size line is parsed as it came.
+                    let raw = &rest[..consumed];
                     if newline.is_none() {
-                        self.line.extend_from_slice(piece);
+                        self.line.extend_from_slice(raw);
                         continue;
                     }
                     if self.line.is_empty() {
                         // The whole line arrived in this read (the common case): look at it in
                         // place rather than copying every head line into `line` first.
-                        self.on_line(piece.strip_suffix(b"\r").unwrap_or(piece), verdict);
+                        self.on_line(raw, verdict);
                         continue;
                     }
-                    self.line.extend_from_slice(piece);
+                    self.line.extend_from_slice(raw);
                     let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
                     self.on_line(&line, verdict);
                     line.clear();
                     if self.state != State::Off {
@@ -243,10 +240,13 @@ impl Tracker {
         Step::Continue
     }
 
-    fn on_line(&mut self, line: &[u8], verdict: &Verdict) {
+    /// One complete line, `raw` with its `\n` (and `\r`, when sent) still on.
+    fn on_line(&mut self, raw: &[u8], verdict: &Verdict) {
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         match self.state {
             State::Head => self.on_head_line(line, verdict),
-            State::ChunkSize => match parse_chunk_size(line) {
+            State::ChunkSize => match chunk_size(raw) {
                 Some(0) => self.state = State::Trailers,
                 Some(n) => self.state = State::ChunkData(n),
                 None => {
@@ -356,18 +356,18 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// A chunk-size line: hex digits, then optional whitespace and `;extensions`.
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > MAX_CHUNK_SIZE_DIGITS {
+/// A chunk-size line (with its CRLF): hex digits, then optional whitespace and `;extensions`.
+/// httparse parses it as hyper's decoder does (CRLF required, at most 16 digits) but reads a
+/// line without digits as size 0, which hyper refuses; so a digit must come first.
+fn chunk_size(raw: &[u8]) -> Option<u64> {
+    if !raw.first().is_some_and(u8::is_ascii_hexdigit) {
         return None;
     }
-    let rest = trim(&line[digits..]);
-    if !rest.is_empty() && rest[0] != b';' {
-        return None;
+    match httparse::parse_chunk_size(raw) {
+        Ok(httparse::Status::Complete((_, size))) => Some(size),
+        // Partial: the line ended in a bare LF, which hyper refuses too.
+        Ok(httparse::Status::Partial) | Err(_) => None,
     }
-    let text = std::str::from_utf8(&line[..digits]).ok()?;
-    u64::from_str_radix(text, 16).ok()
 }
 
 /// The IO wrapper: reads pass through the tracker.
@@ -521,6 +521,9 @@ POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r
             &b"zz\r\n"[..],
             b"\r\n",
             b"3 x\r\n",
+            // hyper requires CRLF after the size (and refuses a bare LF in an extension).
+            b"3\n",
+            b"3;x\n",
             b"11111111111111111\r\n",
         ] {
             let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();

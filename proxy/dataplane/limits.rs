@@ -13,17 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
-/// Default cap on request header lines: hyper's own default, generous for API clients (which send
-/// around 10–20) and small enough that a header flood costs little to parse.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
-/// Default cap on the request head in bytes (request line + headers): far above what a token-less
-/// legacy app sends (popgate adds the token itself), and the same as nginx's largest default buffer.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Default cap on the request target: 8 KiB is the limit most front ends (nginx, Azure Front Door)
-/// enforce, so a longer URI would fail upstream anyway.
-pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
-/// Smallest accepted `max_header_bytes`: hyper's h1 read buffer cannot be smaller than 8 KiB.
-pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+use crate::config::limits::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_URI_BYTES};
 
 /// Limits applied to every caller request on a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,63 +1,25 @@
-//! Accept loops: plain TCP (HTTP/1.1, and h2c with prior knowledge) and TLS (h1 or h2 by ALPN,
-//! optionally requiring a client certificate). Each connection is served by hyper-util's auto
-//! builder and watched for graceful shutdown. Every request passes `limits::check_request` and
-//! the HTTP/1 framing guard before it reaches the forwarder.
+//! TCP listeners: plain (HTTP/1.1, and h2c with prior knowledge) and TLS (h1 or h2 by ALPN,
+//! optionally requiring a client certificate). Here are their settings and TLS configuration;
+//! the accept loop is `serve.rs`, one connection is `connection.rs`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http_body_util::Either;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::Forwarder;
-use super::framing_guard::FramingGuard;
-use super::limits::{MIN_MAX_HEADER_BYTES, RequestLimits, check_request};
-use crate::access::{Caller, CallerCert};
-
-/// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
-pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time a caller's HTTP/1 connection may take to send a request head. hyper starts this
-/// clock when the connection is ready for the next head, so it also closes idle keep-alive
-/// connections. 30 s (hyper's default) outlasts any honest client's pause between requests on a
-/// pooled connection, yet stops a slowloris client trickling one header byte at a time.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default cap on open caller connections per listener: a node's legacy apps hold tens to a few
-/// hundred; 1024 leaves room for upstream sockets within the usual 65536 file-descriptor limit.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
-/// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
-/// minimum and what nginx allows.
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Default streams a caller may reset before popgate accepted them (HTTP/2 rapid reset,
-/// CVE-2023-44487) before the connection gets GOAWAY: the h2 crate's default, which no honest
-/// client reaches.
-pub const DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
-/// Default streams popgate may reset for protocol errors caused by the caller before it sends
-/// GOAWAY (the "MadeYouReset" variant): hyper's default.
-pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Default interval of HTTP/2 PING keep-alives on an idle caller connection, to find callers
-/// that vanished without closing.
-pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// Default time a caller has to answer a PING before its connection is closed.
-pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
-/// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
-/// configured cap differs.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+use super::connection::{CallerService, serve_tcp};
+use super::limits::RequestLimits;
+use super::serve;
+use crate::config::limits::{
+    DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
+    DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+};
 
 /// Why a TLS listener configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -168,191 +130,16 @@ impl Default for H2Settings {
     }
 }
 
-/// What an accept loop needs besides its socket.
-pub(crate) struct AcceptContext {
-    pub forwarder: Forwarder,
-    pub tls: Option<TlsAcceptor>,
-    pub settings: ConnectionSettings,
-    pub shutdown: watch::Receiver<bool>,
-    /// Told the number of open connections once the listening socket is closed on shutdown.
-    pub stopped: Option<tokio::sync::oneshot::Sender<usize>>,
-}
-
-/// Accepts until shutdown is signalled, then asks every open connection to finish its in-flight
-/// requests and close, and returns once they all have.
-///
-/// At most `max_connections` connections are open at once. Beyond that the loop stops calling
-/// `accept` until one closes: further callers wait in the kernel's listen backlog (and then get
-/// refused by the kernel) instead of being accepted and dropped, which would cost a handshake
-/// each and teach clients to retry in a tight loop.
-pub(crate) async fn accept_loop(listener: TcpListener, mut ctx: AcceptContext) {
-    let local = listener.local_addr().ok();
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(ctx.settings.max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit,
-            _ = ctx.shutdown.changed() => break,
-        };
-        // The semaphore is never closed, so acquiring only fails if it were.
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                // Responses are written in one flush per head; do not let Nagle delay them.
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-                if slots.available_permits() == 0 {
-                    tracing::info!(listener = ?local, max = ctx.settings.max_connections, "connection cap reached; new callers wait");
-                }
-                let conn = Conn {
-                    caller: Caller {
-                        addr: Some(peer),
-                        ..Caller::default()
-                    },
-                    forwarder: ctx.forwarder.clone(),
-                    settings: ctx.settings.clone(),
-                    watcher: graceful.watcher(),
-                };
-                let tls = ctx.tls.clone();
-                tokio::spawn(async move {
-                    serve(stream, tls, conn).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, listener = ?local, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
-    // Closing the socket now makes new callers get "connection refused" at once instead of
-    // waiting in a backlog no one accepts from any more.
-    drop(listener);
-    let open = graceful.count();
-    tracing::debug!(listener = ?local, open, "listener stopped accepting");
-    if let Some(stopped) = ctx.stopped.take() {
-        let _ = stopped.send(open);
-    }
-    graceful.shutdown().await;
-}
-
-/// One accepted connection.
-pub(crate) struct Conn {
-    /// Who connected; completed with the client certificate after a TLS handshake.
-    pub caller: Caller,
-    pub forwarder: Forwarder,
-    pub settings: ConnectionSettings,
-    pub watcher: Watcher,
-}
-
-async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, mut conn: Conn) {
-    match tls {
-        None => serve_io(stream, 80, conn).await,
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(conn.settings.tls_handshake_timeout, acceptor.accept(stream))
-                    .await;
-            match handshake {
-                Ok(Ok(tls)) => {
-                    // rustls has verified the chain (mTLS listeners); read the leaf's names once
-                    // per connection for the routes' `allow` rules.
-                    if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-                    {
-                        match CallerCert::from_der(leaf) {
-                            Ok(cert) => conn.caller.cert = Some(Arc::new(cert)),
-                            Err(e) => {
-                                tracing::info!(caller = %conn.caller, error = %e, "caller certificate unreadable; connection closed");
-                                return;
-                            }
-                        }
-                    }
-                    serve_io(tls, 443, conn).await
-                }
-                Ok(Err(e)) => {
-                    tracing::info!(caller = %conn.caller, error = %e, "caller TLS handshake failed")
-                }
-                Err(_) => tracing::info!(caller = %conn.caller, "caller TLS handshake timed out"),
-            }
-        }
-    }
-}
-
-pub(crate) async fn serve_io<I>(io: I, default_port: u16, conn: Conn)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let Conn {
-        caller,
-        forwarder,
-        settings,
-        watcher,
-    } = conn;
-    let limits = settings.limits;
-    let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
-    let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
-    let requests = Arc::new(AtomicU64::new(0));
-    let caller = Arc::new(caller);
-    let service_caller = Arc::clone(&caller);
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let forwarder = forwarder.clone();
-        let caller = Arc::clone(&service_caller);
-        // HTTP/1 requests arrive in order, one at a time, so this index matches the guard's.
-        let index = requests.fetch_add(1, Ordering::Relaxed);
-        let verdict = Arc::clone(&verdict);
-        let refused = verdict
-            .refusal(index)
-            .map_or_else(|| check_request(&request, &limits), Err);
-        async move {
-            if let Err(refusal) = refused {
-                tracing::info!(
-                    caller = %caller,
-                    status = refusal.status().as_u16(),
-                    reason = %refusal,
-                    "request refused before forwarding"
-                );
-                return Ok::<_, Infallible>(refusal.response().map(Either::Right));
-            }
-            let response = forwarder.handle(request, default_port, &caller).await;
-            // The guard may have cut the body off while it was being forwarded: the caller then
-            // learns why (413) rather than seeing the upstream's reaction to a truncated body.
-            if let Some(refusal) = verdict.refusal(index) {
-                tracing::info!(
-                    caller = %caller,
-                    status = refusal.status().as_u16(),
-                    reason = %refusal,
-                    "request cut off while forwarding"
-                );
-                return Ok(refusal.response().map(Either::Right));
-            }
-            Ok(response)
-        }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut h1 = builder.http1();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        // The read buffer bounds the request head: a longer head gets 431 from hyper.
-        .max_buf_size(head_cap);
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        h1.max_headers(limits.max_headers);
-    }
-    let h2 = &settings.h2;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(h2.keep_alive_interval)
-        .keep_alive_timeout(h2.keep_alive_timeout);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(caller = %caller, error = %e, "caller connection ended with an error");
-    }
+/// Serves a TCP listener (TLS when `tls` is given) until shutdown, then drains (see
+/// [`serve::serve`]). Returns whether every connection closed within the drain.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: CallerService,
+    options: serve::Options,
+) -> bool {
+    serve::serve(listener, options, move |stream, peer, watcher| {
+        serve_tcp(stream, peer, tls.clone(), service.clone(), watcher)
+    })
+    .await
 }

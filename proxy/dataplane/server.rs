@@ -12,11 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::{DEFAULT_REQUEST_TIMEOUT, DataplaneTable, Forwarder};
-use super::listener::{AcceptContext, ConnectionSettings, accept_loop};
+use super::connection::CallerService;
+use super::listener::{ConnectionSettings, accept_loop};
+use super::request::{DataplaneTable, Forwarder};
+use super::serve::{self, AtCap, Drain};
 use super::unix_listener::{self, UnixListenerSpec};
 
 pub use crate::config::limits::DEFAULT_DRAIN_TIMEOUT;
+use crate::config::limits::DEFAULT_REQUEST_TIMEOUT;
 
 /// One listening socket.
 #[derive(Clone, Debug)]
@@ -114,39 +117,41 @@ impl Proxy {
             })?;
             bound.push((socket, local, spec.tls));
         }
-        let forwarder = Forwarder::new(table, settings.request_timeout);
+        let service = CallerService {
+            forwarder: Forwarder::new(table, settings.request_timeout),
+            settings: settings.connection.clone(),
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut addrs = Vec::with_capacity(bound.len());
-        let mut tasks = Vec::with_capacity(bound.len());
-        let mut stopped = Vec::with_capacity(bound.len());
-        for (socket, local, tls) in bound {
+        let mut stopped = Vec::with_capacity(bound.len() + unix_bound.len());
+        // Every accept loop runs the same way; only its label differs.
+        let mut options = |label: String| {
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
             stopped.push(stopped_rx);
-            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
-            addrs.push(local);
-            let ctx = AcceptContext {
-                forwarder: forwarder.clone(),
-                tls: tls.map(TlsAcceptor::from),
-                settings: settings.connection.clone(),
+            serve::Options {
+                label,
+                max_connections: settings.connection.max_connections,
+                at_cap: AtCap::Wait,
+                drain: Drain::Graceful(settings.drain_timeout),
                 shutdown: shutdown_rx.clone(),
                 stopped: Some(stopped_tx),
-            };
-            tasks.push(tokio::spawn(accept_loop(socket, ctx)));
+            }
+        };
+        let mut addrs = Vec::with_capacity(bound.len());
+        let mut tasks = Vec::with_capacity(bound.len() + unix_bound.len());
+        for (socket, local, tls) in bound {
+            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
+            addrs.push(local);
+            let tls = tls.map(TlsAcceptor::from);
+            let run = accept_loop(socket, tls, service.clone(), options(local.to_string()));
+            tasks.push(tokio::spawn(run));
         }
         let mut unix_paths = Vec::with_capacity(unix_bound.len());
         for (socket, path) in unix_bound {
-            let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
-            stopped.push(stopped_rx);
             tracing::info!(path = %path.display(), "listening on unix socket");
             unix_paths.push(path.clone());
-            let ctx = AcceptContext {
-                forwarder: forwarder.clone(),
-                tls: None,
-                settings: settings.connection.clone(),
-                shutdown: shutdown_rx.clone(),
-                stopped: Some(stopped_tx),
-            };
-            tasks.push(tokio::spawn(unix_listener::accept_loop(socket, path, ctx)));
+            let label = path.display().to_string();
+            let run = unix_listener::accept_loop(socket, path, service.clone(), options(label));
+            tasks.push(tokio::spawn(run));
         }
         Ok(ProxyHandle {
             addrs,
@@ -165,7 +170,8 @@ pub struct ProxyHandle {
     addrs: Vec<SocketAddr>,
     unix_paths: Vec<std::path::PathBuf>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// One per accept loop: whether its connections all closed within the drain.
+    tasks: Vec<JoinHandle<bool>>,
     /// One per accept loop: the open connections when its socket closed.
     stopped: Vec<tokio::sync::oneshot::Receiver<usize>>,
     drain_timeout: Duration,
@@ -200,26 +206,24 @@ impl ProxyHandle {
             drain_timeout_ms = u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX),
             "stopped accepting; draining open connections"
         );
-        let drain = async {
-            for task in self.tasks {
-                if let Err(e) = task.await {
-                    tracing::warn!(error = %e, "accept loop ended abnormally");
-                }
+        // Each loop bounds its own drain by the timeout; they all started it just now.
+        let mut drained = true;
+        for task in self.tasks {
+            match task.await {
+                Ok(closed) => drained &= closed,
+                Err(e) => tracing::warn!(error = %e, "accept loop ended abnormally"),
             }
-        };
-        if tokio::time::timeout(self.drain_timeout, drain)
-            .await
-            .is_err()
-        {
+        }
+        if drained {
+            tracing::info!(
+                drained_connections = open,
+                "drained: every connection closed"
+            );
+        } else {
             tracing::warn!(
                 drain_timeout_ms =
                     u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX),
                 "connections still open after the drain timeout"
-            );
-        } else {
-            tracing::info!(
-                drained_connections = open,
-                "drained: every connection closed"
             );
         }
     }

@@ -4,18 +4,14 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
-use super::listener::{AcceptContext, Conn, serve_io};
+use super::connection::{CallerService, PLAIN_DEFAULT_PORT, serve_io};
+use super::serve;
 use crate::access::{Caller, UnixPeer};
 
 pub use crate::config::limits::DEFAULT_UNIX_SOCKET_MODE;
-/// Pause after a failed `accept` so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One Unix-socket listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,54 +41,48 @@ pub(crate) fn bind(spec: &UnixListenerSpec) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts until shutdown, like the TCP loop (same connection cap), then drains and removes the
-/// socket file.
-pub(crate) async fn accept_loop(listener: UnixListener, path: PathBuf, mut ctx: AcceptContext) {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(ctx.settings.max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit,
-            _ = ctx.shutdown.changed() => break,
-        };
-        // The semaphore is never closed, so acquiring only fails if it were.
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.shutdown.changed() => break,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let Some(caller) = caller_of(&stream, &path) else {
-                    continue;
-                };
-                let conn = Conn {
-                    caller,
-                    forwarder: ctx.forwarder.clone(),
-                    settings: ctx.settings.clone(),
-                    watcher: graceful.watcher(),
-                };
-                tokio::spawn(async move {
-                    serve_io(stream, 80, conn).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, listener = %path.display(), "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+/// A bound Unix socket and its file, which closing removes.
+#[derive(Debug)]
+pub(crate) struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl serve::Accept for UnixSocket {
+    type Io = UnixStream;
+    type Peer = Caller;
+
+    async fn accept(&self) -> io::Result<(UnixStream, Caller)> {
+        // Only the `accept` awaits, so dropping this between connections loses none.
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            if let Some(caller) = caller_of(&stream, &self.path) {
+                return Ok((stream, caller));
             }
         }
     }
-    // As the TCP loop: close the socket (and remove its file) first, so new callers are refused
-    // at once, then report the open connections to the drain.
-    drop(listener);
-    remove_socket(&path);
-    let open = graceful.count();
-    tracing::debug!(listener = %path.display(), open, "listener stopped accepting");
-    if let Some(stopped) = ctx.stopped.take() {
-        let _ = stopped.send(open);
+
+    fn close(self) {
+        // As for TCP: close the socket (and remove its file) first, so new callers are refused
+        // at once.
+        drop(self.listener);
+        remove_socket(&self.path);
     }
-    graceful.shutdown().await;
+}
+
+/// Serves a Unix-socket listener until shutdown, like the TCP loop (same connection cap), then
+/// removes the socket file and drains. Returns whether every connection closed within the drain.
+pub(crate) async fn accept_loop(
+    listener: UnixListener,
+    path: PathBuf,
+    service: CallerService,
+    options: serve::Options,
+) -> bool {
+    let socket = UnixSocket { listener, path };
+    serve::serve(socket, options, move |stream, caller, watcher| {
+        serve_io(stream, caller, PLAIN_DEFAULT_PORT, service.clone(), watcher)
+    })
+    .await
 }
 
 /// The peer's credentials; `None` (connection dropped) when the kernel cannot say, since a

@@ -63,7 +63,8 @@ fn with_port(host: &str, port: Option<u16>) -> String {
 /// The upstream `(host, port)` the probe of `route` is forwarded to: the route's `upstream`, else
 /// the probe's own host on 443. `None` only for a route with neither (validation refuses those).
 pub fn upstream_host(route: &Route) -> Option<(String, u16)> {
-    if let Some(uri) = &route.upstream {
+    if let Some(upstream) = &route.upstream {
+        let uri = upstream.uri();
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
         return Some((
             host.to_ascii_lowercase(),

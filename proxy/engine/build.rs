@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::model::{self, Config, Flow, Identity, Route};
+use crate::config::model::{self, Config, Flow, Identity, IdentityKind, Route};
 use crate::identity::app_service::AppServiceEndpoint;
-use crate::identity::imds_endpoint::{ImdsBase, UamiSelector, V2_DEFAULT_RESOURCE_ID_KEY};
+use crate::identity::imds_endpoint::{ImdsBase, V2_DEFAULT_RESOURCE_ID_KEY};
 use crate::identity::token::TokenType;
 use crate::identity::token_request::FIC_LEG1_RESOURCE;
 use crate::net::connect::ResolveMap;
@@ -221,23 +221,6 @@ struct Factory<'a> {
     imds_turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
-fn kind_name(identity: &Identity) -> &'static str {
-    match identity {
-        Identity::ManagedIdentity(_) => "managed_identity",
-        Identity::ConfidentialClient(_) => "confidential_client",
-        Identity::WorkloadIdentity(_) => "workload_identity",
-        Identity::Static(_) => "static",
-    }
-}
-
-fn selector(s: &Option<model::UamiSelector>) -> Option<UamiSelector> {
-    s.as_ref().map(|s| match s {
-        model::UamiSelector::ClientId(v) => UamiSelector::ClientId(v.clone()),
-        model::UamiSelector::ResourceId(v) => UamiSelector::ResourceId(v.clone()),
-        model::UamiSelector::ObjectId(v) => UamiSelector::ObjectId(v.clone()),
-    })
-}
-
 fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
     CertAppSettings {
         tenant_id: app.tenant_id.clone(),
@@ -326,7 +309,7 @@ impl Factory<'_> {
         let identity = self.identity(name)?.clone();
         let labels = CredentialLabels {
             identity: name.to_string(),
-            identity_kind: kind_name(&identity),
+            identity_kind: identity.kind().as_str(),
             flow: "vanilla",
             token_type,
             leg1: None,
@@ -349,7 +332,7 @@ impl Factory<'_> {
                         ImdsV2Identity::new(
                             name,
                             deps.imds.clone(),
-                            selector(&mi.selector),
+                            mi.selector.clone(),
                             &deps.imds_v2_resource_id_key,
                             mi.attestation_command.clone(),
                             deps.clone(),
@@ -374,7 +357,7 @@ impl Factory<'_> {
                     .or_insert_with(|| carried.unwrap_or_default())
                     .clone();
                 let source =
-                    ManagedIdentityBearerSource::new(endpoint, selector(&mi.selector), turn, deps);
+                    ManagedIdentityBearerSource::new(endpoint, mi.selector.clone(), turn, deps);
                 self.cached(labels, resource, source)?
             }
             (Identity::ConfidentialClient(app), _) => {
@@ -462,7 +445,7 @@ impl Factory<'_> {
             .map_err(|e| format!("FIC leg 1: {e}"))?;
         let labels = CredentialLabels {
             identity: leg2.to_string(),
-            identity_kind: "confidential_client",
+            identity_kind: IdentityKind::ConfidentialClient.as_str(),
             flow: "fic",
             token_type,
             leg1: Some(leg1.to_string()),

@@ -12,8 +12,8 @@ use crate::identity::token::{Token, TokenType};
 
 use super::schedule::RefreshPolicy;
 
-/// Retry-After values above this are clamped: a peer's typo must not park a route for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Retry-After values above this are clamped (one bound for the whole token path).
+pub use crate::identity::retry_policy::MAX_RETRY_AFTER;
 
 /// What a cached token is keyed by (protocol.md §6). The binding is the certificate's `x5t#S256`
 /// (whole DER), never the public key: a same-key renewal is a different entry.

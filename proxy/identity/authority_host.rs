@@ -56,19 +56,28 @@ pub enum HostRuleError {
     NotARealTenant(String),
 }
 
+/// Longest DNS label (RFC 1035 §2.3.4).
+const MAX_DNS_LABEL_BYTES: usize = 63;
+
+/// Whether `label` is one DNS label: 1–63 bytes, no leading or trailing `-`, every byte accepted
+/// by `byte_ok` (callers differ on case and `_`).
+pub fn is_dns_label(label: &str, byte_ok: impl Fn(u8) -> bool) -> bool {
+    !label.is_empty()
+        && label.len() <= MAX_DNS_LABEL_BYTES
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label.bytes().all(byte_ok)
+}
+
 /// Lowercases `host`, drops one trailing dot and checks it is a plain DNS name.
 pub fn normalize_host(host: &str) -> Result<String, HostRuleError> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
     let lower = trimmed.to_ascii_lowercase();
     let labels_ok = !lower.is_empty()
         && lower.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            is_dns_label(label, |b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+            })
         });
     if labels_ok && lower.contains('.') {
         Ok(lower)

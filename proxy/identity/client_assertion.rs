@@ -204,8 +204,13 @@ mod tests {
         alg: &'static dyn signature::VerificationAlgorithm,
     ) {
         let (signed, sig) = jwt.rsplit_once('.').unwrap();
-        let (_, cert) = x509_parser::parse_x509_certificate(binding.leaf_der().as_ref()).unwrap();
-        let public = cert.public_key().subject_public_key.data.to_vec();
+        let cert = crate::certs::x509::parse(binding.leaf_der().as_ref()).unwrap();
+        let public = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
         UnparsedPublicKey::new(alg, public)
             .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
             .expect("signature verifies against the certificate's public key");

@@ -4,12 +4,32 @@
 
 use std::time::{Duration, SystemTime};
 
+use time::error::ParseFromDescription;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::parsing::Parsed;
+use time::{PrimitiveDateTime, UtcOffset};
+
 /// 2001-01-01T00:00:00Z. Numbers below it cannot be a token's absolute expiry, so they are read
 /// as relative lifetimes, as MSAL does.
 pub const ABSOLUTE_EXPIRY_THRESHOLD: u64 = 978_307_200;
 
-/// Largest year accepted in an ISO-8601 time; keeps the arithmetic far from overflow.
-const MAX_YEAR: i64 = 9999;
+/// The accepted ISO-8601 form: `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction][Z|z|±HH:MM|±HHMM]`. The
+/// fraction keeps nanoseconds and drops further digits (.NET writes 7).
+const ISO_8601: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[year range:standard]-[month]-[day][first [T][t][ ]][hour]:[minute]:[second]\
+     [optional [.[subsecond digits:1+]]]\
+     [optional [[first [Z][z][[offset_hour sign:mandatory]:[offset_minute]]\
+     [[offset_hour sign:mandatory][offset_minute]]]]]"
+);
+
+/// Largest offset from UTC accepted, in whole hours: real zones span −12 to +14; `time` itself
+/// would take up to 25.
+const MAX_OFFSET_HOURS: i8 = 23;
+
+/// Earliest year accepted: a token cannot expire before the Unix epoch.
+const MIN_YEAR: i32 = 1970;
 
 /// Why an `expires_on` value was refused (the message is shown after the field name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +62,8 @@ pub fn from_seconds(secs: u64, now: SystemTime) -> Result<SystemTime, ExpiryErro
         .ok_or_else(|| ExpiryError("is too large to be a time".into()))
 }
 
-/// Parses `YYYY-MM-DD(T| )HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`. Without an offset the time is
-/// taken as UTC (IMDS and App Service report UTC).
+/// Parses an ISO-8601 date-time of the `ISO_8601` form. Without an offset the time is taken as
+/// UTC (IMDS and App Service report UTC).
 pub fn parse_iso8601(text: &str) -> Result<SystemTime, ExpiryError> {
     let bad = || {
         ExpiryError(format!(
@@ -51,102 +71,46 @@ pub fn parse_iso8601(text: &str) -> Result<SystemTime, ExpiryError> {
             short(text)
         ))
     };
-    let b = text.as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    let invalid = || ExpiryError(format!("is not a valid date-time (\"{}\")", short(text)));
+    // `time` takes a sign before the year; the accepted form has none.
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(bad());
     }
-    let num = |range: std::ops::Range<usize>| -> Result<i64, ExpiryError> {
-        let part = &b[range];
-        if !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad());
-        }
-        Ok(part
-            .iter()
-            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1970..=MAX_YEAR).contains(&year)
-        || !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(ExpiryError(format!(
-            "is not a valid date-time (\"{}\")",
-            short(text)
-        )));
-    }
-    let mut rest = &b[19..];
-    let mut nanos = 0u32;
-    if let Some(after_dot) = rest.strip_prefix(b".") {
-        let digits = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        // Keep nanosecond precision; further digits (.NET writes 7) are dropped.
-        for (d, power) in after_dot[..digits].iter().zip((0..9u32).rev()) {
-            nanos += u32::from(d - b'0') * 10u32.pow(power);
-        }
-        rest = &after_dot[digits..];
-    }
-    let offset_secs: i64 = match rest {
-        [] | [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return Err(bad());
+    let mut parsed = Parsed::new();
+    let rest = parsed
+        .parse_items(text.as_bytes(), ISO_8601)
+        .map_err(|e| match e {
+            // Four digits are always a year, and an offset out of range is a malformed suffix;
+            // any other component out of range is an impossible date or time.
+            ParseFromDescription::InvalidComponent(name)
+                if name != "year" && !name.starts_with("offset") =>
+            {
+                invalid()
             }
-            let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
-            let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
-            if hours > 23 || minutes > 59 {
-                return Err(bad());
-            }
-            let magnitude = hours * 3600 + minutes * 60;
-            if *sign == b'+' { magnitude } else { -magnitude }
-        }
-        _ => return Err(bad()),
+            _ => bad(),
+        })?;
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    let local = PrimitiveDateTime::try_from(parsed).map_err(|_| invalid())?;
+    if local.year() < MIN_YEAR {
+        return Err(invalid());
+    }
+    let offset = match parsed.offset_hour() {
+        None => UtcOffset::UTC,
+        Some(_) => UtcOffset::try_from(parsed).map_err(|_| bad())?,
     };
-    let local = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    let utc = local - offset_secs;
-    let utc = u64::try_from(utc).map_err(|_| ExpiryError("is before 1970".into()))?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::new(utc, nanos))
+    if offset.whole_hours().abs() > MAX_OFFSET_HOURS {
+        return Err(bad());
+    }
+    let utc = local.assume_offset(offset);
+    let secs =
+        u64::try_from(utc.unix_timestamp()).map_err(|_| ExpiryError("is before 1970".into()))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::new(secs, utc.nanosecond()))
 }
 
 fn short(text: &str) -> String {
     crate::identity::response_json::sanitized(text, 40)
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -215,9 +179,22 @@ mod tests {
             "2018-1a-08T19:23:34Z",
             "-1",
             "1.5",
+            "+2018-11-08T19:23:34Z",
+            "2018-11-08T19:23:60Z",
+            "2018-11-08T19:23:34+01:60",
+            "2018-11-08T19:23:34+0100x",
         ] {
             assert!(parse_expires_on(text, at(0)).is_err(), "{text}");
         }
+        let message = |text| parse_iso8601(text).unwrap_err().to_string();
+        assert_eq!(
+            message("2019-02-29T00:00:00Z"),
+            "is not a valid date-time (\"2019-02-29T00:00:00Z\")"
+        );
+        assert_eq!(
+            message("tomorrow"),
+            "is neither Unix seconds nor an ISO-8601 date-time (\"tomorrow\")"
+        );
         assert_eq!(
             parse_iso8601("1970-01-01T00:00:00+01:00")
                 .unwrap_err()

@@ -76,6 +76,8 @@ impl ImdsBase {
 }
 
 /// How a request names a user-assigned managed identity. No selector means the system-assigned one.
+/// Also the validated config's type (`managed_identity` with `client_id`, `resource_id` or
+/// `object_id`), which lowercases the GUIDs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UamiSelector {
     /// The identity's client (application) id.

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, StatusCode};
 use rustls_pki_types::CertificateDer;
 
 use crate::certs::binding::{BindingCert, BindingError};
+use crate::certs::x509;
 use crate::identity::csr::{BindingKey, Csr};
 use crate::identity::ests_error::EstsError;
 use crate::identity::imds_endpoint::{ImdsBase, UamiSelector, imds_request, push_uami, query};
@@ -243,7 +244,7 @@ pub fn parse_issued_credential(
             format!("is not standard base64 ({e})"),
         )
     })?;
-    if let Err(e) = x509_parser::parse_x509_certificate(&der) {
+    if let Err(e) = x509::parse(&der) {
         return Err(ResponseError::field(
             ISSUE_WHAT,
             "certificate",

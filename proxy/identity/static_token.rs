@@ -1,7 +1,6 @@
 //! The `static` identity: bring your own token (a file) and, for PoP, the certificate it is bound
 //! to. Lets the whole data path work without the credential engine.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
 
 use crate::certs::binding::BindingCert;
+use crate::certs::bounded_read::{BoundedReadError, read_bounded};
 use crate::identity::token::{AccessToken, Token, TokenType};
 
 /// Largest token file accepted. Entra tokens are a few KiB; anything far bigger is the wrong file.
@@ -130,21 +130,13 @@ pub fn load(
 /// Reads, trims and checks the file; the buffers are zeroized on drop.
 fn read_token(token_file: &Path) -> Result<Zeroizing<String>, StaticTokenError> {
     let path = || token_file.to_path_buf();
-    let read_err = |source| StaticTokenError::Read {
-        path: path(),
-        source,
-    };
-    let file = std::fs::File::open(token_file).map_err(read_err)?;
-    let mut raw = Zeroizing::new(Vec::new());
-    file.take(MAX_TOKEN_FILE_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(read_err)?;
-    if raw.len() as u64 > MAX_TOKEN_FILE_BYTES {
-        return Err(StaticTokenError::TooLarge {
+    let raw = read_bounded(token_file, MAX_TOKEN_FILE_BYTES).map_err(|e| match e {
+        BoundedReadError::Io(source) => StaticTokenError::Read {
             path: path(),
-            max: MAX_TOKEN_FILE_BYTES,
-        });
-    }
+            source,
+        },
+        BoundedReadError::TooLarge { max } => StaticTokenError::TooLarge { path: path(), max },
+    })?;
     let trimmed = raw.trim_ascii();
     if trimmed.is_empty() {
         return Err(StaticTokenError::Empty { path: path() });

@@ -5,9 +5,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncReadExt as _;
 use zeroize::Zeroizing;
 
+use crate::certs::bounded_read::{BoundedReadError, read_bounded_async};
 use crate::identity::outbound_request::{CredentialRequest, RequestError};
 use crate::identity::token_request::{TokenEndpoint, jwt_bearer};
 
@@ -69,20 +69,19 @@ pub enum FederatedTokenError {
 
 /// Reads the token file now (surrounding whitespace trimmed).
 pub async fn read_federated_token(path: &Path) -> Result<FederatedToken, FederatedTokenError> {
-    let io = |source| FederatedTokenError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = tokio::fs::File::open(path).await.map_err(io)?;
-    // Capacity for the whole limit up front, so the buffer never reallocates and leaves copies.
-    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_FEDERATED_TOKEN_BYTES + 1));
-    let limit = u64::try_from(MAX_FEDERATED_TOKEN_BYTES + 1).unwrap_or(u64::MAX);
-    file.take(limit).read_to_end(&mut buf).await.map_err(io)?;
-    if buf.len() > MAX_FEDERATED_TOKEN_BYTES {
-        return Err(FederatedTokenError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
+    // The limit is 16 KiB, so it always fits in a u64.
+    let max = MAX_FEDERATED_TOKEN_BYTES as u64;
+    let buf = read_bounded_async(path.to_path_buf(), max)
+        .await
+        .map_err(|e| match e {
+            BoundedReadError::Io(source) => FederatedTokenError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            BoundedReadError::TooLarge { .. } => FederatedTokenError::TooLarge {
+                path: path.to_path_buf(),
+            },
+        })?;
     let text = std::str::from_utf8(&buf).map_err(|_| FederatedTokenError::Malformed {
         path: path.to_path_buf(),
     })?;

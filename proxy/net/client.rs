@@ -17,23 +17,12 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
+use crate::config::limits::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST, MAX_LANES,
+};
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_tls::ExtraRoots;
-
-/// Default bound on resolve + TCP + TLS: long enough for a slow cross-region handshake, short enough
-/// that a dead upstream answers the caller well before typical client timeouts (30 s).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time an idle upstream connection stays pooled; below the 120 s idle timeout common on
-/// Azure front ends, so we close first rather than race a server-side close.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Default cap on live upstream connections per host per snapshot: enough parallelism for a busy
-/// node's callers over h1 while bounding the mTLS handshakes a burst can trigger.
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 64;
-
-/// Most lanes one client spreads its requests over: each lane can hold its own h2 connection,
-/// so this bounds the extra upstream connections (and mTLS handshakes) per snapshot.
-pub const MAX_LANES: usize = 8;
 
 /// Hands each thread that sends upstream requests a lane number, in order of first use.
 static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
@@ -73,7 +62,7 @@ impl Default for UpstreamSettings {
             extra_roots: ExtraRoots::default(),
             resolve: Arc::new(ResolveMap::default()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
         }
     }

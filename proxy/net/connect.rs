@@ -28,9 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// Past this many tracked upstream hosts, idle per-host limiters are pruned on the next dial, so a
-/// wildcard route reaching many hosts cannot grow the map without bound.
-const MAX_TRACKED_HOSTS: usize = 1024;
+use crate::config::limits::MAX_TRACKED_HOSTS;
 
 /// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
 /// connection goes to the given address, while SNI, Host and certificate checks use the name).

@@ -15,27 +15,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::config::limits::{
+    MAX_CACHED_TOKEN_CLIENTS, MAX_TOKEN_CONNECTIONS_PER_HOST, TOKEN_CONNECT_TIMEOUT,
+    TOKEN_IDLE_TIMEOUT, TOKEN_REQUEST_TIMEOUT,
+};
 use crate::net::connect::{ConnectError, ConnectSettings, ResolveMap, UpstreamConnector};
 use crate::net::upstream_tls::{ExtraRoots, client_config};
 
 use crate::certs::binding::BindingCert;
 use crate::identity::outbound_request::CredentialRequest;
 use crate::identity::response_json::MAX_RESPONSE_BYTES;
-
-/// Bound on TCP + TLS to a token endpoint or IMDS: IMDS is link-local and ESTS answers handshakes
-/// in well under a second; ten seconds means the peer is unreachable, not slow.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on one whole exchange (connect, send, read the body): ESTS's own request timeout is
-/// about 30 s, and a stuck call must end while the cached token is still usable.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle keep-alive connections to token endpoints are closed after this: token calls come minutes
-/// apart, so a longer idle time only holds sockets that the peer will cut anyway.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most distinct binding certificates (plus the certificate-less client) with a cached client;
-/// the oldest is dropped beyond this so rotations cannot grow the map without bound.
-pub const MAX_CACHED_CLIENTS: usize = 32;
-/// Connections per token host per client: acquisitions are single-flight, so a few suffice.
-const MAX_CONNECTIONS_PER_HOST: usize = 4;
 
 /// Where and how long to connect.
 #[derive(Clone, Debug)]
@@ -55,8 +44,8 @@ impl Default for TransportSettings {
         Self {
             resolve: Arc::new(ResolveMap::default()),
             extra_roots: ExtraRoots::default(),
-            connect_timeout: CONNECT_TIMEOUT,
-            request_timeout: REQUEST_TIMEOUT,
+            connect_timeout: TOKEN_CONNECT_TIMEOUT,
+            request_timeout: TOKEN_REQUEST_TIMEOUT,
         }
     }
 }
@@ -178,7 +167,7 @@ impl Transport {
         let plain = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_idle_timeout(TOKEN_IDLE_TIMEOUT)
             .build(http);
         Self {
             settings,
@@ -225,20 +214,20 @@ impl Transport {
             ConnectSettings {
                 resolve: Arc::clone(&self.settings.resolve),
                 connect_timeout: self.settings.connect_timeout,
-                max_connections_per_host: MAX_CONNECTIONS_PER_HOST,
+                max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
             },
         );
         let client: HttpsClient = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_CONNECTIONS_PER_HOST)
+            .pool_idle_timeout(TOKEN_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_TOKEN_CONNECTIONS_PER_HOST)
             .build(connector);
         let mut cached = self.lock();
         if let Some((_, existing)) = cached.iter().find(|(k, _)| *k == key) {
             return Ok(existing.clone());
         }
-        if cached.len() >= MAX_CACHED_CLIENTS {
+        if cached.len() >= MAX_CACHED_TOKEN_CLIENTS {
             cached.pop_front();
         }
         cached.push_back((key, client.clone()));
@@ -325,7 +314,7 @@ fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
             {
-                kind = Some(Kind::Timeout(CONNECT_TIMEOUT));
+                kind = Some(Kind::Timeout(TOKEN_CONNECT_TIMEOUT));
             }
         }
         source = e.source();
@@ -377,7 +366,7 @@ mod tests {
             extra_roots: extra,
             ..TransportSettings::default()
         });
-        let certs: Vec<BindingCert> = (0..=MAX_CACHED_CLIENTS)
+        let certs: Vec<BindingCert> = (0..=MAX_CACHED_TOKEN_CLIENTS)
             .map(|i| cert(&format!("c{i}.test")))
             .collect();
         transport.https_client(Some(&certs[0]), "h").unwrap();
@@ -392,10 +381,10 @@ mod tests {
         for c in &certs[1..] {
             transport.https_client(Some(c), "h").unwrap();
         }
-        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS);
+        assert_eq!(transport.cached_clients(), MAX_CACHED_TOKEN_CLIENTS);
         let last = certs.last().unwrap();
         transport.retire(last.x5t_s256());
-        assert_eq!(transport.cached_clients(), MAX_CACHED_CLIENTS - 1);
+        assert_eq!(transport.cached_clients(), MAX_CACHED_TOKEN_CLIENTS - 1);
     }
 
     #[test]

@@ -2,21 +2,18 @@
 //! replay after a `401 invalid_token` — the chunks read ahead, shared (not copied) with the replay.
 
 use std::collections::VecDeque;
-use std::error::Error as StdError;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use http_body_util::Limited;
 use hyper::body::Incoming;
 
-/// Request bodies up to this size are read ahead and kept, so the request can be replayed once
-/// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
-/// back to the caller). 64 KiB covers typical API calls while bounding memory per request.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+pub use crate::config::limits::MAX_REPLAY_BODY;
 
 /// How long to read ahead for a body of unknown length before streaming what arrived: a caller
 /// that sends slowly or waits for the response before sending more must never stall on us.
@@ -37,12 +34,13 @@ pub enum UpstreamBody {
         prefix: VecDeque<Bytes>,
         rest: Incoming,
     },
-    /// A body under a route's `max_body_bytes`: it fails with `limits::BodyTooLarge` once more
-    /// bytes pass, so the upstream sees an aborted body, never the excess.
-    Limited(Box<LimitedBody<UpstreamBody>>),
+    /// A body under a route's `max_body_bytes`: it fails with
+    /// [`http_body_util::LengthLimitError`] once more bytes pass, so the upstream sees an aborted
+    /// body, never the excess.
+    Limited(Box<Limited<UpstreamBody>>),
 }
 
-/// The error a body sent upstream ends with: the caller's read error, or `BodyTooLarge`.
+/// The error a body sent upstream ends with: the caller's read error, or `LengthLimitError`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
@@ -67,9 +65,11 @@ impl UpstreamBody {
         }
     }
 
-    /// This body, failing once more than `max` data bytes have passed.
+    /// This body, failing once more than `max` data bytes have passed. A limit beyond `usize`
+    /// cannot be reached in memory-sized reads, so it saturates.
     pub fn limited(self, max: u64) -> Self {
-        UpstreamBody::Limited(Box::new(LimitedBody::new(self, max)))
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        UpstreamBody::Limited(Box::new(Limited::new(self, max)))
     }
 
     /// An empty body.
@@ -202,107 +202,29 @@ pub async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> 
     }
 }
 
-/// A request body that fails once more than `max` data bytes have passed: the streaming half of
-/// the body limit, for bodies whose length is not declared up front. Wrap the caller's body in it
-/// before sending it upstream; the upstream then sees an aborted body, never the excess.
-#[derive(Debug)]
-pub struct LimitedBody<B> {
-    inner: B,
-    seen: u64,
-    max: u64,
-}
-
-impl<B> LimitedBody<B> {
-    /// Wraps `inner`, allowing at most `max` data bytes.
-    pub fn new(inner: B, max: u64) -> Self {
-        Self {
-            inner,
-            seen: 0,
-            max,
-        }
-    }
-}
-
-/// The error a [`LimitedBody`] ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds the {max}-byte limit")]
-pub struct BodyTooLarge {
-    /// The limit that was exceeded.
-    pub max: u64,
-}
-
-impl<B> Body for LimitedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen = this.seen.saturating_add(data.remaining() as u64);
-                    if this.seen > this.max {
-                        tracing::info!(max = this.max, "request body over the limit; aborted");
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { max: this.max }))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Data frames from a list, then the end.
-    struct Chunks(std::vec::IntoIter<&'static str>);
-
-    fn chunks(list: Vec<&'static str>) -> Chunks {
-        Chunks(list.into_iter())
-    }
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            let next = self.get_mut().0.next();
-            Poll::Ready(next.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
+    fn buffered(list: &[&'static str]) -> UpstreamBody {
+        UpstreamBody::Buffered {
+            chunks: list
+                .iter()
+                .map(|c| Bytes::from_static(c.as_bytes()))
+                .collect(),
+            trailers: None,
         }
     }
 
     #[tokio::test]
     async fn limited_body_passes_up_to_the_limit_and_fails_beyond() {
-        let ok = LimitedBody::new(chunks(vec!["abc", "de"]), 5)
-            .collect()
-            .await;
+        let ok = buffered(&["abc", "de"]).limited(5).collect().await;
         assert_eq!(ok.unwrap().to_bytes(), "abcde");
-        let err = LimitedBody::new(chunks(vec!["abc", "def"]), 5)
+        let err = buffered(&["abc", "def"])
+            .limited(5)
             .collect()
             .await
             .unwrap_err();
-        assert_eq!(err.to_string(), "request body exceeds the 5-byte limit");
+        assert!(err.is::<http_body_util::LengthLimitError>(), "{err}");
     }
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use tokio::io::AsyncReadExt as _;
+use zeroize::Zeroizing;
 
+use crate::certs::bounded_read::{BoundedReadError, read_bounded, read_bounded_async};
 use crate::config::load::MAX_CONFIG_BYTES;
 
 /// How often the config file is compared: quick enough that an edit applies within seconds;
@@ -70,26 +71,22 @@ impl ConfigWatch {
     }
 }
 
-/// SHA-256 of the file's first `MAX_CONFIG_BYTES + 1` bytes (a larger file is refused by the
-/// loader anyway); `None` when it cannot be read.
+/// SHA-256 of the file; an empty fingerprint (never a SHA-256) for a file over
+/// `MAX_CONFIG_BYTES`, which the loader then refuses by name; `None` when it cannot be read.
 async fn fingerprint(path: &std::path::Path) -> Option<Vec<u8>> {
-    let file = tokio::fs::File::open(path).await.ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .ok()?;
-    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
+    fingerprint_of(read_bounded_async(path.to_owned(), MAX_CONFIG_BYTES).await)
 }
 
 fn fingerprint_blocking(path: &std::path::Path) -> Option<Vec<u8>> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
+    fingerprint_of(read_bounded(path, MAX_CONFIG_BYTES))
+}
+
+fn fingerprint_of(read: Result<Zeroizing<Vec<u8>>, BoundedReadError>) -> Option<Vec<u8>> {
+    match read {
+        Ok(bytes) => Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec()),
+        Err(BoundedReadError::TooLarge { .. }) => Some(Vec::new()),
+        Err(BoundedReadError::Io(_)) => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `limits:` (caller-facing HTTP limits) and a route's `max_body_bytes`: whole numbers within
 //! bounds that keep popgate working, and a duration.
 
+use crate::config::limits::MIN_MAX_HEADER_BYTES;
 use crate::config::model::Limits;
 use crate::config::schema::{RawLimits, S};
 
@@ -10,7 +11,7 @@ use super::Ctx;
 const MAX_HEADERS_RANGE: (u64, u64) = (1, 10_000);
 /// Head bytes: hyper's HTTP/1 read buffer cannot be below 8 KiB; above 1 MiB per connection a
 /// few thousand slow callers exhaust memory.
-const MAX_HEADER_BYTES_RANGE: (u64, u64) = (8 * 1024, 1024 * 1024);
+const MAX_HEADER_BYTES_RANGE: (u64, u64) = (MIN_MAX_HEADER_BYTES as u64, 1024 * 1024);
 /// URI bytes: hyper refuses targets of 65 535 bytes or more on its own.
 const MAX_URI_BYTES_RANGE: (u64, u64) = (1, 65_534);
 /// Body bytes: any positive size (0 would refuse every POST).

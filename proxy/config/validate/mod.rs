@@ -3,11 +3,11 @@
 
 mod allow;
 mod flows;
-mod host_match;
 mod identities;
 mod limits;
 mod listeners;
 mod network;
+mod path_prefix;
 mod routes;
 mod values;
 
@@ -21,7 +21,6 @@ use super::model::{Config, Timeouts};
 use super::schema::{RawConfig, RawTimeouts, S};
 
 pub use flows::MI_AS_LEG2;
-pub use host_match::parse_host_pattern;
 
 /// The only config version this build reads.
 pub const SUPPORTED_VERSION: u64 = 1;

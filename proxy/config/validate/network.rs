@@ -4,14 +4,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::certs::cert_files;
-use crate::config::model::{DEFAULT_IMDS_ENDPOINT, Network};
+use crate::config::host_pattern::parse_host_port;
+use crate::config::model::Network;
 use crate::config::schema::{RawNetwork, S};
+use crate::identity::imds_endpoint::{DEFAULT_IMDS_BASE, IMDS_BASE_ENV};
 
 use super::Ctx;
-use super::host_match::parse_host_port;
-
-/// The environment variable that overrides the IMDS endpoint (as MSAL and aad-pod-identity do).
-pub const IMDS_ENV: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
 
 pub(super) fn network(cx: &mut Ctx<'_>, raw: Option<&S<RawNetwork>>) -> Network {
     let raw = raw.map(|r| &r.value);
@@ -71,13 +69,13 @@ pub(super) fn network(cx: &mut Ctx<'_>, raw: Option<&S<RawNetwork>>) -> Network 
 }
 
 fn imds_endpoint(cx: &mut Ctx<'_>, raw: Option<&S<String>>) -> http::Uri {
-    let fallback = || http::Uri::from_static(DEFAULT_IMDS_ENDPOINT);
-    let (text, at, origin) = match (cx.env(IMDS_ENV), raw) {
+    let fallback = || http::Uri::from_static(DEFAULT_IMDS_BASE);
+    let (text, at, origin) = match (cx.env(IMDS_BASE_ENV), raw) {
         (Some(v), r) => (
             v,
             r.map(|r| r.referenced)
                 .unwrap_or(serde_saphyr::Location::UNKNOWN),
-            format!("environment variable {IMDS_ENV}"),
+            format!("environment variable {IMDS_BASE_ENV}"),
         ),
         (None, Some(r)) => (r.value.clone(), r.referenced, "imds_endpoint".to_owned()),
         (None, None) => return fallback(),

@@ -1,17 +1,15 @@
 //! Routes: names, matches, upstreams, resources, timeouts and reachability (flow rules are in
 //! `flows`).
 
-use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts};
+use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts, Upstream};
 use crate::config::schema::{RawRoute, S};
 use crate::identity::token::TokenType;
+use crate::identity::token_request::DEFAULT_SCOPE_SUFFIX;
 
 use super::Ctx;
-use super::host_match::{check_path_prefix, parse_host_pattern};
 use super::identities::Identities;
+use super::path_prefix::check_path_prefix;
 use super::values::is_route_name;
-
-/// The scope suffix a resource may carry; stripped (protocol.md §3 step 5).
-const DEFAULT_SCOPE_SUFFIX: &str = "/.default";
 
 pub(super) fn routes(
     cx: &mut Ctx<'_>,
@@ -88,7 +86,7 @@ fn route(
     let host = m
         .host
         .as_ref()
-        .and_then(|h| match parse_host_pattern(&h.value) {
+        .and_then(|h| match h.value.parse::<HostPattern>() {
             Ok(p) => Some(p),
             Err(e) => {
                 cx.error(h.referenced, e);
@@ -150,7 +148,7 @@ fn route(
 }
 
 /// `Some(None)`: no upstream (use the matched host); `None`: an error was recorded.
-fn upstream(cx: &mut Ctx<'_>, r: &RawRoute) -> Option<Option<http::Uri>> {
+fn upstream(cx: &mut Ctx<'_>, r: &RawRoute) -> Option<Option<Upstream>> {
     let Some(raw) = &r.upstream else {
         if r.match_.value.host.is_none() {
             cx.error(
@@ -164,33 +162,13 @@ fn upstream(cx: &mut Ctx<'_>, r: &RawRoute) -> Option<Option<http::Uri>> {
         }
         return Some(None);
     };
-    let bad = |why: &str| format!("upstream `{}` {why}", raw.value);
-    let uri = match raw.value.parse::<http::Uri>() {
-        Ok(u) => u,
-        Err(_) => {
-            cx.error(
-                raw.referenced,
-                bad("is not a URL (e.g. https://graph.microsoft.com)"),
-            );
-            return None;
+    match raw.value.parse::<Upstream>() {
+        Ok(up) => Some(Some(up)),
+        Err(e) => {
+            cx.error(raw.referenced, e);
+            None
         }
-    };
-    let problem = if uri.scheme_str() != Some("https") {
-        Some("must use https: popgate re-originates every request over TLS")
-    } else if uri.host().is_none_or(str::is_empty) {
-        Some("has no host")
-    } else if uri.query().is_some() {
-        Some("may not carry a query")
-    } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        Some("may not carry user info")
-    } else {
-        None
-    };
-    if let Some(p) = problem {
-        cx.error(raw.referenced, bad(p));
-        return None;
     }
-    Some(Some(uri))
 }
 
 fn resource(cx: &mut Ctx<'_>, raw: &S<String>) -> Option<String> {

@@ -9,6 +9,7 @@ use aws_lc_rs::digest;
 use tokio::sync::watch;
 
 use crate::certs::binding::BindingCert;
+use crate::certs::bounded_read::{BoundedReadError, read_bounded_async};
 use crate::certs::cert_files::MAX_PEM_FILE_BYTES;
 use crate::certs::pkcs12::MAX_PKCS12_FILE_BYTES;
 use crate::config::model::CertificateFiles;
@@ -85,11 +86,12 @@ const MAX_WATCHED_FILE_BYTES: u64 = if MAX_PEM_FILE_BYTES > MAX_PKCS12_FILE_BYTE
 async fn fingerprint(files: &WatchedFiles) -> Option<Vec<u8>> {
     let mut ctx = digest::Context::new(&digest::SHA256);
     for path in files.paths() {
-        let bytes = tokio::fs::read(path).await.ok()?;
-        if bytes.len() as u64 > MAX_WATCHED_FILE_BYTES {
+        let bytes = match read_bounded_async(path.to_owned(), MAX_WATCHED_FILE_BYTES).await {
+            Ok(bytes) => bytes,
             // Let the loader report the size problem with the file name.
-            return Some(Vec::new());
-        }
+            Err(BoundedReadError::TooLarge { .. }) => return Some(Vec::new()),
+            Err(BoundedReadError::Io(_)) => return None,
+        };
         ctx.update(&(bytes.len() as u64).to_be_bytes());
         ctx.update(&bytes);
     }

@@ -1,0 +1,133 @@
+//! One caller connection: the TLS handshake on TLS listeners (bounded, and the client
+//! certificate's names read once for the routes' `allow` rules), the HTTP/1 framing guard on the
+//! read side, hyper's h1/h2 limits set explicitly, and each request handed to the forwarder.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::framing_guard::FramingGuard;
+use super::listener::ConnectionSettings;
+use super::request::Connection;
+use super::request::Forwarder;
+use crate::access::{Caller, CallerCert};
+use crate::config::limits::MIN_MAX_HEADER_BYTES;
+
+/// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
+/// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
+/// configured cap differs.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The default port of a target that names none: plain listeners and Unix sockets speak `http`.
+pub(crate) const PLAIN_DEFAULT_PORT: u16 = 80;
+/// The default port of a target that names none on a TLS listener (`https`).
+pub(crate) const TLS_DEFAULT_PORT: u16 = 443;
+
+/// What serving a caller connection needs; cloned per connection (the forwarder is one `Arc`).
+#[derive(Clone, Debug)]
+pub(crate) struct CallerService {
+    pub forwarder: Forwarder,
+    pub settings: ConnectionSettings,
+}
+
+/// Serves a TCP connection: over TLS when `tls` is given (a failed or slow handshake closes it),
+/// plain otherwise.
+pub(crate) async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    service: CallerService,
+    watcher: Watcher,
+) {
+    let mut caller = Caller {
+        addr: Some(peer),
+        ..Caller::default()
+    };
+    let Some(acceptor) = tls else {
+        return serve_io(stream, caller, PLAIN_DEFAULT_PORT, service, watcher).await;
+    };
+    let timeout = service.settings.tls_handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "caller TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("caller TLS handshake timed out");
+            return;
+        }
+    };
+    // rustls has verified the chain (mTLS listeners); read the leaf's names once per connection
+    // for the routes' `allow` rules.
+    if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        match CallerCert::from_der(leaf) {
+            Ok(cert) => {
+                tracing::Span::current().record("cert", tracing::field::display(&cert.subject));
+                caller.cert = Some(Arc::new(cert));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "caller certificate unreadable; connection closed");
+                return;
+            }
+        }
+    }
+    serve_io(tls, caller, TLS_DEFAULT_PORT, service, watcher).await
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on an established connection from `caller` until it closes or the
+/// graceful drain ends it. `default_port` is the port a request target without one means.
+pub(crate) async fn serve_io<I>(
+    io: I,
+    caller: Caller,
+    default_port: u16,
+    service: CallerService,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let CallerService {
+        forwarder,
+        settings,
+    } = service;
+    let limits = settings.limits;
+    let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+    let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
+    let connection = Arc::new(Connection::new(caller, default_port, limits, verdict));
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let answer = forwarder.serve(Arc::clone(&connection), request);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut h1 = builder.http1();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        // The read buffer bounds the request head: a longer head gets 431 from hyper.
+        .max_buf_size(head_cap);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        h1.max_headers(limits.max_headers);
+    }
+    let h2 = &settings.h2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(h2.keep_alive_interval)
+        .keep_alive_timeout(h2.keep_alive_timeout);
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(served.into_owned()).await {
+        tracing::debug!(error = %e, "caller connection ended with an error");
+    }
+}

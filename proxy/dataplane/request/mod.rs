@@ -1,0 +1,164 @@
+//! One caller request, as a pipeline of named steps, one file each:
+//!
+//! guard → route → authorize → token → rewrite → send → pass back
+//!
+//! Each step returns `Result<Next, Response>`: `Ok` carries what the next step needs, `Err` is
+//! popgate's own answer, sent back at once. Bodies pass through as `Incoming` both ways (hyper
+//! polls the source only as fast as the sink accepts), so nothing is buffered whole.
+
+// The `Err` of a step is the early answer itself (152 bytes), moved once to the caller; boxing it
+// would cost an allocation per refusal for nothing.
+#![allow(clippy::result_large_err)]
+
+mod authorize;
+mod guard;
+mod respond;
+pub mod rewrite;
+mod route;
+mod send;
+mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tracing::Instrument as _;
+
+use crate::access::Caller;
+use crate::dataplane::framing_guard::Verdict;
+use crate::dataplane::limits::RequestLimits;
+use crate::metrics::request::Observed;
+use crate::route::slot::RouteSlot;
+use crate::route::table::RouteTable;
+
+pub use send::REPLAY_TOKEN_WAIT;
+pub use token::FIRST_TOKEN_WAIT;
+
+/// The route table the data plane reads: each route's payload is its snapshot slot.
+pub type DataplaneTable = RouteTable<Arc<RouteSlot>>;
+
+/// The body popgate answers with: the upstream's streamed body, or its own JSON.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What a step hands on, or the answer that ends the request early.
+type Step<T> = Result<T, Response<ProxyBody>>;
+
+/// One caller connection as the request path sees it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// Who connected (the routes' `allow` rules are checked against it).
+    pub caller: Caller,
+    /// The port a request target without one means: 80 on plain listeners, 443 on TLS.
+    pub default_port: u16,
+    guard: guard::ConnectionGuard,
+}
+
+impl Connection {
+    /// A connection from `caller`, its requests held to `limits` and to what the framing guard
+    /// behind `verdict` finds.
+    pub(crate) fn new(
+        caller: Caller,
+        default_port: u16,
+        limits: RequestLimits,
+        verdict: Arc<Verdict>,
+    ) -> Self {
+        Self {
+            caller,
+            default_port,
+            guard: guard::ConnectionGuard::new(limits, verdict),
+        }
+    }
+}
+
+/// Forwards requests using the current route table. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Forwarder {
+    table: Arc<ArcSwap<DataplaneTable>>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder reading `table` on every request; `request_timeout` applies to routes that do
+    /// not set their own.
+    pub fn new(table: Arc<ArcSwap<DataplaneTable>>, request_timeout: Duration) -> Self {
+        Self {
+            table,
+            request_timeout,
+        }
+    }
+
+    /// Serves one request arriving on `connection`, in a span of its own (its `route` is recorded
+    /// once known; the caller is on the connection's span). Call it as the request arrives: the
+    /// guard counts requests in arrival order, as the framing guard does.
+    pub(crate) fn serve(
+        &self,
+        connection: Arc<Connection>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+        let span = tracing::info_span!("request", route = tracing::field::Empty);
+        let admitted = span.in_scope(|| connection.guard.admit(&request));
+        let forwarder = self.clone();
+        async move {
+            let admitted = match admitted {
+                Ok(admitted) => admitted,
+                Err(refusal) => return refusal,
+            };
+            let response = forwarder
+                .handle(request, connection.default_port, &connection.caller)
+                .await;
+            connection.guard.cut_off(admitted).unwrap_or(response)
+        }
+        .instrument(span)
+    }
+
+    /// Handles one caller request that passed the connection's guard. `listener_default_port` is
+    /// 80 on plain listeners, 443 on TLS; `caller` is who the listener saw on the connection.
+    /// Counts it in the route's metrics and, when on, writes its access-log event.
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        listener_default_port: u16,
+        caller: &Caller,
+    ) -> Response<ProxyBody> {
+        let mut seen = Observed::start(&request);
+        let response = match self
+            .forward(request, listener_default_port, caller, &mut seen)
+            .await
+        {
+            Ok(response) | Err(response) => response,
+        };
+        seen.finish(&response, listener_default_port);
+        response
+    }
+
+    /// The steps after the connection's guard, in order.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        listener_default_port: u16,
+        caller: &Caller,
+        seen: &mut Observed,
+    ) -> Step<Response<ProxyBody>> {
+        let target = guard::target(&request, listener_default_port)?;
+        let (route, uri) = route::find(&self.table, target, seen)?;
+        let max_body = authorize::check(&route, caller, request.headers())?;
+        let token = token::usable(&route, self.request_timeout).await?;
+        let timeout = route.request_timeout(self.request_timeout);
+        let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout).await?;
+        let answer = send::exchange(&route, &token, outgoing, timeout, seen).await?;
+        Ok(respond::pass_back(answer))
+    }
+}

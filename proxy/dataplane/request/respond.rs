@@ -1,0 +1,32 @@
+//! Step 7, pass back: the upstream's answer rewritten for the caller, and popgate's own answers
+//! (refusals) in the same body type.
+
+use http::{Response, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use super::ProxyBody;
+use crate::dataplane::error_response::Refusal;
+use crate::dataplane::headers;
+use crate::dataplane::limits::LimitRefusal;
+
+/// The upstream's answer, rewritten for the caller: hop-by-hop headers dropped, `Via` added.
+pub(super) fn pass_back(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    tracing::debug!(status = parts.status.as_u16(), "forwarded");
+    let version = parts.version;
+    headers::rewrite_response(&mut parts.headers, version);
+    // The caller's connection decides its own version.
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// popgate's own answer for `refusal`.
+pub(super) fn refuse(refusal: &Refusal<'_>) -> Response<ProxyBody> {
+    refusal.response().map(Either::Right)
+}
+
+/// popgate's own answer for a request over a limit (sent with `Connection: close`).
+pub(super) fn refuse_limit(refusal: &LimitRefusal) -> Response<ProxyBody> {
+    refusal.response().map(Either::Right)
+}

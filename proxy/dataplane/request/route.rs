@@ -1,0 +1,60 @@
+//! Step 2, route: find the request's route in the current table and the upstream URL it maps to.
+//! The table is loaded once and released before any `await`; what the later steps need (the
+//! route's name and slot) is shared, not copied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Uri;
+
+use super::guard::Target;
+use super::respond::refuse;
+use super::{DataplaneTable, Step};
+use crate::dataplane::error_response::Refusal;
+use crate::metrics::request::Observed;
+use crate::route::slot::RouteSlot;
+
+/// The route a request matched.
+#[derive(Debug)]
+pub(super) struct Route {
+    /// The configured name (in refusals and metrics).
+    pub name: Arc<str>,
+    /// The route's slot: policy, snapshot, status.
+    pub slot: Arc<RouteSlot>,
+}
+
+impl Route {
+    /// The route's own request timeout, else `default`.
+    pub fn request_timeout(&self, default: Duration) -> Duration {
+        self.slot.info().request_timeout.unwrap_or(default)
+    }
+}
+
+/// The route for `target` and its upstream URL; 403 when none matches. Records the route on the
+/// request's span and in `seen` (counted in flight from here).
+pub(super) fn find(
+    table: &ArcSwap<DataplaneTable>,
+    target: Target<'_>,
+    seen: &mut Observed,
+) -> Step<(Route, Uri)> {
+    let host = target.host;
+    let table = table.load();
+    let Some(found) = table.lookup(host, target.default_port, target.path_and_query) else {
+        tracing::info!(host = host.unwrap_or(""), "no route; request refused");
+        return Err(refuse(&Refusal::NoRoute { host }));
+    };
+    let uri = found.upstream_uri().map_err(|_| {
+        refuse(&Refusal::BadRequest {
+            reason: "the request target cannot be mapped to an upstream URL",
+        })
+    })?;
+    let route = Route {
+        name: Arc::clone(found.route.name_arc()),
+        slot: Arc::clone(found.route.payload()),
+    };
+    drop(table);
+    tracing::Span::current().record("route", &*route.name);
+    seen.routed(&route.name, route.slot.metrics(&route.name));
+    Ok((route, uri))
+}

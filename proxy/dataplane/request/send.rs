@@ -1,0 +1,168 @@
+//! Step 6, send: the request through the snapshot's pooled client, within the request timeout.
+//! An upstream that refuses the token (`401` with `invalid_token`) makes the engine drop it; a
+//! request read whole is then sent once more with the next token, if one comes in time.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
+
+use super::Step;
+use super::respond::{refuse, refuse_limit};
+use super::rewrite::Outgoing;
+use super::route::Route;
+use crate::dataplane::error_response::Refusal;
+use crate::dataplane::limits::LimitRefusal;
+use crate::dataplane::www_authenticate;
+use crate::metrics::request::Observed;
+use crate::net::connect::ConnectError;
+use crate::net::upstream_body::UpstreamBody;
+use crate::route::slot::{RouteSlot, Snapshot};
+
+/// How long a request whose token the upstream refused waits for the engine's next token before
+/// the refusal goes back to the caller: an acquisition normally takes well under a second.
+pub const REPLAY_TOKEN_WAIT: Duration = Duration::from_secs(10);
+
+/// The upstream's error type, whose sources say what failed.
+type ClientError = hyper_util::client::legacy::Error;
+
+/// Sends `outgoing` with `snapshot`, and replays it once if the upstream refuses the token.
+pub(super) async fn exchange(
+    route: &Route,
+    snapshot: &Snapshot,
+    outgoing: Outgoing,
+    timeout: Duration,
+    seen: &mut Observed,
+) -> Step<Response<Incoming>> {
+    let Outgoing {
+        request,
+        replay,
+        max_body,
+    } = outgoing;
+    let response = send(route, snapshot, request, timeout, max_body, seen).await?;
+    if !refuses_token(&response) {
+        return Ok(response);
+    }
+    // Whether or not this request can be replayed, the token is dropped for the next ones.
+    route.slot.demand_invalidate(snapshot.generation);
+    tracing::info!(
+        generation = snapshot.generation,
+        replayable = replay.is_some(),
+        "upstream refused the token (401 invalid_token)"
+    );
+    let Some(replay) = replay else {
+        return Ok(response);
+    };
+    let Some(fresh) = newer_snapshot(&route.slot, snapshot.generation, timeout).await else {
+        return Ok(response);
+    };
+    let request = replay.into_request(&fresh.authorization);
+    let response = send(route, &fresh, request, timeout, max_body, seen).await?;
+    tracing::info!(
+        generation = fresh.generation,
+        status = response.status().as_u16(),
+        "replayed with a new token"
+    );
+    if refuses_token(&response) {
+        route.slot.demand_invalidate(fresh.generation);
+    }
+    Ok(response)
+}
+
+/// A `401` whose `WWW-Authenticate` says the token itself was refused.
+fn refuses_token(response: &Response<Incoming>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && www_authenticate::refuses_token(response.headers())
+}
+
+/// Sends one request through `snapshot`'s client within `timeout`; a failure becomes popgate's
+/// own 502/504 answer, or 413 when the route's `max_body` cut the body off.
+async fn send(
+    route: &Route,
+    snapshot: &Snapshot,
+    request: Request<UpstreamBody>,
+    timeout: Duration,
+    max_body: Option<u64>,
+    seen: &mut Observed,
+) -> Step<Response<Incoming>> {
+    let sent = Instant::now();
+    let result = tokio::time::timeout(timeout, snapshot.client.request(request)).await;
+    seen.upstream(sent, &result);
+    let route = &*route.name;
+    match result {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => {
+            if let Some(max) = max_body
+                && sources(&error).any(|e| e.is::<LengthLimitError>())
+            {
+                tracing::info!(max, "body cut off at the route's limit");
+                return Err(refuse_limit(&LimitRefusal::BodyTooLarge { max }));
+            }
+            let (cause, timed_out) = describe(&error);
+            tracing::warn!(cause = %cause, "upstream request failed");
+            let cause = cause.as_str();
+            Err(refuse(&if timed_out {
+                Refusal::Timeout { route, cause }
+            } else {
+                Refusal::Unreachable { route, cause }
+            }))
+        }
+        Err(_) => {
+            let cause = format!("no response head within {} ms", timeout.as_millis());
+            tracing::warn!(cause = %cause, "upstream timed out");
+            Err(refuse(&Refusal::Timeout {
+                route,
+                cause: &cause,
+            }))
+        }
+    }
+}
+
+/// Waits, bounded, for a snapshot newer than `refused`; `None` when the engine withdrew the route
+/// or did not publish in time.
+async fn newer_snapshot(
+    slot: &RouteSlot,
+    refused: u64,
+    request_timeout: Duration,
+) -> Option<Arc<Snapshot>> {
+    let is_newer = |s: &RouteSlot| {
+        s.snapshot
+            .load()
+            .as_ref()
+            .is_some_and(|snap| snap.generation > refused)
+    };
+    slot.wait_until(REPLAY_TOKEN_WAIT.min(request_timeout), |s| {
+        is_newer(s) || !s.status().is_serving()
+    })
+    .await;
+    slot.snapshot
+        .load_full()
+        .filter(|snap| snap.generation > refused && snap.expires_at > SystemTime::now())
+}
+
+/// `error`'s sources, outermost first.
+fn sources(error: &ClientError) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+    let mut next = error.source();
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current.source();
+        Some(current)
+    })
+}
+
+/// The caller-facing cause of a failed upstream exchange, and whether it was a timeout.
+fn describe(error: &ClientError) -> (String, bool) {
+    if let Some(connect) = sources(error).find_map(|e| e.downcast_ref::<ConnectError>()) {
+        return (connect.to_string(), connect.is_timeout());
+    }
+    // Not a connect failure: the upstream broke the exchange (reset, malformed response, ...).
+    let mut cause = String::from("upstream exchange failed");
+    for e in sources(error) {
+        cause.push_str(": ");
+        cause.push_str(&e.to_string());
+    }
+    (cause, false)
+}

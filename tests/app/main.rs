@@ -1,0 +1,15 @@
+//! The app and its binary: `popgate run` (plain and TLS listeners), config reload, drain on
+//! signals, `popgate dev`. One test binary; each file is a module.
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod dev_once;
+mod dev_register;
+mod dev_serve;
+mod dev_troubleshooting;
+mod drain_signals;
+mod reload_app;
+mod reload_under_load;
+mod run_binary;
+mod run_tls_listener;

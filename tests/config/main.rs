@@ -1,0 +1,12 @@
+//! Config layer: routes.yaml syntax and validation (identities, network, routes, drain) and
+//! `popgate check`. One test binary; each file is a module.
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod cli_check;
+mod config_identities;
+mod config_network;
+mod config_routes;
+mod config_syntax;
+mod drain_config;

@@ -1,0 +1,10 @@
+//! Data plane: forwarding, listeners and error answers through popgate in-process. One test binary;
+//! each file is a module. The memory test (`dataplane_streaming`) is its own binary: it reads the
+//! process's peak RSS.
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod dataplane_errors;
+mod dataplane_forwarding;
+mod dataplane_listener;

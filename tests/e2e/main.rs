@@ -1,0 +1,11 @@
+//! End to end through the real proxy against the local authority: the flow matrix, load, and faults
+//! at the token endpoint, IMDS and upstream. One test binary; each file is a module.
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod e2e_load;
+mod e2e_matrix;
+mod faults_imds;
+mod faults_token_endpoint;
+mod faults_upstream;

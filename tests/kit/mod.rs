@@ -1,0 +1,43 @@
+//! The test kit: every test binary under `tests/` declares it (`#[path = "../kit/mod.rs"] mod kit;`)
+//! and uses the parts it needs. Only loopback addresses and temp directories are ever used.
+//!
+//! One binary per layer (`tests/<layer>/main.rs` declares its test files as modules), so the TLS
+//! stack is linked a dozen times, not fifty. A test that reads process-wide state gets a binary
+//! of its own: `tests/dataplane_streaming.rs` (the process's peak RSS) and `tests/ops_metrics.rs`
+//! (exact values of the global metrics counters). Tests in one binary share a process: none may
+//! set environment variables or install a global tracing subscriber or crypto provider.
+#![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
+
+/// popgate started in-process (`App`) with an admin listener; `/metrics` and `/readyz` readers.
+pub mod admin;
+/// popgate started in-process (`App::start_with`) against the local authority; a keep-alive caller.
+pub mod app;
+/// The local authority as every fixture sets it up: resolved hosts, seeded files, signed tokens.
+pub mod authority;
+/// A temp dir of real certificate/key/token files and a config loader with a fixed environment.
+pub mod config;
+/// Credentials built from a routes.yaml through the engine's factory, against the local authority.
+pub mod credentials;
+/// The data plane alone: a test PKI, an mTLS upstream that records what it saw, body types, clients.
+pub mod dataplane;
+/// The real `popgate dev` binary with a bound on its run time, and its table.
+pub mod dev;
+/// The shipped Dockerfile and Kubernetes manifests, parsed.
+pub mod examples;
+/// HTTP/1.1 callers: one answer type, keep-alive connections, raw exchanges.
+pub mod http;
+/// Caller-facing guards: caller PKI, mTLS and Unix-socket listeners, a redirecting upstream, logs.
+pub mod guard;
+/// The real `popgate run` binary as a child process, its JSON log, keep-alive clients.
+pub mod process;
+/// Raw-socket exchanges with popgate in front of a counting upstream.
+pub mod raw;
+/// One-route failure scenarios against the local authority, and bounded load phases.
+pub mod scenario;
+/// Static tokens signed with the local authority's keys, bound to certificates it issued.
+pub mod signed_tokens;
+
+/// The repository root (the shipped routes.yaml, Dockerfile and examples/).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,10 @@
+//! Operations: the CLI, `/readyz`, and secrets kept out of output. One test binary; each file is a
+//! module. `/metrics` (`ops_metrics`) is its own binary: it reads process-wide counters and expects
+//! exact values.
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod ops_cli;
+mod ops_readyz;
+mod ops_secret_leak;
