@@ -1,5 +1,6 @@
 //! popgate: an egress proxy that re-originates plain HTTP over mutual TLS with Entra ID tokens.
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 // Layers, lowest first; a module imports only from modules above it in this list
 // (.ci/module_layers.py checks it):

@@ -35,7 +35,7 @@ const POPGATE_ERRORS: &[&str] = &[
 
 /// Why a request got no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The connection to popgate could not be opened.
     Connect,
     /// The connection broke during the exchange.
@@ -46,10 +46,10 @@ pub enum Failure {
 
 impl Failure {
     /// Every kind, in report order.
-    pub const ALL: [Failure; 3] = [Failure::Connect, Failure::Io, Failure::Timeout];
+    pub(crate) const ALL: [Failure; 3] = [Failure::Connect, Failure::Io, Failure::Timeout];
 
     /// The JSON / table name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Failure::Connect => "connect",
             Failure::Io => "io",
@@ -60,7 +60,7 @@ impl Failure {
 
 /// What an answer was.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// 2xx.
     Ok(u16),
     /// popgate answered itself: status and its `error` (e.g. `no_token`).
@@ -70,7 +70,7 @@ pub enum Answer {
 }
 
 /// One open connection.
-pub struct Conn {
+pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
@@ -83,7 +83,7 @@ impl Drop for Conn {
 
 impl Conn {
     /// Opens a connection to `addr`.
-    pub async fn open(addr: SocketAddr) -> Result<Conn, Failure> {
+    pub(crate) async fn open(addr: SocketAddr) -> Result<Conn, Failure> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|_| Failure::Connect)?;
@@ -100,12 +100,12 @@ impl Conn {
     }
 
     /// Whether another request can be sent on it.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !self.sender.is_closed()
     }
 
     /// Sends one request for `target` and reads the whole answer.
-    pub async fn exchange(
+    pub(crate) async fn exchange(
         &mut self,
         target: &Target,
         listener: SocketAddr,
@@ -172,7 +172,7 @@ async fn classify(response: Response<Incoming>) -> Result<Answer, Failure> {
 }
 
 /// [`Conn::open`] bounded by `limit`.
-pub async fn open_within(addr: SocketAddr, limit: Duration) -> Result<Conn, Failure> {
+pub(crate) async fn open_within(addr: SocketAddr, limit: Duration) -> Result<Conn, Failure> {
     tokio::time::timeout(limit, Conn::open(addr))
         .await
         .unwrap_or(Err(Failure::Timeout))

@@ -155,7 +155,7 @@ impl Worker {
 
 /// Runs every route's load side by side until it ends or `stop` turns true; returns when the
 /// last connection is done.
-pub async fn run(
+pub(crate) async fn run(
     targets: &[Target],
     recorders: &[Arc<Recorder>],
     listener: SocketAddr,

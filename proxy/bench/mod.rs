@@ -2,18 +2,18 @@
 //! route (HdrHistogram latencies, errors by class and cause, popgate's own share, tokens, upstream
 //! connections), a table or JSON, and an optional self-contained report.
 
-pub mod client;
-pub mod load;
+pub(crate) mod client;
+pub(crate) mod load;
 pub mod plan;
-pub mod popgate_side;
-pub mod record;
-pub mod report;
-pub mod schedule;
+pub(crate) mod popgate_side;
+pub(crate) mod record;
+pub(crate) mod report;
+pub(crate) mod schedule;
 pub mod setup;
-pub mod summary;
-pub mod table;
-pub mod target;
-pub mod watch;
+pub(crate) mod summary;
+pub(crate) mod table;
+pub(crate) mod target;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::io::Write;
@@ -74,7 +74,9 @@ pub enum BenchError {
     /// The report file could not be written.
     #[error("--report {path}: cannot write it: {source}")]
     Report {
+        /// The `--report` path.
         path: String,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
 }

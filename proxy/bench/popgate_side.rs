@@ -8,7 +8,7 @@ use prometheus::proto::{Metric, MetricFamily};
 
 /// Sums of one route's request figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct RouteSums {
+pub(crate) struct RouteSums {
     /// Requests answered, and the sum of their durations (receive to response head), seconds.
     pub answered: u64,
     /// Sum of those durations.
@@ -23,7 +23,7 @@ pub struct RouteSums {
 
 /// A reading of the metrics at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Per route.
     pub routes: BTreeMap<String, RouteSums>,
     /// Upstream mutual-TLS connections opened.
@@ -39,7 +39,7 @@ pub struct Snapshot {
 }
 
 /// The outcome of a driver acquisition that published a new token.
-pub const PUBLISHED: &str = "/published";
+pub(crate) const PUBLISHED: &str = "/published";
 
 fn label<'a>(m: &'a Metric, name: &str) -> &'a str {
     m.get_label()
@@ -55,7 +55,7 @@ fn counter(m: &Metric) -> u64 {
 
 impl Snapshot {
     /// Reads popgate's process-wide metrics now.
-    pub fn take() -> Snapshot {
+    pub(crate) fn take() -> Snapshot {
         Snapshot::from_families(&crate::metrics::global().registry().gather())
     }
 
@@ -112,7 +112,7 @@ impl Snapshot {
     }
 
     /// Tokens the route drivers published (first ones and refreshes).
-    pub fn tokens_published(&self) -> u64 {
+    pub(crate) fn tokens_published(&self) -> u64 {
         self.acquisitions
             .iter()
             .filter(|(k, _)| k.ends_with(PUBLISHED))
@@ -121,7 +121,7 @@ impl Snapshot {
     }
 
     /// One route's figures between `earlier` and `self`.
-    pub fn route_since(&self, earlier: &Snapshot, route: &str) -> RouteSums {
+    pub(crate) fn route_since(&self, earlier: &Snapshot, route: &str) -> RouteSums {
         let now = self.routes.get(route).copied().unwrap_or_default();
         let then = earlier.routes.get(route).copied().unwrap_or_default();
         RouteSums {
@@ -137,7 +137,7 @@ impl Snapshot {
 impl RouteSums {
     /// Mean time in popgate itself per request (receive to response head, minus the upstream's
     /// send to response head), µs; `None` without data.
-    pub fn mean_proxy_us(&self) -> Option<f64> {
+    pub(crate) fn mean_proxy_us(&self) -> Option<f64> {
         if self.answered == 0 || self.upstream == 0 {
             return None;
         }
@@ -147,7 +147,7 @@ impl RouteSums {
     }
 
     /// Mean upstream time per request (send to response head, connect included), µs.
-    pub fn mean_upstream_us(&self) -> Option<f64> {
+    pub(crate) fn mean_upstream_us(&self) -> Option<f64> {
         (self.upstream > 0).then(|| self.upstream_secs / self.upstream as f64 * 1e6)
     }
 }

@@ -29,7 +29,7 @@ fn histogram<T: hdrhistogram::Counter>(sigfig: u8) -> Histogram<T> {
 
 /// One second of the series.
 #[derive(Clone, Debug)]
-pub struct Second {
+pub(crate) struct Second {
     /// Latencies of the answers due (or sent) in this second (a second never holds 4 billion).
     pub hist: Histogram<u32>,
     /// Requests, answered or not.
@@ -40,7 +40,7 @@ pub struct Second {
 
 /// What one route saw.
 #[derive(Clone, Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Measured latencies (µs), answers of any status.
     pub hist: Histogram<u64>,
     /// Measured 2xx answers.
@@ -63,7 +63,7 @@ pub struct Tally {
 
 impl Tally {
     /// Measured requests, answered or not.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.ok
             + self.upstream.values().sum::<u64>()
             + self.popgate.values().sum::<u64>()
@@ -71,21 +71,21 @@ impl Tally {
     }
 
     /// Measured requests that were not 2xx.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.requests() - self.ok
     }
 }
 
 /// A route's recorder, shared by its connections.
 #[derive(Debug)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     t0: Instant,
     tally: Mutex<Tally>,
 }
 
 impl Recorder {
     /// A recorder for a load that started at `t0`.
-    pub fn new(t0: Instant) -> Self {
+    pub(crate) fn new(t0: Instant) -> Self {
         Self {
             t0,
             tally: Mutex::new(Tally {
@@ -108,7 +108,7 @@ impl Recorder {
     }
 
     /// A request due (or sent) at `at` ended after `latency` with `result`.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         at: Instant,
         latency: Duration,
@@ -157,18 +157,18 @@ impl Recorder {
     }
 
     /// `n` measured fixed-rate requests were never sent.
-    pub fn unsent(&self, n: u64) {
+    pub(crate) fn unsent(&self, n: u64) {
         self.lock().unsent += n;
     }
 
     /// Measured requests, errors and p99 (µs) so far, for the progress line.
-    pub fn progress(&self) -> (u64, u64, u64) {
+    pub(crate) fn progress(&self) -> (u64, u64, u64) {
         let t = self.lock();
         (t.requests(), t.errors(), t.hist.value_at_quantile(0.99))
     }
 
     /// A copy of everything so far.
-    pub fn snapshot(&self) -> Tally {
+    pub(crate) fn snapshot(&self) -> Tally {
         self.lock().clone()
     }
 }

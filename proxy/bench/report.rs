@@ -36,7 +36,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The plot as an SVG element.
-pub fn svg(s: &Summary, measure_start_s: f64) -> String {
+pub(crate) fn svg(s: &Summary, measure_start_s: f64) -> String {
     let points = s.routes.iter().flat_map(|r| r.series.iter());
     let (mut lo, mut hi, mut t_max) = (f64::MAX, 0.0_f64, 1.0_f64);
     for p in points {
@@ -150,7 +150,7 @@ pub fn svg(s: &Summary, measure_start_s: f64) -> String {
 }
 
 /// The HTML page.
-pub fn html(s: &Summary, measure_start_s: f64) -> Result<String, serde_json::Error> {
+pub(crate) fn html(s: &Summary, measure_start_s: f64) -> Result<String, serde_json::Error> {
     // `</` would end the script element early; JSON allows `<\/` for the same string.
     let data = serde_json::to_string(s)?.replace("</", "<\\/");
     Ok(format!(
@@ -161,7 +161,7 @@ pub fn html(s: &Summary, measure_start_s: f64) -> Result<String, serde_json::Err
 }
 
 /// Writes the report to `path` (`.svg`: the plot alone).
-pub fn write(path: &Path, s: &Summary, measure_start_s: f64) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, s: &Summary, measure_start_s: f64) -> std::io::Result<()> {
     let svg_only = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"));

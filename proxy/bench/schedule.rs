@@ -7,7 +7,7 @@ use super::plan::{Load, MAX_RUN, Plan, Stop};
 
 /// The run's phases for one route.
 #[derive(Clone, Copy, Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// The load starts.
     pub t0: Instant,
     /// The measured phase starts (after the ramp and warm-up).
@@ -19,7 +19,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule of `plan` from `t0`.
-    pub fn new(plan: Plan, t0: Instant) -> Self {
+    pub(crate) fn new(plan: Plan, t0: Instant) -> Self {
         let measure_start = t0 + plan.ramp + plan.warmup;
         let closed_end = match plan.stop {
             Stop::After(d) => measure_start + d,
@@ -39,7 +39,7 @@ impl Schedule {
     }
 
     /// Fixed rate: the first measured request's index and the index past the last one.
-    pub fn measured_range(&self, rate: f64) -> (u64, u64) {
+    pub(crate) fn measured_range(&self, rate: f64) -> (u64, u64) {
         let first =
             self.ramp_requests(rate) + (rate * self.plan.warmup.as_secs_f64()).floor() as u64;
         let count = match self.plan.stop {
@@ -51,7 +51,7 @@ impl Schedule {
 
     /// Fixed rate: when request `k` is due. During the ramp the rate rises linearly, so the k-th
     /// request is due when R t^2 / (2 ramp) = k.
-    pub fn due(&self, rate: f64, k: u64) -> Instant {
+    pub(crate) fn due(&self, rate: f64, k: u64) -> Instant {
         let ramp = self.plan.ramp.as_secs_f64();
         let in_ramp = self.ramp_requests(rate);
         let secs = if k < in_ramp {
@@ -63,12 +63,12 @@ impl Schedule {
     }
 
     /// Closed loop: when connection `i` of `n` starts (spread over the ramp).
-    pub fn closed_start(&self, i: usize, n: usize) -> Instant {
+    pub(crate) fn closed_start(&self, i: usize, n: usize) -> Instant {
         self.t0 + self.plan.ramp.mul_f64(i as f64 / n.max(1) as f64)
     }
 
     /// The end of the run as planned (the last due request at a fixed rate).
-    pub fn planned_end(&self) -> Instant {
+    pub(crate) fn planned_end(&self) -> Instant {
         match self.plan.load {
             Load::Closed => self.closed_end,
             Load::Rate(r) => self.due(r, self.measured_range(r).1),

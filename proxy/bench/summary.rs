@@ -177,7 +177,7 @@ fn per_sec(n: u64, elapsed: Duration) -> f64 {
 }
 
 /// One route's summary. `started`: when `popgate bench` started (for the cold start).
-pub fn route(
+pub(crate) fn route(
     target: &Target,
     t: &Tally,
     elapsed: Duration,
@@ -240,7 +240,7 @@ pub fn route(
 }
 
 /// popgate's figures since it started (`end` is read after the run).
-pub fn proxy(end: &Snapshot) -> ProxySummary {
+pub(crate) fn proxy(end: &Snapshot) -> ProxySummary {
     let upstream_requests: u64 = end.routes.values().map(|r| r.sent_upstream).sum();
     ProxySummary {
         upstream_connections_opened: end.connections_opened,

@@ -46,7 +46,7 @@ const ROWS: &[Row] = &[
 ];
 
 /// Renders `s` as aligned text.
-pub fn render(s: &Summary) -> String {
+pub(crate) fn render(s: &Summary) -> String {
     let mut out = String::new();
     let load = match s.rate_per_route {
         Some(r) => format!("fixed rate {r}/s per route"),

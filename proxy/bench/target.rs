@@ -14,13 +14,13 @@ use super::BenchError;
 
 /// Largest `--body` file: a benchmark body is a representative request, not a bulk upload, and
 /// every connection shares one copy of it.
-pub const MAX_BODY_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_BODY_BYTES: u64 = 16 << 20;
 /// Most routes side by side: each is a column in the table and a line in the report.
-pub const MAX_ROUTES: usize = 16;
+pub(crate) const MAX_ROUTES: usize = 16;
 
 /// One route's requests.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// The route's name.
     pub route: String,
     /// Request method.
@@ -42,7 +42,7 @@ fn usage(message: String) -> BenchError {
 }
 
 /// Resolves every `--route` spec against `config`. `dev`: every upstream is the local authority.
-pub fn resolve(
+pub(crate) fn resolve(
     config: &Config,
     specs: &[String],
     body: Option<&Path>,

@@ -65,7 +65,7 @@ fn progress_line(names: &[String], recs: &[Arc<Recorder>], elapsed: Duration) ->
 
 /// Runs until `stop` turns true: returns the marks seen since `t0`. `in_process`: popgate runs in
 /// this process, so its metrics are readable.
-pub async fn run(
+pub(crate) async fn run(
     names: Vec<String>,
     recs: Vec<Arc<Recorder>>,
     t0: Instant,

@@ -17,12 +17,16 @@ use crate::certs::x509;
 /// Why a certificate/key pair cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BindingError {
+    /// The certificate chain is empty.
     #[error("the certificate chain is empty")]
     EmptyChain,
+    /// The certificate is not valid X.509 DER: `0`.
     #[error("the certificate is not valid X.509 DER: {0}")]
     BadCertificate(String),
+    /// The private key cannot be used for signing: `0`.
     #[error("the private key cannot be used for signing: {0}")]
     BadKey(String),
+    /// The private key does not match the certificate's public key.
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
 }
@@ -82,6 +86,7 @@ impl BindingCert {
         &self.inner.x5t_s256
     }
 
+    /// When the certificate expires.
     pub fn not_after(&self) -> SystemTime {
         self.inner.not_after
     }

@@ -5,14 +5,14 @@
 
 pub mod describe;
 pub mod duration;
-pub mod error;
-pub mod host_pattern;
+pub(crate) mod error;
+pub(crate) mod host_pattern;
 pub mod limits;
 pub mod load;
 pub mod model;
-pub mod schema;
-pub mod upstream;
-pub mod validate;
+pub(crate) mod schema;
+pub(crate) mod upstream;
+pub(crate) mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{EnvLookup, load, load_with_env};

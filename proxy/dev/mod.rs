@@ -7,9 +7,9 @@ pub mod local_authority;
 pub mod probe;
 pub mod register;
 pub mod rewrite;
-pub mod table;
-pub mod targets;
-pub mod token_files;
+pub(crate) mod table;
+pub(crate) mod targets;
+pub(crate) mod token_files;
 
 use std::future::Future;
 use std::io::Write;

@@ -25,7 +25,7 @@ enum Want {
 }
 
 /// A [`TokenSource`] behind the token cache.
-pub struct Cached<S: TokenSource> {
+pub(crate) struct Cached<S: TokenSource> {
     target: Target,
     /// [`Target::cache_identity`], computed once.
     cache_identity: String,
@@ -39,7 +39,7 @@ pub struct Cached<S: TokenSource> {
 impl<S: TokenSource> Cached<S> {
     /// `source`'s tokens for `target`, cached in `cache` (shared by every credential: keys
     /// never collide).
-    pub fn new(target: Target, source: S, cache: Arc<TokenCache<EngineError>>) -> Self {
+    pub(crate) fn new(target: Target, source: S, cache: Arc<TokenCache<EngineError>>) -> Self {
         Self {
             cache_identity: target.cache_identity(),
             target,

@@ -16,6 +16,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`Cached`](super::cached::Cached) (cache entries, single flight, retries), and by the static
 /// token file.
 pub trait Credential: Send + Sync + 'static {
+    /// What this credential is, for logs, metrics labels and error bodies.
     fn labels(&self) -> &CredentialLabels;
 
     /// A usable token: the cached one, or one acquisition shared by every concurrent caller. A PoP

@@ -6,12 +6,12 @@
 //! [`build`] makes one per distinct need. One [`driver`] per route keeps a usable token published
 //! in its slot, on the [`schedule`], retrying with [`backoff`].
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod build;
 pub mod cache;
-pub mod cached;
+pub(crate) mod cached;
 pub mod credential;
 pub mod driver;
 pub mod schedule;
 pub mod sources;
-pub mod token_source;
+pub(crate) mod token_source;

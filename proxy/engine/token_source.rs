@@ -19,7 +19,7 @@ use super::sources::errors;
 /// What a source acquires tokens for: the same for every kind, owned by
 /// [`Cached`](super::cached::Cached) and handed to each acquisition.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// Who the tokens are for (logs, metrics, errors); `token_type` is the final token's.
     pub labels: CredentialLabels,
     /// The resource as configured.
@@ -30,7 +30,7 @@ pub struct Target {
 
 impl Target {
     /// Checks the resource now, so a bad one fails at build time naming the identity.
-    pub fn new(labels: CredentialLabels, resource: &str) -> Result<Self, EngineError> {
+    pub(crate) fn new(labels: CredentialLabels, resource: &str) -> Result<Self, EngineError> {
         let scope = scope_for_resource(resource)
             .map_err(|e| errors::local(&labels.identity, e.to_string()))?;
         Ok(Self {
@@ -42,7 +42,7 @@ impl Target {
 
     /// The identity part of cache keys: a FIC leg 2 is keyed through its leg 1, so two leg-1s of
     /// one app never share entries.
-    pub fn cache_identity(&self) -> String {
+    pub(crate) fn cache_identity(&self) -> String {
         match &self.labels.leg1 {
             Some(leg1) => format!("{} via {}", self.labels.identity, leg1),
             None => self.labels.identity.clone(),
@@ -52,7 +52,7 @@ impl Target {
 
 /// One kind of token source: a certificate app, FIC leg 2, a managed identity (Bearer or PoP),
 /// a workload identity.
-pub trait TokenSource: Send + Sync + 'static {
+pub(crate) trait TokenSource: Send + Sync + 'static {
     /// What an acquisition is made with, fixed before the cache is consulted so the entry it
     /// fills and the token it gets agree: the binding certificate, the leg-1 token, the minted
     /// IMDSv2 certificate, or nothing.
@@ -95,7 +95,7 @@ pub trait TokenSource: Send + Sync + 'static {
 
 /// A failed acquisition.
 #[derive(Debug)]
-pub struct AcquireError {
+pub(crate) struct AcquireError {
     /// What went wrong, naming the peer (never a secret).
     pub error: EngineError,
     /// The peer's `Retry-After`: identical requests are blocked until then.
@@ -106,7 +106,7 @@ pub struct AcquireError {
 
 impl AcquireError {
     /// The failure as the cache records it (with the block the peer asked for).
-    pub fn into_failure(self) -> Failure<EngineError> {
+    pub(crate) fn into_failure(self) -> Failure<EngineError> {
         errors::failure(self.error, self.retry_after)
     }
 }

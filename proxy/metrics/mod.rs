@@ -5,7 +5,7 @@
 //! keeps (the token cache's) and values derived from route state are read at scrape time
 //! ([`scrape`]).
 
-pub mod request;
+pub(crate) mod request;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

@@ -4,5 +4,5 @@
 pub mod client;
 pub mod connect;
 pub mod token_transport;
-pub mod upstream_body;
+pub(crate) mod upstream_body;
 pub mod upstream_tls;

@@ -20,10 +20,13 @@ use crate::route::status::RouteStatus;
 /// Why a snapshot cannot be built from a token.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The token cannot be sent as an Authorization header (it holds invalid characters).
     #[error("the token cannot be sent as an Authorization header (it holds invalid characters)")]
     BadHeaderValue,
+    /// An mtls_pop token needs its binding certificate.
     #[error("an mtls_pop token needs its binding certificate")]
     PopWithoutCertificate,
+    /// The upstream TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] UpstreamTlsError),
 }

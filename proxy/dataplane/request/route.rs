@@ -26,7 +26,7 @@ pub(super) struct Route {
 
 impl Route {
     /// The route's own request timeout, else `default`.
-    pub fn request_timeout(&self, default: Duration) -> Duration {
+    pub(super) fn request_timeout(&self, default: Duration) -> Duration {
         self.slot.info().request_timeout.unwrap_or(default)
     }
 }

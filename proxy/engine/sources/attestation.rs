@@ -8,9 +8,9 @@ use tokio::io::AsyncReadExt as _;
 use zeroize::Zeroizing;
 
 /// seconds, and a hung command must not hold the identity's IMDS turn forever.
-pub const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ATTESTATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest attestation output read: MAA tokens are a few KiB; more is not a token.
-pub const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
 
 /// Runs the attestation command and returns what it printed (trimmed), zeroized on drop.
 pub(crate) async fn run_attestation(argv: &[String]) -> Result<Zeroizing<String>, String> {

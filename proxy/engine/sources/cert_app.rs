@@ -23,7 +23,7 @@ use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// The app's settings, as validated config gives them.
 #[derive(Clone, Debug)]
-pub struct CertAppSettings {
+pub(crate) struct CertAppSettings {
     /// Tenant id or domain.
     pub tenant_id: String,
     /// The app's client id.
@@ -35,7 +35,7 @@ pub struct CertAppSettings {
 }
 
 /// Tokens for one certificate app, of the token type its labels name.
-pub struct CertAppSource {
+pub(crate) struct CertAppSource {
     app: CertAppSettings,
     endpoint: TokenEndpoint,
     cert: Arc<WatchedCert>,
@@ -44,7 +44,7 @@ pub struct CertAppSource {
 
 impl CertAppSource {
     /// Checks the host rules now, so a bad combination fails at build time.
-    pub fn new(
+    pub(crate) fn new(
         labels: &CredentialLabels,
         app: CertAppSettings,
         cert: Arc<WatchedCert>,

@@ -25,7 +25,7 @@ use crate::engine::credential::{Credential, CredentialLabels, EngineError};
 use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Leg 2 of a FIC exchange on top of a shared leg-1 credential.
-pub struct FicSource {
+pub(crate) struct FicSource {
     leg1: Arc<dyn Credential>,
     leg1_kind: Leg1Kind,
     client_id: String,
@@ -36,7 +36,7 @@ pub struct FicSource {
 impl FicSource {
     /// `labels.token_type` is the final token type; `leg1` must yield tokens for
     /// `api://AzureADTokenExchange`.
-    pub fn new(
+    pub(crate) fn new(
         labels: &CredentialLabels,
         leg1: Arc<dyn Credential>,
         app: CertAppSettings,

@@ -26,11 +26,11 @@ use crate::engine::credential::EngineError;
 
 /// An issued certificate is replaced this long before `notAfter` at the latest (protocol.md §3;
 /// issued certificates live about seven days).
-pub const REMINT_LEAD: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const REMINT_LEAD: Duration = Duration::from_secs(24 * 3600);
 
 /// A binding certificate IMDS issued, with what came with it.
 #[derive(Debug)]
-pub struct Minted {
+pub(crate) struct Minted {
     /// The certificate and the in-memory key.
     pub binding: BindingCert,
     /// The `issuecredential` answer (client id, tenant, token endpoint).
@@ -41,7 +41,7 @@ pub struct Minted {
 impl Minted {
     /// Whether it is time to replace it: within [`REMINT_LEAD`] of `notAfter`, or past half its
     /// lifetime when that comes sooner (so short-lived test certificates are renewed too).
-    pub fn due(&self, now: SystemTime) -> bool {
+    pub(crate) fn due(&self, now: SystemTime) -> bool {
         let not_after = self.binding.not_after();
         let lifetime = not_after
             .duration_since(self.minted_at)
@@ -61,7 +61,7 @@ struct MintState {
 }
 
 /// One managed identity's IMDSv2 binding certificate, shared by all its PoP credentials.
-pub struct ImdsV2Identity {
+pub(crate) struct ImdsV2Identity {
     name: String,
     base: ImdsBase,
     selector: Option<UamiSelector>,
@@ -76,7 +76,7 @@ pub struct ImdsV2Identity {
 
 impl ImdsV2Identity {
     /// Nothing is fetched until the first token is asked for.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         base: ImdsBase,
         selector: Option<UamiSelector>,
@@ -98,13 +98,13 @@ impl ImdsV2Identity {
     }
 
     /// Changes whenever a new certificate is minted.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// The certificate to use: the current one unless it is due, or unless it is `failed` (the
     /// token endpoint refused it), in which case a new one is minted.
-    pub async fn binding(&self, failed: Option<&str>) -> Result<Arc<Minted>, EngineError> {
+    pub(crate) async fn binding(&self, failed: Option<&str>) -> Result<Arc<Minted>, EngineError> {
         let usable =
             |m: &Arc<Minted>| !m.due(SystemTime::now()) && failed != Some(m.binding.x5t_s256());
         if let Some(current) = self.current.load_full()

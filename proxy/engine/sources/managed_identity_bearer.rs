@@ -18,7 +18,7 @@ use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Where a managed identity's Bearer tokens come from.
 #[derive(Clone, Debug)]
-pub enum BearerEndpoint {
+pub(crate) enum BearerEndpoint {
     /// IMDS v1 at this base URL.
     Imds(ImdsBase),
     /// App Service / Functions.
@@ -26,7 +26,7 @@ pub enum BearerEndpoint {
 }
 
 /// Bearer tokens for one managed identity.
-pub struct ManagedIdentityBearerSource {
+pub(crate) struct ManagedIdentityBearerSource {
     endpoint: BearerEndpoint,
     selector: Option<UamiSelector>,
     /// Shared by every source of this identity: IMDS throttles, so calls go one at a time.
@@ -36,7 +36,7 @@ pub struct ManagedIdentityBearerSource {
 
 impl ManagedIdentityBearerSource {
     /// `imds_turn` must be the same for every source of the identity.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: BearerEndpoint,
         selector: Option<UamiSelector>,
         imds_turn: Arc<tokio::sync::Mutex<()>>,

@@ -21,14 +21,14 @@ use crate::engine::credential::EngineError;
 use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// mTLS PoP tokens for one managed identity.
-pub struct ManagedIdentityPopSource {
+pub(crate) struct ManagedIdentityPopSource {
     identity: Arc<ImdsV2Identity>,
     deps: EngineDeps,
 }
 
 impl ManagedIdentityPopSource {
     /// `identity` is shared by every PoP source of the managed identity.
-    pub fn new(identity: Arc<ImdsV2Identity>, deps: EngineDeps) -> Self {
+    pub(crate) fn new(identity: Arc<ImdsV2Identity>, deps: EngineDeps) -> Self {
         Self { identity, deps }
     }
 }

@@ -17,7 +17,7 @@ use crate::identity::static_token;
 use crate::identity::token::{Token, TokenType};
 
 /// A token read from a file and bound to a configured certificate.
-pub struct StaticCredential {
+pub(crate) struct StaticCredential {
     labels: CredentialLabels,
     inner: Arc<Inner>,
     state: Mutex<State>,
@@ -57,7 +57,7 @@ fn same(a: &Option<digest::Digest>, b: &digest::Digest) -> bool {
 
 impl StaticCredential {
     /// A credential serving the token in `token_file`, presented with `certificate`.
-    pub fn new(
+    pub(crate) fn new(
         labels: CredentialLabels,
         token_file: PathBuf,
         certificate: BindingCert,

@@ -19,7 +19,7 @@ use crate::engine::credential::{CredentialLabels, EngineError};
 use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Bearer tokens for one workload identity.
-pub struct WorkloadIdentitySource {
+pub(crate) struct WorkloadIdentitySource {
     client_id: String,
     token_file: PathBuf,
     endpoint: TokenEndpoint,
@@ -28,7 +28,7 @@ pub struct WorkloadIdentitySource {
 
 impl WorkloadIdentitySource {
     /// Checks the host now.
-    pub fn new(
+    pub(crate) fn new(
         labels: &CredentialLabels,
         identity: &WorkloadIdentity,
         deps: EngineDeps,
