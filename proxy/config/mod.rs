@@ -3,6 +3,7 @@
 //! `load(path)` is the entry point: it reads the file, parses it with serde-saphyr under
 //! explicit limits, validates every rule and returns a [`Config`] or every error found.
 
+pub mod canonical_path;
 pub mod describe;
 pub mod duration;
 pub(crate) mod error;
