@@ -230,7 +230,6 @@ fn jwt_claims(token: &str) -> Result<Option<Claims>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     fn jwt(claims: serde_json::Value) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
@@ -246,16 +245,7 @@ mod tests {
     }
 
     fn binding() -> BindingCert {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        BindingCert::from_der(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
+        crate::certs::binding::test_binding("client")
     }
 
     fn file(dir: &tempfile::TempDir, contents: &str) -> PathBuf {

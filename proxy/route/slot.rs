@@ -383,17 +383,7 @@ mod tests {
     }
 
     fn binding(cn: &str) -> crate::certs::binding::BindingCert {
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        crate::certs::binding::BindingCert::from_der(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
+        crate::certs::binding::test_binding(cn)
     }
 
     fn pop(secret: &str, cert: &crate::certs::binding::BindingCert) -> Token {
