@@ -170,7 +170,7 @@ async fn silent_partial_preface_and_idle_connections_are_closed_within_their_dea
     for (name, closed) in closing {
         let after = closed.await.unwrap();
         eprintln!("{name}: closed after {after:?}");
-        if !after.is_some_and(|d| d <= bound) {
+        if after.is_none_or(|d| d > bound) {
             late.push(format!("{name}: {after:?}"));
         }
     }
