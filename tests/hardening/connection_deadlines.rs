@@ -115,7 +115,22 @@ async fn silent_sockets_beyond_the_default_cap_do_not_keep_a_caller_out() {
     enough_file_descriptors(3 * SILENT as u64);
     let env = Env::start().await;
     // Default limits: max_connections 1024, first byte within 5 s.
-    let (_popgate, proxy, admin) = start(&env, "").await;
+    let (popgate, proxy, admin) = start(&env, "").await;
+    // popgate raised its own open-files limit and said which limit is in force.
+    let limit = popgate
+        .log
+        .iter()
+        .filter_map(|line| crate::kit::process::fields(line))
+        .find(|f| {
+            f["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("open-files limit"))
+        })
+        .expect("popgate logs its open-files limit");
+    assert!(
+        limit["soft"].as_u64().is_some_and(|soft| soft >= 1024),
+        "{limit}"
+    );
     // A warm pool, so what is timed below is admission, not the first mTLS handshake upstream.
     let (status, body) = get(proxy, "/v1.0/me").await;
     assert_eq!(status, 200, "{body}");
