@@ -2,9 +2,9 @@
 //! listener. It keeps a connection cap (evicting the longest-idle connection to admit a new one),
 //! opens a span per connection (listener, peer), closes a connection whose current phase outlives
 //! its deadline (see `activity.rs`), and on shutdown closes the listening socket first, then
-//! drains. Listeners differ only in what they
-//! accept and how they serve one connection, which they pass in; the TLS handshake belongs to the
-//! connection, so a slow handshake never holds up `accept`.
+//! drains. Listeners differ only in what they accept and how they serve one connection, which
+//! they pass in; the TLS handshake belongs to the connection, so a slow handshake never holds up
+//! `accept`.
 
 use std::collections::HashMap;
 use std::fmt;
