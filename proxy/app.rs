@@ -1,6 +1,7 @@
 //! `popgate run`: from a validated config to a serving proxy — route table, credentials, one driver
 //! per route, listeners — kept current by reloads (`swap.rs`) and drained on shutdown.
 
+pub mod fd_limit;
 pub mod listeners;
 mod live;
 pub(crate) mod reload;
@@ -278,6 +279,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listeners = config.listeners.len(),
         "starting"
     );
+    fd_limit::raise_open_files_limit();
     // Before anything slow: from here on a SIGHUP is a reload request, not the default
     // "terminate"; one arriving during startup is handled once startup is done.
     let mut triggers = crate::app::reload::Triggers::new(&config.source);

@@ -30,6 +30,8 @@ const FAMILIES: &[&str] = &[
     "popgate_credential_request_duration_seconds",
     "popgate_binding_cert_not_after_timestamp_seconds",
     "popgate_config_reloads_total",
+    "popgate_connections_evicted_total",
+    "popgate_connection_deadlines_total",
     "popgate_token_cache_hits_total",
     "popgate_token_cache_misses_total",
     "popgate_token_cache_acquisitions_total",

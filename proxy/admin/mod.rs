@@ -20,7 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::limits::MAX_ADMIN_CONNECTIONS;
+use crate::config::limits::{
+    ADMIN_FIRST_BYTE_TIMEOUT, ADMIN_KEEP_ALIVE_TIMEOUT, MAX_ADMIN_CONNECTIONS,
+};
+use crate::dataplane::activity::{Activity, Deadlines, InFlightBody};
+use crate::dataplane::opening::Opening;
 use crate::dataplane::serve::{self, AtCap, Drain};
 use crate::route::slot::RouteSlot;
 use crate::route::status::RouteStatus;
@@ -76,32 +80,49 @@ pub async fn start(addr: SocketAddr, sources: ScrapeSources) -> Result<AdminHand
     let sources = Arc::new(sources);
     let options = serve::Options {
         label: format!("admin {addr}"),
+        kind: "admin",
+        tls: false,
+        deadlines: Deadlines {
+            tls_handshake: ADMIN_FIRST_BYTE_TIMEOUT,
+            first_byte: ADMIN_FIRST_BYTE_TIMEOUT,
+            preface: ADMIN_FIRST_BYTE_TIMEOUT,
+            keep_alive: ADMIN_KEEP_ALIVE_TIMEOUT,
+        },
         max_connections: MAX_ADMIN_CONNECTIONS,
-        // Probes must not queue behind a client holding every slot; nothing admin serves is
-        // worth waiting for on shutdown.
+        // Idle sockets are evicted to admit a probe; when every slot is busy answering, probes
+        // must not queue behind them either. Nothing admin serves is worth waiting for on
+        // shutdown.
         at_cap: AtCap::Close,
         drain: Drain::Abort,
         shutdown: stopped,
         stopped: None,
     };
-    let task = tokio::spawn(serve::serve(listener, options, move |stream, _, _| {
-        serve_connection(stream, Arc::clone(&sources))
-    }));
+    let task = tokio::spawn(serve::serve(
+        listener,
+        options,
+        move |stream, _, _, activity| serve_connection(stream, Arc::clone(&sources), activity),
+    ));
     tracing::info!(addr = %addr, "admin listening");
     Ok(AdminHandle { addr, stop, task })
 }
 
 /// Serves one admin connection: HTTP/1.1, its head within [`ADMIN_HEADER_TIMEOUT`], closed
-/// after [`ADMIN_CONNECTION_LIFETIME`] whatever it does.
-async fn serve_connection(stream: TcpStream, sources: Arc<ScrapeSources>) {
+/// after [`ADMIN_CONNECTION_LIFETIME`] whatever it does (and earlier by the accept loop's phase
+/// deadlines, or to admit another client).
+async fn serve_connection(stream: TcpStream, sources: Arc<ScrapeSources>, activity: Arc<Activity>) {
+    let io = Opening::new(stream, Arc::clone(&activity));
     let service = service_fn(move |req| {
+        let in_flight = activity.request();
         let sources = Arc::clone(&sources);
-        async move { Ok::<_, Infallible>(answer(&req, &sources)) }
+        async move {
+            let response = answer(&req, &sources);
+            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     if let Ok(Err(e)) = tokio::time::timeout(ADMIN_CONNECTION_LIFETIME, conn).await {
         tracing::debug!(error = %e, "admin connection ended with an error");
     }

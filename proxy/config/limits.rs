@@ -43,6 +43,24 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// connections. 30 s (hyper's default) outlasts any honest client's pause between requests on a
 /// pooled connection, yet stops a slowloris client trickling one header byte at a time.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time from accepting a caller connection (or finishing its TLS handshake) to its first
+/// byte: an HTTP client writes its request as soon as it has connected, so a socket silent for
+/// 5 s is not a client about to speak but one holding a slot (every loopback or node-local
+/// caller is far faster; a cross-zone client adds milliseconds, not seconds).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time from a caller's first byte until popgate knows its protocol: for HTTP/1 the first
+/// byte that is not the HTTP/2 preface decides at once; an HTTP/2 caller must have sent the whole
+/// 24-byte preface and its first SETTINGS frame, which clients write in one go with the preface.
+/// hyper-util's protocol detection has no timer of its own, so without this a partial preface
+/// (`PRI * HTTP/2.0\r\n`) held a slot for ever.
+pub const DEFAULT_H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time an established caller connection may sit with no request in flight (HTTP/1
+/// between requests, HTTP/2 with no open stream) before popgate closes it. Shorter than the
+/// 60–90 s client pools keep idle connections (Go, reqwest, .NET): clients retry a request on a
+/// keep-alive connection the server closed, while each idle connection held costs a slot. HTTP/1
+/// connections are also bound by [`DEFAULT_HEADER_READ_TIMEOUT`], which hyper starts when the
+/// connection is ready for the next head.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
 /// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
 /// minimum and what nginx allows.
@@ -50,8 +68,10 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 // --- caller connections: fixed ---
 
-/// Default bound on a caller's TLS handshake, so half-open connections cannot pile up.
-pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on a caller's TLS handshake, from accept, so half-open connections cannot pile
+/// up: a handshake is two round trips plus one signature, milliseconds for node-local callers;
+/// 5 s leaves room for a loaded client host and a slow RSA key.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default streams a caller may reset before popgate accepted them (HTTP/2 rapid reset,
 /// CVE-2023-44487) before the connection gets GOAWAY: the h2 crate's default, which no honest
 /// client reaches.
@@ -70,6 +90,13 @@ pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
 /// At most this many admin connections at once: probes and one or two scrapers need a handful;
 /// a bound keeps a misbehaving client from holding many sockets.
 pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+/// An admin client (a kubelet probe, a Prometheus scrape) writes its request right after
+/// connecting; a socket silent this long holds a slot and nothing else.
+pub const ADMIN_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Prometheus keeps its scrape connection open between scrapes (15–60 s apart) and reconnects
+/// when it finds it closed; probes open a new connection each time. Idle admin connections are
+/// closed after this, and evicted earlier when a new admin client needs the slot.
+pub const ADMIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 // --- upstream connections ---
 

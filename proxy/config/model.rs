@@ -140,6 +140,14 @@ pub struct Limits {
     pub header_read_timeout: Option<Duration>,
     /// Most concurrent HTTP/2 streams per caller connection.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Time from accept (or the TLS handshake) to a caller's first byte.
+    pub first_byte_timeout: Option<Duration>,
+    /// Time from the first byte until the protocol is known (HTTP/2: preface and first SETTINGS).
+    pub h2_preface_timeout: Option<Duration>,
+    /// Time a caller's TLS handshake may take.
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Time a caller connection may stay open with no request in flight.
+    pub keep_alive_timeout: Option<Duration>,
 }
 
 /// A named identity.

@@ -141,6 +141,18 @@ pub struct RawLimits {
     /// Most concurrent HTTP/2 streams per caller connection.
     #[serde(default)]
     pub h2_max_concurrent_streams: Option<S<u64>>,
+    /// Time from accept (or the TLS handshake) to a caller's first byte.
+    #[serde(default)]
+    pub first_byte_timeout: Option<S<String>>,
+    /// Time from the first byte until the protocol is known (HTTP/2: preface and first SETTINGS).
+    #[serde(default)]
+    pub h2_preface_timeout: Option<S<String>>,
+    /// Time a caller's TLS handshake may take.
+    #[serde(default)]
+    pub tls_handshake_timeout: Option<S<String>>,
+    /// Time a caller connection may stay open with no request in flight.
+    #[serde(default)]
+    pub keep_alive_timeout: Option<S<String>>,
 }
 
 /// The identity kinds.

@@ -1,6 +1,7 @@
-//! One caller connection: the TLS handshake on TLS listeners (bounded, and the client
-//! certificate's names read once for the routes' `allow` rules), the HTTP/1 framing guard on the
-//! read side, hyper's h1/h2 limits set explicitly, and each request handed to the forwarder.
+//! One caller connection: the TLS handshake on TLS listeners (the client certificate's names read
+//! once for the routes' `allow` rules), the opening bytes watched for the phase deadlines, the
+//! HTTP/1 framing guard on the read side, hyper's h1/h2 limits set explicitly, and each request
+//! handed to the forwarder (and counted in flight until its response body ends).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,8 +16,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::{Activity, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::listener::ConnectionSettings;
+use super::opening::Opening;
 use super::request::Connection;
 use super::request::Forwarder;
 use crate::access::{Caller, CallerCert};
@@ -39,34 +42,39 @@ pub(crate) struct CallerService {
     pub settings: ConnectionSettings,
 }
 
-/// Serves a TCP connection: over TLS when `tls` is given (a failed or slow handshake closes it),
-/// plain otherwise.
+/// Serves a TCP connection: over TLS when `tls` is given (a failed handshake closes it; the
+/// accept loop's watchdog bounds a slow one), plain otherwise.
 pub(crate) async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     service: CallerService,
     watcher: Watcher,
+    activity: Arc<Activity>,
 ) {
     let mut caller = Caller {
         addr: Some(peer),
         ..Caller::default()
     };
     let Some(acceptor) = tls else {
-        return serve_io(stream, caller, PLAIN_DEFAULT_PORT, service, watcher).await;
+        return serve_io(
+            stream,
+            caller,
+            PLAIN_DEFAULT_PORT,
+            service,
+            watcher,
+            activity,
+        )
+        .await;
     };
-    let timeout = service.settings.tls_handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match acceptor.accept(stream).await {
+        Ok(tls) => tls,
+        Err(e) => {
             tracing::info!(error = %e, "caller TLS handshake failed");
             return;
         }
-        Err(_) => {
-            tracing::info!("caller TLS handshake timed out");
-            return;
-        }
     };
+    activity.handshake_done();
     // rustls has verified the chain (mTLS listeners); read the leaf's names once per connection
     // for the routes' `allow` rules.
     if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
@@ -81,17 +89,19 @@ pub(crate) async fn serve_tcp(
             }
         }
     }
-    serve_io(tls, caller, TLS_DEFAULT_PORT, service, watcher).await
+    serve_io(tls, caller, TLS_DEFAULT_PORT, service, watcher, activity).await
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on an established connection from `caller` until it closes or the
-/// graceful drain ends it. `default_port` is the port a request target without one means.
+/// graceful drain ends it. `default_port` is the port a request target without one means. Its
+/// opening bytes and requests in flight are reported to `activity` for the watchdog and eviction.
 pub(crate) async fn serve_io<I>(
     io: I,
     caller: Caller,
     default_port: u16,
     service: CallerService,
     watcher: Watcher,
+    activity: Arc<Activity>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -101,11 +111,16 @@ pub(crate) async fn serve_io<I>(
     } = service;
     let limits = settings.limits;
     let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+    let io = Opening::new(io, Arc::clone(&activity));
     let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
     let connection = Arc::new(Connection::new(caller, default_port, limits, verdict));
     let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = activity.request();
         let answer = forwarder.serve(Arc::clone(&connection), request);
-        async move { Ok::<_, Infallible>(answer.await) }
+        async move {
+            let response = answer.await;
+            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut h1 = builder.http1();

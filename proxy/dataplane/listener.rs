@@ -11,14 +11,16 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::Deadlines;
 use super::connection::{CallerService, serve_tcp};
 use super::limits::RequestLimits;
 use super::serve;
 use crate::config::limits::{
-    DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
     DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
-    DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_H2_PREFACE_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 /// Why a TLS listener configuration cannot be built.
@@ -64,10 +66,17 @@ pub fn server_tls_config(
 /// Per-connection settings for the accept loops.
 #[derive(Clone, Debug)]
 pub struct ConnectionSettings {
-    /// Bound on a caller's TLS handshake.
+    /// Bound on a caller's TLS handshake, from accept.
     pub tls_handshake_timeout: Duration,
+    /// Bound from accept (or the TLS handshake) to the caller's first byte.
+    pub first_byte_timeout: Duration,
+    /// Bound from the first byte until the protocol is known (HTTP/2: preface and first
+    /// SETTINGS frame).
+    pub h2_preface_timeout: Duration,
     /// Bound on receiving an HTTP/1 request head (idle keep-alive included).
     pub header_read_timeout: Duration,
+    /// How long a connection may stay with no request in flight (HTTP/1 and HTTP/2).
+    pub keep_alive_timeout: Duration,
     /// Most open caller connections per listener; further callers wait in the listen backlog.
     pub max_connections: usize,
     /// Limits on each request.
@@ -80,7 +89,10 @@ impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            h2_preface_timeout: DEFAULT_H2_PREFACE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: RequestLimits::default(),
             h2: H2Settings::default(),
@@ -99,10 +111,26 @@ impl ConnectionSettings {
         l.max_body_bytes = limits.max_body_bytes.or(l.max_body_bytes);
         s.max_connections = limits.max_connections.unwrap_or(s.max_connections);
         s.header_read_timeout = limits.header_read_timeout.unwrap_or(s.header_read_timeout);
+        s.first_byte_timeout = limits.first_byte_timeout.unwrap_or(s.first_byte_timeout);
+        s.h2_preface_timeout = limits.h2_preface_timeout.unwrap_or(s.h2_preface_timeout);
+        s.tls_handshake_timeout = limits
+            .tls_handshake_timeout
+            .unwrap_or(s.tls_handshake_timeout);
+        s.keep_alive_timeout = limits.keep_alive_timeout.unwrap_or(s.keep_alive_timeout);
         s.h2.max_concurrent_streams = limits
             .h2_max_concurrent_streams
             .unwrap_or(s.h2.max_concurrent_streams);
         s
+    }
+
+    /// The deadline of each phase of a caller connection.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            tls_handshake: self.tls_handshake_timeout,
+            first_byte: self.first_byte_timeout,
+            preface: self.h2_preface_timeout,
+            keep_alive: self.keep_alive_timeout,
+        }
     }
 }
 
@@ -141,8 +169,15 @@ pub(crate) async fn accept_loop(
     service: CallerService,
     options: serve::Options,
 ) -> bool {
-    serve::serve(listener, options, move |stream, peer, watcher| {
-        serve_tcp(stream, peer, tls.clone(), service.clone(), watcher)
+    serve::serve(listener, options, move |stream, peer, watcher, activity| {
+        serve_tcp(
+            stream,
+            peer,
+            tls.clone(),
+            service.clone(),
+            watcher,
+            activity,
+        )
     })
     .await
 }

@@ -17,12 +17,14 @@
 //! `Transfer-Encoding` as chunked and hides the length), so a guard on the connection's read side
 //! sees the raw heads and lets the service refuse such requests with 400 and close.
 
+pub(crate) mod activity;
 mod connection;
 pub(crate) mod error_response;
 mod framing_guard;
 pub mod headers;
 pub mod limits;
 pub mod listener;
+pub(crate) mod opening;
 pub mod request;
 pub(crate) mod request_target;
 pub(crate) mod serve;

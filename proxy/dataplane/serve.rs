@@ -1,21 +1,27 @@
 //! One accept loop for every listener: caller TCP (plain or TLS), Unix sockets and the admin
-//! listener. It keeps a connection cap, opens a span per connection (listener, peer), and on
-//! shutdown closes the listening socket first, then drains. Listeners differ only in what they
-//! accept and how they serve one connection, which they pass in; the TLS handshake belongs to the
-//! connection, so a slow handshake never holds up `accept`.
+//! listener. It keeps a connection cap (evicting the longest-idle connection to admit a new one),
+//! opens a span per connection (listener, peer), closes a connection whose current phase outlives
+//! its deadline (see `activity.rs`), and on shutdown closes the listening socket first, then
+//! drains. Listeners differ only in what they accept and how they serve one connection, which
+//! they pass in; the TLS handshake belongs to the connection, so a slow handshake never holds up
+//! `accept`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
+
+use super::activity::{Activity, Deadlines};
+use crate::metrics;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -25,7 +31,7 @@ pub(crate) trait Accept: Send + 'static {
     /// One accepted connection.
     type Io: Send + 'static;
     /// Who connected: named in the connection's span and handed to the connection.
-    type Peer: fmt::Display + Send + 'static;
+    type Peer: fmt::Display + Send + Sync + 'static;
 
     /// The next connection. Must be cancel-safe: the loop drops it when shutdown is asked for.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Self::Peer)>> + Send;
@@ -52,14 +58,16 @@ impl Accept for TcpListener {
     }
 }
 
-/// What the loop does with a connection beyond the cap.
+/// What the loop does with a connection beyond the cap once no idle connection could be evicted
+/// (every open connection has a request in flight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AtCap {
-    /// Stop calling `accept` until a connection closes: further callers wait in the kernel's
-    /// listen backlog (and are then refused by the kernel) instead of being accepted and
-    /// dropped, which would cost a handshake each and teach clients to retry in a tight loop.
+    /// Hold the new connection unserved and stop calling `accept` until a connection closes:
+    /// further callers wait in the kernel's listen backlog (and are then refused by the kernel)
+    /// instead of being accepted and dropped, which would cost a handshake each and teach clients
+    /// to retry in a tight loop.
     Wait,
-    /// Accept and close at once (admin: a misbehaving scraper must not hold probes off).
+    /// Close the new connection at once (admin: a misbehaving scraper must not hold probes off).
     Close,
 }
 
@@ -79,9 +87,15 @@ pub(crate) enum Drain {
 pub(crate) struct Options {
     /// The listener as logs name it: its address or socket path.
     pub label: String,
+    /// The listener as metrics name it: `caller` or `admin`.
+    pub kind: &'static str,
+    /// Whether each connection starts with a TLS handshake.
+    pub tls: bool,
+    /// The deadline of each phase of a connection.
+    pub deadlines: Deadlines,
     /// Most connections open at once.
     pub max_connections: usize,
-    /// What happens beyond `max_connections`.
+    /// What happens beyond `max_connections` when no connection is idle.
     pub at_cap: AtCap,
     /// What happens to open connections on shutdown.
     pub drain: Drain,
@@ -92,36 +106,32 @@ pub(crate) struct Options {
 }
 
 /// Accepts until shutdown, handing each connection to `handle` (with a watcher for the graceful
-/// drain) in a task of its own; then closes the socket and drains. Returns whether every
-/// connection closed within the drain.
+/// drain and the connection's [`Activity`] to report progress to) in a task of its own, which
+/// also closes the connection when a phase outlives its deadline or when it is evicted; then
+/// closes the socket and drains. Returns whether every connection closed within the drain.
+///
+/// At `max_connections`, a new connection first evicts the open connection that has had no
+/// request in flight for longest (as nginx reuses its idle keep-alive connections), so sockets
+/// that hold a slot without using it never keep a caller out.
 pub(crate) async fn serve<A, H, F>(listener: A, mut options: Options, mut handle: H) -> bool
 where
     A: Accept,
-    H: FnMut(A::Io, A::Peer, Watcher) -> F,
+    H: FnMut(A::Io, A::Peer, Watcher, Arc<Activity>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let label = options.label.as_str();
+    let kind = options.kind;
+    let deadlines = options.deadlines;
     let graceful = GracefulShutdown::new();
     let max = options.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
+    let open = Arc::new(OpenConnections::default());
     let mut connections = JoinSet::new();
     loop {
-        let waited = match options.at_cap {
-            AtCap::Wait => tokio::select! {
-                permit = Arc::clone(&slots).acquire_owned() => match permit {
-                    Ok(permit) => Some(permit),
-                    // The semaphore is never closed, so acquiring only fails if it were.
-                    Err(_) => break,
-                },
-                _ = options.shutdown.wait_for(|stop| *stop) => break,
-                // Reap finished connections so the set does not grow.
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            },
-            AtCap::Close => None,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = options.shutdown.wait_for(|stop| *stop) => break,
+            // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (io, peer) = match accepted {
@@ -132,8 +142,10 @@ where
                 continue;
             }
         };
-        let Some(permit) = slot(waited, &slots, label, &peer, max) else {
-            continue;
+        let permit = match slot(&slots, &open, &options, max, &peer).await {
+            Slot::Granted(permit) => permit,
+            Slot::Refused => continue,
+            Slot::Shutdown => break,
         };
         // `cert`: a TLS caller's certificate subject, recorded once the handshake has verified it.
         let span = tracing::info_span!(
@@ -142,10 +154,22 @@ where
             peer = %peer,
             cert = tracing::field::Empty
         );
-        let served = handle(io, peer, graceful.watcher());
+        let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
+        let registered = open.register(Arc::clone(&activity));
+        let served = handle(io, peer, graceful.watcher(), Arc::clone(&activity));
         connections.spawn(
             async move {
-                served.await;
+                tokio::select! {
+                    () = served => {}
+                    () = activity.evicted() => {
+                        tracing::debug!(listener = kind, "idle connection evicted to admit a new one");
+                    }
+                    expired = activity.expired(&deadlines) => {
+                        tracing::debug!(phase = expired.as_str(), "connection closed: phase outlived its deadline");
+                        metrics::connections::deadline(kind, expired.as_str());
+                    }
+                }
+                drop(registered);
                 drop(permit);
             }
             .instrument(span),
@@ -172,33 +196,137 @@ where
     }
 }
 
-/// The connection's place under the cap: the permit waited for, or (closing at the cap) one
-/// taken now; `None` when the cap is reached and the connection is to be closed.
-fn slot(
-    waited: Option<OwnedSemaphorePermit>,
+/// The new connection's place under the cap.
+enum Slot {
+    Granted(OwnedSemaphorePermit),
+    /// Close the new connection.
+    Refused,
+    /// Shutdown was asked for while waiting.
+    Shutdown,
+}
+
+/// A slot for a new connection: a free one; else the slot of the connection idle the longest,
+/// which is evicted; else, with [`AtCap::Wait`], the first slot freed or made evictable (a busy
+/// connection whose requests all finished).
+async fn slot(
     slots: &Arc<Semaphore>,
-    label: &str,
-    peer: &dyn fmt::Display,
+    open: &OpenConnections,
+    options: &Options,
     max: usize,
-) -> Option<OwnedSemaphorePermit> {
-    match waited {
-        Some(permit) => {
-            if slots.available_permits() == 0 {
-                tracing::info!(
-                    listener = label,
-                    max,
-                    "connection cap reached; new callers wait"
-                );
-            }
-            Some(permit)
+    peer: &(dyn fmt::Display + Sync),
+) -> Slot {
+    let label = options.label.as_str();
+    let mut shutdown = options.shutdown.clone();
+    let mut said = false;
+    loop {
+        if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
+            return Slot::Granted(permit);
         }
-        None => match Arc::clone(slots).try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                tracing::warn!(listener = label, peer = %peer, max, "connection cap reached; closing");
-                None
+        if open.evict_longest_idle() {
+            metrics::connections::evicted(options.kind);
+            // The evicted connection's task ends at its next poll and frees its slot.
+            return tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => match permit {
+                    Ok(permit) => Slot::Granted(permit),
+                    // The semaphore is never closed.
+                    Err(_) => Slot::Refused,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => Slot::Shutdown,
+                () = tokio::time::sleep(EVICTION_WAIT) => {
+                    tracing::warn!(listener = label, peer = %peer, "no slot freed after an eviction; closing");
+                    Slot::Refused
+                }
+            };
+        }
+        if options.at_cap == AtCap::Close {
+            tracing::warn!(listener = label, peer = %peer, max, "connection cap reached and every connection is busy; closing");
+            return Slot::Refused;
+        }
+        if !said {
+            tracing::info!(
+                listener = label,
+                max,
+                "connection cap reached and every connection is busy; new callers wait"
+            );
+            said = true;
+        }
+        tokio::select! {
+            permit = Arc::clone(slots).acquire_owned() => match permit {
+                Ok(permit) => return Slot::Granted(permit),
+                Err(_) => return Slot::Refused,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return Slot::Shutdown,
+            // A connection finished its last request: evict it (next turn).
+            () = open.became_idle.notified() => {}
+        }
+    }
+}
+
+/// How long the loop waits for an evicted connection to free its slot: its task ends at its
+/// next poll, so this is only reached if the runtime is starved.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections of one listener, for eviction.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    inner: Mutex<OpenInner>,
+    /// Told when a connection's last request in flight ends, so a loop waiting at the cap can
+    /// evict it.
+    became_idle: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct OpenInner {
+    next_id: u64,
+    by_id: HashMap<u64, Arc<Activity>>,
+}
+
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenInner> {
+        // Every critical section is a map insert, remove or scan that cannot panic midway, so a
+        // poisoned lock still holds a consistent map.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.by_id.insert(id, activity);
+        Registered {
+            open: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Tells the connection idle the longest (no request in flight) to close; `false` when every
+    /// open connection is busy. A scan of at most `max_connections` entries, done only at the cap.
+    fn evict_longest_idle(&self) -> bool {
+        let inner = self.lock();
+        let victim = inner
+            .by_id
+            .values()
+            .filter_map(|a| a.idle_since().map(|since| (since, a)))
+            .min_by_key(|(since, _)| *since);
+        match victim {
+            Some((_, activity)) => {
+                activity.evict();
+                true
             }
-        },
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`OpenConnections`]; dropping it removes the connection.
+struct Registered {
+    open: Arc<OpenConnections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.lock().by_id.remove(&self.id);
     }
 }
 
@@ -217,6 +345,14 @@ mod tests {
         let (stopped, open) = oneshot::channel();
         let options = Options {
             label: "test".into(),
+            kind: "caller",
+            tls: false,
+            deadlines: Deadlines {
+                tls_handshake: STEP,
+                first_byte: STEP,
+                preface: STEP,
+                keep_alive: STEP,
+            },
             max_connections: 1,
             at_cap,
             drain,
@@ -226,8 +362,10 @@ mod tests {
         (options, stop, open)
     }
 
-    /// Holds each connection (and its drain watcher) until the caller closes it.
-    async fn hold(mut stream: TcpStream, _: SocketAddr, watcher: Watcher) {
+    /// Holds each connection (and its drain watcher) with a request in flight, so it is never
+    /// idle, until the caller closes it.
+    async fn hold(mut stream: TcpStream, _: SocketAddr, watcher: Watcher, activity: Arc<Activity>) {
+        let _busy = activity.request();
         let mut buf = [0u8; 16];
         while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         drop(watcher);

@@ -131,11 +131,15 @@ impl Proxy {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut stopped = Vec::with_capacity(bound.len() + unix_bound.len());
         // Every accept loop runs the same way; only its label differs.
-        let mut options = |label: String| {
+        let deadlines = settings.connection.deadlines();
+        let mut options = |label: String, tls: bool| {
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
             stopped.push(stopped_rx);
             serve::Options {
                 label,
+                kind: "caller",
+                tls,
+                deadlines,
                 max_connections: settings.connection.max_connections,
                 at_cap: AtCap::Wait,
                 drain: Drain::Graceful(settings.drain_timeout),
@@ -149,7 +153,8 @@ impl Proxy {
             tracing::info!(addr = %local, tls = tls.is_some(), "listening");
             addrs.push(local);
             let tls = tls.map(TlsAcceptor::from);
-            let run = accept_loop(socket, tls, service.clone(), options(local.to_string()));
+            let options = options(local.to_string(), tls.is_some());
+            let run = accept_loop(socket, tls, service.clone(), options);
             tasks.push(tokio::spawn(run));
         }
         let mut unix_paths = Vec::with_capacity(unix_bound.len());
@@ -157,7 +162,8 @@ impl Proxy {
             tracing::info!(path = %path.display(), "listening on unix socket");
             unix_paths.push(path.clone());
             let label = path.display().to_string();
-            let run = unix_listener::accept_loop(socket, path, service.clone(), options(label));
+            let options = options(label, false);
+            let run = unix_listener::accept_loop(socket, path, service.clone(), options);
             tasks.push(tokio::spawn(run));
         }
         Ok(ProxyHandle {

@@ -79,8 +79,15 @@ pub(crate) async fn accept_loop(
     options: serve::Options,
 ) -> bool {
     let socket = UnixSocket { listener, path };
-    serve::serve(socket, options, move |stream, caller, watcher| {
-        serve_io(stream, caller, PLAIN_DEFAULT_PORT, service.clone(), watcher)
+    serve::serve(socket, options, move |stream, caller, watcher, activity| {
+        serve_io(
+            stream,
+            caller,
+            PLAIN_DEFAULT_PORT,
+            service.clone(),
+            watcher,
+            activity,
+        )
     })
     .await
 }

@@ -127,6 +127,7 @@ pub async fn run(
         authority.imds_base_url()
     )?;
 
+    crate::app::fd_limit::raise_open_files_limit();
     let app = App::start(config.clone()).await.map_err(|e| match e {
         RunError::Start(_) => DevError::Listen(e),
         other => DevError::Start(other),

@@ -5,6 +5,7 @@
 //! keeps (the token cache's) and values derived from route state are read at scrape time
 //! ([`scrape`]).
 
+pub(crate) mod connections;
 pub(crate) mod request;
 
 use std::collections::HashMap;
@@ -68,6 +69,7 @@ pub struct Metrics {
     credential_duration: HistogramVec,
     binding_not_after: IntGaugeVec,
     config_reloads: IntCounterVec,
+    connections: connections::ConnectionMetrics,
     routes: ArcSwap<HashMap<Arc<str>, Arc<RouteMetrics>>>,
     unrouted: Arc<RouteMetrics>,
 }
@@ -218,7 +220,9 @@ impl Metrics {
             &in_flight,
             &upstream_requests,
         ));
+        let connections = connections::ConnectionMetrics::new(&r)?;
         Ok(Self {
+            connections,
             registry: r,
             requests,
             request_duration,

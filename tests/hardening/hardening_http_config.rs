@@ -84,7 +84,7 @@ fn out_of_range_limits_are_errors_at_their_position() {
             f.at(6, 18, "max_uri_bytes must be between 1 and 65534; got 70000"),
             f.at(7, 19, "max_body_bytes must be at least 1; got 0"),
             f.at(8, 20, "max_connections must be between 1 and 1000000; got 0"),
-            f.at(9, 24, "`soon` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
+            f.at(9, 24, "header_read_timeout: `soon` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
             f.at(10, 30, "h2_max_concurrent_streams must be between 1 and 10000; got 100000"),
             f.at(14, 101, "max_body_bytes must be at least 1; got 0"),
         ]

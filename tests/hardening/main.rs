@@ -4,6 +4,7 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod connection_deadlines;
 mod hardening_access_app;
 mod hardening_access_config;
 mod hardening_access_rules;

@@ -61,11 +61,7 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
             MAX_CONNECTIONS_RANGE,
         )
         .map(to_usize),
-        header_read_timeout: raw.header_read_timeout.as_ref().and_then(|v| {
-            super::super::duration::parse_duration(&v.value)
-                .map_err(|msg| cx.error(v.referenced, msg))
-                .ok()
-        }),
+        header_read_timeout: duration(cx, "header_read_timeout", &raw.header_read_timeout),
         h2_max_concurrent_streams: within(
             cx,
             "h2_max_concurrent_streams",
@@ -73,7 +69,20 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
             H2_MAX_CONCURRENT_STREAMS_RANGE,
         )
         .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+        first_byte_timeout: duration(cx, "first_byte_timeout", &raw.first_byte_timeout),
+        h2_preface_timeout: duration(cx, "h2_preface_timeout", &raw.h2_preface_timeout),
+        tls_handshake_timeout: duration(cx, "tls_handshake_timeout", &raw.tls_handshake_timeout),
+        keep_alive_timeout: duration(cx, "keep_alive_timeout", &raw.keep_alive_timeout),
     }
+}
+
+/// A connection deadline: a duration (`500ms`, `5s`) above zero and at most a day; an error
+/// naming the key otherwise.
+fn duration(cx: &mut Ctx<'_>, key: &str, raw: &Option<S<String>>) -> Option<std::time::Duration> {
+    let v = raw.as_ref()?;
+    super::super::duration::parse_duration(&v.value)
+        .map_err(|msg| cx.error(v.referenced, format!("{key}: {msg}")))
+        .ok()
 }
 
 /// A route's own `max_body_bytes`.

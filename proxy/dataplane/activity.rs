@@ -1,0 +1,281 @@
+//! What one connection is doing, shared between the connection (which reports its progress), its
+//! watchdog (which closes it when the current phase outlives its deadline) and the accept loop
+//! (which, at the connection cap, evicts the connection idle the longest).
+//!
+//! Phases, each with its own deadline: the TLS handshake; waiting for the first byte; protocol
+//! detection (HTTP/2: the preface and first SETTINGS frame); established. An established
+//! connection is idle while no request is in flight (HTTP/1 between requests, HTTP/2 with no open
+//! stream) and is closed once idle for the keep-alive timeout. A request in flight has its own
+//! bounds (request timeout, body deadlines), so the watchdog leaves it alone.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// The deadline of each phase of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    /// From accept to the end of the TLS handshake (TLS listeners only).
+    pub tls_handshake: Duration,
+    /// From accept (or the end of the TLS handshake) to the first byte.
+    pub first_byte: Duration,
+    /// From the first byte until the protocol is known: for HTTP/2 the preface and first SETTINGS
+    /// frame; HTTP/1 is known at its first byte.
+    pub preface: Duration,
+    /// How long an established connection may stay with no request in flight.
+    pub keep_alive: Duration,
+}
+
+/// Why the watchdog closed a connection: the phase whose deadline passed. Also a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    TlsHandshake,
+    FirstByte,
+    Preface,
+    KeepAlive,
+}
+
+impl Expired {
+    /// The label value and log field.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Expired::TlsHandshake => "tls_handshake",
+            Expired::FirstByte => "first_byte",
+            Expired::Preface => "preface",
+            Expired::KeepAlive => "keep_alive",
+        }
+    }
+}
+
+const HANDSHAKE: u8 = 0;
+const FIRST_BYTE: u8 = 1;
+const PREFACE: u8 = 2;
+const ESTABLISHED: u8 = 3;
+
+/// One clock for every connection, so idle times compare across connections.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn at(ms: u64) -> Instant {
+    *EPOCH + Duration::from_millis(ms)
+}
+
+/// A connection's progress. Updated with relaxed atomics: the watchdog re-reads it when it wakes,
+/// and a stale read only moves a check by one wake-up.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    phase: AtomicU8,
+    /// When the current phase began (ms since [`EPOCH`]).
+    phase_since: AtomicU64,
+    in_flight: AtomicUsize,
+    /// When the last request ended, or the connection was established (ms since [`EPOCH`]).
+    idle_since: AtomicU64,
+    evicted: AtomicBool,
+    evict: Notify,
+    /// The listener's: told when the last request in flight ends.
+    became_idle: Arc<Notify>,
+}
+
+impl Activity {
+    /// A connection accepted now; `tls`: it starts with a TLS handshake. `became_idle` is told
+    /// whenever its last request in flight ends.
+    pub(crate) fn new(tls: bool, became_idle: Arc<Notify>) -> Self {
+        let now = now_ms();
+        Self {
+            phase: AtomicU8::new(if tls { HANDSHAKE } else { FIRST_BYTE }),
+            phase_since: AtomicU64::new(now),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(now),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+            became_idle,
+        }
+    }
+
+    fn enter(&self, phase: u8) {
+        self.phase_since.store(now_ms(), Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// The TLS handshake finished: the first-byte clock starts now.
+    pub(crate) fn handshake_done(&self) {
+        self.enter(FIRST_BYTE);
+    }
+
+    /// The caller sent its first byte.
+    pub(crate) fn first_byte(&self) {
+        if self.phase.load(Ordering::Relaxed) < PREFACE {
+            self.enter(PREFACE);
+        }
+    }
+
+    /// The protocol is known (HTTP/1's first byte, or HTTP/2's preface and first SETTINGS).
+    pub(crate) fn established(&self) {
+        if self.phase.load(Ordering::Relaxed) < ESTABLISHED {
+            self.idle_since.store(now_ms(), Ordering::Relaxed);
+            self.enter(ESTABLISHED);
+        }
+    }
+
+    /// A request arrived; it is in flight until the returned guard is dropped (with its response
+    /// body).
+    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
+        self.established();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Since when the connection has had no request in flight (ms since [`EPOCH`]); `None` while
+    /// a request is in flight or once it has been told to close. A connection not yet
+    /// established counts as idle since it was accepted.
+    pub(crate) fn idle_since(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 || self.evicted.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(match self.phase.load(Ordering::Relaxed) {
+            ESTABLISHED => self.idle_since.load(Ordering::Relaxed),
+            _ => self.phase_since.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Tells the connection to close (the accept loop needs its slot).
+    pub(crate) fn evict(&self) {
+        self.evicted.store(true, Ordering::Relaxed);
+        // `notify_one` stores the wake-up if the connection is not waiting yet.
+        self.evict.notify_one();
+    }
+
+    /// Resolves once [`Activity::evict`] was called.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    /// The phase whose deadline has passed, or when to look again.
+    fn check(&self, deadlines: &Deadlines) -> Result<Instant, Expired> {
+        let now = Instant::now();
+        let since = at(self.phase_since.load(Ordering::Relaxed));
+        let (deadline, expired) = match self.phase.load(Ordering::Relaxed) {
+            HANDSHAKE => (since + deadlines.tls_handshake, Expired::TlsHandshake),
+            FIRST_BYTE => (since + deadlines.first_byte, Expired::FirstByte),
+            PREFACE => (since + deadlines.preface, Expired::Preface),
+            _ if self.in_flight.load(Ordering::Relaxed) > 0 => {
+                return Ok(now + deadlines.keep_alive);
+            }
+            _ => (
+                at(self.idle_since.load(Ordering::Relaxed)) + deadlines.keep_alive,
+                Expired::KeepAlive,
+            ),
+        };
+        if now >= deadline {
+            Err(expired)
+        } else {
+            Ok(deadline)
+        }
+    }
+
+    /// Resolves with the phase that outlived its deadline. Sleeps until the current phase's
+    /// deadline and looks again: the phase may have moved on meanwhile.
+    pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
+        loop {
+            match self.check(deadlines) {
+                Ok(at) => tokio::time::sleep_until(at.into()).await,
+                Err(expired) => return expired,
+            }
+        }
+    }
+}
+
+/// A request in flight on a connection; dropping it ends the request.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        // The idle clock starts before the count reaches zero, so the watchdog never reads an
+        // idle connection with an old `idle_since`.
+        activity.idle_since.store(now_ms(), Ordering::Relaxed);
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity.became_idle.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until the body is done or dropped, so an
+/// HTTP/2 connection streaming a response is not idle.
+#[derive(Debug)]
+pub(crate) struct InFlightBody<B> {
+    body: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> InFlightBody<B> {
+    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            this.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Deadlines = Deadlines {
+        tls_handshake: Duration::from_secs(1),
+        first_byte: Duration::from_secs(2),
+        preface: Duration::from_secs(3),
+        keep_alive: Duration::from_secs(4),
+    };
+
+    #[test]
+    fn each_phase_is_checked_against_its_own_deadline() {
+        let a = Arc::new(Activity::new(true, Arc::default()));
+        let start = Instant::now();
+        let until = |a: &Activity| a.check(&D).unwrap().saturating_duration_since(start);
+        assert!(until(&a) <= Duration::from_millis(1100));
+        a.handshake_done();
+        assert!(until(&a) >= Duration::from_millis(1900));
+        a.first_byte();
+        assert!(until(&a) >= Duration::from_millis(2900));
+        a.established();
+        assert!(until(&a) >= Duration::from_millis(3900));
+        let request = a.request();
+        assert_eq!(a.idle_since(), None, "busy connections are not evictable");
+        drop(request);
+        assert!(a.idle_since().is_some());
+        a.evict();
+        assert_eq!(a.idle_since(), None, "evicted once only");
+    }
+}
