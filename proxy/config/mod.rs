@@ -12,6 +12,7 @@ pub mod load;
 pub mod model;
 pub mod schema;
 pub mod upstream;
+pub mod upstream_pool;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
