@@ -5,6 +5,7 @@
 //! keeps (the token cache's) and values derived from route state are read at scrape time
 //! ([`scrape`]).
 
+pub mod pool;
 pub mod request;
 
 use std::collections::HashMap;
