@@ -22,6 +22,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 
 use popgate::certs::binding::BindingCert;
+use popgate::config::canonical_path;
 use popgate::dataplane::request::rewrite::upstream_head;
 use popgate::dataplane::{DataplaneTable, UpstreamSettings};
 use popgate::identity::static_token;
@@ -174,8 +175,10 @@ fn request_head(c: &mut Criterion) {
                     let (slot, uri) = {
                         let guard = table.load();
                         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                        let found = guard.lookup(Some(&host), 80, pq).expect("route");
+                        let pq = canonical_path::canonical_target(pq).expect("canonical");
+                        let found = guard.lookup(Some(&host), 80, &pq).expect("route");
                         let uri = found.upstream_uri().expect("uri");
+                        assert!(canonical_path::is_canonical(uri.path()));
                         (Arc::clone(found.route.payload()), uri)
                     };
                     let admitted = slot.policy().max_body_bytes;

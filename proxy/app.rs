@@ -3,7 +3,7 @@
 
 pub mod listeners;
 mod live;
-pub mod reload;
+pub(crate) mod reload;
 mod routes;
 mod swap;
 
@@ -37,16 +37,30 @@ pub const INITIAL_ROUND_WAIT: Duration = Duration::from_secs(30);
 /// Why popgate could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Network.resolve: `0`.
     #[error("network.resolve: {0}")]
     Resolve(String),
+    /// Token acquisition could not be set up.
     #[error("cannot set up token acquisition: {0}")]
     Build(#[from] BuildError),
+    /// Route ``route`` has no credential.
     #[error("route `{route}` has no credential")]
-    MissingCredential { route: String },
+    MissingCredential {
+        /// The route's name.
+        route: String,
+    },
+    /// Listener `addr`: cannot build its TLS configuration: `reason`.
     #[error("listener {addr}: cannot build its TLS configuration: {reason}")]
-    ListenerTls { addr: SocketAddr, reason: String },
+    ListenerTls {
+        /// The address.
+        addr: SocketAddr,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The data plane could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The admin listener could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
 }

@@ -1,6 +1,7 @@
-//! Command-line interface: `popgate run | check | dev`.
+//! Command-line interface: `popgate run | check | dev | bench`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use popgate::logging::LogFormat;
@@ -26,6 +27,8 @@ pub enum Command {
     Check(ConfigArg),
     /// Run the proxy against the local authority: one request per route, a table, then serve.
     Dev(DevArgs),
+    /// Load test routes through popgate: latency percentiles, errors by cause, token acquisitions.
+    Bench(Box<BenchArgs>),
 }
 
 /// The `--config` flag shared by every subcommand.
@@ -66,6 +69,67 @@ pub struct DevArgs {
     /// Print the table and exit: 0 when every route is OK, 1 otherwise (for CI).
     #[arg(long, alias = "check")]
     pub once: bool,
+}
+
+/// `popgate bench`'s flags (bounds: `popgate::bench::plan`).
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The routes file the routes are taken from.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// A route to load, repeatable (side by side): NAME, NAME=/path or NAME=METHOD /path.
+    #[arg(long = "route", value_name = "ROUTE", required = true)]
+    pub routes: Vec<String>,
+    /// Run against the in-process local authority, as `popgate dev` does.
+    #[arg(long, conflicts_with = "proxy")]
+    pub dev: bool,
+    /// Drive an already running popgate's plain-HTTP listener (http://HOST:PORT) instead.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Connections per route (closed loop: each sends back-to-back) [default: 4].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Fixed rate per route (requests a second, open loop); without it, a closed loop.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Length of the measured phase (e.g. 10s, 2m) [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = span, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Measured requests per route, instead of --duration.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Full load before the measured phase, not counted.
+    #[arg(long, value_name = "DURATION", value_parser = span, default_value = "0s")]
+    pub warmup: Duration,
+    /// Linear ramp from nothing to the full load, first, not counted.
+    #[arg(long, value_name = "DURATION", value_parser = span, default_value = "0s")]
+    pub ramp: Duration,
+    /// Per-request timeout.
+    #[arg(long, value_name = "DURATION", value_parser = span, default_value = "30s")]
+    pub timeout: Duration,
+    /// Allow this rate per route against a non-loopback upstream (and pace a closed loop to it).
+    #[arg(long, value_name = "R")]
+    pub max_rate: Option<f64>,
+    /// A file sent as every request's body.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+    /// A header every request carries (`Name: value`), repeatable.
+    #[arg(long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained report: FILE.html (plot, table, JSON) or FILE.svg (the plot).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// A duration flag: `0` / `0s` (none), or popgate's duration syntax (`500ms`, `10s`, `2m`).
+fn span(text: &str) -> Result<Duration, String> {
+    if text.trim_end_matches(['m', 's', 'h']) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    popgate::config::duration::parse_duration(text)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! popgate: an egress proxy that re-originates plain HTTP over mutual TLS with Entra ID tokens.
 #![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
 
 // Layers, lowest first; a module imports only from modules above it in this list
 // (.ci/module_layers.py checks it):
@@ -18,3 +19,8 @@ pub mod admin;
 pub mod app;
 #[cfg(feature = "dev")]
 pub mod dev;
+
+// Above every layer: the benchmark drives the whole product. It reuses `dev`'s route targets and
+// its local authority, so it comes with the `dev` feature.
+#[cfg(feature = "dev")]
+pub mod bench;

@@ -80,7 +80,9 @@ pub fn init(format: LogFormat, filter: EnvFilter) {
 /// Where log lines go. `popgate dev` prints its table on stdout, so its logs go to stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
+    /// Standard output (`popgate run`).
     Stdout,
+    /// Standard error (`popgate dev`, whose table is on stdout).
     Stderr,
 }
 

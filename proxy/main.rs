@@ -1,6 +1,7 @@
 //! The popgate binary: CLI only. Everything else lives in the library.
 #![forbid(unsafe_code)]
 
+mod bench_command;
 mod cli;
 mod dev_command;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
             Err(errors) => report(&errors),
         },
         Command::Dev(arg) => dev_command::dev(arg),
+        Command::Bench(arg) => bench_command::bench(arg),
     }
 }
 

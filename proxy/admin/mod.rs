@@ -2,7 +2,7 @@
 //! answers) and `/readyz` (200 only while every eager route has a usable token). Plain HTTP/1.1,
 //! meant for loopback or a pod network; it serves no secret and takes no input but the path.
 
-pub mod scrape;
+pub(crate) mod scrape;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

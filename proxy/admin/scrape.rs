@@ -16,7 +16,7 @@ use crate::engine::credential::EngineError;
 use crate::route::slot::RouteSlot;
 
 /// The `Content-Type` of the text exposition format (version 0.0.4).
-pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// The route states, as `popgate_route_state` label values.
 const ROUTE_STATES: [&str; 4] = ["pending", "ready", "stale", "failed"];
@@ -55,10 +55,10 @@ impl ScrapeSources {
 /// Why a scrape could not be rendered (an internal error; never a secret).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot render metrics: {0}")]
-pub struct ScrapeError(#[from] prometheus::Error);
+pub(crate) struct ScrapeError(#[from] prometheus::Error);
 
 /// Renders every family in the Prometheus text format.
-pub fn render(sources: &ScrapeSources) -> Result<String, ScrapeError> {
+pub(crate) fn render(sources: &ScrapeSources) -> Result<String, ScrapeError> {
     let sources = &*sources.load();
     let mut families = crate::metrics::global().registry().gather();
     families.extend(app_registry(sources)?.gather());

@@ -49,7 +49,7 @@ impl RouteKey {
 
 /// One served route.
 #[derive(Debug)]
-pub struct LiveRoute {
+pub(super) struct LiveRoute {
     slot: Arc<RouteSlot>,
     key: RouteKey,
     stop: watch::Sender<bool>,
@@ -59,7 +59,7 @@ pub struct LiveRoute {
 impl LiveRoute {
     /// A new slot for `route` and a driver publishing `credential`'s tokens into it (an eager
     /// route starts acquiring at once).
-    pub fn spawn(
+    pub(super) fn spawn(
         route: &Route,
         credential: &Arc<dyn Credential>,
         shared: &UpstreamSettings,
@@ -81,24 +81,24 @@ impl LiveRoute {
     }
 
     /// True when `route` with `credential` would be served exactly like this route.
-    pub fn serves_as(&self, route: &Route, credential: &Arc<dyn Credential>) -> bool {
+    pub(super) fn serves_as(&self, route: &Route, credential: &Arc<dyn Credential>) -> bool {
         self.key == RouteKey::of(route, credential)
     }
 
     /// The route's slot.
-    pub fn slot(&self) -> &Arc<RouteSlot> {
+    pub(super) fn slot(&self) -> &Arc<RouteSlot> {
         &self.slot
     }
 
     /// Asks the driver to stop; the returned handle ends once it has.
-    pub fn stop(self) -> JoinHandle<()> {
+    pub(super) fn stop(self) -> JoinHandle<()> {
         let _ = self.stop.send(true);
         self.driver
     }
 }
 
 /// Stops every driver in `retired` and waits for them to end.
-pub async fn stop_all(retired: Vec<LiveRoute>) {
+pub(super) async fn stop_all(retired: Vec<LiveRoute>) {
     let handles: Vec<_> = retired.into_iter().map(LiveRoute::stop).collect();
     for handle in handles {
         if let Err(e) = handle.await {

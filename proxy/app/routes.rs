@@ -16,7 +16,7 @@ use crate::route::table::{RouteSpec, RouteTable};
 use super::RunError;
 
 /// The network settings every route shares (resolve overrides, extra trust anchors).
-pub fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunError> {
+pub(super) fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunError> {
     let mut resolve = ResolveMap::default();
     for (host_port, addr) in &config.network.resolve {
         resolve
@@ -36,7 +36,7 @@ pub fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunError> {
 
 /// `shared` with the route's own connect and idle timeouts and pool bounds, counted in the
 /// route's pool metrics.
-pub fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSettings {
+pub(super) fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSettings {
     UpstreamSettings {
         connect_timeout: route.timeouts.connect,
         pool_idle_timeout: route.timeouts.idle,
@@ -47,7 +47,7 @@ pub fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSetti
 }
 
 /// An empty slot for `route`, served by `credential`.
-pub fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> {
+pub(super) fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> {
     Arc::new(
         RouteSlot::for_route(
             route.name.as_str(),
@@ -62,7 +62,7 @@ pub fn route_slot(route: &Route, credential: &dyn Credential) -> Arc<RouteSlot> 
 }
 
 /// The table mapping requests to `slots` (one per route of `config`, in config order).
-pub fn table_of(config: &Config, slots: &[Arc<RouteSlot>]) -> DataplaneTable {
+pub(super) fn table_of(config: &Config, slots: &[Arc<RouteSlot>]) -> DataplaneTable {
     let compiled = config
         .routes
         .iter()

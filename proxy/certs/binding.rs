@@ -17,12 +17,16 @@ use crate::certs::x509;
 /// Why a certificate/key pair cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BindingError {
+    /// The certificate chain is empty.
     #[error("the certificate chain is empty")]
     EmptyChain,
+    /// The certificate is not valid X.509 DER: `0`.
     #[error("the certificate is not valid X.509 DER: {0}")]
     BadCertificate(String),
+    /// The private key cannot be used for signing: `0`.
     #[error("the private key cannot be used for signing: {0}")]
     BadKey(String),
+    /// The private key does not match the certificate's public key.
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
 }
@@ -82,6 +86,7 @@ impl BindingCert {
         &self.inner.x5t_s256
     }
 
+    /// When the certificate expires.
     pub fn not_after(&self) -> SystemTime {
         self.inner.not_after
     }
@@ -122,6 +127,22 @@ impl PartialEq for BindingCert {
 /// `base64url_nopad(SHA-256(der))`.
 pub fn x5t_s256(der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, der).as_ref())
+}
+
+/// A fresh self-signed ECDSA P-256 binding certificate for `name`, for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_binding(name: &str) -> BindingCert {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    BindingCert::from_der(
+        vec![CertificateDer::from(cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 /// Why a bounded read failed. Callers put their own words (and the file name) around it.
 #[derive(Debug, thiserror::Error)]
-pub enum BoundedReadError {
+pub(crate) enum BoundedReadError {
     /// The file cannot be opened or read; displays as the I/O error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -27,13 +27,13 @@ pub enum BoundedReadError {
 }
 
 /// Reads the file at `path`, refusing one larger than `max` bytes.
-pub fn read_bounded(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, BoundedReadError> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, BoundedReadError> {
     read_open_file(File::open(path)?, max)
 }
 
 /// Like [`read_bounded`] for a file already opened (so a caller can look at its metadata, e.g. a
 /// key file's mode, on the very file that is read).
-pub fn read_open_file(file: File, max: u64) -> Result<Zeroizing<Vec<u8>>, BoundedReadError> {
+pub(crate) fn read_open_file(file: File, max: u64) -> Result<Zeroizing<Vec<u8>>, BoundedReadError> {
     // One byte over the limit tells "exactly at the limit" from "larger". The length is a hint
     // only (the file may grow meanwhile), which `take` makes harmless.
     let hint = file.metadata().map_or(0, |m| m.len()).min(max);
@@ -48,7 +48,7 @@ pub fn read_open_file(file: File, max: u64) -> Result<Zeroizing<Vec<u8>>, Bounde
 
 /// [`read_bounded`] for async callers, on tokio's blocking pool (which is what `tokio::fs` does
 /// under the hood).
-pub async fn read_bounded_async(
+pub(crate) async fn read_bounded_async(
     path: PathBuf,
     max: u64,
 ) -> Result<Zeroizing<Vec<u8>>, BoundedReadError> {

@@ -2,7 +2,7 @@
 //! imports nothing else of popgate's.
 
 pub mod binding;
-pub mod bounded_read;
+pub(crate) mod bounded_read;
 pub mod cert_files;
 pub mod pkcs12;
-pub mod x509;
+pub(crate) mod x509;

@@ -17,12 +17,12 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
 
 /// Parses one DER certificate (the whole input: trailing bytes are an error).
-pub fn parse(der: &[u8]) -> Result<Certificate, der::Error> {
+pub(crate) fn parse(der: &[u8]) -> Result<Certificate, der::Error> {
     Certificate::from_der(der)
 }
 
 /// The end of the certificate's validity period.
-pub fn not_after(cert: &Certificate) -> SystemTime {
+pub(crate) fn not_after(cert: &Certificate) -> SystemTime {
     cert.tbs_certificate.validity.not_after.to_system_time()
 }
 
@@ -66,7 +66,7 @@ const SHORT_NAMES: &[(&str, &str)] = &[
 ];
 
 /// The name of an attribute type: its abbreviation, else its short name, else the dotted OID.
-pub fn attribute_type_name(oid: &ObjectIdentifier) -> String {
+pub(crate) fn attribute_type_name(oid: &ObjectIdentifier) -> String {
     let dotted = oid.to_string();
     ABBREVIATIONS
         .iter()
@@ -77,7 +77,7 @@ pub fn attribute_type_name(oid: &ObjectIdentifier) -> String {
 
 /// An attribute value as text when it is one of the string types names use in practice
 /// (UTF8String, PrintableString, IA5String, NumericString); `None` for anything else.
-pub fn attribute_str(value: AnyRef<'_>) -> Option<&str> {
+pub(crate) fn attribute_str(value: AnyRef<'_>) -> Option<&str> {
     match value.tag() {
         Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
             std::str::from_utf8(value.value()).ok()
@@ -87,7 +87,7 @@ pub fn attribute_str(value: AnyRef<'_>) -> Option<&str> {
 }
 
 /// Every attribute of `name`, in certificate order: (type name, text value if a string).
-pub fn attributes(name: &Name) -> impl Iterator<Item = (String, Option<&str>)> {
+pub(crate) fn attributes(name: &Name) -> impl Iterator<Item = (String, Option<&str>)> {
     name.0.iter().flat_map(|rdn| rdn.0.iter()).map(|atv| {
         let value = attribute_str(AnyRef::from(&atv.value));
         (attribute_type_name(&atv.oid), value)
@@ -96,7 +96,7 @@ pub fn attributes(name: &Name) -> impl Iterator<Item = (String, Option<&str>)> {
 
 /// `CN=app, O=corp` (certificate order; `+` joins the attributes of a multi-valued RDN), for
 /// logs. A value that is not a string shows as `#` and its DER content in hex.
-pub fn display_name(name: &Name) -> String {
+pub(crate) fn display_name(name: &Name) -> String {
     let mut out = String::new();
     for (i, rdn) in name.0.iter().enumerate() {
         if i > 0 {
@@ -126,7 +126,9 @@ pub fn display_name(name: &Name) -> String {
 
 /// The DNS and URI names of the certificate's subjectAltName extension (empty when it has
 /// none). A malformed or repeated extension is an error.
-pub fn dns_and_uri_sans(cert: &Certificate) -> Result<(Vec<String>, Vec<String>), der::Error> {
+pub(crate) fn dns_and_uri_sans(
+    cert: &Certificate,
+) -> Result<(Vec<String>, Vec<String>), der::Error> {
     let mut dns = Vec::new();
     let mut uris = Vec::new();
     if let Some((_, SubjectAltName(names))) = cert.tbs_certificate.get::<SubjectAltName>()? {

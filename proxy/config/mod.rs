@@ -3,17 +3,18 @@
 //! `load(path)` is the entry point: it reads the file, parses it with serde-saphyr under
 //! explicit limits, validates every rule and returns a [`Config`] or every error found.
 
+pub mod canonical_path;
 pub mod describe;
 pub mod duration;
-pub mod error;
-pub mod host_pattern;
+pub(crate) mod error;
+pub(crate) mod host_pattern;
 pub mod limits;
 pub mod load;
 pub mod model;
-pub mod schema;
-pub mod upstream;
-pub mod upstream_pool;
-pub mod validate;
+pub(crate) mod schema;
+pub(crate) mod upstream;
+pub(crate) mod upstream_pool;
+pub(crate) mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{EnvLookup, load, load_with_env};

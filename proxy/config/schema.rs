@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use crate::identity::token::TokenType;
 
 /// A value with its position in the file.
-pub type S<T> = Spanned<T>;
+pub(crate) type S<T> = Spanned<T>;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]

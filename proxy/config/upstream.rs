@@ -7,6 +7,8 @@ use std::str::FromStr;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 
+use super::canonical_path;
+
 /// The port `https` implies; folded out of the authority so pool keys and `Host` headers match
 /// what a caller would write.
 const HTTPS_PORT: u16 = 443;
@@ -51,6 +53,14 @@ impl FromStr for Upstream {
             _ => authority.clone(),
         };
         let base_path = uri.path().trim_end_matches('/').to_owned();
+        // The base path is prepended to canonical request paths; with a dot segment or `//` in
+        // it, the upstream would resolve paths elsewhere than the configuration says.
+        if !base_path.is_empty() && !canonical_path::is_canonical(&base_path) {
+            return Err(bad(
+                "has a path that is not in canonical form (no `.` or `..` segments, no `//`, \
+                 no encoded unreserved characters, upper-case `%XX`)",
+            ));
+        }
         Ok(Self {
             uri,
             authority,
@@ -107,6 +117,8 @@ mod tests {
             ("not a url", "is not a URL"),
             ("https://b.example/x?y=1", "may not carry a query"),
             ("https://u@c.example", "may not carry user info"),
+            ("https://d.example/v1.0/../beta", "not in canonical form"),
+            ("https://d.example//v1.0", "not in canonical form"),
         ] {
             let err = text.parse::<Upstream>().unwrap_err();
             assert!(err.starts_with(&format!("upstream `{text}` ")), "{err}");

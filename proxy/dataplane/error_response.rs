@@ -6,7 +6,7 @@ use http_body_util::Full;
 
 /// What a 503 says about a route's missing token; every field is optional (present when known).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoTokenDetail<'a> {
+pub(crate) struct NoTokenDetail<'a> {
     /// The identity the route's token is for.
     pub identity: Option<&'a str>,
     /// Why there is no token (the engine's last error, or what the route is waiting for).
@@ -40,7 +40,7 @@ impl NoTokenDetail<'_> {
 
 /// Why popgate answered itself instead of forwarding.
 #[derive(Debug)]
-pub enum Refusal<'a> {
+pub(crate) enum Refusal<'a> {
     /// 403: no route matches; the request never leaves.
     NoRoute { host: Option<&'a str> },
     /// 403: the route's `allow` rules admit no one like this caller; nothing is forwarded.
@@ -74,7 +74,7 @@ pub enum Refusal<'a> {
 
 impl Refusal<'_> {
     /// The status code for this refusal.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NoRoute { .. } | Refusal::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,7 +88,7 @@ impl Refusal<'_> {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
             Refusal::NoRoute { host } => json!({ "error": "no_route", "host": host }),
@@ -141,7 +141,7 @@ impl Refusal<'_> {
     }
 
     /// The complete response.
-    pub fn response(&self) -> Response<Full<Bytes>> {
+    pub(crate) fn response(&self) -> Response<Full<Bytes>> {
         let body = Bytes::from(self.body().to_string());
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = self.status();

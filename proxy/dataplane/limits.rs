@@ -44,15 +44,36 @@ impl Default for RequestLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitRefusal {
     /// 414: the request target is longer than allowed.
-    UriTooLong { len: usize, max: usize },
+    UriTooLong {
+        /// The request target's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// 431: more header lines than allowed.
-    TooManyHeaders { count: usize, max: usize },
+    TooManyHeaders {
+        /// The number of header lines.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// 431: the header block is larger than allowed.
-    HeadersTooLarge { bytes: usize, max: usize },
+    HeadersTooLarge {
+        /// The header block's size in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// 413: the declared or received body is larger than allowed.
-    BodyTooLarge { max: u64 },
+    BodyTooLarge {
+        /// The limit.
+        max: u64,
+    },
     /// 400: the request's framing is ambiguous (a smuggling attempt or a broken client).
-    AmbiguousFraming { reason: &'static str },
+    AmbiguousFraming {
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
 
 impl LimitRefusal {
@@ -198,12 +219,12 @@ pub fn check_declared_length(headers: &http::HeaderMap, max: u64) -> Result<(), 
 /// The reasons framing checks give, shared with the HTTP/1 framing guard.
 pub(crate) mod framing {
     /// Both framing headers at once.
-    pub const CL_AND_TE: &str =
+    pub(crate) const CL_AND_TE: &str =
         "the request has both Content-Length and Transfer-Encoding; send only one";
     /// `Content-Length` repeated.
-    pub const DUPLICATE_CL: &str = "the request has more than one Content-Length";
+    pub(crate) const DUPLICATE_CL: &str = "the request has more than one Content-Length";
     /// A chunk-size line that is not hexadecimal.
-    pub const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
+    pub(crate) const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
 }
 
 #[cfg(test)]

@@ -24,10 +24,13 @@ use crate::config::limits::{
 /// Why a TLS listener configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerTlsError {
+    /// Listener certificate/key rejected: `0`.
     #[error("listener certificate/key rejected: {0}")]
     Certificate(rustls::Error),
+    /// Listener client CA set cannot verify clients: `0`.
     #[error("listener client CA set cannot verify clients: {0}")]
     ClientCa(String),
+    /// Cannot build the TLS server configuration: `0`.
     #[error("cannot build the TLS server configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -18,13 +18,13 @@
 //! sees the raw heads and lets the service refuse such requests with 400 and close.
 
 mod connection;
-pub mod error_response;
+pub(crate) mod error_response;
 mod framing_guard;
 pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod request;
-pub mod request_target;
+pub(crate) mod request_target;
 pub(crate) mod serve;
 pub mod server;
 pub mod unix_listener;

@@ -8,7 +8,7 @@ use http::uri::Scheme;
 use http::{HeaderMap, Uri, header};
 
 /// Why a request target is refused (400).
-pub type TargetError = &'static str;
+pub(crate) type TargetError = &'static str;
 
 const BAD_HOST: TargetError =
     "the request names a host that is not a plain host name or IP address with an optional port";
@@ -18,7 +18,7 @@ const BAD_HOST_HEADER: TargetError = "the Host header is not a valid host name";
 
 /// Checks the target's authority (if absolute-form or h2 `:authority`) and the `Host` header.
 /// `listener_default_port` is the port folded away when the target has no scheme.
-pub fn check(
+pub(crate) fn check(
     uri: &Uri,
     headers: &HeaderMap,
     listener_default_port: u16,

@@ -54,16 +54,23 @@ impl Default for ProxySettings {
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Cannot listen on `addr`: `source`.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// Cannot listen on unix socket `path`: `source`.
     #[error("cannot listen on unix socket {path}: {source}")]
     BindUnix {
+        /// The file.
         path: std::path::PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// No listener configured.
     #[error("no listener configured")]
     NoListener,
 }

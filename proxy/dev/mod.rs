@@ -7,9 +7,9 @@ pub mod local_authority;
 pub mod probe;
 pub mod register;
 pub mod rewrite;
-pub mod table;
-pub mod targets;
-pub mod token_files;
+pub(crate) mod table;
+pub(crate) mod targets;
+pub(crate) mod token_files;
 
 use std::future::Future;
 use std::io::Write;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::app::{App, RunError};
 use crate::config::Config;
 
-use local_authority::SetupError;
+use local_authority::{LocalAuthority, SetupError};
 use probe::ProbeResult;
 use rewrite::RewriteError;
 
@@ -89,6 +89,24 @@ impl DevOutcome {
     }
 }
 
+/// Starts the local authority for `config` and points `config` at it (`listen`: see
+/// [`rewrite::point_at_authority`], whose listener index this returns). `popgate bench --dev`
+/// shares it.
+pub async fn prepare(
+    config: &mut Config,
+    listen: Option<SocketAddr>,
+) -> Result<(LocalAuthority, Option<usize>), DevError> {
+    if let Some(var) = APP_SERVICE_ENV
+        .into_iter()
+        .find(|v| std::env::var_os(v).is_some())
+    {
+        return Err(DevError::AppServiceEnv(var));
+    }
+    let local = local_authority::start(config).await?;
+    let index = rewrite::point_at_authority(config, &local, listen)?;
+    Ok((local, index))
+}
+
 /// Runs `popgate dev` on `config`, writing the table and examples to `out`. With `options.once`
 /// returns after the table; otherwise serves until `shutdown` resolves.
 pub async fn run(
@@ -97,16 +115,9 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DevOutcome, DevError> {
-    if let Some(var) = APP_SERVICE_ENV
-        .into_iter()
-        .find(|v| std::env::var_os(v).is_some())
-    {
-        return Err(DevError::AppServiceEnv(var));
-    }
-    let local = local_authority::start(&config).await?;
+    let (local, index) = prepare(&mut config, options.listen).await?;
     // `point_at_authority` always leaves a plain listener when `--listen` is given.
-    let index = rewrite::point_at_authority(&mut config, &local, options.listen)?
-        .ok_or(DevError::NoPlainListener)?;
+    let index = index.ok_or(DevError::NoPlainListener)?;
     let authority = &local.authority;
     writeln!(
         out,

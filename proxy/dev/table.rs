@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::probe::ProbeResult;
 
 /// Column headers, in order.
-pub const HEADERS: [&str; 8] = [
+pub(crate) const HEADERS: [&str; 8] = [
     "ROUTE",
     "FLOW",
     "IDENTITY KIND",
@@ -34,7 +34,7 @@ fn cells(r: &ProbeResult) -> [String; 8] {
 
 /// The table: a header line and one line per result, columns padded to their widest cell (the
 /// last column is not padded).
-pub fn render(results: &[ProbeResult]) -> String {
+pub(crate) fn render(results: &[ProbeResult]) -> String {
     let rows: Vec<[String; 8]> = results.iter().map(cells).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &rows {
@@ -61,7 +61,7 @@ pub fn render(results: &[ProbeResult]) -> String {
 }
 
 /// One `curl` command per route, through `listener`.
-pub fn curl_examples(results: &[ProbeResult], listener: &str) -> String {
+pub(crate) fn curl_examples(results: &[ProbeResult], listener: &str) -> String {
     let mut out = String::new();
     for r in results {
         let _ = writeln!(

@@ -5,7 +5,7 @@ use crate::config::model::{HostPattern, Route};
 
 /// The label a wildcard host pattern is filled in with, and the last path segment of every probe,
 /// so the authority's echo and any log line show the request came from `popgate dev`.
-pub const PROBE_LABEL: &str = "popgate-dev";
+pub(crate) const PROBE_LABEL: &str = "popgate-dev";
 
 /// The HTTPS port upstreams default to.
 const HTTPS_PORT: u16 = 443;
@@ -32,7 +32,7 @@ impl ProbeTarget {
 
 /// The probe for `route`: its host (a wildcard filled with [`PROBE_LABEL`]) and a path under its
 /// prefix.
-pub fn probe_target(route: &Route) -> ProbeTarget {
+pub(crate) fn probe_target(route: &Route) -> ProbeTarget {
     let host = route.host.as_ref().map(|pattern| match pattern {
         HostPattern::Exact { host, port } => with_port(host, *port),
         HostPattern::Wildcard { suffix, port } => {
@@ -62,7 +62,7 @@ fn with_port(host: &str, port: Option<u16>) -> String {
 
 /// The upstream `(host, port)` the probe of `route` is forwarded to: the route's `upstream`, else
 /// the probe's own host on 443. `None` only for a route with neither (validation refuses those).
-pub fn upstream_host(route: &Route) -> Option<(String, u16)> {
+pub(crate) fn upstream_host(route: &Route) -> Option<(String, u16)> {
     if let Some(upstream) = &route.upstream {
         let uri = upstream.uri();
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');

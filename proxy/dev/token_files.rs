@@ -4,7 +4,7 @@
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Owner-only: the directory holds bearer credentials for the local authority.
 const DIR_MODE: u32 = 0o700;
@@ -21,13 +21,13 @@ pub struct TokenFileError {
 
 /// The scratch directory; removed (with its files) on drop.
 #[derive(Debug)]
-pub struct TokenFiles {
+pub(crate) struct TokenFiles {
     dir: PathBuf,
 }
 
 impl TokenFiles {
     /// Creates a fresh, owner-only directory under the system temp directory.
-    pub fn create() -> Result<TokenFiles, TokenFileError> {
+    pub(crate) fn create() -> Result<TokenFiles, TokenFileError> {
         let dir = std::env::temp_dir().join(format!(
             "popgate-dev-{}-{}",
             std::process::id(),
@@ -43,13 +43,8 @@ impl TokenFiles {
         Ok(TokenFiles { dir })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes `contents` to `{dir}/{name}` (owner-only) and returns the path.
-    pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, TokenFileError> {
+    pub(crate) fn write(&self, name: &str, contents: &str) -> Result<PathBuf, TokenFileError> {
         let path = self.dir.join(name);
         let err = |source| TokenFileError {
             path: path.display().to_string(),
@@ -89,7 +84,7 @@ mod tests {
             0o600
         );
         assert!(files.write("t.jwt", "again").is_err(), "never overwrites");
-        let dir = files.dir().to_path_buf();
+        let dir = path.parent().unwrap().to_path_buf();
         drop(files);
         assert!(!dir.exists());
     }

@@ -3,14 +3,14 @@
 use std::time::{Duration, SystemTime};
 
 /// The first retry comes this soon: a transient failure (a dropped connection) heals quickly.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Retries never wait longer than this, so a route recovers within a minute of its peer.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Exponential backoff: 1 s, 2 s, 4 s, … 60 s, each delay drawn from `(base/2, base]` so a fleet
 /// does not retry in lockstep.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
 }
 
@@ -22,19 +22,19 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Starts at [`INITIAL_BACKOFF`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             base: INITIAL_BACKOFF,
         }
     }
 
     /// Back to the first step (after a success).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.base = INITIAL_BACKOFF;
     }
 
     /// The next delay for a jitter sample in `[0, 1)`; doubles the base for the next call.
-    pub fn next_delay(&mut self, jitter_sample: f64) -> Duration {
+    pub(crate) fn next_delay(&mut self, jitter_sample: f64) -> Duration {
         let base = self.base;
         self.base = (base * 2).min(MAX_BACKOFF);
         base - (base / 2).mul_f64(jitter_sample.clamp(0.0, 1.0))
@@ -42,7 +42,7 @@ impl Backoff {
 
     /// When to try again: after the next delay, and never before `blocked_until` (a peer's
     /// Retry-After).
-    pub fn next_attempt(
+    pub(crate) fn next_attempt(
         &mut self,
         now: SystemTime,
         jitter_sample: f64,

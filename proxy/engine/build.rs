@@ -21,16 +21,19 @@ use crate::net::token_transport::{Transport, TransportSettings};
 use crate::net::upstream_tls::ExtraRoots;
 
 use super::cache::TokenCache;
+use super::cached::Cached;
 use super::credential::{Credential, CredentialLabels, EngineError};
 use super::schedule::RefreshPolicy;
-use super::sources::cert_app::{CertAppCredential, CertAppSettings};
+use super::sources::cert_app::{CertAppSettings, CertAppSource};
 use super::sources::cert_watch::{DEFAULT_CERT_POLL_INTERVAL, WatchedCert};
-use super::sources::fic::FicCredential;
-use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearer};
-use super::sources::managed_identity_pop::{ImdsV2Identity, ManagedIdentityPop};
+use super::sources::fic::FicSource;
+use super::sources::imds_v2_binding::ImdsV2Identity;
+use super::sources::managed_identity_bearer::{BearerEndpoint, ManagedIdentityBearerSource};
+use super::sources::managed_identity_pop::ManagedIdentityPopSource;
 use super::sources::retry::RetryTiming;
 use super::sources::static_file::StaticCredential;
-use super::sources::workload_identity::WorkloadIdentityCredential;
+use super::sources::workload_identity::WorkloadIdentitySource;
+use super::token_source::{Target, TokenSource};
 
 /// What every source shares. One cache for all sources: keys carry the identity, scope, type and
 /// binding, so sources never collide, and one place holds every entry (metrics, `forget_identity`).
@@ -228,6 +231,22 @@ fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
 }
 
 impl Factory<'_> {
+    /// `source`'s tokens for (`labels`, `resource`) behind the shared token cache: the credential
+    /// routes use.
+    fn cached<S: TokenSource>(
+        &self,
+        labels: CredentialLabels,
+        resource: &str,
+        source: S,
+    ) -> Result<Arc<dyn Credential>, String> {
+        let target = Target::new(labels, resource).map_err(|e| e.message)?;
+        Ok(Arc::new(Cached::new(
+            target,
+            source,
+            Arc::clone(&self.deps.cache),
+        )))
+    }
+
     /// The previous set, when every identity in `names` is defined the same way in it as now.
     fn carried(&self, names: &[&str]) -> Option<&CredentialSet> {
         let previous = self.previous?;
@@ -320,7 +339,8 @@ impl Factory<'_> {
                         )
                     })
                     .clone();
-                Arc::new(ManagedIdentityPop::new(labels, shared, resource).map_err(msg)?)
+                let source = ManagedIdentityPopSource::new(shared, deps);
+                self.cached(labels, resource, source)?
             }
             (Identity::ManagedIdentity(mi), TokenType::Bearer) => {
                 let endpoint = match &deps.app_service {
@@ -336,27 +356,19 @@ impl Factory<'_> {
                     .entry(name.to_string())
                     .or_insert_with(|| carried.unwrap_or_default())
                     .clone();
-                Arc::new(
-                    ManagedIdentityBearer::new(
-                        labels,
-                        endpoint,
-                        mi.selector.clone(),
-                        resource,
-                        turn,
-                        deps,
-                    )
-                    .map_err(msg)?,
-                )
+                let source =
+                    ManagedIdentityBearerSource::new(endpoint, mi.selector.clone(), turn, deps);
+                self.cached(labels, resource, source)?
             }
             (Identity::ConfidentialClient(app), _) => {
                 let cert = self.watched_cert(name, app)?;
-                Arc::new(
-                    CertAppCredential::new(labels, app_settings(app), resource, cert, deps)
-                        .map_err(msg)?,
-                )
+                let source =
+                    CertAppSource::new(&labels, app_settings(app), cert, deps).map_err(msg)?;
+                self.cached(labels, resource, source)?
             }
             (Identity::WorkloadIdentity(wi), TokenType::Bearer) => {
-                Arc::new(WorkloadIdentityCredential::new(labels, wi, resource, deps).map_err(msg)?)
+                let source = WorkloadIdentitySource::new(&labels, wi, deps).map_err(msg)?;
+                self.cached(labels, resource, source)?
             }
             (Identity::WorkloadIdentity(_), TokenType::MtlsPop) => {
                 return Err(format!(
@@ -438,16 +450,9 @@ impl Factory<'_> {
             token_type,
             leg1: Some(leg1.to_string()),
         };
-        let credential: Arc<dyn Credential> = Arc::new(
-            FicCredential::new(
-                labels,
-                first,
-                app_settings(&app),
-                resource,
-                self.deps.clone(),
-            )
-            .map_err(|e| e.message)?,
-        );
+        let source = FicSource::new(&labels, first, app_settings(&app), self.deps.clone())
+            .map_err(|e| e.message)?;
+        let credential = self.cached(labels, resource, source)?;
         self.credentials.insert(dedup, Arc::clone(&credential));
         Ok(credential)
     }

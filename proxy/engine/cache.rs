@@ -19,16 +19,22 @@ pub use crate::identity::retry_policy::MAX_RETRY_AFTER;
 /// (whole DER), never the public key: a same-key renewal is a different entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    /// The identity's name in routes.yaml.
     pub identity: Arc<str>,
+    /// The scope asked for (`{resource}/.default`).
     pub scope: Arc<str>,
+    /// Bearer or mtls_pop.
     pub token_type: TokenType,
+    /// The binding certificate's `x5t#S256` (mtls_pop only).
     pub binding_x5t: Option<Arc<str>>,
 }
 
 /// A token as cached, with what the refresh schedule needs.
 #[derive(Clone, Debug)]
 pub struct CachedToken {
+    /// The token.
     pub token: Token,
+    /// When the token was acquired.
     pub acquired_at: SystemTime,
     /// Increases with every acquisition for the key; names the token in `invalidate`.
     pub generation: u64,
@@ -37,11 +43,14 @@ pub struct CachedToken {
 /// An acquisition that failed, with the peer's `Retry-After` if it sent one.
 #[derive(Clone, Debug)]
 pub struct Failure<E> {
+    /// The failure.
     pub error: E,
+    /// The peer's `Retry-After`, if it sent one.
     pub retry_after: Option<Duration>,
 }
 
 impl<E> Failure<E> {
+    /// A failure without a `Retry-After`.
     pub fn new(error: E) -> Self {
         Self {
             error,
@@ -54,7 +63,12 @@ impl<E> Failure<E> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CacheError<E> {
     /// The peer asked us to wait (Retry-After) and that time has not come; `last` is its answer.
-    Blocked { until: SystemTime, last: E },
+    Blocked {
+        /// Identical requests are not sent before this time.
+        until: SystemTime,
+        /// The failure that set the block.
+        last: E,
+    },
     /// The acquisition itself failed.
     Acquire(E),
 }
@@ -71,10 +85,15 @@ type Entry<E> = Arc<tokio::sync::Mutex<EntryState<E>>>;
 /// Counters for metrics: how often a request found a usable token, and how many acquisitions ran.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Lookups served from the cache.
     pub hits: AtomicU64,
+    /// Lookups that found no usable token.
     pub misses: AtomicU64,
+    /// Tokens acquired from a peer.
     pub acquisitions: AtomicU64,
+    /// Acquisitions that failed.
     pub failures: AtomicU64,
+    /// Lookups refused while a `Retry-After` block held.
     pub blocked: AtomicU64,
 }
 
@@ -87,6 +106,7 @@ pub struct TokenCache<E> {
 }
 
 impl<E: Clone> TokenCache<E> {
+    /// An empty cache that refreshes tokens by `policy`.
     pub fn new(policy: RefreshPolicy) -> Self {
         Self {
             policy,
@@ -95,10 +115,12 @@ impl<E: Clone> TokenCache<E> {
         }
     }
 
+    /// The refresh policy.
     pub fn policy(&self) -> RefreshPolicy {
         self.policy
     }
 
+    /// Counters of hits, misses, acquisitions, failures and blocks.
     pub fn stats(&self) -> &CacheStats {
         &self.stats
     }

@@ -11,9 +11,12 @@ pub use crate::route::status::EngineError;
 /// A boxed future, so `Credential` stays object-safe (`Arc<dyn Credential>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A source of tokens for one (identity, resource, token type, flow). Implementations own their
-/// cache entries, single-flight, retries and binding-certificate lifecycle.
+/// A source of tokens for one (identity, resource, token type, flow), as routes use it.
+/// Implemented once for every [`TokenSource`](super::token_source::TokenSource) by
+/// [`Cached`](super::cached::Cached) (cache entries, single flight, retries), and by the static
+/// token file.
 pub trait Credential: Send + Sync + 'static {
+    /// What this credential is, for logs, metrics labels and error bodies.
     fn labels(&self) -> &CredentialLabels;
 
     /// A usable token: the cached one, or one acquisition shared by every concurrent caller. A PoP

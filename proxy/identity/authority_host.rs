@@ -25,11 +25,11 @@ const REFUSED_FOR_MTLS: &[(&str, &str)] = &[
 const NOT_A_REAL_TENANT: &[&str] = &["common", "organizations", "consumers"];
 
 /// The default authority host when a config does not name one.
-pub const DEFAULT_AUTHORITY_HOST: &str = "login.microsoftonline.com";
+pub(crate) const DEFAULT_AUTHORITY_HOST: &str = "login.microsoftonline.com";
 
 /// Why a host, region or tenant cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostRuleError {
+pub(crate) enum HostRuleError {
     /// The value is not a bare DNS host name.
     #[error("`{0}` is not a bare host name (expected something like login.microsoftonline.com)")]
     NotAHostName(String),
@@ -61,7 +61,7 @@ const MAX_DNS_LABEL_BYTES: usize = 63;
 
 /// Whether `label` is one DNS label: 1–63 bytes, no leading or trailing `-`, every byte accepted
 /// by `byte_ok` (callers differ on case and `_`).
-pub fn is_dns_label(label: &str, byte_ok: impl Fn(u8) -> bool) -> bool {
+pub(crate) fn is_dns_label(label: &str, byte_ok: impl Fn(u8) -> bool) -> bool {
     !label.is_empty()
         && label.len() <= MAX_DNS_LABEL_BYTES
         && !label.starts_with('-')
@@ -70,7 +70,7 @@ pub fn is_dns_label(label: &str, byte_ok: impl Fn(u8) -> bool) -> bool {
 }
 
 /// Lowercases `host`, drops one trailing dot and checks it is a plain DNS name.
-pub fn normalize_host(host: &str) -> Result<String, HostRuleError> {
+pub(crate) fn normalize_host(host: &str) -> Result<String, HostRuleError> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
     let lower = trimmed.to_ascii_lowercase();
     let labels_ok = !lower.is_empty()
@@ -87,7 +87,7 @@ pub fn normalize_host(host: &str) -> Result<String, HostRuleError> {
 }
 
 /// Whether `region` is a usable ESTS region name (ASCII alphanumeric, non-empty).
-pub fn is_valid_region(region: &str) -> bool {
+pub(crate) fn is_valid_region(region: &str) -> bool {
     !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
@@ -95,7 +95,7 @@ pub fn is_valid_region(region: &str) -> bool {
 ///
 /// Public-cloud aliases map to `mtlsauth.microsoft.com`; any other `login.X` maps to
 /// `mtlsauth.X`; legacy aliases and non-`login.` hosts are refused.
-pub fn mtls_token_host(
+pub(crate) fn mtls_token_host(
     authority_host: &str,
     region: Option<&str>,
 ) -> Result<String, HostRuleError> {
@@ -118,12 +118,12 @@ pub fn mtls_token_host(
 }
 
 /// The Bearer token host: the authority host itself, normalized.
-pub fn bearer_token_host(authority_host: &str) -> Result<String, HostRuleError> {
+pub(crate) fn bearer_token_host(authority_host: &str) -> Result<String, HostRuleError> {
     normalize_host(authority_host)
 }
 
 /// Refuses tenant names that are not a single real tenant.
-pub fn check_tenant(tenant: &str) -> Result<(), HostRuleError> {
+pub(crate) fn check_tenant(tenant: &str) -> Result<(), HostRuleError> {
     if NOT_A_REAL_TENANT
         .iter()
         .any(|t| t.eq_ignore_ascii_case(tenant))
@@ -132,11 +132,6 @@ pub fn check_tenant(tenant: &str) -> Result<(), HostRuleError> {
     } else {
         Ok(())
     }
-}
-
-/// `https://{host}/{tenant}/oauth2/v2.0/token`.
-pub fn token_endpoint_url(host: &str, tenant: &str) -> String {
-    format!("https://{host}/{tenant}/oauth2/v2.0/token")
 }
 
 #[cfg(test)]
@@ -248,13 +243,5 @@ mod tests {
                 Err(HostRuleError::NotARealTenant(t.into()))
             );
         }
-    }
-
-    #[test]
-    fn endpoint_url() {
-        assert_eq!(
-            token_endpoint_url("westus3.mtlsauth.microsoft.com", "t1"),
-            "https://westus3.mtlsauth.microsoft.com/t1/oauth2/v2.0/token"
-        );
     }
 }

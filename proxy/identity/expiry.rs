@@ -12,7 +12,7 @@ use time::{PrimitiveDateTime, UtcOffset};
 
 /// 2001-01-01T00:00:00Z. Numbers below it cannot be a token's absolute expiry, so they are read
 /// as relative lifetimes, as MSAL does.
-pub const ABSOLUTE_EXPIRY_THRESHOLD: u64 = 978_307_200;
+pub(crate) const ABSOLUTE_EXPIRY_THRESHOLD: u64 = 978_307_200;
 
 /// The accepted ISO-8601 form: `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction][Z|z|±HH:MM|±HHMM]`. The
 /// fraction keeps nanoseconds and drops further digits (.NET writes 7).
@@ -34,10 +34,10 @@ const MIN_YEAR: i32 = 1970;
 /// Why an `expires_on` value was refused (the message is shown after the field name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ExpiryError(String);
+pub(crate) struct ExpiryError(String);
 
 /// Parses `expires_on`: digits (absolute or relative, see module docs) or an ISO-8601 date-time.
-pub fn parse_expires_on(value: &str, now: SystemTime) -> Result<SystemTime, ExpiryError> {
+pub(crate) fn parse_expires_on(value: &str, now: SystemTime) -> Result<SystemTime, ExpiryError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(ExpiryError("is empty".into()));
@@ -52,7 +52,7 @@ pub fn parse_expires_on(value: &str, now: SystemTime) -> Result<SystemTime, Expi
 }
 
 /// A numeric `expires_on`: absolute Unix seconds at or above the threshold, else seconds from now.
-pub fn from_seconds(secs: u64, now: SystemTime) -> Result<SystemTime, ExpiryError> {
+pub(crate) fn from_seconds(secs: u64, now: SystemTime) -> Result<SystemTime, ExpiryError> {
     let base = if secs >= ABSOLUTE_EXPIRY_THRESHOLD {
         SystemTime::UNIX_EPOCH
     } else {
@@ -64,7 +64,7 @@ pub fn from_seconds(secs: u64, now: SystemTime) -> Result<SystemTime, ExpiryErro
 
 /// Parses an ISO-8601 date-time of the `ISO_8601` form. Without an offset the time is taken as
 /// UTC (IMDS and App Service report UTC).
-pub fn parse_iso8601(text: &str) -> Result<SystemTime, ExpiryError> {
+pub(crate) fn parse_iso8601(text: &str) -> Result<SystemTime, ExpiryError> {
     let bad = || {
         ExpiryError(format!(
             "is neither Unix seconds nor an ISO-8601 date-time (\"{}\")",

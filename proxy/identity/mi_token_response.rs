@@ -27,7 +27,7 @@ pub struct ManagedIdentityToken {
 /// Parses an IMDS v1 / App Service token response. `what` names the source in errors
 /// (`IMDS v1 token response`, `App Service token response`). A token already expired at `now`
 /// is refused: injecting an expired token is worse than failing.
-pub fn parse_managed_identity_token(
+pub(crate) fn parse_managed_identity_token(
     what: &'static str,
     status: StatusCode,
     body: &[u8],

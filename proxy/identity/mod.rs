@@ -1,15 +1,15 @@
 //! The Entra ID and IMDS wire protocol: request builders and response parsers, no I/O of its own.
 
 pub mod app_service;
-pub mod authority_host;
+pub(crate) mod authority_host;
 pub mod client_assertion;
 pub mod csr;
 pub mod ests_error;
-pub mod expiry;
+pub(crate) mod expiry;
 pub mod imds_endpoint;
 pub mod imds_v1;
 pub mod imds_v2;
-pub mod mi_token_response;
+pub(crate) mod mi_token_response;
 pub mod outbound_request;
 pub mod response_json;
 pub mod retry_policy;
@@ -17,4 +17,4 @@ pub mod static_token;
 pub mod token;
 pub mod token_request;
 pub mod token_response;
-pub mod workload_identity;
+pub(crate) mod workload_identity;

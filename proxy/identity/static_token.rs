@@ -22,39 +22,88 @@ const OPAQUE_TOKEN_EXPIRY_SECS: u64 = 253_402_300_799;
 /// Why a static token cannot be used. Never contains the token.
 #[derive(Debug, thiserror::Error)]
 pub enum StaticTokenError {
+    /// Cannot read token file `path`: `source`.
     #[error("cannot read token file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// Token file `path` is larger than `max` bytes.
     #[error("token file {path} is larger than {max} bytes")]
-    TooLarge { path: PathBuf, max: u64 },
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: u64,
+    },
+    /// Token file `path` is empty.
     #[error("token file {path} is empty")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Token file `path` holds more than one line.
     #[error("token file {path} holds more than one line")]
-    MultiLine { path: PathBuf },
+    MultiLine {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Token file `path` holds characters a token cannot contain (non-ASCII, spaces or control characters).
     #[error(
         "token file {path} holds characters a token cannot contain (non-ASCII, spaces or control characters)"
     )]
-    BadCharacters { path: PathBuf },
+    BadCharacters {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Token file `path` looks like a JWT but its `part` is not valid base64url JSON.
     #[error("token file {path} looks like a JWT but its {part} is not valid base64url JSON")]
-    BadJwt { path: PathBuf, part: &'static str },
+    BadJwt {
+        /// The file.
+        path: PathBuf,
+        /// The JWT part that is not valid (`header` or `payload`).
+        part: &'static str,
+    },
+    /// The token in `path` expired at `expired_at`.
     #[error("the token in {path} expired at {expired_at}")]
-    Expired { path: PathBuf, expired_at: String },
+    Expired {
+        /// The file.
+        path: PathBuf,
+        /// When the token expired.
+        expired_at: String,
+    },
+    /// The token in `path` is mtls_pop but no certificate is configured for it.
     #[error("the token in {path} is mtls_pop but no certificate is configured for it")]
-    PopWithoutCertificate { path: PathBuf },
+    PopWithoutCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token in `path` is mtls_pop but is not a JWT, so its certificate binding cannot be checked.
     #[error(
         "the token in {path} is mtls_pop but is not a JWT, so its certificate binding cannot be checked"
     )]
-    PopNotJwt { path: PathBuf },
+    PopNotJwt {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token in `path` is mtls_pop but has no cnf.x5t#S256 claim.
     #[error("the token in {path} is mtls_pop but has no cnf.x5t#S256 claim")]
-    PopWithoutCnf { path: PathBuf },
+    PopWithoutCnf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token in `path` is bound to certificate x5t#S256=`token_x5t`, but the configured certificate is x5t#S256=`cert_x5t`.
     #[error(
         "the token in {path} is bound to certificate x5t#S256={token_x5t}, but the configured certificate is x5t#S256={cert_x5t}"
     )]
     ThumbprintMismatch {
+        /// The file.
         path: PathBuf,
+        /// The token's `cnf.x5t#S256`.
         token_x5t: String,
+        /// The configured certificate's `x5t#S256`.
         cert_x5t: String,
     },
 }
@@ -181,7 +230,6 @@ fn jwt_claims(token: &str) -> Result<Option<Claims>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     fn jwt(claims: serde_json::Value) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
@@ -197,16 +245,7 @@ mod tests {
     }
 
     fn binding() -> BindingCert {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        BindingCert::from_der(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
+        crate::certs::binding::test_binding("client")
     }
 
     fn file(dir: &tempfile::TempDir, contents: &str) -> PathBuf {

@@ -13,6 +13,7 @@ use crate::certs::binding::BindingCert;
 pub struct AccessToken(Zeroizing<String>);
 
 impl AccessToken {
+    /// Wraps a token received from a peer; it is zeroized when the last clone drops.
     pub fn new(secret: String) -> Self {
         Self(Zeroizing::new(secret))
     }
@@ -33,7 +34,9 @@ impl fmt::Debug for AccessToken {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenType {
+    /// `Authorization: Bearer …`, not bound to a certificate.
     Bearer,
+    /// `Authorization: mtls_pop …`, bound to the client certificate (RFC 8705 `cnf.x5t#S256`).
     MtlsPop,
 }
 
@@ -70,8 +73,11 @@ impl fmt::Display for TokenType {
 /// tokens the certificate it is bound to.
 #[derive(Clone, Debug)]
 pub struct Token {
+    /// The token itself (zeroized on drop, never printed).
     pub access_token: AccessToken,
+    /// Bearer or mtls_pop.
     pub token_type: TokenType,
+    /// When the published token expires.
     pub expires_at: SystemTime,
     /// When the issuer asked to be asked again (`refresh_in`), if it said.
     pub refresh_in: Option<Duration>,

@@ -12,18 +12,18 @@ use crate::identity::outbound_request::{CredentialRequest, RequestError};
 use crate::identity::token_request::{TokenEndpoint, jwt_bearer};
 
 /// Environment variable (set by the workload identity webhook) naming the token file.
-pub const FEDERATED_TOKEN_FILE_ENV: &str = "AZURE_FEDERATED_TOKEN_FILE";
+pub(crate) const FEDERATED_TOKEN_FILE_ENV: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
 /// Largest federated token file accepted. Projected service-account tokens are about 1–2 KiB;
 /// a bigger file is a misconfigured path, and reading it whole would waste memory.
-pub const MAX_FEDERATED_TOKEN_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FEDERATED_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The federated token read from the file. Zeroized on drop; `Debug` shows only its length.
-pub struct FederatedToken(Zeroizing<String>);
+pub(crate) struct FederatedToken(Zeroizing<String>);
 
 impl FederatedToken {
     /// The token, for the request body only.
-    pub fn expose_secret(&self) -> &str {
+    pub(crate) fn expose_secret(&self) -> &str {
         &self.0
     }
 }
@@ -36,7 +36,7 @@ impl fmt::Debug for FederatedToken {
 
 /// Why the federated token file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum FederatedTokenError {
+pub(crate) enum FederatedTokenError {
     /// Opening or reading failed.
     #[error("cannot read the federated token file {path}: {source}")]
     Io {
@@ -68,7 +68,9 @@ pub enum FederatedTokenError {
 }
 
 /// Reads the token file now (surrounding whitespace trimmed).
-pub async fn read_federated_token(path: &Path) -> Result<FederatedToken, FederatedTokenError> {
+pub(crate) async fn read_federated_token(
+    path: &Path,
+) -> Result<FederatedToken, FederatedTokenError> {
     // The limit is 16 KiB, so it always fits in a u64.
     let max = MAX_FEDERATED_TOKEN_BYTES as u64;
     let buf = read_bounded_async(path.to_path_buf(), max)
@@ -100,7 +102,7 @@ pub async fn read_federated_token(path: &Path) -> Result<FederatedToken, Federat
 }
 
 /// The Bearer token request for `resource`, authenticated by the federated token.
-pub fn token_request(
+pub(crate) fn token_request(
     endpoint: &TokenEndpoint,
     client_id: &str,
     resource: &str,

@@ -6,7 +6,7 @@
 //! ([`scrape`]).
 
 pub mod pool;
-pub mod request;
+pub(crate) mod request;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

@@ -12,7 +12,7 @@ use crate::logging;
 
 /// One request's observations, from arrival to its response head.
 #[derive(Debug)]
-pub struct Observed {
+pub(crate) struct Observed {
     started: Instant,
     method: Method,
     route: Option<(Arc<str>, Arc<RouteMetrics>)>,
@@ -24,7 +24,7 @@ pub struct Observed {
 
 impl Observed {
     /// Starts observing `request` (its method only).
-    pub fn start<B>(request: &Request<B>) -> Self {
+    pub(crate) fn start<B>(request: &Request<B>) -> Self {
         Self {
             started: Instant::now(),
             method: request.method().clone(),
@@ -38,13 +38,17 @@ impl Observed {
 
     /// The request matched `route` (a configured name) whose metric handles are `handles`
     /// (`RouteSlot::metrics`): counted in flight from now.
-    pub fn routed(&mut self, route: &Arc<str>, handles: Arc<RouteMetrics>) {
+    pub(crate) fn routed(&mut self, route: &Arc<str>, handles: Arc<RouteMetrics>) {
         self._in_flight = Some(handles.in_flight());
         self.route = Some((Arc::clone(route), handles));
     }
 
     /// One upstream send, begun at `sent`, ended with `result` (a timeout, an error or a head).
-    pub fn upstream<B, E, T>(&mut self, sent: Instant, result: &Result<Result<Response<B>, E>, T>) {
+    pub(crate) fn upstream<B, E, T>(
+        &mut self,
+        sent: Instant,
+        result: &Result<Result<Response<B>, E>, T>,
+    ) {
         let elapsed = sent.elapsed();
         self.upstream_time += elapsed;
         self.upstream_sends += 1;
@@ -58,7 +62,7 @@ impl Observed {
     }
 
     /// The answer is going back: count it, and write the access-log event when that is on.
-    pub fn finish<B>(self, response: &Response<B>, listener_default_port: u16) {
+    pub(crate) fn finish<B>(self, response: &Response<B>, listener_default_port: u16) {
         let status = response.status().as_u16();
         let route = match &self.route {
             Some((name, handles)) => {

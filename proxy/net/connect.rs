@@ -75,39 +75,63 @@ impl ResolveMap {
 /// Why an upstream connection could not be made. The text is safe to show to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// Upstream URL `0` is not https.
     #[error("upstream URL {0} is not https")]
     NotHttps(String),
+    /// Upstream URL `0` has no host.
     #[error("upstream URL {0} has no host")]
     NoHost(String),
+    /// ``0`` is not a valid TLS server name.
     #[error("`{0}` is not a valid TLS server name")]
     BadServerName(String),
+    /// Cannot resolve `authority`: `source`.
     #[error("cannot resolve {authority}: {source}")]
     Resolve {
+        /// The upstream `host:port`.
         authority: String,
+        /// The underlying I/O error.
         source: io::Error,
     },
+    /// `authority` resolved to no address.
     #[error("{authority} resolved to no address")]
-    NoAddress { authority: String },
+    NoAddress {
+        /// The upstream `host:port`.
+        authority: String,
+    },
+    /// TCP connect to `addr` (`authority`) failed: `source`.
     #[error("TCP connect to {addr} ({authority}) failed: {source}")]
     Tcp {
+        /// The upstream `host:port`.
         authority: String,
+        /// The address.
         addr: SocketAddr,
+        /// The underlying I/O error.
         source: io::Error,
     },
+    /// TLS handshake with `authority` failed: `source`.
     #[error("TLS handshake with {authority} failed: {source}")]
     Tls {
+        /// The upstream `host:port`.
         authority: String,
+        /// The underlying I/O error.
         source: io::Error,
     },
+    /// Connecting to `authority` timed out after `timeout`.
     #[error("connecting to {authority} timed out after {timeout:?}")]
     Timeout {
+        /// The upstream `host:port`.
         authority: String,
+        /// How long popgate waited.
         timeout: Duration,
     },
+    /// All `cap` upstream connections to `authority` stayed busy for `timeout`.
     #[error("all {cap} upstream connections to {authority} stayed busy for {timeout:?}")]
     PoolExhausted {
+        /// The upstream `host:port`.
         authority: String,
+        /// The connection cap per host.
         cap: usize,
+        /// How long popgate waited.
         timeout: Duration,
     },
 }

@@ -5,5 +5,5 @@ pub mod client;
 pub mod connect;
 pub mod pool_gate;
 pub mod token_transport;
-pub mod upstream_body;
+pub(crate) mod upstream_body;
 pub mod upstream_tls;

@@ -32,15 +32,23 @@ pub enum PoolBusy {
     #[error(
         "all {cap} upstream connections to {authority} are busy and {waiting} callers already wait for one"
     )]
+    /// Every slot was taken and `max_waiting` callers already waited: refused at once.
     WaitersFull {
+        /// The upstream `host[:port]`.
         authority: String,
+        /// Its connection (h1 slot) cap.
         cap: usize,
+        /// Callers waiting when this one arrived.
         waiting: usize,
     },
+    /// The caller waited as long as it may and no slot came free.
     #[error("all {cap} upstream connections to {authority} stayed busy for {waited:?}")]
     WaitExpired {
+        /// The upstream `host[:port]`.
         authority: String,
+        /// Its connection (h1 slot) cap.
         cap: usize,
+        /// How long the caller waited.
         waited: Duration,
     },
 }

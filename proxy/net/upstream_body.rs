@@ -13,11 +13,11 @@ use http_body_util::BodyExt as _;
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
-pub use crate::config::limits::MAX_REPLAY_BODY;
+pub(crate) use crate::config::limits::MAX_REPLAY_BODY;
 
 /// How long to read ahead for a body of unknown length before streaming what arrived: a caller
 /// that sends slowly or waits for the response before sending more must never stall on us.
-pub const REPLAY_READ_AHEAD_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const REPLAY_READ_AHEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// A request body on its way upstream.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub enum UpstreamBody {
 }
 
 /// The error a body sent upstream ends with: the caller's read error, or `LengthLimitError`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.
@@ -135,12 +135,12 @@ impl Body for UpstreamBody {
 /// Why the caller's body could not be read ahead.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read: {0}")]
-pub struct ReadAheadError(hyper::Error);
+pub(crate) struct ReadAheadError(hyper::Error);
 
 /// Prepares a caller's body: bodies known to exceed [`MAX_REPLAY_BODY`] stream untouched; others
 /// are read ahead up to that size (for at most [`REPLAY_READ_AHEAD_WAIT`] when their length is
 /// unknown) and come back `Buffered` (replayable) when complete, `Prefixed` otherwise.
-pub async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> {
+pub(crate) async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> {
     if body.is_end_stream() {
         return Ok(UpstreamBody::empty());
     }

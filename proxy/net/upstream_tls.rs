@@ -28,25 +28,45 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Why an upstream TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamTlsError {
+    /// Cannot read CA file `path`: `source`.
     #[error("cannot read CA file {path}: {source}")]
     ReadCaFile {
+        /// The file.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// CA file `path` is not valid PEM: `reason`.
     #[error("CA file {path} is not valid PEM: {reason}")]
-    BadCaFile { path: PathBuf, reason: String },
-    #[error("CA file {path} holds no certificate")]
-    EmptyCaFile { path: PathBuf },
-    #[error("CA certificate #{index} from {source_name} is not a usable trust anchor: {reason}")]
-    BadCaCert {
-        source_name: String,
-        index: usize,
+    BadCaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
         reason: String,
     },
+    /// CA file `path` holds no certificate.
+    #[error("CA file {path} holds no certificate")]
+    EmptyCaFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// CA certificate #`index` from `source_name` is not a usable trust anchor: `reason`.
+    #[error("CA certificate #{index} from {source_name} is not a usable trust anchor: {reason}")]
+    BadCaCert {
+        /// Where the CA came from (a file, or the system store).
+        source_name: String,
+        /// The certificate's position in that source, from 0.
+        index: usize,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No trusted root at all: no system roots were found and no extra CA was given.
     #[error("no trusted root at all: no system roots were found and no extra CA was given")]
     NoRoots,
+    /// Cannot build the TLS client configuration: `0`.
     #[error("cannot build the TLS client configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// Cannot build the server certificate verifier: `0`.
     #[error("cannot build the server certificate verifier: {0}")]
     Verifier(#[from] VerifierBuilderError),
 }

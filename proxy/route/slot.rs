@@ -20,10 +20,13 @@ use crate::route::status::RouteStatus;
 /// Why a snapshot cannot be built from a token.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The token cannot be sent as an Authorization header (it holds invalid characters).
     #[error("the token cannot be sent as an Authorization header (it holds invalid characters)")]
     BadHeaderValue,
+    /// An mtls_pop token needs its binding certificate.
     #[error("an mtls_pop token needs its binding certificate")]
     PopWithoutCertificate,
+    /// The upstream TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] UpstreamTlsError),
 }
@@ -380,17 +383,7 @@ mod tests {
     }
 
     fn binding(cn: &str) -> crate::certs::binding::BindingCert {
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        crate::certs::binding::BindingCert::from_der(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
+        crate::certs::binding::test_binding(cn)
     }
 
     fn pop(secret: &str, cert: &crate::certs::binding::BindingCert) -> Token {

@@ -12,17 +12,21 @@ pub enum RouteStatus {
     Pending {
         /// Lazy and still waiting for its first request.
         lazy: bool,
+        /// Since when the route has been in this state.
         since: SystemTime,
     },
     /// A usable token is published.
     Ready {
+        /// When the published token expires.
         expires_at: SystemTime,
         /// The published snapshot's generation.
         generation: u64,
     },
     /// Refreshing failed, but the published token is still usable and keeps being served.
     Stale {
+        /// When the published token expires.
         expires_at: SystemTime,
+        /// The published snapshot's generation.
         generation: u64,
         /// The last refresh failure.
         error: EngineError,
@@ -33,7 +37,9 @@ pub enum RouteStatus {
     },
     /// No usable token: requests get 503 naming `error` until an acquisition succeeds.
     Failed {
+        /// The failure.
         error: EngineError,
+        /// Since when the route has been in this state.
         since: SystemTime,
         /// Failed attempts since the last success.
         failures: u32,

@@ -2,7 +2,9 @@
 //!
 //! Rules (validation refuses what breaks them):
 //! - a route matches on `host` (exact, or `*.suffix` needing at least one more label) and/or on a
-//!   `path_prefix` (plain byte prefix of the path, before the query);
+//!   `path_prefix` (plain byte prefix of the path, before the query); the data plane passes the
+//!   request's canonical path (`config::canonical_path`) and validation only accepts canonical
+//!   prefixes, so `/x/../admin` or `//admin` cannot slip past an `/admin` route;
 //! - host names compare case-insensitively, a trailing dot is ignored, and a request's default port
 //!   (80 for http, 443 for https) is folded away (see [`super::host`]);
 //! - among matching routes: exact host beats wildcard beats no host; the longer wildcard suffix wins;
@@ -224,7 +226,8 @@ impl<R> RouteTable<R> {
     ///
     /// `host` is the request's authority (`name[:port]`, from the absolute-form URI or the Host
     /// header); `default_port` is the default port of the scheme the caller used (80 for http);
-    /// `path_and_query` is the request target's path and query (`/` when empty).
+    /// `path_and_query` is the request target's path and query (`/` when empty), its path already
+    /// canonical (`config::canonical_path::canonical_target`): it is matched and forwarded as given.
     pub fn lookup<'a>(
         &'a self,
         host: Option<&str>,

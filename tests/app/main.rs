@@ -1,9 +1,12 @@
 //! The app and its binary: `popgate run` (plain and TLS listeners), config reload, drain on
-//! signals, `popgate dev`. One test binary; each file is a module.
+//! signals, `popgate dev`, `popgate bench`. One test binary; each file is a module.
 
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod bench_dev;
+mod bench_input;
+mod bench_stall;
 mod dev_once;
 mod dev_register;
 mod dev_serve;

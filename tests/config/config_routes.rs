@@ -420,6 +420,28 @@ fn bad_host_pattern_path_prefix_and_strip_prefix() {
 }
 
 #[test]
+fn path_prefixes_and_base_paths_must_be_canonical() {
+    // Requests are matched on their canonical path (docs/config.md, Paths): a prefix in another
+    // form could never match, and a base path with `..` would send requests elsewhere.
+    let f = Fixture::new();
+    assert_eq!(
+        f.errors(&with_routes(
+            "  - {name: a, match: {host: a.example, path_prefix: /x/../admin/}, resource: r, flow: vanilla, identity: sami}
+  - {name: b, match: {host: b.example, path_prefix: '//%61dmin'}, resource: r, flow: vanilla, identity: sami}
+  - {name: c, match: {host: c.example, path_prefix: /../c}, resource: r, flow: vanilla, identity: sami}
+  - {name: d, match: {host: d.example}, upstream: 'https://d.example/v1.0/../beta', resource: r, flow: vanilla, identity: sami}
+"
+        )),
+        vec![
+            f.at(11, 53, "path_prefix `/x/../admin/` is not in canonical form and would never match: requests are matched on their canonical path (docs/config.md, Paths); write `/admin/`"),
+            f.at(12, 53, "path_prefix `//%61dmin` is not in canonical form and would never match: requests are matched on their canonical path (docs/config.md, Paths); write `/admin`"),
+            f.at(13, 53, "path_prefix `/../c` has no canonical form: the path has a `..` segment that climbs above the root"),
+            f.at(14, 51, "upstream `https://d.example/v1.0/../beta` has a path that is not in canonical form (no `.` or `..` segments, no `//`, no encoded unreserved characters, upper-case `%XX`)"),
+        ]
+    );
+}
+
+#[test]
 fn bad_route_timeouts() {
     let f = Fixture::new();
     f.assert_error(

@@ -14,3 +14,4 @@ mod hardening_http_limits;
 mod hardening_http_smuggling;
 mod hardening_proxy_open;
 mod hardening_secrets_debug;
+mod path_canonical;

@@ -12,6 +12,8 @@
 pub mod admin;
 /// popgate started in-process (`App::start_with`) against the local authority; a keep-alive caller.
 pub mod app;
+/// The real `popgate bench` binary and its JSON.
+pub mod bench;
 /// The local authority as every fixture sets it up: resolved hosts, seeded files, signed tokens.
 pub mod authority;
 /// A temp dir of real certificate/key/token files and a config loader with a fixed environment.

@@ -12,14 +12,14 @@ use crate::config::load::MAX_CONFIG_BYTES;
 
 /// How often the config file is compared: quick enough that an edit applies within seconds;
 /// reading a file of at most 1 MiB every two seconds is negligible.
-pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a changed file must stay unchanged before it is reloaded: an editor's write-rename
 /// burst (or a ConfigMap's symlink swap) finishes well within it, so the burst is one reload.
-pub const CONFIG_SETTLE_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const CONFIG_SETTLE_DELAY: Duration = Duration::from_millis(500);
 
 /// The config file's content as last seen.
 #[derive(Debug)]
-pub struct ConfigWatch {
+pub(crate) struct ConfigWatch {
     path: PathBuf,
     poll: Duration,
     settle: Duration,
@@ -29,12 +29,12 @@ pub struct ConfigWatch {
 
 impl ConfigWatch {
     /// Watches `path`, taking its current content as seen.
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self::with_timing(path, CONFIG_POLL_INTERVAL, CONFIG_SETTLE_DELAY)
     }
 
     /// Like [`ConfigWatch::new`] with other poll and settle intervals (tests use short ones).
-    pub fn with_timing(path: PathBuf, poll: Duration, settle: Duration) -> Self {
+    pub(crate) fn with_timing(path: PathBuf, poll: Duration, settle: Duration) -> Self {
         let seen = fingerprint_blocking(&path);
         Self {
             path,
@@ -45,7 +45,7 @@ impl ConfigWatch {
     }
 
     /// Takes the file's current content as seen (called before each reload).
-    pub async fn remember_current(&mut self) {
+    pub(crate) async fn remember_current(&mut self) {
         if let Some(now) = fingerprint(&self.path).await {
             self.seen = Some(now);
         }
@@ -53,7 +53,7 @@ impl ConfigWatch {
 
     /// Resolves once the file holds new content that stayed the same for
     /// the settle delay ([`CONFIG_SETTLE_DELAY`]). An unreadable file (mid-rename, deleted) is not a change.
-    pub async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         loop {
             tokio::time::sleep(self.poll).await;
             let Some(now) = fingerprint(&self.path).await else {

@@ -10,11 +10,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::App;
 
-pub use file_watch::{CONFIG_POLL_INTERVAL, CONFIG_SETTLE_DELAY, ConfigWatch};
+pub(crate) use file_watch::ConfigWatch;
 
 /// What asked for a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// SIGHUP.
     Hangup,
     /// The config file's content changed (and then held still for [`CONFIG_SETTLE_DELAY`]).
@@ -23,7 +23,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// For logs.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Trigger::Hangup => "SIGHUP",
             Trigger::FileChanged => "file_changed",
@@ -33,7 +33,7 @@ impl Trigger {
 
 /// The reload triggers of one config file.
 #[derive(Debug)]
-pub struct Triggers {
+pub(crate) struct Triggers {
     hangup: Option<Signal>,
     watch: ConfigWatch,
 }
@@ -42,7 +42,7 @@ impl Triggers {
     /// Starts handling SIGHUP (from now on it no longer terminates the process) and remembers the
     /// config file's current content. When SIGHUP cannot be handled, a warning is logged and only
     /// file changes trigger reloads.
-    pub fn new(config: &Path) -> Self {
+    pub(crate) fn new(config: &Path) -> Self {
         let hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -57,7 +57,7 @@ impl Triggers {
     }
 
     /// Waits for the next trigger. Cancel-safe: dropping the future loses no SIGHUP.
-    pub async fn next(&mut self) -> Trigger {
+    pub(crate) async fn next(&mut self) -> Trigger {
         tokio::select! {
             received = recv(&mut self.hangup) => {
                 if received {
@@ -84,7 +84,7 @@ async fn recv(hangup: &mut Option<Signal>) -> bool {
 
 /// Loads the config file again and applies it to `app`, logging the outcome. Never fails: a bad
 /// file or a config that cannot be applied keeps the running one.
-pub async fn reload(app: &mut App, trigger: Trigger, triggers: &mut Triggers) {
+pub(crate) async fn reload(app: &mut App, trigger: Trigger, triggers: &mut Triggers) {
     let path: PathBuf = app.config().source.clone();
     // Remembered before reading, so a write landing after the read is seen as a new change.
     triggers.watch.remember_current().await;

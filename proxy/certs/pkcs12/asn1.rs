@@ -7,33 +7,33 @@ use spki::AlgorithmIdentifierRef;
 pub(super) mod oid {
     use der::asn1::ObjectIdentifier as Oid;
 
-    pub const DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
-    pub const ENCRYPTED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.6");
-    pub const ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.3");
-    pub const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
-    pub const KEY_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.1");
-    pub const SHROUDED_KEY_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.2");
-    pub const CERT_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.3");
-    pub const SAFE_CONTENTS_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.6");
-    pub const X509_CERTIFICATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.22.1");
-    pub const PBES2: Oid = Oid::new_unwrap("1.2.840.113549.1.5.13");
-    pub const PBKDF2: Oid = Oid::new_unwrap("1.2.840.113549.1.5.12");
-    pub const PBMAC1: Oid = Oid::new_unwrap("1.2.840.113549.1.5.14");
-    pub const HMAC_SHA1: Oid = Oid::new_unwrap("1.2.840.113549.2.7");
-    pub const HMAC_SHA256: Oid = Oid::new_unwrap("1.2.840.113549.2.9");
-    pub const HMAC_SHA384: Oid = Oid::new_unwrap("1.2.840.113549.2.10");
-    pub const HMAC_SHA512: Oid = Oid::new_unwrap("1.2.840.113549.2.11");
-    pub const AES128_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.2");
-    pub const AES192_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.22");
-    pub const AES256_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.42");
-    pub const SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
-    pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
-    pub const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
-    pub const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
+    pub(crate) const DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
+    pub(crate) const ENCRYPTED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.6");
+    pub(crate) const ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.3");
+    pub(crate) const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+    pub(crate) const KEY_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.1");
+    pub(crate) const SHROUDED_KEY_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.2");
+    pub(crate) const CERT_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.3");
+    pub(crate) const SAFE_CONTENTS_BAG: Oid = Oid::new_unwrap("1.2.840.113549.1.12.10.1.6");
+    pub(crate) const X509_CERTIFICATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.22.1");
+    pub(crate) const PBES2: Oid = Oid::new_unwrap("1.2.840.113549.1.5.13");
+    pub(crate) const PBKDF2: Oid = Oid::new_unwrap("1.2.840.113549.1.5.12");
+    pub(crate) const PBMAC1: Oid = Oid::new_unwrap("1.2.840.113549.1.5.14");
+    pub(crate) const HMAC_SHA1: Oid = Oid::new_unwrap("1.2.840.113549.2.7");
+    pub(crate) const HMAC_SHA256: Oid = Oid::new_unwrap("1.2.840.113549.2.9");
+    pub(crate) const HMAC_SHA384: Oid = Oid::new_unwrap("1.2.840.113549.2.10");
+    pub(crate) const HMAC_SHA512: Oid = Oid::new_unwrap("1.2.840.113549.2.11");
+    pub(crate) const AES128_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.2");
+    pub(crate) const AES192_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.22");
+    pub(crate) const AES256_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.42");
+    pub(crate) const SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
+    pub(crate) const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
+    pub(crate) const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
+    pub(crate) const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
     /// `pkcs-12PbeIds` arc: pbeWithSHAAnd128BitRC4 (.1) … pbewithSHAAnd40BitRC2-CBC (.6).
-    pub const PKCS12_PBE_ARC: &str = "1.2.840.113549.1.12.1.";
+    pub(crate) const PKCS12_PBE_ARC: &str = "1.2.840.113549.1.12.1.";
     /// PKCS#5 v1.5 PBES1 arc (pbeWithMD5AndDES-CBC etc.): 1.2.840.113549.1.5.1 … .11.
-    pub const PBES1_ARC: &str = "1.2.840.113549.1.5.";
+    pub(crate) const PBES1_ARC: &str = "1.2.840.113549.1.5.";
 }
 
 /// `PFX ::= SEQUENCE { version, authSafe ContentInfo, macData MacData OPTIONAL }`.

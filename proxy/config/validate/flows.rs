@@ -12,7 +12,7 @@ use super::Ctx;
 use super::identities::Identities;
 
 /// The verbatim refusal of a managed identity as FIC leg 2.
-pub const MI_AS_LEG2: &str =
+pub(crate) const MI_AS_LEG2: &str =
     "managed identities have no client-assertion API: FIC leg 2 must be a confidential client";
 
 /// Where an identity reference sits and what it refers to.

@@ -1,6 +1,7 @@
 //! Identities: which keys each kind takes, GUIDs, tenants, regions, authority hosts, and the
 //! files (certificates, static tokens) they name.
 
+use crate::identity::workload_identity::FEDERATED_TOKEN_FILE_ENV;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -23,7 +24,6 @@ use super::values::{is_guid, is_route_name};
 /// Workload identity defaults, as set by the Azure Workload Identity webhook.
 const ENV_CLIENT_ID: &str = "AZURE_CLIENT_ID";
 const ENV_TENANT_ID: &str = "AZURE_TENANT_ID";
-const ENV_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
 /// What route validation needs to know about one identity, even when the identity itself had
 /// errors (so one bad certificate does not cascade into errors on every route).
@@ -507,7 +507,7 @@ fn workload_identity(cx: &mut Ctx<'_>, name: &str, raw: &RawIdentity) -> Option<
         raw,
         "token_file",
         raw.token_file.as_ref(),
-        ENV_TOKEN_FILE,
+        FEDERATED_TOKEN_FILE_ENV,
     );
     let client_id = client.and_then(|(v, at)| guid(cx, "client_id", &S::new(v, at, at)));
     let tenant_id = tenant_v.and_then(|(v, at)| tenant(cx, &S::new(v, at, at)));

@@ -21,10 +21,8 @@ use super::load::EnvLookup;
 use super::model::{Config, Timeouts};
 use super::schema::{RawConfig, RawTimeouts, S};
 
-pub use flows::MI_AS_LEG2;
-
 /// The only config version this build reads.
-pub const SUPPORTED_VERSION: u64 = 1;
+pub(crate) const SUPPORTED_VERSION: u64 = 1;
 
 /// Validation state: where relative paths resolve, the environment, and the errors so far.
 pub(crate) struct Ctx<'a> {
@@ -68,7 +66,11 @@ impl<'a> Ctx<'a> {
 }
 
 /// Validates `raw` (parsed from `file`); every error found, sorted by position.
-pub fn validate(file: &Path, raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+pub(crate) fn validate(
+    file: &Path,
+    raw: RawConfig,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigErrors> {
     let mut cx = Ctx::new(file, env);
 
     if raw.version.value != SUPPORTED_VERSION {

@@ -12,6 +12,7 @@
 
 mod authorize;
 mod guard;
+mod path;
 mod respond;
 pub mod rewrite;
 mod route;

@@ -26,12 +26,13 @@ pub(super) struct Route {
 
 impl Route {
     /// The route's own request timeout, else `default`.
-    pub fn request_timeout(&self, default: Duration) -> Duration {
+    pub(super) fn request_timeout(&self, default: Duration) -> Duration {
         self.slot.info().request_timeout.unwrap_or(default)
     }
 }
 
-/// The route for `target` and its upstream URL; 403 when none matches. Records the route on the
+/// The route for `target`'s canonical path and its upstream URL; 400 when the path has no
+/// canonical form, 403 when no route matches. Records the route on the
 /// request's span and in `seen` (counted in flight from here).
 pub(super) fn find(
     table: &ArcSwap<DataplaneTable>,
@@ -39,8 +40,9 @@ pub(super) fn find(
     seen: &mut Observed,
 ) -> Step<(Route, Uri)> {
     let host = target.host;
+    let path_and_query = super::path::canonical_target(target.path_and_query)?;
     let table = table.load();
-    let Some(found) = table.lookup(host, target.default_port, target.path_and_query) else {
+    let Some(found) = table.lookup(host, target.default_port, &path_and_query) else {
         tracing::info!(host = host.unwrap_or(""), "no route; request refused");
         return Err(refuse(&Refusal::NoRoute { host }));
     };
@@ -49,6 +51,7 @@ pub(super) fn find(
             reason: "the request target cannot be mapped to an upstream URL",
         })
     })?;
+    super::path::check_forwarded(uri.path())?;
     let route = Route {
         name: Arc::clone(found.route.name_arc()),
         slot: Arc::clone(found.route.payload()),

@@ -4,24 +4,26 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::sync::watch;
+
+use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
 use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::{
-    TokenEndpoint, cert_app_bearer, cert_app_mtls_pop, scope_for_resource,
-};
+use crate::identity::token_request::{TokenEndpoint, cert_app_bearer, cert_app_mtls_pop};
 use crate::identity::token_response::parse_token_response;
 
 use super::cert_watch::WatchedCert;
-use super::retry::{Peer, send_with_retry};
-use super::{Want, cache_key, errors, through_cache};
+use super::errors;
+use super::retry::Peer;
+use super::token_call::Call;
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::{CachedToken, Failure};
-use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
+use crate::engine::credential::{CredentialLabels, EngineError};
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// The app's settings, as validated config gives them.
 #[derive(Clone, Debug)]
-pub struct CertAppSettings {
+pub(crate) struct CertAppSettings {
     /// Tenant id or domain.
     pub tenant_id: String,
     /// The app's client id.
@@ -32,162 +34,97 @@ pub struct CertAppSettings {
     pub region: Option<String>,
 }
 
-/// Tokens for one (certificate app, resource, token type).
-pub struct CertAppCredential {
-    labels: CredentialLabels,
+/// Tokens for one certificate app, of the token type its labels name.
+pub(crate) struct CertAppSource {
     app: CertAppSettings,
-    resource: String,
-    scope: String,
     endpoint: TokenEndpoint,
     cert: Arc<WatchedCert>,
     deps: EngineDeps,
 }
 
-impl CertAppCredential {
-    /// Checks the host rules and the resource now, so a bad combination fails at build time.
-    pub fn new(
-        labels: CredentialLabels,
+impl CertAppSource {
+    /// Checks the host rules now, so a bad combination fails at build time.
+    pub(crate) fn new(
+        labels: &CredentialLabels,
         app: CertAppSettings,
-        resource: &str,
         cert: Arc<WatchedCert>,
         deps: EngineDeps,
     ) -> Result<Self, EngineError> {
-        let identity = labels.identity.clone();
+        let bad = |e: String| errors::local(&labels.identity, e);
         let host = match labels.token_type {
             TokenType::MtlsPop => mtls_token_host(&app.authority_host, app.region.as_deref()),
             TokenType::Bearer => bearer_token_host(&app.authority_host),
         }
-        .map_err(|e| errors::local(&identity, e.to_string()))?;
-        let endpoint = TokenEndpoint::new(&host, &app.tenant_id)
-            .map_err(|e| errors::local(&identity, e.to_string()))?;
-        let scope =
-            scope_for_resource(resource).map_err(|e| errors::local(&identity, e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
+        let endpoint = TokenEndpoint::new(&host, &app.tenant_id).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
-            labels,
             app,
-            resource: resource.to_string(),
-            scope,
             endpoint,
             cert,
             deps,
         })
     }
+}
 
-    fn host(&self) -> String {
-        self.endpoint
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+impl TokenSource for CertAppSource {
+    /// The certificate to present (PoP) or sign the assertion with (Bearer).
+    type Input = Arc<BindingCert>;
+
+    async fn input(&self) -> Result<Arc<BindingCert>, EngineError> {
+        Ok(self.cert.current())
     }
 
-    async fn obtain(&self, want: Want) -> Result<CachedToken, EngineError> {
-        let cert = self.cert.current();
-        let pop = self.labels.token_type == TokenType::MtlsPop;
-        // A Bearer token is not bound: a certificate rotation does not make it a different token.
-        let x5t = pop.then(|| cert.x5t_s256().to_string());
-        let key = cache_key(
-            &self.labels.identity,
-            &self.scope,
-            self.labels.token_type,
-            x5t.as_deref(),
-        );
-        through_cache(&self.deps.cache, &key, want, || self.acquire(&cert)).await
+    fn binding<'a>(&self, cert: &'a Arc<BindingCert>) -> Option<&'a BindingCert> {
+        Some(cert)
     }
 
     async fn acquire(
         &self,
-        cert: &crate::certs::binding::BindingCert,
-    ) -> Result<Token, Failure<EngineError>> {
-        let identity = &self.labels.identity;
-        let fail = |e: EngineError| Failure::new(e);
+        target: &Target,
+        cert: &Arc<BindingCert>,
+    ) -> Result<Token, AcquireError> {
+        let identity = &target.labels.identity;
+        let local = |e: String| AcquireError::from(errors::local(identity, e));
         let now = SystemTime::now();
-        let token_type = self.labels.token_type;
+        let token_type = target.labels.token_type;
+        let client_id = &self.app.client_id;
         let (request, present) = match token_type {
             TokenType::MtlsPop => (
-                cert_app_mtls_pop(&self.endpoint, &self.app.client_id, &self.resource),
-                Some(cert),
+                cert_app_mtls_pop(&self.endpoint, client_id, &target.resource),
+                Some(cert.as_ref()),
             ),
             TokenType::Bearer => {
                 let audience = self.endpoint.url();
                 let assertion = sign_client_assertion(
                     cert,
                     &AssertionInput {
-                        client_id: &self.app.client_id,
+                        client_id,
                         audience: &audience,
                         now,
                         include_x5c: false,
                     },
                 )
-                .map_err(|e| fail(errors::local(identity, e.to_string())))?;
-                (
-                    cert_app_bearer(
-                        &self.endpoint,
-                        &self.app.client_id,
-                        &self.resource,
-                        &assertion,
-                    ),
-                    None,
-                )
+                .map_err(|e| local(e.to_string()))?;
+                let request =
+                    cert_app_bearer(&self.endpoint, client_id, &target.resource, &assertion);
+                (request, None)
             }
         };
-        let request = request.map_err(|e| fail(errors::local(identity, e.to_string())))?;
-        let answered = send_with_retry(
-            &self.deps.transport,
-            self.deps.retry,
+        let request = request.map_err(|e| local(e.to_string()))?;
+        Call::new(
+            &self.deps,
+            identity,
             Peer::TokenEndpoint,
             "certificate app token",
-            &request,
-            present,
         )
+        .presenting(present)
+        .send(&request, |x| {
+            parse_token_response(x.status, &x.body, token_type, now, present.cloned())
+        })
         .await
-        .map_err(|e| fail(errors::transport(identity, "token endpoint", &e)))?;
-        let exchange = &answered.exchange;
-        parse_token_response(
-            exchange.status,
-            &exchange.body,
-            token_type,
-            now,
-            present.cloned(),
-        )
-        .map_err(|e| {
-            errors::failure(
-                errors::response(identity, "token endpoint", &self.host(), &e),
-                answered.retry_after,
-            )
-        })
-    }
-}
-
-impl Credential for CertAppCredential {
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
     }
 
-    fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Usable))
-    }
-
-    fn refresh(&self, seen: u64) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Refresh(seen)))
-    }
-
-    fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let cert = self.cert.current();
-            let pop = self.labels.token_type == TokenType::MtlsPop;
-            let x5t = pop.then(|| cert.x5t_s256().to_string());
-            let key = cache_key(
-                &self.labels.identity,
-                &self.scope,
-                self.labels.token_type,
-                x5t.as_deref(),
-            );
-            self.deps.cache.invalidate(&key, generation).await;
-        })
-    }
-
-    fn binding_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn binding_changes(&self) -> watch::Receiver<u64> {
         self.cert.subscribe()
     }
 }

@@ -17,21 +17,21 @@ use crate::net::token_transport::Transport;
 
 /// How often the files are compared by default: kubelet propagates secret updates within about a
 /// minute, and a read of two small files every ten seconds costs nothing.
-pub const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The files to watch: a PEM pair or a PKCS#12 file (with the password captured at config load).
-pub type WatchedFiles = CertificateFiles;
+pub(crate) type WatchedFiles = CertificateFiles;
 
 /// The current binding certificate and a counter that moves whenever it is replaced.
 #[derive(Debug)]
-pub struct WatchedCert {
+pub(crate) struct WatchedCert {
     current: ArcSwap<BindingCert>,
     changes: watch::Sender<u64>,
 }
 
 impl WatchedCert {
     /// A certificate that never changes (no files to watch).
-    pub fn fixed(cert: BindingCert) -> Arc<Self> {
+    pub(crate) fn fixed(cert: BindingCert) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(cert),
             changes: watch::channel(0).0,
@@ -41,7 +41,7 @@ impl WatchedCert {
     /// A certificate re-read from `files` every `interval` (needs a Tokio runtime). The polling
     /// task ends when the last `Arc` is dropped. A replaced certificate's keep-alive client is
     /// retired from `transport`.
-    pub fn watch(
+    pub(crate) fn watch(
         cert: BindingCert,
         files: WatchedFiles,
         interval: Duration,
@@ -54,18 +54,18 @@ impl WatchedCert {
     }
 
     /// The certificate to present now.
-    pub fn current(&self) -> Arc<BindingCert> {
+    pub(crate) fn current(&self) -> Arc<BindingCert> {
         self.current.load_full()
     }
 
     /// Changes whenever the certificate is replaced.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Installs `cert` if it differs from the current one (by x5t#S256); returns the replaced
     /// certificate when it did.
-    pub fn replace(&self, cert: BindingCert) -> Option<Arc<BindingCert>> {
+    pub(crate) fn replace(&self, cert: BindingCert) -> Option<Arc<BindingCert>> {
         if cert.x5t_s256() == self.current.load().x5t_s256() {
             return None;
         }

@@ -10,7 +10,7 @@ use crate::engine::cache::{CacheError, Failure};
 use crate::engine::credential::EngineError;
 
 /// A failure with no peer answer behind it (bad input, local error).
-pub fn local(identity: &str, message: impl Into<String>) -> EngineError {
+pub(crate) fn local(identity: &str, message: impl Into<String>) -> EngineError {
     EngineError {
         identity: identity.to_string(),
         message: message.into(),
@@ -21,12 +21,17 @@ pub fn local(identity: &str, message: impl Into<String>) -> EngineError {
 }
 
 /// The peer could not be reached or did not answer.
-pub fn transport(identity: &str, peer: &str, error: &TransportError) -> EngineError {
+pub(crate) fn transport(identity: &str, peer: &str, error: &TransportError) -> EngineError {
     local(identity, format!("{peer}: {error}"))
 }
 
 /// The peer answered, but not with something usable. `host` names it.
-pub fn response(identity: &str, peer: &str, host: &str, error: &ResponseError) -> EngineError {
+pub(crate) fn response(
+    identity: &str,
+    peer: &str,
+    host: &str,
+    error: &ResponseError,
+) -> EngineError {
     match error.ests() {
         Some(ests) => EngineError {
             identity: identity.to_string(),
@@ -40,7 +45,10 @@ pub fn response(identity: &str, peer: &str, host: &str, error: &ResponseError) -
 }
 
 /// A failure for the cache, blocking identical requests for `retry_after` when the peer asked.
-pub fn failure(mut error: EngineError, retry_after: Option<Duration>) -> Failure<EngineError> {
+pub(crate) fn failure(
+    mut error: EngineError,
+    retry_after: Option<Duration>,
+) -> Failure<EngineError> {
     if let Some(wait) = retry_after {
         error.blocked_until =
             Some(SystemTime::now() + wait.min(crate::engine::cache::MAX_RETRY_AFTER));
@@ -49,7 +57,7 @@ pub fn failure(mut error: EngineError, retry_after: Option<Duration>) -> Failure
 }
 
 /// What the cache said, as the engine's error.
-pub fn from_cache(error: CacheError<EngineError>) -> EngineError {
+pub(crate) fn from_cache(error: CacheError<EngineError>) -> EngineError {
     match error {
         CacheError::Acquire(e) => e,
         CacheError::Blocked { until, mut last } => {

@@ -7,140 +7,92 @@ use std::time::SystemTime;
 use crate::identity::app_service::{self, AppServiceEndpoint};
 use crate::identity::imds_endpoint::{ImdsBase, UamiSelector};
 use crate::identity::imds_v1;
-use crate::identity::token::{Token, TokenType};
-use crate::identity::token_request::scope_for_resource;
+use crate::identity::token::Token;
 
-use super::retry::{Peer, send_with_retry};
-use super::{Want, cache_key, errors, through_cache};
+use super::errors;
+use super::retry::Peer;
+use super::token_call::Call;
 use crate::engine::build::EngineDeps;
-use crate::engine::cache::{CachedToken, Failure};
-use crate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
+use crate::engine::credential::EngineError;
+use crate::engine::token_source::{AcquireError, Target, TokenSource};
 
 /// Where a managed identity's Bearer tokens come from.
 #[derive(Clone, Debug)]
-pub enum BearerEndpoint {
+pub(crate) enum BearerEndpoint {
     /// IMDS v1 at this base URL.
     Imds(ImdsBase),
     /// App Service / Functions.
     AppService(AppServiceEndpoint),
 }
 
-/// Tokens for one (managed identity, resource), Bearer.
-pub struct ManagedIdentityBearer {
-    labels: CredentialLabels,
+/// Bearer tokens for one managed identity.
+pub(crate) struct ManagedIdentityBearerSource {
     endpoint: BearerEndpoint,
     selector: Option<UamiSelector>,
-    resource: String,
-    scope: String,
-    /// Shared by every credential of this identity: IMDS throttles, so calls go one at a time.
+    /// Shared by every source of this identity: IMDS throttles, so calls go one at a time.
     imds_turn: Arc<tokio::sync::Mutex<()>>,
     deps: EngineDeps,
-    /// A Bearer token has no binding certificate: this never changes, and is kept open so
-    /// receivers wait rather than see a closed channel.
-    no_binding: tokio::sync::watch::Sender<u64>,
 }
 
-impl ManagedIdentityBearer {
-    /// `imds_turn` must be the same for every credential of the identity.
-    pub fn new(
-        labels: CredentialLabels,
+impl ManagedIdentityBearerSource {
+    /// `imds_turn` must be the same for every source of the identity.
+    pub(crate) fn new(
         endpoint: BearerEndpoint,
         selector: Option<UamiSelector>,
-        resource: &str,
         imds_turn: Arc<tokio::sync::Mutex<()>>,
         deps: EngineDeps,
-    ) -> Result<Self, EngineError> {
-        let scope = scope_for_resource(resource)
-            .map_err(|e| errors::local(&labels.identity, e.to_string()))?;
-        Ok(Self {
-            labels,
+    ) -> Self {
+        Self {
             endpoint,
             selector,
-            resource: resource.to_string(),
-            scope,
             imds_turn,
             deps,
-            no_binding: tokio::sync::watch::channel(0).0,
-        })
-    }
-
-    fn key(&self) -> crate::engine::cache::CacheKey {
-        cache_key(&self.labels.identity, &self.scope, TokenType::Bearer, None)
-    }
-
-    async fn obtain(&self, want: Want) -> Result<CachedToken, EngineError> {
-        through_cache(&self.deps.cache, &self.key(), want, || self.acquire()).await
-    }
-
-    async fn acquire(&self) -> Result<Token, Failure<EngineError>> {
-        let identity = &self.labels.identity;
-        let (request, peer_name) = match &self.endpoint {
-            BearerEndpoint::Imds(base) => (
-                imds_v1::token_request(base, &self.resource, self.selector.as_ref()),
-                "IMDS",
-            ),
-            BearerEndpoint::AppService(endpoint) => (
-                app_service::token_request(endpoint, &self.resource, self.selector.as_ref()),
-                "App Service identity endpoint",
-            ),
-        };
-        let request = request.map_err(|e| Failure::new(errors::local(identity, e.to_string())))?;
-        let host = request
-            .request()
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let _turn = self.imds_turn.lock().await;
-        let answered = send_with_retry(
-            &self.deps.transport,
-            self.deps.retry,
-            Peer::Imds,
-            "managed identity Bearer token",
-            &request,
-            None,
-        )
-        .await
-        .map_err(|e| Failure::new(errors::transport(identity, peer_name, &e)))?;
-        let now = SystemTime::now();
-        let exchange = &answered.exchange;
-        let parsed = match &self.endpoint {
-            BearerEndpoint::Imds(_) => {
-                imds_v1::parse_token_response(exchange.status, &exchange.body, now)
-            }
-            BearerEndpoint::AppService(_) => {
-                app_service::parse_token_response(exchange.status, &exchange.body, now)
-            }
-        };
-        parsed.map(|t| t.token).map_err(|e| {
-            errors::failure(
-                errors::response(identity, peer_name, &host, &e),
-                answered.retry_after,
-            )
-        })
+        }
     }
 }
 
-impl Credential for ManagedIdentityBearer {
-    fn labels(&self) -> &CredentialLabels {
-        &self.labels
+impl TokenSource for ManagedIdentityBearerSource {
+    /// Nothing: the endpoint and identity are fixed.
+    type Input = ();
+
+    async fn input(&self) -> Result<(), EngineError> {
+        Ok(())
     }
 
-    fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Usable))
-    }
-
-    fn refresh(&self, seen: u64) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
-        Box::pin(self.obtain(Want::Refresh(seen)))
-    }
-
-    fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.deps.cache.invalidate(&self.key(), generation).await;
+    async fn acquire(&self, target: &Target, _: &()) -> Result<Token, AcquireError> {
+        let identity = &target.labels.identity;
+        let call = Call::new(
+            &self.deps,
+            identity,
+            Peer::Imds,
+            "managed identity Bearer token",
+        );
+        let selector = self.selector.as_ref();
+        let (request, call) = match &self.endpoint {
+            BearerEndpoint::Imds(base) => (
+                imds_v1::token_request(base, &target.resource, selector),
+                call,
+            ),
+            BearerEndpoint::AppService(endpoint) => (
+                app_service::token_request(endpoint, &target.resource, selector),
+                Call {
+                    peer_name: "App Service identity endpoint",
+                    ..call
+                },
+            ),
+        };
+        let request = request.map_err(|e| errors::local(identity, e.to_string()))?;
+        let _turn = self.imds_turn.lock().await;
+        call.send(&request, |x| {
+            let now = SystemTime::now();
+            let parsed = match &self.endpoint {
+                BearerEndpoint::Imds(_) => imds_v1::parse_token_response(x.status, &x.body, now),
+                BearerEndpoint::AppService(_) => {
+                    app_service::parse_token_response(x.status, &x.body, now)
+                }
+            };
+            parsed.map(|t| t.token)
         })
-    }
-
-    fn binding_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.no_binding.subscribe()
+        .await
     }
 }

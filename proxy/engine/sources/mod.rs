@@ -1,63 +1,17 @@
-//! Token sources: one [`Credential`](super::credential::Credential) implementation per identity
-//! kind and flow, each acquiring over [`Transport`](crate::net::token_transport::Transport),
-//! caching in the shared [`TokenCache`], retrying per protocol.md §7.
+//! Token sources: one [`TokenSource`](super::token_source::TokenSource) per identity kind and
+//! flow, each acquiring over [`Transport`](crate::net::token_transport::Transport) and retrying per
+//! protocol.md §7; [`Cached`](super::cached::Cached) puts each behind the shared token cache. The
+//! static file is its own [`Credential`](super::credential::Credential) (see `static_file`).
 
-pub mod cert_app;
-pub mod cert_watch;
-pub mod errors;
-pub mod fic;
-pub mod managed_identity_bearer;
-pub mod managed_identity_pop;
+pub(crate) mod attestation;
+pub(crate) mod cert_app;
+pub(crate) mod cert_watch;
+pub(crate) mod errors;
+pub(crate) mod fic;
+pub(crate) mod imds_v2_binding;
+pub(crate) mod managed_identity_bearer;
+pub(crate) mod managed_identity_pop;
 pub mod retry;
-pub mod static_file;
-pub mod workload_identity;
-
-use std::future::Future;
-use std::sync::Arc;
-
-use crate::identity::token::{Token, TokenType};
-
-use super::cache::{CacheKey, CachedToken, Failure, TokenCache};
-use super::credential::EngineError;
-
-/// Whether a caller wants any usable token or a fresh one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Want {
-    /// The cached token while usable.
-    Usable,
-    /// A new one unless a newer generation than this already exists.
-    Refresh(u64),
-}
-
-/// The cache key of (identity, scope, token type, binding x5t#S256).
-pub(crate) fn cache_key(
-    identity: &str,
-    scope: &str,
-    token_type: TokenType,
-    binding_x5t: Option<&str>,
-) -> CacheKey {
-    CacheKey {
-        identity: Arc::from(identity),
-        scope: Arc::from(scope),
-        token_type,
-        binding_x5t: binding_x5t.map(Arc::from),
-    }
-}
-
-/// Runs `acquire` through the cache as `want` asks (single flight per key).
-pub(crate) async fn through_cache<F, Fut>(
-    cache: &TokenCache<EngineError>,
-    key: &CacheKey,
-    want: Want,
-    acquire: F,
-) -> Result<CachedToken, EngineError>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Token, Failure<EngineError>>>,
-{
-    let result = match want {
-        Want::Usable => cache.get(key, acquire).await,
-        Want::Refresh(seen) => cache.refresh(key, Some(seen), acquire).await,
-    };
-    result.map_err(errors::from_cache)
-}
+pub(crate) mod static_file;
+pub(crate) mod token_call;
+pub(crate) mod workload_identity;

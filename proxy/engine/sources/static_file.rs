@@ -17,7 +17,7 @@ use crate::identity::static_token;
 use crate::identity::token::{Token, TokenType};
 
 /// A token read from a file and bound to a configured certificate.
-pub struct StaticCredential {
+pub(crate) struct StaticCredential {
     labels: CredentialLabels,
     inner: Arc<Inner>,
     state: Mutex<State>,
@@ -57,7 +57,7 @@ fn same(a: &Option<digest::Digest>, b: &digest::Digest) -> bool {
 
 impl StaticCredential {
     /// A credential serving the token in `token_file`, presented with `certificate`.
-    pub fn new(
+    pub(crate) fn new(
         labels: CredentialLabels,
         token_file: PathBuf,
         certificate: BindingCert,
@@ -224,20 +224,10 @@ mod tests {
     use super::*;
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::time::Duration;
 
     fn binding() -> BindingCert {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        BindingCert::from_der(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
+        crate::certs::binding::test_binding("client")
     }
 
     fn jwt(cert: &BindingCert, lifetime: Duration, marker: &str) -> String {

@@ -1,0 +1,303 @@
+//! The driver task: waits for what [`DriverState`] asks it to wait for (a timer, demand, a
+//! certificate change, the end of the published token's usability), runs the acquisitions it
+//! asks for, and performs its actions — building and publishing snapshots, storing the route's
+//! status, counting outcomes and logging them — inside one span per route.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use super::events::{Action, Clock, Event, Step, TokenFacts};
+use super::log::log;
+use super::state::{DriverState, Phase};
+use super::waits::{binding_changed, sleep_until, stopped};
+use crate::engine::cache::CachedToken;
+use crate::engine::credential::{BoxFuture, Credential, EngineError};
+use crate::engine::schedule::{RefreshPolicy, jitter_sample};
+use crate::metrics;
+use crate::net::client::UpstreamSettings;
+use crate::route::slot::{Demand, RouteSlot, Snapshot};
+
+/// What a driver needs besides its route's credential and slot.
+#[derive(Clone, Debug)]
+pub struct DriverSettings {
+    /// The route's upstream network settings (for the snapshot's client).
+    pub upstream: UpstreamSettings,
+    /// When tokens stop being usable and when to refresh them.
+    pub policy: RefreshPolicy,
+}
+
+/// The driver of one route. See the module docs.
+pub struct RouteDriver {
+    credential: Arc<dyn Credential>,
+    slot: Arc<RouteSlot>,
+    settings: DriverSettings,
+    /// Subscribed at construction, so the slot counts this driver (and the data plane waits for
+    /// it) before its task first runs.
+    demand: watch::Receiver<Demand>,
+}
+
+impl std::fmt::Debug for RouteDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteDriver")
+            .field("route", &self.slot.name())
+            .field("labels", self.credential.labels())
+            .finish_non_exhaustive()
+    }
+}
+
+fn clock() -> Clock {
+    Clock {
+        now: SystemTime::now(),
+        jitter: jitter_sample(),
+    }
+}
+
+/// What the running task holds besides the state: the I/O ends.
+struct Task {
+    credential: Arc<dyn Credential>,
+    slot: Arc<RouteSlot>,
+    settings: DriverSettings,
+    state: DriverState,
+    /// The token just acquired, while the state decides on it and its snapshot is built.
+    acquired: Option<CachedToken>,
+    /// The snapshot built and not yet published.
+    built: Option<Arc<Snapshot>>,
+    /// The snapshot published last (its client is reused for the same certificate).
+    published: Option<Arc<Snapshot>>,
+}
+
+impl RouteDriver {
+    /// A driver publishing `credential`'s tokens into `slot`.
+    pub fn new(
+        credential: Arc<dyn Credential>,
+        slot: Arc<RouteSlot>,
+        settings: DriverSettings,
+    ) -> Self {
+        let demand = slot.demand();
+        Self {
+            credential,
+            slot,
+            settings,
+            demand,
+        }
+    }
+
+    /// Runs the driver on the current runtime until `shutdown` turns true (or its sender drops).
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    /// The driver loop. Returns only on shutdown.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let labels = self.credential.labels();
+        let span = tracing::info_span!(
+            "route_driver",
+            route = %self.slot.name(),
+            identity = %labels.identity,
+            flow = labels.flow,
+            token_type = %labels.token_type,
+        );
+        let (state, actions) = DriverState::start(
+            &labels.identity,
+            self.settings.policy,
+            self.slot.info().lazy,
+        );
+        let mut task = Task {
+            credential: self.credential,
+            slot: self.slot,
+            settings: self.settings,
+            state,
+            acquired: None,
+            built: None,
+            published: None,
+        };
+        let demand = self.demand;
+        async move {
+            let first = task.perform(actions);
+            task.drive(first, demand, shutdown).await;
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Task {
+    async fn drive(
+        &mut self,
+        mut next: Option<Step>,
+        mut demand: watch::Receiver<Demand>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut bindings = Some(self.credential.binding_changes());
+        loop {
+            let step = match next.take() {
+                Some(step) => step,
+                None => match self.wait(&mut demand, &mut bindings, &mut shutdown).await {
+                    Some(step) => step,
+                    None => return,
+                },
+            };
+            let Some(result) = self.acquire(step, &mut shutdown).await else {
+                return;
+            };
+            next = match result {
+                Ok(cached) => {
+                    let facts = TokenFacts::of(&cached);
+                    self.acquired = Some(cached);
+                    let next = self.feed(Event::Acquired(facts));
+                    // Kept only while its snapshot is built: the snapshot holds what requests need.
+                    self.acquired = None;
+                    next
+                }
+                Err(error) => self.feed(Event::Failed(error)),
+            };
+        }
+    }
+
+    /// Runs one step until the credential answers; `None` on shutdown. Withdraws the published
+    /// token meanwhile if it stops being usable.
+    async fn acquire(
+        &mut self,
+        step: Step,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Result<CachedToken, EngineError>> {
+        let credential = Arc::clone(&self.credential);
+        let mut acquisition: BoxFuture<'_, Result<CachedToken, EngineError>> = match step {
+            Step::Get => credential.get(),
+            Step::Refresh(seen) => credential.refresh(seen),
+            Step::Invalidate(generation) => Box::pin(async move {
+                credential.invalidate(generation).await;
+                credential.get().await
+            }),
+        };
+        let result = loop {
+            let withdraw_at = self.state.withdraw_at();
+            tokio::select! {
+                result = &mut acquisition => break result,
+                _ = sleep_until(withdraw_at), if withdraw_at.is_some() => {
+                    // The acquisition outlived the published token: stop serving it meanwhile.
+                    self.feed(Event::UsableEnded);
+                }
+                _ = stopped(shutdown) => return None,
+            }
+        };
+        Some(result)
+    }
+
+    /// Waits until the state asks for a step; `None` on shutdown or when the route is gone.
+    async fn wait(
+        &mut self,
+        demand: &mut watch::Receiver<Demand>,
+        bindings: &mut Option<watch::Receiver<u64>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Step> {
+        loop {
+            let current = *demand.borrow_and_update();
+            if let Some(step) = self.feed(Event::Demand(current)) {
+                return Some(step);
+            }
+            let (wake_at, withdraw_at) = (self.state.wake_at(), self.state.withdraw_at());
+            let recheck_at = self.state.recheck_at();
+            // A lazy route does not watch its certificate until it has started.
+            let watching = matches!(self.state.phase(), Phase::Waiting { .. });
+            let event = tokio::select! {
+                _ = sleep_until(wake_at), if wake_at.is_some() => Event::Timer,
+                _ = sleep_until(withdraw_at), if withdraw_at.is_some() => Event::UsableEnded,
+                _ = sleep_until(recheck_at), if recheck_at.is_some() => continue,
+                changed = demand.changed() => {
+                    // The slot owns the sender and outlives this task; a closed channel means the
+                    // route is gone.
+                    if changed.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+                changed = binding_changed(bindings.as_mut()), if watching => {
+                    if !changed {
+                        *bindings = None;
+                        continue;
+                    }
+                    Event::BindingChanged
+                }
+                _ = stopped(shutdown) => return None,
+            };
+            if let Some(step) = self.feed(event) {
+                return Some(step);
+            }
+        }
+    }
+
+    /// Hands `event` to the state and performs what it asks; returns the step to run next, if
+    /// any.
+    fn feed(&mut self, event: Event) -> Option<Step> {
+        let actions = self.state.handle(event, clock());
+        self.perform(actions)
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) -> Option<Step> {
+        let mut next = None;
+        for action in actions {
+            match action {
+                Action::Acquire(step) => next = Some(step),
+                Action::Build { generation } => {
+                    let built = self.build(generation);
+                    next = self.feed(built).or(next);
+                }
+                Action::Publish => self.publish(),
+                Action::Withdraw => self.slot.withdraw(),
+                Action::Status(status) => self.slot.set_status(status),
+                Action::Count { step, outcome } => {
+                    metrics::token_acquisition(self.credential.labels(), step.name(), outcome);
+                }
+                Action::Log(note) => log(note),
+            }
+        }
+        next
+    }
+
+    /// Builds the snapshot for the token just acquired: `Built`, or `Failed` naming why.
+    fn build(&mut self, generation: u64) -> Event {
+        let Some(cached) = self.acquired.as_ref() else {
+            return Event::Failed(self.error("no acquired token to build a snapshot from".into()));
+        };
+        let upstream = &self.settings.upstream;
+        let previous = self.published.as_deref();
+        match Snapshot::build_reusing(&cached.token, upstream, generation, previous) {
+            Ok(snapshot) => {
+                self.built = Some(Arc::new(snapshot));
+                Event::Built
+            }
+            Err(e) => Event::Failed(self.error(format!(
+                "cannot build the upstream client for the new token: {e}"
+            ))),
+        }
+    }
+
+    fn publish(&mut self) {
+        let Some(snapshot) = self.built.take() else {
+            return;
+        };
+        self.slot.publish_arc(Arc::clone(&snapshot));
+        self.published = Some(snapshot);
+        if let Some(cached) = &self.acquired {
+            metrics::binding_not_after(
+                self.slot.name(),
+                cached.token.binding.as_ref().map(|b| b.not_after()),
+            );
+        }
+    }
+
+    fn error(&self, message: String) -> EngineError {
+        EngineError {
+            identity: self.credential.labels().identity.clone(),
+            message,
+            aadsts: None,
+            correlation_id: None,
+            blocked_until: None,
+        }
+    }
+}

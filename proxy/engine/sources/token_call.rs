@@ -1,0 +1,121 @@
+//! The tail every acquisition shares: send one request under its peer's retry rules, parse the
+//! final answer, and turn a failure into an [`AcquireError`] that names the peer and host (and
+//! notes when the certificate presented was refused).
+
+use std::time::Duration;
+
+use crate::certs::binding::BindingCert;
+use crate::identity::outbound_request::CredentialRequest;
+use crate::identity::response_json::ResponseError;
+use crate::net::token_transport::Exchange;
+
+use super::errors;
+use super::retry::{Peer, send_with_retry};
+use crate::engine::build::EngineDeps;
+use crate::engine::token_source::AcquireError;
+
+/// One call to a token endpoint or IMDS.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    /// Sends the request, with the retry timing.
+    pub deps: &'a EngineDeps,
+    /// The identity errors name.
+    pub identity: &'a str,
+    /// Which retry rules apply.
+    pub peer: Peer,
+    /// How errors name the peer: `token endpoint`, `IMDS`, `App Service identity endpoint`.
+    pub peer_name: &'static str,
+    /// How errors name the host; `None`: the request's host.
+    pub host: Option<&'a str>,
+    /// Names the call in logs.
+    pub what: &'static str,
+    /// The certificate presented over mTLS, if any.
+    pub present: Option<&'a BindingCert>,
+}
+
+impl<'a> Call<'a> {
+    /// A call to `peer` for `identity`, named `what` in logs, presenting no certificate and
+    /// naming the request's host in errors.
+    pub(crate) fn new(
+        deps: &'a EngineDeps,
+        identity: &'a str,
+        peer: Peer,
+        what: &'static str,
+    ) -> Self {
+        let peer_name = match peer {
+            Peer::TokenEndpoint => "token endpoint",
+            Peer::Imds | Peer::ImdsProbe => "IMDS",
+        };
+        Self {
+            deps,
+            identity,
+            peer,
+            peer_name,
+            host: None,
+            what,
+            present: None,
+        }
+    }
+
+    /// Presents `cert` over mTLS.
+    pub(crate) fn presenting(self, cert: Option<&'a BindingCert>) -> Self {
+        Self {
+            present: cert,
+            ..self
+        }
+    }
+
+    /// Sends `request` and parses the final answer with `parse`.
+    pub(crate) async fn send<T>(
+        self,
+        request: &CredentialRequest,
+        parse: impl FnOnce(&Exchange) -> Result<T, ResponseError>,
+    ) -> Result<T, AcquireError> {
+        let presented = self.present.is_some();
+        let answered = send_with_retry(
+            &self.deps.transport,
+            self.deps.retry,
+            self.peer,
+            self.what,
+            request,
+            self.present,
+        )
+        .await
+        .map_err(|e| AcquireError {
+            error: errors::transport(self.identity, self.peer_name, &e),
+            retry_after: None,
+            binding_refused: presented && e.is_tls(),
+        })?;
+        parse(&answered.exchange).map_err(|e| {
+            let host = match self.host {
+                Some(host) => host.to_string(),
+                None => authority(request),
+            };
+            self.refused(&e, &host, answered.retry_after, presented)
+        })
+    }
+
+    fn refused(
+        &self,
+        e: &ResponseError,
+        host: &str,
+        retry_after: Option<Duration>,
+        presented: bool,
+    ) -> AcquireError {
+        AcquireError {
+            error: errors::response(self.identity, self.peer_name, host, e),
+            retry_after,
+            binding_refused: presented && e.ests().is_some_and(|ests| ests.is_invalid_client()),
+        }
+    }
+}
+
+/// The request's `host[:port]`, as errors name it.
+fn authority(request: &CredentialRequest) -> String {
+    request
+        .request()
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
