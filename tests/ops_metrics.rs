@@ -39,6 +39,9 @@ const FAMILIES: &[&str] = &[
     "popgate_token_retry_after_blocks_total",
     "popgate_route_token_expires_in_seconds",
     "popgate_route_state",
+    "popgate_upstream_pool_connections",
+    "popgate_upstream_pool_waiters",
+    "popgate_upstream_pool_refusals_total",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +200,16 @@ async fn metrics_parse_move_with_traffic_and_keep_caller_values_out_of_labels() 
         opened_more < sent_more,
         "opened {opened_more} for {sent_more} requests"
     );
+    // The pool: the warm route holds its connections open (at most those ever opened); nobody
+    // waited for one or was refused.
+    let pooled = sum(&warm, "popgate_upstream_pool_connections", &route);
+    assert!(pooled >= 1.0, "app-pop holds {pooled} connections");
+    assert!(
+        sum(&warm, "popgate_upstream_pool_connections", &[]) <= opened + opened_more,
+        "more connections open than ever opened"
+    );
+    assert_eq!(sum(&warm, "popgate_upstream_pool_waiters", &[]), 0.0);
+    assert_eq!(sum(&warm, "popgate_upstream_pool_refusals_total", &[]), 0.0);
     assert!(
         !find(
             &first,

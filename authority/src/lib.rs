@@ -59,6 +59,10 @@ pub struct AuthorityConfig {
     /// default). `false` asks for one but lets Bearer callers without a certificate through, as
     /// real Bearer resources do; an `mtls_pop` request without one is still refused per request.
     pub resource_requires_client_cert: bool,
+    /// Whether the resource listener offers only `http/1.1` by ALPN (default: `h2` too), to
+    /// stand for the HTTP/1.1-only upstreams (IMDS-like services, older front ends) where each
+    /// connection carries one request at a time.
+    pub resource_http1_only: bool,
 }
 
 impl Default for AuthorityConfig {
@@ -75,6 +79,7 @@ impl Default for AuthorityConfig {
                 .collect(),
             imds: imds::ImdsSettings::default(),
             resource_requires_client_cert: true,
+            resource_http1_only: false,
         }
     }
 }
@@ -220,7 +225,7 @@ impl Authority {
         });
         let resource_server = resource::spawn(
             resource_listener,
-            pki.resource_server_config_with(config.resource_requires_client_cert)?,
+            resource_tls(&pki, &config)?,
             keys.clone(),
             audiences,
             faults.clone(),
@@ -388,4 +393,18 @@ impl Authority {
         )?;
         Ok((app, credential))
     }
+}
+
+/// The resource listener's TLS configuration for `config` (client certificate rule, ALPN).
+fn resource_tls(
+    pki: &pki::Pki,
+    config: &AuthorityConfig,
+) -> Result<Arc<rustls::ServerConfig>, AuthorityError> {
+    let tls = pki.resource_server_config_with(config.resource_requires_client_cert)?;
+    if !config.resource_http1_only {
+        return Ok(tls);
+    }
+    let mut tls = rustls::ServerConfig::clone(&tls);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
 }

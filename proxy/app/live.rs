@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Acquire, Route};
+use crate::config::{Acquire, Route, UpstreamPool};
 use crate::engine::credential::Credential;
 use crate::engine::driver::{DriverSettings, RouteDriver};
 use crate::engine::schedule::RefreshPolicy;
@@ -28,6 +28,8 @@ struct RouteKey {
     connect: Duration,
     idle: Duration,
     request: Duration,
+    /// A changed pool bound needs a new client (and so a new slot).
+    pool: UpstreamPool,
     lazy: bool,
 }
 
@@ -39,6 +41,7 @@ impl RouteKey {
             connect: route.timeouts.connect,
             idle: route.timeouts.idle,
             request: route.timeouts.request,
+            pool: route.upstream_pool,
             lazy: route.acquire == Acquire::Lazy,
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::config::{Config, Route};
 use crate::dataplane::DataplaneTable;
 use crate::engine::credential::Credential;
+use crate::metrics::pool::PoolMetrics;
 use crate::net::client::UpstreamSettings;
 use crate::net::connect::ResolveMap;
 use crate::net::upstream_tls::ExtraRoots;
@@ -33,11 +34,14 @@ pub(super) fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunEr
     })
 }
 
-/// `shared` with the route's own connect and idle timeouts.
+/// `shared` with the route's own connect and idle timeouts and pool bounds, counted in the
+/// route's pool metrics.
 pub(super) fn route_upstream(shared: &UpstreamSettings, route: &Route) -> UpstreamSettings {
     UpstreamSettings {
         connect_timeout: route.timeouts.connect,
         pool_idle_timeout: route.timeouts.idle,
+        pool: route.upstream_pool,
+        pool_metrics: Some(PoolMetrics::of(&route.name)),
         ..shared.clone()
     }
 }

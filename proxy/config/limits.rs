@@ -100,9 +100,31 @@ pub const ADMIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 // --- upstream connections ---
 
-/// Default cap on live upstream connections per host per snapshot: enough parallelism for a busy
-/// node's callers over h1 while bounding the mTLS handshakes a burst can trigger.
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 64;
+/// Default cap on live upstream connections per host per snapshot (`upstream_pool.
+/// max_connections_per_host`). Over HTTP/1.1 each connection carries one request at a time, so
+/// this is how many callers one host serves at once: 128 serves a 300-caller burst on an upstream
+/// answering in 1.5 s in three rounds (well within [`DEFAULT_POOL_WAIT_TIMEOUT`]) while bounding
+/// the mTLS handshakes a burst can trigger and the sockets one host can hold.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 128;
+/// Default number of callers that may wait for a busy host's connection (`upstream_pool.
+/// max_waiting`): as many as one listener's default caller connections
+/// ([`DEFAULT_MAX_CONNECTIONS`]), so a full listener's callers queue rather than fail; beyond it
+/// a caller gets 503 + `Retry-After` at once (Envoy's default `max_pending_requests` is also 1024).
+pub const DEFAULT_POOL_MAX_WAITING: usize = 1024;
+/// Default time a caller waits for a busy host's connection (`upstream_pool.wait_timeout`):
+/// 1024 waiters served 128 at a time by a 1 s upstream wait 8 s at most; 10 s covers that and
+/// still ends well before the 60 s request timeout, so the caller learns "busy, retry" (503)
+/// instead of a gateway timeout.
+pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Retry-After` (seconds) on a 503 for a busy upstream pool: connections free up as the
+/// upstream answers, typically within a second, so callers should come back soon but not spin.
+pub const POOL_BUSY_RETRY_AFTER_SECS: u64 = 1;
+/// Most `upstream_pool.max_connections_per_host` a config may set: beyond this one host would
+/// hold a large share of the usual 65536 file descriptors.
+pub const MAX_POOL_CONNECTIONS_PER_HOST: u64 = 10_000;
+/// Most `upstream_pool.max_waiting` a config may set: each waiter is a caller request held in
+/// memory; a million is far past any node's caller count.
+pub const MAX_POOL_WAITING: u64 = 1_000_000;
 /// Most lanes one client spreads its requests over: each lane can hold its own h2 connection,
 /// so this bounds the extra upstream connections (and mTLS handshakes) per snapshot.
 pub const MAX_LANES: usize = 8;

@@ -13,6 +13,7 @@ pub mod load;
 pub mod model;
 pub(crate) mod schema;
 pub(crate) mod upstream;
+pub(crate) mod upstream_pool;
 pub(crate) mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

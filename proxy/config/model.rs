@@ -18,6 +18,7 @@ use crate::identity::token::TokenType;
 use super::limits::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use super::upstream_pool::UpstreamPool;
 
 pub use super::host_pattern::HostPattern;
 pub use super::schema::{Acquire, IdentityKind};
@@ -40,6 +41,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Caller-facing HTTP limits.
     pub limits: Limits,
+    /// Global upstream connection pool bounds (routes carry their own merged copy).
+    pub upstream_pool: UpstreamPool,
     /// Identities by name.
     pub identities: BTreeMap<String, Identity>,
     /// Routes in file order (at least one).
@@ -312,6 +315,8 @@ pub struct Route {
     pub acquire: Acquire,
     /// Global timeouts overridden by the route's own.
     pub timeouts: Timeouts,
+    /// Global `upstream_pool` overridden by the route's own, key by key.
+    pub upstream_pool: UpstreamPool,
     /// The route's body limit: its own `max_body_bytes`, else `limits.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
     /// Which callers may use the route; `None`: anyone who reaches a listener.

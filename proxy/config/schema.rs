@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// Caller-facing HTTP limits; popgate's defaults apply to every key left out.
     #[serde(default)]
     pub limits: Option<S<RawLimits>>,
+    /// Upstream connection pool bounds; each route may override any of them.
+    #[serde(default)]
+    pub upstream_pool: Option<S<RawUpstreamPool>>,
     /// Named identities that routes refer to, in file order.
     #[serde(default)]
     pub identities: Option<S<SpannedMap<S<RawIdentity>>>>,
@@ -114,6 +117,21 @@ pub struct RawTimeouts {
     /// Global only: how long a shutdown waits for in-flight requests to finish.
     #[serde(default)]
     pub drain: Option<S<String>>,
+}
+
+/// Upstream connection pool bounds (global, or a route's overrides).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamPool {
+    /// Most live connections per upstream host (HTTP/1.1: requests at once per host).
+    #[serde(default)]
+    pub max_connections_per_host: Option<S<u64>>,
+    /// Most callers waiting for a connection; beyond, 503 at once.
+    #[serde(default)]
+    pub max_waiting: Option<S<u64>>,
+    /// How long a caller may wait for a connection (duration string) before 503.
+    #[serde(default)]
+    pub wait_timeout: Option<S<String>>,
 }
 
 /// Caller-facing HTTP limits (all listeners).
@@ -306,6 +324,9 @@ pub struct RawRoute {
     /// Most request body bytes on this route (413 beyond), overriding `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<S<u64>>,
+    /// Per-route upstream pool bounds, overriding the global `upstream_pool` key by key.
+    #[serde(default)]
+    pub upstream_pool: Option<S<RawUpstreamPool>>,
     /// Which callers may use the route (any rule admits); absent: anyone reaching a listener.
     #[serde(default)]
     pub allow: Option<S<Vec<S<RawAllowRule>>>>,

@@ -63,6 +63,13 @@ pub(crate) enum Refusal<'a> {
     Unreachable { route: &'a str, cause: &'a str },
     /// 504: the upstream did not answer in time.
     Timeout { route: &'a str, cause: &'a str },
+    /// 503 + `Retry-After`: every upstream connection of the route's host was busy (the waiting
+    /// line was full, or the caller's wait for one expired); nothing was sent.
+    UpstreamBusy {
+        route: &'a str,
+        cause: &'a str,
+        retry_after: u64,
+    },
 }
 
 impl Refusal<'_> {
@@ -72,9 +79,9 @@ impl Refusal<'_> {
             Refusal::NoRoute { .. } | Refusal::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Refusal::NoToken { .. } | Refusal::TokenExpired { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NoToken { .. }
+            | Refusal::TokenExpired { .. }
+            | Refusal::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Refusal::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -120,6 +127,16 @@ impl Refusal<'_> {
             Refusal::Timeout { route, cause } => {
                 json!({ "error": "upstream_timeout", "route": route, "cause": cause })
             }
+            Refusal::UpstreamBusy {
+                route,
+                cause,
+                retry_after,
+            } => json!({
+                "error": "upstream_busy",
+                "route": route,
+                "cause": cause,
+                "retry_after": retry_after,
+            }),
         }
     }
 
@@ -138,6 +155,9 @@ impl Refusal<'_> {
             && let Some(secs) = detail.retry_after
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Refusal::UpstreamBusy { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if matches!(self, Refusal::Connect) {
             headers.insert(
@@ -250,6 +270,19 @@ mod tests {
             (s.as_u16(), b["error"].as_str()),
             (504, Some("upstream_timeout"))
         );
+
+        let busy = Refusal::UpstreamBusy {
+            route: "graph",
+            cause: "all 2 upstream connections are busy",
+            retry_after: 1,
+        };
+        assert_eq!(busy.response().headers()["retry-after"], "1");
+        let (s, b) = json(busy).await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str(), b["retry_after"].as_u64()),
+            (503, Some("upstream_busy"), Some(1))
+        );
+        assert!(b["cause"].as_str().unwrap().contains("busy"), "{b}");
 
         let (s, b) = json(Refusal::BadRequest { reason: "no host" }).await;
         assert_eq!((s.as_u16(), b["message"].as_str()), (400, Some("no host")));

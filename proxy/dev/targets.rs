@@ -101,6 +101,7 @@ mod tests {
             acquire: crate::config::model::Acquire::Eager,
             timeouts: Default::default(),
             max_body_bytes: None,
+            upstream_pool: Default::default(),
             allow: None,
         }
     }

@@ -7,6 +7,11 @@
 //! multi-core node it becomes the bottleneck (benches/load: 2 workers moved half the requests of
 //! nginx). Lanes give each worker its own connection. They share the connector, so the per-host
 //! dial cap still bounds all of them together.
+//!
+//! Lanes only help h2: over HTTP/1.1 an idle connection in one lane's pool is invisible to another
+//! lane, so with the dial cap reached a request could wait for a connection while another lane
+//! holds idle ones. Requests to a host not known to speak h2 therefore all take lane 0, behind
+//! the client's [`PoolGate`] (`upstream_pool`: slots, waiting line, wait timeout).
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,10 +22,11 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
-use crate::config::limits::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST, MAX_LANES,
-};
+use crate::config::UpstreamPool;
+use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_LANES};
+use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::pool_gate::{Admission, PoolBusy, PoolGate};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_tls::ExtraRoots;
 
@@ -52,8 +58,10 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// How long an idle connection stays in the pool.
     pub pool_idle_timeout: Duration,
-    /// Live connections per upstream host per snapshot.
-    pub max_connections_per_host: usize,
+    /// Connections per host, callers waiting for one, and how long (`upstream_pool`).
+    pub pool: UpstreamPool,
+    /// The route's pool metrics (`None`: not counted, e.g. in tests).
+    pub pool_metrics: Option<Arc<PoolMetrics>>,
 }
 
 impl Default for UpstreamSettings {
@@ -63,7 +71,8 @@ impl Default for UpstreamSettings {
             resolve: Arc::new(ResolveMap::default()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            pool: UpstreamPool::default(),
+            pool_metrics: None,
         }
     }
 }
@@ -74,6 +83,8 @@ impl Default for UpstreamSettings {
 pub struct UpstreamClient {
     /// One pooled client per lane, all over the same connector (same TLS config, same dial cap).
     lanes: Arc<[Client<UpstreamConnector, UpstreamBody>]>,
+    /// Admission to each host's connections (shared by the lanes, like the connector).
+    gate: Arc<PoolGate>,
     tls: Arc<ClientConfig>,
 }
 
@@ -91,12 +102,14 @@ impl UpstreamClient {
 
     /// A new client with `lanes` pools (at least 1, at most [`MAX_LANES`]).
     pub fn with_lanes(tls: Arc<ClientConfig>, settings: &UpstreamSettings, lanes: usize) -> Self {
+        let max_connections_per_host = settings.pool.max_connections_per_host.max(1);
         let connector = UpstreamConnector::new(
             Arc::clone(&tls),
             ConnectSettings {
                 resolve: Arc::clone(&settings.resolve),
                 connect_timeout: settings.connect_timeout,
-                max_connections_per_host: settings.max_connections_per_host.max(1),
+                max_connections_per_host,
+                pool_metrics: settings.pool_metrics.clone(),
             },
         );
         let mut builder = Client::builder(TokioExecutor::new());
@@ -104,20 +117,42 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.max_connections_per_host.max(1))
+            .pool_max_idle_per_host(max_connections_per_host)
             // The proxy removes the caller's Host; hyper-util then writes the upstream authority
             // (as `Host` on h1, as `:authority` on h2).
             .set_host(true);
         let lanes = (0..lanes.clamp(1, MAX_LANES))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        Self { lanes, tls }
+        let gate = Arc::new(PoolGate::new(settings.pool, settings.pool_metrics.clone()));
+        Self { lanes, gate, tls }
     }
 
-    /// Sends one request (absolute `https://` URI) through the pool of this thread's lane.
-    pub fn request(&self, request: http::Request<UpstreamBody>) -> ResponseFuture {
-        let lane = THREAD_LANE.with(|lane| *lane) % self.lanes.len();
+    /// Admits a request to `authority` (`host[:port]` of its URI): at once when the host has a
+    /// free connection slot (or speaks h2), else after waiting in its line, bounded by
+    /// `upstream_pool.wait_timeout` and `at_most`; refused at once when the line is full.
+    pub async fn admit(&self, authority: &str, at_most: Duration) -> Result<Admission, PoolBusy> {
+        self.gate.admit(authority, at_most).await
+    }
+
+    /// Sends one admitted request (absolute `https://` URI): to an h2 host through the pool of
+    /// this thread's lane, otherwise through lane 0 (see the module docs).
+    pub fn request(
+        &self,
+        admission: &Admission,
+        request: http::Request<UpstreamBody>,
+    ) -> ResponseFuture {
+        let lane = if admission.multiplexed() {
+            THREAD_LANE.with(|lane| *lane) % self.lanes.len()
+        } else {
+            0
+        };
         self.lanes[lane].request(request)
+    }
+
+    /// The pool bounds this client applies.
+    pub fn pool(&self) -> &UpstreamPool {
+        self.gate.settings()
     }
 
     /// How many lanes (pools) this client spreads requests over.

@@ -6,7 +6,8 @@
 //! `max_connections_per_host` permits; a dial takes a permit and the connection carries it until it
 //! is dropped. So a snapshot (one connector) never has more live upstream connections per host than
 //! the cap, whatever hyper-util's race between "wait for an idle connection" and "dial" decides.
-//! A dial that cannot get a permit within the connect timeout fails as a timeout.
+//! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
+//! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +30,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::limits::MAX_TRACKED_HOSTS;
+use crate::metrics::pool::{Gauged, PoolMetrics};
 
 /// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
 /// connection goes to the given address, while SNI, Host and certificate checks use the name).
@@ -135,12 +137,14 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Timeouts become 504; everything else 502.
+    /// Timeouts become 504; everything else 502 (but see [`ConnectError::is_busy`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Timeout { .. } | ConnectError::PoolExhausted { .. }
-        )
+        matches!(self, ConnectError::Timeout { .. })
+    }
+
+    /// popgate's own per-host cap was reached: 503 with `Retry-After`, not an upstream fault.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ConnectError::PoolExhausted { .. })
     }
 }
 
@@ -153,6 +157,8 @@ pub struct ConnectSettings {
     pub connect_timeout: Duration,
     /// Live upstream connections per host per snapshot.
     pub max_connections_per_host: usize,
+    /// The route's pool metrics: each live connection is counted in its gauge.
+    pub pool_metrics: Option<Arc<PoolMetrics>>,
 }
 
 /// A `tower_service::Service<Uri>` for hyper-util's client. Cheap to clone.
@@ -306,6 +312,7 @@ impl UpstreamConnector {
             io: TokioIo::new(tls),
             h2,
             _permit: permit,
+            _counted: settings.pool_metrics.as_ref().map(|m| m.connection()),
         })
     }
 
@@ -350,6 +357,8 @@ pub struct UpstreamConn {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
     _permit: OwnedSemaphorePermit,
+    /// Counted in the route's `popgate_upstream_pool_connections` while open.
+    _counted: Option<Gauged>,
 }
 
 impl fmt::Debug for UpstreamConn {
@@ -453,6 +462,7 @@ mod tests {
                 resolve: Arc::new(resolve),
                 connect_timeout: Duration::from_secs(5),
                 max_connections_per_host: 2,
+                pool_metrics: None,
             },
         )
     }

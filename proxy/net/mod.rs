@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod pool_gate;
 pub mod token_transport;
 pub(crate) mod upstream_body;
 pub mod upstream_tls;

@@ -215,6 +215,7 @@ impl Transport {
                 resolve: Arc::clone(&self.settings.resolve),
                 connect_timeout: self.settings.connect_timeout,
                 max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
+                pool_metrics: None,
             },
         );
         let client: HttpsClient = Client::builder(TokioExecutor::new())

@@ -9,4 +9,5 @@ mod config_identities;
 mod config_network;
 mod config_routes;
 mod config_syntax;
+mod config_upstream_pool;
 mod drain_config;

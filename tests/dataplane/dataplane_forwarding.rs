@@ -234,7 +234,7 @@ async fn trailers_are_kept_both_ways_over_h2() {
 async fn pool_bound_caps_upstream_handshakes_under_concurrency() {
     const CAP: usize = 2;
     const CALLERS: usize = 8;
-    let mut s = setup(false, |u| u.max_connections_per_host = CAP).await;
+    let mut s = setup(false, |u| u.pool.max_connections_per_host = CAP).await;
     let addr = s.proxy.addr;
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {

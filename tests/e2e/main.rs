@@ -9,3 +9,4 @@ mod e2e_matrix;
 mod faults_imds;
 mod faults_token_endpoint;
 mod faults_upstream;
+mod upstream_pool;

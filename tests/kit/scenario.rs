@@ -62,6 +62,8 @@ pub struct Scenario {
     pub app: App,
     pub client_id: String,
     pub kind: RouteKind,
+    /// The route's name (`r` unless started with [`Scenario::start_named`]).
+    pub route: String,
 }
 
 /// Starts an authority (so a test can queue faults before popgate exists).
@@ -83,6 +85,17 @@ impl Scenario {
     /// Writes routes.yaml for `kind` (with `timeouts_line` when given), loads it through the real
     /// loader and starts popgate against `authority`.
     pub async fn start(authority: Authority, kind: RouteKind, timeouts_line: &str) -> Scenario {
+        Self::start_named(authority, kind, timeouts_line, "r").await
+    }
+
+    /// Like [`Scenario::start`], with the route named `route` (so its per-route metrics are its
+    /// own while other scenarios run in the same process).
+    pub async fn start_named(
+        authority: Authority,
+        kind: RouteKind,
+        timeouts_line: &str,
+        route: &str,
+    ) -> Scenario {
         let (app, credential) = authority
             .new_certificate_app("faults-app")
             .expect("certificate app");
@@ -110,7 +123,7 @@ identities:
     client_id: {client_id}
     certificate: {{ cert_file: app.pem, key_file: app.key }}
 routes:
-  - name: r
+  - name: {route}
     match: {{ host: {GRAPH} }}
     resource: https://{GRAPH}
     flow: vanilla
@@ -131,6 +144,7 @@ routes:
             app: app_handle,
             client_id: app.client_id,
             kind,
+            route: route.to_string(),
         }
     }
 
@@ -140,7 +154,7 @@ routes:
     }
 
     pub fn slot(&self) -> &RouteSlot {
-        self.app.route("r").expect("route r")
+        self.app.route(&self.route).expect("the scenario's route")
     }
 
     pub fn dir(&self) -> PathBuf {

@@ -9,6 +9,7 @@ mod listeners;
 mod network;
 mod path_prefix;
 mod routes;
+mod upstream_pool;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -89,8 +90,17 @@ pub(crate) fn validate(
     let network = network::network(&mut cx, raw.network.as_ref());
     let timeouts = timeouts(&mut cx, raw.timeouts.as_ref(), Timeouts::default());
     let limits = limits::limits(&mut cx, raw.limits.as_ref());
+    let upstream_pool =
+        upstream_pool::upstream_pool(&mut cx, raw.upstream_pool.as_ref(), Default::default());
     let identities = identities::identities(&mut cx, raw.identities.as_ref());
-    let routes = routes::routes(&mut cx, &raw.routes, &identities, timeouts, limits);
+    let routes = routes::routes(
+        &mut cx,
+        &raw.routes,
+        &identities,
+        timeouts,
+        limits,
+        upstream_pool,
+    );
     allow::check_listeners_for_rules(&mut cx, &raw.routes, &listeners, &unix_listeners);
 
     let mut errors = cx.errors;
@@ -103,6 +113,7 @@ pub(crate) fn validate(
             network,
             timeouts,
             limits,
+            upstream_pool,
             identities: identities.into_validated(),
             routes,
         });

@@ -1,7 +1,7 @@
 //! Routes: names, matches, upstreams, resources, timeouts and reachability (flow rules are in
 //! `flows`).
 
-use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts, Upstream};
+use crate::config::model::{Acquire, HostPattern, Limits, Route, Timeouts, Upstream, UpstreamPool};
 use crate::config::schema::{RawRoute, S};
 use crate::identity::token::TokenType;
 use crate::identity::token_request::DEFAULT_SCOPE_SUFFIX;
@@ -17,6 +17,7 @@ pub(super) fn routes(
     identities: &Identities,
     base: Timeouts,
     limits: Limits,
+    pool: UpstreamPool,
 ) -> Vec<Route> {
     if raw.value.is_empty() {
         cx.error(raw.referenced, "at least one route is required");
@@ -48,7 +49,7 @@ pub(super) fn routes(
             names.push((name.value.clone(), name.referenced.line()));
         }
         let before = cx.errors.len();
-        let route = route(cx, r, identities, base, limits);
+        let route = route(cx, r, identities, base, limits, pool);
         if let Some((key, route)) = route.filter(|_| cx.errors.len() == before) {
             if let Some((_, first, line)) = matches.iter().find(|(k, _, _)| *k == key) {
                 cx.error(
@@ -75,6 +76,7 @@ fn route(
     identities: &Identities,
     base: Timeouts,
     limits: Limits,
+    pool: UpstreamPool,
 ) -> Option<(MatchKey, Route)> {
     let m = &r.match_.value;
     if m.host.is_none() && m.path_prefix.is_none() {
@@ -130,6 +132,7 @@ fn route(
     let max_body_bytes =
         super::limits::route_body_limit(cx, r.max_body_bytes.as_ref()).or(limits.max_body_bytes);
     let allow = super::allow::allow(cx, r.allow.as_ref());
+    let upstream_pool = super::upstream_pool::upstream_pool(cx, r.upstream_pool.as_ref(), pool);
     let route = Route {
         name: r.name.value.clone(),
         host: host.clone(),
@@ -142,6 +145,7 @@ fn route(
         acquire,
         timeouts,
         max_body_bytes,
+        upstream_pool,
         allow: allow?,
     };
     Some(((host, path_prefix), route))

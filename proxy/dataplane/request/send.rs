@@ -14,6 +14,7 @@ use super::Step;
 use super::respond::{refuse, refuse_limit};
 use super::rewrite::Outgoing;
 use super::route::Route;
+use crate::config::limits::POOL_BUSY_RETRY_AFTER_SECS;
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::limits::LimitRefusal;
 use crate::dataplane::www_authenticate;
@@ -78,8 +79,9 @@ fn refuses_token(response: &Response<Incoming>) -> bool {
         && www_authenticate::refuses_token(response.headers())
 }
 
-/// Sends one request through `snapshot`'s client within `timeout`; a failure becomes popgate's
-/// own 502/504 answer, or 413 when the route's `max_body` cut the body off.
+/// Sends one request through `snapshot`'s client within `timeout` (waiting for a connection
+/// included); a failure becomes popgate's own 502/504 answer, 503 when every connection to the
+/// host stayed busy, or 413 when the route's `max_body` cut the body off.
 async fn send(
     route: &Route,
     snapshot: &Snapshot,
@@ -89,9 +91,26 @@ async fn send(
     seen: &mut Observed,
 ) -> Step<Response<Incoming>> {
     let sent = Instant::now();
-    let result = tokio::time::timeout(timeout, snapshot.client.request(request)).await;
-    seen.upstream(sent, &result);
     let route = &*route.name;
+    let authority = request.uri().authority().map_or("", |a| a.as_str());
+    let admission = match snapshot.client.admit(authority, timeout).await {
+        Ok(admission) => admission,
+        Err(busy) => {
+            let cause = busy.to_string();
+            tracing::warn!(cause = %cause, reason = busy.reason().as_str(), "upstream pool busy");
+            return Err(busy_refusal(route, &cause));
+        }
+    };
+    let remaining = timeout.saturating_sub(sent.elapsed());
+    let result =
+        tokio::time::timeout(remaining, snapshot.client.request(&admission, request)).await;
+    if let Ok(Ok(response)) = &result {
+        admission.answered(response.version());
+    }
+    // The head is in: the slot goes to the next caller (an h1 connection returns to the pool
+    // once this response's body is read).
+    drop(admission);
+    seen.upstream(sent, &result);
     match result {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => {
@@ -101,10 +120,13 @@ async fn send(
                 tracing::info!(max, "body cut off at the route's limit");
                 return Err(refuse_limit(&LimitRefusal::BodyTooLarge { max }));
             }
-            let (cause, timed_out) = describe(&error);
+            let (cause, kind) = describe(&error);
             tracing::warn!(cause = %cause, "upstream request failed");
             let cause = cause.as_str();
-            Err(refuse(&if timed_out {
+            if kind == Failure::Busy {
+                return Err(busy_refusal(route, cause));
+            }
+            Err(refuse(&if kind == Failure::Timeout {
                 Refusal::Timeout { route, cause }
             } else {
                 Refusal::Unreachable { route, cause }
@@ -153,10 +175,34 @@ fn sources(error: &ClientError) -> impl Iterator<Item = &(dyn StdError + 'static
     })
 }
 
-/// The caller-facing cause of a failed upstream exchange, and whether it was a timeout.
-fn describe(error: &ClientError) -> (String, bool) {
+/// popgate's 503 for a host whose connections all stayed busy: come back soon.
+fn busy_refusal(route: &str, cause: &str) -> http::Response<super::ProxyBody> {
+    refuse(&Refusal::UpstreamBusy {
+        route,
+        cause,
+        retry_after: POOL_BUSY_RETRY_AFTER_SECS,
+    })
+}
+
+/// What kind of failure an upstream exchange ended in (its status: 504, 503, 502).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Busy,
+    Other,
+}
+
+/// The caller-facing cause of a failed upstream exchange, and its kind.
+fn describe(error: &ClientError) -> (String, Failure) {
     if let Some(connect) = sources(error).find_map(|e| e.downcast_ref::<ConnectError>()) {
-        return (connect.to_string(), connect.is_timeout());
+        let kind = if connect.is_timeout() {
+            Failure::Timeout
+        } else if connect.is_busy() {
+            Failure::Busy
+        } else {
+            Failure::Other
+        };
+        return (connect.to_string(), kind);
     }
     // Not a connect failure: the upstream broke the exchange (reset, malformed response, ...).
     let mut cause = String::from("upstream exchange failed");
@@ -164,5 +210,5 @@ fn describe(error: &ClientError) -> (String, bool) {
         cause.push_str(": ");
         cause.push_str(&e.to_string());
     }
-    (cause, false)
+    (cause, Failure::Other)
 }

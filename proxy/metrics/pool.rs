@@ -1,0 +1,159 @@
+//! Upstream connection pool metrics, per route only (no host label, so a wildcard route reaching
+//! many hosts cannot grow the series): connections open, callers waiting for one, and callers
+//! refused because the pool was busy. Registered in the process registry on first use (a route's
+//! upstream settings are built at start), so they stay out of `Metrics::new`.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+/// Why a caller was refused a connection: a bounded label value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolRefusal {
+    /// Every connection was busy and the waiting line was full: refused at once.
+    WaitersFull,
+    /// The caller waited its `wait_timeout` and no connection came free.
+    WaitExpired,
+}
+
+impl PoolRefusal {
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolRefusal::WaitersFull => "waiters_full",
+            PoolRefusal::WaitExpired => "wait_expired",
+        }
+    }
+}
+
+struct Families {
+    connections: IntGaugeVec,
+    waiters: IntGaugeVec,
+    refusals: IntCounterVec,
+}
+
+fn families() -> prometheus::Result<Families> {
+    let registry = super::global().registry();
+    let connections = IntGaugeVec::new(
+        Opts::new(
+            "popgate_upstream_pool_connections",
+            "Upstream connections open now (all hosts and snapshots of the route).",
+        ),
+        &["route"],
+    )?;
+    let waiters = IntGaugeVec::new(
+        Opts::new(
+            "popgate_upstream_pool_waiters",
+            "Callers waiting now for a busy upstream host's connection.",
+        ),
+        &["route"],
+    )?;
+    let refusals = IntCounterVec::new(
+        Opts::new(
+            "popgate_upstream_pool_refusals_total",
+            "Callers answered 503 because the upstream pool was busy, by reason \
+             (waiters_full: refused at once; wait_expired: waited wait_timeout).",
+        ),
+        &["route", "reason"],
+    )?;
+    registry.register(Box::new(connections.clone()))?;
+    registry.register(Box::new(waiters.clone()))?;
+    registry.register(Box::new(refusals.clone()))?;
+    Ok(Families {
+        connections,
+        waiters,
+        refusals,
+    })
+}
+
+/// Registered once; `pool_metrics_build` below proves the definitions valid.
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    families().expect("static pool metric definitions are valid and registered once")
+});
+
+/// One route's pool metric handles, resolved once per route (not per request).
+#[derive(Debug)]
+pub struct PoolMetrics {
+    connections: IntGauge,
+    waiters: IntGauge,
+    waiters_full: IntCounter,
+    wait_expired: IntCounter,
+}
+
+impl PoolMetrics {
+    /// The handles of `route` (a configured route name).
+    pub fn of(route: &str) -> Arc<Self> {
+        let f = &*FAMILIES;
+        Arc::new(Self {
+            connections: f.connections.with_label_values(&[route]),
+            waiters: f.waiters.with_label_values(&[route]),
+            waiters_full: f
+                .refusals
+                .with_label_values(&[route, PoolRefusal::WaitersFull.as_str()]),
+            wait_expired: f
+                .refusals
+                .with_label_values(&[route, PoolRefusal::WaitExpired.as_str()]),
+        })
+    }
+
+    /// An upstream connection opened; the returned guard counts it until dropped.
+    pub fn connection(self: &Arc<Self>) -> Gauged {
+        self.connections.inc();
+        Gauged(Arc::clone(self), Which::Connection)
+    }
+
+    /// A caller starts waiting; the returned guard counts it until dropped.
+    pub fn waiter(self: &Arc<Self>) -> Gauged {
+        self.waiters.inc();
+        Gauged(Arc::clone(self), Which::Waiter)
+    }
+
+    /// Counts one caller refused for `why`.
+    pub fn refused(&self, why: PoolRefusal) {
+        match why {
+            PoolRefusal::WaitersFull => self.waiters_full.inc(),
+            PoolRefusal::WaitExpired => self.wait_expired.inc(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Connection,
+    Waiter,
+}
+
+/// Keeps one connection or waiter counted in its gauge while alive.
+#[derive(Debug)]
+pub struct Gauged(Arc<PoolMetrics>, Which);
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        match self.1 {
+            Which::Connection => self.0.connections.dec(),
+            Which::Waiter => self.0.waiters.dec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_metrics_build_and_guards_count() {
+        let m = PoolMetrics::of("pool-metrics-test");
+        let c = m.connection();
+        let w = m.waiter();
+        assert_eq!((m.connections.get(), m.waiters.get()), (1, 1));
+        drop((c, w));
+        assert_eq!((m.connections.get(), m.waiters.get()), (0, 0));
+        m.refused(PoolRefusal::WaitersFull);
+        m.refused(PoolRefusal::WaitExpired);
+        assert_eq!((m.waiters_full.get(), m.wait_expired.get()), (1, 1));
+        // A second route shares the families (registered once).
+        let other = PoolMetrics::of("pool-metrics-test-2");
+        assert_eq!(other.connections.get(), 0);
+    }
+}
