@@ -49,6 +49,9 @@ pub enum LimitRefusal {
     TooManyHeaders { count: usize, max: usize },
     /// 431: the header block is larger than allowed.
     HeadersTooLarge { bytes: usize, max: usize },
+    /// 431: the HTTP/1 request head, with any blank lines sent before it, is larger than the
+    /// framing guard follows.
+    HeadTooLarge { max: usize },
     /// 413: the declared or received body is larger than allowed.
     BodyTooLarge { max: u64 },
     /// 400: the request's framing is ambiguous (a smuggling attempt or a broken client).
@@ -60,9 +63,9 @@ impl LimitRefusal {
     pub fn status(&self) -> StatusCode {
         match self {
             LimitRefusal::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            LimitRefusal::TooManyHeaders { .. } | LimitRefusal::HeadersTooLarge { .. } => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
+            LimitRefusal::TooManyHeaders { .. }
+            | LimitRefusal::HeadersTooLarge { .. }
+            | LimitRefusal::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LimitRefusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             LimitRefusal::AmbiguousFraming { .. } => StatusCode::BAD_REQUEST,
         }
@@ -83,6 +86,10 @@ impl LimitRefusal {
             LimitRefusal::HeadersTooLarge { bytes, max } => json!({
                 "error": "request_header_fields_too_large",
                 "message": format!("the request headers are {bytes} bytes; the limit is {max}"),
+            }),
+            LimitRefusal::HeadTooLarge { max } => json!({
+                "error": "request_header_fields_too_large",
+                "message": format!("the request head is larger than the {max}-byte limit"),
             }),
             LimitRefusal::BodyTooLarge { max } => json!({
                 "error": "payload_too_large",
@@ -204,6 +211,9 @@ pub(crate) mod framing {
     pub const DUPLICATE_CL: &str = "the request has more than one Content-Length";
     /// A chunk-size line that is not hexadecimal.
     pub const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
+    /// A header line or framing header popgate cannot read, so it cannot tell where the body ends.
+    pub const UNFOLLOWABLE: &str =
+        "the request has a malformed header line, Content-Length or Transfer-Encoding";
 }
 
 #[cfg(test)]
