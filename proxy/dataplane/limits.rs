@@ -170,8 +170,14 @@ fn check_headers(headers: &http::HeaderMap, limits: &RequestLimits) -> Result<()
 
 /// `Content-Length` with `Transfer-Encoding`, or `Content-Length` more than once: RFC 9112 §6.1
 /// and §6.3 let a server treat these as errors, and a proxy should, because the next hop may
-/// frame the message differently.
+/// frame the message differently. Likewise a second `Host` line (RFC 9112 §3.2 requires a 400):
+/// a next hop may route on either one.
 fn check_framing(headers: &http::HeaderMap) -> Result<(), LimitRefusal> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(LimitRefusal::AmbiguousFraming {
+            reason: framing::DUPLICATE_HOST,
+        });
+    }
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 0 && headers.contains_key(header::TRANSFER_ENCODING) {
         return Err(LimitRefusal::AmbiguousFraming {
@@ -209,6 +215,9 @@ pub(crate) mod framing {
         "the request has both Content-Length and Transfer-Encoding; send only one";
     /// `Content-Length` repeated.
     pub const DUPLICATE_CL: &str = "the request has more than one Content-Length";
+    /// `Host` repeated.
+    pub const DUPLICATE_HOST: &str =
+        "the request has more than one Host header (RFC 9112 section 3.2); send exactly one";
     /// A chunk-size line that is not hexadecimal.
     pub const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
     /// A header line or framing header popgate cannot read, so it cannot tell where the body ends.
@@ -280,6 +289,13 @@ mod tests {
         assert_eq!(check_request(&dup, &limits).unwrap_err().status(), 400);
         let list = req(|b| b.uri("/").header("content-length", "3, 3"));
         assert_eq!(check_request(&list, &limits).unwrap_err().status(), 400);
+        let hosts = req(|b| b.uri("/").header("host", "a").header("host", "a"));
+        assert_eq!(
+            check_request(&hosts, &limits),
+            Err(LimitRefusal::AmbiguousFraming {
+                reason: framing::DUPLICATE_HOST
+            })
+        );
     }
 
     #[tokio::test]

@@ -4,5 +4,6 @@
 pub mod client;
 pub mod connect;
 pub mod token_transport;
+pub mod trailers;
 pub mod upstream_body;
 pub mod upstream_tls;

@@ -13,6 +13,8 @@ use http_body_util::BodyExt as _;
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use super::trailers::filter_request_trailers;
+
 pub use crate::config::limits::MAX_REPLAY_BODY;
 
 /// How long to read ahead for a body of unknown length before streaming what arrived: a caller
@@ -79,17 +81,13 @@ impl UpstreamBody {
             trailers: None,
         }
     }
-}
 
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+    /// The next frame as the caller sent it (trailers not yet filtered).
+    fn poll_raw_frame(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
+        match self {
             UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Buffered { chunks, trailers } => match chunks.pop_front() {
                 Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
@@ -101,6 +99,27 @@ impl Body for UpstreamBody {
             },
             UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // The caller's trailers are filtered like its headers, whichever way the body came.
+        self.get_mut()
+            .poll_raw_frame(cx)
+            .map_ok(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    filter_request_trailers(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
     }
 
     fn is_end_stream(&self) -> bool {

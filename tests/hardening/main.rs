@@ -10,6 +10,7 @@ mod hardening_access_rules;
 mod hardening_http_config;
 mod hardening_http_connections;
 mod hardening_http_guard_size;
+mod hardening_http_headers;
 mod hardening_http_h2;
 mod hardening_http_limits;
 mod hardening_http_smuggling;
