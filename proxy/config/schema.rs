@@ -138,6 +138,12 @@ pub struct RawLimits {
     /// Time a caller has to send an HTTP/1 request head (idle keep-alive included).
     #[serde(default)]
     pub header_read_timeout: Option<S<String>>,
+    /// Time a request body may go without a byte arriving before it is cut off.
+    #[serde(default)]
+    pub request_body_timeout: Option<S<String>>,
+    /// Time a caller may stop reading a response before its connection is closed.
+    #[serde(default)]
+    pub response_body_timeout: Option<S<String>>,
     /// Most concurrent HTTP/2 streams per caller connection.
     #[serde(default)]
     pub h2_max_concurrent_streams: Option<S<u64>>,

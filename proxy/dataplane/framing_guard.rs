@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::limits::{LimitRefusal, framing};
+use super::progress::BodyDue;
 
 /// Longest chunk-size line followed: far above what any client sends as chunk extensions
 /// (usually none), and a longer one is refused (400) rather than buffered.
@@ -417,6 +418,20 @@ impl<I> FramingGuard<I> {
             cut: false,
         };
         (guard, verdict)
+    }
+}
+
+impl<I> BodyDue for FramingGuard<I> {
+    fn body_due(&self) -> bool {
+        !self.cut
+            && matches!(
+                self.tracker.state,
+                State::Fixed(_)
+                    | State::ChunkSize
+                    | State::ChunkData(_)
+                    | State::ChunkDataEnd
+                    | State::Trailers
+            )
     }
 }
 

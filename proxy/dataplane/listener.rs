@@ -18,7 +18,8 @@ use crate::config::limits::{
     DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
     DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
     DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_RESPONSE_BODY_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 /// Why a TLS listener configuration cannot be built.
@@ -65,6 +66,10 @@ pub struct ConnectionSettings {
     pub tls_handshake_timeout: Duration,
     /// Bound on receiving an HTTP/1 request head (idle keep-alive included).
     pub header_read_timeout: Duration,
+    /// Bound on an HTTP/1 request body going without a byte while popgate reads it.
+    pub request_body_timeout: Duration,
+    /// Bound on a write to a caller that stopped reading.
+    pub response_body_timeout: Duration,
     /// Most open caller connections per listener; further callers wait in the listen backlog.
     pub max_connections: usize,
     /// Limits on each request.
@@ -78,6 +83,8 @@ impl Default for ConnectionSettings {
         Self {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            response_body_timeout: DEFAULT_RESPONSE_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: RequestLimits::default(),
             h2: H2Settings::default(),
@@ -96,6 +103,12 @@ impl ConnectionSettings {
         l.max_body_bytes = limits.max_body_bytes.or(l.max_body_bytes);
         s.max_connections = limits.max_connections.unwrap_or(s.max_connections);
         s.header_read_timeout = limits.header_read_timeout.unwrap_or(s.header_read_timeout);
+        s.request_body_timeout = limits
+            .request_body_timeout
+            .unwrap_or(s.request_body_timeout);
+        s.response_body_timeout = limits
+            .response_body_timeout
+            .unwrap_or(s.response_body_timeout);
         s.h2.max_concurrent_streams = limits
             .h2_max_concurrent_streams
             .unwrap_or(s.h2.max_concurrent_streams);

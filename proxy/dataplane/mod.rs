@@ -23,6 +23,7 @@ mod framing_guard;
 pub mod headers;
 pub mod limits;
 pub mod listener;
+mod progress;
 pub mod request;
 pub mod request_target;
 pub(crate) mod serve;

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod read_ahead_budget;
 pub mod token_transport;
 pub mod trailers;
 pub mod upstream_body;

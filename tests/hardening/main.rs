@@ -8,6 +8,7 @@ mod hardening_access_app;
 mod hardening_access_config;
 mod hardening_access_rules;
 mod hardening_http_config;
+mod hardening_http_body_deadlines;
 mod hardening_http_connections;
 mod hardening_http_guard_size;
 mod hardening_http_headers;

@@ -66,6 +66,8 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
                 .map_err(|msg| cx.error(v.referenced, msg))
                 .ok()
         }),
+        request_body_timeout: duration(cx, raw.request_body_timeout.as_ref()),
+        response_body_timeout: duration(cx, raw.response_body_timeout.as_ref()),
         h2_max_concurrent_streams: within(
             cx,
             "h2_max_concurrent_streams",
@@ -74,6 +76,14 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
         )
         .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
     }
+}
+
+/// A duration key's value; an error at its position when it does not parse.
+fn duration(cx: &mut Ctx<'_>, raw: Option<&S<String>>) -> Option<std::time::Duration> {
+    let v = raw?;
+    super::super::duration::parse_duration(&v.value)
+        .map_err(|msg| cx.error(v.referenced, msg))
+        .ok()
 }
 
 /// A route's own `max_body_bytes`.
