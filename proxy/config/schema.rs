@@ -215,6 +215,10 @@ pub struct RawIdentity {
     /// static: the token file; workload_identity: the federated token file.
     #[serde(default)]
     pub token_file: Option<S<String>>,
+    /// confidential_client / static: load a PEM key file that others (world) may read or write
+    /// instead of refusing it.
+    #[serde(default)]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// A certificate and its private key: either a PEM pair (`cert_file` + `key_file`) or a PKCS#12
