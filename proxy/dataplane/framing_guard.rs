@@ -334,9 +334,12 @@ impl Tracker {
             let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
             if name.eq_ignore_ascii_case(b"content-length") {
                 self.content_lengths += 1;
-                self.content_length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
+                // Digits only, as hyper reads it: `parse` alone would also take a leading `+`.
+                self.content_length = value
+                    .iter()
+                    .all(u8::is_ascii_digit)
+                    .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                    .flatten();
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // hyper looks at the last Transfer-Encoding line's final coding.
                 let last = value.rsplit(|&c| c == b',').next().map(trim);
@@ -394,6 +397,37 @@ fn chunk_size(raw: &[u8]) -> Option<u64> {
         Ok(httparse::Status::Complete((_, size))) => Some(size),
         // Partial: the line ended in a bare LF, which hyper refuses too.
         Ok(httparse::Status::Partial) | Err(_) => None,
+    }
+}
+
+/// What the guard made of a byte stream, for the differential fuzz target
+/// (`fuzz/fuzz_targets/framing_guard_vs_httparse.rs`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// Request heads the guard saw complete (a head flagged once complete included).
+    pub heads: u64,
+    /// The first flagged request (0-based) and the status it gets.
+    pub refused: Option<(u64, u16)>,
+}
+
+/// Feeds `input` to a guard with head limit `max_head` and no body limit, in two reads split at
+/// `split` (clamped), as a caller's bytes may arrive.
+#[doc(hidden)]
+pub fn follow(input: &[u8], split: usize, max_head: usize) -> Followed {
+    let verdict = Verdict::new(max_head, None);
+    let mut tracker = Tracker::new(max_head, None);
+    let (first, rest) = input.split_at(split.min(input.len()));
+    for piece in [first, rest] {
+        let _ = tracker.feed(piece, &verdict);
+    }
+    let first = verdict.first_flagged.load(Ordering::Acquire);
+    Followed {
+        heads: tracker.heads,
+        refused: (first != NONE).then(|| {
+            let status = verdict.refusal(first).map_or(0, |r| r.status().as_u16());
+            (first, status)
+        }),
     }
 }
 

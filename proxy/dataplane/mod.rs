@@ -32,5 +32,7 @@ pub mod unix_listener;
 pub mod www_authenticate;
 
 pub use crate::net::client::{UpstreamClient, UpstreamSettings};
+#[doc(hidden)]
+pub use framing_guard::{Followed, follow};
 pub use request::{DataplaneTable, Forwarder, ProxyBody};
 pub use server::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
