@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-120}"
-targets=(config_load token_response imds_responses authority_assertion header_rewrite pem_files pkcs12_files)
+targets=(config_load token_response imds_responses authority_assertion header_rewrite pem_files pkcs12_files framing_guard_vs_httparse)
 export CARGO_INCREMENTAL=0
 cargo fuzz build -s none
 for t in "${targets[@]}"; do

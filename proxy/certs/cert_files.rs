@@ -161,6 +161,18 @@ fn read_bounded(path: &Path, role: FileRole) -> Result<Zeroizing<Vec<u8>>, CertF
 /// Permission bits that let someone other than the owner at a private key: group or others may
 /// read (or write) it.
 pub const KEY_FILE_EXPOSED_BITS: u32 = 0o077;
+/// Permission bits that let any user on the host at a private key: others may read or write it.
+/// Config validation refuses such a PEM key file unless the identity allows it.
+pub const KEY_FILE_WORLD_BITS: u32 = 0o006;
+
+/// The permission bits of the file at `path` when any user may read or write it (following
+/// symlinks, as a mounted Kubernetes secret is one); `None` when not, or when its mode cannot be
+/// read (opening it then reports the real problem).
+pub fn world_accessible_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & KEY_FILE_WORLD_BITS != 0).then_some(mode)
+}
 
 /// Warns (does not refuse: Kubernetes secret volumes are often 0644 by default) when a key file's
 /// mode lets group or others access it. The mode is read from the open file, so it is the file

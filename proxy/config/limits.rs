@@ -61,6 +61,15 @@ pub const DEFAULT_H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connections are also bound by [`DEFAULT_HEADER_READ_TIMEOUT`], which hyper starts when the
 /// connection is ready for the next head.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a request body may go without a byte arriving while popgate waits for it (the
+/// caller declared more than it sent): an honest client keeps a body flowing, and 30 s (nginx's
+/// `client_body_timeout` is 60 s) stops one that declares 64 KiB and stalls from holding its
+/// read-ahead buffer, stream and upstream connection.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time popgate may wait to write to a caller that stopped reading (its socket's buffer
+/// full) before closing the connection: long enough for a client pausing between reads, short
+/// enough that a reader that never resumes does not pin the upstream connection it streams from.
+pub const DEFAULT_RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default HTTP/2 streams a caller may have open at once on one connection: hyper's default
 /// (200) lets one connection hold 200 upstream requests; 100 is what RFC 9113 recommends as the
 /// minimum and what nginx allows.
@@ -131,6 +140,11 @@ pub const MAX_LANES: usize = 8;
 /// Past this many tracked upstream hosts, idle per-host limiters are pruned on the next dial, so a
 /// wildcard route reaching many hosts cannot grow the map without bound.
 pub const MAX_TRACKED_HOSTS: usize = 1024;
+/// Most request-body bytes read ahead (for the 401 replay) across the whole process at once: a
+/// request that cannot reserve its share streams without a replay instead. 64 MiB is 1,024 full
+/// 64 KiB read-aheads, and keeps 1,024 connections x 100 HTTP/2 streams (6 GiB if each held
+/// 64 KiB) from pinning more than that.
+pub const MAX_READ_AHEAD_BUDGET: u64 = 64 * 1024 * 1024;
 /// Request bodies up to this size are read ahead and kept, so the request can be replayed once
 /// after the upstream refuses the token; larger ones stream straight through (and a refusal goes
 /// back to the caller). 64 KiB covers typical API calls while bounding memory per request.

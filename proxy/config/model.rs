@@ -141,6 +141,10 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Time to send an HTTP/1 request head.
     pub header_read_timeout: Option<Duration>,
+    /// Time a request body may go without progress.
+    pub request_body_timeout: Option<Duration>,
+    /// Time a caller that stopped reading a response may block popgate's writes.
+    pub response_body_timeout: Option<Duration>,
     /// Most concurrent HTTP/2 streams per caller connection.
     pub h2_max_concurrent_streams: Option<u32>,
     /// Time from accept (or the TLS handshake) to a caller's first byte.

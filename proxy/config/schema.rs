@@ -156,6 +156,12 @@ pub struct RawLimits {
     /// Time a caller has to send an HTTP/1 request head (idle keep-alive included).
     #[serde(default)]
     pub header_read_timeout: Option<S<String>>,
+    /// Time a request body may go without a byte arriving before it is cut off.
+    #[serde(default)]
+    pub request_body_timeout: Option<S<String>>,
+    /// Time a caller may stop reading a response before its connection is closed.
+    #[serde(default)]
+    pub response_body_timeout: Option<S<String>>,
     /// Most concurrent HTTP/2 streams per caller connection.
     #[serde(default)]
     pub h2_max_concurrent_streams: Option<S<u64>>,
@@ -239,6 +245,10 @@ pub struct RawIdentity {
     /// static: the token file; workload_identity: the federated token file.
     #[serde(default)]
     pub token_file: Option<S<String>>,
+    /// confidential_client / static: load a PEM key file that others (world) may read or write
+    /// instead of refusing it.
+    #[serde(default)]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// A certificate and its private key: either a PEM pair (`cert_file` + `key_file`) or a PKCS#12

@@ -20,6 +20,7 @@ use super::activity::{Activity, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::listener::ConnectionSettings;
 use super::opening::Opening;
+use super::progress::Deadlines;
 use super::request::Connection;
 use super::request::Forwarder;
 use crate::access::{Caller, CallerCert};
@@ -113,6 +114,11 @@ pub(crate) async fn serve_io<I>(
     let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
     let io = Opening::new(io, Arc::clone(&activity));
     let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
+    let io = Deadlines::new(
+        io,
+        settings.request_body_timeout,
+        settings.response_body_timeout,
+    );
     let connection = Arc::new(Connection::new(caller, default_port, limits, verdict));
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = activity.request();

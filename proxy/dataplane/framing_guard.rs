@@ -10,8 +10,13 @@
 //! body that grows past the listener's body limit, which it cuts off.
 //!
 //! The guard only observes: it never changes a byte hyper reads, except to stop the stream when a
-//! chunked body exceeds its limit. When it meets something it does not follow (an HTTP/2 preface,
-//! a head hyper will refuse anyway), it stops watching and hyper's own parser is the authority.
+//! chunked body exceeds its limit. It never stops watching an HTTP/1 connection while hyper might
+//! still serve requests on it: whatever it cannot follow (a head larger than its limit, however
+//! padded; a chunk line too long to keep; a framing header it cannot read) flags that request, so
+//! the service refuses it (431 or 400, connection closed) if hyper has not already. hyper's own
+//! limits are soft (its read buffer can overshoot `max_buf_size`), so the guard's are the hard
+//! ones. Only an HTTP/2 preface at the start of the connection turns it off: that connection is
+//! never HTTP/1.
 
 use std::io;
 use std::pin::Pin;
@@ -22,10 +27,11 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::limits::{LimitRefusal, framing};
+use super::progress::BodyDue;
 
-/// Longest chunk-size or trailer line followed; hyper refuses far shorter extension runs, so a
-/// longer line means the guard stops watching and leaves the refusal to hyper.
-const MAX_LINE_BYTES: usize = 4 * 1024;
+/// Longest chunk-size line followed: far above what any client sends as chunk extensions
+/// (usually none), and a longer one is refused (400) rather than buffered.
+const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
 /// Marks "no request flagged".
 const NONE: u64 = u64::MAX;
 
@@ -38,6 +44,8 @@ pub(crate) struct Verdict {
     flag: AtomicU64,
     /// The body limit, for the 413 message.
     max_body: u64,
+    /// The head limit, for the 431 message.
+    max_head: usize,
 }
 
 /// Why a request was flagged.
@@ -48,14 +56,17 @@ enum Flag {
     DuplicateCl = 1,
     BadChunk = 2,
     BodyTooLarge = 3,
+    HeadTooLarge = 4,
+    Unfollowable = 5,
 }
 
 impl Verdict {
-    fn new(max_body: Option<u64>) -> Self {
+    fn new(max_head: usize, max_body: Option<u64>) -> Self {
         Self {
             first_flagged: AtomicU64::new(NONE),
             flag: AtomicU64::new(0),
             max_body: max_body.unwrap_or(u64::MAX),
+            max_head,
         }
     }
 
@@ -88,7 +99,11 @@ impl Verdict {
             2 => LimitRefusal::AmbiguousFraming {
                 reason: framing::BAD_CHUNK,
             },
-            _ => LimitRefusal::BodyTooLarge { max: self.max_body },
+            3 => LimitRefusal::BodyTooLarge { max: self.max_body },
+            4 => LimitRefusal::HeadTooLarge { max: self.max_head },
+            _ => LimitRefusal::AmbiguousFraming {
+                reason: framing::UNFOLLOWABLE,
+            },
         })
     }
 }
@@ -108,7 +123,8 @@ enum State {
     ChunkDataEnd,
     /// After the last chunk: trailer lines until an empty one.
     Trailers,
-    /// Not following any more (HTTP/2, or a message hyper will refuse itself).
+    /// Not following any more: an HTTP/2 connection, or a request was flagged (it and every
+    /// later one on the connection are refused, and the connection closes).
     Off,
 }
 
@@ -163,6 +179,18 @@ impl Tracker {
         self.line = Vec::new();
     }
 
+    /// Flags the request in progress and stops: it and all later ones are refused.
+    fn flag(&mut self, verdict: &Verdict, flag: Flag) {
+        // In a head, the request in progress is the next one; in a body, the last complete head.
+        let request = if self.state == State::Head {
+            self.heads
+        } else {
+            self.heads.saturating_sub(1)
+        };
+        verdict.set(request, flag);
+        self.off();
+    }
+
     /// Feeds newly read bytes.
     fn feed(&mut self, bytes: &[u8], verdict: &Verdict) -> Step {
         let mut i = 0;
@@ -184,8 +212,7 @@ impl Tracker {
                     if let Some(max) = self.max_body
                         && self.body_bytes > max
                     {
-                        verdict.set(self.heads.saturating_sub(1), Flag::BodyTooLarge);
-                        self.off();
+                        self.flag(verdict, Flag::BodyTooLarge);
                         let over = (self.body_bytes - max) as usize;
                         return Step::CutAt(i + take as usize - over);
                     }
@@ -203,16 +230,15 @@ impl Tracker {
                     let piece = &rest[..newline.unwrap_or(rest.len())];
                     let consumed = piece.len() + usize::from(newline.is_some());
                     i += consumed;
-                    if self.state == State::Head {
-                        self.head_bytes += consumed;
+                    if matches!(self.state, State::Head | State::Trailers) {
+                        // Blank lines before the request line count: hyper buffers them too.
+                        self.head_bytes = self.head_bytes.saturating_add(consumed);
                         if self.head_bytes > self.max_head {
-                            // hyper answers 431 itself.
-                            self.off();
+                            self.flag(verdict, Flag::HeadTooLarge);
                             return Step::Continue;
                         }
-                    }
-                    if self.line.len() + piece.len() > MAX_LINE_BYTES.max(self.max_head) {
-                        self.off();
+                    } else if self.line.len() + piece.len() > MAX_CHUNK_LINE_BYTES {
+                        self.flag(verdict, Flag::BadChunk);
                         return Step::Continue;
                     }
                     // The line with its terminator: a chunk-size line is parsed as it came.
@@ -249,17 +275,14 @@ impl Tracker {
             State::ChunkSize => match chunk_size(raw) {
                 Some(0) => self.state = State::Trailers,
                 Some(n) => self.state = State::ChunkData(n),
-                None => {
-                    verdict.set(self.heads.saturating_sub(1), Flag::BadChunk);
-                    self.off();
-                }
+                None => self.flag(verdict, Flag::BadChunk),
             },
             State::ChunkDataEnd => {
                 if line.is_empty() {
                     self.state = State::ChunkSize;
                 } else {
-                    // hyper refuses the body; nothing more to follow.
-                    self.off();
+                    // Chunk data longer than its size line said; hyper refuses it too.
+                    self.flag(verdict, Flag::BadChunk);
                 }
             }
             State::Trailers => {
@@ -269,6 +292,12 @@ impl Tracker {
             }
             State::Fixed(_) | State::ChunkData(_) | State::Off => {}
         }
+    }
+
+    /// Flags the request whose head just completed (already counted in `heads`).
+    fn flag_previous(&mut self, verdict: &Verdict, flag: Flag) {
+        verdict.set(self.heads.saturating_sub(1), flag);
+        self.off();
     }
 
     fn start_head(&mut self) {
@@ -287,8 +316,9 @@ impl Tracker {
             if line.is_empty() {
                 return;
             }
-            if line.starts_with(b"PRI * HTTP/2.0") {
-                // HTTP/2 with prior knowledge: not ours to follow.
+            if self.heads == 0 && line.starts_with(b"PRI * HTTP/2.0") {
+                // HTTP/2 with prior knowledge: only possible as the connection's first bytes, and
+                // then the connection is HTTP/2 for good.
                 self.off();
                 return;
             }
@@ -297,15 +327,19 @@ impl Tracker {
         }
         if !line.is_empty() {
             let Some(colon) = line.iter().position(|&c| c == b':') else {
-                self.off(); // hyper answers 400.
+                // hyper answers 400 itself; should it ever accept the line, so does the guard.
+                self.flag(verdict, Flag::Unfollowable);
                 return;
             };
             let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
             if name.eq_ignore_ascii_case(b"content-length") {
                 self.content_lengths += 1;
-                self.content_length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
+                // Digits only, as hyper reads it: `parse` alone would also take a leading `+`.
+                self.content_length = value
+                    .iter()
+                    .all(u8::is_ascii_digit)
+                    .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                    .flatten();
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // hyper looks at the last Transfer-Encoding line's final coding.
                 let last = value.rsplit(|&c| c == b',').next().map(trim);
@@ -315,16 +349,13 @@ impl Tracker {
             return;
         }
         // The head is complete.
-        let request = self.heads;
         self.heads += 1;
         if self.content_lengths > 0 && self.transfer_encoding.is_some() {
-            verdict.set(request, Flag::ClAndTe);
-            self.off();
+            self.flag_previous(verdict, Flag::ClAndTe);
             return;
         }
         if self.content_lengths > 1 {
-            verdict.set(request, Flag::DuplicateCl);
-            self.off();
+            self.flag_previous(verdict, Flag::DuplicateCl);
             return;
         }
         let (te, cl, lengths) = (
@@ -335,13 +366,12 @@ impl Tracker {
         self.start_head();
         match (te, cl) {
             (Some(true), _) => self.state = State::ChunkSize,
-            // Transfer-Encoding without final chunked: hyper answers 400.
-            (Some(false), _) => self.off(),
-            (None, Some(0)) => {}
+            // Transfer-Encoding without final chunked, or an unparsable Content-Length: hyper
+            // answers 400 itself; the guard flags them too rather than guess the framing.
+            (Some(false), _) => self.flag_previous(verdict, Flag::Unfollowable),
+            (None, None) if lengths > 0 => self.flag_previous(verdict, Flag::Unfollowable),
+            (None, Some(0)) | (None, None) => {}
             (None, Some(n)) => self.state = State::Fixed(n),
-            // An unparsable Content-Length: hyper answers 400.
-            (None, None) if lengths > 0 => self.off(),
-            (None, None) => {}
         }
     }
 }
@@ -370,6 +400,37 @@ fn chunk_size(raw: &[u8]) -> Option<u64> {
     }
 }
 
+/// What the guard made of a byte stream, for the differential fuzz target
+/// (`fuzz/fuzz_targets/framing_guard_vs_httparse.rs`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// Request heads the guard saw complete (a head flagged once complete included).
+    pub heads: u64,
+    /// The first flagged request (0-based) and the status it gets.
+    pub refused: Option<(u64, u16)>,
+}
+
+/// Feeds `input` to a guard with head limit `max_head` and no body limit, in two reads split at
+/// `split` (clamped), as a caller's bytes may arrive.
+#[doc(hidden)]
+pub fn follow(input: &[u8], split: usize, max_head: usize) -> Followed {
+    let verdict = Verdict::new(max_head, None);
+    let mut tracker = Tracker::new(max_head, None);
+    let (first, rest) = input.split_at(split.min(input.len()));
+    for piece in [first, rest] {
+        let _ = tracker.feed(piece, &verdict);
+    }
+    let first = verdict.first_flagged.load(Ordering::Acquire);
+    Followed {
+        heads: tracker.heads,
+        refused: (first != NONE).then(|| {
+            let status = verdict.refusal(first).map_or(0, |r| r.status().as_u16());
+            (first, status)
+        }),
+    }
+}
+
 /// The IO wrapper: reads pass through the tracker.
 #[derive(Debug)]
 pub(crate) struct FramingGuard<I> {
@@ -383,7 +444,7 @@ pub(crate) struct FramingGuard<I> {
 impl<I> FramingGuard<I> {
     /// Wraps `inner`; `max_head` is the head size hyper accepts, `max_body` the chunked body limit.
     pub(crate) fn new(inner: I, max_head: usize, max_body: Option<u64>) -> (Self, Arc<Verdict>) {
-        let verdict = Arc::new(Verdict::new(max_body));
+        let verdict = Arc::new(Verdict::new(max_head, max_body));
         let guard = Self {
             inner,
             tracker: Tracker::new(max_head, max_body),
@@ -391,6 +452,20 @@ impl<I> FramingGuard<I> {
             cut: false,
         };
         (guard, verdict)
+    }
+}
+
+impl<I> BodyDue for FramingGuard<I> {
+    fn body_due(&self) -> bool {
+        !self.cut
+            && matches!(
+                self.tracker.state,
+                State::Fixed(_)
+                    | State::ChunkSize
+                    | State::ChunkData(_)
+                    | State::ChunkDataEnd
+                    | State::Trailers
+            )
     }
 }
 
@@ -454,9 +529,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FramingGuard<I> {
 mod tests {
     use super::*;
 
+    const HEAD: usize = 64 * 1024;
+
     fn run(input: &[u8], max_body: Option<u64>) -> (Arc<Verdict>, Tracker, Option<usize>) {
-        let verdict = Arc::new(Verdict::new(max_body));
-        let mut t = Tracker::new(64 * 1024, max_body);
+        let verdict = Arc::new(Verdict::new(HEAD, max_body));
+        let mut t = Tracker::new(HEAD, max_body);
         // Byte by byte and all at once must agree; feed in two uneven pieces.
         let mid = input.len() / 3;
         let mut cut = None;
@@ -486,8 +563,8 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         let input = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
 POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
 POST /c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let verdict = Verdict::new(None);
-        let mut t = Tracker::new(64 * 1024, None);
+        let verdict = Verdict::new(HEAD, None);
+        let mut t = Tracker::new(HEAD, None);
         for b in input.iter() {
             let _ = t.feed(std::slice::from_ref(b), &verdict);
         }
@@ -555,5 +632,105 @@ POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r
         let (v, t, _) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None);
         assert_eq!(t.state, State::Off);
         assert!(v.refusal(0).is_none());
+    }
+
+    /// A keep-alive GET padded in front with CRLFs to `total` bytes.
+    fn padded_get(total: usize) -> Vec<u8> {
+        let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut out = b"\r\n".repeat((total - get.len()) / 2);
+        out.extend_from_slice(get);
+        assert_eq!(out.len(), total);
+        out
+    }
+
+    const DUP_CL: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nX";
+
+    #[test]
+    fn a_padded_head_over_the_limit_is_flagged_431_not_ignored() {
+        // Before: the guard switched itself off here, and the duplicate Content-Length behind the
+        // padded head went unflagged.
+        for total in [HEAD + 2, HEAD + 4096] {
+            let mut input = padded_get(total);
+            input.extend_from_slice(DUP_CL);
+            let (v, t, _) = run(&input, None);
+            assert_eq!(
+                v.refusal(0),
+                Some(LimitRefusal::HeadTooLarge { max: HEAD }),
+                "{total}"
+            );
+            assert_eq!(v.refusal(0).map(|r| r.status().as_u16()), Some(431));
+            assert!(v.refusal(1).is_some(), "later requests are refused too");
+            assert!(t.line.capacity() == 0, "nothing kept after flagging");
+        }
+    }
+
+    #[test]
+    fn a_head_at_the_limit_leaves_the_guard_watching_the_next_request() {
+        let mut input = padded_get(HEAD);
+        input.extend_from_slice(DUP_CL);
+        let (v, _, _) = run(&input, None);
+        assert!(v.refusal(0).is_none());
+        assert_eq!(
+            v.refusal(1),
+            Some(LimitRefusal::AmbiguousFraming {
+                reason: framing::DUPLICATE_CL
+            })
+        );
+    }
+
+    #[test]
+    fn trailers_count_against_the_head_limit() {
+        let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        input.extend_from_slice(format!("x-t: {}\r\n\r\n", "t".repeat(HEAD)).as_bytes());
+        let (v, _, _) = run(&input, None);
+        assert_eq!(v.refusal(0), Some(LimitRefusal::HeadTooLarge { max: HEAD }));
+    }
+
+    #[test]
+    fn a_long_chunk_line_is_refused_not_skipped() {
+        // Before: a chunk extension over 4 KiB (hyper allows 16 KiB) switched the guard off.
+        let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        input.extend_from_slice(
+            format!("5;x={}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000)).as_bytes(),
+        );
+        input.extend_from_slice(DUP_CL);
+        let (v, _, _) = run(&input, None);
+        assert_eq!(
+            v.refusal(0),
+            Some(LimitRefusal::AmbiguousFraming {
+                reason: framing::BAD_CHUNK
+            })
+        );
+    }
+
+    #[test]
+    fn heads_the_guard_cannot_read_are_flagged_not_skipped() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nno colon here\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+            // `str::parse` takes a leading `+`; hyper does not (found writing the fuzz target).
+            b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+        ] {
+            let mut input = head.to_vec();
+            input.extend_from_slice(DUP_CL);
+            let (v, _, _) = run(&input, None);
+            assert_eq!(
+                v.refusal(0).map(|r| r.status().as_u16()),
+                Some(400),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn an_h2_preface_after_a_request_does_not_turn_the_guard_off() {
+        let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPRI * HTTP/2.0\r\n\r\n".to_vec();
+        input.extend_from_slice(DUP_CL);
+        let (v, t, _) = run(&input, None);
+        assert!(v.refusal(1).is_none());
+        assert_eq!(t.heads, 3);
+        assert_eq!(v.refusal(2).map(|r| r.status().as_u16()), Some(400));
     }
 }

@@ -64,6 +64,12 @@ pub enum LimitRefusal {
         /// The limit.
         max: usize,
     },
+    /// 431: the HTTP/1 request head, with any blank lines sent before it, is larger than the
+    /// framing guard follows.
+    HeadTooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// 413: the declared or received body is larger than allowed.
     BodyTooLarge {
         /// The limit.
@@ -81,9 +87,9 @@ impl LimitRefusal {
     pub fn status(&self) -> StatusCode {
         match self {
             LimitRefusal::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            LimitRefusal::TooManyHeaders { .. } | LimitRefusal::HeadersTooLarge { .. } => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
+            LimitRefusal::TooManyHeaders { .. }
+            | LimitRefusal::HeadersTooLarge { .. }
+            | LimitRefusal::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LimitRefusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             LimitRefusal::AmbiguousFraming { .. } => StatusCode::BAD_REQUEST,
         }
@@ -104,6 +110,10 @@ impl LimitRefusal {
             LimitRefusal::HeadersTooLarge { bytes, max } => json!({
                 "error": "request_header_fields_too_large",
                 "message": format!("the request headers are {bytes} bytes; the limit is {max}"),
+            }),
+            LimitRefusal::HeadTooLarge { max } => json!({
+                "error": "request_header_fields_too_large",
+                "message": format!("the request head is larger than the {max}-byte limit"),
             }),
             LimitRefusal::BodyTooLarge { max } => json!({
                 "error": "payload_too_large",
@@ -184,8 +194,14 @@ fn check_headers(headers: &http::HeaderMap, limits: &RequestLimits) -> Result<()
 
 /// `Content-Length` with `Transfer-Encoding`, or `Content-Length` more than once: RFC 9112 §6.1
 /// and §6.3 let a server treat these as errors, and a proxy should, because the next hop may
-/// frame the message differently.
+/// frame the message differently. Likewise a second `Host` line (RFC 9112 §3.2 requires a 400):
+/// a next hop may route on either one.
 fn check_framing(headers: &http::HeaderMap) -> Result<(), LimitRefusal> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(LimitRefusal::AmbiguousFraming {
+            reason: framing::DUPLICATE_HOST,
+        });
+    }
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     if lengths > 0 && headers.contains_key(header::TRANSFER_ENCODING) {
         return Err(LimitRefusal::AmbiguousFraming {
@@ -223,8 +239,14 @@ pub(crate) mod framing {
         "the request has both Content-Length and Transfer-Encoding; send only one";
     /// `Content-Length` repeated.
     pub(crate) const DUPLICATE_CL: &str = "the request has more than one Content-Length";
+    /// `Host` repeated.
+    pub(crate) const DUPLICATE_HOST: &str =
+        "the request has more than one Host header (RFC 9112 section 3.2); send exactly one";
     /// A chunk-size line that is not hexadecimal.
     pub(crate) const BAD_CHUNK: &str = "the request body has an invalid chunk size line";
+    /// A header line or framing header popgate cannot read, so it cannot tell where the body ends.
+    pub(crate) const UNFOLLOWABLE: &str =
+        "the request has a malformed header line, Content-Length or Transfer-Encoding";
 }
 
 #[cfg(test)]
@@ -291,6 +313,13 @@ mod tests {
         assert_eq!(check_request(&dup, &limits).unwrap_err().status(), 400);
         let list = req(|b| b.uri("/").header("content-length", "3, 3"));
         assert_eq!(check_request(&list, &limits).unwrap_err().status(), 400);
+        let hosts = req(|b| b.uri("/").header("host", "a").header("host", "a"));
+        assert_eq!(
+            check_request(&hosts, &limits),
+            Err(LimitRefusal::AmbiguousFraming {
+                reason: framing::DUPLICATE_HOST
+            })
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use crate::config::limits::{
     DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_LOCAL_ERROR_RESET_STREAMS,
     DEFAULT_H2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_H2_PREFACE_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_RESPONSE_BODY_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 /// Why a TLS listener configuration cannot be built.
@@ -77,6 +77,10 @@ pub struct ConnectionSettings {
     pub header_read_timeout: Duration,
     /// How long a connection may stay with no request in flight (HTTP/1 and HTTP/2).
     pub keep_alive_timeout: Duration,
+    /// Bound on an HTTP/1 request body going without a byte while popgate reads it.
+    pub request_body_timeout: Duration,
+    /// Bound on a write to a caller that stopped reading.
+    pub response_body_timeout: Duration,
     /// Most open caller connections per listener; further callers wait in the listen backlog.
     pub max_connections: usize,
     /// Limits on each request.
@@ -93,6 +97,8 @@ impl Default for ConnectionSettings {
             h2_preface_timeout: DEFAULT_H2_PREFACE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            response_body_timeout: DEFAULT_RESPONSE_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             limits: RequestLimits::default(),
             h2: H2Settings::default(),
@@ -117,6 +123,12 @@ impl ConnectionSettings {
             .tls_handshake_timeout
             .unwrap_or(s.tls_handshake_timeout);
         s.keep_alive_timeout = limits.keep_alive_timeout.unwrap_or(s.keep_alive_timeout);
+        s.request_body_timeout = limits
+            .request_body_timeout
+            .unwrap_or(s.request_body_timeout);
+        s.response_body_timeout = limits
+            .response_body_timeout
+            .unwrap_or(s.response_body_timeout);
         s.h2.max_concurrent_streams = limits
             .h2_max_concurrent_streams
             .unwrap_or(s.h2.max_concurrent_streams);

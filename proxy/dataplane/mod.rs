@@ -25,6 +25,7 @@ pub mod headers;
 pub mod limits;
 pub mod listener;
 pub(crate) mod opening;
+mod progress;
 pub mod request;
 pub(crate) mod request_target;
 pub(crate) mod serve;
@@ -33,5 +34,7 @@ pub mod unix_listener;
 pub mod www_authenticate;
 
 pub use crate::net::client::{UpstreamClient, UpstreamSettings};
+#[doc(hidden)]
+pub use framing_guard::{Followed, follow};
 pub use request::{DataplaneTable, Forwarder, ProxyBody};
 pub use server::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};

@@ -3,7 +3,9 @@
 
 pub mod client;
 pub mod connect;
-pub mod pool_gate;
+pub(crate) mod pool_gate;
+pub(crate) mod read_ahead_budget;
 pub mod token_transport;
+pub(crate) mod trailers;
 pub(crate) mod upstream_body;
 pub mod upstream_tls;

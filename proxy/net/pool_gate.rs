@@ -110,7 +110,7 @@ impl Admission {
 }
 
 /// Every host's gate of one client (one snapshot). Cheap to share.
-pub struct PoolGate {
+pub(crate) struct PoolGate {
     settings: UpstreamPool,
     /// Read lock-free per request; written (copy, insert, swap) only when a new host appears.
     hosts: ArcSwap<HashMap<Box<str>, Arc<HostGate>>>,
@@ -130,7 +130,7 @@ impl fmt::Debug for PoolGate {
 
 impl PoolGate {
     /// A gate with `settings`, counting waiters and refusals in `metrics` when given.
-    pub fn new(settings: UpstreamPool, metrics: Option<Arc<PoolMetrics>>) -> Self {
+    pub(crate) fn new(settings: UpstreamPool, metrics: Option<Arc<PoolMetrics>>) -> Self {
         Self {
             settings,
             hosts: ArcSwap::from_pointee(HashMap::new()),
@@ -140,13 +140,17 @@ impl PoolGate {
     }
 
     /// The bounds this gate applies.
-    pub fn settings(&self) -> &UpstreamPool {
+    pub(crate) fn settings(&self) -> &UpstreamPool {
         &self.settings
     }
 
     /// Admits one request to `authority`, waiting at most `wait_timeout` (and at most
     /// `at_most`, the caller's remaining request time) for a free slot.
-    pub async fn admit(&self, authority: &str, at_most: Duration) -> Result<Admission, PoolBusy> {
+    pub(crate) async fn admit(
+        &self,
+        authority: &str,
+        at_most: Duration,
+    ) -> Result<Admission, PoolBusy> {
         let host = self.host(authority);
         match Arc::clone(&host.slots).try_acquire_owned() {
             Ok(slot) => {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,10 +14,15 @@ use http_body_util::BodyExt as _;
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use super::read_ahead_budget::{Budget, Reservation};
+use super::trailers::filter_request_trailers;
+
 pub(crate) use crate::config::limits::MAX_REPLAY_BODY;
 
-/// How long to read ahead for a body of unknown length before streaming what arrived: a caller
-/// that sends slowly or waits for the response before sending more must never stall on us.
+/// How long to read ahead before streaming what arrived, whether or not the length was declared:
+/// a caller that sends slowly or waits for the response before sending more must never stall on
+/// us, and one that declares a length and stalls must not hold its share of the read-ahead budget
+/// (the stall itself is then cut off by `limits.request_body_timeout`).
 pub(crate) const REPLAY_READ_AHEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// A request body on its way upstream.
@@ -28,11 +34,14 @@ pub enum UpstreamBody {
     Buffered {
         chunks: VecDeque<Bytes>,
         trailers: Option<HeaderMap>,
+        /// Its share of the process's read-ahead budget, shared with replay copies.
+        reserved: Option<Arc<Reservation>>,
     },
     /// What was read ahead, then the rest of the caller's stream.
     Prefixed {
         prefix: VecDeque<Bytes>,
         rest: Incoming,
+        reserved: Option<Arc<Reservation>>,
     },
     /// A body under a route's `max_body_bytes`: it fails with
     /// [`http_body_util::LengthLimitError`] once more bytes pass, so the upstream sees an aborted
@@ -47,9 +56,14 @@ impl UpstreamBody {
     /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.
     pub fn replayable(&self) -> Option<UpstreamBody> {
         match self {
-            UpstreamBody::Buffered { chunks, trailers } => Some(UpstreamBody::Buffered {
+            UpstreamBody::Buffered {
+                chunks,
+                trailers,
+                reserved,
+            } => Some(UpstreamBody::Buffered {
                 chunks: chunks.clone(),
                 trailers: trailers.clone(),
+                reserved: reserved.clone(),
             }),
             _ => None,
         }
@@ -77,6 +91,28 @@ impl UpstreamBody {
         UpstreamBody::Buffered {
             chunks: VecDeque::new(),
             trailers: None,
+            reserved: None,
+        }
+    }
+
+    /// The next frame as the caller sent it (trailers not yet filtered).
+    fn poll_raw_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Buffered {
+                chunks, trailers, ..
+            } => match chunks.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
+            UpstreamBody::Prefixed { prefix, rest, .. } => match prefix.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
+            },
+            UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 }
@@ -89,25 +125,27 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Buffered { chunks, trailers } => match chunks.pop_front() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
-            },
-            UpstreamBody::Prefixed { prefix, rest } => match prefix.pop_front() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
-            },
-            UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
-        }
+        // The caller's trailers are filtered like its headers, whichever way the body came.
+        self.get_mut()
+            .poll_raw_frame(cx)
+            .map_ok(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    filter_request_trailers(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streaming(body) => body.is_end_stream(),
-            UpstreamBody::Buffered { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
-            UpstreamBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            UpstreamBody::Buffered {
+                chunks, trailers, ..
+            } => chunks.is_empty() && trailers.is_none(),
+            UpstreamBody::Prefixed { prefix, rest, .. } => {
+                prefix.is_empty() && rest.is_end_stream()
+            }
             UpstreamBody::Limited(body) => body.is_end_stream(),
         }
     }
@@ -117,7 +155,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Streaming(body) => body.size_hint(),
             UpstreamBody::Buffered { chunks, .. } => SizeHint::with_exact(len(chunks)),
-            UpstreamBody::Prefixed { prefix, rest } => {
+            UpstreamBody::Prefixed { prefix, rest, .. } => {
                 let read = len(prefix);
                 let hint = rest.size_hint();
                 let mut out = SizeHint::new();
@@ -137,10 +175,18 @@ impl Body for UpstreamBody {
 #[error("the request body could not be read: {0}")]
 pub(crate) struct ReadAheadError(hyper::Error);
 
-/// Prepares a caller's body: bodies known to exceed [`MAX_REPLAY_BODY`] stream untouched; others
-/// are read ahead up to that size (for at most [`REPLAY_READ_AHEAD_WAIT`] when their length is
-/// unknown) and come back `Buffered` (replayable) when complete, `Prefixed` otherwise.
+/// Prepares a caller's body: bodies known to exceed [`MAX_REPLAY_BODY`] stream untouched, and so
+/// do bodies that find the process's read-ahead budget spent; others are read ahead up to that
+/// size for at most [`REPLAY_READ_AHEAD_WAIT`] and come back `Buffered` (replayable) when
+/// complete, `Prefixed` otherwise.
 pub(crate) async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAheadError> {
+    read_ahead_within(body, Budget::process()).await
+}
+
+async fn read_ahead_within(
+    body: Incoming,
+    budget: &'static Budget,
+) -> Result<UpstreamBody, ReadAheadError> {
     if body.is_end_stream() {
         return Ok(UpstreamBody::empty());
     }
@@ -148,34 +194,38 @@ pub(crate) async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAhead
     if hint.lower() > MAX_REPLAY_BODY {
         return Ok(UpstreamBody::Streaming(body));
     }
-    // A declared length is already on its way; only an open-ended stream may stall.
-    let wait = if hint.exact().is_some() {
-        None
-    } else {
-        Some(REPLAY_READ_AHEAD_WAIT)
+    // The share a read-ahead may fill: the declared length, else the replay cap.
+    let share = hint.exact().unwrap_or(MAX_REPLAY_BODY).min(MAX_REPLAY_BODY);
+    let Some(reserved) = budget.reserve(share) else {
+        tracing::info!(
+            share,
+            in_use = budget.used(),
+            "read-ahead budget spent; body streamed without a replay"
+        );
+        return Ok(UpstreamBody::Streaming(body));
     };
+    let reserved = Some(reserved);
     let mut body = body;
     let mut chunks = VecDeque::new();
     let mut read = 0u64;
-    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    let deadline = tokio::time::Instant::now() + REPLAY_READ_AHEAD_WAIT;
     loop {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => {
-                    return Ok(UpstreamBody::Prefixed {
-                        prefix: chunks,
-                        rest: body,
-                    });
-                }
-            },
-            None => body.frame().await,
+        let next = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                return Ok(UpstreamBody::Prefixed {
+                    prefix: chunks,
+                    rest: body,
+                    reserved,
+                });
+            }
         };
         match next {
             None => {
                 return Ok(UpstreamBody::Buffered {
                     chunks,
                     trailers: None,
+                    reserved,
                 });
             }
             Some(Err(e)) => return Err(ReadAheadError(e)),
@@ -187,6 +237,7 @@ pub(crate) async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAhead
                         return Ok(UpstreamBody::Prefixed {
                             prefix: chunks,
                             rest: body,
+                            reserved,
                         });
                     }
                 }
@@ -195,6 +246,7 @@ pub(crate) async fn read_ahead(body: Incoming) -> Result<UpstreamBody, ReadAhead
                     return Ok(UpstreamBody::Buffered {
                         chunks,
                         trailers: frame.into_trailers().ok(),
+                        reserved,
                     });
                 }
             },
@@ -213,6 +265,7 @@ mod tests {
                 .map(|c| Bytes::from_static(c.as_bytes()))
                 .collect(),
             trailers: None,
+            reserved: None,
         }
     }
 

@@ -72,6 +72,7 @@ identities:
     client_id: d3adb33f-c0de-ed0c-c0de-deadb33fc0d3
     certificate: {{ cert_file: {cert}, key_file: {key} }}
     region: westus3
+    allow_insecure_key_permissions: true # the demo key is checked out 0644
 routes:
 {routes}"#,
         cert = dev.join("app.pem").display(),

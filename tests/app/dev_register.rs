@@ -104,6 +104,11 @@ fn config_with(identities: &str) -> (tempfile::TempDir, popgate::config::Config)
     let yaml = format!(
         "version: 1\nlisteners:\n  - address: 127.0.0.1:3128\nidentities:\n{identities}routes:\n  - name: r\n    match: {{ host: graph.microsoft.com }}\n    resource: https://graph.microsoft.com\n    flow: vanilla\n    identity: x\n    token_type: bearer\n"
     )
+    // The demo key is checked out 0644 (git keeps no 0600).
+    .replace(
+        "key_file: KEY }\n",
+        "key_file: KEY }\n    allow_insecure_key_permissions: true\n",
+    )
     .replace("CERT", &dev.join("app.pem").display().to_string())
     .replace("KEY", &dev.join("app.key").display().to_string());
     let path = dir.path().join("routes.yaml");

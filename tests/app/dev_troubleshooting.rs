@@ -43,7 +43,8 @@ fn write_config(dir: &tempfile::TempDir, identities: &str, routes: &str) -> Path
 
 fn app_identity() -> String {
     format!(
-        "  app:\n    kind: confidential_client\n    tenant_id: {TENANT}\n    client_id: {APP_ID}\n    certificate: {}\n    region: westus3\n",
+        // The demo key is checked out 0644 (git keeps no 0600).
+        "  app:\n    kind: confidential_client\n    tenant_id: {TENANT}\n    client_id: {APP_ID}\n    certificate: {}\n    region: westus3\n    allow_insecure_key_permissions: true\n",
         cert_files("app.pem", "app.key")
     )
 }

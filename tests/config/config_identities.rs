@@ -438,3 +438,58 @@ fn workload_identity_env_values_are_validated_too() {
         "client_id `not-a-guid` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
     );
 }
+
+/// Sets `name`'s permission bits in the fixture directory.
+fn chmod(f: &Fixture, name: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(f.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_world_readable_key_file_is_refused_at_its_key() {
+    // The attack this stops: any user on the host copies the key and presents the certificate
+    // the identity's tokens are bound to. Before, the key loaded with a warning.
+    let f = Fixture::new();
+    for mode in [0o644, 0o604, 0o602] {
+        chmod(&f, "app.key", mode);
+        f.assert_error(
+            &with_identities(&app_with("app.pem", "app.key"), "a"),
+            10,
+            17,
+            &format!(
+                "key_file `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` on the identity",
+                f.shown("app.key")
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_group_readable_key_file_loads_and_the_identity_can_allow_a_world_readable_one() {
+    let f = Fixture::new();
+    // Group-readable (a Kubernetes fsGroup mount): loads (with its warning).
+    chmod(&f, "app.key", 0o640);
+    f.load(&with_identities(&app_with("app.pem", "app.key"), "a"))
+        .expect("a group-readable key loads");
+    // World-readable, explicitly allowed on the identity: loads, for certificate apps and
+    // static identities alike.
+    chmod(&f, "app.key", 0o644);
+    let allowed = format!(
+        "{}    allow_insecure_key_permissions: true\n",
+        app_with("app.pem", "app.key")
+    );
+    f.load(&with_identities(&allowed, "a"))
+        .expect("allowed on the identity");
+    let byo = "  byo: {kind: static, token_file: token.jwt, allow_insecure_key_permissions: true, certificate: {cert_file: app.pem, key_file: app.key}}\n";
+    f.load(&with_identities(byo, "byo"))
+        .expect("allowed on a static identity");
+    // Not a key of identities without a certificate.
+    let sami = "  sami: {kind: managed_identity, allow_insecure_key_permissions: true}\n";
+    let errors = f.errors(&with_identities(sami, "sami"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("`allow_insecure_key_permissions` is not a key")),
+        "{errors:?}"
+    );
+}

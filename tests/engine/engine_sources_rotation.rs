@@ -12,6 +12,7 @@ fn write_pair(dir: &Path, cert_pem: &str, key_pem: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("tls.crt"), cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), key_pem).unwrap();
+    crate::kit::private_key_mode(&dir.join("tls.key"));
 }
 
 /// Points `link` at `target` atomically (a new symlink renamed over the old), as kubelet does.

@@ -101,3 +101,36 @@ fn unknown_limit_keys_and_non_numbers_are_refused() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains(":3:"), "{errors:?}");
 }
+
+#[test]
+fn body_deadlines_reach_the_listener_settings_and_bad_ones_are_errors_at_their_value() {
+    let f = Fixture::new();
+    let cfg = f
+        .load(&config(
+            "limits:\n  request_body_timeout: 5s\n  response_body_timeout: 750ms\n",
+            "",
+        ))
+        .unwrap();
+    let s = ConnectionSettings::with_limits(&cfg.limits);
+    assert_eq!(s.request_body_timeout, Duration::from_secs(5));
+    assert_eq!(s.response_body_timeout, Duration::from_millis(750));
+    let defaults = ConnectionSettings::default();
+    assert_eq!(
+        defaults.request_body_timeout,
+        popgate::config::limits::DEFAULT_REQUEST_BODY_TIMEOUT
+    );
+    assert_eq!(
+        defaults.response_body_timeout,
+        popgate::config::limits::DEFAULT_RESPONSE_BODY_TIMEOUT
+    );
+    assert_eq!(
+        f.errors(&config(
+            "limits:\n  request_body_timeout: never\n  response_body_timeout: 5x\n",
+            "",
+        )),
+        vec![
+            f.at(4, 25, "`never` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
+            f.at(5, 26, "`5x` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
+        ]
+    );
+}

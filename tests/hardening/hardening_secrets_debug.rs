@@ -230,8 +230,9 @@ fn a_key_file_readable_by_group_or_others_is_warned_about_without_its_content() 
         }
         assert_clean("key warning log", &text, &secrets);
     }
-    // The same check applies wherever keys are loaded: the config loader warns too.
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The same check applies wherever keys are loaded: the config loader warns too, for a
+    // group-readable key (a world-readable one is refused there: config_identities).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let logs = LogCapture::default();
     {
         let _guard = logs.install();

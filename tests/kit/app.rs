@@ -325,6 +325,7 @@ pub fn publish_k8s_secret(dir: &Path, name: &str, cert_pem: &str, key_pem: &str)
     std::fs::create_dir(&generation).unwrap();
     std::fs::write(generation.join("app.pem"), cert_pem).unwrap();
     std::fs::write(generation.join("app.key"), key_pem).unwrap();
+    super::private_key_mode(&generation.join("app.key"));
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(name, &tmp).unwrap();

@@ -66,6 +66,7 @@ pub fn resolve_yaml(
 pub fn write_credential(dir: &Path, credential: &AppCredential) {
     std::fs::write(dir.join("app.pem"), &credential.cert_pem).expect("write app.pem");
     std::fs::write(dir.join("app.key"), credential.key_pem.as_bytes()).expect("write app.key");
+    super::private_key_mode(&dir.join("app.key"));
 }
 
 /// A new temp dir holding the authority's CA (`ca.pem`) and `credential` (`app.pem` / `app.key`).

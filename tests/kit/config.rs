@@ -63,9 +63,13 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
+    /// Writes `name`; a `.key` file gets mode 0600, as popgate refuses world-readable keys.
     pub fn write(&self, name: &str, data: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, data).unwrap();
+        if name.ends_with(".key") {
+            super::private_key_mode(&p);
+        }
         p
     }
 

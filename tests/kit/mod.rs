@@ -43,3 +43,9 @@ pub mod signed_tokens;
 pub fn repo_root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Gives a private key file mode 0600: popgate refuses a key file any user may read.
+pub fn private_key_mode(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

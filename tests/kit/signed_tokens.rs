@@ -110,6 +110,7 @@ pub fn issue(authority: &Authority, dir: &Path, name: &str) -> (PathBuf, PathBuf
     let key_file = dir.join(format!("{name}.key"));
     std::fs::write(&cert_file, &credential.cert_pem).unwrap();
     std::fs::write(&key_file, credential.key_pem.as_bytes()).unwrap();
+    super::private_key_mode(&key_file);
     let binding = cert_files::load_binding_cert(&cert_file, &key_file).unwrap();
     (cert_file, key_file, binding)
 }

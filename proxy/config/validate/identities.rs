@@ -103,11 +103,16 @@ fn allowed_keys(kind: IdentityKind) -> &'static [&'static str] {
             "certificate",
             "region",
             "authority_host",
+            "allow_insecure_key_permissions",
         ],
         IdentityKind::WorkloadIdentity => {
             &["client_id", "tenant_id", "token_file", "authority_host"]
         }
-        IdentityKind::Static => &["token_file", "certificate"],
+        IdentityKind::Static => &[
+            "token_file",
+            "certificate",
+            "allow_insecure_key_permissions",
+        ],
     }
 }
 
@@ -135,6 +140,12 @@ fn present_keys(raw: &RawIdentity) -> Vec<(&'static str, Location)> {
             raw.authority_host.as_ref().map(|v| v.referenced),
         ),
         ("token_file", raw.token_file.as_ref().map(|v| v.referenced)),
+        (
+            "allow_insecure_key_permissions",
+            raw.allow_insecure_key_permissions
+                .as_ref()
+                .map(|v| v.referenced),
+        ),
     ]
     .into_iter()
     .filter_map(|(k, at)| at.map(|at| (k, at)))
@@ -303,15 +314,23 @@ fn required<'r>(
     value
 }
 
+/// Whether the identity lets its key file be readable by others.
+fn allows_insecure_key(raw: &RawIdentity) -> bool {
+    raw.allow_insecure_key_permissions
+        .as_ref()
+        .is_some_and(|v| v.value)
+}
+
 fn certificate(
     cx: &mut Ctx<'_>,
     raw: &S<RawCertificate>,
+    allow_insecure_key: bool,
 ) -> Option<(BindingCert, CertificateFiles)> {
     let c = &raw.value;
     let pem = c.cert_file.is_some() || c.key_file.is_some();
     let p12 = c.pkcs12_file.is_some() || c.password_env.is_some();
     match (pem, p12) {
-        (true, false) => pem_certificate(cx, raw),
+        (true, false) => pem_certificate(cx, raw, allow_insecure_key),
         (false, true) => pkcs12_certificate(cx, raw),
         (true, true) => {
             cx.error(
@@ -350,6 +369,7 @@ fn certificate_key<'r>(
 fn pem_certificate(
     cx: &mut Ctx<'_>,
     raw: &S<RawCertificate>,
+    allow_insecure_key: bool,
 ) -> Option<(BindingCert, CertificateFiles)> {
     let c = &raw.value;
     let cert = certificate_key(cx, raw, "cert_file", "key_file", c.cert_file.as_ref());
@@ -357,6 +377,7 @@ fn pem_certificate(
     let (cert, key) = (cert?, key?);
     let (cert_file, key_file) = (cx.path(&cert.value), cx.path(&key.value));
     match cert_files::load_binding_cert(&cert_file, &key_file) {
+        Ok(_) if !allow_insecure_key && world_readable_key(cx, key, &key_file) => None,
         Ok(b) => Some((
             b,
             CertificateFiles::Pem {
@@ -373,6 +394,23 @@ fn pem_certificate(
             None
         }
     }
+}
+
+/// Any user on the host could copy a world-readable key and present the certificate the
+/// identity's tokens are bound to: an error at `key_file`. Group-readable stays a warning
+/// (Kubernetes `fsGroup` mounts are group-readable by design).
+fn world_readable_key(cx: &mut Ctx<'_>, key: &S<String>, key_file: &std::path::Path) -> bool {
+    let Some(mode) = cert_files::world_accessible_mode(key_file) else {
+        return false;
+    };
+    cx.error(
+        key.referenced,
+        format!(
+            "key_file `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` on the identity",
+            key_file.display()
+        ),
+    );
+    true
 }
 
 fn pkcs12_certificate(
@@ -447,7 +485,7 @@ fn confidential_client(
     let authority_host = authority(cx, raw.authority_host.as_ref());
     let certificate = match &raw.certificate {
         None => Some(None),
-        Some(c) => certificate(cx, c).map(Some),
+        Some(c) => certificate(cx, c, allows_insecure_key(raw)).map(Some),
     };
     let (certificate, certificate_files) = match certificate? {
         Some((cert, files)) => (Some(cert), Some(files)),
@@ -547,7 +585,7 @@ fn static_identity(cx: &mut Ctx<'_>, name: &str, raw: &RawIdentity) -> Option<St
             }
         });
     let certificate = match &raw.certificate {
-        Some(c) => certificate(cx, c).map(|(cert, _files)| cert),
+        Some(c) => certificate(cx, c, allows_insecure_key(raw)).map(|(cert, _files)| cert),
         None => {
             cx.error(
                 raw.kind.referenced,

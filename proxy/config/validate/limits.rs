@@ -62,6 +62,8 @@ pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
         )
         .map(to_usize),
         header_read_timeout: duration(cx, "header_read_timeout", &raw.header_read_timeout),
+        request_body_timeout: duration(cx, "request_body_timeout", &raw.request_body_timeout),
+        response_body_timeout: duration(cx, "response_body_timeout", &raw.response_body_timeout),
         h2_max_concurrent_streams: within(
             cx,
             "h2_max_concurrent_streams",

@@ -93,6 +93,12 @@ pub fn rewrite(fill: impl Fn(&str, &str) -> (String, String)) -> RewrittenConfig
             let local = dir.path().join(path.trim_start_matches('/'));
             std::fs::create_dir_all(local.parent().unwrap()).unwrap();
             std::fs::write(&local, pem).unwrap();
+            if path == key {
+                // As the DaemonSet mounts it (`defaultMode: 0440`): popgate refuses a key any
+                // user may read.
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o440)).unwrap();
+            }
             text = text.replace(path.as_str(), local.to_str().unwrap());
         }
     }
