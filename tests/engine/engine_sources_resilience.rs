@@ -6,7 +6,6 @@ use crate::kit::credentials::*;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-const APP_POP: &str = "    flow: vanilla\n    identity: app\n    token_type: mtls_pop";
 const UAMI_POP: &str = "    flow: vanilla\n    identity: uami";
 const UAMI_BEARER: &str = "    flow: vanilla\n    identity: uami\n    token_type: bearer";
 
@@ -264,16 +263,7 @@ async fn imds_without_v2_is_a_clear_error_and_never_falls_back() {
 
 #[tokio::test]
 async fn dropped_connection_names_the_host() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
-    env.authority.faults().push(Endpoint::Token, Fault::Drop, 1);
-    let err = try_get(&credential).await.unwrap_err();
-    assert!(
-        err.message.contains("mtlsauth.microsoft.com"),
-        "{}",
-        err.message
-    );
-    assert_eq!(env.count(Endpoint::Token), 1);
+    app_pop_error(Fault::Drop).await;
 }
 
 #[tokio::test]
