@@ -56,6 +56,11 @@ fn some_binding() -> BindingCert {
 }
 
 /// The error must name `error`, the AADSTS code and the correlation id.
+/// The error parsing the token endpoint's answer `status` with the body of vector `name`.
+fn refusal(name: &str, status: StatusCode, token_type: TokenType) -> ResponseError {
+    parse_token_response(status, &vector(name), token_type, at(0), None).unwrap_err()
+}
+
 fn assert_names(err: &ResponseError, error: &str, aadsts: u32, correlation_id: &str) {
     let shown = err.to_string();
     assert!(shown.contains(error), "{shown}");
@@ -133,15 +138,11 @@ fn imds_v2_leg_token_with_string_expiry() {
 
 #[test]
 fn invalid_client_names_error_code_and_correlation_id() {
-    let body = vector("ests-error-invalid-client-400.json");
-    let err = parse_token_response(
+    let err = refusal(
+        "ests-error-invalid-client-400.json",
         StatusCode::BAD_REQUEST,
-        &body,
         TokenType::MtlsPop,
-        at(0),
-        None,
-    )
-    .unwrap_err();
+    );
     assert_names(
         &err,
         "invalid_client",
@@ -164,15 +165,11 @@ fn invalid_client_names_error_code_and_correlation_id() {
 
 #[test]
 fn throttled_429_is_not_retried_and_blocks_for_retry_after() {
-    let body = vector("ests-throttled-429.json");
-    let err = parse_token_response(
+    let err = refusal(
+        "ests-throttled-429.json",
         StatusCode::TOO_MANY_REQUESTS,
-        &body,
         TokenType::Bearer,
-        at(0),
-        None,
-    )
-    .unwrap_err();
+    );
     assert_names(
         &err,
         "Server overload",
