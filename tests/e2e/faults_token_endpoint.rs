@@ -16,20 +16,6 @@ const PERSISTENT: usize = 10_000;
 /// of the lifetime, so an 8 s token is usable for 6 s (and still valid for 2 s after that).
 const SHORT_LIFETIME: Duration = Duration::from_secs(8);
 
-/// The fault is over: waits until the route serves again and loads `/back`, all echoes (`phase`).
-async fn back(s: &Scenario, phase: &str) -> Tally {
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only(phase, &[ECHO]);
-    back
-}
-
-/// Asserts the resource never refused a token and prints the table row `label` for `total`.
-fn report(s: &Scenario, label: &str, total: &Tally) {
-    let seen = s.assert_resource_never_refused_token();
-    row(label, total, seen);
-}
-
 /// The token endpoint answers `code` (with `body`) the next `times` requests.
 fn status(
     authority: &Authority,
@@ -80,10 +66,9 @@ async fn token_endpoint_down_while_token_cached_then_expired() {
         .settings()
         .set_lifetime(Duration::from_secs(3599));
     s.authority.faults().clear();
-    let back = back(&s, "back").await;
+    let back = s.back("back").await;
 
-    report(
-        &s,
+    s.report(
         "token endpoint down (Drop), token cached → expires → endpoint back",
         &Tally::sum(&[&cached, &expired, &back]),
     );
@@ -116,10 +101,9 @@ async fn token_endpoint_down_before_any_token() {
     );
 
     s.authority.faults().clear();
-    let back = back(&s, "back").await;
+    let back = s.back("back").await;
 
-    report(
-        &s,
+    s.report(
         "token endpoint down (Drop) before any token → back",
         &Tally::sum(&[&down, &back]),
     );
@@ -142,8 +126,7 @@ async fn slow_token_endpoint() {
         1,
         "one acquisition for all concurrent callers (single-flight)"
     );
-    report(
-        &s,
+    s.report(
         "token endpoint slow (1.5 s latency), load from start",
         &slow,
     );
@@ -169,9 +152,8 @@ async fn token_endpoint_429_with_retry_after() {
         "a 429 is never retried and Retry-After blocks identical requests"
     );
 
-    let back = back(&s, "after Retry-After").await;
-    report(
-        &s,
+    let back = s.back("after Retry-After").await;
+    s.report(
         "token endpoint 429 + Retry-After: 3 → after",
         &Tally::sum(&[&throttled, &back]),
     );
@@ -187,7 +169,7 @@ async fn token_endpoint_500_once_is_retried() {
     let retried = s.load("/retried").await;
     retried.assert_only("500 once", &[ECHO]);
     assert_eq!(s.count(Endpoint::Token), 2, "one 500, one successful retry");
-    report(&s, "token endpoint 500 once (retried after 1 s)", &retried);
+    s.report("token endpoint 500 once (retried after 1 s)", &retried);
     s.shutdown().await;
 }
 
@@ -207,9 +189,8 @@ async fn token_endpoint_503_persisting() {
     s.wait_failed().await;
     let failing = s.load("/failing").await;
     failing.assert_only("503 twice", &[NO_TOKEN, ECHO]);
-    let back = back(&s, "back").await;
-    report(
-        &s,
+    let back = s.back("back").await;
+    s.report(
         "token endpoint 503 ×2 (retry fails too) → backoff → back",
         &Tally::sum(&[&failing, &back]),
     );
