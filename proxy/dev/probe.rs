@@ -259,11 +259,21 @@ mod tests {
         }
     }
 
+    /// A blank row judged from an answer: `status`, WWW-Authenticate and body.
+    fn judged(
+        wanted: TokenType,
+        status: u16,
+        www_authenticate: Option<String>,
+        body: &[u8],
+    ) -> ProbeResult {
+        let mut r = blank();
+        judge(&mut r, wanted, status, www_authenticate, body);
+        r
+    }
+
     #[test]
     fn pop_rows_need_matching_thumbprints() {
-        let mut r = blank();
-        judge(
-            &mut r,
+        let r = judged(
             TokenType::MtlsPop,
             200,
             None,
@@ -271,9 +281,7 @@ mod tests {
         );
         assert!(r.ok());
         assert_eq!(r.binding, "yes");
-        let mut r = blank();
-        judge(
-            &mut r,
+        let r = judged(
             TokenType::MtlsPop,
             200,
             None,
@@ -285,41 +293,23 @@ mod tests {
 
     #[test]
     fn bearer_rows_and_downgrades() {
-        let mut r = blank();
-        judge(
-            &mut r,
-            TokenType::Bearer,
-            200,
-            None,
-            br#"{"scheme":"bearer"}"#,
-        );
+        let r = judged(TokenType::Bearer, 200, None, br#"{"scheme":"bearer"}"#);
         assert!(r.ok());
         assert_eq!(r.binding, BINDING_NOT_APPLICABLE);
-        let mut r = blank();
-        judge(
-            &mut r,
-            TokenType::MtlsPop,
-            200,
-            None,
-            br#"{"scheme":"bearer"}"#,
-        );
+        let r = judged(TokenType::MtlsPop, 200, None, br#"{"scheme":"bearer"}"#);
         assert!(r.problem.unwrap().contains("scheme `bearer`"));
     }
 
     #[test]
     fn failures_carry_popgates_cause_on_one_line() {
-        let mut r = blank();
-        judge(
-            &mut r,
+        let r = judged(
             TokenType::Bearer,
             503,
             None,
             b"{\"error\":\"no_token\",\"cause\":\"AADSTS700016: unknown\\napp\"}",
         );
         assert_eq!(r.problem.unwrap(), "no_token: AADSTS700016: unknown app");
-        let mut r = blank();
-        judge(
-            &mut r,
+        let r = judged(
             TokenType::Bearer,
             401,
             Some("Bearer error=\"invalid_token\"".into()),

@@ -297,6 +297,45 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    /// `get` for `key`, acquiring an hour's token `secret` if it has to; panics on an error.
+    async fn get_or_acquire(
+        cache: &TokenCache<String>,
+        key: &CacheKey,
+        secret: &str,
+    ) -> CachedToken {
+        cache
+            .get(key, || async { Ok(token(secret, HOUR)) })
+            .await
+            .unwrap()
+    }
+
+    /// `refresh` for `key` from generation `seen`, acquiring `fresh` if it has to; panics on an
+    /// error.
+    async fn refresh_with(
+        cache: &TokenCache<String>,
+        key: &CacheKey,
+        seen: Option<u64>,
+        fresh: Token,
+    ) -> CachedToken {
+        cache
+            .refresh(key, seen, || async { Ok(fresh) })
+            .await
+            .unwrap()
+    }
+
+    /// A `get` for `key()` whose acquisition is throttled (a 429) with `retry_after`: its error.
+    async fn throttled(cache: &TokenCache<String>, retry_after: Duration) -> CacheError<String> {
+        cache
+            .get(&key(), || async {
+                Err(Failure {
+                    error: "429".to_string(),
+                    retry_after: Some(retry_after),
+                })
+            })
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_hundred_cold_callers_share_one_acquisition() {
         let cache: Arc<TokenCache<String>> = Arc::new(TokenCache::new(RefreshPolicy::default()));
@@ -342,36 +381,21 @@ mod tests {
         // 4 minutes left of a 1-hour token: inside the 5-minute margin, so not usable.
         let mut stale = token("old", Duration::from_secs(240));
         stale.expires_at = SystemTime::now() + Duration::from_secs(240);
-        cache
-            .refresh(&key(), None, || async { Ok(stale) })
-            .await
-            .unwrap();
-        let got = cache
-            .get(&key(), || async { Ok(token("new", HOUR)) })
-            .await
-            .unwrap();
+        refresh_with(&cache, &key(), None, stale).await;
+        let got = get_or_acquire(&cache, &key(), "new").await;
         // A 240 s lifetime has a 60 s margin (a quarter), so it is still usable right after.
         assert_eq!(got.token.access_token.expose_secret(), "old");
         let mut expired = token("expired", HOUR);
         expired.expires_at = SystemTime::now() - Duration::from_secs(1);
-        cache
-            .refresh(&key(), None, || async { Ok(expired) })
-            .await
-            .unwrap();
-        let got = cache
-            .get(&key(), || async { Ok(token("new", HOUR)) })
-            .await
-            .unwrap();
+        refresh_with(&cache, &key(), None, expired).await;
+        let got = get_or_acquire(&cache, &key(), "new").await;
         assert_eq!(got.token.access_token.expose_secret(), "new");
     }
 
     #[tokio::test]
     async fn failed_refresh_keeps_the_usable_token() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        cache
-            .get(&key(), || async { Ok(token("t1", HOUR)) })
-            .await
-            .unwrap();
+        get_or_acquire(&cache, &key(), "t1").await;
         let err = cache
             .refresh(&key(), None, || async {
                 Err(Failure::new("AADSTS50000".to_string()))
@@ -389,15 +413,7 @@ mod tests {
     #[tokio::test]
     async fn retry_after_blocks_identical_requests() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        let err = cache
-            .get(&key(), || async {
-                Err(Failure {
-                    error: "429".to_string(),
-                    retry_after: Some(Duration::from_secs(120)),
-                })
-            })
-            .await
-            .unwrap_err();
+        let err = throttled(&cache, Duration::from_secs(120)).await;
         assert_eq!(err, CacheError::Acquire("429".to_string()));
         let err = cache
             .get(&key(), || async { panic!("must not call while blocked") })
@@ -414,23 +430,13 @@ mod tests {
         // Another key is not blocked.
         let mut other = key();
         other.scope = "https://vault.azure.net/.default".into();
-        cache
-            .get(&other, || async { Ok(token("v", HOUR)) })
-            .await
-            .unwrap();
+        get_or_acquire(&cache, &other, "v").await;
     }
 
     #[tokio::test]
     async fn retry_after_is_capped_at_an_hour() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        let _ = cache
-            .get(&key(), || async {
-                Err(Failure {
-                    error: "429".to_string(),
-                    retry_after: Some(Duration::from_secs(86_400)),
-                })
-            })
-            .await;
+        let _ = throttled(&cache, Duration::from_secs(86_400)).await;
         match cache.get(&key(), || async { panic!("blocked") }).await {
             Err(CacheError::Blocked { until, .. }) => {
                 assert!(until <= SystemTime::now() + MAX_RETRY_AFTER);
@@ -442,20 +448,11 @@ mod tests {
     #[tokio::test]
     async fn invalidate_drops_only_the_named_generation() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        let first = cache
-            .get(&key(), || async { Ok(token("t1", HOUR)) })
-            .await
-            .unwrap();
-        let second = cache
-            .refresh(&key(), None, || async { Ok(token("t2", HOUR)) })
-            .await
-            .unwrap();
+        let first = get_or_acquire(&cache, &key(), "t1").await;
+        let second = refresh_with(&cache, &key(), None, token("t2", HOUR)).await;
         assert!(!cache.invalidate(&key(), first.generation).await);
         assert!(cache.invalidate(&key(), second.generation).await);
-        let third = cache
-            .get(&key(), || async { Ok(token("t3", HOUR)) })
-            .await
-            .unwrap();
+        let third = get_or_acquire(&cache, &key(), "t3").await;
         assert_eq!(third.token.access_token.expose_secret(), "t3");
         assert!(third.generation > second.generation);
     }
@@ -463,17 +460,9 @@ mod tests {
     #[tokio::test]
     async fn refresh_from_a_stale_generation_reuses_the_newer_token() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        let first = cache
-            .get(&key(), || async { Ok(token("t1", HOUR)) })
-            .await
-            .unwrap();
+        let first = get_or_acquire(&cache, &key(), "t1").await;
         // Route A refreshes first...
-        let second = cache
-            .refresh(&key(), Some(first.generation), || async {
-                Ok(token("t2", HOUR))
-            })
-            .await
-            .unwrap();
+        let second = refresh_with(&cache, &key(), Some(first.generation), token("t2", HOUR)).await;
         // ...route B, scheduled from the same first token, gets t2 without a second acquisition.
         let b = cache
             .refresh(&key(), Some(first.generation), || async {
@@ -488,22 +477,13 @@ mod tests {
     #[tokio::test]
     async fn keys_differ_by_binding_certificate() {
         let cache: TokenCache<String> = TokenCache::new(RefreshPolicy::default());
-        cache
-            .get(&key(), || async { Ok(token("a", HOUR)) })
-            .await
-            .unwrap();
+        get_or_acquire(&cache, &key(), "a").await;
         let mut renewed = key();
         renewed.binding_x5t = Some("renewed-same-key".into());
-        let got = cache
-            .get(&renewed, || async { Ok(token("b", HOUR)) })
-            .await
-            .unwrap();
+        let got = get_or_acquire(&cache, &renewed, "b").await;
         assert_eq!(got.token.access_token.expose_secret(), "b");
         cache.forget_identity("app");
-        let got = cache
-            .get(&key(), || async { Ok(token("c", HOUR)) })
-            .await
-            .unwrap();
+        let got = get_or_acquire(&cache, &key(), "c").await;
         assert_eq!(got.token.access_token.expose_secret(), "c");
     }
 }

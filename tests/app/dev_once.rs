@@ -5,18 +5,13 @@
 use std::io::Write as _;
 
 use crate::kit::dev::*;
+use crate::kit::process::stdout_of_success;
 
 #[test]
 fn shipped_routes_all_ok_with_bindings_verified() {
     let config = repo_root().join("routes.yaml");
     let out = run_dev_once_free_port(&config);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = stdout_of_success(&out);
     let addr = listening_addr(&stdout).expect("bound address printed");
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 

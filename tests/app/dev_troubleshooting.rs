@@ -183,6 +183,35 @@ fn one_failure(results: Vec<ProbeResult>) -> (Option<u16>, String) {
     (r.status, problem)
 }
 
+/// Runs a config of `identities` and one route, `routes`, with `tweak` (see `run_with`); asserts
+/// the route fails with a 503 and returns the cause.
+async fn cause_of_503(
+    identities: &str,
+    routes: &str,
+    tweak: impl FnOnce(&mut Config, &LocalAuthority),
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, identities, routes);
+    let (status, cause) = one_failure(run_with(&path, tweak).await);
+    assert_eq!(status, Some(503), "{cause}");
+    cause
+}
+
+/// A `tweak` for `run_with`: `endpoint` answers every attempt (first try, retries, the
+/// re-acquisition on a probe) with `fault`.
+fn always(endpoint: Endpoint, fault: Fault) -> impl FnOnce(&mut Config, &LocalAuthority) {
+    move |_, local| local.authority.faults().push(endpoint, fault, 50)
+}
+
+/// An HTTP `code` answer with `body` and no Retry-After.
+fn status(code: u16, body: Option<String>) -> Fault {
+    Fault::Status {
+        code,
+        retry_after: None,
+        body,
+    }
+}
+
 fn ests_body(error: &str, code: u32, description: &str) -> String {
     serde_json::json!({
         "error": error,
@@ -197,9 +226,7 @@ fn ests_body(error: &str, code: u32, description: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_client_id_is_aadsts700016_in_the_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &app_identity(), &vanilla("app", "mtls_pop"));
-    let results = run_with(&path, |config, _| {
+    let cause = cause_of_503(&app_identity(), &vanilla("app", "mtls_pop"), |config, _| {
         // A typo'd client id: the app registered is not the one asked for.
         if let Some(popgate::config::model::Identity::ConfidentialClient(cc)) =
             config.identities.get_mut("app")
@@ -208,8 +235,6 @@ async fn unknown_client_id_is_aadsts700016_in_the_503() {
         }
     })
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert!(cause.starts_with("no_token: "), "{cause}");
     assert!(
         cause.contains("token endpoint westus3.mtlsauth.microsoft.com refused: unauthorized_client AADSTS700016 (HTTP 400, correlation id "),
@@ -223,29 +248,23 @@ async fn unknown_client_id_is_aadsts700016_in_the_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_refusals_are_quoted_with_code_and_correlation_id() {
-    for (error, code, status) in [
+    for (error, code, status_code) in [
         ("invalid_client", 7000218u32, 400u16),
         ("invalid_client", 500181, 401),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write_config(&dir, &app_identity(), &vanilla("app", "mtls_pop"));
-        let results = run_with(&path, |_, local| {
-            // Every attempt (first try, retries, the re-acquisition on a probe) is refused.
-            local.authority.faults().push(
-                Endpoint::Token,
-                Fault::Status {
-                    code: status,
-                    retry_after: None,
-                    body: Some(ests_body(error, code, "refused for the test.")),
-                },
-                50,
-            );
-        })
+        // Every attempt (first try, retries, the re-acquisition on a probe) is refused.
+        let refusal = status(
+            status_code,
+            Some(ests_body(error, code, "refused for the test.")),
+        );
+        let cause = cause_of_503(
+            &app_identity(),
+            &vanilla("app", "mtls_pop"),
+            always(Endpoint::Token, refusal),
+        )
         .await;
-        let (http, cause) = one_failure(results);
-        assert_eq!(http, Some(503), "{cause}");
         let expected = format!(
-            "no_token: token endpoint westus3.mtlsauth.microsoft.com refused: {error} AADSTS{code} (HTTP {status}, correlation id 00000000-0000-0000-0000-00000000c0de): AADSTS{code}: refused for the test."
+            "no_token: token endpoint westus3.mtlsauth.microsoft.com refused: {error} AADSTS{code} (HTTP {status_code}, correlation id 00000000-0000-0000-0000-00000000c0de): AADSTS{code}: refused for the test."
         );
         assert_eq!(cause, expected);
     }
@@ -253,25 +272,14 @@ async fn token_endpoint_refusals_are_quoted_with_code_and_correlation_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_answer_to_a_pop_request_is_refused_never_downgraded() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &app_identity(), &vanilla("app", "mtls_pop"));
-    let results = run_with(&path, |_, local| {
-        local.authority.faults().push(
-            Endpoint::Token,
-            Fault::Status {
-                code: 200,
-                retry_after: None,
-                body: Some(
-                    r#"{"token_type":"Bearer","access_token":"a.b.c","expires_in":3599,"ext_expires_in":3599}"#
-                        .into(),
-                ),
-            },
-            50,
-        );
-    })
+    let bearer =
+        r#"{"token_type":"Bearer","access_token":"a.b.c","expires_in":3599,"ext_expires_in":3599}"#;
+    let cause = cause_of_503(
+        &app_identity(),
+        &vanilla("app", "mtls_pop"),
+        always(Endpoint::Token, status(200, Some(bearer.into()))),
+    )
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert_eq!(
         cause,
         "no_token: token endpoint westus3.mtlsauth.microsoft.com: token endpoint response: field `token_type` is \"Bearer\" but \"mtls_pop\" was requested"
@@ -281,18 +289,12 @@ async fn a_bearer_answer_to_a_pop_request_is_refused_never_downgraded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imds_demanding_attestation_is_quoted_with_the_hint() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, SAMI, &vanilla("sami", "mtls_pop"));
-    let results = run_with(&path, |_, local| {
-        local.authority.faults().push(
-            Endpoint::ImdsIssueCredential,
-            Fault::AttestationRequired,
-            50,
-        );
-    })
+    let cause = cause_of_503(
+        SAMI,
+        &vanilla("sami", "mtls_pop"),
+        always(Endpoint::ImdsIssueCredential, Fault::AttestationRequired),
+    )
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert!(
         cause.starts_with("no_token: IMDS http://127.0.0.1:"),
         "{cause}"
@@ -305,22 +307,12 @@ async fn imds_demanding_attestation_is_quoted_with_the_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_imdsv2_is_named_and_pop_never_falls_back_to_bearer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, SAMI, &vanilla("sami", "mtls_pop"));
-    let results = run_with(&path, |_, local| {
-        local.authority.faults().push(
-            Endpoint::ImdsPlatformMetadata,
-            Fault::Status {
-                code: 404,
-                retry_after: None,
-                body: None,
-            },
-            50,
-        );
-    })
+    let cause = cause_of_503(
+        SAMI,
+        &vanilla("sami", "mtls_pop"),
+        always(Endpoint::ImdsPlatformMetadata, status(404, None)),
+    )
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert!(
         cause.ends_with(" refused: mtls_pop_token_not_supported_in_imds_v1 (HTTP 404): IMDS has no getplatformmetadata endpoint (IMDS v1 only); mTLS PoP needs IMDSv2 and never falls back to Bearer"),
         "{cause}"
@@ -329,19 +321,15 @@ async fn no_imdsv2_is_named_and_pop_never_falls_back_to_bearer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_imds_is_a_503_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, SAMI, &vanilla("sami", "bearer"));
     // A loopback port nobody listens on: a laptop has no 169.254.169.254.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let results = run_with(&path, |config, _| {
+    let cause = cause_of_503(SAMI, &vanilla("sami", "bearer"), |config, _| {
         config.network.imds_endpoint = format!("http://{closed}").parse().unwrap();
     })
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert!(
         cause.starts_with(&format!("no_token: IMDS: cannot connect to {closed}: ")),
         "{cause}"
@@ -350,13 +338,8 @@ async fn unreachable_imds_is_a_503_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_uami_is_imds_refusal_in_the_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        "  u: { kind: managed_identity, client_id: 6325cd32-9911-41f3-819c-416cdf9104e7 }\n",
-        &vanilla("u", "bearer"),
-    );
-    let results = run_with(&path, |config, _| {
+    let u = "  u: { kind: managed_identity, client_id: 6325cd32-9911-41f3-819c-416cdf9104e7 }\n";
+    let cause = cause_of_503(u, &vanilla("u", "bearer"), |config, _| {
         // An id of the wrong type or a UAMI not assigned to this VM.
         if let Some(popgate::config::model::Identity::ManagedIdentity(mi)) =
             config.identities.get_mut("u")
@@ -367,8 +350,6 @@ async fn an_unknown_uami_is_imds_refusal_in_the_503() {
         }
     })
     .await;
-    let (status, cause) = one_failure(results);
-    assert_eq!(status, Some(503), "{cause}");
     assert!(cause.starts_with("no_token: "), "{cause}");
     assert!(
         cause.contains(" refused: invalid_request (HTTP 400, correlation id "),

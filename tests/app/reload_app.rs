@@ -3,6 +3,8 @@
 //! a token is swapped in failed (503) without disturbing the others, and listener / limits /
 //! drain changes are reported as needing a restart while the running listener keeps serving.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +15,27 @@ use popgate::app::App;
 const STATE_BOUND: Duration = Duration::from_secs(90);
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// popgate started on `env`'s config, whose static token echoes as `marker`, after its initial
+/// round: the app, its config file and its listener's address.
+async fn started(env: &Env, marker: &str) -> (App, PathBuf, SocketAddr) {
+    env.write_token(&env.token(&env.binding, HOUR, marker));
+    let path = env.config("");
+    let app = App::start(env.load(&path)).await.unwrap();
+    app.initial_round(STATE_BOUND).await;
+    let addr = app.local_addrs()[0];
+    (app, path, addr)
+}
+
+/// Rewrites the config file at `path` with `edit`.
+fn edit_config(path: &Path, edit: impl FnOnce(String) -> String) {
+    let yaml = edit(std::fs::read_to_string(path).unwrap());
+    std::fs::write(path, yaml).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_rereads_the_static_token_file() {
     let env = Env::start().await;
-    env.write_token(&env.token(&env.binding, HOUR, "first"));
-    let path = env.config("");
-    let mut app = App::start(env.load(&path)).await.unwrap();
-    app.initial_round(STATE_BOUND).await;
-    let addr = app.local_addrs()[0];
+    let (mut app, path, addr) = started(&env, "first").await;
     assert_eq!(check_echo(&get(addr, "/v1.0/me").await), "first");
     let before = Arc::clone(app.route("graph").unwrap());
 
@@ -38,11 +53,7 @@ async fn a_reload_rereads_the_static_token_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_route_without_a_token_starts_failed_and_the_others_keep_serving() {
     let env = Env::start().await;
-    env.write_token(&env.token(&env.binding, HOUR, "byo-app"));
-    let path = env.config("");
-    let mut app = App::start(env.load(&path)).await.unwrap();
-    app.initial_round(STATE_BOUND).await;
-    let addr = app.local_addrs()[0];
+    let (mut app, path, addr) = started(&env, "byo-app").await;
 
     // A second static identity whose token expired an hour ago (readable, so the file loads).
     let expired = sign_expiring(
@@ -52,11 +63,12 @@ async fn a_new_route_without_a_token_starts_failed_and_the_others_keep_serving()
         "expired",
     );
     std::fs::write(env.dir.path().join("expired.jwt"), expired).unwrap();
-    let yaml = std::fs::read_to_string(&path).unwrap().replace(
-        "routes:\n",
-        "  stale:\n    kind: static\n    token_file: expired.jwt\n    certificate: { cert_file: bound.pem, key_file: bound.key }\nroutes:\n",
-    ) + "  - name: two\n    match: { host: graph.microsoft.com, path_prefix: /two/ }\n    resource: https://graph.microsoft.com\n    flow: vanilla\n    identity: stale\n";
-    std::fs::write(&path, yaml).unwrap();
+    edit_config(&path, |yaml| {
+        yaml.replace(
+            "routes:\n",
+            "  stale:\n    kind: static\n    token_file: expired.jwt\n    certificate: { cert_file: bound.pem, key_file: bound.key }\nroutes:\n",
+        ) + "  - name: two\n    match: { host: graph.microsoft.com, path_prefix: /two/ }\n    resource: https://graph.microsoft.com\n    flow: vanilla\n    identity: stale\n"
+    });
     let summary = app.reload(env.load(&path)).await.unwrap();
     assert_eq!(summary.added, ["two"], "{summary:?}");
     assert_eq!(summary.not_ready, ["two"], "{summary:?}");
@@ -71,20 +83,14 @@ async fn a_new_route_without_a_token_starts_failed_and_the_others_keep_serving()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_limits_and_drain_changes_need_a_restart_and_the_listener_keeps_serving() {
     let env = Env::start().await;
-    env.write_token(&env.token(&env.binding, HOUR, "byo-app"));
-    let path = env.config("");
-    let mut app = App::start(env.load(&path)).await.unwrap();
-    app.initial_round(STATE_BOUND).await;
-    let addr = app.local_addrs()[0];
+    let (mut app, path, addr) = started(&env, "byo-app").await;
 
-    let yaml = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("127.0.0.1:0", "127.0.0.2:0")
-        .replace(
+    edit_config(&path, |yaml| {
+        yaml.replace("127.0.0.1:0", "127.0.0.2:0").replace(
             "identities:\n",
             "limits: { max_headers: 50 }\ntimeouts: { drain: 5s }\nidentities:\n",
-        );
-    std::fs::write(&path, yaml).unwrap();
+        )
+    });
     let summary = app.reload(env.load(&path)).await.unwrap();
     assert_eq!(
         summary.needs_restart,

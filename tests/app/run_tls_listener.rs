@@ -65,6 +65,25 @@ fn connector(
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// `GET /v1.0/me` for `GRAPH` over `tls`, answered within `REQUEST_BOUND`.
+async fn get_me<S>(tls: S) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::builder()
+        .uri("/v1.0/me")
+        .header("host", GRAPH)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
     let env = Env::start().await;
@@ -92,21 +111,7 @@ async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let refused = match connector(&pki, None).connect(name.clone(), tcp).await {
         Err(_) => true,
-        Ok(tls) => {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let request = http::Request::builder()
-                .uri("/v1.0/me")
-                .header("host", GRAPH)
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap();
-            tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
-                .await
-                .unwrap()
-                .is_err()
-        }
+        Ok(tls) => get_me(tls).await.is_err(),
     };
     assert!(refused, "a caller without a certificate was served");
     assert_eq!(env.resource_counts().0, 0);
@@ -116,19 +121,7 @@ async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
         .connect(name, tcp)
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = http::Request::builder()
-        .uri("/v1.0/me")
-        .header("host", GRAPH)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let response = tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = get_me(tls).await.unwrap();
     let status = response.status().as_u16();
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await

@@ -1,13 +1,51 @@
 //! popgate's own answers: 403 (no route, nothing leaves), 405 (CONNECT), 503 (no snapshot),
 //! 502 (nothing listening; untrusted server certificate), 504 (silent upstream; hung response).
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::kit::dataplane::*;
-use http::Request;
-use popgate::dataplane::ProxySettings;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use popgate::dataplane::{ProxySettings, UpstreamSettings};
+use popgate::identity::token::Token;
 
 const GRAPH: &str = "graph.microsoft.com";
+
+/// Upstream settings trusting `pki` in which graph.microsoft.com:443 resolves to `addr`.
+fn graph_settings(pki: &TestPki, dir: &Path, addr: SocketAddr) -> UpstreamSettings {
+    pki.upstream_settings(dir, &[("graph.microsoft.com:443", addr)])
+}
+
+/// popgate with no routes at all.
+async fn routeless_proxy(dir: &Path) -> TestProxy {
+    let settings = TestPki::new("ca").upstream_settings(dir, &[]);
+    start_proxy(vec![], &settings, ProxySettings::default()).await
+}
+
+/// popgate with the one route "graph" (all of GRAPH) holding `token` (`None`: no snapshot).
+async fn graph_proxy(
+    settings: &UpstreamSettings,
+    token: Option<Token>,
+    proxy: ProxySettings,
+) -> TestProxy {
+    start_proxy(
+        vec![(route("graph", Some(GRAPH), None), token)],
+        settings,
+        proxy,
+    )
+    .await
+}
+
+/// Asserts popgate's own answer: `status`, and the JSON body's `error` and `route`; returns the body.
+async fn refusal(resp: Response<Incoming>, status: u16, error: &str) -> serde_json::Value {
+    assert_eq!(resp.status(), status);
+    let body = json(resp).await;
+    assert_eq!(body["error"], error);
+    assert_eq!(body["route"], "graph");
+    body
+}
 
 #[tokio::test]
 async fn unrouted_host_gets_403_and_nothing_reaches_the_upstream() {
@@ -67,9 +105,7 @@ async fn unrouted_host_gets_403_and_nothing_reaches_the_upstream() {
 #[tokio::test]
 async fn connect_gets_405_with_advice() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("ca");
-    let settings = pki.upstream_settings(dir.path(), &[]);
-    let proxy = start_proxy(vec![], &settings, ProxySettings::default()).await;
+    let proxy = routeless_proxy(dir.path()).await;
     let req = Request::builder()
         .method("CONNECT")
         .uri("graph.microsoft.com:443")
@@ -89,9 +125,7 @@ async fn connect_gets_405_with_advice() {
 #[tokio::test]
 async fn credentials_in_the_url_get_400_without_echoing_them() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("ca");
-    let settings = pki.upstream_settings(dir.path(), &[]);
-    let proxy = start_proxy(vec![], &settings, ProxySettings::default()).await;
+    let proxy = routeless_proxy(dir.path()).await;
     let req = Request::builder()
         .uri("http://user:hunter2@graph.microsoft.com/")
         .body(TestBody::Empty)
@@ -107,18 +141,10 @@ async fn route_without_a_snapshot_gets_503() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("ca");
     let upstream = TestUpstream::start(&pki, &pki, false).await;
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), None)],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let settings = graph_settings(&pki, dir.path(), upstream.addr);
+    let proxy = graph_proxy(&settings, None, ProxySettings::default()).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/v1.0/me")).await;
-    assert_eq!(resp.status(), 503);
-    let body = json(resp).await;
-    assert_eq!(body["error"], "no_token");
-    assert_eq!(body["route"], "graph");
+    refusal(resp, 503, "no_token").await;
     assert_eq!(upstream.requests(), 0);
 }
 
@@ -128,18 +154,10 @@ async fn nothing_listening_gets_502_naming_route_and_cause() {
     let pki = TestPki::new("ca");
     let dead = dead_addr();
     let token = pop_token(dir.path(), &pki.binding("c"), "m");
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", dead)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let settings = graph_settings(&pki, dir.path(), dead);
+    let proxy = graph_proxy(&settings, Some(token), ProxySettings::default()).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/")).await;
-    assert_eq!(resp.status(), 502);
-    let body = json(resp).await;
-    assert_eq!(body["error"], "upstream_unreachable");
-    assert_eq!(body["route"], "graph");
+    let body = refusal(resp, 502, "upstream_unreachable").await;
     let cause = body["cause"].as_str().unwrap();
     assert!(
         cause.contains("TCP connect") && cause.contains(&dead.to_string()),
@@ -155,14 +173,8 @@ async fn untrusted_server_certificate_gets_502_naming_the_tls_failure() {
     // The upstream's server cert comes from a CA popgate does not trust.
     let upstream = TestUpstream::start(&rogue, &trusted, false).await;
     let token = pop_token(dir.path(), &trusted.binding("c"), "m");
-    let settings =
-        trusted.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let settings = graph_settings(&trusted, dir.path(), upstream.addr);
+    let proxy = graph_proxy(&settings, Some(token), ProxySettings::default()).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/")).await;
     assert_eq!(resp.status(), 502);
     let body = json(resp).await;
@@ -179,19 +191,11 @@ async fn silent_upstream_gets_504_after_the_connect_timeout() {
     let pki = TestPki::new("ca");
     let (silent, _task) = silent_listener().await;
     let token = pop_token(dir.path(), &pki.binding("c"), "m");
-    let mut settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", silent)]);
+    let mut settings = graph_settings(&pki, dir.path(), silent);
     settings.connect_timeout = Duration::from_millis(300);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let proxy = graph_proxy(&settings, Some(token), ProxySettings::default()).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/")).await;
-    assert_eq!(resp.status(), 504);
-    let body = json(resp).await;
-    assert_eq!(body["error"], "upstream_timeout");
-    assert_eq!(body["route"], "graph");
+    let body = refusal(resp, 504, "upstream_timeout").await;
     assert!(
         body["cause"].as_str().unwrap().contains("timed out"),
         "{body}"
@@ -204,10 +208,10 @@ async fn upstream_that_never_answers_gets_504_after_the_request_timeout() {
     let pki = TestPki::new("ca");
     let upstream = TestUpstream::start(&pki, &pki, false).await;
     let token = pop_token(dir.path(), &pki.binding("c"), "m");
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
+    let settings = graph_settings(&pki, dir.path(), upstream.addr);
+    let proxy = graph_proxy(
         &settings,
+        Some(token),
         ProxySettings {
             request_timeout: Duration::from_secs(2),
             ..ProxySettings::default()
@@ -219,10 +223,7 @@ async fn upstream_that_never_answers_gets_504_after_the_request_timeout() {
     assert_eq!(resp.status(), 200);
     text(resp).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/hang")).await;
-    assert_eq!(resp.status(), 504);
-    let body = json(resp).await;
-    assert_eq!(body["error"], "upstream_timeout");
-    assert_eq!(body["route"], "graph");
+    refusal(resp, 504, "upstream_timeout").await;
     // It did reach the upstream: this is a response timeout, not a connect failure.
     assert_eq!(upstream.requests(), 2);
     assert_eq!(upstream.seen()[1].path, "/hang");
@@ -234,7 +235,7 @@ async fn swapping_the_table_takes_effect_on_the_next_request() {
     let pki = TestPki::new("ca");
     let upstream = TestUpstream::start(&pki, &pki, false).await;
     let token = pop_token(dir.path(), &pki.binding("c"), "m");
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
+    let settings = graph_settings(&pki, dir.path(), upstream.addr);
     let proxy = start_proxy(vec![], &settings, ProxySettings::default()).await;
     assert_eq!(
         h1_send(proxy.addr, absolute_get(GRAPH, "/")).await.status(),
@@ -265,17 +266,9 @@ async fn an_expired_snapshot_is_never_injected() {
     let mut token = pop_token(dir.path(), &pki.binding("c"), "m");
     // The engine failed to refresh in time: the published token is past its expiry.
     token.expires_at = std::time::SystemTime::now() - Duration::from_secs(1);
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let settings = graph_settings(&pki, dir.path(), upstream.addr);
+    let proxy = graph_proxy(&settings, Some(token), ProxySettings::default()).await;
     let resp = h1_send(proxy.addr, absolute_get(GRAPH, "/")).await;
-    assert_eq!(resp.status(), 503);
-    let body = json(resp).await;
-    assert_eq!(body["error"], "no_token");
-    assert_eq!(body["route"], "graph");
+    refusal(resp, 503, "no_token").await;
     assert_eq!(upstream.requests(), 0);
 }

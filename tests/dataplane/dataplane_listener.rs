@@ -33,6 +33,21 @@ fn caller_tls(pki: &TestPki, with_cert: bool, alpn: &[u8]) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// `GET /v1.0/me` for `GRAPH` (origin-form, Host header) over a new HTTP/1.1 connection on `io`.
+async fn h1_get_me<S>(io: S) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/v1.0/me")
+        .header("host", GRAPH)
+        .body(TestBody::Empty)
+        .unwrap();
+    sender.send_request(req).await
+}
+
 #[tokio::test]
 async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,16 +79,7 @@ async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("/v1.0/me")
-        .header("host", GRAPH)
-        .body(TestBody::Empty)
-        .unwrap();
-    let resp = bounded(sender.send_request(req)).await.unwrap();
+    let resp = bounded(h1_get_me(tls)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(text(resp).await, "hello from upstream");
 
@@ -106,19 +112,7 @@ async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
         let tls = caller_tls(&pki, false, b"http/1.1")
             .connect(name.clone(), tcp)
             .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri("/v1.0/me")
-            .header("host", GRAPH)
-            .body(TestBody::Empty)
-            .unwrap();
-        sender
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)
+        h1_get_me(tls).await.map_err(std::io::Error::other)
     };
     assert!(
         bounded(outcome).await.is_err(),

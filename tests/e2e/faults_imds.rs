@@ -40,11 +40,9 @@ async fn imds_v2_platform_metadata_410_once() {
             .is_none(),
         "the queued 410 was consumed"
     );
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    s.report(
         "IMDS v2 getplatformmetadata 410 once (retried after 10 s), mTLS PoP",
         &load,
-        seen,
     );
     s.shutdown().await;
 }
@@ -63,11 +61,9 @@ async fn imds_v2_platform_metadata_500_twice() {
         3,
         "two 500s, then success"
     );
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    s.report(
         "IMDS v2 getplatformmetadata 500 ×2 (retried at 1 s, 2 s), mTLS PoP",
         &load,
-        seen,
     );
     s.shutdown().await;
 }
@@ -83,14 +79,10 @@ async fn imds_v2_platform_metadata_500_persisting_fails_closed() {
     s.wait_failed().await;
     let failing = s.load("/imds-down").await;
     failing.assert_only("IMDS 500 ×4", &[NO_TOKEN, ECHO]);
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only("back", &[ECHO]);
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    let back = s.back("back").await;
+    s.report(
         "IMDS v2 getplatformmetadata 500 ×4 (all retries fail) → backoff → back, mTLS PoP",
         &Tally::sum(&[&failing, &back]),
-        seen,
     );
     s.shutdown().await;
 }
@@ -104,8 +96,7 @@ async fn imds_v2_issuecredential_500_once() {
     let s = Scenario::start(authority, RouteKind::ManagedIdentityPop, "").await;
     let load = s.load("/imds-v2-500").await;
     load.assert_only("IMDSv2 issuecredential 500", &[ECHO, NO_TOKEN]);
-    let seen = s.assert_resource_never_refused_token();
-    row("IMDS v2 issuecredential 500 once, mTLS PoP", &load, seen);
+    s.report("IMDS v2 issuecredential 500 once, mTLS PoP", &load);
     s.shutdown().await;
 }
 
@@ -120,11 +111,6 @@ async fn imds_v1_token_500_twice() {
     load.assert_only("IMDS v1 500 x2", &[ECHO, NO_TOKEN]);
     // Two 500s, retried at 1 s and 2 s, then the token: exactly three IMDS v1 calls.
     assert_eq!(s.count(Endpoint::ImdsV1Token), 3);
-    let seen = s.assert_resource_never_refused_token();
-    row(
-        "IMDS v1 token 500 ×2 (retried at 1 s, 2 s), Bearer",
-        &load,
-        seen,
-    );
+    s.report("IMDS v1 token 500 ×2 (retried at 1 s, 2 s), Bearer", &load);
     s.shutdown().await;
 }

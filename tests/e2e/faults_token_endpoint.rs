@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::kit::scenario::*;
-use popgate_authority::{Endpoint, Fault};
+use popgate_authority::{Authority, Endpoint, Fault};
 
 /// Enough queued faults to outlast every retry a scenario can make (backoff starts at 1 s).
 const PERSISTENT: usize = 10_000;
@@ -15,6 +15,25 @@ const PERSISTENT: usize = 10_000;
 /// A token lifetime whose usable part is short: popgate's margin for short lifetimes is a quarter
 /// of the lifetime, so an 8 s token is usable for 6 s (and still valid for 2 s after that).
 const SHORT_LIFETIME: Duration = Duration::from_secs(8);
+
+/// The token endpoint answers `code` (with `body`) the next `times` requests.
+fn status(
+    authority: &Authority,
+    code: u16,
+    retry_after: Option<u64>,
+    body: Option<String>,
+    times: usize,
+) {
+    authority.faults().push(
+        Endpoint::Token,
+        Fault::Status {
+            code,
+            retry_after,
+            body,
+        },
+        times,
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_down_while_token_cached_then_expired() {
@@ -47,15 +66,11 @@ async fn token_endpoint_down_while_token_cached_then_expired() {
         .settings()
         .set_lifetime(Duration::from_secs(3599));
     s.authority.faults().clear();
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only("back", &[ECHO]);
+    let back = s.back("back").await;
 
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    s.report(
         "token endpoint down (Drop), token cached → expires → endpoint back",
         &Tally::sum(&[&cached, &expired, &back]),
-        seen,
     );
     println!(
         "  phases: cached {} ok / {} sent; expired {} ({}); back {} ok / {}",
@@ -86,15 +101,11 @@ async fn token_endpoint_down_before_any_token() {
     );
 
     s.authority.faults().clear();
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only("back", &[ECHO]);
+    let back = s.back("back").await;
 
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    s.report(
         "token endpoint down (Drop) before any token → back",
         &Tally::sum(&[&down, &back]),
-        seen,
     );
     s.shutdown().await;
 }
@@ -115,11 +126,9 @@ async fn slow_token_endpoint() {
         1,
         "one acquisition for all concurrent callers (single-flight)"
     );
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    s.report(
         "token endpoint slow (1.5 s latency), load from start",
         &slow,
-        seen,
     );
     s.shutdown().await;
 }
@@ -132,15 +141,7 @@ async fn token_endpoint_429_with_retry_after() {
             .join("tests/vectors/ests-throttled-429.json"),
     )
     .expect("shared vector ests-throttled-429.json");
-    authority.faults().push(
-        Endpoint::Token,
-        Fault::Status {
-            code: 429,
-            retry_after: Some(3),
-            body: Some(body),
-        },
-        1,
-    );
+    status(&authority, 429, Some(3), Some(body), 1);
     let s = Scenario::start(authority, RouteKind::CertAppPop, "").await;
     s.wait_failed().await;
     let throttled = s.load("/throttled").await;
@@ -151,14 +152,10 @@ async fn token_endpoint_429_with_retry_after() {
         "a 429 is never retried and Retry-After blocks identical requests"
     );
 
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only("after Retry-After", &[ECHO]);
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    let back = s.back("after Retry-After").await;
+    s.report(
         "token endpoint 429 + Retry-After: 3 → after",
         &Tally::sum(&[&throttled, &back]),
-        seen,
     );
     s.shutdown().await;
 }
@@ -166,26 +163,13 @@ async fn token_endpoint_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_500_once_is_retried() {
     let authority = authority().await;
-    authority.faults().push(
-        Endpoint::Token,
-        Fault::Status {
-            code: 500,
-            retry_after: None,
-            body: None,
-        },
-        1,
-    );
+    status(&authority, 500, None, None, 1);
     let s = Scenario::start(authority, RouteKind::CertAppPop, "").await;
     // The first acquisition retries once after 1 s; callers wait for it.
     let retried = s.load("/retried").await;
     retried.assert_only("500 once", &[ECHO]);
     assert_eq!(s.count(Endpoint::Token), 2, "one 500, one successful retry");
-    let seen = s.assert_resource_never_refused_token();
-    row(
-        "token endpoint 500 once (retried after 1 s)",
-        &retried,
-        seen,
-    );
+    s.report("token endpoint 500 once (retried after 1 s)", &retried);
     s.shutdown().await;
 }
 
@@ -194,27 +178,21 @@ async fn token_endpoint_503_persisting() {
     let authority = authority().await;
     // The request and its one retry both fail: the route has no token until the driver's backoff
     // attempt succeeds.
-    authority.faults().push(
-        Endpoint::Token,
-        Fault::Status {
-            code: 503,
-            retry_after: None,
-            body: Some("upstream connect error".into()),
-        },
+    status(
+        &authority,
+        503,
+        None,
+        Some("upstream connect error".into()),
         2,
     );
     let s = Scenario::start(authority, RouteKind::CertAppPop, "").await;
     s.wait_failed().await;
     let failing = s.load("/failing").await;
     failing.assert_only("503 twice", &[NO_TOKEN, ECHO]);
-    s.wait_serving().await;
-    let back = s.load("/back").await;
-    back.assert_only("back", &[ECHO]);
-    let seen = s.assert_resource_never_refused_token();
-    row(
+    let back = s.back("back").await;
+    s.report(
         "token endpoint 503 ×2 (retry fails too) → backoff → back",
         &Tally::sum(&[&failing, &back]),
-        seen,
     );
     s.shutdown().await;
 }

@@ -15,13 +15,7 @@ use popgate::app::{App, RunError};
 use popgate::certs::binding::BindingCert;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
-use popgate::engine::driver::{DriverSettings, RouteDriver};
-use popgate::engine::schedule::RefreshPolicy;
 use popgate::identity::token::{AccessToken, Token, TokenType};
-use popgate::net::client::UpstreamSettings;
-use popgate::net::connect::ResolveMap;
-use popgate::net::upstream_tls::ExtraRoots;
-use popgate::route::slot::{RouteInfo, RouteSlot};
 use popgate::route::status::RouteStatus;
 use tokio::sync::watch;
 
@@ -100,34 +94,11 @@ async fn refusals_give_503_with_the_aadsts_code_and_the_driver_retries_until_it_
         binding: env.binding.clone(),
         changes: watch::channel(0).0,
     });
-    let mut resolve = ResolveMap::default();
-    resolve
-        .insert("graph.microsoft.com:443", env.authority.resource_addr())
-        .unwrap();
-    let mut roots = ExtraRoots::default();
-    roots.add_der("authority-ca", env.authority.pki().ca_der().clone());
-    let slot = Arc::new(RouteSlot::for_route(
-        "graph",
-        RouteInfo {
-            identity: Some("exchange-app".into()),
-            request_timeout: None,
-            lazy: false,
-        },
-    ));
-    let (stop, stopped) = watch::channel(false);
-    let driver = RouteDriver::new(
-        credential.clone(),
-        slot.clone(),
-        DriverSettings {
-            upstream: UpstreamSettings {
-                extra_roots: roots,
-                resolve: Arc::new(resolve),
-                ..UpstreamSettings::default()
-            },
-            policy: RefreshPolicy::default(),
-        },
-    )
-    .spawn(stopped);
+    let GraphDriver {
+        slot,
+        stop,
+        task: driver,
+    } = env.spawn_graph_driver(credential.clone(), "exchange-app");
     let (proxy, addr) = serve_graph(slot.clone()).await;
 
     let failed = slot

@@ -55,8 +55,9 @@ impl Body for Chunks {
     }
 }
 
-/// Popgate serving a token the resource refuses; the token file already holds a good one.
-async fn refused_then_good(env: &Env) -> App {
+/// Popgate, after its initial round, serving a token signed by keys the authority does not
+/// know, so the resource refuses it.
+async fn serving_a_refused_token(env: &Env) -> App {
     let untrusted = SigningKeys::generate().unwrap();
     env.write_token(&sign(
         &untrusted,
@@ -66,6 +67,12 @@ async fn refused_then_good(env: &Env) -> App {
     ));
     let app = App::start(env.load(&env.config(""))).await.unwrap();
     app.initial_round(STATE_BOUND).await;
+    app
+}
+
+/// Popgate serving a token the resource refuses; the token file already holds a good one.
+async fn refused_then_good(env: &Env) -> App {
+    let app = serving_a_refused_token(env).await;
     assert!(matches!(
         &*app.route("graph").unwrap().status(),
         RouteStatus::Ready { generation: 1, .. }
@@ -108,15 +115,7 @@ async fn a_small_chunked_body_is_read_ahead_and_replayed_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_64_kib_is_not_replayed_but_the_token_is_still_dropped() {
     let env = Env::start().await;
-    let untrusted = SigningKeys::generate().unwrap();
-    env.write_token(&sign(
-        &untrusted,
-        &env.binding,
-        Duration::from_secs(3600),
-        "untrusted",
-    ));
-    let app = App::start(env.load(&env.config(""))).await.unwrap();
-    app.initial_round(STATE_BOUND).await;
+    let app = serving_a_refused_token(&env).await;
     let addr = app.local_addrs()[0];
 
     let big = http_body_util::Full::new(Bytes::from(vec![b'x'; 100 * 1024]));

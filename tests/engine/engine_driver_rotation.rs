@@ -15,13 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::kit::signed_tokens::*;
 use popgate::engine::cache::CachedToken;
 use popgate::engine::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
-use popgate::engine::driver::{DriverSettings, RouteDriver};
-use popgate::engine::schedule::RefreshPolicy;
 use popgate::identity::token::{AccessToken, Token, TokenType};
-use popgate::net::client::UpstreamSettings;
-use popgate::net::connect::ResolveMap;
-use popgate::net::upstream_tls::ExtraRoots;
-use popgate::route::slot::{RouteInfo, RouteSlot};
 use popgate::route::status::RouteStatus;
 use tokio::sync::watch;
 
@@ -118,35 +112,11 @@ async fn rotation_under_concurrent_load_fails_no_request_and_never_mixes_cert_an
         env.binding.clone(),
     )));
 
-    let mut resolve = ResolveMap::default();
-    resolve
-        .insert("graph.microsoft.com:443", env.authority.resource_addr())
-        .unwrap();
-    let mut roots = ExtraRoots::default();
-    roots.add_der("authority-ca", env.authority.pki().ca_der().clone());
-    let upstream = UpstreamSettings {
-        extra_roots: roots,
-        resolve: Arc::new(resolve),
-        ..UpstreamSettings::default()
-    };
-    let slot = Arc::new(RouteSlot::for_route(
-        "graph",
-        RouteInfo {
-            identity: Some("rotating".into()),
-            request_timeout: None,
-            lazy: false,
-        },
-    ));
-    let (stop, stopped) = watch::channel(false);
-    let driver = RouteDriver::new(
-        credential.clone(),
-        slot.clone(),
-        DriverSettings {
-            upstream,
-            policy: RefreshPolicy::default(),
-        },
-    )
-    .spawn(stopped);
+    let GraphDriver {
+        slot,
+        stop,
+        task: driver,
+    } = env.spawn_graph_driver(credential.clone(), "rotating");
     let ready = slot
         .wait_until(Duration::from_secs(30), |s| s.status().is_serving())
         .await;

@@ -6,7 +6,6 @@ use crate::kit::credentials::*;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-const APP_POP: &str = "    flow: vanilla\n    identity: app\n    token_type: mtls_pop";
 const UAMI_POP: &str = "    flow: vanilla\n    identity: uami";
 const UAMI_BEARER: &str = "    flow: vanilla\n    identity: uami\n    token_type: bearer";
 
@@ -16,6 +15,21 @@ fn status(code: u16, retry_after: Option<u64>, body: Option<&str>) -> Fault {
         retry_after,
         body: body.map(str::to_string),
     }
+}
+
+/// A fresh environment and its route to `resource` with `flow`, whose `endpoint` answers the
+/// next `times` requests with `fault`.
+async fn faulted(
+    resource: &str,
+    flow: &str,
+    endpoint: Endpoint,
+    fault: Fault,
+    times: usize,
+) -> (Env, Arc<dyn popgate::engine::credential::Credential>) {
+    let env = start().await;
+    let credential = one(&env, "", resource, flow);
+    env.authority.faults().push(endpoint, fault, times);
+    (env, credential)
 }
 
 async fn cold_burst(credential: Arc<dyn popgate::engine::credential::Credential>) {
@@ -54,11 +68,14 @@ async fn two_hundred_cold_callers_cost_one_imds_v2_mint_and_one_token_call() {
 
 #[tokio::test]
 async fn retry_after_blocks_identical_requests_until_it_passes() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
-    env.authority
-        .faults()
-        .push(Endpoint::Token, status(429, Some(1), None), 1);
+    let (env, credential) = faulted(
+        GRAPH,
+        APP_POP,
+        Endpoint::Token,
+        status(429, Some(1), None),
+        1,
+    )
+    .await;
     let err = try_get(&credential).await.unwrap_err();
     assert!(err.message.contains("HTTP 429"), "{}", err.message);
     assert!(
@@ -80,19 +97,13 @@ async fn retry_after_blocks_identical_requests_until_it_passes() {
 
 #[tokio::test]
 async fn token_endpoint_5xx_is_retried_once() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
-    env.authority
-        .faults()
-        .push(Endpoint::Token, status(503, None, None), 1);
+    let (env, credential) =
+        faulted(GRAPH, APP_POP, Endpoint::Token, status(503, None, None), 1).await;
     get(&credential).await;
     assert_eq!(env.count(Endpoint::Token), 2);
 
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
-    env.authority
-        .faults()
-        .push(Endpoint::Token, status(500, None, None), 3);
+    let (env, credential) =
+        faulted(GRAPH, APP_POP, Endpoint::Token, status(500, None, None), 3).await;
     let err = try_get(&credential).await.unwrap_err();
     assert!(err.message.contains("HTTP 500"), "{}", err.message);
     assert!(
@@ -105,12 +116,15 @@ async fn token_endpoint_5xx_is_retried_once() {
 
 #[tokio::test]
 async fn token_endpoint_error_names_host_code_and_correlation_id() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
     let body = r#"{"error":"invalid_client","error_description":"AADSTS7000218: no credential","error_codes":[7000218],"correlation_id":"c0ffee00-0000-0000-0000-000000000001"}"#;
-    env.authority
-        .faults()
-        .push(Endpoint::Token, status(401, None, Some(body)), 1);
+    let (env, credential) = faulted(
+        GRAPH,
+        APP_POP,
+        Endpoint::Token,
+        status(401, None, Some(body)),
+        1,
+    )
+    .await;
     let err = try_get(&credential).await.unwrap_err();
     assert_eq!(err.aadsts, Some(7000218));
     assert_eq!(
@@ -128,19 +142,25 @@ async fn token_endpoint_error_names_host_code_and_correlation_id() {
 
 #[tokio::test]
 async fn imds_410_is_retried_up_to_seven_times() {
-    let env = start().await;
-    let credential = one(&env, "", ARM, UAMI_BEARER);
-    env.authority
-        .faults()
-        .push(Endpoint::ImdsV1Token, status(410, None, None), 3);
+    let (env, credential) = faulted(
+        ARM,
+        UAMI_BEARER,
+        Endpoint::ImdsV1Token,
+        status(410, None, None),
+        3,
+    )
+    .await;
     get(&credential).await;
     assert_eq!(env.count(Endpoint::ImdsV1Token), 4);
 
-    let env = start().await;
-    let credential = one(&env, "", ARM, UAMI_BEARER);
-    env.authority
-        .faults()
-        .push(Endpoint::ImdsV1Token, status(410, None, None), 20);
+    let (env, credential) = faulted(
+        ARM,
+        UAMI_BEARER,
+        Endpoint::ImdsV1Token,
+        status(410, None, None),
+        20,
+    )
+    .await;
     let err = try_get(&credential).await.unwrap_err();
     assert!(err.message.contains("HTTP 410"), "{}", err.message);
     assert_eq!(env.count(Endpoint::ImdsV1Token), 8, "1 call + 7 retries");
@@ -148,11 +168,14 @@ async fn imds_410_is_retried_up_to_seven_times() {
 
 #[tokio::test]
 async fn imds_5xx_is_retried_three_times() {
-    let env = start().await;
-    let credential = one(&env, "", ARM, UAMI_BEARER);
-    env.authority
-        .faults()
-        .push(Endpoint::ImdsV1Token, status(500, None, None), 20);
+    let (env, credential) = faulted(
+        ARM,
+        UAMI_BEARER,
+        Endpoint::ImdsV1Token,
+        status(500, None, None),
+        20,
+    )
+    .await;
     let err = try_get(&credential).await.unwrap_err();
     assert!(err.message.contains("IMDS"), "{}", err.message);
     assert_eq!(env.count(Endpoint::ImdsV1Token), 4, "1 call + 3 retries");
@@ -160,12 +183,15 @@ async fn imds_5xx_is_retried_three_times() {
 
 #[tokio::test]
 async fn invalid_client_on_the_imds_v2_token_call_re_mints_exactly_once() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, UAMI_POP);
     let body = r#"{"error":"invalid_client","error_description":"AADSTS700027: certificate revoked","error_codes":[700027]}"#;
-    env.authority
-        .faults()
-        .push(Endpoint::Token, status(401, None, Some(body)), 1);
+    let (env, credential) = faulted(
+        GRAPH,
+        UAMI_POP,
+        Endpoint::Token,
+        status(401, None, Some(body)),
+        1,
+    )
+    .await;
     let got = get(&credential).await;
     assert_eq!(env.count(Endpoint::ImdsPlatformMetadata), 1);
     assert_eq!(env.count(Endpoint::ImdsIssueCredential), 2);
@@ -199,11 +225,14 @@ async fn invalid_client_on_the_imds_v2_token_call_re_mints_exactly_once() {
 
 #[tokio::test]
 async fn attestation_required_is_explained_and_the_hook_satisfies_it() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, UAMI_POP);
-    env.authority
-        .faults()
-        .push(Endpoint::ImdsIssueCredential, Fault::AttestationRequired, 1);
+    let (env, credential) = faulted(
+        GRAPH,
+        UAMI_POP,
+        Endpoint::ImdsIssueCredential,
+        Fault::AttestationRequired,
+        1,
+    )
+    .await;
     let err = try_get(&credential).await.unwrap_err();
     assert!(
         err.message.to_lowercase().contains("attestation"),
@@ -264,16 +293,7 @@ async fn imds_without_v2_is_a_clear_error_and_never_falls_back() {
 
 #[tokio::test]
 async fn dropped_connection_names_the_host() {
-    let env = start().await;
-    let credential = one(&env, "", GRAPH, APP_POP);
-    env.authority.faults().push(Endpoint::Token, Fault::Drop, 1);
-    let err = try_get(&credential).await.unwrap_err();
-    assert!(
-        err.message.contains("mtlsauth.microsoft.com"),
-        "{}",
-        err.message
-    );
-    assert_eq!(env.count(Endpoint::Token), 1);
+    app_pop_error(Fault::Drop).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 
 use crate::kit::credentials::*;
 use http::StatusCode;
+use popgate::engine::credential::Credential;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 fn write_pair(dir: &Path, cert_pem: &str, key_pem: &str) {
@@ -29,31 +31,33 @@ fn rotating_identity(env: &Env) -> String {
     )
 }
 
-#[tokio::test]
-async fn symlink_swap_gives_a_new_binding_and_a_token_bound_to_it() {
-    let env = start().await;
+/// The app's own certificate at `v1`, `live` pointing at it, and a route on the `rotating`
+/// identity that reads `live`.
+fn rotating_credential(env: &Env) -> Arc<dyn Credential> {
     write_pair(
         &env.path("v1"),
         &env.app_credential.cert_pem,
         &env.app_credential.key_pem,
     );
-    swap_symlink(&env, "v1", "live");
-    let credential = one(
-        &env,
-        &rotating_identity(&env),
+    swap_symlink(env, "v1", "live");
+    one(
+        env,
+        &rotating_identity(env),
         GRAPH,
         "    flow: vanilla\n    identity: rotating\n    token_type: mtls_pop",
-    );
+    )
+}
+
+#[tokio::test]
+async fn symlink_swap_gives_a_new_binding_and_a_token_bound_to_it() {
+    let env = start().await;
+    let credential = rotating_credential(&env);
     let first = get(&credential).await;
     assert_eq!(cnf(&first.token), env.app_credential.x5t_s256);
     let seen = *credential.binding_changes().borrow();
 
     // A new credential for the same app, registered next to the old one (rotation overlap).
-    let next = env.authority.pki().issue_app_credential("rotated").unwrap();
-    env.authority
-        .directory()
-        .add_certificate(&env.app.client_id, next.cert_der.as_ref())
-        .unwrap();
+    let next = env.register_rotated_credential();
     write_pair(&env.path("v2"), &next.cert_pem, &next.key_pem);
     swap_symlink(&env, "v2", "live");
 
@@ -80,18 +84,7 @@ async fn symlink_swap_gives_a_new_binding_and_a_token_bound_to_it() {
 #[tokio::test]
 async fn same_key_renewal_is_a_new_binding_and_a_new_token() {
     let env = start().await;
-    write_pair(
-        &env.path("v1"),
-        &env.app_credential.cert_pem,
-        &env.app_credential.key_pem,
-    );
-    swap_symlink(&env, "v1", "live");
-    let credential = one(
-        &env,
-        &rotating_identity(&env),
-        GRAPH,
-        "    flow: vanilla\n    identity: rotating\n    token_type: mtls_pop",
-    );
+    let credential = rotating_credential(&env);
     let first = get(&credential).await;
     let seen = *credential.binding_changes().borrow();
 
@@ -124,19 +117,10 @@ async fn same_key_renewal_is_a_new_binding_and_a_new_token() {
 #[tokio::test]
 async fn a_half_written_update_keeps_the_old_certificate_until_it_is_complete() {
     let env = start().await;
-    let credential = one(
-        &env,
-        "",
-        GRAPH,
-        "    flow: vanilla\n    identity: app\n    token_type: mtls_pop",
-    );
+    let credential = one(&env, "", GRAPH, APP_POP);
     get(&credential).await;
     let seen = *credential.binding_changes().borrow();
-    let next = env.authority.pki().issue_app_credential("rotated").unwrap();
-    env.authority
-        .directory()
-        .add_certificate(&env.app.client_id, next.cert_der.as_ref())
-        .unwrap();
+    let next = env.register_rotated_credential();
     // In place, one file at a time: the certificate first (it does not match the old key, so
     // it cannot be loaded), then garbage in the key, then the right key.
     std::fs::write(env.path("app.pem"), &next.cert_pem).unwrap();
@@ -224,11 +208,7 @@ async fn a_fic_leg1_certificate_change_reaches_leg2() {
     assert_eq!(env.count(Endpoint::Token), 2);
     let seen = *fic.binding_changes().borrow();
 
-    let next = env.authority.pki().issue_app_credential("rotated").unwrap();
-    env.authority
-        .directory()
-        .add_certificate(&env.app.client_id, next.cert_der.as_ref())
-        .unwrap();
+    let next = env.register_rotated_credential();
     write_pair(&env.path("v2"), &next.cert_pem, &next.key_pem);
     std::fs::rename(env.path("v2/tls.key"), env.path("app.key.new")).unwrap();
     std::fs::rename(env.path("v2/tls.crt"), env.path("app.pem.new")).unwrap();

@@ -635,11 +635,7 @@ async fn pkcs12_app_gets_a_pop_token_bound_to_the_pfx_certificate_and_follows_ro
     let seen = *credential.binding_changes().borrow();
 
     // A rotated PFX (new certificate registered alongside the old one) → new binding, new token.
-    let next = env.authority.pki().issue_app_credential("rotated").unwrap();
-    env.authority
-        .directory()
-        .add_certificate(&env.app.client_id, next.cert_der.as_ref())
-        .unwrap();
+    let next = env.register_rotated_credential();
     install_pfx(&env, &next.cert_pem, &next.key_pem, "v2");
     binding_changed(&credential, seen).await;
     let second = get(&credential).await;

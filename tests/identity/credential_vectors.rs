@@ -13,7 +13,7 @@ use popgate::identity::imds_v2::{
     CuId, NOT_SUPPORTED_ERROR, parse_issued_credential, parse_platform_metadata,
 };
 use popgate::identity::retry_policy::{self, Outcome, RetryDecision};
-use popgate::identity::token::TokenType;
+use popgate::identity::token::{Token, TokenType};
 use popgate::identity::token_response::parse_token_response;
 use popgate::identity::{imds_v1, response_json::ResponseError};
 use rustls_pki_types::CertificateDer;
@@ -56,6 +56,16 @@ fn some_binding() -> BindingCert {
 }
 
 /// The error must name `error`, the AADSTS code and the correlation id.
+/// The mTLS PoP token parsed from a 200 with `body`, sent at `now`, bound to `binding`.
+fn pop_token_of(body: &[u8], now: SystemTime, binding: BindingCert) -> Token {
+    parse_token_response(StatusCode::OK, body, TokenType::MtlsPop, now, Some(binding)).unwrap()
+}
+
+/// The error parsing the token endpoint's answer `status` with the body of vector `name`.
+fn refusal(name: &str, status: StatusCode, token_type: TokenType) -> ResponseError {
+    parse_token_response(status, &vector(name), token_type, at(0), None).unwrap_err()
+}
+
 fn assert_names(err: &ResponseError, error: &str, aadsts: u32, correlation_id: &str) {
     let shown = err.to_string();
     assert!(shown.contains(error), "{shown}");
@@ -86,14 +96,7 @@ fn cert_app_pop_token_ignores_unknown_fields() {
     let body = vector("ests-cc-token-mtls-pop-200.json");
     let binding = some_binding();
     let now = at(1_800_000_000);
-    let token = parse_token_response(
-        StatusCode::OK,
-        &body,
-        TokenType::MtlsPop,
-        now,
-        Some(binding.clone()),
-    )
-    .unwrap();
+    let token = pop_token_of(&body, now, binding.clone());
     assert_eq!(
         token.access_token.expose_secret(),
         "header.payload.signature"
@@ -119,29 +122,18 @@ fn cert_app_pop_token_ignores_unknown_fields() {
 fn imds_v2_leg_token_with_string_expiry() {
     let body = vector("ests-imdsv2-token-mtls-pop-200.json");
     let now = at(1_800_000_000);
-    let token = parse_token_response(
-        StatusCode::OK,
-        &body,
-        TokenType::MtlsPop,
-        now,
-        Some(some_binding()),
-    )
-    .unwrap();
+    let token = pop_token_of(&body, now, some_binding());
     assert_eq!(token.access_token.expose_secret(), "some-access-token");
     assert_eq!(token.expires_at, now + Duration::from_secs(3599));
 }
 
 #[test]
 fn invalid_client_names_error_code_and_correlation_id() {
-    let body = vector("ests-error-invalid-client-400.json");
-    let err = parse_token_response(
+    let err = refusal(
+        "ests-error-invalid-client-400.json",
         StatusCode::BAD_REQUEST,
-        &body,
         TokenType::MtlsPop,
-        at(0),
-        None,
-    )
-    .unwrap_err();
+    );
     assert_names(
         &err,
         "invalid_client",
@@ -164,15 +156,11 @@ fn invalid_client_names_error_code_and_correlation_id() {
 
 #[test]
 fn throttled_429_is_not_retried_and_blocks_for_retry_after() {
-    let body = vector("ests-throttled-429.json");
-    let err = parse_token_response(
+    let err = refusal(
+        "ests-throttled-429.json",
         StatusCode::TOO_MANY_REQUESTS,
-        &body,
         TokenType::Bearer,
-        at(0),
-        None,
-    )
-    .unwrap_err();
+    );
     assert_names(
         &err,
         "Server overload",

@@ -32,6 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -122,6 +123,22 @@ fn spawn_peer(
 
 /// Sends a built request on one connection, in origin form with a Host header (as an HTTP
 /// client does), and returns status, headers and body.
+/// `request` over a new TLS connection to `addr` (a loopback peer).
+async fn send_tls(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    request: &CredentialRequest,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let tls = connector
+        .connect(
+            ServerName::try_from("127.0.0.1").unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    send(tls, request).await
+}
+
 async fn send<S>(io: S, request: &CredentialRequest) -> (StatusCode, HeaderMap, Bytes)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -389,14 +406,7 @@ async fn exchange() {
         format!("https://{token_addr}/{TENANT}/oauth2/v2.0/token")
     );
     let sent_at = SystemTime::now();
-    let tls = connector
-        .connect(
-            ServerName::try_from("127.0.0.1").unwrap(),
-            TcpStream::connect(token_addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
-    let (status, _, body) = send(tls, &req).await;
+    let (status, _, body) = send_tls(&connector, token_addr, &req).await;
     let token = parse_token_response(
         status,
         &body,
@@ -439,14 +449,7 @@ async fn exchange() {
 
     // A throttled answer from the same peer: parsed into a named error, never retried, blocked.
     throttle.store(true, std::sync::atomic::Ordering::SeqCst);
-    let tls = connector
-        .connect(
-            ServerName::try_from("127.0.0.1").unwrap(),
-            TcpStream::connect(token_addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
-    let (status, headers, body) = send(tls, &req).await;
+    let (status, headers, body) = send_tls(&connector, token_addr, &req).await;
     let err = parse_token_response(
         status,
         &body,

@@ -48,6 +48,9 @@ pub struct Env {
     pub exchange: App,
 }
 
+/// A route's flow on `app` (the certificate app, files watched) with an mTLS PoP token.
+pub const APP_POP: &str = "    flow: vanilla\n    identity: app\n    token_type: mtls_pop";
+
 pub async fn start() -> Env {
     start_with(AuthorityConfig::default()).await
 }
@@ -69,6 +72,20 @@ pub async fn start_with(config: AuthorityConfig) -> Env {
 impl Env {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// A new credential for `app`, registered alongside the current one (a rotation's overlap).
+    pub fn register_rotated_credential(&self) -> AppCredential {
+        let next = self
+            .authority
+            .pki()
+            .issue_app_credential("rotated")
+            .unwrap();
+        self.authority
+            .directory()
+            .add_certificate(&self.app.client_id, next.cert_der.as_ref())
+            .unwrap();
+        next
     }
 
     /// The identities every test can use: `sami`, `uami` (by client id), `uami-r`, `uami-o`,
@@ -309,6 +326,22 @@ pub async fn get(credential: &Arc<dyn Credential>) -> popgate::engine::cache::Ca
 }
 
 /// `get`, bounded in time.
+/// A fresh environment's route on `app` (mTLS PoP) asks the token endpoint once, which answers
+/// with `fault`: the error, asserted to name the endpoint's host after exactly that one request.
+pub async fn app_pop_error(fault: Fault) -> popgate::engine::credential::EngineError {
+    let env = start().await;
+    let credential = one(&env, "", GRAPH, APP_POP);
+    env.authority.faults().push(Endpoint::Token, fault, 1);
+    let err = try_get(&credential).await.unwrap_err();
+    assert!(
+        err.message.contains("mtlsauth.microsoft.com"),
+        "{}",
+        err.message
+    );
+    assert_eq!(env.count(Endpoint::Token), 1);
+    err
+}
+
 pub async fn try_get(
     credential: &Arc<dyn Credential>,
 ) -> Result<popgate::engine::cache::CachedToken, popgate::engine::credential::EngineError> {

@@ -345,3 +345,16 @@ pub async fn get(proxy: SocketAddr, path: &str) -> (u16, String) {
     let mut sender = connect(proxy).await.unwrap();
     get_on(&mut sender, path).await.unwrap()
 }
+
+/// The stdout of a run that must have succeeded; panics with the exit status and both streams
+/// otherwise.
+pub fn stdout_of_success(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout.into_owned()
+}

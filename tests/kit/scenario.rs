@@ -202,6 +202,22 @@ routes:
         resource.len()
     }
 
+    /// Asserts the resource never refused a token (`assert_resource_never_refused_token`) and
+    /// prints the table row `scenario` for `total`.
+    pub fn report(&self, scenario: &str, total: &Tally) {
+        let seen = self.assert_resource_never_refused_token();
+        row(scenario, total, seen);
+    }
+
+    /// The fault is over: waits until the route serves again, then loads `/back` and asserts
+    /// it is all echoes (`phase` names it in failures).
+    pub async fn back(&self, phase: &str) -> Tally {
+        self.wait_serving().await;
+        let back = self.load("/back").await;
+        back.assert_only(phase, &[ECHO]);
+        back
+    }
+
     /// Runs one load phase against `path_and_query`.
     pub async fn load(&self, path_and_query: &str) -> Tally {
         load(self.proxy(), path_and_query, CLIENTS, PER_CLIENT).await

@@ -12,9 +12,17 @@ use arc_swap::ArcSwap;
 use popgate::certs::binding::BindingCert;
 use popgate::certs::cert_files;
 use popgate::dataplane::{ListenerSpec, Proxy, ProxyHandle, ProxySettings};
-use popgate::route::slot::RouteSlot;
+use popgate::engine::credential::Credential;
+use popgate::engine::driver::{DriverSettings, RouteDriver};
+use popgate::engine::schedule::RefreshPolicy;
+use popgate::net::client::UpstreamSettings;
+use popgate::net::connect::ResolveMap;
+use popgate::net::upstream_tls::ExtraRoots;
+use popgate::route::slot::{RouteInfo, RouteSlot};
 use popgate::route::table::{RouteSpec, RouteTable};
 use popgate_authority::{Authority, SigningKeys};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::authority::{invalid_token_refusals, resource_requests, sign_graph_token};
 use super::dataplane::{plain_listener, route, route_table};
@@ -157,6 +165,54 @@ pub fn check_echo(answer: &Answer) -> String {
     assert_eq!(echo["scheme"], "mtls_pop", "{echo}");
     assert_eq!(echo["cnf_x5t"], echo["presented_x5t"], "{echo}");
     echo["appid"].as_str().unwrap().to_string()
+}
+
+/// A running route driver: the slot it publishes into, the switch that stops it, its task.
+pub struct GraphDriver {
+    pub slot: Arc<RouteSlot>,
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<()>,
+}
+
+impl Env {
+    /// Spawns a route driver publishing `credential`'s tokens into a new slot for route `graph` on
+    /// `identity`, with graph.microsoft.com:443 resolving to the authority's resource (trusted
+    /// through the authority's CA) and the default refresh policy.
+    pub fn spawn_graph_driver(
+        &self,
+        credential: Arc<dyn Credential>,
+        identity: &str,
+    ) -> GraphDriver {
+        let mut resolve = ResolveMap::default();
+        resolve
+            .insert("graph.microsoft.com:443", self.authority.resource_addr())
+            .unwrap();
+        let mut roots = ExtraRoots::default();
+        roots.add_der("authority-ca", self.authority.pki().ca_der().clone());
+        let slot = Arc::new(RouteSlot::for_route(
+            "graph",
+            RouteInfo {
+                identity: Some(identity.into()),
+                request_timeout: None,
+                lazy: false,
+            },
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let task = RouteDriver::new(
+            credential,
+            slot.clone(),
+            DriverSettings {
+                upstream: UpstreamSettings {
+                    extra_roots: roots,
+                    resolve: Arc::new(resolve),
+                    ..UpstreamSettings::default()
+                },
+                policy: RefreshPolicy::default(),
+            },
+        )
+        .spawn(stopped);
+        GraphDriver { slot, stop, task }
+    }
 }
 
 /// A plain-HTTP popgate on a loopback port whose one route sends `GRAPH` to `slot`.
