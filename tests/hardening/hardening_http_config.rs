@@ -129,8 +129,8 @@ fn body_deadlines_reach_the_listener_settings_and_bad_ones_are_errors_at_their_v
             "",
         )),
         vec![
-            f.at(4, 25, "`never` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
-            f.at(5, 26, "`5x` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
+            f.at(4, 25, "request_body_timeout: `never` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
+            f.at(5, 26, "response_body_timeout: `5x` is not a duration: write a whole number followed by ms, s, m or h (e.g. 500ms, 5s, 2m)"),
         ]
     );
 }
