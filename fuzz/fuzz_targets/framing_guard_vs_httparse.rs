@@ -171,9 +171,11 @@ fuzz_target!(|data: &[u8]| {
             "request {index}'s head is over {MAX_HEAD}; the guard refused {:?}",
             guard.refused
         ),
+        // hyper closes the connection at request `index`, so what the guard decides about later
+        // bytes never takes effect; the requests before it were cleanly framed and must pass.
         Found::Rejected { index } => assert!(
-            refused_at.is_none_or(|i| i <= index),
-            "the guard refused {:?}, after request {index} that hyper rejects",
+            refused_at.is_none_or(|i| i >= index),
+            "the guard refused {:?}, before request {index} that hyper rejects",
             guard.refused
         ),
         Found::Clean { heads } => {
