@@ -1,22 +1,10 @@
 //! `popgate bench`: the CLI side (flags to options, runtime, exit status). The bench itself is
-//! `popgate::bench`, behind the `dev` feature like the local authority it can run against.
+//! `popgate::bench`, in every build; only `--dev` needs the `dev` feature (the local authority).
 
 use std::process::ExitCode;
 
 use crate::cli::BenchArgs;
 
-/// Without the `dev` feature there is no bench: say so, and how to get it.
-#[cfg(not(feature = "dev"))]
-pub(crate) fn bench(_: Box<BenchArgs>) -> ExitCode {
-    eprintln!(
-        "popgate bench: this binary was built without the `dev` feature (left out of production \
-         builds); build it with `cargo build --release` (default features) or run \
-         `cargo run --release -- bench ...`"
-    );
-    ExitCode::from(crate::EXIT_BAD_CONFIG)
-}
-
-#[cfg(feature = "dev")]
 pub(crate) fn bench(arg: Box<BenchArgs>) -> ExitCode {
     use popgate::bench::{self, BenchOptions, plan::LoadFlags, setup::Against};
     use popgate::logging;

@@ -20,7 +20,6 @@ pub mod app;
 #[cfg(feature = "dev")]
 pub mod dev;
 
-// Above every layer: the benchmark drives the whole product. It reuses `dev`'s route targets and
-// its local authority, so it comes with the `dev` feature.
-#[cfg(feature = "dev")]
+// Above every layer: the benchmark drives the whole product. It is in production builds too; only
+// its `--dev` (the local authority) needs the `dev` feature.
 pub mod bench;

@@ -2,16 +2,27 @@
 //! the local authority with `--dev`), or a popgate already running (`--proxy URL`).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use crate::app::{App, RunError};
 use crate::config::model::{Config, Listener};
+#[cfg(feature = "dev")]
 use crate::dev::local_authority::LocalAuthority;
-use crate::dev::{DevError, READY_WAIT, prepare};
-
-use popgate_authority::faults::Endpoint;
+#[cfg(feature = "dev")]
+use crate::dev::{DevError, prepare};
 
 use super::BenchError;
 use super::summary::AuthorityCounts;
+
+/// Bound on waiting for eager routes' first tokens before the load starts: a token endpoint
+/// answers in well under a second, but an IMDS retry schedule (1 + 2 + 4 s) or a slow machine can
+/// add seconds (as `popgate dev` waits).
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// What `--dev` says in a build without the local authority (the `dev` cargo feature).
+pub const DEV_FEATURE_MISSING: &str = "--dev: this binary was built without the local authority \
+    (cargo feature `dev`, left out of production builds); build it with `cargo build --release` \
+    (default features), or bench the real services (no --dev) or a running popgate (--proxy URL)";
 
 /// Where the requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +50,7 @@ impl Against {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupFailure {
     /// The local authority could not be set up (`--dev`).
+    #[cfg(feature = "dev")]
     #[error(transparent)]
     Dev(#[from] DevError),
     /// popgate itself did not start.
@@ -56,12 +68,21 @@ pub struct Env {
     /// The in-process popgate, when there is one.
     pub app: Option<App>,
     /// The local authority (`--dev`).
+    #[cfg(feature = "dev")]
     pub local: Option<LocalAuthority>,
 }
 
 impl Env {
-    /// What the local authority counted (`--dev`).
+    /// What the local authority counted (`--dev`); `None` without it.
+    #[cfg(not(feature = "dev"))]
     pub fn authority_counts(&self) -> Option<AuthorityCounts> {
+        None
+    }
+
+    /// What the local authority counted (`--dev`).
+    #[cfg(feature = "dev")]
+    pub fn authority_counts(&self) -> Option<AuthorityCounts> {
+        use popgate_authority::faults::Endpoint;
         let seen = self.local.as_ref()?.authority.observations();
         Some(AuthorityCounts {
             resource_requests: seen.count(Endpoint::Resource),
@@ -84,6 +105,7 @@ impl Env {
         if let Some(app) = self.app {
             app.shutdown().await;
         }
+        #[cfg(feature = "dev")]
         if let Some(local) = self.local {
             local.authority.shutdown().await;
         }
@@ -109,6 +131,7 @@ pub async fn start(
     routes: &[&str],
 ) -> Result<Env, BenchError> {
     config.routes.retain(|r| routes.contains(&r.name.as_str()));
+    #[cfg(feature = "dev")]
     let local = match against {
         Against::Proxy(url) => {
             return Ok(Env {
@@ -125,6 +148,17 @@ pub async fn start(
             Some(local)
         }
     };
+    #[cfg(not(feature = "dev"))]
+    match against {
+        Against::Proxy(url) => {
+            return Ok(Env {
+                listener: proxy_addr(url).await?,
+                app: None,
+            });
+        }
+        Against::Config => {}
+        Against::Dev => return Err(BenchError::Usage(DEV_FEATURE_MISSING.into())),
+    }
     loopback_only(&mut config);
     let app = App::start(config).await.map_err(SetupFailure::from)?;
     let listener = *app.local_addrs().first().ok_or(SetupFailure::NoListener)?;
@@ -134,6 +168,7 @@ pub async fn start(
     Ok(Env {
         listener,
         app: Some(app),
+        #[cfg(feature = "dev")]
         local,
     })
 }

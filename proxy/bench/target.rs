@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::config::model::Config;
-use crate::dev::targets::{probe_target, upstream_host};
+use crate::route::probe::{probe_target, upstream_host};
 
 use super::BenchError;
 

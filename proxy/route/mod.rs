@@ -3,6 +3,7 @@
 
 pub(crate) mod host;
 pub mod policy;
+pub mod probe;
 pub mod slot;
 pub mod status;
 pub mod table;

@@ -1,5 +1,5 @@
-//! Where `popgate dev` sends each route's probe request, and which upstream host that reaches: the
-//! concrete names the local authority must answer as.
+//! Where `popgate dev` sends each route's probe request (and `popgate bench` its load by default),
+//! and which upstream host that reaches: the concrete names the local authority must answer as.
 
 use crate::config::model::{HostPattern, Route};
 
