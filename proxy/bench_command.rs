@@ -36,6 +36,7 @@ pub(crate) fn bench(arg: Box<BenchArgs>) -> ExitCode {
     let options = BenchOptions {
         routes: arg.routes,
         against,
+        admin: arg.admin,
         load: LoadFlags {
             concurrency: arg.concurrency,
             rate: arg.rate,

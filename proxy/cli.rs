@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// Drive an already running popgate's plain-HTTP listener (http://HOST:PORT) instead.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// With --proxy: that popgate's admin listener (http://HOST:PORT); its /metrics is read
+    /// before and after the load for the popgate-side figures (without it they are unavailable).
+    #[arg(long, value_name = "URL", requires = "proxy")]
+    pub admin: Option<String>,
     /// Connections per route (closed loop: each sends back-to-back) [default: 4].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,

@@ -4,6 +4,7 @@
 
 pub(crate) mod client;
 pub(crate) mod load;
+pub(crate) mod metrics_source;
 pub mod plan;
 pub(crate) mod popgate_side;
 pub(crate) mod record;
@@ -23,6 +24,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 
+use metrics_source::Source;
 use plan::{Load, LoadFlags, Plan};
 use popgate_side::Snapshot;
 use record::Recorder;
@@ -42,6 +44,9 @@ pub struct BenchOptions {
     pub routes: Vec<String>,
     /// Where the requests go.
     pub against: Against,
+    /// `--admin http://HOST:PORT`: the admin listener of the popgate `--proxy` drives, whose
+    /// `/metrics` is read before and after the load.
+    pub admin: Option<String>,
     /// The load's shape.
     pub load: LoadFlags,
     /// `--body FILE`.
@@ -117,11 +122,40 @@ pub async fn run(
     // Polled from here on, so that Ctrl-C during the set-up (the first tokens can take seconds)
     // is handled too.
     tokio::pin!(stop);
+    let admin = match (&options.admin, &options.against) {
+        (None, _) => None,
+        (Some(url), Against::Proxy(_)) => Some(setup::http_addr("--admin", url).await?),
+        (Some(url), _) => {
+            return Err(BenchError::Usage(format!(
+                "--admin {url}: only with --proxy (the bench reads its own popgate's metrics)"
+            )));
+        }
+    };
     let env = tokio::select! {
         env = setup::start(config, &options.against, &names) => env?,
         () = &mut stop => return Err(BenchError::Interrupted),
     };
     let in_process = env.app.is_some();
+    let source = if in_process {
+        Some(Source::InProcess)
+    } else {
+        admin.map(Source::Admin)
+    };
+    // What the token and connection figures count from: the bench's own popgate from its start
+    // (its first tokens are the cold start); a running popgate from just before the load.
+    let base = match source {
+        Some(Source::Admin(addr)) => match Source::Admin(addr).take().await {
+            Some(s) => Some(s),
+            None => {
+                return Err(BenchError::Usage(format!(
+                    "--admin {}: cannot read /metrics there (see the warning above)",
+                    options.admin.as_deref().unwrap_or_default()
+                )));
+            }
+        },
+        Some(Source::InProcess) => Some(Snapshot::default()),
+        None => None,
+    };
     tracing::info!(listener = %env.listener, routes = targets.len(), "bench load starting");
 
     let t0 = Instant::now();
@@ -130,20 +164,26 @@ pub async fn run(
         .iter()
         .map(|_| Arc::new(Recorder::new(t0)))
         .collect();
-    let ran = drive(&targets, &recorders, &env, plan, schedule, stop).await;
+    let ran = drive(&targets, &recorders, &env, source, plan, schedule, stop).await;
     let elapsed = ran
         .finished
         .saturating_duration_since(schedule.measure_start);
-    let end = in_process.then(Snapshot::take);
-    // Stopped before the measured phase: nothing was measured, so nothing to subtract.
-    let before = ran.before.unwrap_or_default();
+    let end = match source {
+        Some(s) => s.take().await,
+        None => None,
+    };
+    // Stopped before the measured phase: nothing was measured, so the share counts from the base.
+    let base = base.unwrap_or_default();
+    let before = ran.before.unwrap_or_else(|| base.clone());
+    let side = end.as_ref().map(|end| summary::Side {
+        end,
+        measured_from: &before,
+        base: &base,
+    });
     let routes = targets
         .iter()
         .zip(&recorders)
-        .map(|(t, rec)| {
-            let sums = end.as_ref().map(|e| e.route_since(&before, &t.route));
-            summary::route(t, &rec.snapshot(), elapsed, options.started, sums)
-        })
+        .map(|(t, rec)| summary::route(t, &rec.snapshot(), elapsed, options.started, side))
         .collect();
     let result = Summary {
         mode: match plan.load {
@@ -161,15 +201,34 @@ pub async fn run(
         elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         interrupted: ran.interrupted,
         routes,
-        popgate: end.as_ref().map(summary::proxy),
+        popgate: end.as_ref().map(|e| summary::proxy(&e.since(&base))),
         marks: ran.marks,
         authority: env.authority_counts(),
+        window: match (source, &end) {
+            (Some(Source::InProcess), Some(_)) => Some("since popgate started"),
+            (Some(Source::Admin(_)), Some(_)) => Some("during the bench"),
+            _ => None,
+        },
+        unavailable: match (source, &end) {
+            (None, _) => Some(UNAVAILABLE_WITHOUT_ADMIN.to_string()),
+            (Some(_), None) => Some(
+                "popgate's metrics could not be read after the load (see the warning on stderr): \
+                 no popgate-side figures"
+                    .to_string(),
+            ),
+            _ => None,
+        },
     };
     env.stop().await;
     let measure_start_s = (schedule.measure_start - t0).as_secs_f64();
     write_results(&result, &options, out, measure_start_s)?;
     Ok(result)
 }
+
+/// What a `--proxy` run without `--admin` cannot show, said in the table and the JSON.
+pub const UNAVAILABLE_WITHOUT_ADMIN: &str = "--proxy without --admin URL: time in popgate and \
+    upstream, token acquisitions and their steps, upstream connections, TLS handshakes and \
+    refresh marks are unavailable (give --admin http://HOST:PORT, the popgate's admin listener)";
 
 /// How the load phase went.
 struct Ran {
@@ -189,24 +248,27 @@ async fn drive(
     targets: &[target::Target],
     recorders: &[Arc<Recorder>],
     env: &setup::Env,
+    source: Option<Source>,
     plan: Plan,
     schedule: Schedule,
     mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ran {
-    let in_process = env.app.is_some();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch::run(
         targets.iter().map(|t| t.route.clone()).collect(),
         recorders.to_vec(),
         schedule.t0,
         schedule.measure_start,
-        in_process,
+        source,
         stop_rx.clone(),
     ));
     let measure_start = schedule.measure_start;
     let before = tokio::spawn(async move {
         tokio::time::sleep_until(measure_start.into()).await;
-        in_process.then(Snapshot::take)
+        match source {
+            Some(s) => s.take().await,
+            None => None,
+        }
     });
     let load = load::run(targets, recorders, env.listener, plan, schedule, &stop_rx);
     tokio::pin!(load);

@@ -135,7 +135,7 @@ pub async fn start(
     let local = match against {
         Against::Proxy(url) => {
             return Ok(Env {
-                listener: proxy_addr(url).await?,
+                listener: http_addr("--proxy", url).await?,
                 app: None,
                 local: None,
             });
@@ -152,7 +152,7 @@ pub async fn start(
     match against {
         Against::Proxy(url) => {
             return Ok(Env {
-                listener: proxy_addr(url).await?,
+                listener: http_addr("--proxy", url).await?,
                 app: None,
             });
         }
@@ -173,10 +173,10 @@ pub async fn start(
     })
 }
 
-/// `http://host:port` (no path) → the first address it resolves to.
-async fn proxy_addr(url: &str) -> Result<SocketAddr, BenchError> {
+/// `http://host:port` (no path) given to `flag` → the first address it resolves to.
+pub(crate) async fn http_addr(flag: &str, url: &str) -> Result<SocketAddr, BenchError> {
     let bad =
-        |why: &str| BenchError::Usage(format!("--proxy {url}: {why} (write http://HOST:PORT)"));
+        |why: &str| BenchError::Usage(format!("{flag} {url}: {why} (write http://HOST:PORT)"));
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
     if uri.scheme_str() != Some("http") {
         return Err(bad("popgate's listener is plain http://"));

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::client::Failure;
-use super::popgate_side::{RouteSums, Snapshot};
+use super::popgate_side::Snapshot;
 use super::record::Tally;
 use super::target::Target;
 
@@ -70,6 +70,33 @@ pub struct Share {
     pub upstream_requests: u64,
 }
 
+/// One step of a route's token acquisitions (`metadata`, `csr`, `credential`: IMDSv2's binding
+/// certificate; `token`: the token request; a FIC route's first leg prefixed `leg1 `).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepFigures {
+    /// Steps that succeeded.
+    pub count: u64,
+    /// Their mean duration (retries included), ms.
+    pub mean_ms: Option<f64>,
+    /// Their summed duration, ms.
+    pub total_ms: f64,
+    /// Steps that failed.
+    pub failed: u64,
+}
+
+/// A route's upstream connections.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteConnections {
+    /// Connections opened (TCP connected and TLS handshake done): each is one full handshake.
+    pub opened: u64,
+    /// Dials that failed (TCP or the TLS handshake).
+    pub failed: u64,
+    /// Requests the route sent upstream over the same window.
+    pub upstream_requests: u64,
+    /// Requests per connection opened (reuse; 1.0: none).
+    pub requests_per_connection: Option<f64>,
+}
+
 /// One second of the run (since the load started).
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
@@ -102,6 +129,10 @@ pub struct RouteSummary {
     /// From `popgate bench` starting to this route's first 2xx, ms.
     pub cold_start_ms: Option<f64>,
     pub popgate: Option<Share>,
+    /// The route's token acquisition steps (popgate-side figures; see [`Summary::window`]).
+    pub token_steps: Option<BTreeMap<String, StepFigures>>,
+    /// The route's upstream connections (popgate-side figures; see [`Summary::window`]).
+    pub upstream_connections: Option<RouteConnections>,
     pub series: Vec<Point>,
 }
 
@@ -165,6 +196,23 @@ pub struct Summary {
     pub popgate: Option<ProxySummary>,
     pub marks: Vec<Mark>,
     pub authority: Option<AuthorityCounts>,
+    /// What popgate's process-wide, token and connection figures cover: `since popgate started`
+    /// (the bench's own popgate) or `during the bench` (a running popgate's /metrics read before
+    /// and after); `None` when there are none.
+    pub window: Option<&'static str>,
+    /// popgate-side figures this run could not have, and why (e.g. `--proxy` without `--admin`).
+    pub unavailable: Option<String>,
+}
+
+/// popgate's metrics for one route's figures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Side<'a> {
+    /// Read after the load.
+    pub end: &'a Snapshot,
+    /// Read when the measured phase started (for the share of each measured request).
+    pub measured_from: &'a Snapshot,
+    /// What the token and connection figures count from.
+    pub base: &'a Snapshot,
 }
 
 fn per_sec(n: u64, elapsed: Duration) -> f64 {
@@ -182,8 +230,9 @@ pub(crate) fn route(
     t: &Tally,
     elapsed: Duration,
     started: Instant,
-    sums: Option<RouteSums>,
+    side: Option<Side<'_>>,
 ) -> RouteSummary {
+    let sums = side.map(|s| s.end.route_since(s.measured_from, &target.route));
     let mut errors = Errors::default();
     for ((status, cause), n) in &t.popgate {
         errors.popgate.insert(format!("{status} {cause}"), *n);
@@ -235,7 +284,52 @@ pub(crate) fn route(
             mean_upstream_ms: s.mean_upstream_us().map(ms),
             upstream_requests: s.sent_upstream,
         }),
+        token_steps: side.map(|s| token_steps(target, &s.end.since(s.base))),
+        upstream_connections: side.map(|s| connections(&target.route, s)),
         series,
+    }
+}
+
+fn token_steps(target: &Target, delta: &Snapshot) -> BTreeMap<String, StepFigures> {
+    let mut out = BTreeMap::new();
+    for key in &target.token_keys {
+        for step in crate::metrics::token_steps::STEPS {
+            let k = (
+                key.identity.clone(),
+                key.token_type.to_string(),
+                step.to_string(),
+            );
+            let Some(s) = delta.steps.get(&k) else {
+                continue;
+            };
+            if s.ok == 0 && s.failed == 0 {
+                continue;
+            }
+            out.insert(
+                format!("{}{step}", key.prefix),
+                StepFigures {
+                    count: s.ok,
+                    mean_ms: (s.ok > 0).then(|| ms(s.ok_secs / s.ok as f64 * 1e6)),
+                    total_ms: ms(s.ok_secs * 1e6),
+                    failed: s.failed,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn connections(route: &str, side: Side<'_>) -> RouteConnections {
+    let now = side.end.dials.get(route).copied().unwrap_or_default();
+    let then = side.base.dials.get(route).copied().unwrap_or_default();
+    let opened = now.0.saturating_sub(then.0);
+    let upstream_requests = side.end.route_since(side.base, route).sent_upstream;
+    RouteConnections {
+        opened,
+        failed: now.1.saturating_sub(then.1),
+        upstream_requests,
+        requests_per_connection: (opened > 0)
+            .then(|| (upstream_requests as f64 / opened as f64 * 10.0).round() / 10.0),
     }
 }
 

@@ -39,11 +39,61 @@ const ROWS: &[Row] = &[
         opt_ms(r.popgate.as_ref().and_then(|p| p.mean_upstream_ms))
     }),
     ("cold start", |r| opt_ms(r.cold_start_ms)),
+    ("upstream connections", |r| {
+        r.upstream_connections.as_ref().map_or_else(
+            || "-".into(),
+            |c| {
+                let failed = if c.failed > 0 {
+                    format!(", {} failed", c.failed)
+                } else {
+                    String::new()
+                };
+                let reuse = c
+                    .requests_per_connection
+                    .map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+                format!("{} opened{failed}, {reuse} req/conn", c.opened)
+            },
+        )
+    }),
     ("errors", |r| causes(r)),
     ("not measured", |r| {
         format!("{} warm-up, {} unsent", r.unmeasured, r.unsent)
     }),
 ];
+
+/// Step names the routes have, leg 1's first, each in the order an acquisition runs them.
+fn step_names(s: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    for prefix in ["leg1 ", ""] {
+        for step in crate::metrics::token_steps::STEPS {
+            let name = format!("{prefix}{step}");
+            let present = s.routes.iter().any(|r| {
+                r.token_steps
+                    .as_ref()
+                    .is_some_and(|t| t.contains_key(&name))
+            });
+            if present {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+fn step_cell(r: &RouteSummary, name: &str) -> String {
+    let Some(f) = r.token_steps.as_ref().and_then(|t| t.get(name)) else {
+        return "-".into();
+    };
+    let failed = if f.failed > 0 {
+        format!(", {} failed", f.failed)
+    } else {
+        String::new()
+    };
+    match f.mean_ms {
+        Some(mean) => format!("{} x {mean:.3} ms{failed}", f.count),
+        None => format!("0{failed}"),
+    }
+}
 
 /// Renders `s` as aligned text.
 pub(crate) fn render(s: &Summary) -> String {
@@ -64,11 +114,19 @@ pub(crate) fn render(s: &Summary) -> String {
             ""
         }
     );
-    let label_width = ROWS.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    // Fixed rows, then one per token acquisition step any route has (in the order they run).
+    let mut labels: Vec<String> = ROWS.iter().map(|(l, _)| l.to_string()).collect();
+    let steps = step_names(s);
+    labels.extend(steps.iter().map(|n| format!("token step: {n}")));
+    let label_width = labels.iter().map(String::len).max().unwrap_or(0);
     let cells: Vec<Vec<String>> = s
         .routes
         .iter()
-        .map(|r| ROWS.iter().map(|(_, f)| f(r)).collect())
+        .map(|r| {
+            let mut c: Vec<String> = ROWS.iter().map(|(_, f)| f(r)).collect();
+            c.extend(steps.iter().map(|n| step_cell(r, n)));
+            c
+        })
         .collect();
     let widths: Vec<usize> = s
         .routes
@@ -87,12 +145,22 @@ pub(crate) fn render(s: &Summary) -> String {
         let _ = write!(out, "  {:>w$}", r.route);
     }
     out.push('\n');
-    for (i, (label, _)) in ROWS.iter().enumerate() {
+    for (i, label) in labels.iter().enumerate() {
         let _ = write!(out, "{label:label_width$}");
         for (c, w) in cells.iter().zip(&widths) {
             let _ = write!(out, "  {:>w$}", c[i]);
         }
         out.push('\n');
+    }
+    if let Some(why) = &s.unavailable {
+        let _ = writeln!(out, "unavailable: {why}");
+    }
+    if let Some(window) = s.window {
+        let _ = writeln!(
+            out,
+            "popgate-side figures: time shares over the measured phase; token steps, connections \
+             and the lines below {window}"
+        );
     }
     if let Some(p) = &s.popgate {
         let calls: Vec<String> = p

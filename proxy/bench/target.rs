@@ -35,6 +35,45 @@ pub(crate) struct Target {
     pub body: Bytes,
     /// Whether the route's upstream is on loopback (or the run is `--dev`).
     pub loopback: bool,
+    /// Whose acquisition steps are the route's: (name prefix, identity, token type), leg 1 first
+    /// for a FIC route.
+    pub token_keys: Vec<TokenKey>,
+}
+
+/// Which `popgate_token_step_duration_seconds` series belong to a route: its steps are shown as
+/// `prefix` + step name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TokenKey {
+    /// `""`, or `"leg1 "` for a FIC route's first leg.
+    pub prefix: &'static str,
+    /// The identity's name.
+    pub identity: String,
+    /// `mtls_pop` or `bearer`.
+    pub token_type: &'static str,
+}
+
+fn token_keys(route: &crate::config::model::Route) -> Vec<TokenKey> {
+    use crate::config::model::Flow;
+    let last = |identity: &str| TokenKey {
+        prefix: "",
+        identity: identity.to_string(),
+        token_type: route.token_type.as_str(),
+    };
+    match &route.flow {
+        Flow::Vanilla { identity } => vec![last(identity)],
+        Flow::Fic {
+            leg1,
+            leg2,
+            leg1_token_type,
+        } => vec![
+            TokenKey {
+                prefix: "leg1 ",
+                identity: leg1.clone(),
+                token_type: leg1_token_type.as_str(),
+            },
+            last(leg2),
+        ],
+    }
 }
 
 fn usage(message: String) -> BenchError {
@@ -86,6 +125,7 @@ pub(crate) fn resolve(
             headers: headers.clone(),
             body: body.clone(),
             loopback: dev || upstream_is_loopback(config, route),
+            token_keys: token_keys(route),
         });
     }
     Ok(out)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::metrics_source::Source;
 use super::popgate_side::{PUBLISHED, Snapshot};
 use super::record::Recorder;
 use super::summary::Mark;
@@ -63,19 +64,22 @@ fn progress_line(names: &[String], recs: &[Arc<Recorder>], elapsed: Duration) ->
     line
 }
 
-/// Runs until `stop` turns true: returns the marks seen since `t0`. `in_process`: popgate runs in
-/// this process, so its metrics are readable.
+/// Runs until `stop` turns true: returns the marks seen since `t0`, read from `source` (none
+/// without one).
 pub(crate) async fn run(
     names: Vec<String>,
     recs: Vec<Arc<Recorder>>,
     t0: Instant,
     measure_start: Instant,
-    in_process: bool,
+    source: Option<Source>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<Mark> {
     let terminal = std::io::stderr().is_terminal();
     let mut marks = Vec::new();
-    let mut last = in_process.then(Snapshot::take);
+    let mut last = match source {
+        Some(s) => s.take().await,
+        None => None,
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.tick().await;
     loop {
@@ -83,13 +87,13 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        if let Some(then) = &last {
-            let now = Snapshot::take();
-            marks.extend(marks_between(
-                then,
-                &now,
-                t0.elapsed().as_secs_f64().floor(),
-            ));
+        if let Some(source) = source
+            && let Some(now) = source.take().await
+        {
+            if let Some(then) = &last {
+                let t_s = t0.elapsed().as_secs_f64().floor();
+                marks.extend(marks_between(then, &now, t_s));
+            }
             last = Some(now);
         }
         if terminal {

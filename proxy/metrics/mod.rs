@@ -8,6 +8,7 @@
 pub(crate) mod connections;
 pub(crate) mod pool;
 pub(crate) mod request;
+pub mod token_steps;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

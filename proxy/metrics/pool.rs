@@ -27,6 +27,7 @@ impl PoolRefusal {
 }
 
 struct Families {
+    dials: IntCounterVec,
     connections: IntGaugeVec,
     waiters: IntGaugeVec,
     refusals: IntCounterVec,
@@ -56,10 +57,20 @@ fn families() -> prometheus::Result<Families> {
         ),
         &["route", "reason"],
     )?;
+    let dials = IntCounterVec::new(
+        Opts::new(
+            "popgate_upstream_pool_dials_total",
+            "Upstream connections dialled for the route, by outcome (ok: TCP connected and TLS \
+             handshake done; failed); requests sent upstream over ok dials gives the reuse.",
+        ),
+        &["route", "outcome"],
+    )?;
+    registry.register(Box::new(dials.clone()))?;
     registry.register(Box::new(connections.clone()))?;
     registry.register(Box::new(waiters.clone()))?;
     registry.register(Box::new(refusals.clone()))?;
     Ok(Families {
+        dials,
         connections,
         waiters,
         refusals,
@@ -79,6 +90,8 @@ pub struct PoolMetrics {
     waiters: IntGauge,
     waiters_full: IntCounter,
     wait_expired: IntCounter,
+    dialled_ok: IntCounter,
+    dial_failed: IntCounter,
 }
 
 impl PoolMetrics {
@@ -94,6 +107,8 @@ impl PoolMetrics {
             wait_expired: f
                 .refusals
                 .with_label_values(&[route, PoolRefusal::WaitExpired.as_str()]),
+            dialled_ok: f.dials.with_label_values(&[route, "ok"]),
+            dial_failed: f.dials.with_label_values(&[route, "failed"]),
         })
     }
 
@@ -107,6 +122,15 @@ impl PoolMetrics {
     pub fn waiter(self: &Arc<Self>) -> Gauged {
         self.waiters.inc();
         Gauged(Arc::clone(self), Which::Waiter)
+    }
+
+    /// Counts one upstream dial (TCP and TLS handshake) of the route, `ok` or failed.
+    pub fn dialled(&self, ok: bool) {
+        if ok {
+            self.dialled_ok.inc();
+        } else {
+            self.dial_failed.inc();
+        }
     }
 
     /// Counts one caller refused for `why`.
@@ -152,6 +176,10 @@ mod tests {
         m.refused(PoolRefusal::WaitersFull);
         m.refused(PoolRefusal::WaitExpired);
         assert_eq!((m.waiters_full.get(), m.wait_expired.get()), (1, 1));
+        m.dialled(true);
+        m.dialled(false);
+        m.dialled(true);
+        assert_eq!((m.dialled_ok.get(), m.dial_failed.get()), (2, 1));
         // A second route shares the families (registered once).
         let other = PoolMetrics::of("pool-metrics-test-2");
         assert_eq!(other.connections.get(), 0);

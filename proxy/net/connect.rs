@@ -304,6 +304,9 @@ impl UpstreamConnector {
             .and_then(|dialled| dialled);
         if self.inner.counted {
             crate::metrics::upstream_dial(tls.is_ok());
+            if let Some(route) = &settings.pool_metrics {
+                route.dialled(tls.is_ok());
+            }
         }
         let tls = tls?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");

@@ -10,6 +10,7 @@ use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
 use crate::identity::token::{Token, TokenType};
+use crate::metrics::token_steps::Step;
 use crate::identity::token_request::{TokenEndpoint, cert_app_bearer, cert_app_mtls_pop};
 use crate::identity::token_response::parse_token_response;
 
@@ -117,6 +118,7 @@ impl TokenSource for CertAppSource {
             Peer::TokenEndpoint,
             "certificate app token",
         )
+        .timed(Step::Token, token_type)
         .presenting(present)
         .send(&request, |x| {
             parse_token_response(x.status, &x.body, token_type, now, present.cloned())

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::token::{Token, TokenType};
+use crate::metrics::token_steps::Step;
 use crate::identity::token_request::{Leg1Kind, TokenEndpoint, fic_leg2};
 use crate::identity::token_response::parse_token_response;
 
@@ -110,6 +111,7 @@ impl TokenSource for FicSource {
             TokenType::Bearer => None,
         };
         Call::new(&self.deps, name, Peer::TokenEndpoint, "FIC leg 2 token")
+            .timed(Step::Token, final_type)
             .presenting(present)
             .send(&request, |x| {
                 parse_token_response(x.status, &x.body, final_type, now, binding)

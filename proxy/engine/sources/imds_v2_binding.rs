@@ -21,6 +21,8 @@ use super::attestation::run_attestation;
 use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
+use crate::identity::token::TokenType;
+use crate::metrics::token_steps::{self, Step};
 use crate::engine::build::EngineDeps;
 use crate::engine::credential::EngineError;
 
@@ -154,6 +156,7 @@ impl ImdsV2Identity {
                 .map_err(|e| local(e.to_string()))?;
                 let metadata = self
                     .call(Peer::ImdsProbe, "IMDSv2 getplatformmetadata")
+                    .timed(Step::Metadata, TokenType::MtlsPop)
                     .send(&request, |x| {
                         parse_platform_metadata(x.status, &x.headers, &x.body)
                     })
@@ -163,6 +166,7 @@ impl ImdsV2Identity {
                 metadata
             }
         };
+        let csr_started = std::time::Instant::now();
         let key = match &state.key {
             Some(k) => Arc::clone(k),
             None => {
@@ -182,7 +186,15 @@ impl ImdsV2Identity {
             &metadata.client_id,
             &metadata.cu_id,
         )
-        .map_err(|e| local(e.to_string()))?;
+        .map_err(|e| local(e.to_string()));
+        token_steps::observe(
+            name,
+            TokenType::MtlsPop,
+            Step::Csr,
+            csr.is_ok(),
+            csr_started.elapsed(),
+        );
+        let csr = csr?;
         let attestation = match &self.attestation_command {
             Some(argv) => Some(
                 run_attestation(argv)
@@ -203,6 +215,7 @@ impl ImdsV2Identity {
         // Failures here carry no Retry-After block: the caller's backoff paces the next mint.
         let issued = self
             .call(Peer::Imds, "IMDSv2 issuecredential")
+            .timed(Step::Credential, TokenType::MtlsPop)
             .send(&request, |x| parse_issued_credential(x.status, &x.body))
             .await
             .map_err(|e| e.error)?;

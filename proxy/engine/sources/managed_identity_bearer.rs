@@ -8,6 +8,7 @@ use crate::identity::app_service::{self, AppServiceEndpoint};
 use crate::identity::imds_endpoint::{ImdsBase, UamiSelector};
 use crate::identity::imds_v1;
 use crate::identity::token::Token;
+use crate::metrics::token_steps::Step;
 
 use super::errors;
 use super::retry::Peer;
@@ -66,7 +67,8 @@ impl TokenSource for ManagedIdentityBearerSource {
             identity,
             Peer::Imds,
             "managed identity Bearer token",
-        );
+        )
+        .timed(Step::Token, target.labels.token_type);
         let selector = self.selector.as_ref();
         let (request, call) = match &self.endpoint {
             BearerEndpoint::Imds(base) => (

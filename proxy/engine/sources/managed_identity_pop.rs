@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::certs::binding::BindingCert;
 use crate::identity::token::{Token, TokenType};
+use crate::metrics::token_steps::Step;
 use crate::identity::token_response::parse_token_response;
 
 use super::errors;
@@ -58,6 +59,7 @@ impl TokenSource for ManagedIdentityPopSource {
             Peer::TokenEndpoint,
             "IMDSv2 mTLS PoP token",
         )
+        .timed(Step::Token, TokenType::MtlsPop)
         .presenting(Some(&minted.binding))
         .send(&request, |x| {
             let binding = Some(minted.binding.clone());

@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::certs::binding::BindingCert;
 use crate::identity::outbound_request::CredentialRequest;
 use crate::identity::response_json::ResponseError;
+use crate::identity::token::TokenType;
+use crate::metrics::token_steps::{self, Step};
 use crate::net::token_transport::Exchange;
 
 use super::errors;
@@ -31,6 +33,8 @@ pub(crate) struct Call<'a> {
     pub what: &'static str,
     /// The certificate presented over mTLS, if any.
     pub present: Option<&'a BindingCert>,
+    /// The acquisition step this call is, timed by token type (`None`: not timed).
+    pub step: Option<(Step, TokenType)>,
 }
 
 impl<'a> Call<'a> {
@@ -54,6 +58,15 @@ impl<'a> Call<'a> {
             host: None,
             what,
             present: None,
+            step: None,
+        }
+    }
+
+    /// Times this call as `step` of a `token_type` acquisition (`popgate_token_step_duration_seconds`).
+    pub(crate) fn timed(self, step: Step, token_type: TokenType) -> Self {
+        Self {
+            step: Some((step, token_type)),
+            ..self
         }
     }
 
@@ -72,6 +85,26 @@ impl<'a> Call<'a> {
         parse: impl FnOnce(&Exchange) -> Result<T, ResponseError>,
     ) -> Result<T, AcquireError> {
         let presented = self.present.is_some();
+        let started = std::time::Instant::now();
+        let result = self.exchange(request, parse, presented).await;
+        if let Some((step, token_type)) = self.step {
+            token_steps::observe(
+                self.identity,
+                token_type,
+                step,
+                result.is_ok(),
+                started.elapsed(),
+            );
+        }
+        result
+    }
+
+    async fn exchange<T>(
+        self,
+        request: &CredentialRequest,
+        parse: impl FnOnce(&Exchange) -> Result<T, ResponseError>,
+        presented: bool,
+    ) -> Result<T, AcquireError> {
         let answered = send_with_retry(
             &self.deps.transport,
             self.deps.retry,

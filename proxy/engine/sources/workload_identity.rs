@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use crate::config::model::WorkloadIdentity;
 use crate::identity::authority_host::bearer_token_host;
 use crate::identity::token::{Token, TokenType};
+use crate::metrics::token_steps::Step;
 use crate::identity::token_request::TokenEndpoint;
 use crate::identity::token_response::parse_token_response;
 use crate::identity::workload_identity::{read_federated_token, token_request};
@@ -75,6 +76,7 @@ impl TokenSource for WorkloadIdentitySource {
             Peer::TokenEndpoint,
             "workload identity token",
         )
+        .timed(Step::Token, TokenType::Bearer)
         .send(&request, |x| {
             parse_token_response(x.status, &x.body, TokenType::Bearer, now, None)
         })
