@@ -33,8 +33,7 @@ impl Source {
     pub(crate) async fn take(self) -> Option<Snapshot> {
         match self {
             Source::InProcess => Some(Snapshot::take()),
-            Source::Admin(addr) => match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(addr)).await
-            {
+            Source::Admin(addr) => match tokio::time::timeout(SCRAPE_TIMEOUT, scrape(addr)).await {
                 Ok(Ok(text)) => Some(Snapshot::from_text(&text)),
                 Ok(Err(why)) => {
                     tracing::warn!(admin = %addr, error = %why, "cannot read popgate's /metrics");

@@ -70,7 +70,11 @@ fn label<'a>(m: &'a Metric, name: &str) -> &'a str {
 /// A count read as f64 (Prometheus' type) back to u64: counts stay far inside f64's exact range,
 /// and anything negative or not a number (only a broken exposition has those) counts as 0.
 fn count(v: f64) -> u64 {
-    if v.is_finite() && v > 0.0 { v as u64 } else { 0 }
+    if v.is_finite() && v > 0.0 {
+        v as u64
+    } else {
+        0
+    }
 }
 
 impl Snapshot {
@@ -206,9 +210,17 @@ impl Snapshot {
 
     /// Everything counted between `earlier` and `self` (gauges: `self`'s values).
     pub(crate) fn since(&self, earlier: &Snapshot) -> Snapshot {
-        fn minus<K: Ord + Clone>(now: &BTreeMap<K, u64>, then: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+        fn minus<K: Ord + Clone>(
+            now: &BTreeMap<K, u64>,
+            then: &BTreeMap<K, u64>,
+        ) -> BTreeMap<K, u64> {
             now.iter()
-                .map(|(k, v)| (k.clone(), v.saturating_sub(then.get(k).copied().unwrap_or(0))))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.saturating_sub(then.get(k).copied().unwrap_or(0)),
+                    )
+                })
                 .collect()
         }
         Snapshot {
@@ -249,7 +261,10 @@ impl Snapshot {
                 .iter()
                 .map(|(k, (ok, failed))| {
                     let (ok0, failed0) = earlier.dials.get(k).copied().unwrap_or_default();
-                    (k.clone(), (ok.saturating_sub(ok0), failed.saturating_sub(failed0)))
+                    (
+                        k.clone(),
+                        (ok.saturating_sub(ok0), failed.saturating_sub(failed0)),
+                    )
                 })
                 .collect(),
         }
@@ -372,7 +387,10 @@ mod tests {
             .unwrap();
         let from_text = Snapshot::from_text(&text);
         let direct = Snapshot::from_families(&families);
-        assert_eq!(from_text.routes["bench-text-test"], direct.routes["bench-text-test"]);
+        assert_eq!(
+            from_text.routes["bench-text-test"],
+            direct.routes["bench-text-test"]
+        );
         assert_eq!(from_text.dials["bench-text-test"], (1, 0));
         let key = ("bench-text-id".into(), "mtls_pop".into(), "metadata".into());
         assert_eq!(from_text.steps[&key].ok, 1);
@@ -390,7 +408,9 @@ mod tests {
         assert_eq!(parse_sample("up 1").unwrap().2, 1.0);
         assert!(parse_sample(r#"x{route="open 1"#).is_none());
         assert!(parse_sample("x notanumber").is_none());
-        let s = Snapshot::from_text("# HELP x\ngarbage{\npopgate_upstream_connections_opened_total 4\n");
+        let s = Snapshot::from_text(
+            "# HELP x\ngarbage{\npopgate_upstream_connections_opened_total 4\n",
+        );
         assert_eq!(s.connections_opened, 4);
     }
 

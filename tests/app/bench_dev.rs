@@ -37,6 +37,7 @@ fn pop_and_bearer_side_by_side_match_the_authority_counts() {
     assert_eq!(json["interrupted"], false);
 
     let mut sent = 0;
+    let mut opened = 0;
     for name in ["graph", "graph-bearer"] {
         let r = route(&json, name);
         // The schedule has exactly rate x duration measured requests, all answered 200.
@@ -56,8 +57,27 @@ fn pop_and_bearer_side_by_side_match_the_authority_counts() {
             "{r}"
         );
         assert!(!r["series"].as_array().unwrap().is_empty(), "{r}");
+        // One token request each (the certificate app: no IMDS steps), timed.
+        let steps = r["token_steps"].as_object().expect("token steps");
+        assert_eq!(steps.keys().collect::<Vec<_>>(), ["token"], "{r}");
+        assert_eq!(n(&steps["token"]["count"]), 1, "{r}");
+        assert!(f(&steps["token"]["mean_ms"]) > 0.0, "{r}");
+        let conns = &r["upstream_connections"];
+        assert!(n(&conns["opened"]) >= 1, "{r}");
+        assert_eq!(
+            n(&conns["upstream_requests"]),
+            n(&r["requests"]) + n(&r["unmeasured"]),
+            "{r}"
+        );
+        opened += n(&conns["opened"]);
         sent += n(&r["requests"]) + n(&r["unmeasured"]);
     }
+    assert_eq!(
+        opened,
+        n(&json["popgate"]["upstream_connections_opened"]),
+        "the routes' connections are all of popgate's: {json}"
+    );
+    assert_eq!(json["window"], "since popgate started");
     let authority = &json["authority"];
     assert_eq!(
         n(&authority["resource_requests"]),
@@ -141,4 +161,47 @@ fn the_svg_report_is_the_plot_alone() {
     assert!(svg.starts_with("<?xml"), "{svg}");
     assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
     assert_eq!(svg.matches(r#"data-route="graph""#).count(), 2);
+}
+
+#[test]
+fn an_imds_v2_pop_acquisition_is_split_by_step() {
+    let out = bench(&[
+        "--dev",
+        "--route",
+        "arm-sami-pop",
+        "--requests",
+        "5",
+        "--concurrency",
+        "1",
+        "--json",
+    ]);
+    let json = json_of(&out);
+    let r = route(&json, "arm-sami-pop");
+    assert_eq!(n(&r["ok"]), 5, "{r}");
+    let steps = r["token_steps"].as_object().expect("token steps");
+    let mut names: Vec<&String> = steps.keys().collect();
+    names.sort();
+    assert_eq!(names, ["credential", "csr", "metadata", "token"], "{r}");
+    for (name, s) in steps {
+        assert_eq!(n(&s["count"]), 1, "{name}: {r}");
+        assert_eq!(n(&s["failed"]), 0, "{name}: {r}");
+        assert!(f(&s["mean_ms"]) > 0.0, "{name}: {r}");
+    }
+    // The authority saw the same: getplatformmetadata and issuecredential at IMDS, one token.
+    let authority = &json["authority"];
+    assert_eq!(n(&authority["imds_requests"]), 2, "{json}");
+    assert_eq!(n(&authority["token_requests"]), 1, "{json}");
+    let stdout = String::from_utf8_lossy(
+        &bench(&["--dev", "--route", "arm-sami-pop", "--requests", "2"]).stdout,
+    )
+    .to_string();
+    for row in [
+        "token step: metadata",
+        "token step: csr",
+        "token step: credential",
+        "token step: token",
+        "upstream connections",
+    ] {
+        assert!(stdout.contains(row), "{row}: {stdout}");
+    }
 }

@@ -79,6 +79,13 @@ async fn a_one_second_stall_shows_in_the_tail_at_a_fixed_rate() {
         json["popgate"].is_null() && json["authority"].is_null(),
         "{json}"
     );
+    assert!(
+        json["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("without --admin"),
+        "{json}"
+    );
 
     app.shutdown().await;
     local.authority.shutdown().await;

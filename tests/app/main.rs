@@ -4,6 +4,7 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod bench_admin;
 mod bench_dev;
 mod bench_input;
 mod bench_stall;

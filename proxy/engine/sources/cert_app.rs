@@ -10,9 +10,9 @@ use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::client_assertion::{AssertionInput, sign_client_assertion};
 use crate::identity::token::{Token, TokenType};
-use crate::metrics::token_steps::Step;
 use crate::identity::token_request::{TokenEndpoint, cert_app_bearer, cert_app_mtls_pop};
 use crate::identity::token_response::parse_token_response;
+use crate::metrics::token_steps::Step;
 
 use super::cert_watch::WatchedCert;
 use super::errors;

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use crate::certs::binding::BindingCert;
 use crate::identity::authority_host::{bearer_token_host, mtls_token_host};
 use crate::identity::token::{Token, TokenType};
-use crate::metrics::token_steps::Step;
 use crate::identity::token_request::{Leg1Kind, TokenEndpoint, fic_leg2};
 use crate::identity::token_response::parse_token_response;
+use crate::metrics::token_steps::Step;
 
 use super::cert_app::CertAppSettings;
 use super::errors;

@@ -21,10 +21,10 @@ use super::attestation::run_attestation;
 use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
-use crate::identity::token::TokenType;
-use crate::metrics::token_steps::{self, Step};
 use crate::engine::build::EngineDeps;
 use crate::engine::credential::EngineError;
+use crate::identity::token::TokenType;
+use crate::metrics::token_steps::{self, Step};
 
 /// An issued certificate is replaced this long before `notAfter` at the latest (protocol.md §3;
 /// issued certificates live about seven days).

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 
 use crate::certs::binding::BindingCert;
 use crate::identity::token::{Token, TokenType};
-use crate::metrics::token_steps::Step;
 use crate::identity::token_response::parse_token_response;
+use crate::metrics::token_steps::Step;
 
 use super::errors;
 use super::imds_v2_binding::{ImdsV2Identity, Minted};

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 use crate::config::model::WorkloadIdentity;
 use crate::identity::authority_host::bearer_token_host;
 use crate::identity::token::{Token, TokenType};
-use crate::metrics::token_steps::Step;
 use crate::identity::token_request::TokenEndpoint;
 use crate::identity::token_response::parse_token_response;
 use crate::identity::workload_identity::{read_federated_token, token_request};
+use crate::metrics::token_steps::Step;
 
 use super::errors;
 use super::retry::Peer;
