@@ -416,8 +416,10 @@ mod tests {
 
     #[test]
     fn deltas_subtract_counters_and_keep_gauges() {
-        let mut then = Snapshot::default();
-        then.connections_opened = 2;
+        let mut then = Snapshot {
+            connections_opened: 2,
+            ..Snapshot::default()
+        };
         then.dials.insert("r".into(), (2, 1));
         then.binding_not_after.insert("r".into(), 1);
         let mut now = then.clone();
