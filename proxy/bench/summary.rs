@@ -333,7 +333,8 @@ fn connections(route: &str, side: Side<'_>) -> RouteConnections {
     }
 }
 
-/// popgate's figures since it started (`end` is read after the run).
+/// popgate's process-wide figures over `end` (a difference of two readings, or since popgate
+/// started); peers with no exchange in it are left out.
 pub(crate) fn proxy(end: &Snapshot) -> ProxySummary {
     let upstream_requests: u64 = end.routes.values().map(|r| r.sent_upstream).sum();
     ProxySummary {
@@ -349,6 +350,7 @@ pub(crate) fn proxy(end: &Snapshot) -> ProxySummary {
         credential_calls: end
             .credential_calls
             .iter()
+            .filter(|(_, (n, _))| *n > 0)
             .map(|(peer, (n, secs))| {
                 let mean = if *n > 0 {
                     ms(secs / *n as f64 * 1e6)
