@@ -11,6 +11,8 @@ pub(crate) mod host_pattern;
 pub mod limits;
 pub mod load;
 pub mod model;
+pub mod no_proxy;
+pub mod outbound_proxy;
 pub(crate) mod schema;
 pub(crate) mod upstream;
 pub(crate) mod upstream_pool;

@@ -7,6 +7,7 @@
 
 pub(crate) mod connections;
 pub(crate) mod pool;
+pub(crate) mod proxy_tunnels;
 pub(crate) mod request;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ pub struct Metrics {
     binding_not_after: IntGaugeVec,
     config_reloads: IntCounterVec,
     connections: connections::ConnectionMetrics,
+    proxy_tunnels: proxy_tunnels::ProxyTunnelMetrics,
     routes: ArcSwap<HashMap<Arc<str>, Arc<RouteMetrics>>>,
     unrouted: Arc<RouteMetrics>,
 }
@@ -222,8 +224,10 @@ impl Metrics {
             &upstream_requests,
         ));
         let connections = connections::ConnectionMetrics::new(&r)?;
+        let proxy_tunnels = proxy_tunnels::ProxyTunnelMetrics::new(&r)?;
         Ok(Self {
             connections,
+            proxy_tunnels,
             registry: r,
             requests,
             request_duration,

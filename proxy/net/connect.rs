@@ -8,6 +8,10 @@
 //! the cap, whatever hyper-util's race between "wait for an idle connection" and "dial" decides.
 //! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
 //! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
+//!
+//! With an outbound proxy (`network.proxy`) and a host it does not bypass, the TCP connection goes
+//! to the proxy instead and carries a `CONNECT` tunnel to the real host name
+//! ([`crate::net::proxy_tunnel`]); TLS then runs inside it exactly as on a direct connection.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +34,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::limits::MAX_TRACKED_HOSTS;
+use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::{Gauged, PoolMetrics};
+use crate::net::proxy_tunnel::{self, TunnelError};
 
 /// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
 /// connection goes to the given address, while SNI, Host and certificate checks use the name).
@@ -116,13 +122,37 @@ pub enum ConnectError {
         /// The underlying I/O error.
         source: io::Error,
     },
-    /// Connecting to `authority` timed out after `timeout`.
-    #[error("connecting to {authority} timed out after {timeout:?}")]
+    /// Connecting to `authority` (`via` a proxy, when not empty) timed out after `timeout`.
+    #[error("connecting to {authority}{via} timed out after {timeout:?}")]
     Timeout {
         /// The upstream `host:port`.
         authority: String,
+        /// `" through proxy http://…"` (redacted) when tunnelling, else empty.
+        via: String,
         /// How long popgate waited.
         timeout: Duration,
+    },
+    /// The outbound proxy answered `CONNECT authority` with a non-2xx `status`.
+    #[error("proxy {proxy} refused CONNECT {authority}: {status} {reason}")]
+    ProxyRefused {
+        /// The proxy's URL, credentials redacted.
+        proxy: String,
+        /// The upstream `host:port`.
+        authority: String,
+        /// The proxy's status code (407: credentials missing or wrong; 403: not allowed).
+        status: u16,
+        /// The proxy's reason phrase.
+        reason: String,
+    },
+    /// The tunnel through the outbound proxy could not be opened: `detail`.
+    #[error("proxy {proxy} could not tunnel to {authority}: {detail}")]
+    Proxy {
+        /// The proxy's URL, credentials redacted.
+        proxy: String,
+        /// The upstream `host:port`.
+        authority: String,
+        /// What failed.
+        detail: String,
     },
     /// All `cap` upstream connections to `authority` stayed busy for `timeout`.
     #[error("all {cap} upstream connections to {authority} stayed busy for {timeout:?}")]
@@ -159,6 +189,8 @@ pub struct ConnectSettings {
     pub max_connections_per_host: usize,
     /// The route's pool metrics: each live connection is counted in its gauge.
     pub pool_metrics: Option<Arc<PoolMetrics>>,
+    /// The outbound HTTP proxy, if any (hosts it does not bypass are tunnelled through it).
+    pub proxy: Option<Arc<OutboundProxy>>,
 }
 
 /// A `tower_service::Service<Uri>` for hyper-util's client. Cheap to clone.
@@ -282,8 +314,15 @@ impl UpstreamConnector {
 
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| ConnectError::BadServerName(host.clone()))?;
+        let via = settings
+            .proxy
+            .as_deref()
+            .filter(|proxy| proxy.bypass(&host).is_none());
         let dial = async {
-            let tcp = self.tcp(&host, port, &authority).await?;
+            let tcp = match via {
+                Some(proxy) => self.tunnel(proxy, &host, port, &authority).await?,
+                None => self.tcp(&host, port, &authority).await?,
+            };
             let tls = self
                 .inner
                 .tls
@@ -299,6 +338,7 @@ impl UpstreamConnector {
             .await
             .map_err(|_| ConnectError::Timeout {
                 authority: authority.clone(),
+                via: via.map_or_else(String::new, |p| format!(" through proxy {p}")),
                 timeout,
             })
             .and_then(|dialled| dialled);
@@ -307,13 +347,63 @@ impl UpstreamConnector {
         }
         let tls = tls?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        tracing::debug!(upstream = %authority, h2, "upstream connection established");
+        tracing::debug!(
+            upstream = %authority,
+            h2,
+            via_proxy = via.is_some(),
+            "upstream connection established"
+        );
         Ok(UpstreamConn {
             io: TokioIo::new(tls),
             h2,
             _permit: permit,
             _counted: settings.pool_metrics.as_ref().map(|m| m.connection()),
         })
+    }
+
+    /// TCP to `proxy`, then `CONNECT host:port` (the real name: the proxy resolves it).
+    async fn tunnel(
+        &self,
+        proxy: &OutboundProxy,
+        host: &str,
+        port: u16,
+        authority: &str,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut outcome = TunnelOutcome {
+            peer: if self.inner.counted {
+                "upstream"
+            } else {
+                "token"
+            },
+            outcome: "failed",
+        };
+        let shown = proxy.to_string();
+        let failed = |detail: String| ConnectError::Proxy {
+            proxy: shown.clone(),
+            authority: authority.to_string(),
+            detail,
+        };
+        let proxy_authority = bracketed(proxy.host(), proxy.port());
+        let mut tcp = self
+            .tcp(proxy.host(), proxy.port(), &proxy_authority)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        match proxy_tunnel::open(&mut tcp, proxy, &bracketed(host, port)).await {
+            Ok(()) => {
+                outcome.outcome = "ok";
+                Ok(tcp)
+            }
+            Err(TunnelError::Refused { status, reason }) => {
+                outcome.outcome = "refused";
+                Err(ConnectError::ProxyRefused {
+                    proxy: shown.clone(),
+                    authority: authority.to_string(),
+                    status,
+                    reason,
+                })
+            }
+            Err(TunnelError::Protocol(detail)) => Err(failed(detail)),
+        }
     }
 
     async fn tcp(&self, host: &str, port: u16, authority: &str) -> Result<TcpStream, ConnectError> {
@@ -349,6 +439,28 @@ impl UpstreamConnector {
         Err(last.unwrap_or_else(|| ConnectError::NoAddress {
             authority: authority.to_string(),
         }))
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn bracketed(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Counts one tunnel attempt when dropped, so a CONNECT cut short by the connect timeout counts
+/// as `failed` too.
+struct TunnelOutcome {
+    peer: &'static str,
+    outcome: &'static str,
+}
+
+impl Drop for TunnelOutcome {
+    fn drop(&mut self) {
+        crate::metrics::proxy_tunnels::tunnel(self.peer, self.outcome);
     }
 }
 
@@ -463,6 +575,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(5),
                 max_connections_per_host: 2,
                 pool_metrics: None,
+                proxy: None,
             },
         )
     }
