@@ -5,6 +5,7 @@
 
 pub mod canonical_path;
 pub mod describe;
+pub mod describe_proxy;
 pub mod duration;
 pub(crate) mod error;
 pub(crate) mod host_pattern;
