@@ -550,6 +550,14 @@ mod tests {
     }
 
     fn connector(resolve: ResolveMap) -> UpstreamConnector {
+        connector_with(resolve, None, Duration::from_secs(5))
+    }
+
+    fn connector_with(
+        resolve: ResolveMap,
+        proxy: Option<OutboundProxy>,
+        connect_timeout: Duration,
+    ) -> UpstreamConnector {
         let mut roots = rustls::RootCertStore::empty();
         let ca = rcgen::CertifiedIssuer::self_signed(
             {
@@ -572,10 +580,10 @@ mod tests {
             Arc::new(config),
             ConnectSettings {
                 resolve: Arc::new(resolve),
-                connect_timeout: Duration::from_secs(5),
+                connect_timeout,
                 max_connections_per_host: 2,
                 pool_metrics: None,
-                proxy: None,
+                proxy: proxy.map(Arc::new),
             },
         )
     }
@@ -607,5 +615,77 @@ mod tests {
         assert!(text.contains(&addr.to_string()), "{text}");
         assert!(text.contains("svc.example:443"), "{text}");
         assert!(!err.is_timeout());
+    }
+
+    fn proxy_at(addr: SocketAddr) -> OutboundProxy {
+        OutboundProxy::new(
+            crate::config::outbound_proxy::ProxyUrl::parse(&format!("http://u:s3cret@{addr}"))
+                .unwrap(),
+            None,
+            crate::config::no_proxy::NoProxy::default(),
+            "test",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_times_out_within_the_connect_timeout_naming_it() {
+        // Accepts and reads the CONNECT, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let err = connector_with(ResolveMap::default(), Some(proxy_at(addr)), timeout)
+            .connect("https://graph.microsoft.com/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.is_timeout(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "graph.microsoft.com:443 through proxy http://***@{addr} timed out"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_proxy_is_named_and_loopback_targets_bypass_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = connector_with(
+            ResolveMap::default(),
+            Some(proxy_at(closed)),
+            Duration::from_secs(5),
+        );
+        let err = c
+            .clone()
+            .connect("https://graph.microsoft.com/".parse().unwrap())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConnectError::Proxy { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "proxy http://***@{closed} could not tunnel to graph.microsoft.com:443: TCP connect to {closed}"
+            )),
+            "{text}"
+        );
+        // A loopback target goes direct: the error is about the target, not the proxy.
+        let err = c
+            .connect(format!("https://{closed}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Tcp { .. }), "{err}");
     }
 }

@@ -91,6 +91,24 @@ async fn failed_error(app: &App, route: &str) -> String {
     }
 }
 
+/// The process-wide `popgate_proxy_tunnels_total{peer, outcome}` (other tests only add to it).
+fn tunnels(peer: &str, outcome: &str) -> u64 {
+    use prometheus::Encoder as _;
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&popgate::metrics::global().registry().gather(), &mut text)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let labels = [format!("peer=\"{peer}\""), format!("outcome=\"{outcome}\"")];
+    text.lines()
+        .find(|l| {
+            l.starts_with("popgate_proxy_tunnels_total{") && labels.iter().all(|w| l.contains(w))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no popgate_proxy_tunnels_total{{{peer},{outcome}}} in\n{text}"))
+}
+
 fn assert_no_secret(what: &str, text: &str) {
     let encoded = basic(USER, PASSWORD);
     let encoded = encoded.trim_start_matches("Basic ");
@@ -121,6 +139,7 @@ async fn token_and_upstream_calls_tunnel_through_the_proxy_with_the_binding_cert
     let auth = format!("{USER}:{PASSWORD}");
     let cfg = config(&env, &proxy_yaml, &routes, &[("CORP_PROXY_AUTH", &auth)]);
     assert_no_secret("the config's Debug", &format!("{cfg:?}"));
+    let (upstream_ok, token_ok) = (tunnels("upstream", "ok"), tunnels("token", "ok"));
     let app = env.popgate(cfg).await;
     let addr = app.local_addrs()[0];
 
@@ -161,11 +180,18 @@ async fn token_and_upstream_calls_tunnel_through_the_proxy_with_the_binding_cert
         assert_eq!(seen.authorization, Some(basic(USER, PASSWORD)), "{seen:?}");
         assert_eq!(seen.status, 200, "{seen:?}");
     }
+    assert!(
+        tunnels("upstream", "ok") > upstream_ok,
+        "upstream tunnels counted"
+    );
+    assert!(tunnels("token", "ok") > token_ok, "token tunnels counted");
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_proxy_refusing_connect_is_a_clear_error_without_the_credentials() {
+    let (token_refused, upstream_refused) =
+        (tunnels("token", "refused"), tunnels("upstream", "refused"));
     let logs = LogCapture::default();
     let _logging = logs.install();
     let env = Env::start().await;
@@ -231,6 +257,8 @@ async fn a_proxy_refusing_connect_is_a_clear_error_without_the_credentials() {
     );
     app.shutdown().await;
 
+    assert!(tunnels("token", "refused") > token_refused);
+    assert!(tunnels("upstream", "refused") > upstream_refused);
     let seen = corp.seen();
     assert!(seen.iter().any(|s| s.status == 407), "{seen:?}");
     assert!(seen.iter().any(|s| s.status == 403), "{seen:?}");
