@@ -418,7 +418,7 @@ pub enum RawProxy {
     /// `proxy: http://host:port` or `proxy: none`.
     Url(String),
     /// `proxy: {url: …, no_proxy: […], credentials_env: …}`.
-    Settings(RawProxySettings),
+    Settings(Box<RawProxySettings>),
 }
 
 /// The long form of `network.proxy`.
@@ -455,7 +455,7 @@ impl<'de> Deserialize<'de> for RawProxy {
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 RawProxySettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawProxy::Settings)
+                    .map(|s| RawProxy::Settings(Box::new(s)))
             }
         }
 
