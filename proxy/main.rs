@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use popgate::config::describe_proxy::describe_proxy;
 use popgate::config::{self, Config, describe::describe_route};
 use popgate::logging::{self, LogFormat};
 
@@ -46,11 +47,12 @@ pub(crate) fn report(errors: &config::ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-/// `popgate check`: one line per route on stdout.
+/// `popgate check`: one line per route on stdout, ending with the outbound proxy's use.
 fn check(cfg: &Config) -> ExitCode {
     let mut out = std::io::stdout().lock();
     for route in &cfg.routes {
-        if writeln!(out, "{}", describe_route(cfg, route)).is_err() {
+        let line = describe_route(cfg, route);
+        if writeln!(out, "{line}\t{}", describe_proxy(cfg, route)).is_err() {
             return ExitCode::FAILURE;
         }
     }

@@ -42,6 +42,7 @@ const FAMILIES: &[&str] = &[
     "popgate_upstream_pool_connections",
     "popgate_upstream_pool_waiters",
     "popgate_upstream_pool_refusals_total",
+    "popgate_proxy_tunnels_total",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

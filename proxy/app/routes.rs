@@ -15,7 +15,7 @@ use crate::route::table::{RouteSpec, RouteTable};
 
 use super::RunError;
 
-/// The network settings every route shares (resolve overrides, extra trust anchors).
+/// The network settings every route shares (resolve overrides, extra trust anchors, proxy).
 pub(super) fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunError> {
     let mut resolve = ResolveMap::default();
     for (host_port, addr) in &config.network.resolve {
@@ -30,6 +30,7 @@ pub(super) fn shared_upstream(config: &Config) -> Result<UpstreamSettings, RunEr
     Ok(UpstreamSettings {
         extra_roots,
         resolve: Arc::new(resolve),
+        proxy: config.network.proxy.clone().map(Arc::new),
         ..UpstreamSettings::default()
     })
 }

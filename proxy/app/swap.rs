@@ -184,7 +184,10 @@ async fn stop_started(next: Vec<Entry>) {
 
 /// Network settings the engine dependencies are built from.
 fn same_network(a: &Network, b: &Network) -> bool {
-    a.imds_endpoint == b.imds_endpoint && a.resolve == b.resolve && a.extra_ca == b.extra_ca
+    a.imds_endpoint == b.imds_endpoint
+        && a.resolve == b.resolve
+        && a.extra_ca == b.extra_ca
+        && a.proxy == b.proxy
 }
 
 fn same_tls(a: &Option<InboundTls>, b: &Option<InboundTls>) -> bool {

@@ -113,7 +113,7 @@ impl Env {
 }
 
 /// Keeps one plain-HTTP listener on a free loopback port and nothing else that binds: a bench must
-/// never collide with (or stand in for) the popgate already serving this config.
+/// never collide with (or stand in for) the popgate already serving this config. No outbound proxy.
 fn loopback_only(config: &mut Config) {
     config.listeners = vec![Listener {
         address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -121,6 +121,8 @@ fn loopback_only(config: &mut Config) {
     }];
     config.unix_listeners.clear();
     config.admin = None;
+    // Load only ever targets loopback: never through an outbound proxy (it would dial the names).
+    config.network.proxy = None;
 }
 
 /// Sets up `against` for `config`; an in-process popgate serves only the `routes` benchmarked, so

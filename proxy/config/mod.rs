@@ -5,12 +5,15 @@
 
 pub mod canonical_path;
 pub mod describe;
+pub mod describe_proxy;
 pub mod duration;
 pub(crate) mod error;
 pub(crate) mod host_pattern;
 pub mod limits;
 pub mod load;
 pub mod model;
+pub mod no_proxy;
+pub mod outbound_proxy;
 pub(crate) mod schema;
 pub(crate) mod upstream;
 pub(crate) mod upstream_pool;

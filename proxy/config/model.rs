@@ -99,6 +99,8 @@ pub struct Network {
     pub resolve: BTreeMap<String, SocketAddr>,
     /// CA certificates trusted in addition to the system roots.
     pub extra_ca: Vec<CertificateDer<'static>>,
+    /// The outbound HTTP proxy in force (`network.proxy`, else `HTTPS_PROXY`); `None`: direct.
+    pub proxy: Option<super::outbound_proxy::OutboundProxy>,
 }
 
 /// Connect / request / idle / drain timeouts.

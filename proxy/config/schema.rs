@@ -99,6 +99,10 @@ pub struct RawNetwork {
     /// PEM CA files trusted in addition to the system roots for every outbound TLS connection.
     #[serde(default)]
     pub extra_ca_files: Option<S<Vec<S<String>>>>,
+    /// The outbound HTTP proxy: a URL, `none`, or a mapping (`url`, `no_proxy`,
+    /// `credentials_env`). Absent: `HTTPS_PROXY` / `NO_PROXY` as curl reads them.
+    #[serde(default)]
+    pub proxy: Option<S<RawProxy>>,
 }
 
 /// Timeouts as duration strings (`500ms`, `5s`, `2m`, `1h`).
@@ -405,5 +409,56 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
         }
 
         deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// `network.proxy`: a bare URL (or `none`), or its long form.
+#[derive(Debug)]
+pub enum RawProxy {
+    /// `proxy: http://host:port` or `proxy: none`.
+    Url(String),
+    /// `proxy: {url: …, no_proxy: […], credentials_env: …}`.
+    Settings(Box<RawProxySettings>),
+}
+
+/// The long form of `network.proxy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxySettings {
+    /// The proxy URL or `none`; absent: `HTTPS_PROXY` / `https_proxy`.
+    #[serde(default)]
+    pub url: Option<S<String>>,
+    /// Hosts reached directly; absent: `NO_PROXY` / `no_proxy`.
+    #[serde(default)]
+    pub no_proxy: Option<S<Vec<S<String>>>>,
+    /// The environment variable holding `user:password` for Basic proxy authentication.
+    #[serde(default)]
+    pub credentials_env: Option<S<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ProxyVisitor;
+
+        impl<'de> Visitor<'de> for ProxyVisitor {
+            type Value = RawProxy;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a proxy URL, `none`, or a mapping with `url`, `no_proxy`, `credentials_env`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawProxy::Url(v.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawProxySettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|s| RawProxy::Settings(Box::new(s)))
+            }
+        }
+
+        deserializer.deserialize_any(ProxyVisitor)
     }
 }

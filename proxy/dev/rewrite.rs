@@ -72,6 +72,9 @@ pub fn point_at_authority(
         .network
         .extra_ca
         .push(authority.pki().ca_der().clone());
+    // The authority is on loopback under the real host names: a corporate proxy (from
+    // HTTPS_PROXY) would resolve those names itself and reach the real Entra ID and Azure.
+    config.network.proxy = None;
     let imds = authority.imds_base_url();
     config.network.imds_endpoint = imds.parse().map_err(|_| RewriteError::ImdsUrl(imds))?;
 

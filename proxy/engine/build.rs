@@ -88,9 +88,15 @@ impl EngineDeps {
         for (i, ca) in config.network.extra_ca.iter().enumerate() {
             extra_roots.add_der(&format!("network.extra_ca[{i}]"), ca.clone());
         }
+        // IMDS is never proxied, even when its endpoint is overridden with an https URL.
+        let proxy = config.network.proxy.clone().map(|proxy| {
+            let imds_host = config.network.imds_endpoint.host().unwrap_or_default();
+            Arc::new(proxy.with_direct_host(imds_host))
+        });
         let transport = Transport::new(TransportSettings {
             resolve: Arc::new(resolve),
             extra_roots,
+            proxy,
             ..TransportSettings::default()
         });
         let imds = ImdsBase::parse(&config.network.imds_endpoint.to_string())

@@ -7,6 +7,7 @@
 
 pub(crate) mod connections;
 pub(crate) mod pool;
+pub(crate) mod proxy_tunnels;
 pub(crate) mod request;
 pub mod token_steps;
 
@@ -72,6 +73,7 @@ pub struct Metrics {
     binding_not_after: IntGaugeVec,
     config_reloads: IntCounterVec,
     connections: connections::ConnectionMetrics,
+    proxy_tunnels: proxy_tunnels::ProxyTunnelMetrics,
     routes: ArcSwap<HashMap<Arc<str>, Arc<RouteMetrics>>>,
     unrouted: Arc<RouteMetrics>,
 }
@@ -223,8 +225,10 @@ impl Metrics {
             &upstream_requests,
         ));
         let connections = connections::ConnectionMetrics::new(&r)?;
+        let proxy_tunnels = proxy_tunnels::ProxyTunnelMetrics::new(&r)?;
         Ok(Self {
             connections,
+            proxy_tunnels,
             registry: r,
             requests,
             request_duration,

@@ -24,6 +24,7 @@ use rustls::ClientConfig;
 
 use crate::config::UpstreamPool;
 use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_LANES};
+use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate};
@@ -62,6 +63,8 @@ pub struct UpstreamSettings {
     pub pool: UpstreamPool,
     /// The route's pool metrics (`None`: not counted, e.g. in tests).
     pub pool_metrics: Option<Arc<PoolMetrics>>,
+    /// The outbound HTTP proxy (`network.proxy` / `HTTPS_PROXY`), if any.
+    pub proxy: Option<Arc<OutboundProxy>>,
 }
 
 impl Default for UpstreamSettings {
@@ -73,6 +76,7 @@ impl Default for UpstreamSettings {
             pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             pool: UpstreamPool::default(),
             pool_metrics: None,
+            proxy: None,
         }
     }
 }
@@ -110,6 +114,7 @@ impl UpstreamClient {
                 connect_timeout: settings.connect_timeout,
                 max_connections_per_host,
                 pool_metrics: settings.pool_metrics.clone(),
+                proxy: settings.proxy.clone(),
             },
         );
         let mut builder = Client::builder(TokioExecutor::new());

@@ -8,6 +8,10 @@
 //! the cap, whatever hyper-util's race between "wait for an idle connection" and "dial" decides.
 //! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
 //! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
+//!
+//! With an outbound proxy (`network.proxy`) and a host it does not bypass, the TCP connection goes
+//! to the proxy instead and carries a `CONNECT` tunnel to the real host name
+//! ([`crate::net::proxy_tunnel`]); TLS then runs inside it exactly as on a direct connection.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +34,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::limits::MAX_TRACKED_HOSTS;
+use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::{Gauged, PoolMetrics};
+use crate::net::proxy_tunnel::{self, TunnelError};
 
 /// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
 /// connection goes to the given address, while SNI, Host and certificate checks use the name).
@@ -116,13 +122,37 @@ pub enum ConnectError {
         /// The underlying I/O error.
         source: io::Error,
     },
-    /// Connecting to `authority` timed out after `timeout`.
-    #[error("connecting to {authority} timed out after {timeout:?}")]
+    /// Connecting to `authority` (`via` a proxy, when not empty) timed out after `timeout`.
+    #[error("connecting to {authority}{via} timed out after {timeout:?}")]
     Timeout {
         /// The upstream `host:port`.
         authority: String,
+        /// `" through proxy http://…"` (redacted) when tunnelling, else empty.
+        via: String,
         /// How long popgate waited.
         timeout: Duration,
+    },
+    /// The outbound proxy answered `CONNECT authority` with a non-2xx `status`.
+    #[error("proxy {proxy} refused CONNECT {authority}: {status} {reason}")]
+    ProxyRefused {
+        /// The proxy's URL, credentials redacted.
+        proxy: String,
+        /// The upstream `host:port`.
+        authority: String,
+        /// The proxy's status code (407: credentials missing or wrong; 403: not allowed).
+        status: u16,
+        /// The proxy's reason phrase.
+        reason: String,
+    },
+    /// The tunnel through the outbound proxy could not be opened: `detail`.
+    #[error("proxy {proxy} could not tunnel to {authority}: {detail}")]
+    Proxy {
+        /// The proxy's URL, credentials redacted.
+        proxy: String,
+        /// The upstream `host:port`.
+        authority: String,
+        /// What failed.
+        detail: String,
     },
     /// All `cap` upstream connections to `authority` stayed busy for `timeout`.
     #[error("all {cap} upstream connections to {authority} stayed busy for {timeout:?}")]
@@ -159,6 +189,8 @@ pub struct ConnectSettings {
     pub max_connections_per_host: usize,
     /// The route's pool metrics: each live connection is counted in its gauge.
     pub pool_metrics: Option<Arc<PoolMetrics>>,
+    /// The outbound HTTP proxy, if any (hosts it does not bypass are tunnelled through it).
+    pub proxy: Option<Arc<OutboundProxy>>,
 }
 
 /// A `tower_service::Service<Uri>` for hyper-util's client. Cheap to clone.
@@ -282,8 +314,15 @@ impl UpstreamConnector {
 
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| ConnectError::BadServerName(host.clone()))?;
+        let via = settings
+            .proxy
+            .as_deref()
+            .filter(|proxy| proxy.bypass(&host).is_none());
         let dial = async {
-            let tcp = self.tcp(&host, port, &authority).await?;
+            let tcp = match via {
+                Some(proxy) => self.tunnel(proxy, &host, port, &authority).await?,
+                None => self.tcp(&host, port, &authority).await?,
+            };
             let tls = self
                 .inner
                 .tls
@@ -299,6 +338,7 @@ impl UpstreamConnector {
             .await
             .map_err(|_| ConnectError::Timeout {
                 authority: authority.clone(),
+                via: via.map_or_else(String::new, |p| format!(" through proxy {p}")),
                 timeout,
             })
             .and_then(|dialled| dialled);
@@ -310,13 +350,63 @@ impl UpstreamConnector {
         }
         let tls = tls?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        tracing::debug!(upstream = %authority, h2, "upstream connection established");
+        tracing::debug!(
+            upstream = %authority,
+            h2,
+            via_proxy = via.is_some(),
+            "upstream connection established"
+        );
         Ok(UpstreamConn {
             io: TokioIo::new(tls),
             h2,
             _permit: permit,
             _counted: settings.pool_metrics.as_ref().map(|m| m.connection()),
         })
+    }
+
+    /// TCP to `proxy`, then `CONNECT host:port` (the real name: the proxy resolves it).
+    async fn tunnel(
+        &self,
+        proxy: &OutboundProxy,
+        host: &str,
+        port: u16,
+        authority: &str,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut outcome = TunnelOutcome {
+            peer: if self.inner.counted {
+                "upstream"
+            } else {
+                "token"
+            },
+            outcome: "failed",
+        };
+        let shown = proxy.to_string();
+        let failed = |detail: String| ConnectError::Proxy {
+            proxy: shown.clone(),
+            authority: authority.to_string(),
+            detail,
+        };
+        let proxy_authority = bracketed(proxy.host(), proxy.port());
+        let mut tcp = self
+            .tcp(proxy.host(), proxy.port(), &proxy_authority)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        match proxy_tunnel::open(&mut tcp, proxy, &bracketed(host, port)).await {
+            Ok(()) => {
+                outcome.outcome = "ok";
+                Ok(tcp)
+            }
+            Err(TunnelError::Refused { status, reason }) => {
+                outcome.outcome = "refused";
+                Err(ConnectError::ProxyRefused {
+                    proxy: shown.clone(),
+                    authority: authority.to_string(),
+                    status,
+                    reason,
+                })
+            }
+            Err(TunnelError::Protocol(detail)) => Err(failed(detail)),
+        }
     }
 
     async fn tcp(&self, host: &str, port: u16, authority: &str) -> Result<TcpStream, ConnectError> {
@@ -352,6 +442,28 @@ impl UpstreamConnector {
         Err(last.unwrap_or_else(|| ConnectError::NoAddress {
             authority: authority.to_string(),
         }))
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn bracketed(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Counts one tunnel attempt when dropped, so a CONNECT cut short by the connect timeout counts
+/// as `failed` too.
+struct TunnelOutcome {
+    peer: &'static str,
+    outcome: &'static str,
+}
+
+impl Drop for TunnelOutcome {
+    fn drop(&mut self) {
+        crate::metrics::proxy_tunnels::tunnel(self.peer, self.outcome);
     }
 }
 
@@ -441,6 +553,14 @@ mod tests {
     }
 
     fn connector(resolve: ResolveMap) -> UpstreamConnector {
+        connector_with(resolve, None, Duration::from_secs(5))
+    }
+
+    fn connector_with(
+        resolve: ResolveMap,
+        proxy: Option<OutboundProxy>,
+        connect_timeout: Duration,
+    ) -> UpstreamConnector {
         let mut roots = rustls::RootCertStore::empty();
         let ca = rcgen::CertifiedIssuer::self_signed(
             {
@@ -463,9 +583,10 @@ mod tests {
             Arc::new(config),
             ConnectSettings {
                 resolve: Arc::new(resolve),
-                connect_timeout: Duration::from_secs(5),
+                connect_timeout,
                 max_connections_per_host: 2,
                 pool_metrics: None,
+                proxy: proxy.map(Arc::new),
             },
         )
     }
@@ -497,5 +618,77 @@ mod tests {
         assert!(text.contains(&addr.to_string()), "{text}");
         assert!(text.contains("svc.example:443"), "{text}");
         assert!(!err.is_timeout());
+    }
+
+    fn proxy_at(addr: SocketAddr) -> OutboundProxy {
+        OutboundProxy::new(
+            crate::config::outbound_proxy::ProxyUrl::parse(&format!("http://u:s3cret@{addr}"))
+                .unwrap(),
+            None,
+            crate::config::no_proxy::NoProxy::default(),
+            "test",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_times_out_within_the_connect_timeout_naming_it() {
+        // Accepts and reads the CONNECT, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let err = connector_with(ResolveMap::default(), Some(proxy_at(addr)), timeout)
+            .connect("https://graph.microsoft.com/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.is_timeout(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "graph.microsoft.com:443 through proxy http://***@{addr} timed out"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_proxy_is_named_and_loopback_targets_bypass_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = connector_with(
+            ResolveMap::default(),
+            Some(proxy_at(closed)),
+            Duration::from_secs(5),
+        );
+        let err = c
+            .clone()
+            .connect("https://graph.microsoft.com/".parse().unwrap())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConnectError::Proxy { .. }), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "proxy http://***@{closed} could not tunnel to graph.microsoft.com:443: TCP connect to {closed}"
+            )),
+            "{text}"
+        );
+        // A loopback target goes direct: the error is about the target, not the proxy.
+        let err = c
+            .connect(format!("https://{closed}/").parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Tcp { .. }), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod connect;
 pub(crate) mod pool_gate;
+pub(crate) mod proxy_tunnel;
 pub(crate) mod read_ahead_budget;
 pub mod token_transport;
 pub(crate) mod trailers;

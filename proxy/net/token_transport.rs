@@ -19,6 +19,7 @@ use crate::config::limits::{
     MAX_CACHED_TOKEN_CLIENTS, MAX_TOKEN_CONNECTIONS_PER_HOST, TOKEN_CONNECT_TIMEOUT,
     TOKEN_IDLE_TIMEOUT, TOKEN_REQUEST_TIMEOUT,
 };
+use crate::config::outbound_proxy::OutboundProxy;
 use crate::net::connect::{ConnectError, ConnectSettings, ResolveMap, UpstreamConnector};
 use crate::net::upstream_tls::{ExtraRoots, client_config};
 
@@ -37,6 +38,9 @@ pub struct TransportSettings {
     pub connect_timeout: Duration,
     /// Bound on the whole exchange.
     pub request_timeout: Duration,
+    /// The outbound HTTP proxy for `https` token endpoints (plain `http` IMDS / managed-identity
+    /// endpoints are never proxied).
+    pub proxy: Option<Arc<OutboundProxy>>,
 }
 
 impl Default for TransportSettings {
@@ -46,6 +50,7 @@ impl Default for TransportSettings {
             extra_roots: ExtraRoots::default(),
             connect_timeout: TOKEN_CONNECT_TIMEOUT,
             request_timeout: TOKEN_REQUEST_TIMEOUT,
+            proxy: None,
         }
     }
 }
@@ -216,6 +221,7 @@ impl Transport {
                 connect_timeout: self.settings.connect_timeout,
                 max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
                 pool_metrics: None,
+                proxy: self.settings.proxy.clone(),
             },
         );
         let client: HttpsClient = Client::builder(TokioExecutor::new())

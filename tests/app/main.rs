@@ -9,6 +9,7 @@ mod bench_dev;
 mod bench_input;
 mod bench_stall;
 mod dev_once;
+mod dev_proxy;
 mod dev_register;
 mod dev_serve;
 mod dev_troubleshooting;

@@ -10,6 +10,11 @@ fn popgate(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         // Keep the developer's environment from changing the IMDS endpoint under test.
         .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        // ... and from putting an outbound proxy in force.
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
         .output()
         .expect("run popgate")
 }
@@ -194,4 +199,56 @@ fn usage_errors_exit_2() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = popgate(&["check", "--no-such-flag"], dir);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_prints_the_proxy_in_force_per_route_redacted_and_what_bypasses_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .args(["check", "--config", SHIPPED])
+        .current_dir(dir)
+        .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        .env_remove("https_proxy")
+        .env_remove("no_proxy")
+        .env("HTTPS_PROXY", "http://corp%5Cuser:s3cret@proxy.corp:3128")
+        .env("NO_PROXY", ".vault.azure.net, 10.0.0.0/8")
+        .output()
+        .expect("run popgate");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("s3cret") && !stdout.contains("corp%5Cuser"),
+        "{stdout}"
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("no {name} line: {stdout}"))
+            .to_string()
+    };
+    let graph = line("graph");
+    assert!(
+        graph.ends_with(
+            "\tproxy=http://***@proxy.corp:3128 (environment variable HTTPS_PROXY): westus3.mtlsauth.microsoft.com via proxy, graph.microsoft.com via proxy; no_proxy=vault.azure.net,10.0.0.0/8"
+        ),
+        "{graph}"
+    );
+    let vault = line("vault");
+    assert!(
+        vault.contains("IMDS 169.254.169.254 direct (never proxied)"),
+        "{vault}"
+    );
+    assert!(
+        vault.contains("myvault.vault.azure.net direct (no_proxy vault.azure.net)"),
+        "{vault}"
+    );
+    // Without a proxy every line says so.
+    let plain = popgate(&["check", "--config", SHIPPED], dir);
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    assert!(
+        plain.lines().all(|l| l.ends_with("\tproxy=none")),
+        "{plain}"
+    );
 }

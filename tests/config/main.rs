@@ -7,6 +7,7 @@ mod kit;
 mod cli_check;
 mod config_identities;
 mod config_network;
+mod config_proxy;
 mod config_routes;
 mod config_syntax;
 mod config_upstream_pool;

@@ -49,6 +49,7 @@ fn transport(resolve: &[(&str, SocketAddr)], ca_pem: &str) -> Transport {
         // Short bounds: the peers here never answer, so every call ends by timeout.
         connect_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(600),
+        proxy: None,
     })
 }
 

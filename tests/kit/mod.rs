@@ -38,6 +38,8 @@ pub mod raw;
 pub mod scenario;
 /// Static tokens signed with the local authority's keys, bound to certificates it issued.
 pub mod signed_tokens;
+/// A CONNECT forward proxy (a corporate proxy) recording each target and its credentials.
+pub mod connect_proxy;
 
 /// The repository root (the shipped routes.yaml, Dockerfile and examples/).
 pub fn repo_root() -> std::path::PathBuf {

@@ -8,6 +8,7 @@ mod limits;
 mod listeners;
 mod network;
 mod path_prefix;
+mod proxy;
 mod routes;
 mod upstream_pool;
 mod values;

@@ -1,4 +1,4 @@
-//! Outbound network settings: IMDS endpoint, `resolve` overrides, extra CA files.
+//! Outbound network settings: IMDS endpoint, `resolve` overrides, extra CA files, proxy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +12,9 @@ use crate::identity::imds_endpoint::{DEFAULT_IMDS_BASE, IMDS_BASE_ENV};
 use super::Ctx;
 
 pub(super) fn network(cx: &mut Ctx<'_>, raw: Option<&S<RawNetwork>>) -> Network {
+    let at = raw.map_or(serde_saphyr::Location::UNKNOWN, |r| r.referenced);
     let raw = raw.map(|r| &r.value);
+    let proxy = super::proxy::proxy(cx, at, raw.and_then(|r| r.proxy.as_ref()));
     let imds_endpoint = imds_endpoint(cx, raw.and_then(|r| r.imds_endpoint.as_ref()));
     let mut resolve = BTreeMap::new();
     if let Some(map) = raw.and_then(|r| r.resolve.as_ref()) {
@@ -65,6 +67,7 @@ pub(super) fn network(cx: &mut Ctx<'_>, raw: Option<&S<RawNetwork>>) -> Network 
         imds_endpoint,
         resolve,
         extra_ca,
+        proxy,
     }
 }
 
