@@ -9,6 +9,7 @@ mod listeners;
 mod network;
 mod path_prefix;
 mod routes;
+mod telemetry;
 mod upstream_pool;
 mod values;
 
@@ -102,6 +103,7 @@ pub(crate) fn validate(
         upstream_pool,
     );
     allow::check_listeners_for_rules(&mut cx, &raw.routes, &listeners, &unix_listeners);
+    let telemetry = telemetry::telemetry(&mut cx, raw.telemetry.as_ref());
 
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -116,6 +118,7 @@ pub(crate) fn validate(
             upstream_pool,
             identities: identities.into_validated(),
             routes,
+            telemetry,
         });
     }
     // One identity used by several routes can yield the same error more than once.
