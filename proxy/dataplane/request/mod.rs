@@ -112,11 +112,10 @@ impl Forwarder {
         connection: Arc<Connection>,
         mut request: Request<Incoming>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
-        let request_id = request_id::assign(request.headers_mut());
         let span = tracing::info_span!(
             "request",
             route = tracing::field::Empty,
-            request_id = request_id.to_str().unwrap_or(""),
+            request_id = tracing::field::Empty,
             http.request.method = request.method().as_str(),
             http.response.status_code = tracing::field::Empty,
             otel.kind = "server",
@@ -124,6 +123,9 @@ impl Forwarder {
         );
         trace_context::continue_from(&span, request.headers());
         let admitted = span.in_scope(|| connection.guard.admit(&request));
+        // After the guard: it counts the caller's header lines, not ours.
+        let request_id = request_id::assign(request.headers_mut());
+        span.record("request_id", request_id.to_str().unwrap_or(""));
         let forwarder = self.clone();
         async move {
             let response = match admitted {
