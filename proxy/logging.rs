@@ -1,10 +1,20 @@
 //! Log output: JSON or human-readable `tracing` events, a `RUST_LOG`-style filter, and the
-//! optional access log (one event per request on target [`ACCESS_TARGET`]).
+//! optional access log (one event per request on target [`ACCESS_TARGET`]), the filter reloadable
+//! at run time ([`set_filter`]), and optional OpenTelemetry trace export ([`traces`]).
+
+mod otlp_client;
+pub mod trace_context;
+pub mod traces;
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::Registry;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, reload};
 
 /// The env variable holding the filter when `--log-level` is not given (then `RUST_LOG`).
 pub const LOG_ENV: &str = "POPGATE_LOG";
@@ -88,22 +98,90 @@ pub enum Output {
 
 /// [`init`] with the output stream chosen.
 pub fn init_to(format: LogFormat, filter: EnvFilter, output: Output) {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    install(format, filter, output, None);
+}
+
+/// The handle that swaps the log lines' filter (set once, by the subscriber [`install`] set up).
+static RELOAD: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Installs the process's subscriber: log lines in `format` on `output`, kept by `filter`
+/// (reloadable with [`set_filter`]), and spans to `traces` when export is on. The filter applies
+/// to log lines only: spans are exported whatever the log level. JSON events are flat: their
+/// fields beside `timestamp`, `level`, `target` and `message`, the current span's fields under
+/// `span` and the enclosing spans under `spans`. Does nothing if a subscriber is already installed.
+pub fn install(
+    format: LogFormat,
+    filter: EnvFilter,
+    output: Output,
+    traces: Option<&traces::TraceExport>,
+) {
+    let (filter, handle) = reload::Layer::new(filter);
     // Colour codes only where a terminal will interpret them.
-    let ansi = match output {
-        Output::Stdout => std::io::stdout().is_terminal(),
-        Output::Stderr => std::io::stderr().is_terminal(),
+    let (writer, ansi) = match output {
+        Output::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        Output::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
     };
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
+    let lines = match format {
+        LogFormat::Json => lines.json().flatten_event(true).with_filter(filter).boxed(),
+        LogFormat::Human => lines.with_ansi(ansi).with_filter(filter).boxed(),
+    };
+    let mut layers = vec![lines];
+    layers.extend(traces.map(traces::TraceExport::layer));
     // `try_init` fails only if a subscriber is already installed; the first one stays.
-    let _ = match (format, output) {
-        (LogFormat::Json, Output::Stdout) => builder.json().try_init(),
-        (LogFormat::Json, Output::Stderr) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Human, Output::Stdout) => builder.with_ansi(ansi).try_init(),
-        (LogFormat::Human, Output::Stderr) => builder
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .try_init(),
-    };
+    if tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok()
+    {
+        let _ = RELOAD.set(handle);
+    }
+}
+
+/// The longest filter [`set_filter`] takes: a directive list, not a document.
+pub const MAX_FILTER_LEN: usize = 1024;
+
+/// Why the filter could not be changed at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The text is not a filter.
+    #[error("invalid log filter: {0}")]
+    BadFilter(String),
+    /// This process's logging was not set up by [`install`] (popgate embedded as a library).
+    #[error("the log filter is not reloadable in this process")]
+    NotReloadable,
+}
+
+/// Replaces the log lines' filter with `text` (an `EnvFilter` directive list such as `debug` or
+/// `info,popgate::dataplane=debug`); returns the filter now in force.
+pub fn set_filter(text: &str) -> Result<String, ReloadError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > MAX_FILTER_LEN {
+        return Err(ReloadError::BadFilter(format!(
+            "must be 1 to {MAX_FILTER_LEN} bytes"
+        )));
+    }
+    let filter = EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| ReloadError::BadFilter(e.to_string()))?;
+    let handle = RELOAD.get().ok_or(ReloadError::NotReloadable)?;
+    let now = filter.to_string();
+    handle
+        .reload(filter)
+        .map_err(|_| ReloadError::NotReloadable)?;
+    tracing::warn!(filter = %now, "log filter changed");
+    Ok(now)
+}
+
+/// The log lines' filter in force, if popgate installed the subscriber.
+pub fn current_filter() -> Option<String> {
+    RELOAD.get()?.with_current(ToString::to_string).ok()
 }
 
 static ACCESS_LOG: AtomicBool = AtomicBool::new(false);

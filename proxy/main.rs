@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use popgate::config::describe_proxy::describe_proxy;
 use popgate::config::{self, Config, describe::describe_route};
+use popgate::logging::traces::{self, TraceExport};
 use popgate::logging::{self, LogFormat};
 
 use cli::{Cli, Command, LogArgs};
@@ -26,10 +27,7 @@ fn main() -> ExitCode {
             Err(errors) => report(&errors),
         },
         Command::Run(arg) => match config::load(&arg.config) {
-            Ok(cfg) => match init_tracing(&arg.log) {
-                Ok(()) => run(cfg),
-                Err(code) => code,
-            },
+            Ok(cfg) => run(cfg, &arg.log),
             Err(errors) => report(&errors),
         },
         Command::Dev(arg) => dev_command::dev(arg),
@@ -60,15 +58,23 @@ fn check(cfg: &Config) -> ExitCode {
 }
 
 /// Sets up logging from the flags (and `POPGATE_LOG` / `RUST_LOG`); a bad filter is a usage
-/// error (exit 2) naming where it came from.
-fn init_tracing(args: &LogArgs) -> Result<(), ExitCode> {
-    init_tracing_to(args, args.log_level.as_deref(), logging::Output::Stdout)
-}
-
+/// error (exit 2) naming where it came from. (`popgate dev` and `popgate bench`; `run` adds trace
+/// export.)
+#[cfg(feature = "dev")]
 pub(crate) fn init_tracing_to(
     args: &LogArgs,
     level: Option<&str>,
     output: logging::Output,
+) -> Result<(), ExitCode> {
+    init_tracing_with(args, level, output, None)
+}
+
+/// [`init_tracing_to`], with OpenTelemetry trace export when `traces` is given.
+fn init_tracing_with(
+    args: &LogArgs,
+    level: Option<&str>,
+    output: logging::Output,
+    traces: Option<&TraceExport>,
 ) -> Result<(), ExitCode> {
     let filter = match logging::filter(level, &|k| std::env::var(k).ok()) {
         Ok(f) => f,
@@ -77,10 +83,11 @@ pub(crate) fn init_tracing_to(
             return Err(ExitCode::from(EXIT_BAD_CONFIG));
         }
     };
-    logging::init_to(
+    logging::install(
         args.log_format.unwrap_or_else(LogFormat::detect),
         filter,
         output,
+        traces,
     );
     logging::set_access_log(args.access_log);
     Ok(())
@@ -89,25 +96,53 @@ pub(crate) fn init_tracing_to(
 /// Exit status when popgate cannot start (bind failure, unusable listener certificate, …).
 const EXIT_START_FAILED: u8 = 1;
 
-/// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0.
-fn run(cfg: Config) -> ExitCode {
+/// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0. Logging (and trace
+/// export, which runs on the runtime) is set up once the runtime exists.
+fn run(cfg: Config, log: &LogArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "popgate: cannot start the async runtime: {e}"
+            );
             return ExitCode::from(EXIT_START_FAILED);
         }
     };
-    match runtime.block_on(popgate::app::run(cfg, shutdown_signal())) {
+    let env = |k: &str| std::env::var(k).ok();
+    let traces = match traces::start(&cfg.telemetry, &env, runtime.handle().clone()) {
+        Ok(traces) => traces,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "popgate: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Err(code) = init_tracing_with(
+        log,
+        log.log_level.as_deref(),
+        logging::Output::Stdout,
+        traces.as_ref(),
+    ) {
+        return code;
+    }
+    if traces.is_some() {
+        tracing::info!("exporting OpenTelemetry traces (OTLP/HTTP)");
+    }
+    let code = match runtime.block_on(popgate::app::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "popgate cannot start");
             ExitCode::from(EXIT_START_FAILED)
         }
+    };
+    // The last spans are sent while the runtime still runs (the exports are spawned on it).
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
+    code
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

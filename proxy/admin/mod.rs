@@ -1,7 +1,9 @@
 //! The admin listener (`admin.address`): `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (200 only while every eager route has a usable token). Plain HTTP/1.1,
-//! meant for loopback or a pod network; it serves no secret and takes no input but the path.
+//! answers), `/readyz` (200 only while every eager route has a usable token) and `/log-level`
+//! (read or replace the log filter). Plain HTTP/1.1, meant for loopback or a pod network; it serves
+//! no secret and takes no input but the path and a `/log-level` filter.
 
+mod log_level;
 pub(crate) mod scrape;
 
 use std::convert::Infallible;
@@ -115,7 +117,11 @@ async fn serve_connection(stream: TcpStream, sources: Arc<ScrapeSources>, activi
         let in_flight = activity.request();
         let sources = Arc::clone(&sources);
         async move {
-            let response = answer(&req, &sources);
+            let response = if req.uri().path() == log_level::PATH {
+                log_level::answer(req).await
+            } else {
+                answer(&req, &sources)
+            };
             Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
         }
     });

@@ -47,6 +47,17 @@ pub struct Config {
     pub identities: BTreeMap<String, Identity>,
     /// Routes in file order (at least one).
     pub routes: Vec<Route>,
+    /// OpenTelemetry trace export settings from the file (the `OTEL_*` variables add to them).
+    pub telemetry: Telemetry,
+}
+
+/// The `telemetry:` section: where OTLP traces go. Both keys optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Telemetry {
+    /// The OTLP/HTTP base URL (`http://collector:4318`, no path); spans go to `/v1/traces` under it.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: Option<String>,
 }
 
 impl Config {

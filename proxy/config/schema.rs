@@ -44,6 +44,21 @@ pub struct RawConfig {
     pub identities: Option<S<SpannedMap<S<RawIdentity>>>>,
     /// The routes, in file order. At least one.
     pub routes: S<Vec<S<RawRoute>>>,
+    /// OpenTelemetry trace export (off when absent and no `OTEL_EXPORTER_OTLP_*` is set).
+    #[serde(default)]
+    pub telemetry: Option<S<RawTelemetry>>,
+}
+
+/// OpenTelemetry trace export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The OTLP/HTTP base URL (`http://collector:4318`); `/v1/traces` is appended.
+    #[serde(default)]
+    pub otlp_endpoint: Option<S<String>>,
+    /// The `service.name` resource attribute (default `OTEL_SERVICE_NAME`, else `popgate`).
+    #[serde(default)]
+    pub service_name: Option<S<String>>,
 }
 
 /// One listener.

@@ -1,13 +1,15 @@
 //! What one caller request did, as the data plane sees it: counted in its route's metrics when
 //! answered, and written to the access log when that is on. Never holds the URI, a header or a
-//! body: the access log must not leak a query string or a credential.
+//! body: the access log must not leak a query string or a credential (the request's host is kept,
+//! its path and query are not).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 
 use super::{InFlight, RouteMetrics};
+use crate::access::Caller;
 use crate::logging;
 
 /// One request's observations, from arrival to its response head.
@@ -20,6 +22,11 @@ pub(crate) struct Observed {
     upstream_status: Option<u16>,
     upstream_time: Duration,
     upstream_sends: u32,
+    token_wait: Duration,
+    /// The request's host (kept only while the access log is on).
+    host: Option<Box<str>>,
+    /// The caller's declared body length.
+    request_bytes: Option<u64>,
 }
 
 impl Observed {
@@ -33,7 +40,22 @@ impl Observed {
             upstream_status: None,
             upstream_time: Duration::ZERO,
             upstream_sends: 0,
+            token_wait: Duration::ZERO,
+            host: None,
+            request_bytes: content_length(request.headers()),
         }
+    }
+
+    /// The host the request named (recorded for the access log only when it is on).
+    pub(crate) fn host(&mut self, host: Option<&str>) {
+        if logging::access_log() {
+            self.host = host.map(Into::into);
+        }
+    }
+
+    /// The request waited `waited` for its route's token.
+    pub(crate) fn token_wait(&mut self, waited: Duration) {
+        self.token_wait += waited;
     }
 
     /// The request matched `route` (a configured name) whose metric handles are `handles`
@@ -61,8 +83,15 @@ impl Observed {
         }
     }
 
-    /// The answer is going back: count it, and write the access-log event when that is on.
-    pub(crate) fn finish<B>(self, response: &Response<B>, listener_default_port: u16) {
+    /// The answer is going back: count it, and write the access-log event when that is on
+    /// (`caller` is who sent it, `request_id` its `x-request-id`).
+    pub(crate) fn finish<B>(
+        self,
+        response: &Response<B>,
+        listener_default_port: u16,
+        caller: &Caller,
+        request_id: &HeaderValue,
+    ) {
         let status = response.status().as_u16();
         let route = match &self.route {
             Some((name, handles)) => {
@@ -78,25 +107,34 @@ impl Observed {
             return;
         }
         // The declared length of the answer; a streamed body of unknown length logs none.
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = content_length(response.headers());
         tracing::info!(
             target: logging::ACCESS_TARGET,
             route,
             method = %self.method,
+            host = self.host.as_deref(),
+            caller = %caller,
+            request_id = request_id.to_str().unwrap_or(""),
             status,
             upstream_status = self.upstream_status,
             upstream_sends = self.upstream_sends,
             duration_ms = duration_ms(self.started.elapsed()),
+            token_wait_ms = duration_ms(self.token_wait),
             upstream_ms = duration_ms(self.upstream_time),
             bytes,
+            request_bytes = self.request_bytes,
             listener = if listener_default_port == 443 { "tls" } else { "plain" },
             "request"
         );
     }
+}
+
+/// A message's declared body length; `None` for a streamed body of unknown length.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 fn duration_ms(d: Duration) -> f64 {

@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tracing::Instrument as _;
 
 use crate::config::limits::MAX_TRACKED_HOSTS;
 use crate::config::outbound_proxy::OutboundProxy;
@@ -272,9 +273,15 @@ impl tower_service::Service<Uri> for UpstreamConnector {
         Poll::Ready(Ok(()))
     }
 
+    /// Connects in a span of its own (a child of the exchange that asked for the connection).
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.connect(uri).await })
+        let span = tracing::debug_span!(
+            "upstream_connect",
+            server.address = uri.host().unwrap_or(""),
+            server.port = uri.port_u16().unwrap_or(443),
+        );
+        Box::pin(async move { this.connect(uri).await }.instrument(span))
     }
 }
 
@@ -327,6 +334,7 @@ impl UpstreamConnector {
                 .inner
                 .tls
                 .connect(server_name, tcp)
+                .instrument(tracing::debug_span!("tls_handshake"))
                 .await
                 .map_err(|source| ConnectError::Tls {
                     authority: authority.clone(),

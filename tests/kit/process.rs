@@ -102,11 +102,12 @@ pub fn route(name: &str, path_prefix: Option<&str>, identity: &str, extra: &str)
     )
 }
 
-/// The JSON log line's `fields`.
+/// A JSON log line's event: its fields are flat, beside `timestamp`, `level`, `target` and
+/// `message` (`None` for a line that is not a JSON object).
 pub fn fields(line: &str) -> Option<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(line)
         .ok()
-        .and_then(|v| v.get("fields").cloned())
+        .filter(serde_json::Value::is_object)
 }
 
 /// A child process whose stdout lines arrive on a channel (read for its whole life, so its

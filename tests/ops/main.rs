@@ -8,3 +8,4 @@ mod kit;
 mod ops_cli;
 mod ops_readyz;
 mod ops_secret_leak;
+mod ops_telemetry;

@@ -10,6 +10,7 @@ mod network;
 mod path_prefix;
 mod proxy;
 mod routes;
+mod telemetry;
 mod upstream_pool;
 mod values;
 
@@ -103,6 +104,7 @@ pub(crate) fn validate(
         upstream_pool,
     );
     allow::check_listeners_for_rules(&mut cx, &raw.routes, &listeners, &unix_listeners);
+    let telemetry = telemetry::telemetry(&mut cx, raw.telemetry.as_ref());
 
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -117,6 +119,7 @@ pub(crate) fn validate(
             upstream_pool,
             identities: identities.into_validated(),
             routes,
+            telemetry,
         });
     }
     // One identity used by several routes can yield the same error more than once.

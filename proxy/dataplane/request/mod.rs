@@ -13,6 +13,7 @@
 mod authorize;
 mod guard;
 mod path;
+pub mod request_id;
 mod respond;
 pub mod rewrite;
 mod route;
@@ -33,6 +34,7 @@ use tracing::Instrument as _;
 use crate::access::Caller;
 use crate::dataplane::framing_guard::Verdict;
 use crate::dataplane::limits::RequestLimits;
+use crate::logging::trace_context;
 use crate::metrics::request::Observed;
 use crate::route::slot::RouteSlot;
 use crate::route::table::RouteTable;
@@ -102,25 +104,45 @@ impl Forwarder {
     }
 
     /// Serves one request arriving on `connection`, in a span of its own (its `route` is recorded
-    /// once known; the caller is on the connection's span). Call it as the request arrives: the
-    /// guard counts requests in arrival order, as the framing guard does.
+    /// once known; the caller is on the connection's span), which continues the caller's trace
+    /// when trace export is on. Call it as the request arrives: the guard counts requests in
+    /// arrival order, as the framing guard does.
     pub(crate) fn serve(
         &self,
         connection: Arc<Connection>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
-        let span = tracing::info_span!("request", route = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "request",
+            route = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+            http.request.method = request.method().as_str(),
+            http.response.status_code = tracing::field::Empty,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+        );
+        trace_context::continue_from(&span, request.headers());
         let admitted = span.in_scope(|| connection.guard.admit(&request));
+        // After the guard: it counts the caller's header lines, not ours.
+        let request_id = request_id::assign(request.headers_mut());
+        span.record("request_id", request_id.to_str().unwrap_or(""));
         let forwarder = self.clone();
         async move {
-            let admitted = match admitted {
-                Ok(admitted) => admitted,
-                Err(refusal) => return refusal,
+            let response = match admitted {
+                Ok(admitted) => {
+                    let response = forwarder
+                        .handle(
+                            request,
+                            connection.default_port,
+                            &connection.caller,
+                            &request_id,
+                        )
+                        .await;
+                    connection.guard.cut_off(admitted).unwrap_or(response)
+                }
+                Err(refusal) => refusal,
             };
-            let response = forwarder
-                .handle(request, connection.default_port, &connection.caller)
-                .await;
-            connection.guard.cut_off(admitted).unwrap_or(response)
+            answered(response, request_id)
         }
         .instrument(span)
     }
@@ -133,6 +155,7 @@ impl Forwarder {
         request: Request<Incoming>,
         listener_default_port: u16,
         caller: &Caller,
+        request_id: &http::HeaderValue,
     ) -> Response<ProxyBody> {
         let mut seen = Observed::start(&request);
         let response = match self
@@ -141,7 +164,7 @@ impl Forwarder {
         {
             Ok(response) | Err(response) => response,
         };
-        seen.finish(&response, listener_default_port);
+        seen.finish(&response, listener_default_port, caller, request_id);
         response
     }
 
@@ -154,12 +177,35 @@ impl Forwarder {
         seen: &mut Observed,
     ) -> Step<Response<ProxyBody>> {
         let target = guard::target(&request, listener_default_port)?;
+        seen.host(target.host);
         let (route, uri) = route::find(&self.table, target, seen)?;
         let max_body = authorize::check(&route, caller, request.headers())?;
-        let token = token::usable(&route, self.request_timeout).await?;
+        let waiting = std::time::Instant::now();
+        let token = token::usable(&route, self.request_timeout)
+            .instrument(tracing::debug_span!("token_wait"))
+            .await;
+        seen.token_wait(waiting.elapsed());
+        let token = token?;
         let timeout = route.request_timeout(self.request_timeout);
         let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout).await?;
         let answer = send::exchange(&route, &token, outgoing, timeout, seen).await?;
         Ok(respond::pass_back(answer))
     }
+}
+
+/// The answer as the caller gets it: with the request's id, and its status on the request's span.
+fn answered(
+    mut response: Response<ProxyBody>,
+    request_id: http::HeaderValue,
+) -> Response<ProxyBody> {
+    let status = response.status();
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+        .headers_mut()
+        .insert(request_id::REQUEST_ID, request_id);
+    response
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use super::Step;
 use super::respond::{refuse, refuse_limit};
@@ -18,6 +19,7 @@ use crate::config::limits::POOL_BUSY_RETRY_AFTER_SECS;
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::limits::LimitRefusal;
 use crate::dataplane::www_authenticate;
+use crate::logging::trace_context;
 use crate::metrics::request::Observed;
 use crate::net::connect::ConnectError;
 use crate::net::upstream_body::UpstreamBody;
@@ -81,8 +83,34 @@ fn refuses_token(response: &Response<Incoming>) -> bool {
 
 /// Sends one request through `snapshot`'s client within `timeout` (waiting for a connection
 /// included); a failure becomes popgate's own 502/504 answer, 503 when every connection to the
-/// host stayed busy, or 413 when the route's `max_body` cut the body off.
+/// host stayed busy, or 413 when the route's `max_body` cut the body off. In a span of its own,
+/// which the upstream sees as its parent (`traceparent`) when trace export is on.
 async fn send(
+    route: &Route,
+    snapshot: &Snapshot,
+    mut request: Request<UpstreamBody>,
+    timeout: Duration,
+    max_body: Option<u64>,
+    seen: &mut Observed,
+) -> Step<Response<Incoming>> {
+    let span = tracing::debug_span!(
+        "upstream",
+        otel.kind = "client",
+        server.address = request.uri().host().unwrap_or(""),
+        http.response.status_code = tracing::field::Empty,
+    );
+    trace_context::inject(&span, request.headers_mut());
+    let answer = exchange_once(route, snapshot, request, timeout, max_body, seen)
+        .instrument(span.clone())
+        .await;
+    if let Ok(response) = &answer {
+        span.record("http.response.status_code", response.status().as_u16());
+    }
+    answer
+}
+
+/// [`send`]'s work, inside its span.
+async fn exchange_once(
     route: &Route,
     snapshot: &Snapshot,
     request: Request<UpstreamBody>,

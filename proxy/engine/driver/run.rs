@@ -166,7 +166,8 @@ impl Task {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Result<CachedToken, EngineError>> {
         let credential = Arc::clone(&self.credential);
-        let mut acquisition: BoxFuture<'_, Result<CachedToken, EngineError>> = match step {
+        let span = acquisition_span(&*credential, self.slot.name(), &step);
+        let acquisition: BoxFuture<'_, Result<CachedToken, EngineError>> = match step {
             Step::Get => credential.get(),
             Step::Refresh(seen) => credential.refresh(seen),
             Step::Invalidate(generation) => Box::pin(async move {
@@ -174,6 +175,7 @@ impl Task {
                 credential.get().await
             }),
         };
+        let mut acquisition = Box::pin(acquisition.instrument(span.clone()));
         let result = loop {
             let withdraw_at = self.state.withdraw_at();
             tokio::select! {
@@ -185,6 +187,9 @@ impl Task {
                 _ = stopped(shutdown) => return None,
             }
         };
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         Some(result)
     }
 
@@ -300,4 +305,24 @@ impl Task {
             blocked_until: None,
         }
     }
+}
+
+/// The span of one token acquisition: a trace of its own (the driver's span lasts as long as the
+/// route, too long to export), naming the route, identity and flow but never a token or key.
+fn acquisition_span(credential: &dyn Credential, route: &str, step: &Step) -> tracing::Span {
+    let labels = credential.labels();
+    tracing::info_span!(
+        parent: None,
+        "token_acquisition",
+        route,
+        identity = %labels.identity,
+        flow = labels.flow,
+        token_type = %labels.token_type,
+        step = match step {
+            Step::Get => "get",
+            Step::Refresh(_) => "refresh",
+            Step::Invalidate(_) => "invalidate",
+        },
+        otel.status_code = tracing::field::Empty,
+    )
 }
