@@ -4,6 +4,7 @@
 mod bench_command;
 mod cli;
 mod dev_command;
+mod probe_command;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         },
         Command::Dev(arg) => dev_command::dev(arg),
         Command::Bench(arg) => bench_command::bench(arg),
+        Command::Probe(arg) => probe_command::probe(arg),
     }
 }
 

@@ -47,6 +47,24 @@ pub struct Config {
     pub identities: BTreeMap<String, Identity>,
     /// Routes in file order (at least one).
     pub routes: Vec<Route>,
+    /// The stop sequence.
+    pub drain: Drain,
+}
+
+/// What a stop signal does before the listeners close (`drain:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long listeners keep accepting and serving after SIGTERM / SIGINT while `/readyz`
+    /// answers 503, so load balancers stop sending first; zero closes them at once.
+    pub delay: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            delay: super::limits::DEFAULT_DRAIN_DELAY,
+        }
+    }
 }
 
 impl Config {

@@ -33,6 +33,9 @@ pub struct RawConfig {
     /// Global timeouts; each route may override any of them.
     #[serde(default)]
     pub timeouts: Option<S<RawTimeouts>>,
+    /// What a stop signal does before the listeners close.
+    #[serde(default)]
+    pub drain: Option<S<RawDrain>>,
     /// Caller-facing HTTP limits; popgate's defaults apply to every key left out.
     #[serde(default)]
     pub limits: Option<S<RawLimits>>,
@@ -117,6 +120,15 @@ pub struct RawTimeouts {
     /// Global only: how long a shutdown waits for in-flight requests to finish.
     #[serde(default)]
     pub drain: Option<S<String>>,
+}
+
+/// The stop sequence (`drain:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    /// How long listeners keep accepting after SIGTERM while `/readyz` answers 503 (`0s`: none).
+    #[serde(default)]
+    pub delay: Option<S<String>>,
 }
 
 /// Upstream connection pool bounds (global, or a route's overrides).
