@@ -96,6 +96,7 @@ fn counter(r: &Registry, name: &str, help: &str, value: u64) -> Result<(), Scrap
 /// A throwaway registry holding this scrape's values from the app's state.
 fn app_registry(sources: &ScrapeView) -> Result<Registry, ScrapeError> {
     let r = Registry::new();
+    crate::metrics::process::register(&r)?;
     let stats = sources.cache.stats();
     counter(
         &r,
