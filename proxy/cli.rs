@@ -1,4 +1,4 @@
-//! Command-line interface: `popgate run | check | dev | bench | probe`.
+//! Command-line interface: `popgate run | check | dev | bench | probe | schema`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub enum Command {
     /// GET an http:// URL once (a health check without shell or curl): exit 0 on 2xx, 1 otherwise
     /// with the reason on stderr, 2 for bad usage.
     Probe(ProbeArgs),
+    /// Print the JSON Schema of routes.yaml (shipped as docs/routes.schema.json) and exit.
+    Schema,
 }
 
 /// `popgate probe`'s flags.

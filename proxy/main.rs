@@ -35,6 +35,13 @@ fn main() -> ExitCode {
         Command::Dev(arg) => dev_command::dev(arg),
         Command::Bench(arg) => bench_command::bench(arg),
         Command::Probe(arg) => probe_command::probe(arg),
+        Command::Schema => {
+            let text = config::json_schema::routes_schema_text();
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The packaged install, `deploy/`: both overlays render with `kubectl kustomize`, every rendered
 //! object is well formed for its kind (apiVersion, names, namespaces) and every reference in it
-//! resolves inside the render; the routes.yaml each renders loads with popgate's own loader; the
+//! resolves inside the render; the routes.yaml each renders loads with popgate's own loader and
+//! validates against docs/routes.schema.json; the
 //! drain fits the grace period; and each overlay is what it claims (a per-node DaemonSet; a
 //! gateway Deployment behind a Service with a PodDisruptionBudget and an autoscaler).
 //!
@@ -155,6 +156,19 @@ fn each_rendered_routes_yaml_loads_and_the_pods_probe_scrape_and_drain_by_it() {
     for overlay in OVERLAYS {
         let docs = overlay_docs(overlay);
         let cfg = loaded_routes(&docs, overlay);
+        // The rendered routes.yaml also validates against the shipped JSON Schema.
+        let rendered: Value =
+            serde_saphyr::from_str(&routes_text_in(&docs, workload_kind(overlay))).unwrap();
+        let schema = popgate::config::json_schema::routes_schema();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&rendered)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{overlay}: rendered routes.yaml vs schema: {errors:?}"
+        );
         let names: Vec<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["graph", "vault", "storage"], "{overlay}");
         let w = only(&docs, workload_kind(overlay));
