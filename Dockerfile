@@ -13,6 +13,9 @@
 # `cc` crate from pregenerated bindings, so neither cmake nor clang is installed.
 ARG RUST_IMAGE=rust:1-slim-bookworm
 FROM ${RUST_IMAGE} AS build
+# `.git` is not in the build context (.dockerignore), so popgate_build_info's commit label is
+# `unknown` unless given: docker build --build-arg POPGATE_GIT_COMMIT=$(git rev-parse HEAD) .
+ARG POPGATE_GIT_COMMIT=
 WORKDIR /src
 COPY . .
 # BuildKit cache mounts keep the crate registry and the target directory between builds, so a
