@@ -13,6 +13,9 @@
 # `cc` crate from pregenerated bindings, so neither cmake nor clang is installed.
 ARG RUST_IMAGE=rust:1-slim-bookworm
 FROM ${RUST_IMAGE} AS build
+# `.git` is not in the build context (.dockerignore), so popgate_build_info's commit label is
+# `unknown` unless given: docker build --build-arg POPGATE_GIT_COMMIT=$(git rev-parse HEAD) .
+ARG POPGATE_GIT_COMMIT=
 WORKDIR /src
 COPY . .
 # BuildKit cache mounts keep the crate registry and the target directory between builds, so a
@@ -33,7 +36,12 @@ USER 65532:65532
 # 3128: the plain-HTTP proxy listener; 9901: the admin listener (/healthz, /readyz, /metrics).
 # Both are whatever routes.yaml says; these are the values the examples use.
 EXPOSE 3128 9901
-# No HEALTHCHECK: distroless has no shell or curl to run one, and popgate has no self-probe
-# subcommand. Orchestrators probe the admin listener's /healthz and /readyz over HTTP instead.
+# Distroless has no shell or curl, so the health check is popgate's own `probe` subcommand in
+# exec form: one GET of the admin listener's /readyz (the admin address of the examples), exit 0
+# on 2xx, 1 otherwise (the reason goes to `docker inspect`'s health log). Its own timeout is 2 s,
+# under --timeout; --start-period covers the first token acquisitions (popgate waits up to 30 s
+# for them). Kubernetes ignores HEALTHCHECK and uses the manifests' httpGet probes instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/popgate", "probe", "--url", "http://127.0.0.1:9901/readyz"]
 ENTRYPOINT ["popgate"]
 CMD ["run", "--config", "/etc/popgate/routes.yaml"]

@@ -206,6 +206,19 @@ impl App {
         }
     }
 
+    /// The first step of a stop: `/readyz` answers 503 from now on, while the listeners keep
+    /// accepting and serving for `drain.delay`, so load balancers and Service endpoints stop
+    /// sending here before the sockets close. Returns when the delay has passed.
+    pub async fn begin_drain(&self) {
+        self.scrape.set_draining();
+        let delay = self.config.drain.delay;
+        tracing::info!(
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "stop requested: /readyz answers 503; still accepting for drain.delay"
+        );
+        tokio::time::sleep(delay).await;
+    }
+
     /// Stops accepting, lets open connections finish (up to the data plane's drain timeout), then
     /// stops every driver.
     pub async fn shutdown(self) {
@@ -302,6 +315,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
         }
+    }
+    if serving {
+        app.begin_drain().await;
+    } else {
+        // Never ready yet, so no load balancer sends here: no delay.
+        app.scrape.set_draining();
     }
     tracing::info!("shutting down: draining open connections");
     app.shutdown().await;

@@ -1,4 +1,4 @@
-//! Command-line interface: `popgate run | check | dev | bench`.
+//! Command-line interface: `popgate run | check | dev | bench | probe | schema`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +29,24 @@ pub enum Command {
     Dev(DevArgs),
     /// Load test routes through popgate: latency percentiles, errors by cause, token acquisitions.
     Bench(Box<BenchArgs>),
+    /// GET an http:// URL once (a health check without shell or curl): exit 0 on 2xx, 1 otherwise
+    /// with the reason on stderr, 2 for bad usage.
+    Probe(ProbeArgs),
+    /// Print the JSON Schema of routes.yaml (shipped as docs/routes.schema.json) and exit.
+    Schema,
+}
+
+/// `popgate probe`'s flags.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET, plain http only: http://HOST:PORT/PATH (e.g. the admin listener's
+    /// http://127.0.0.1:9901/readyz).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Bound on the whole probe: resolve, connect, request and answer (at most 60s).
+    #[arg(long, value_name = "DURATION", value_parser = popgate::config::duration::parse_duration,
+          default_value = crate::probe_command::DEFAULT_PROBE_TIMEOUT)]
+    pub timeout: Duration,
 }
 
 /// The `--config` flag shared by every subcommand.
@@ -179,6 +197,16 @@ mod tests {
         assert!(arg.log.access_log);
         assert!(Cli::try_parse_from(["popgate", "run", "--log-format", "xml"]).is_err());
         assert!(Cli::try_parse_from(["popgate", "check", "--bogus"]).is_err());
+        let cli =
+            Cli::try_parse_from(["popgate", "probe", "--url", "http://127.0.0.1:1/"]).unwrap();
+        let Command::Probe(probe) = cli.command else {
+            panic!("not probe")
+        };
+        assert_eq!(probe.timeout, Duration::from_secs(2));
+        assert!(Cli::try_parse_from(["popgate", "probe"]).is_err());
+        assert!(
+            Cli::try_parse_from(["popgate", "probe", "--url", "x", "--timeout", "0s"]).is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod bench_command;
 mod cli;
 mod dev_command;
+mod probe_command;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -32,6 +33,14 @@ fn main() -> ExitCode {
         },
         Command::Dev(arg) => dev_command::dev(arg),
         Command::Bench(arg) => bench_command::bench(arg),
+        Command::Probe(arg) => probe_command::probe(arg),
+        Command::Schema => {
+            let text = config::json_schema::routes_schema_text();
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

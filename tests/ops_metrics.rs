@@ -1,7 +1,8 @@
 //! `/metrics` and `/healthz` of a popgate started in-process (`App::start`) against the local
 //! authority with one route per flow: the scrape parses with a real Prometheus text parser, the
 //! families and labels exist and move with traffic, histograms have buckets, and nothing a caller
-//! sends (paths, hosts, methods) becomes a label value.
+//! sends (paths, hosts, methods) becomes a label value. Body bytes per route, the build's
+//! identity and the `process_*` families are checked against what the test itself sent and reads.
 //! Alone in its own test binary: it asserts exact values of the process-wide counters, which
 //! another test in the same process would move.
 
@@ -43,6 +44,15 @@ const FAMILIES: &[&str] = &[
     "popgate_upstream_pool_waiters",
     "popgate_upstream_pool_refusals_total",
     "popgate_proxy_tunnels_total",
+    "popgate_request_body_bytes_total",
+    "popgate_response_body_bytes_total",
+    "popgate_build_info",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,6 +286,69 @@ async fn metrics_parse_move_with_traffic_and_keep_caller_values_out_of_labels() 
             &[("route", "-"), ("class", "4xx")]
         ) >= 20.0
     );
+
+    // Body bytes per route: request bodies as sent upstream (one streamed past the replay
+    // read-ahead, one read ahead whole), answer bodies as passed back.
+    let before = scrape(admin).await;
+    let mut response_bytes = 0;
+    for size in [100_000usize, 1_000] {
+        let body = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; size]));
+        let answer = kit::http::send(proxy, "POST", "legacy.app", "/app-pop/upload", body).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.json()["request_body_bytes"], size, "{}", answer.body);
+        response_bytes += answer.body.len();
+    }
+    let bytes_after = scrape(admin).await;
+    let moved = |family: &str| sum(&bytes_after, family, &route) - sum(&before, family, &route);
+    assert_eq!(moved("popgate_request_body_bytes_total"), 101_000.0);
+    assert_eq!(
+        moved("popgate_response_body_bytes_total"),
+        response_bytes as f64
+    );
+    assert!(sum(&bytes_after, "popgate_response_body_bytes_total", &[]) > response_bytes as f64);
+
+    // Which build: the crate version, the commit it was built from, the compiler.
+    let info = find(&bytes_after, "popgate_build_info", &[]);
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0].value, 1.0);
+    assert_eq!(info[0].labels["version"], env!("CARGO_PKG_VERSION"));
+    assert!(info[0].labels["rustc"].starts_with("rustc 1."), "{info:?}");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match (head, std::env::var("POPGATE_GIT_COMMIT")) {
+        (_, Ok(set)) if !set.is_empty() => assert_eq!(info[0].labels["commit"], set),
+        (Some(head), _) => assert_eq!(info[0].labels["commit"], head),
+        (None, _) => assert_eq!(info[0].labels["commit"], "unknown"),
+    }
+
+    // process_*: this test process is the popgate process.
+    let fds_now = std::fs::read_dir("/proc/self/fd").unwrap().count() as f64;
+    let one = |name: &str| {
+        let s = find(&bytes_after, name, &[]);
+        assert_eq!(s.len(), 1, "{name}: {s:?}");
+        s[0].value
+    };
+    assert!(one("process_cpu_seconds_total") > 0.0);
+    let rss = one("process_resident_memory_bytes");
+    assert!(rss > 1_000_000.0, "rss {rss}");
+    assert!(one("process_virtual_memory_bytes") >= rss);
+    let open = one("process_open_fds");
+    assert!(
+        open > 10.0 && (open - fds_now).abs() < 64.0,
+        "open {open}, now {fds_now}"
+    );
+    assert!(one("process_max_fds") >= open);
+    let started = one("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "start {started}, now {now}"
+    );
+    assert!(one("process_threads") >= 2.0);
 
     // The admin listener answers only its own paths and methods.
     assert_eq!(admin_get(admin, "/nope").await.status, 404);

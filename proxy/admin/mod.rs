@@ -1,7 +1,7 @@
 //! The admin listener (`admin.address`): `/metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (200 only while every eager route has a usable token) and `/log-level`
-//! (read or replace the log filter). Plain HTTP/1.1, meant for loopback or a pod network; it serves
-//! no secret and takes no input but the path and a `/log-level` filter.
+//! answers), `/readyz` (200 only while every eager route has a usable token and no stop signal
+//! came) and `/log-level` (read or replace the log filter). Plain HTTP/1.1, meant for loopback or a
+//! pod network; it serves no secret and takes no input but the path and a `/log-level` filter.
 
 mod log_level;
 pub(crate) mod scrape;
@@ -150,7 +150,13 @@ fn answer(req: &Request<Incoming>, sources: &ScrapeSources) -> AdminResponse {
     match path {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let (ready, body) = readiness(&sources.load().slots, SystemTime::now());
+            let (mut ready, mut body) = readiness(&sources.load().slots, SystemTime::now());
+            // A stop signal came: load balancers must stop sending here, whatever the routes say.
+            if sources.draining() {
+                ready = false;
+                body["ready"] = false.into();
+                body["draining"] = true.into();
+            }
             let status = if ready {
                 StatusCode::OK
             } else {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use prometheus::{
@@ -32,23 +32,40 @@ pub struct ScrapeView {
 
 /// A handle on the current [`ScrapeView`]. A reload stores a new view (new routes, and a new
 /// cache when the network settings changed), so `/metrics` and `/readyz` never report a config
-/// that is no longer served.
+/// that is no longer served. It also carries whether popgate is draining (a stop signal came):
+/// from then on `/readyz` answers 503 whatever the routes' state.
 #[derive(Clone, Debug)]
-pub struct ScrapeSources(Arc<ArcSwap<ScrapeView>>);
+pub struct ScrapeSources {
+    view: Arc<ArcSwap<ScrapeView>>,
+    draining: Arc<AtomicBool>,
+}
 
 impl ScrapeSources {
     pub fn new(view: ScrapeView) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(view)))
+        Self {
+            view: Arc::new(ArcSwap::from_pointee(view)),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The view the next scrape reads.
     pub fn load(&self) -> Arc<ScrapeView> {
-        self.0.load_full()
+        self.view.load_full()
     }
 
     /// Replaces the view (after a reload).
     pub fn store(&self, view: ScrapeView) {
-        self.0.store(Arc::new(view));
+        self.view.store(Arc::new(view));
+    }
+
+    /// Marks popgate as draining: `/readyz` answers 503 from the next request on. Never undone.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether a stop signal came.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -79,6 +96,7 @@ fn counter(r: &Registry, name: &str, help: &str, value: u64) -> Result<(), Scrap
 /// A throwaway registry holding this scrape's values from the app's state.
 fn app_registry(sources: &ScrapeView) -> Result<Registry, ScrapeError> {
     let r = Registry::new();
+    crate::metrics::process::register(&r)?;
     let stats = sources.cache.stats();
     counter(
         &r,

@@ -19,6 +19,11 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default time open connections get to finish in-flight requests after shutdown is asked for;
 /// below Kubernetes' default 30 s termination grace period.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default time popgate keeps accepting after a stop signal while `/readyz` answers 503
+/// (`drain.delay`): Kubernetes removes a terminating pod from Service endpoints and load balancers
+/// stop sending only after a few seconds (kube-proxy / endpoint propagation); 5 s covers that, and
+/// delay plus [`DEFAULT_DRAIN_TIMEOUT`] (25 s) stays below the default 30 s grace period.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Longest timeout a config may set: a day; anything longer is a typo (`5000m` for `5000ms`).
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -7,6 +7,7 @@ pub mod canonical_path;
 pub mod describe;
 pub mod describe_proxy;
 pub mod duration;
+pub mod json_schema;
 pub(crate) mod error;
 pub(crate) mod host_pattern;
 pub mod limits;

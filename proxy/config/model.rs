@@ -49,6 +49,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// OpenTelemetry trace export settings from the file (the `OTEL_*` variables add to them).
     pub telemetry: Telemetry,
+    /// The stop sequence.
+    pub drain: Drain,
 }
 
 /// The `telemetry:` section: where OTLP traces go. Both keys optional.
@@ -58,6 +60,22 @@ pub struct Telemetry {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute.
     pub service_name: Option<String>,
+}
+
+/// What a stop signal does before the listeners close (`drain:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long listeners keep accepting and serving after SIGTERM / SIGINT while `/readyz`
+    /// answers 503, so load balancers stop sending first; zero closes them at once.
+    pub delay: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            delay: super::limits::DEFAULT_DRAIN_DELAY,
+        }
+    }
 }
 
 impl Config {

@@ -31,7 +31,17 @@ impl fmt::Debug for AccessToken {
 }
 
 /// The token types Entra ID issues that popgate can present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenType {
     /// `Authorization: Bearer …`, not bound to a certificate.

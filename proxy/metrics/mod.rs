@@ -5,9 +5,12 @@
 //! keeps (the token cache's) and values derived from route state are read at scrape time
 //! ([`scrape`]).
 
+pub mod body_bytes;
+pub mod build_info;
 pub(crate) mod connections;
 pub(crate) mod pool;
 pub(crate) mod proxy_tunnels;
+pub(crate) mod process;
 pub(crate) mod request;
 pub mod token_steps;
 
@@ -65,6 +68,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     in_flight: IntGaugeVec,
     upstream_requests: IntCounterVec,
+    body_bytes: BodyBytesVecs,
     connections_opened: IntCounter,
     tls_handshakes: IntCounterVec,
     acquisitions: IntCounterVec,
@@ -212,6 +216,21 @@ impl Metrics {
             "Config reloads, by outcome.",
             &["outcome"],
         )?;
+        let body_bytes = BodyBytesVecs {
+            request: counter_vec(
+                &r,
+                "popgate_request_body_bytes_total",
+                "Request body bytes sent upstream, by route (a replay sends them again).",
+                &["route"],
+            )?,
+            response: counter_vec(
+                &r,
+                "popgate_response_body_bytes_total",
+                "Upstream response body bytes passed back to callers, by route (popgate's own error answers not included).",
+                &["route"],
+            )?,
+        };
+        build_info::register(&r)?;
         for outcome in ["ok", "failed"] {
             config_reloads.with_label_values(&[outcome]);
             tls_handshakes.with_label_values(&[outcome]);
@@ -223,6 +242,7 @@ impl Metrics {
             &upstream_duration,
             &in_flight,
             &upstream_requests,
+            &body_bytes,
         ));
         let connections = connections::ConnectionMetrics::new(&r)?;
         let proxy_tunnels = proxy_tunnels::ProxyTunnelMetrics::new(&r)?;
@@ -235,6 +255,7 @@ impl Metrics {
             upstream_duration,
             in_flight,
             upstream_requests,
+            body_bytes,
             connections_opened,
             tls_handshakes,
             acquisitions,
@@ -272,6 +293,7 @@ pub fn register_routes<'a>(names: impl IntoIterator<Item = &'a str>) {
                     &m.upstream_duration,
                     &m.in_flight,
                     &m.upstream_requests,
+                    &m.body_bytes,
                 ))
             });
         }
@@ -303,6 +325,14 @@ pub struct RouteMetrics {
     upstream: Histogram,
     in_flight: IntGauge,
     upstream_requests: IntCounter,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+}
+
+/// The two body-byte families, resolved per route like the others.
+struct BodyBytesVecs {
+    request: IntCounterVec,
+    response: IntCounterVec,
 }
 
 impl RouteMetrics {
@@ -313,8 +343,11 @@ impl RouteMetrics {
         upstream: &HistogramVec,
         in_flight: &IntGaugeVec,
         upstream_requests: &IntCounterVec,
+        body_bytes: &BodyBytesVecs,
     ) -> Self {
         Self {
+            request_bytes: body_bytes.request.with_label_values(&[name]),
+            response_bytes: body_bytes.response.with_label_values(&[name]),
             by_class: STATUS_CLASSES.map(|class| requests.with_label_values(&[name, class])),
             duration: duration.with_label_values(&[name]),
             upstream: upstream.with_label_values(&[name]),
@@ -337,6 +370,17 @@ impl RouteMetrics {
     pub fn upstream(&self, elapsed: Duration) {
         self.upstream_requests.inc();
         self.upstream.observe(elapsed.as_secs_f64());
+    }
+
+    /// `body` (sent upstream), counting its data bytes in `popgate_request_body_bytes_total`.
+    pub fn count_request_body<B>(&self, body: B) -> body_bytes::Counted<B> {
+        body_bytes::Counted::new(body, self.request_bytes.clone())
+    }
+
+    /// `body` (an upstream answer's, passed back), counting its data bytes in
+    /// `popgate_response_body_bytes_total`.
+    pub fn count_response_body<B>(&self, body: B) -> body_bytes::Counted<B> {
+        body_bytes::Counted::new(body, self.response_bytes.clone())
     }
 
     /// Marks a request in flight until the returned guard drops.
@@ -431,6 +475,7 @@ mod tests {
             &m.upstream_duration,
             &m.in_flight,
             &m.upstream_requests,
+            &m.body_bytes,
         );
         let now = Instant::now();
         for status in [100, 204, 302, 404, 503, 0, 999] {

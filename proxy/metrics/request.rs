@@ -65,6 +65,14 @@ impl Observed {
         self.route = Some((Arc::clone(route), handles));
     }
 
+    /// The handles this request counts in: its route's, or the unrouted ones.
+    pub(crate) fn handles(&self) -> Arc<RouteMetrics> {
+        match &self.route {
+            Some((_, handles)) => Arc::clone(handles),
+            None => super::unrouted(),
+        }
+    }
+
     /// One upstream send, begun at `sent`, ended with `result` (a timeout, an error or a head).
     pub(crate) fn upstream<B, E, T>(
         &mut self,

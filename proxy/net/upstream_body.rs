@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 
 use super::read_ahead_budget::{Budget, Reservation};
 use super::trailers::filter_request_trailers;
+use crate::metrics::RouteMetrics;
+use crate::metrics::body_bytes::Counted;
 
 pub(crate) use crate::config::limits::MAX_REPLAY_BODY;
 
@@ -47,6 +49,8 @@ pub enum UpstreamBody {
     /// [`http_body_util::LengthLimitError`] once more bytes pass, so the upstream sees an aborted
     /// body, never the excess.
     Limited(Box<Limited<UpstreamBody>>),
+    /// A body whose data bytes are counted in its route's metrics as they are sent.
+    Counted(Box<Counted<UpstreamBody>>),
 }
 
 /// The error a body sent upstream ends with: the caller's read error, or `LengthLimitError`.
@@ -86,6 +90,12 @@ impl UpstreamBody {
         UpstreamBody::Limited(Box::new(Limited::new(self, max)))
     }
 
+    /// This body, its data bytes counted by `route`'s `popgate_request_body_bytes_total` as
+    /// they are sent.
+    pub fn counted(self, route: &RouteMetrics) -> Self {
+        UpstreamBody::Counted(Box::new(route.count_request_body(self)))
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         UpstreamBody::Buffered {
@@ -113,6 +123,7 @@ impl UpstreamBody {
                 None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
             },
             UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            UpstreamBody::Counted(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 }
@@ -147,6 +158,7 @@ impl Body for UpstreamBody {
                 prefix.is_empty() && rest.is_end_stream()
             }
             UpstreamBody::Limited(body) => body.is_end_stream(),
+            UpstreamBody::Counted(body) => body.is_end_stream(),
         }
     }
 
@@ -166,6 +178,7 @@ impl Body for UpstreamBody {
                 out
             }
             UpstreamBody::Limited(body) => body.size_hint(),
+            UpstreamBody::Counted(body) => body.size_hint(),
         }
     }
 }

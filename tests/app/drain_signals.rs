@@ -1,7 +1,8 @@
 //! Graceful drain of the real `popgate run` binary on SIGTERM and on SIGINT: responses whose
 //! bodies are still streaming when the signal arrives complete with 200 and every byte, an idle
 //! keep-alive connection is closed cleanly (EOF, no reset), new connections are refused, and the
-//! process exits 0.
+//! process exits 0. With `drain.delay`, `/readyz` answers 503 within 100 ms of SIGTERM while new
+//! connections are still served for the delay, and refused after it.
 
 use std::time::Duration;
 
@@ -19,7 +20,14 @@ const BODY_BYTES: u64 = 12 * 1024 * 1024;
 /// Bound on reading the bodies (a debug build on a loaded machine streams slowly).
 const BODY_BOUND: Duration = Duration::from_secs(80);
 /// popgate's drain deadline in these tests: generous, since the point is completion, not speed.
-const DRAIN: &str = "timeouts: { drain: 85s }\n";
+/// No drain delay (`0s` is allowed): the listeners close at the signal.
+const DRAIN: &str = "timeouts: { drain: 85s }\ndrain: { delay: 0s }\n";
+
+/// The drain delay of the delay test: long enough to serve requests inside it on a loaded
+/// machine, short enough to keep the test quick.
+const DELAY: Duration = Duration::from_secs(3);
+/// `/readyz` must answer 503 this soon after SIGTERM.
+const NOT_READY_WITHIN: Duration = Duration::from_millis(100);
 
 async fn drain_on(signal: &str) {
     let env = Env::start().await;
@@ -167,4 +175,102 @@ async fn sigterm_drains_in_flight_streams_refuses_new_callers_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_drains_the_same_way() {
     drain_on("INT").await;
+}
+
+/// `GET /readyz` on a fresh connection: its status, or `None` when the connection failed.
+async fn readyz(admin: std::net::SocketAddr) -> Option<u16> {
+    let stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let request = http::Request::get("/readyz")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readyz_503_at_once_and_serves_new_callers_for_the_drain_delay() {
+    let env = Env::start().await;
+    let top = format!(
+        "admin: {{ address: 127.0.0.2:0 }}\ndrain: {{ delay: {}s }}\n",
+        DELAY.as_secs()
+    );
+    let config = env.write_config_with(&top, &route("keep", None, "app", ""));
+    let popgate = Popgate::start(&config);
+    let (proxy, admin, mut popgate) = tokio::task::spawn_blocking(move || {
+        let mut popgate = popgate;
+        // The proxy listeners bind first, then the admin listener.
+        let listening = popgate.wait_for("listening", |f| f["message"] == "listening");
+        let proxy: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+        let admin = popgate.wait_for("the admin listener", |f| f["message"] == "admin listening");
+        let admin: std::net::SocketAddr = admin["addr"].as_str().unwrap().parse().unwrap();
+        popgate.wait_for("serving", |f| f["message"] == "serving");
+        (proxy, admin, popgate)
+    })
+    .await
+    .unwrap();
+    assert_eq!(readyz(admin).await, Some(200), "ready before the signal");
+    assert_eq!(get(proxy, "/v1.0/me").await.0, 200);
+
+    // `signal` runs kill(1): the signal lands between these two instants.
+    let before_signal = std::time::Instant::now();
+    popgate.signal("TERM");
+    let signalled = std::time::Instant::now();
+    let not_ready = loop {
+        if readyz(admin).await == Some(503) {
+            break signalled.elapsed();
+        }
+        assert!(
+            signalled.elapsed() < DELAY,
+            "/readyz never answered 503 during the drain delay"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(
+        not_ready <= NOT_READY_WITHIN,
+        "/readyz answered 503 only after {not_ready:?}"
+    );
+
+    // Within the delay new callers still connect and are served, more than once.
+    let mut served = 0;
+    while signalled.elapsed() < DELAY / 2 {
+        let (status, _) = get(proxy, "/v1.0/me").await;
+        assert_eq!(status, 200, "a new caller during the delay");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served >= 2, "only {served} requests inside the delay");
+
+    // After the delay the listener closes: new callers are refused.
+    let mut popgate = tokio::task::spawn_blocking(move || {
+        popgate.wait_for("the drain start", |f| {
+            f["message"] == "stopped accepting; draining open connections"
+        });
+        popgate
+    })
+    .await
+    .unwrap();
+    let closed = before_signal.elapsed();
+    assert!(
+        closed >= DELAY,
+        "the listener closed {closed:?} after SIGTERM, before the {DELAY:?} delay"
+    );
+    let refused = tokio::net::TcpStream::connect(proxy).await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a new connection was not refused after the delay: {refused:?}"
+    );
+
+    let status = tokio::task::spawn_blocking(move || popgate.wait_exit())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "popgate exited with {status}");
 }

@@ -6,6 +6,7 @@ mod kit;
 
 mod cli_check;
 mod config_identities;
+mod config_json_schema;
 mod config_network;
 mod config_proxy;
 mod config_routes;

@@ -275,7 +275,10 @@ async fn curl_through_the_proxy_reaches_the_upstream_with_the_token() {
         .output()
         .is_err()
     {
-        println!("skipped: curl is not installed");
+        crate::kit::skip_unless_ci(
+            "curl_through_the_proxy_reaches_the_upstream_with_the_token",
+            "curl is not installed",
+        );
         return;
     }
     let s = setup(false, |_| {}).await;

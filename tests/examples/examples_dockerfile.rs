@@ -1,5 +1,6 @@
 //! The Dockerfile builds popgate with `--locked` in a build stage and runs it from a small
-//! runtime stage as a non-root user, with the entrypoint, command and ports the examples use.
+//! runtime stage as a non-root user, with the entrypoint, command and ports the examples use, and
+//! a HEALTHCHECK that runs the copied binary's `probe` against the examples' admin `/readyz`.
 
 use crate::kit::examples::dockerfile::{
     dockerfile, dockerfile_stages, exec_form, final_stage_user,
@@ -118,4 +119,64 @@ fn dockerignore_keeps_build_output_and_git_out_of_the_context() {
     }
     // Cargo.lock must reach the build, or --locked fails.
     assert!(!rules.iter().any(|r| r.contains("Cargo.lock")), "{rules:?}");
+}
+
+#[test]
+fn dockerfile_healthcheck_probes_the_admin_readyz_with_the_copied_binary() {
+    let stages = dockerfile_stages(&dockerfile());
+    let last = stages.last().unwrap();
+    let check = last
+        .iter()
+        .find(|i| i.keyword == "HEALTHCHECK")
+        .expect("the runtime stage has a HEALTHCHECK");
+    let (options, cmd) = check
+        .args
+        .split_once("CMD ")
+        .expect("HEALTHCHECK CMD, not NONE");
+    let argv = exec_form(cmd.trim()).expect("exec form: there is no shell in the image");
+    let copied = last
+        .iter()
+        .find(|i| i.keyword == "COPY" && i.args.starts_with("--from="))
+        .unwrap()
+        .args
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(argv[0], copied, "the binary the runtime stage copies");
+    let admin = load_configmap_routes().admin.unwrap();
+    assert_eq!(
+        argv[1..],
+        [
+            "probe".to_string(),
+            "--url".into(),
+            format!("http://127.0.0.1:{}/readyz", admin.port())
+        ]
+    );
+    // Docker's timeout must outlast the probe's own (2 s).
+    let timeout = options
+        .split_whitespace()
+        .find_map(|o| o.strip_prefix("--timeout="))
+        .expect("--timeout");
+    let secs: u64 = timeout.trim_end_matches('s').parse().unwrap();
+    assert!(secs > 2, "HEALTHCHECK --timeout={timeout}");
+    // The arguments are valid usage of the real binary: against a closed port it says
+    // "unhealthy" (1), not "bad usage" (2).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args: Vec<String> = argv[1..].to_vec();
+    args[2] = format!("http://127.0.0.1:{port}/readyz");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use popgate::config::limits::DEFAULT_DRAIN_DELAY;
 use popgate::dataplane::server::DEFAULT_DRAIN_TIMEOUT;
 use serde_json::Value;
 
 use crate::kit::examples::manifests::{
-    Doc, all_docs, find, manifest_files, only, parse_documents, strings,
+    Doc, OVERLAYS, all_docs, deploy_dir, file_docs, find, kubernetes_dir, only, parse_documents,
+    strings, yaml_files,
 };
 use crate::kit::examples::pods::{
     all_containers, config_arg, container, keys, mounted_sources, pod_spec, resolve_port,
@@ -39,7 +41,7 @@ fn every_manifest_document_parses_and_names_its_kind() {
         );
         assert!(!d.kind().is_empty(), "{at}: no kind");
         assert!(!d.name().is_empty(), "{at}: no metadata.name");
-        if !matches!(d.kind(), "Namespace" | "Kustomization") {
+        if !matches!(d.kind(), "Namespace" | "PriorityClass") {
             let ns = d
                 .namespace()
                 .unwrap_or_else(|| panic!("{at}: no metadata.namespace"));
@@ -49,7 +51,7 @@ fn every_manifest_document_parses_and_names_its_kind() {
             );
         }
     }
-    // namespace.yaml holds two documents: the multi-document split really happened.
+    // The render holds both namespaces: the multi-document split really happened.
     assert!(
         namespaces.contains("popgate") && namespaces.contains("legacy"),
         "{namespaces:?}"
@@ -68,33 +70,49 @@ fn multi_document_parsing_splits_and_rejects() {
 }
 
 #[test]
-fn kustomization_lists_every_manifest_and_nothing_else() {
-    let docs = all_docs();
-    let k = only(&docs, "Kustomization");
-    assert_eq!(k.file, "kustomization.yaml");
-    let listed: BTreeSet<&str> = strings(&k.value["resources"]).into_iter().collect();
-    let on_disk: BTreeSet<String> = manifest_files()
-        .into_iter()
-        .filter(|f| f != "kustomization.yaml")
-        .collect();
-    let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
-    assert_eq!(
-        listed, on_disk,
-        "kustomization.yaml resources vs files in examples/kubernetes/"
-    );
-    // The image the kustomization rewrites is the one the DaemonSet uses.
-    let images: Vec<&str> = k.value["images"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|i| i["name"].as_str()).collect())
-        .unwrap_or_default();
-    for c in all_containers(only(&docs, "DaemonSet")) {
-        let image = c["image"].as_str().unwrap();
-        let name = image.split(':').next().unwrap();
+fn every_kustomization_lists_every_file_beside_it_and_nothing_else() {
+    // examples/kubernetes, deploy/base and each overlay: a manifest left out of its
+    // kustomization would silently not be applied.
+    let mut dirs = vec![
+        kubernetes_dir(),
+        deploy_dir().join("base"),
+        deploy_dir().join("cluster"),
+    ];
+    dirs.extend(OVERLAYS.map(|o| deploy_dir().join("overlays").join(o)));
+    for dir in dirs {
+        let docs = file_docs(&dir);
+        let k = only(&docs, "Kustomization");
+        assert_eq!(k.file, "kustomization.yaml");
+        // `bases` name the directories built on (outside this one).
         assert!(
-            images.contains(&name),
-            "image {image} is not in kustomization images {images:?}"
+            strings(&k.value["resources"])
+                .iter()
+                .all(|r| !r.starts_with(".."))
         );
+        let mut listed: BTreeSet<String> = strings(&k.value["resources"])
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for generator in k.value["configMapGenerator"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            listed.extend(strings(&generator["files"]).into_iter().map(String::from));
+        }
+        let on_disk: BTreeSet<String> = yaml_files(&dir)
+            .into_iter()
+            .filter(|f| f != "kustomization.yaml")
+            .collect();
+        assert_eq!(listed, on_disk, "{}: kustomization vs files", dir.display());
     }
+    // The example is the packaged DaemonSet, not a copy of it.
+    let docs = file_docs(&kubernetes_dir());
+    let k = only(&docs, "Kustomization");
+    assert!(
+        strings(&k.value["bases"]).contains(&"../../deploy/overlays/daemonset"),
+        "examples/kubernetes must build on deploy/overlays/daemonset"
+    );
 }
 
 #[test]
@@ -215,15 +233,19 @@ fn daemonset_has_resources_and_locked_down_security_context() {
 }
 
 #[test]
-fn daemonset_grace_period_outlasts_the_drain() {
+fn daemonset_grace_period_outlasts_the_drain_delay_and_timeout() {
     let docs = all_docs();
     let grace = pod_spec(only(&docs, "DaemonSet"))["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("terminationGracePeriodSeconds");
+    let cfg = load_configmap_routes();
+    let needed = cfg.drain.delay + cfg.timeouts.drain;
     assert!(
-        grace > DEFAULT_DRAIN_TIMEOUT.as_secs(),
-        "grace {grace}s must exceed popgate's drain timeout {DEFAULT_DRAIN_TIMEOUT:?}"
+        grace > needed.as_secs(),
+        "grace {grace}s must exceed drain.delay + timeouts.drain = {needed:?}"
     );
+    // The defaults fit Kubernetes' default 30 s grace period too.
+    assert!(DEFAULT_DRAIN_DELAY + DEFAULT_DRAIN_TIMEOUT < std::time::Duration::from_secs(30));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! from rcgen-made certificates, loaded by popgate's loader, its config validation, its
 //! certificate watcher and, end to end, used to get a PoP token from the local authority.
 //!
-//! Every test needs `openssl` on PATH; without it each test prints why it is skipped and passes.
+//! Every test needs `openssl` on PATH; without it each test prints why it is skipped and passes,
+//! except with `CI` set (`.ci/run`), where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,12 +25,13 @@ const PASSWORD_ENV: &str = "APP_PFX_PASSWORD";
 const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT_ID: &str = "6325cd32-9911-41f3-819c-416cdf9104e7";
 
-/// `true` when `openssl` can be run; otherwise prints why the calling test is skipped.
+/// `true` when `openssl` can be run; otherwise prints why the calling test is skipped (fails
+/// under CI).
 fn have_openssl(test: &str) -> bool {
     match Command::new("openssl").arg("version").output() {
         Ok(out) if out.status.success() => true,
         _ => {
-            eprintln!("SKIPPED {test}: the `openssl` CLI is not installed");
+            crate::kit::skip_unless_ci(test, "the `openssl` CLI is not installed");
             false
         }
     }
@@ -198,7 +200,7 @@ fn legacy_export_is_refused_with_the_fix() {
     }
     let pki = Pki::new();
     let Some(pfx) = pki.export("legacy.pfx", &["-legacy"]) else {
-        eprintln!("SKIPPED legacy_export: this openssl has no legacy provider");
+        crate::kit::skip_unless_ci("legacy_export", "this openssl has no legacy provider");
         return;
     };
     let err = load_pkcs12(&pfx, &pw(PASSWORD)).unwrap_err();
@@ -551,7 +553,7 @@ fn config_wrong_password_and_legacy_file_point_at_the_file() {
     }
     f.env = vec![(PASSWORD_ENV.into(), PASSWORD.into())];
     if f.pki.export("legacy.pfx", &["-legacy"]).is_none() {
-        eprintln!("SKIPPED legacy part: this openssl has no legacy provider");
+        crate::kit::skip_unless_ci("legacy part", "this openssl has no legacy provider");
         return;
     }
     let legacy = "{pkcs12_file: legacy.pfx, password_env: APP_PFX_PASSWORD}";

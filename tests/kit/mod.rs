@@ -51,3 +51,16 @@ pub fn private_key_mode(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// A test that cannot run here (a tool is missing) skips with `why` printed, except in CI
+/// (`CI` set and not `false`/`0`, as `.ci/run` and CI services set it), where it fails: a skip
+/// there would pass the run without testing anything.
+#[allow(dead_code)]
+pub fn skip_unless_ci(test: &str, why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{test}: {why} (CI is set, so this is a failure, not a skip)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}

@@ -15,13 +15,14 @@ mod upstream_pool;
 mod values;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_saphyr::Location;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::load::EnvLookup;
-use super::model::{Config, Timeouts};
-use super::schema::{RawConfig, RawTimeouts, S};
+use super::model::{Config, Drain, Timeouts};
+use super::schema::{RawConfig, RawDrain, RawTimeouts, S};
 
 /// The only config version this build reads.
 pub(crate) const SUPPORTED_VERSION: u64 = 1;
@@ -91,6 +92,7 @@ pub(crate) fn validate(
         .and_then(|a| listeners::admin(&mut cx, a, &raw.listeners));
     let network = network::network(&mut cx, raw.network.as_ref());
     let timeouts = timeouts(&mut cx, raw.timeouts.as_ref(), Timeouts::default());
+    let drain = drain(&mut cx, raw.drain.as_ref());
     let limits = limits::limits(&mut cx, raw.limits.as_ref());
     let upstream_pool =
         upstream_pool::upstream_pool(&mut cx, raw.upstream_pool.as_ref(), Default::default());
@@ -120,12 +122,36 @@ pub(crate) fn validate(
             identities: identities.into_validated(),
             routes,
             telemetry,
+            drain,
         });
     }
     // One identity used by several routes can yield the same error more than once.
     errors.sort_by(|a, b| (a.line, a.col, &a.message).cmp(&(b.line, b.col, &b.message)));
     errors.dedup();
     Err(ConfigErrors(errors))
+}
+
+/// The `drain:` section over its defaults. `delay` may be zero (`0s`): no delay.
+fn drain(cx: &mut Ctx<'_>, raw: Option<&S<RawDrain>>) -> Drain {
+    let mut d = Drain::default();
+    let Some(delay) = raw.and_then(|r| r.value.delay.as_ref()) else {
+        return d;
+    };
+    let zero = delay.value == "0"
+        || delay
+            .value
+            .strip_suffix("ms")
+            .or_else(|| delay.value.strip_suffix(['s', 'm', 'h']))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b == b'0'));
+    if zero {
+        d.delay = Duration::ZERO;
+        return d;
+    }
+    match super::duration::parse_duration(&delay.value) {
+        Ok(v) => d.delay = v,
+        Err(msg) => cx.error(delay.referenced, format!("drain.delay: {msg}")),
+    }
+    d
 }
 
 /// Applies `raw` timeouts over `base`.

@@ -35,6 +35,7 @@ use crate::access::Caller;
 use crate::dataplane::framing_guard::Verdict;
 use crate::dataplane::limits::RequestLimits;
 use crate::logging::trace_context;
+use crate::metrics::body_bytes::Counted;
 use crate::metrics::request::Observed;
 use crate::route::slot::RouteSlot;
 use crate::route::table::RouteTable;
@@ -46,7 +47,7 @@ pub use token::FIRST_TOKEN_WAIT;
 pub type DataplaneTable = RouteTable<Arc<RouteSlot>>;
 
 /// The body popgate answers with: the upstream's streamed body, or its own JSON.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// What a step hands on, or the answer that ends the request early.
 type Step<T> = Result<T, Response<ProxyBody>>;
@@ -189,7 +190,7 @@ impl Forwarder {
         let timeout = route.request_timeout(self.request_timeout);
         let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout).await?;
         let answer = send::exchange(&route, &token, outgoing, timeout, seen).await?;
-        Ok(respond::pass_back(answer))
+        Ok(respond::pass_back(answer, &seen.handles()))
     }
 }
 

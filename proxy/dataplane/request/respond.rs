@@ -9,16 +9,18 @@ use super::ProxyBody;
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
+use crate::metrics::RouteMetrics;
 
-/// The upstream's answer, rewritten for the caller: hop-by-hop headers dropped, `Via` added.
-pub(super) fn pass_back(response: Response<Incoming>) -> Response<ProxyBody> {
+/// The upstream's answer, rewritten for the caller: hop-by-hop headers dropped, `Via` added; its
+/// body bytes counted in `route`'s metrics as they pass.
+pub(super) fn pass_back(response: Response<Incoming>, route: &RouteMetrics) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     tracing::debug!(status = parts.status.as_u16(), "forwarded");
     let version = parts.version;
     headers::rewrite_response(&mut parts.headers, version);
     // The caller's connection decides its own version.
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(route.count_response_body(body)))
 }
 
 /// popgate's own answer for `refusal`.

@@ -1,6 +1,9 @@
-//! Every Kubernetes manifest under `examples/kubernetes/` as JSON values.
+//! The Kubernetes manifests as JSON values: `examples/kubernetes/` and the `deploy/` overlays,
+//! rendered with `kubectl kustomize` (what `kubectl apply -k` would send), and the files on disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -11,9 +14,17 @@ pub fn kubernetes_dir() -> PathBuf {
     repo_root().join("examples/kubernetes")
 }
 
-/// One YAML document of one manifest file.
+/// `deploy/` in this checkout.
+pub fn deploy_dir() -> PathBuf {
+    repo_root().join("deploy")
+}
+
+/// The overlays under `deploy/overlays/`, by name.
+pub const OVERLAYS: [&str; 2] = ["daemonset", "gateway"];
+
+/// One rendered object (or one YAML document of a file).
 pub struct Doc {
-    /// The file name, e.g. `daemonset.yaml`.
+    /// Where it came from: the kustomization directory rendered, or the file name.
     pub file: String,
     /// The document.
     pub value: Value,
@@ -34,10 +45,9 @@ impl Doc {
     }
 }
 
-/// The names of every `*.yaml` / `*.yml` file in `examples/kubernetes/`, sorted.
-pub fn manifest_files() -> Vec<String> {
-    let dir = kubernetes_dir();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+/// The names of every `*.yaml` / `*.yml` file in `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
@@ -46,17 +56,65 @@ pub fn manifest_files() -> Vec<String> {
     names
 }
 
-/// Parses `text` as a stream of YAML documents; empty documents are dropped.
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+/// The names of every `*.yaml` / `*.yml` file in `examples/kubernetes/`, sorted.
+pub fn manifest_files() -> Vec<String> {
+    yaml_files(&kubernetes_dir())
 }
 
-/// Every document of every manifest file; panics naming the file that does not parse.
-pub fn all_docs() -> Vec<Doc> {
+/// `kubectl kustomize DIR`'s output. kubectl is required (CI installs Debian's
+/// `kubernetes-client`): without it these tests fail, never pass by skipping. Cached per
+/// directory.
+pub fn kustomize(dir: &Path) -> String {
+    static RENDERED: OnceLock<Mutex<BTreeMap<PathBuf, String>>> = OnceLock::new();
+    let cache = RENDERED.get_or_init(Default::default);
+    if let Some(text) = cache.lock().unwrap().get(dir) {
+        return text.clone();
+    }
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `kubectl kustomize {}`: {e}. The manifest tests need kubectl \
+                 (Debian: apt-get install kubernetes-client; see README.md)",
+                dir.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    cache.lock().unwrap().insert(dir.to_owned(), text.clone());
+    text
+}
+
+/// Every object `kubectl kustomize DIR` renders.
+pub fn render(dir: &Path) -> Vec<Doc> {
+    let text = kustomize(dir);
+    let label = dir
+        .strip_prefix(repo_root())
+        .unwrap_or(dir)
+        .display()
+        .to_string();
+    let docs = parse_documents(&text).unwrap_or_else(|e| panic!("{label}: render not YAML: {e}"));
+    assert!(!docs.is_empty(), "{label}: renders nothing");
+    docs.into_iter()
+        .map(|value| Doc {
+            file: label.clone(),
+            value,
+        })
+        .collect()
+}
+
+/// Every document of every YAML file in `dir` (kustomizations included), unrendered.
+pub fn file_docs(dir: &Path) -> Vec<Doc> {
     let mut out = Vec::new();
-    for file in manifest_files() {
-        let path = kubernetes_dir().join(&file);
+    for file in yaml_files(dir) {
+        let path = dir.join(&file);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let docs = parse_documents(&text).unwrap_or_else(|e| panic!("{file}: not YAML: {e}"));
@@ -67,6 +125,23 @@ pub fn all_docs() -> Vec<Doc> {
         }));
     }
     out
+}
+
+/// Parses `text` as a stream of YAML documents; empty documents are dropped.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Every object the example (`examples/kubernetes/`: the daemonset overlay plus the demo app)
+/// renders to.
+pub fn all_docs() -> Vec<Doc> {
+    render(&kubernetes_dir())
+}
+
+/// Every object `deploy/overlays/{overlay}` renders to.
+pub fn overlay_docs(overlay: &str) -> Vec<Doc> {
+    render(&deploy_dir().join("overlays").join(overlay))
 }
 
 /// The only object of `kind` named `name`; panics if there is none or more than one.

@@ -6,23 +6,28 @@ use std::path::{Path, PathBuf};
 use popgate::config::{self, Config, ConfigErrors};
 use serde_json::Value;
 
-use super::manifests::{all_docs, find, only};
+use super::manifests::{Doc, all_docs, find, only};
 use super::pods::{container, mounted_sources};
 
 /// Where the DaemonSet's containers read routes.yaml (the Dockerfile's default too).
 pub const CONFIG_PATH: &str = "/etc/popgate/routes.yaml";
 
-/// The ConfigMap's routes.yaml text, checking the DaemonSet reads it from [`CONFIG_PATH`].
+/// The example's routes.yaml text, from the ConfigMap the DaemonSet mounts at [`CONFIG_PATH`].
 pub fn configmap_routes_text() -> String {
-    let docs = all_docs();
-    let ds = only(&docs, "DaemonSet");
+    routes_text_in(&all_docs(), "DaemonSet")
+}
+
+/// The routes.yaml text of the ConfigMap that the only `workload` (`DaemonSet`, `Deployment`)
+/// of `docs` mounts at [`CONFIG_PATH`].
+pub fn routes_text_in(docs: &[Doc], workload: &str) -> String {
+    let ds = only(docs, workload);
     let popgate = container(ds, "containers", "popgate");
     let (dir, file) = CONFIG_PATH.rsplit_once('/').unwrap();
     let (_, name, _) = mounted_sources(ds, popgate)
         .into_iter()
         .find(|(kind, _, mount)| *kind == "ConfigMap" && *mount == dir)
         .unwrap_or_else(|| panic!("no ConfigMap mounted at {dir}"));
-    find(&docs, "ConfigMap", name).value["data"][file]
+    find(docs, "ConfigMap", name).value["data"][file]
         .as_str()
         .unwrap_or_else(|| panic!("ConfigMap {name} has no {file}"))
         .to_string()
@@ -75,7 +80,14 @@ pub struct RewrittenConfig {
 /// Writes the example routes.yaml into a temp dir with its certificate/key files provided by
 /// `fill`.
 pub fn rewrite(fill: impl Fn(&str, &str) -> (String, String)) -> RewrittenConfig {
-    let mut text = configmap_routes_text();
+    rewrite_text(configmap_routes_text(), fill)
+}
+
+/// [`rewrite`] for any routes.yaml `text` naming certificate files by absolute path.
+pub fn rewrite_text(
+    mut text: String,
+    fill: impl Fn(&str, &str) -> (String, String),
+) -> RewrittenConfig {
     let parsed: Value = serde_saphyr::from_str(&text).expect("the ConfigMap's routes.yaml is YAML");
     let mut pairs = Vec::new();
     cert_key_pairs(&parsed, &mut pairs);
