@@ -22,10 +22,16 @@ fn token_source(config: &Config, identity: &Identity, token_type: TokenType, mtl
             let host = if mtls {
                 authority_host::mtls_token_host(&cc.authority_host, cc.region.as_deref())
             } else {
-                authority_host::bearer_token_host(&cc.authority_host)
+                authority_host::bearer_token_host(&cc.authority_host, cc.region.as_deref())
             };
             // Validation already applied the same rules, so this cannot fail for a loaded config.
-            host.unwrap_or_else(|e| format!("<{e}>"))
+            let host = host.unwrap_or_else(|e| format!("<{e}>"));
+            // Only the app's own Bearer assertion carries x5c (a FIC leg 2 or PoP sends none).
+            if cc.send_x5c && !mtls && cc.certificate.is_some() {
+                format!("{host} (assertion with x5c)")
+            } else {
+                host
+            }
         }
         Identity::WorkloadIdentity(w) => format!(
             "{} (federated token {})",

@@ -249,6 +249,10 @@ pub struct RawIdentity {
     /// instead of refusing it.
     #[serde(default)]
     pub allow_insecure_key_permissions: Option<S<bool>>,
+    /// confidential_client: send the certificate chain as `x5c` in the Bearer client assertion
+    /// (subject name + issuer authentication); default false, as MSAL.
+    #[serde(default)]
+    pub send_x5c: Option<S<bool>>,
 }
 
 /// A certificate and its private key: either a PEM pair (`cert_file` + `key_file`) or a PKCS#12

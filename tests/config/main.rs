@@ -5,6 +5,7 @@
 mod kit;
 
 mod cli_check;
+mod config_ests;
 mod config_identities;
 mod config_network;
 mod config_routes;
