@@ -222,3 +222,29 @@ async fn a_regional_bearer_request_goes_to_the_regional_login_host() {
         ]
     );
 }
+
+#[tokio::test]
+async fn ext_expires_in_of_zero_or_over_30_days_and_a_late_refresh_in_do_not_fail_a_token() {
+    for (ext, refresh) in [
+        (Some(0), None),
+        (Some(31 * 24 * 3600), None),
+        (None, Some(3599)),
+        (None, Some(7200)),
+    ] {
+        // A fresh environment each time (the token cache would answer otherwise).
+        let env = start().await;
+        let settings = env.authority.settings();
+        let mut tokens = settings.tokens();
+        tokens.ext_lifetime = ext.map(std::time::Duration::from_secs);
+        tokens.refresh_in = refresh.map(std::time::Duration::from_secs);
+        settings.set_tokens(tokens);
+        let credential = one(&env, "", GRAPH, APP_POP);
+        let got = get(&credential).await;
+        // A refresh_in that is not before expires_in names no refresh time: dropped.
+        assert_eq!(got.token.refresh_in, None, "{ext:?} {refresh:?}");
+        assert_eq!(
+            env.call_resource("graph.microsoft.com", &got.token).await,
+            StatusCode::OK
+        );
+    }
+}
