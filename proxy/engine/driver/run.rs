@@ -298,6 +298,7 @@ impl Task {
             aadsts: None,
             correlation_id: None,
             blocked_until: None,
+            permanent: false,
         }
     }
 }
