@@ -248,3 +248,48 @@ async fn ext_expires_in_of_zero_or_over_30_days_and_a_late_refresh_in_do_not_fai
         );
     }
 }
+
+#[tokio::test]
+async fn the_attestation_command_is_given_the_endpoint_client_id_and_the_key_to_attest() {
+    let env = start().await;
+    // IMDS insists on an attestation token, so the mint fails unless the command ran.
+    env.authority
+        .faults()
+        .push(Endpoint::ImdsIssueCredential, Fault::AttestationRequired, 1);
+    let seen = env.path("attested.txt");
+    let identities = format!(
+        r#"
+  attested:
+    kind: managed_identity
+    attestation_command: [/bin/sh, -c, 'printf "%s\n%s\n%s\n%s\n" "$POPGATE_ATTESTATION_ENDPOINT" "$POPGATE_ATTESTATION_CLIENT_ID" "$POPGATE_ATTESTATION_TENANT_ID" "$POPGATE_ATTESTATION_PUBLIC_KEY" > {seen}; echo maa-token']"#,
+        seen = seen.display()
+    );
+    let credential = one(
+        &env,
+        &identities,
+        GRAPH,
+        "    flow: vanilla\n    identity: attested\n    token_type: mtls_pop",
+    );
+    let got = get(&credential).await;
+    let binding = got.token.binding.as_ref().expect("PoP binding");
+    let (_, cert) = x509_parser::parse_x509_certificate(binding.leaf_der().as_ref()).unwrap();
+    let spki = base64::engine::general_purpose::STANDARD.encode(cert.public_key().raw);
+    let lines: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "https://attestation.authority.invalid".to_string(),
+            DEFAULT_SAMI_CLIENT_ID.to_string(),
+            TENANT.to_string(),
+            spki,
+        ]
+    );
+    assert_eq!(
+        env.call_resource("graph.microsoft.com", &got.token).await,
+        StatusCode::OK
+    );
+}
