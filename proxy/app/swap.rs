@@ -159,7 +159,11 @@ impl App {
             cache: Arc::clone(&self.deps.cache),
         });
         // A failing kept route retries now, whatever its backoff: the reload may be the fix.
-        for route in self.live.iter().filter(|r| summary.kept.iter().any(|k| **k == *r.slot().name())) {
+        for route in self
+            .live
+            .iter()
+            .filter(|r| summary.kept.iter().any(|k| **k == *r.slot().name()))
+        {
             route.slot().demand_retry();
         }
         // Requests already routed to a retired slot keep its snapshot until they finish.

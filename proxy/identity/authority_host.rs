@@ -285,8 +285,14 @@ mod tests {
             );
         }
         for (authority, regional) in [
-            ("login.microsoftonline.us", "usgovvirginia.login.microsoftonline.us"),
-            ("login.usgovcloudapi.net", "usgovvirginia.login.microsoftonline.us"),
+            (
+                "login.microsoftonline.us",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
+            (
+                "login.usgovcloudapi.net",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
             (
                 "login.partner.microsoftonline.cn",
                 "usgovvirginia.login.partner.microsoftonline.cn",
@@ -295,11 +301,23 @@ mod tests {
                 "login.chinacloudapi.cn",
                 "usgovvirginia.login.partner.microsoftonline.cn",
             ),
-            ("login.sovcloud-identity.fr", "usgovvirginia.login.sovcloud-identity.fr"),
-            ("login.microsoft-ppe.com", "usgovvirginia.login.windows-ppe.net"),
-            ("login.contoso.example", "usgovvirginia.login.contoso.example"),
+            (
+                "login.sovcloud-identity.fr",
+                "usgovvirginia.login.sovcloud-identity.fr",
+            ),
+            (
+                "login.microsoft-ppe.com",
+                "usgovvirginia.login.windows-ppe.net",
+            ),
+            (
+                "login.contoso.example",
+                "usgovvirginia.login.contoso.example",
+            ),
             // Already regional: kept.
-            ("usgovvirginia.login.microsoftonline.us", "usgovvirginia.login.microsoftonline.us"),
+            (
+                "usgovvirginia.login.microsoftonline.us",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
         ] {
             assert_eq!(
                 bearer_token_host(authority, Some("UsGovVirginia")).unwrap(),

@@ -308,7 +308,13 @@ mod tests {
         // The algorithm parameters, read back by an independent parser.
         assert_eq!(parsed.algorithm.oid, RSASSA_PSS_OID);
         // As .NET writes them: both SHA-256 identifiers without parameters (no NULL).
-        let params = parsed.algorithm.parameters.as_ref().unwrap().to_der().unwrap();
+        let params = parsed
+            .algorithm
+            .parameters
+            .as_ref()
+            .unwrap()
+            .to_der()
+            .unwrap();
         let sha256_bare = [
             0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
         ];

@@ -57,7 +57,8 @@ impl TokenResponse {
             .ok_or_else(|| ResponseError::field(WHAT, "expires_in", "is missing"))?;
         // As MSAL: `ext_expires_in` is informational (popgate never serves a token past
         // `expires_in`), so any whole number is taken, 0 and more than 30 days included.
-        let ext_expires_in = take_optional_u64(WHAT, &mut map, "ext_expires_in")?.map(Duration::from_secs);
+        let ext_expires_in =
+            take_optional_u64(WHAT, &mut map, "ext_expires_in")?.map(Duration::from_secs);
         // As MSAL, a `refresh_in` of 0 or not before `expires_in` does not fail a good token; it
         // names no useful refresh time, so it is dropped and the default refresh-ahead rule
         // (half-life, or shortly before the token stops being usable) applies.

@@ -311,7 +311,8 @@ impl RouteSlot {
 
     /// Asks the driver of a failing route to retry now (a reload kept the route).
     pub fn demand_retry(&self) {
-        self.demand.send_modify(|d| d.retry = d.retry.wrapping_add(1));
+        self.demand
+            .send_modify(|d| d.retry = d.retry.wrapping_add(1));
     }
 
     /// Tells the driver the upstream refused the token of snapshot `generation`.

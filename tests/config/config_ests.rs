@@ -66,7 +66,11 @@ routes:
     let errors = f.errors(yaml);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with(&f.at(4, 41, "`send_x5c` is not a key of a managed_identity identity")),
+        errors[0].starts_with(&f.at(
+            4,
+            41,
+            "`send_x5c` is not a key of a managed_identity identity"
+        )),
         "{errors:?}"
     );
 }
@@ -106,7 +110,9 @@ fn check_names_the_regional_bearer_host_and_the_x5c_assertion() {
     );
     assert_eq!(
         hosts(line(
-            &format!("    authority_host: login.usgovcloudapi.net\n    region: usgovvirginia\n{CERT}"),
+            &format!(
+                "    authority_host: login.usgovcloudapi.net\n    region: usgovvirginia\n{CERT}"
+            ),
             "bearer"
         )),
         "usgovvirginia.login.microsoftonline.us"

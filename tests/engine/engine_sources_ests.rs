@@ -108,11 +108,9 @@ async fn the_x5c_header_carries_the_leaf_then_the_chain_of_the_certificate_file(
     assert_eq!(got.token.token_type, TokenType::Bearer);
 
     // The assertion itself, signed the way the engine signs it, shows the header.
-    let binding = popgate::certs::cert_files::load_binding_cert(
-        &env.path("sni.pem"),
-        &env.path("sni.key"),
-    )
-    .unwrap();
+    let binding =
+        popgate::certs::cert_files::load_binding_cert(&env.path("sni.pem"), &env.path("sni.key"))
+            .unwrap();
     let assertion = popgate::identity::client_assertion::sign_client_assertion(
         &binding,
         &popgate::identity::client_assertion::AssertionInput {

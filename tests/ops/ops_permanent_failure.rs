@@ -88,7 +88,11 @@ async fn invalid_client_is_retried_in_minutes_shown_as_permanent_and_retried_at_
     let tried = env.count(Endpoint::Token);
     assert_eq!(tried, 1, "one request, not retried at once");
     tokio::time::sleep(QUIET).await;
-    assert_eq!(env.count(Endpoint::Token), tried, "retried within {QUIET:?}");
+    assert_eq!(
+        env.count(Endpoint::Token),
+        tried,
+        "retried within {QUIET:?}"
+    );
 
     // The certificate is registered again; a reload of the unchanged config retries now.
     directory

@@ -188,9 +188,7 @@ pub fn verify_subject_name_jwt(
         )));
     }
     if !summary.valid_at(i64::try_from(expected.now).unwrap_or(i64::MAX)) {
-        return Err(bad(
-            "The certificate in 'x5c' is expired or not yet valid.",
-        ));
+        return Err(bad("The certificate in 'x5c' is expired or not yet valid."));
     }
     verify_signature(jws, leaf)?;
     check_claims_and_replay(jws, expected, replay)

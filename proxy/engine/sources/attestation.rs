@@ -110,7 +110,9 @@ mod tests {
         public_key_spki: b"spki",
     };
 
-    fn run(argv: &[String]) -> impl std::future::Future<Output = Result<Zeroizing<String>, String>> + '_ {
+    fn run(
+        argv: &[String],
+    ) -> impl std::future::Future<Output = Result<Zeroizing<String>, String>> + '_ {
         run_attestation(argv, &INPUT)
     }
 
@@ -131,9 +133,7 @@ mod tests {
         assert_eq!(ok.as_str(), "maa-token");
         let err = run(&[]).await.unwrap_err();
         assert!(err.contains("empty"), "{err}");
-        let err = run(&["/nonexistent/attest".into()])
-            .await
-            .unwrap_err();
+        let err = run(&["/nonexistent/attest".into()]).await.unwrap_err();
         assert!(err.contains("cannot start"), "{err}");
         let err = run(&["/bin/sh".into(), "-c".into(), "true".into()])
             .await

@@ -22,9 +22,9 @@ impl DriverState {
         let now = clock.now;
         self.failures = self.failures.saturating_add(1);
         let since = *self.failing_since.get_or_insert(now);
-        let next_attempt = self
-            .backoff
-            .next_attempt(now, clock.jitter, error.blocked_until, error.permanent);
+        let next_attempt =
+            self.backoff
+                .next_attempt(now, clock.jitter, error.blocked_until, error.permanent);
         let serving = self
             .serving()
             .filter(|c| now < c.usable_until)

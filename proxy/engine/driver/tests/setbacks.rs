@@ -249,7 +249,10 @@ fn a_permanent_refusal_is_retried_on_the_long_schedule() {
     let actions = state.handle(Event::Failed(refused.clone()), at(secs(0)));
     let status = only_status(&actions);
     assert_eq!(status.next_attempt(), Some(t0() + secs(5 * 60)));
-    assert_eq!(status.error().map(|e| e.failure_class()), Some("permanent_failure"));
+    assert_eq!(
+        status.error().map(|e| e.failure_class()),
+        Some("permanent_failure")
+    );
     assert_eq!(state.wake_at(), Some(t0() + secs(5 * 60)));
     // Demand that is not a reload changes nothing.
     assert!(acquires(&state.handle(retry(0), at(secs(10)))).is_empty());
@@ -268,7 +271,10 @@ fn a_permanent_refusal_is_retried_on_the_long_schedule() {
     // A transient failure in between keeps its own short schedule.
     state.handle(Event::Timer, at(now));
     let actions = state.handle(Event::Failed(error("HTTP 503", None)), at(now));
-    assert_eq!(only_status(&actions).next_attempt(), Some(t0() + now + secs(1)));
+    assert_eq!(
+        only_status(&actions).next_attempt(),
+        Some(t0() + now + secs(1))
+    );
 }
 
 #[test]
