@@ -118,3 +118,30 @@ fn check_names_the_regional_bearer_host_and_the_x5c_assertion() {
         "usgovvirginia.login.microsoftonline.us"
     );
 }
+
+#[test]
+fn check_shows_no_x5c_for_a_fic_leg_2_which_sends_the_leg_1_token() {
+    let f = Fixture::new();
+    let yaml = format!(
+        "version: 1
+listeners: [{{address: \"127.0.0.1:3128\"}}]
+identities:
+  sami: {{kind: managed_identity}}
+  a:
+    kind: confidential_client
+    tenant_id: {TENANT}
+    client_id: {CLIENT}
+    region: westus3
+    send_x5c: true
+{CERT}routes:
+  - {{name: r, match: {{host: a.example}}, resource: r, flow: fic, leg1: sami, leg1_token_type: bearer, leg2: a, token_type: bearer}}
+"
+    );
+    let cfg = f.load(&yaml).unwrap();
+    let line = describe_route(&cfg, &cfg.routes[0]);
+    assert!(
+        line.contains("leg2: westus3.login.microsoft.com\t"),
+        "{line}"
+    );
+    assert!(!line.contains("x5c"), "{line}");
+}
