@@ -40,6 +40,7 @@ const FAMILIES: &[&str] = &[
     "popgate_token_retry_after_blocks_total",
     "popgate_route_token_expires_in_seconds",
     "popgate_route_state",
+    "popgate_route_failure",
     "popgate_upstream_pool_connections",
     "popgate_upstream_pool_waiters",
     "popgate_upstream_pool_refusals_total",

@@ -85,6 +85,11 @@ pub struct App {
     pub certificates: Vec<RegisteredCertificate>,
     /// Leg-1 identities this app accepts as FIC assertions.
     pub federated: Vec<FederatedCredential>,
+    /// Subject name + issuer ("SNI") registration: the CN this app trusts on any certificate the
+    /// root CA issued, instead of registered thumbprints. Its client assertions must then carry
+    /// the certificate in `x5c` (Entra ID answers AADSTS700027 otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_subject: Option<String>,
 }
 
 /// A certificate registered on an app: its thumbprint, and its DER (whose public key verifies
@@ -314,6 +319,25 @@ impl Directory {
             tenant_id: tenant_id.to_ascii_lowercase(),
             certificates: vec![cert],
             federated: Vec::new(),
+            trusted_subject: None,
+        })
+    }
+
+    /// Registers an app for subject-name + issuer authentication: it trusts any certificate
+    /// with CN=`subject_cn` issued by the root CA, and no thumbprint.
+    pub fn register_subject_name_app(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        subject_cn: &str,
+    ) -> Result<App, DirectoryError> {
+        self.insert_app(App {
+            client_id: client_id.to_ascii_lowercase(),
+            object_id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_ascii_lowercase(),
+            certificates: Vec::new(),
+            federated: Vec::new(),
+            trusted_subject: Some(subject_cn.to_string()),
         })
     }
 
@@ -359,6 +383,7 @@ impl Directory {
             tenant_id: tenant_id.to_ascii_lowercase(),
             certificates: Vec::new(),
             federated,
+            trusted_subject: None,
         })
     }
 

@@ -393,6 +393,23 @@ impl Authority {
         )?;
         Ok((app, credential))
     }
+
+    /// Issues a fresh certificate credential (CN=`common_name`) and registers a new app (random
+    /// client id) for subject-name + issuer authentication of that CN: its assertions must carry
+    /// `x5c`.
+    pub fn new_subject_name_app(
+        &self,
+        common_name: &str,
+    ) -> Result<(App, AppCredential), AuthorityError> {
+        let credential = self.pki.issue_app_credential(common_name)?;
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let app = self.directory.register_subject_name_app(
+            directory::DEFAULT_TENANT_ID,
+            &client_id,
+            common_name,
+        )?;
+        Ok((app, credential))
+    }
 }
 
 /// The resource listener's TLS configuration for `config` (client certificate rule, ALPN).

@@ -17,6 +17,9 @@ pub struct RequestRecord {
     pub outcome: String,
     /// `x5t#S256` of the client certificate presented in TLS, if any.
     pub client_cert_x5t: Option<String>,
+    /// The TLS server name the request was addressed to (token endpoint), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Most records the log keeps: a load run (`popgate bench --dev`, the load harness) sends
@@ -92,6 +95,7 @@ mod tests {
                 client_id: None,
                 outcome: String::new(),
                 client_cert_x5t: None,
+                host: None,
             });
         }
         assert_eq!(seen.count(Endpoint::Resource), MAX_LOG_RECORDS + 10);

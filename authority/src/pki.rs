@@ -24,6 +24,9 @@ pub const TOKEN_HOSTS: &[&str] = &[
     "sts.windows.net",
     "login.microsoftonline.us",
     "login.partner.microsoftonline.cn",
+    "*.login.microsoft.com",
+    "*.login.microsoftonline.us",
+    "*.login.partner.microsoftonline.cn",
     "mtlsauth.microsoft.com",
     "*.mtlsauth.microsoft.com",
     "mtlsauth.microsoftonline.us",
@@ -263,6 +266,12 @@ impl Pki {
     /// dates and subject are the caller's business).
     pub fn issued_by_imds_ca(&self, cert_der: &[u8]) -> bool {
         crate::cert_check::signed_by(cert_der, self.imds.issuer.key().subject_public_key_info())
+    }
+
+    /// Whether `cert_der` was signed by the root CA (the issuer a subject-name/issuer app
+    /// trusts; signature check only).
+    pub fn issued_by_root_ca(&self, cert_der: &[u8]) -> bool {
+        crate::cert_check::signed_by(cert_der, self.root.issuer.key().subject_public_key_info())
     }
 
     /// The token listener's TLS configuration: asks for a client certificate but does not

@@ -232,6 +232,14 @@ pub fn readiness(slots: &[Arc<RouteSlot>], now: SystemTime) -> (bool, Value) {
         {
             entry.insert("failures".into(), (*failures).into());
         }
+        if let Some(e) = status.error() {
+            // `permanent_failure`: a 4xx refusal, retried every 5 to 30 minutes until a reload.
+            entry.insert("reason".into(), e.failure_class().into());
+        }
+        if let Some(at) = status.next_attempt() {
+            let secs = at.duration_since(now).map_or(0, |d| d.as_secs());
+            entry.insert("next_attempt_in_s".into(), secs.into());
+        }
         routes.insert(slot.name().to_string(), Value::Object(entry));
     }
     (ready, json!({ "ready": ready, "routes": routes }))

@@ -21,6 +21,9 @@ pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// The route states, as `popgate_route_state` label values.
 const ROUTE_STATES: [&str; 4] = ["pending", "ready", "stale", "failed"];
 
+/// The failure classes, as `popgate_route_failure` label values (`EngineError::failure_class`).
+const FAILURE_CLASSES: [&str; 2] = ["permanent_failure", "transient_failure"];
+
 /// What the admin listener reads at scrape time, as of the running config.
 #[derive(Clone, Debug)]
 pub struct ScrapeView {
@@ -143,6 +146,13 @@ fn app_registry(sources: &ScrapeView) -> Result<Registry, ScrapeError> {
         ),
         &["route", "state"],
     )?;
+    let failure = IntGaugeVec::new(
+        Opts::new(
+            "popgate_route_failure",
+            "1 for the class of each route's last acquisition failure while it is failing (stale or failed): permanent_failure (a 4xx refusal, retried every 5 to 30 minutes or at a reload) or transient_failure (retried within a minute); 0 otherwise.",
+        ),
+        &["route", "class"],
+    )?;
     let now = SystemTime::now();
     for slot in &sources.slots {
         if let Some(snapshot) = slot.snapshot.load().as_ref() {
@@ -152,15 +162,23 @@ fn app_registry(sources: &ScrapeView) -> Result<Registry, ScrapeError> {
             };
             expires.with_label_values(&[slot.name()]).set(left);
         }
-        let current = slot.status().label();
+        let status = slot.status();
+        let current = status.label();
         for s in ROUTE_STATES {
             state
                 .with_label_values(&[slot.name(), s])
                 .set(i64::from(s == current));
         }
+        let class = status.error().map(|e| e.failure_class());
+        for c in FAILURE_CLASSES {
+            failure
+                .with_label_values(&[slot.name(), c])
+                .set(i64::from(class == Some(c)));
+        }
     }
     r.register(Box::new(expires))?;
     r.register(Box::new(state))?;
+    r.register(Box::new(failure))?;
     let routes = Gauge::new("popgate_routes", "Routes in the running config.")?;
     routes.set(sources.slots.len() as f64);
     r.register(Box::new(routes))?;

@@ -158,6 +158,14 @@ impl App {
             slots: self.live.iter().map(|r| Arc::clone(r.slot())).collect(),
             cache: Arc::clone(&self.deps.cache),
         });
+        // A failing kept route retries now, whatever its backoff: the reload may be the fix.
+        for route in self
+            .live
+            .iter()
+            .filter(|r| summary.kept.iter().any(|k| **k == *r.slot().name()))
+        {
+            route.slot().demand_retry();
+        }
         // Requests already routed to a retired slot keep its snapshot until they finish.
         live::stop_all(retired).await;
         Ok(summary)

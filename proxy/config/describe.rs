@@ -8,7 +8,15 @@ use super::model::{Config, Flow, Identity, Route};
 
 /// Where `identity` gets a token of `token_type` (`mtls` = talks to the mTLS host, as a PoP
 /// vanilla identity, a FIC leg 1, or a leg 2 after a PoP leg 1).
-fn token_source(config: &Config, identity: &Identity, token_type: TokenType, mtls: bool) -> String {
+/// `own_assertion`: a Bearer request would carry the identity's own signed assertion (not a FIC
+/// leg 2, which presents the leg-1 token), so `send_x5c` shows.
+fn token_source(
+    config: &Config,
+    identity: &Identity,
+    token_type: TokenType,
+    mtls: bool,
+    own_assertion: bool,
+) -> String {
     match identity {
         Identity::ManagedIdentity(_) => {
             let imds = config.network.imds_endpoint.to_string();
@@ -22,10 +30,16 @@ fn token_source(config: &Config, identity: &Identity, token_type: TokenType, mtl
             let host = if mtls {
                 authority_host::mtls_token_host(&cc.authority_host, cc.region.as_deref())
             } else {
-                authority_host::bearer_token_host(&cc.authority_host)
+                authority_host::bearer_token_host(&cc.authority_host, cc.region.as_deref())
             };
             // Validation already applied the same rules, so this cannot fail for a loaded config.
-            host.unwrap_or_else(|e| format!("<{e}>"))
+            let host = host.unwrap_or_else(|e| format!("<{e}>"));
+            // Only the app's own Bearer assertion carries x5c (a FIC leg 2 or PoP sends none).
+            if cc.send_x5c && !mtls && own_assertion && cc.certificate.is_some() {
+                format!("{host} (assertion with x5c)")
+            } else {
+                host
+            }
         }
         Identity::WorkloadIdentity(w) => format!(
             "{} (federated token {})",
@@ -53,6 +67,7 @@ pub fn describe_route(config: &Config, route: &Route) -> String {
                     i,
                     route.token_type,
                     route.token_type == TokenType::MtlsPop,
+                    true,
                 )
             });
             ("vanilla", named(config, identity), hosts)
@@ -64,10 +79,10 @@ pub fn describe_route(config: &Config, route: &Route) -> String {
         } => {
             let pop_leg1 = *leg1_token_type == TokenType::MtlsPop;
             let h1 = config.identity(leg1).map_or_else(String::new, |i| {
-                token_source(config, i, *leg1_token_type, pop_leg1)
+                token_source(config, i, *leg1_token_type, pop_leg1, true)
             });
             let h2 = config.identity(leg2).map_or_else(String::new, |i| {
-                token_source(config, i, route.token_type, pop_leg1)
+                token_source(config, i, route.token_type, pop_leg1, false)
             });
             (
                 "fic",

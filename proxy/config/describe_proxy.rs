@@ -45,7 +45,7 @@ pub fn describe_proxy(config: &Config, route: &Route) -> String {
                 let host = if mtls {
                     authority_host::mtls_token_host(&cc.authority_host, cc.region.as_deref())
                 } else {
-                    authority_host::bearer_token_host(&cc.authority_host)
+                    authority_host::bearer_token_host(&cc.authority_host, cc.region.as_deref())
                 };
                 if let Ok(host) = host {
                     hosts.push(format!("{host}{}", via(proxy, Some(&host))));

@@ -237,6 +237,8 @@ pub struct ConfidentialClient {
     pub region: Option<String>,
     /// Normalized authority host.
     pub authority_host: String,
+    /// Send the certificate chain as `x5c` in Bearer client assertions (`send_x5c`).
+    pub send_x5c: bool,
 }
 
 /// The files a certificate and its key were loaded from (paths resolved against the config file).

@@ -338,6 +338,11 @@ pub struct RawIdentity {
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
     pub allow_insecure_key_permissions: Option<S<bool>>,
+    /// confidential_client: send the certificate chain as `x5c` in the Bearer client assertion
+    /// (subject name + issuer authentication); default false, as MSAL.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub send_x5c: Option<S<bool>>,
 }
 
 /// A certificate and its private key: either a PEM pair (`cert_file` + `key_file`) or a PKCS#12

@@ -46,10 +46,11 @@ pub fn point_at_authority(
                 // Hosts the rules refuse never get dialled; the engine reports those itself.
                 token_hosts.extend(mtls_token_host(&cc.authority_host, region).ok());
                 token_hosts.extend(mtls_token_host(&cc.authority_host, None).ok());
-                token_hosts.extend(bearer_token_host(&cc.authority_host).ok());
+                token_hosts.extend(bearer_token_host(&cc.authority_host, region).ok());
+                token_hosts.extend(bearer_token_host(&cc.authority_host, None).ok());
             }
             Identity::WorkloadIdentity(wi) => {
-                token_hosts.extend(bearer_token_host(&wi.authority_host).ok());
+                token_hosts.extend(bearer_token_host(&wi.authority_host, None).ok());
             }
             _ => {}
         }

@@ -209,6 +209,7 @@ fn same_definition(old: &Identity, new: &Identity) -> bool {
                 && a.client_id == b.client_id
                 && a.region == b.region
                 && a.authority_host == b.authority_host
+                && a.send_x5c == b.send_x5c
                 && same_certificate
         }
         _ => false,
@@ -233,6 +234,7 @@ fn app_settings(app: &model::ConfidentialClient) -> CertAppSettings {
         client_id: app.client_id.clone(),
         authority_host: app.authority_host.clone(),
         region: app.region.clone(),
+        send_x5c: app.send_x5c,
     }
 }
 

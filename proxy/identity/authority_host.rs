@@ -1,5 +1,5 @@
 //! Entra ID host rules (protocol.md §1): which token host a confidential client talks to for
-//! mTLS PoP and for Bearer, and the token endpoint URL built from it.
+//! mTLS PoP and for Bearer (each global or regional, as MSAL.NET computes them).
 //!
 //! Pure functions: config validation refuses a bad host at load time with the same rules the
 //! credential code uses at run time, so `popgate check` and the wire never disagree.
@@ -117,9 +117,51 @@ pub(crate) fn mtls_token_host(
     }
 }
 
-/// The Bearer token host: the authority host itself, normalized.
-pub(crate) fn bearer_token_host(authority_host: &str) -> Result<String, HostRuleError> {
-    normalize_host(authority_host)
+/// The public cloud's regional Bearer host: MSAL sends regional client-credential requests for
+/// every public-cloud alias to `{region}.login.microsoft.com`
+/// (`RegionAndMtlsDiscoveryProvider.PublicEnvForRegional`).
+const PUBLIC_REGIONAL_LOGIN_HOST: &str = "login.microsoft.com";
+
+/// Aliases of the other clouds MSAL knows, with the host it sends their requests to (the
+/// "preferred network" of `KnownMetadataProvider`); a region prefixes that host.
+const PREFERRED_NETWORK_HOST: &[(&str, &str)] = &[
+    ("login.chinacloudapi.cn", "login.partner.microsoftonline.cn"),
+    ("login.usgovcloudapi.net", "login.microsoftonline.us"),
+    ("sts.windows-ppe.net", "login.windows-ppe.net"),
+    ("login.microsoft-ppe.com", "login.windows-ppe.net"),
+];
+
+/// The Bearer (client credentials) token host, as MSAL.NET computes it
+/// (`RegionAndMtlsDiscoveryProvider.GetRegionalizedEnvironment`):
+///
+/// - without a region: the authority host itself, normalized;
+/// - with a region R, a public-cloud alias: `R.login.microsoft.com`;
+/// - with a region R, another cloud: `R.` + the cloud's preferred network host (an alias such
+///   as `login.usgovcloudapi.net` becomes `login.microsoftonline.us`), any other host as is;
+/// - a host that already starts with `R.` is kept.
+pub(crate) fn bearer_token_host(
+    authority_host: &str,
+    region: Option<&str>,
+) -> Result<String, HostRuleError> {
+    let host = normalize_host(authority_host)?;
+    let Some(region) = region else {
+        return Ok(host);
+    };
+    if !is_valid_region(region) {
+        return Err(HostRuleError::BadRegion(region.to_owned()));
+    }
+    let region = region.to_ascii_lowercase();
+    if host.starts_with(&format!("{region}.")) {
+        return Ok(host);
+    }
+    if PUBLIC_CLOUD_ALIASES.contains(&host.as_str()) {
+        return Ok(format!("{region}.{PUBLIC_REGIONAL_LOGIN_HOST}"));
+    }
+    let preferred = PREFERRED_NETWORK_HOST
+        .iter()
+        .find(|(alias, _)| *alias == host)
+        .map_or(host.as_str(), |(_, preferred)| preferred);
+    Ok(format!("{region}.{preferred}"))
 }
 
 /// Refuses tenant names that are not a single real tenant.
@@ -227,10 +269,66 @@ mod tests {
     #[test]
     fn bearer_uses_the_authority_host_itself() {
         assert_eq!(
-            bearer_token_host("LOGIN.microsoftonline.us").unwrap(),
+            bearer_token_host("LOGIN.microsoftonline.us", None).unwrap(),
             "login.microsoftonline.us"
         );
-        assert!(bearer_token_host("not a host").is_err());
+        assert!(bearer_token_host("not a host", None).is_err());
+    }
+
+    #[test]
+    fn regional_bearer_hosts_follow_msal() {
+        for alias in PUBLIC_CLOUD_ALIASES {
+            assert_eq!(
+                bearer_token_host(alias, Some("westus3")).unwrap(),
+                "westus3.login.microsoft.com",
+                "{alias}"
+            );
+        }
+        for (authority, regional) in [
+            (
+                "login.microsoftonline.us",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
+            (
+                "login.usgovcloudapi.net",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
+            (
+                "login.partner.microsoftonline.cn",
+                "usgovvirginia.login.partner.microsoftonline.cn",
+            ),
+            (
+                "login.chinacloudapi.cn",
+                "usgovvirginia.login.partner.microsoftonline.cn",
+            ),
+            (
+                "login.sovcloud-identity.fr",
+                "usgovvirginia.login.sovcloud-identity.fr",
+            ),
+            (
+                "login.microsoft-ppe.com",
+                "usgovvirginia.login.windows-ppe.net",
+            ),
+            (
+                "login.contoso.example",
+                "usgovvirginia.login.contoso.example",
+            ),
+            // Already regional: kept.
+            (
+                "usgovvirginia.login.microsoftonline.us",
+                "usgovvirginia.login.microsoftonline.us",
+            ),
+        ] {
+            assert_eq!(
+                bearer_token_host(authority, Some("UsGovVirginia")).unwrap(),
+                regional,
+                "{authority}"
+            );
+        }
+        assert_eq!(
+            bearer_token_host("login.microsoftonline.com", Some("west.us")),
+            Err(HostRuleError::BadRegion("west.us".into()))
+        );
     }
 
     #[test]

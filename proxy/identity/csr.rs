@@ -41,17 +41,18 @@ pub const COMMON_NAME_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.
 pub const RSASSA_PSS_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 
 /// DER of `RSASSA-PSS-params` for SHA-256 / MGF1-SHA-256 / salt 32 / trailer 1 (default, omitted):
-/// `SEQUENCE { [0] { sha256, NULL }, [1] { mgf1, { sha256, NULL } }, [2] INTEGER 32 }`.
-/// Written out because the parameter set is fixed; the hash identifiers carry explicit NULL
-/// parameters, as OpenSSL, .NET and webpki encode them.
+/// `SEQUENCE { [0] { sha256 }, [1] { mgf1, { sha256 } }, [2] INTEGER 32 }`.
+/// Written out because the parameter set is fixed. The SHA-256 identifiers have **no**
+/// parameters, as .NET's `CertificateRequest` writes them (MSAL.NET's IMDSv2 CSR) and as RFC 5754
+/// §2 says for SHA-2 (RFC 4055 makes verifiers accept absent and NULL alike).
 pub const RSASSA_PSS_SHA256_PARAMS: &[u8] = &[
-    0x30, 0x34, // SEQUENCE, 52 bytes
-    0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, // [0] sha256
-    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
+    0x30, 0x30, // SEQUENCE, 48 bytes
+    0xa0, 0x0d, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x01, // [0] sha256
+    0xa1, 0x1a, 0x30, 0x18, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
     0x08, // [1] mgf1
-    0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, //     sha256
+    0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x01, //     sha256
     0xa2, 0x03, 0x02, 0x01, 0x20, // [2] saltLength 32
 ];
 
@@ -306,6 +307,26 @@ mod tests {
         );
         // The algorithm parameters, read back by an independent parser.
         assert_eq!(parsed.algorithm.oid, RSASSA_PSS_OID);
+        // As .NET writes them: both SHA-256 identifiers without parameters (no NULL).
+        let params = parsed
+            .algorithm
+            .parameters
+            .as_ref()
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let sha256_bare = [
+            0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        ];
+        let found = params
+            .windows(sha256_bare.len())
+            .filter(|w| *w == sha256_bare)
+            .count();
+        assert_eq!(found, 2, "{params:02x?}");
+        assert!(
+            !params.windows(2).any(|w| w == [0x05, 0x00]),
+            "no NULL: {params:02x?}"
+        );
         let (_, x509_req) =
             x509_parser::certification_request::X509CertificationRequest::from_der(csr.der())
                 .unwrap();

@@ -115,16 +115,11 @@ pub(crate) fn parse_managed_identity_token(
             ),
         ));
     }
-    let refresh_in = match take_optional_u64(what, &mut map, "refresh_in")? {
-        Some(secs) if secs == 0 || Duration::from_secs(secs) >= lifetime => {
-            return Err(ResponseError::field(
-                what,
-                "refresh_in",
-                format!("({secs} s) must be positive and shorter than the token's lifetime"),
-            ));
-        }
-        other => other.map(Duration::from_secs),
-    };
+    // As MSAL (and token_response.rs): a `refresh_in` of 0 or not before the end of the
+    // lifetime is dropped, not an error; the default refresh-ahead rule applies.
+    let refresh_in = take_optional_u64(what, &mut map, "refresh_in")?
+        .map(Duration::from_secs)
+        .filter(|r| !r.is_zero() && *r < lifetime);
     let resource = take_optional_string(what, &mut map, "resource")?;
     let client_id = take_optional_string(what, &mut map, "client_id")?;
     Ok(ManagedIdentityToken {
@@ -212,8 +207,8 @@ mod tests {
                 "`expires_in` must be a whole number",
             ),
             (
-                r#"{"access_token":"SECRET","expires_in":"60","refresh_in":"60"}"#,
-                "`refresh_in` (60 s) must be positive",
+                r#"{"access_token":"SECRET","expires_in":"60","refresh_in":"x"}"#,
+                "`refresh_in` must be a whole",
             ),
             (
                 r#"{"access_token":"SECRET","expires_in":"60","token_type":"mtls_pop"}"#,

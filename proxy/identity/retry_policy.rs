@@ -25,6 +25,20 @@ pub const IMDS_BACKOFF: [Duration; 3] = [
     Duration::from_secs(4),
 ];
 
+/// Whether a refusal with `status` is permanent: retrying the same request cannot succeed until
+/// something changes (the app registration, the config, the certificate). That is every 4xx
+/// except 408 (timeout), 410 (IMDS upgrading) and 429 (throttled); from IMDS also except 404,
+/// which IMDS answers while an identity is being assigned (MSAL retries it). A 404 from the
+/// IMDSv2 probe (`imds_probe`) means "no IMDSv2 on this host", which is permanent.
+pub fn is_permanent_refusal(status: StatusCode, imds: bool, imds_probe: bool) -> bool {
+    let transient_4xx = match status.as_u16() {
+        408 | 410 | 429 => true,
+        404 => imds && !imds_probe,
+        _ => false,
+    };
+    status.is_client_error() && !transient_4xx
+}
+
 /// What happened to an attempt.
 #[derive(Clone, Copy, Debug)]
 pub enum Outcome<'a> {
@@ -142,6 +156,24 @@ pub fn imds(schedule: ImdsSchedule, retries_done: u32, outcome: &Outcome<'_>) ->
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn permanent_refusals_are_4xx_but_timeouts_gone_and_throttling() {
+        let p = |code: u16, imds, probe| {
+            is_permanent_refusal(StatusCode::from_u16(code).unwrap(), imds, probe)
+        };
+        for code in [400, 401, 403, 404, 405, 409, 413, 422] {
+            assert!(p(code, false, false), "{code}");
+        }
+        for code in [200, 408, 410, 429, 500, 502, 503, 504] {
+            assert!(!p(code, false, false), "{code}");
+            assert!(!p(code, true, false), "{code}");
+        }
+        // IMDS answers 404 while an identity is being assigned; the v2 probe's 404 is final.
+        assert!(!p(404, true, false));
+        assert!(p(404, true, true));
+        assert!(p(400, true, false));
+    }
     use super::*;
     use http::HeaderValue;
 

@@ -55,21 +55,16 @@ impl TokenResponse {
         }
         let expires_in = lifetime(&mut map, "expires_in")?
             .ok_or_else(|| ResponseError::field(WHAT, "expires_in", "is missing"))?;
-        let ext_expires_in = lifetime(&mut map, "ext_expires_in")?;
-        let refresh_in = lifetime(&mut map, "refresh_in")?;
-        if let Some(refresh) = refresh_in
-            && refresh >= expires_in
-        {
-            return Err(ResponseError::field(
-                WHAT,
-                "refresh_in",
-                format!(
-                    "({} s) must be shorter than expires_in ({} s)",
-                    refresh.as_secs(),
-                    expires_in.as_secs()
-                ),
-            ));
-        }
+        // As MSAL: `ext_expires_in` is informational (popgate never serves a token past
+        // `expires_in`), so any whole number is taken, 0 and more than 30 days included.
+        let ext_expires_in =
+            take_optional_u64(WHAT, &mut map, "ext_expires_in")?.map(Duration::from_secs);
+        // As MSAL, a `refresh_in` of 0 or not before `expires_in` does not fail a good token; it
+        // names no useful refresh time, so it is dropped and the default refresh-ahead rule
+        // (half-life, or shortly before the token stops being usable) applies.
+        let refresh_in = take_optional_u64(WHAT, &mut map, "refresh_in")?
+            .map(Duration::from_secs)
+            .filter(|r| !r.is_zero() && *r < expires_in);
         Ok(Self {
             access_token,
             token_type: requested,
@@ -205,6 +200,38 @@ mod tests {
     }
 
     #[test]
+    fn odd_ext_expires_in_and_refresh_in_are_taken_as_msal_takes_them() {
+        // ext_expires_in 0 or beyond 30 days: informational, accepted.
+        for ext in ["0", "\"0\"", "31536000"] {
+            let r = parse(
+                &format!(
+                    r#"{{"token_type":"Bearer","access_token":"t","expires_in":3599,"ext_expires_in":{ext}}}"#
+                ),
+                TokenType::Bearer,
+            )
+            .unwrap();
+            assert_eq!(r.expires_in, Duration::from_secs(3599), "{ext}");
+        }
+        // refresh_in 0, equal to or beyond expires_in: the token is good, refresh_in dropped.
+        for refresh in ["0", "3599", "\"7200\""] {
+            let r = parse(
+                &format!(
+                    r#"{{"token_type":"Bearer","access_token":"t","expires_in":3599,"refresh_in":{refresh}}}"#
+                ),
+                TokenType::Bearer,
+            )
+            .unwrap();
+            assert_eq!(r.refresh_in, None, "{refresh}");
+        }
+        let r = parse(
+            r#"{"token_type":"Bearer","access_token":"t","expires_in":3599,"refresh_in":3598}"#,
+            TokenType::Bearer,
+        )
+        .unwrap();
+        assert_eq!(r.refresh_in, Some(Duration::from_secs(3598)));
+    }
+
+    #[test]
     fn never_downgrades_pop_to_bearer() {
         let err = parse(
             r#"{"token_type":"Bearer","access_token":"tok","expires_in":3599}"#,
@@ -269,8 +296,8 @@ mod tests {
                 "`expires_in` (99999999999 s) is longer",
             ),
             (
-                r#"{"token_type":"bearer","access_token":"SECRET","expires_in":60,"refresh_in":60}"#,
-                "`refresh_in` (60 s) must be shorter",
+                r#"{"token_type":"bearer","access_token":"SECRET","expires_in":60,"refresh_in":"x"}"#,
+                "`refresh_in` must be a whole",
             ),
             (
                 r#"{"token_type":"bearer","access_token":"SECRET","expires_in":60,"ext_expires_in":[]}"#,

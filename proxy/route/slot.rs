@@ -132,6 +132,9 @@ pub struct Demand {
     pub started: bool,
     /// The upstream refused the token of this snapshot generation (`401 invalid_token`).
     pub invalidated: Option<u64>,
+    /// Bumped by a config reload that keeps the route: a failing route retries at once instead
+    /// of waiting out its backoff (a reload is how an operator says "it is fixed now").
+    pub retry: u64,
 }
 
 /// A route's published state. `None` means "no usable token": the data plane answers 503 naming
@@ -306,6 +309,12 @@ impl RouteSlot {
             .send_if_modified(|d| !std::mem::replace(&mut d.started, true));
     }
 
+    /// Asks the driver of a failing route to retry now (a reload kept the route).
+    pub fn demand_retry(&self) {
+        self.demand
+            .send_modify(|d| d.retry = d.retry.wrapping_add(1));
+    }
+
     /// Tells the driver the upstream refused the token of snapshot `generation`.
     pub fn demand_invalidate(&self, generation: u64) {
         self.demand.send_if_modified(|d| {
@@ -460,7 +469,8 @@ mod tests {
             *demand.borrow_and_update(),
             Demand {
                 started: true,
-                invalidated: Some(3)
+                invalidated: Some(3),
+                retry: 0,
             }
         );
         // Nothing new: a repeated start or an older generation is not a change.

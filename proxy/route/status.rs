@@ -116,6 +116,7 @@ mod tests {
             aadsts: Some(7_000_218),
             correlation_id: Some("c0ffee".into()),
             blocked_until: None,
+            permanent: false,
         }
     }
 
@@ -171,6 +172,21 @@ pub struct EngineError {
     pub correlation_id: Option<String>,
     /// Set while a `Retry-After` keeps identical requests from being sent.
     pub blocked_until: Option<SystemTime>,
+    /// The peer refused in a way that retrying the same request cannot fix (a 4xx other than
+    /// 408, 410 and 429: `invalid_client`, `unauthorized_client`, `invalid_scope`, …): the
+    /// driver retries on its long schedule until a reload.
+    pub permanent: bool,
+}
+
+impl EngineError {
+    /// `permanent_failure` or `transient_failure`: the reason `/readyz` and the metrics show.
+    pub fn failure_class(&self) -> &'static str {
+        if self.permanent {
+            "permanent_failure"
+        } else {
+            "transient_failure"
+        }
+    }
 }
 
 impl fmt::Display for EngineError {

@@ -5,6 +5,7 @@
 mod kit;
 
 mod cli_check;
+mod config_ests;
 mod config_identities;
 mod config_json_schema;
 mod config_network;

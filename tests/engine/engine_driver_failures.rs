@@ -43,6 +43,7 @@ impl Flaky {
                 aadsts: Some(7_000_218),
                 correlation_id: Some("6f2d0c1e".into()),
                 blocked_until: (n == 1).then(|| SystemTime::now() + BLOCKED_FOR),
+                permanent: false,
             });
         }
         Ok(CachedToken {

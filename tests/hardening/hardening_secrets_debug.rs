@@ -194,6 +194,7 @@ routes:
         aadsts: Some(7_000_218),
         correlation_id: Some("c0ffee".into()),
         blocked_until: None,
+        permanent: false,
     };
     assert_clean("EngineError", &format!("{error:?}"), &secrets);
 }

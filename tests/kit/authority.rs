@@ -20,6 +20,7 @@ pub const TOKEN_HOSTS: &[&str] = &[
     "login.microsoftonline.com",
     "mtlsauth.microsoft.com",
     "westus3.mtlsauth.microsoft.com",
+    "westus3.login.microsoft.com",
 ];
 /// Resource hosts routes forward to, all resolved to the authority's resource listener.
 pub const RESOURCE_HOSTS: &[&str] = &["graph.microsoft.com", "management.azure.com"];

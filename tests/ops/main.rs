@@ -6,6 +6,7 @@
 mod kit;
 
 mod ops_cli;
+mod ops_permanent_failure;
 mod ops_probe;
 mod ops_readyz;
 mod ops_secret_leak;

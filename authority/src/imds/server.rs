@@ -315,6 +315,7 @@ fn record(ctx: &Ctx, endpoint: Endpoint, status: u16, client_id: Option<String>,
         client_id,
         outcome: outcome.to_string(),
         client_cert_x5t: None,
+        host: None,
     });
 }
 

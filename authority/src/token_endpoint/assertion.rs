@@ -126,6 +126,106 @@ pub fn verify_private_key_jwt(
 ) -> Result<(), EstsError> {
     let cert = signing_certificate(jws, expected.registered)?;
     verify_signature(jws, &cert.der)?;
+    check_claims_and_replay(jws, expected, replay)
+}
+
+/// How a subject-name + issuer ("SNI") app's certificate is trusted: its CN, and who may have
+/// issued it.
+pub struct TrustedSubject<'a> {
+    /// The CN the app registration names.
+    pub common_name: &'a str,
+    /// Whether a certificate was signed by a trusted CA.
+    pub issued_by_trusted_ca: &'a dyn Fn(&[u8]) -> bool,
+}
+
+/// Verifies the assertion of an app registered by subject name + issuer: no thumbprint is
+/// registered, so the certificate must travel in `x5c` (leaf first; an array as RFC 7515 says,
+/// or the single string MSAL.NET sends), chain to a trusted CA, carry the registered CN, be
+/// within its validity period and verify the signature; then the usual claims and replay checks.
+pub fn verify_subject_name_jwt(
+    jws: &Jws<'_>,
+    expected: &Expected<'_>,
+    trusted: &TrustedSubject<'_>,
+    replay: &ReplayCache,
+) -> Result<(), EstsError> {
+    let chain = x5c_chain(jws)?;
+    let Some(leaf) = chain.first() else {
+        let named = jws
+            .header
+            .get("x5t#S256")
+            .and_then(|v| v.as_str())
+            .unwrap_or("(none)");
+        return Err(bad(format!(
+            "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{named}'] Application '{}' is registered for subject name and issuer authentication: send the certificate in the assertion's 'x5c' header.",
+            expected.client_id
+        )));
+    };
+    let leaf_x5t = crate::thumbprint::x5t_s256(leaf);
+    if let Some(named) = jws.header.get("x5t#S256")
+        && named.as_str() != Some(leaf_x5t.as_str())
+    {
+        return Err(bad(
+            "Client assertion header 'x5t#S256' does not name the 'x5c' leaf certificate.",
+        ));
+    }
+    let issued_by_trusted = (trusted.issued_by_trusted_ca)(leaf)
+        || chain[1..].iter().any(|ca| {
+            crate::cert_check::signed_by(leaf, spki_der(ca)) && (trusted.issued_by_trusted_ca)(ca)
+        });
+    if !issued_by_trusted {
+        return Err(bad(format!(
+            "The certificate in 'x5c' (thumbprint '{leaf_x5t}') does not chain to an issuer trusted for application '{}'.",
+            expected.client_id
+        )));
+    }
+    let summary = crate::cert_check::CertSummary::parse(leaf)
+        .ok_or_else(|| bad("The certificate in 'x5c' cannot be parsed."))?;
+    if summary.common_name.as_deref() != Some(trusted.common_name) {
+        return Err(bad(format!(
+            "The subject name of the certificate in 'x5c' (CN={}) is not the one registered on application '{}'.",
+            summary.common_name.as_deref().unwrap_or("(none)"),
+            expected.client_id
+        )));
+    }
+    if !summary.valid_at(i64::try_from(expected.now).unwrap_or(i64::MAX)) {
+        return Err(bad("The certificate in 'x5c' is expired or not yet valid."));
+    }
+    verify_signature(jws, leaf)?;
+    check_claims_and_replay(jws, expected, replay)
+}
+
+/// The DER certificates of the `x5c` header, leaf first; empty when there is none.
+fn x5c_chain(jws: &Jws<'_>) -> Result<Vec<Vec<u8>>, EstsError> {
+    let decode = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .ok_or_else(|| bad("Client assertion header 'x5c' is not standard base64."))
+    };
+    match jws.header.get("x5c") {
+        None => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+            items.iter().map(decode).collect()
+        }
+        Some(v @ serde_json::Value::String(_)) => Ok(vec![decode(v)?]),
+        Some(_) => Err(bad(
+            "Client assertion header 'x5c' is not an array of certificates.",
+        )),
+    }
+}
+
+/// The SubjectPublicKeyInfo DER of a certificate (empty when it does not parse: then nothing
+/// verifies under it).
+fn spki_der(cert_der: &[u8]) -> Vec<u8> {
+    x509_parser::parse_x509_certificate(cert_der)
+        .map(|(_, c)| c.tbs_certificate.subject_pki.raw.to_vec())
+        .unwrap_or_default()
+}
+
+fn check_claims_and_replay(
+    jws: &Jws<'_>,
+    expected: &Expected<'_>,
+    replay: &ReplayCache,
+) -> Result<(), EstsError> {
     check_claims(jws, expected)?;
     let jti = jws
         .claim_str("jti")

@@ -3,7 +3,7 @@
 //! certificate in TLS (certificate app PoP, managed identity leg), private_key_jwt (certificate
 //! app Bearer), FIC leg 2 (`jwt-pop` on mtlsauth, `jwt-bearer` on login).
 
-use super::assertion::{self, Expected, Jws, ReplayCache};
+use super::assertion::{self, Expected, Jws, ReplayCache, TrustedSubject};
 use super::errors::EstsError;
 use super::form::TokenForm;
 use super::host::AddressedHost;
@@ -248,7 +248,11 @@ fn tls_certificate_credential(
     let now = i64::try_from(ctx.now).unwrap_or(i64::MAX);
     match client {
         Client::App(app) => {
-            if !app.certificates.iter().any(|c| c.x5t_s256 == x5t) {
+            // A subject-name + issuer app trusts its CN from the root CA instead of thumbprints.
+            let trusted_by_subject = app.trusted_subject.as_deref().is_some_and(|cn| {
+                summary.common_name.as_deref() == Some(cn) && ctx.pki.issued_by_root_ca(cert)
+            });
+            if !trusted_by_subject && !app.certificates.iter().any(|c| c.x5t_s256 == x5t) {
                 return Err(EstsError::invalid_client(
                     700027,
                     format!(
@@ -330,6 +334,24 @@ fn private_key_jwt(
             "client_assertion_type must be '{JWT_BEARER}' for a private_key_jwt assertion; got '{assertion_type}'."
         )));
     }
+    let audience = format!("https://{}/{tenant}/oauth2/v2.0/token", req.host.name);
+    if let Some(common_name) = &app.trusted_subject {
+        let issued_by_trusted_ca = |der: &[u8]| ctx.pki.issued_by_root_ca(der);
+        return assertion::verify_subject_name_jwt(
+            jws,
+            &Expected {
+                client_id: &app.client_id,
+                audience: &audience,
+                registered: &app.certificates,
+                now: ctx.now,
+            },
+            &TrustedSubject {
+                common_name,
+                issued_by_trusted_ca: &issued_by_trusted_ca,
+            },
+            ctx.replay,
+        );
+    }
     if app.certificates.is_empty() {
         return Err(EstsError::invalid_client(
             700027,
@@ -339,7 +361,6 @@ fn private_key_jwt(
             ),
         ));
     }
-    let audience = format!("https://{}/{tenant}/oauth2/v2.0/token", req.host.name);
     assertion::verify_private_key_jwt(
         jws,
         &Expected {

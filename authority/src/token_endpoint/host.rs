@@ -14,6 +14,15 @@ pub const LOGIN_HOSTS: &[&str] = &[
     "login.partner.microsoftonline.cn",
 ];
 
+/// `login.*` hosts with a regional form `{region}.{host}` (the hosts MSAL sends regional
+/// client-credential requests to: `{region}.login.microsoft.com` for the public cloud, the
+/// preferred network host for the sovereign clouds).
+pub const REGIONAL_LOGIN_HOSTS: &[&str] = &[
+    "login.microsoft.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+];
+
 /// The global mTLS hosts; `{region}.{host}` is the regional form.
 pub const MTLS_HOSTS: &[&str] = &[
     "mtlsauth.microsoft.com",
@@ -24,8 +33,8 @@ pub const MTLS_HOSTS: &[&str] = &[
 /// The kind of token host a request reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostKind {
-    /// `login.*`: client assertions, Bearer tokens.
-    Login,
+    /// `[region.]login.*`: client assertions, Bearer tokens.
+    Login { region: Option<String> },
     /// `[region.]mtlsauth.*`: certificate in TLS, mTLS PoP tokens.
     Mtls { region: Option<String> },
 }
@@ -57,17 +66,20 @@ pub fn without_port(authority: &str) -> &str {
 /// Classifies a host name, or says why it is not a token host.
 pub fn classify_name(name: &str) -> Result<HostKind, String> {
     if LOGIN_HOSTS.contains(&name) {
-        return Ok(HostKind::Login);
+        return Ok(HostKind::Login { region: None });
     }
     if MTLS_HOSTS.contains(&name) {
         return Ok(HostKind::Mtls { region: None });
     }
     if let Some((region, rest)) = name.split_once('.')
-        && MTLS_HOSTS.contains(&rest)
+        && (MTLS_HOSTS.contains(&rest) || REGIONAL_LOGIN_HOSTS.contains(&rest))
     {
         if !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Ok(HostKind::Mtls {
-                region: Some(region.to_string()),
+            let region = Some(region.to_string());
+            return Ok(if MTLS_HOSTS.contains(&rest) {
+                HostKind::Mtls { region }
+            } else {
+                HostKind::Login { region }
             });
         }
         return Err(format!(
@@ -75,7 +87,7 @@ pub fn classify_name(name: &str) -> Result<HostKind, String> {
         ));
     }
     Err(format!(
-        "'{name}' is not a token host of this authority (login.* or [region.]mtlsauth.*)"
+        "'{name}' is not a token host of this authority ([region.]login.* or [region.]mtlsauth.*)"
     ))
 }
 
@@ -114,7 +126,23 @@ mod tests {
             h("login.microsoftonline.com", "login.microsoftonline.com:443")
                 .unwrap()
                 .kind,
-            HostKind::Login
+            HostKind::Login { region: None }
+        );
+        assert_eq!(
+            h("westus3.login.microsoft.com", "westus3.login.microsoft.com")
+                .unwrap()
+                .kind,
+            HostKind::Login {
+                region: Some("westus3".into())
+            }
+        );
+        // Regional login exists only on the hosts MSAL regionalizes to.
+        assert!(
+            h(
+                "westus3.login.microsoftonline.com",
+                "westus3.login.microsoftonline.com"
+            )
+            .is_err()
         );
         assert_eq!(
             h(

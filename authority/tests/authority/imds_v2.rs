@@ -596,3 +596,21 @@ async fn a_vm_without_any_id_is_a_server_error() {
     assert_eq!(reply.status, 500);
     assert!(reply.description().contains("vmId"));
 }
+
+#[tokio::test]
+async fn csr_hash_identifiers_with_or_without_null_parameters_are_both_accepted() {
+    // .NET (MSAL's IMDSv2 CSR, RFC 5754) omits the SHA-256 parameters; OpenSSL writes NULL.
+    // RFC 4055 makes the two equivalent, and IMDS takes MSAL's CSRs: both are issued.
+    let imds = start(ImdsSettings::default()).await;
+    for hash in [sha256_alg_no_params(), sha256_alg()] {
+        let spec = CsrSpec {
+            signing: Signing::Pss {
+                params: pss_params(hash, Some(32), true),
+            },
+            ..CsrSpec::for_identity(SAMI_CLIENT)
+        };
+        let csr = build_csr(&spec);
+        let reply = issue(&imds, ISSUE, &issue_body(&csr.base64)).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+}

@@ -291,6 +291,10 @@ const OID_SHA256_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const SHA256_ALG: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
 ];
+/// DER of `AlgorithmIdentifier { sha256 }` (no parameters, as .NET writes it).
+const SHA256_ALG_NO_PARAMS: &[u8] = &[
+    0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+];
 /// DER of `AlgorithmIdentifier { sha1, NULL }`.
 const SHA1_ALG: &[u8] = &[
     0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
@@ -323,6 +327,10 @@ pub fn pss_params(hash_alg: &[u8], salt: Option<u8>, include_hash: bool) -> Vec<
 
 pub fn sha256_alg() -> &'static [u8] {
     SHA256_ALG
+}
+
+pub fn sha256_alg_no_params() -> &'static [u8] {
+    SHA256_ALG_NO_PARAMS
 }
 
 pub fn sha1_alg() -> &'static [u8] {

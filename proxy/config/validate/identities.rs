@@ -104,6 +104,7 @@ fn allowed_keys(kind: IdentityKind) -> &'static [&'static str] {
             "region",
             "authority_host",
             "allow_insecure_key_permissions",
+            "send_x5c",
         ],
         IdentityKind::WorkloadIdentity => {
             &["client_id", "tenant_id", "token_file", "authority_host"]
@@ -146,6 +147,7 @@ fn present_keys(raw: &RawIdentity) -> Vec<(&'static str, Location)> {
                 .as_ref()
                 .map(|v| v.referenced),
         ),
+        ("send_x5c", raw.send_x5c.as_ref().map(|v| v.referenced)),
     ]
     .into_iter()
     .filter_map(|(k, at)| at.map(|at| (k, at)))
@@ -491,6 +493,18 @@ fn confidential_client(
         Some((cert, files)) => (Some(cert), Some(files)),
         None => (None, None),
     };
+    let send_x5c = raw.send_x5c.as_ref().is_some_and(|v| v.value);
+    if let Some(at) = raw.send_x5c.as_ref().filter(|v| v.value)
+        && certificate.is_none()
+    {
+        cx.error(
+            at.referenced,
+            format!(
+                "confidential_client `{name}` has `send_x5c: true` but no `certificate`: x5c is the certificate its client assertion is signed with"
+            ),
+        );
+        return None;
+    }
     Some(ConfidentialClient {
         tenant_id: tenant_id?,
         client_id: client_id?,
@@ -498,6 +512,7 @@ fn confidential_client(
         certificate_files,
         region: region?,
         authority_host: authority_host?,
+        send_x5c,
     })
 }
 

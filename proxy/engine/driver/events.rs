@@ -130,4 +130,6 @@ pub(super) enum Note {
         generation: u64,
     },
     BindingChanged,
+    /// A reload asked a failing route to retry now.
+    RetryAfterReload,
 }

@@ -38,6 +38,7 @@ pub(super) fn log(note: Note) {
         } => tracing::warn!(
             step = step.name(),
             outcome = "failed",
+            class = error.failure_class(),
             failures,
             failed_identity = %error.identity,
             cause = %error.message,
@@ -65,6 +66,10 @@ pub(super) fn log(note: Note) {
         Note::BindingChanged => tracing::info!(
             outcome = "binding_changed",
             "binding certificate changed; fetching a token for the new one"
+        ),
+        Note::RetryAfterReload => tracing::info!(
+            outcome = "retry_after_reload",
+            "config reloaded; retrying the failing acquisition now"
         ),
     }
 }

@@ -303,6 +303,7 @@ impl Task {
             aadsts: None,
             correlation_id: None,
             blocked_until: None,
+            permanent: false,
         }
     }
 }

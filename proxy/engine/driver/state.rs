@@ -64,6 +64,8 @@ pub(super) struct DriverState {
     /// The snapshot generation whose refusal was last acted on, and when.
     handled_invalidation: Option<u64>,
     last_invalidation: Option<SystemTime>,
+    /// The last reload retry request ([`Demand::retry`](crate::route::slot::Demand)) seen.
+    handled_retry: u64,
 }
 
 /// When a token stops being usable under `policy` (the inverse of `RefreshPolicy::is_usable`).
@@ -103,6 +105,7 @@ impl DriverState {
             generation: 0,
             handled_invalidation: None,
             last_invalidation: None,
+            handled_retry: 0,
         };
         (state, vec![action])
     }
@@ -165,6 +168,8 @@ impl DriverState {
             }
             (Phase::Waiting { .. }, Event::BindingChanged) => {
                 out.push(Action::Log(Note::BindingChanged));
+                // Acquired at once, even in a permanent failure's long wait: the new certificate
+                // may be what was missing.
                 self.acquire(Step::Get, &mut out)
             }
             (Phase::Waiting { wake_at, .. }, Event::Demand(demand)) => {
@@ -199,6 +204,7 @@ impl DriverState {
             aadsts: None,
             correlation_id: None,
             blocked_until: None,
+            permanent: false,
         }
     }
 

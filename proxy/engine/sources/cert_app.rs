@@ -1,5 +1,6 @@
 //! A certificate app (confidential client): mTLS PoP at the `[region.]mtlsauth.*` host presenting
-//! the app certificate (protocol.md §1), or Bearer with a signed client assertion at `login.*`.
+//! the app certificate (protocol.md §1), or Bearer with a signed client assertion at
+//! `[region.]login.*` (carrying `x5c` when `send_x5c` is set).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -31,8 +32,11 @@ pub(crate) struct CertAppSettings {
     pub client_id: String,
     /// Normalized authority host (`login.*`).
     pub authority_host: String,
-    /// ESTS region for the mTLS host.
+    /// ESTS region: the regional mTLS host for PoP, the regional `login` host for Bearer.
     pub region: Option<String>,
+    /// Put the certificate chain in the Bearer assertion's `x5c` (subject name + issuer apps).
+    /// The PoP path sends no assertion: the chain travels in the TLS handshake, as in MSAL.
+    pub send_x5c: bool,
 }
 
 /// Tokens for one certificate app, of the token type its labels name.
@@ -54,7 +58,7 @@ impl CertAppSource {
         let bad = |e: String| errors::local(&labels.identity, e);
         let host = match labels.token_type {
             TokenType::MtlsPop => mtls_token_host(&app.authority_host, app.region.as_deref()),
-            TokenType::Bearer => bearer_token_host(&app.authority_host),
+            TokenType::Bearer => bearer_token_host(&app.authority_host, app.region.as_deref()),
         }
         .map_err(|e| bad(e.to_string()))?;
         let endpoint = TokenEndpoint::new(&host, &app.tenant_id).map_err(|e| bad(e.to_string()))?;
@@ -102,7 +106,7 @@ impl TokenSource for CertAppSource {
                         client_id,
                         audience: &audience,
                         now,
-                        include_x5c: false,
+                        include_x5c: self.app.send_x5c,
                     },
                 )
                 .map_err(|e| local(e.to_string()))?;

@@ -17,6 +17,7 @@ pub(crate) fn local(identity: &str, message: impl Into<String>) -> EngineError {
         aadsts: None,
         correlation_id: None,
         blocked_until: None,
+        permanent: false,
     }
 }
 
@@ -39,6 +40,7 @@ pub(crate) fn response(
             aadsts: ests.aadsts,
             correlation_id: ests.correlation_id.clone(),
             blocked_until: None,
+            permanent: false,
         },
         None => local(identity, format!("{peer} {host}: {error}")),
     }

@@ -56,7 +56,7 @@ impl FicSource {
         }
         let host = match leg1_kind {
             Leg1Kind::MtlsPop => mtls_token_host(&app.authority_host, app.region.as_deref()),
-            Leg1Kind::Bearer => bearer_token_host(&app.authority_host),
+            Leg1Kind::Bearer => bearer_token_host(&app.authority_host, app.region.as_deref()),
         }
         .map_err(|e| bad(e.to_string()))?;
         let endpoint = TokenEndpoint::new(&host, &app.tenant_id).map_err(|e| bad(e.to_string()))?;

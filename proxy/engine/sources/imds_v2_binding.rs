@@ -17,7 +17,7 @@ use crate::identity::imds_v2::{
     parse_platform_metadata, platform_metadata_request,
 };
 
-use super::attestation::run_attestation;
+use super::attestation::{AttestationInput, run_attestation};
 use super::errors;
 use super::retry::Peer;
 use super::token_call::Call;
@@ -196,11 +196,20 @@ impl ImdsV2Identity {
         );
         let csr = csr?;
         let attestation = match &self.attestation_command {
-            Some(argv) => Some(
-                run_attestation(argv)
-                    .await
-                    .map_err(|e| local(format!("attestation command: {e}")))?,
-            ),
+            Some(argv) => {
+                let spki = key.spki_der().map_err(|e| local(e.to_string()))?;
+                let input = AttestationInput {
+                    endpoint: &metadata.attestation_endpoint,
+                    client_id: &metadata.client_id,
+                    tenant_id: &metadata.tenant_id,
+                    public_key_spki: &spki,
+                };
+                Some(
+                    run_attestation(argv, &input)
+                        .await
+                        .map_err(|e| local(format!("attestation command: {e}")))?,
+                )
+            }
             None => None,
         };
         let request = issue_credential_request(

@@ -82,6 +82,7 @@ impl StaticCredential {
             aadsts: None,
             correlation_id: None,
             blocked_until: None,
+            permanent: false,
         }
     }
 

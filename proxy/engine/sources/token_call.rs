@@ -9,6 +9,7 @@ use crate::identity::outbound_request::CredentialRequest;
 use crate::identity::response_json::ResponseError;
 use crate::identity::token::TokenType;
 use crate::metrics::token_steps::{self, Step};
+use crate::identity::retry_policy::is_permanent_refusal;
 use crate::net::token_transport::Exchange;
 
 use super::errors;
@@ -135,8 +136,16 @@ impl<'a> Call<'a> {
         retry_after: Option<Duration>,
         presented: bool,
     ) -> AcquireError {
+        let mut error = errors::response(self.identity, self.peer_name, host, e);
+        error.permanent = e.ests().is_some_and(|ests| {
+            is_permanent_refusal(
+                ests.http_status,
+                self.peer != Peer::TokenEndpoint,
+                self.peer == Peer::ImdsProbe,
+            )
+        });
         AcquireError {
-            error: errors::response(self.identity, self.peer_name, host, e),
+            error,
             retry_after,
             binding_refused: presented && e.ests().is_some_and(|ests| ests.is_invalid_client()),
         }

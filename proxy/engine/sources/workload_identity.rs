@@ -35,7 +35,8 @@ impl WorkloadIdentitySource {
         deps: EngineDeps,
     ) -> Result<Self, EngineError> {
         let bad = |e: String| errors::local(&labels.identity, e);
-        let host = bearer_token_host(&identity.authority_host).map_err(|e| bad(e.to_string()))?;
+        let host =
+            bearer_token_host(&identity.authority_host, None).map_err(|e| bad(e.to_string()))?;
         let endpoint =
             TokenEndpoint::new(&host, &identity.tenant_id).map_err(|e| bad(e.to_string()))?;
         Ok(Self {

@@ -22,9 +22,9 @@ impl DriverState {
         let now = clock.now;
         self.failures = self.failures.saturating_add(1);
         let since = *self.failing_since.get_or_insert(now);
-        let next_attempt = self
-            .backoff
-            .next_attempt(now, clock.jitter, error.blocked_until);
+        let next_attempt =
+            self.backoff
+                .next_attempt(now, clock.jitter, error.blocked_until, error.permanent);
         let serving = self
             .serving()
             .filter(|c| now < c.usable_until)
@@ -108,6 +108,16 @@ impl DriverState {
         out: &mut Vec<Action>,
     ) {
         let mut recheck_at = None;
+        if demand.retry != self.handled_retry {
+            self.handled_retry = demand.retry;
+            // A reload: a failing route tries again now, with its backoff restarted.
+            if self.failures > 0 {
+                self.backoff.reset();
+                out.push(Action::Log(Note::RetryAfterReload));
+                let step = self.timer_step(now);
+                return self.acquire(step, out);
+            }
+        }
         if let Some(refused) = demand.invalidated
             && let Some(current) = self.serving()
             && current.generation == refused

@@ -19,6 +19,7 @@ fn an_eager_route_acquires_at_once_and_a_lazy_one_on_its_first_request() {
     let started = Demand {
         started: true,
         invalidated: None,
+        retry: 0,
     };
     let actions = lazy.handle(Event::Demand(started), at(secs(2)));
     assert_eq!(actions, [Action::Acquire(Step::Get)]);

@@ -53,6 +53,7 @@ fn error(message: &str, blocked_until: Option<SystemTime>) -> EngineError {
         aadsts: Some(7_000_218),
         correlation_id: None,
         blocked_until,
+        permanent: false,
     }
 }
 
@@ -111,6 +112,7 @@ fn refused(generation: u64) -> Event {
     Event::Demand(Demand {
         started: true,
         invalidated: Some(generation),
+        retry: 0,
     })
 }
 

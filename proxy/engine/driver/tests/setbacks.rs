@@ -226,3 +226,79 @@ fn refusals_in_quick_succession_wait_for_the_minimum_interval() {
     let actions = state.handle(refused(2), at(secs(10) + MIN_INVALIDATION_INTERVAL));
     assert_eq!(acquires(&actions), [Step::Invalidate(2)]);
 }
+
+fn permanent(message: &str) -> EngineError {
+    EngineError {
+        permanent: true,
+        ..error(message, None)
+    }
+}
+
+fn retry(n: u64) -> Event {
+    Event::Demand(Demand {
+        started: true,
+        invalidated: None,
+        retry: n,
+    })
+}
+
+#[test]
+fn a_permanent_refusal_is_retried_on_the_long_schedule() {
+    let mut state = eager();
+    let refused = permanent("token endpoint refused: invalid_client AADSTS7000215");
+    let actions = state.handle(Event::Failed(refused.clone()), at(secs(0)));
+    let status = only_status(&actions);
+    assert_eq!(status.next_attempt(), Some(t0() + secs(5 * 60)));
+    assert_eq!(
+        status.error().map(|e| e.failure_class()),
+        Some("permanent_failure")
+    );
+    assert_eq!(state.wake_at(), Some(t0() + secs(5 * 60)));
+    // Demand that is not a reload changes nothing.
+    assert!(acquires(&state.handle(retry(0), at(secs(10)))).is_empty());
+    // 10 minutes, then 20, then never more than 30.
+    let mut now = secs(5 * 60);
+    for wait in [10, 20, 30, 30] {
+        state.handle(Event::Timer, at(now));
+        let actions = state.handle(Event::Failed(refused.clone()), at(now));
+        assert_eq!(
+            only_status(&actions).next_attempt(),
+            Some(t0() + now + secs(wait * 60)),
+            "{wait}"
+        );
+        now += secs(wait * 60);
+    }
+    // A transient failure in between keeps its own short schedule.
+    state.handle(Event::Timer, at(now));
+    let actions = state.handle(Event::Failed(error("HTTP 503", None)), at(now));
+    assert_eq!(
+        only_status(&actions).next_attempt(),
+        Some(t0() + now + secs(1))
+    );
+}
+
+#[test]
+fn a_reload_retries_a_failing_route_at_once_and_restarts_its_backoff() {
+    let mut state = eager();
+    let refused = permanent("invalid_client");
+    state.handle(Event::Failed(refused.clone()), at(secs(0)));
+    let actions = state.handle(retry(1), at(secs(7)));
+    assert_eq!(acquires(&actions), [Step::Get]);
+    assert!(actions.contains(&Action::Log(Note::RetryAfterReload)));
+    // The same retry request seen again (the driver re-reads demand) is not another retry.
+    let actions = state.handle(Event::Failed(refused), at(secs(7)));
+    assert_eq!(
+        only_status(&actions).next_attempt(),
+        Some(t0() + secs(7 + 5 * 60)),
+        "the long schedule starts over"
+    );
+    assert!(acquires(&state.handle(retry(1), at(secs(8)))).is_empty());
+}
+
+#[test]
+fn a_reload_leaves_a_healthy_route_alone() {
+    let mut state = published();
+    let actions = state.handle(retry(1), at(secs(10)));
+    assert!(acquires(&actions).is_empty(), "{actions:?}");
+    assert_eq!(state.wake_at(), Some(t0() + REFRESH_AFTER));
+}
