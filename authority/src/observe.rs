@@ -17,6 +17,10 @@ pub struct RequestRecord {
     pub outcome: String,
     /// `x5t#S256` of the client certificate presented in TLS, if any.
     pub client_cert_x5t: Option<String>,
+    /// Managed-identity sources: the request's method, path and query, and header names (never
+    /// header values or bodies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Most records the log keeps: a load run (`popgate bench --dev`, the load harness) sends
@@ -92,6 +96,7 @@ mod tests {
                 client_id: None,
                 outcome: String::new(),
                 client_cert_x5t: None,
+                request: None,
             });
         }
         assert_eq!(seen.count(Endpoint::Resource), MAX_LOG_RECORDS + 10);

@@ -230,6 +230,9 @@ pub struct RawIdentity {
     /// managed_identity: argv of a command that prints an attestation token (optional hook).
     #[serde(default)]
     pub attestation_command: Option<S<Vec<S<String>>>>,
+    /// managed_identity: the source (`app_service`, `azure_arc`, …) instead of detecting it.
+    #[serde(default)]
+    pub source: Option<S<String>>,
     /// confidential_client / workload_identity: tenant GUID or domain.
     #[serde(default)]
     pub tenant_id: Option<S<String>>,

@@ -121,6 +121,7 @@ fn record(ctx: &ResourceCtx, presented_x5t: Option<&str>, o: Outcome<'_>) {
         client_id: o.appid,
         outcome: o.outcome.to_string(),
         client_cert_x5t: presented_x5t.map(str::to_string),
+        request: None,
     });
 }
 

@@ -175,6 +175,7 @@ impl TokenEndpoint {
             client_id: None,
             outcome: String::new(),
             client_cert_x5t: conn.peer_x5t.clone(),
+            request: None,
         };
 
         match self.faults.next(Endpoint::Token) {
