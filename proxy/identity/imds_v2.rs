@@ -172,10 +172,11 @@ pub fn parse_platform_metadata(
 fn not_supported_error() -> EstsError {
     let mut error = EstsError::parse(StatusCode::NOT_FOUND, b"");
     error.error = NOT_SUPPORTED_ERROR.into();
-    error.description =
-        "IMDS has no getplatformmetadata endpoint (IMDS v1 only); mTLS PoP needs IMDSv2 \
-and never falls back to Bearer"
-            .into();
+    // MSAL's `MsalErrorMessage.MtlsPopTokenNotSupportedinImdsV1`, then what it means here.
+    error.description = "mTLS Proof of Possession with managed identity is currently in private \
+preview and is not supported on this VM. Ensure you're running on a supported VM image. [IMDS has \
+no getplatformmetadata endpoint (IMDS v1 only); popgate never falls back to Bearer]"
+        .into();
     error
 }
 
