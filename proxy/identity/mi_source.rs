@@ -366,7 +366,8 @@ mod tests {
 
     #[test]
     fn detection_follows_msal_order() {
-        let cases: &[(&[(&str, &str)], bool, MiSourceKind)] = &[
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars<'_>, bool, MiSourceKind)] = &[
             (&[], false, MiSourceKind::Imds),
             (&[], true, MiSourceKind::AzureArc),
             (

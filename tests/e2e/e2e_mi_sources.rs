@@ -35,7 +35,9 @@ async fn every_source_serves_a_route_through_the_proxy() {
     let imds = env.authority.imds_base_url();
     let (sf_endpoint, sf_thumbprint) = env.authority.service_fabric().unwrap();
     let q = "api-version={v}&resource=https%3A%2F%2Fmanagement.azure.com";
-    let sources: Vec<(Endpoint, Vec<(&str, String)>, Vec<String>)> = vec![
+    /// A source: its endpoint, its environment, the request shapes the authority must log.
+    type Source = (Endpoint, Vec<(&'static str, String)>, Vec<String>);
+    let sources: Vec<Source> = vec![
         (
             Endpoint::AppService,
             vec![
