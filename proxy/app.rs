@@ -73,6 +73,10 @@ pub struct StartOptions {
     pub retry: RetryTiming,
     /// How often certificate files are compared; `None` keeps the engine's default.
     pub cert_poll_interval: Option<Duration>,
+    /// Azure Arc challenge files are read from this directory instead of the agent's (`popgate
+    /// dev` and tests; production builds have no such option).
+    #[cfg(feature = "dev")]
+    pub arc_token_dir: Option<std::path::PathBuf>,
 }
 
 /// A running popgate: listeners serving, one driver per route.
@@ -105,6 +109,10 @@ impl App {
         let mut deps = EngineDeps::from_config(&config, RefreshPolicy::default(), options.retry)?;
         if let Some(interval) = options.cert_poll_interval {
             deps.cert_poll_interval = interval;
+        }
+        #[cfg(feature = "dev")]
+        if let Some(dir) = &options.arc_token_dir {
+            deps.arc_token_dir = crate::identity::azure_arc::ArcTokenDir::for_dev(dir);
         }
         let credentials = build::build_credential_set(&config, &deps, None)?;
         let shared = routes::shared_upstream(&config)?;

@@ -18,6 +18,14 @@ pub enum Endpoint {
     ImdsIssueCredential,
     /// App Service `GET {IDENTITY_ENDPOINT}`.
     AppService,
+    /// Azure Arc `GET {IDENTITY_ENDPOINT}` (challenge, then Basic secret).
+    AzureArc,
+    /// Service Fabric `GET {IDENTITY_ENDPOINT}` over TLS.
+    ServiceFabric,
+    /// Cloud Shell `POST {MSI_ENDPOINT}`.
+    CloudShell,
+    /// Azure Machine Learning `GET {MSI_ENDPOINT}`.
+    MachineLearning,
     /// The token-bound resource server.
     Resource,
 }

@@ -150,6 +150,8 @@ pub struct Authority {
     /// Dropping these stops the resource and IMDS listeners with the authority.
     resource_server: Option<resource::ResourceHandle>,
     imds_server: Option<imds::ImdsHandle>,
+    /// Service Fabric's TLS listener, its address and its certificate's thumbprint.
+    service_fabric: Option<(SocketAddr, String, tls_server::ServerHandle)>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -248,6 +250,27 @@ impl Authority {
             server: "imds",
             source,
         })?;
+        let service_fabric = match &config.imds.service_fabric_secret {
+            None => None,
+            Some(_) => {
+                let (listener, addr) = bind("service_fabric", config.bind, 0).await?;
+                let (tls, thumbprint) = imds::service_fabric_tls::server_config().map_err(|e| {
+                    AuthorityError::Serve {
+                        server: "service_fabric",
+                        source: std::io::Error::other(e),
+                    }
+                })?;
+                let handle = imds::server::spawn_service_fabric(
+                    listener,
+                    tls,
+                    directory.clone(),
+                    faults.clone(),
+                    observations.clone(),
+                    config.imds.clone(),
+                );
+                Some((addr, thumbprint, handle))
+            }
+        };
         tracing::info!(token = %token_addr, resource = %resource_addr, imds = %imds_addr, "authority started");
         Ok(Self {
             pki,
@@ -263,6 +286,7 @@ impl Authority {
             token_server: Some(token_server),
             resource_server: Some(resource_server),
             imds_server: Some(imds_server),
+            service_fabric,
         })
     }
 
@@ -273,6 +297,7 @@ impl Authority {
         }
         self.resource_server.take();
         self.imds_server.take();
+        self.service_fabric.take();
     }
 
     /// The root CA certificate (PEM) every listener's certificate chains to.
@@ -301,6 +326,17 @@ impl Authority {
     /// Where IMDS (v1, v2 and the App Service endpoint at `/msi/token`) listens, plain HTTP.
     pub fn imds_addr(&self) -> SocketAddr {
         self.imds_addr
+    }
+
+    /// Service Fabric's `IDENTITY_ENDPOINT` (https) and `IDENTITY_SERVER_THUMBPRINT`, when
+    /// `imds.service_fabric_secret` started its listener.
+    pub fn service_fabric(&self) -> Option<(String, String)> {
+        self.service_fabric.as_ref().map(|(addr, thumbprint, _)| {
+            (
+                format!("https://{addr}{}", imds::server::PATH_SERVICE_FABRIC),
+                thumbprint.clone(),
+            )
+        })
     }
 
     /// IMDS's base URL, for popgate's `network.imds_endpoint`.

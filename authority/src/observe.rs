@@ -20,6 +20,10 @@ pub struct RequestRecord {
     /// The TLS server name the request was addressed to (token endpoint), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Managed-identity sources: the request's method, path and query, and header names (never
+    /// header values or bodies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Most records the log keeps: a load run (`popgate bench --dev`, the load harness) sends
@@ -96,6 +100,7 @@ mod tests {
                 outcome: String::new(),
                 client_cert_x5t: None,
                 host: None,
+                request: None,
             });
         }
         assert_eq!(seen.count(Endpoint::Resource), MAX_LOG_RECORDS + 10);

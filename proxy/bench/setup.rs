@@ -93,6 +93,10 @@ impl Env {
                 Endpoint::ImdsPlatformMetadata,
                 Endpoint::ImdsIssueCredential,
                 Endpoint::AppService,
+                Endpoint::AzureArc,
+                Endpoint::ServiceFabric,
+                Endpoint::CloudShell,
+                Endpoint::MachineLearning,
             ]
             .into_iter()
             .map(|e| seen.count(e))

@@ -4,7 +4,7 @@
 use crate::identity::authority_host;
 use crate::identity::token::TokenType;
 
-use super::model::{Config, Flow, Identity, Route};
+use super::model::{Config, Flow, Identity, MiSource, Route};
 
 /// Where `identity` gets a token of `token_type` (`mtls` = talks to the mTLS host, as a PoP
 /// vanilla identity, a FIC leg 1, or a leg 2 after a PoP leg 1).
@@ -18,12 +18,25 @@ fn token_source(
     own_assertion: bool,
 ) -> String {
     match identity {
-        Identity::ManagedIdentity(_) => {
+        Identity::ManagedIdentity(mi) => {
             let imds = config.network.imds_endpoint.to_string();
             let imds = imds.trim_end_matches('/');
-            match token_type {
-                TokenType::MtlsPop => format!("IMDS {imds} (v2 → mtls_authentication_endpoint)"),
-                TokenType::Bearer => format!("IMDS {imds} (v1)"),
+            let how = if mi.source_detected {
+                "detected"
+            } else {
+                "set by source"
+            };
+            match (&mi.source, token_type) {
+                (MiSource::Imds, TokenType::MtlsPop) => {
+                    format!("IMDS {imds} (v2 → mtls_authentication_endpoint)")
+                }
+                (MiSource::Imds, TokenType::Bearer) => format!("IMDS {imds} (v1)"),
+                (source, _) => format!(
+                    "{} {} (managed identity source {}, {how})",
+                    source.kind().msal_name(),
+                    source.endpoint().unwrap_or_default(),
+                    source.kind()
+                ),
             }
         }
         Identity::ConfidentialClient(cc) => {

@@ -13,6 +13,7 @@ use crate::certs::binding::BindingCert;
 use crate::certs::cert_files;
 use crate::certs::pkcs12::{self, Pkcs12Password};
 pub use crate::identity::imds_endpoint::UamiSelector;
+pub use crate::identity::mi_source::{MiSource, MiSourceKind};
 use crate::identity::token::TokenType;
 
 use super::limits::{
@@ -220,6 +221,10 @@ pub struct ManagedIdentity {
     pub selector: Option<UamiSelector>,
     /// Argv of a command printing an attestation token for IMDSv2 `issuecredential`.
     pub attestation_command: Option<Vec<String>>,
+    /// Where its tokens come from: detected from the environment in MSAL's order, or `source:`.
+    pub source: MiSource,
+    /// `true`: detected; `false`: set by `source:`.
+    pub source_detected: bool,
 }
 
 /// An app registration.

@@ -313,6 +313,10 @@ pub struct RawIdentity {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub attestation_command: Option<S<Vec<S<String>>>>,
+    /// managed_identity: the source (`app_service`, `azure_arc`, …) instead of detecting it.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub source: Option<S<String>>,
     /// confidential_client / workload_identity: tenant GUID or domain.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -28,10 +28,6 @@ use rewrite::RewriteError;
 /// milliseconds, but an IMDS retry schedule (1 + 2 + 4 s) or a slow CI machine can add seconds.
 pub const READY_WAIT: Duration = Duration::from_secs(60);
 
-/// Environment variables that would send managed identities to App Service instead of the local
-/// authority's IMDS (read once by the engine).
-const APP_SERVICE_ENV: [&str; 2] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"];
-
 /// How to run `popgate dev`.
 #[derive(Clone, Debug, Default)]
 pub struct DevOptions {
@@ -44,9 +40,10 @@ pub struct DevOptions {
 /// Why `popgate dev` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
-    /// The App Service identity environment is set; it would bypass the local authority.
+    /// A managed-identity source's environment is set; it would bypass the local authority.
     #[error(
-        "{0} is set: managed identities would use App Service instead of the local authority's IMDS; unset IDENTITY_ENDPOINT and IDENTITY_HEADER for popgate dev"
+        "{0} is set: managed identities would use App Service, Service Fabric, Azure Arc, Cloud Shell or Azure ML instead of the local authority's IMDS; unset {vars} for popgate dev",
+        vars = crate::identity::mi_source::SOURCE_ENV_VARS.join(", ")
     )]
     AppServiceEnv(&'static str),
     /// The authority could not be set up for this config.
@@ -97,7 +94,7 @@ pub async fn prepare(
     config: &mut Config,
     listen: Option<SocketAddr>,
 ) -> Result<(LocalAuthority, Option<usize>), DevError> {
-    if let Some(var) = APP_SERVICE_ENV
+    if let Some(var) = crate::identity::mi_source::SOURCE_ENV_VARS
         .into_iter()
         .find(|v| std::env::var_os(v).is_some())
     {

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::model::{self, Config, Flow, Identity, IdentityKind, Route};
-use crate::identity::app_service::AppServiceEndpoint;
+use crate::identity::azure_arc::ArcTokenDir;
 use crate::identity::imds_endpoint::{ImdsBase, V2_DEFAULT_RESOURCE_ID_KEY};
+use crate::identity::mi_source::{MiSource, check_mtls_pop};
 use crate::identity::token::TokenType;
 use crate::identity::token_request::FIC_LEG1_RESOURCE;
 use crate::net::connect::ResolveMap;
@@ -51,8 +52,9 @@ pub struct EngineDeps {
     pub imds: ImdsBase,
     /// The IMDSv2 query key for a UAMI resource id (protocol.md §3: unproven, overridable).
     pub imds_v2_resource_id_key: String,
-    /// The App Service identity endpoint, when `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` are set.
-    pub app_service: Option<AppServiceEndpoint>,
+    /// The directory Azure Arc's challenge files must be in: the agent's, always, in production
+    /// (see [`ArcTokenDir`]).
+    pub arc_token_dir: ArcTokenDir,
 }
 
 /// Why the credentials could not be built.
@@ -72,7 +74,8 @@ pub enum BuildError {
 }
 
 impl EngineDeps {
-    /// From the config's network settings, reading `IDENTITY_ENDPOINT` / `IDENTITY_HEADER` once.
+    /// From the config's network settings. (Managed-identity sources are the config's: detected
+    /// when it was loaded.)
     pub fn from_config(
         config: &Config,
         policy: RefreshPolicy,
@@ -101,9 +104,6 @@ impl EngineDeps {
         });
         let imds = ImdsBase::parse(&config.network.imds_endpoint.to_string())
             .map_err(|e| BuildError::Setup(e.to_string()))?;
-        let app_service = AppServiceEndpoint::from_env().map_err(|e| {
-            BuildError::Setup(format!("App Service managed identity environment: {e}"))
-        })?;
         Ok(Self {
             transport: Arc::new(transport),
             cache: Arc::new(TokenCache::new(policy)),
@@ -111,7 +111,7 @@ impl EngineDeps {
             cert_poll_interval: DEFAULT_CERT_POLL_INTERVAL,
             imds,
             imds_v2_resource_id_key: V2_DEFAULT_RESOURCE_ID_KEY.to_string(),
-            app_service,
+            arc_token_dir: ArcTokenDir::platform(),
         })
     }
 }
@@ -326,6 +326,8 @@ impl Factory<'_> {
         let msg = |e: EngineError| e.message;
         let credential: Arc<dyn Credential> = match (&identity, token_type) {
             (Identity::ManagedIdentity(mi), TokenType::MtlsPop) => {
+                // Config validation refuses this already; a hand-built config gets MSAL's error.
+                check_mtls_pop(mi.source.kind()).map_err(|e| e.to_string())?;
                 let carried = self
                     .carried(&[name])
                     .and_then(|p| p.imds_v2.get(name))
@@ -351,9 +353,9 @@ impl Factory<'_> {
                 self.cached(labels, resource, source)?
             }
             (Identity::ManagedIdentity(mi), TokenType::Bearer) => {
-                let endpoint = match &deps.app_service {
-                    Some(app_service) => BearerEndpoint::AppService(app_service.clone()),
-                    None => BearerEndpoint::Imds(deps.imds.clone()),
+                let endpoint = match &mi.source {
+                    MiSource::Imds => BearerEndpoint::Imds(deps.imds.clone()),
+                    other => BearerEndpoint::Source(other.clone()),
                 };
                 let carried = self
                     .carried(&[name])

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::identity::imds_endpoint::{APP_SERVICE_RESOURCE_ID_KEY, UamiSelector, push_uami, query};
 use crate::identity::imds_v1::strip_default_suffix;
+use crate::identity::mi_source::{MiSourceError, MiSourceKind, endpoint_url};
 use crate::identity::mi_token_response::{ManagedIdentityToken, parse_managed_identity_token};
 use crate::identity::outbound_request::{
     Assemble, CredentialRequest, RequestError, parse_uri, require,
@@ -27,7 +28,7 @@ pub const IDENTITY_HEADER_ENV: &str = "IDENTITY_HEADER";
 pub const X_IDENTITY_HEADER: HeaderName = HeaderName::from_static("x-identity-header");
 
 /// The App Service identity endpoint and its secret header value. `Debug` hides the secret.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AppServiceEndpoint {
     endpoint: String,
     identity_header: Zeroizing<String>,
@@ -59,14 +60,22 @@ impl AppServiceEndpoint {
         })
     }
 
-    /// From `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`; `None` when `IDENTITY_ENDPOINT` is unset
-    /// (not running on App Service).
-    pub fn from_env() -> Result<Option<Self>, RequestError> {
-        let Ok(endpoint) = std::env::var(IDENTITY_ENDPOINT_ENV) else {
-            return Ok(None);
-        };
-        let header = Zeroizing::new(std::env::var(IDENTITY_HEADER_ENV).unwrap_or_default());
-        Self::new(&endpoint, header).map(Some)
+    /// From `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` as detection found them; MSAL's error for a
+    /// malformed URL.
+    pub fn from_source_env(
+        endpoint: &str,
+        identity_header: Zeroizing<String>,
+    ) -> Result<Self, MiSourceError> {
+        let endpoint = endpoint_url(IDENTITY_ENDPOINT_ENV, endpoint, MiSourceKind::AppService)?;
+        Self::new(&endpoint, identity_header).map_err(|e| MiSourceError {
+            code: crate::identity::mi_source::INVALID_MI_ENDPOINT,
+            message: e.to_string(),
+        })
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> &str {
+        &self.endpoint
     }
 }
 

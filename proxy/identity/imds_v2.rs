@@ -97,7 +97,11 @@ pub fn parse_platform_metadata(
         ));
     }
     match headers.get(SERVER).map(|v| v.to_str()) {
-        Some(Ok(server)) if server.contains(IMDS_SERVER_MARKER) => {}
+        // MSAL compares case-insensitively (`StringComparison.OrdinalIgnoreCase`).
+        Some(Ok(server))
+            if server
+                .to_ascii_uppercase()
+                .contains(&IMDS_SERVER_MARKER.to_ascii_uppercase()) => {}
         Some(Ok(server)) => {
             return Err(ResponseError::Invalid {
                 what: METADATA_WHAT,
@@ -168,10 +172,11 @@ pub fn parse_platform_metadata(
 fn not_supported_error() -> EstsError {
     let mut error = EstsError::parse(StatusCode::NOT_FOUND, b"");
     error.error = NOT_SUPPORTED_ERROR.into();
-    error.description =
-        "IMDS has no getplatformmetadata endpoint (IMDS v1 only); mTLS PoP needs IMDSv2 \
-and never falls back to Bearer"
-            .into();
+    // MSAL's `MsalErrorMessage.MtlsPopTokenNotSupportedinImdsV1`, then what it means here.
+    error.description = "mTLS Proof of Possession with managed identity is currently in private \
+preview and is not supported on this VM. Ensure you're running on a supported VM image. [IMDS has \
+no getplatformmetadata endpoint (IMDS v1 only); popgate never falls back to Bearer]"
+        .into();
     error
 }
 
@@ -358,6 +363,10 @@ mod tests {
             err.to_string().contains("`Server` is not visible ASCII"),
             "{err}"
         );
+        // MSAL compares case-insensitively.
+        let mut lower = HeaderMap::new();
+        lower.insert(SERVER, HeaderValue::from_static("imds/150.870.65.1854"));
+        assert!(parse_platform_metadata(StatusCode::OK, &lower, METADATA.as_bytes()).is_ok());
         let mut nginx = HeaderMap::new();
         nginx.insert(SERVER, HeaderValue::from_static("nginx"));
         let err = parse_platform_metadata(StatusCode::OK, &nginx, METADATA.as_bytes()).unwrap_err();

@@ -34,6 +34,9 @@ pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct CredentialRequest {
     request: Request<Bytes>,
     client_request_id: Uuid,
+    /// `https` only: the server certificate is accepted when its SHA-1 thumbprint (uppercase
+    /// hex) is this, and only then (Service Fabric's `IDENTITY_SERVER_THUMBPRINT`).
+    server_sha1: Option<String>,
 }
 
 /// A request that could not be built from its inputs.
@@ -83,7 +86,19 @@ impl CredentialRequest {
         Self {
             request,
             client_request_id: self.client_request_id,
+            server_sha1: self.server_sha1.clone(),
         }
+    }
+
+    /// Accept only the server certificate with this SHA-1 thumbprint (hex, any case).
+    pub(crate) fn pin_server_sha1(mut self, thumbprint: &str) -> Self {
+        self.server_sha1 = Some(thumbprint.to_ascii_uppercase());
+        self
+    }
+
+    /// The pinned server certificate thumbprint, if any (uppercase hex SHA-1).
+    pub fn server_sha1(&self) -> Option<&str> {
+        self.server_sha1.as_deref()
     }
 
     /// Splits into the request (to hand to the HTTP client) and its id.
@@ -146,6 +161,7 @@ impl Assemble {
         Ok(CredentialRequest {
             request,
             client_request_id,
+            server_sha1: None,
         })
     }
 }

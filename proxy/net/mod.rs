@@ -10,3 +10,4 @@ pub mod token_transport;
 pub(crate) mod trailers;
 pub(crate) mod upstream_body;
 pub mod upstream_tls;
+pub mod pinned_tls;

@@ -241,6 +241,34 @@ impl Transport {
         Ok(client)
     }
 
+    /// A one-off client trusting only the server certificate with SHA-1 `thumbprint` (Service
+    /// Fabric; tokens are cached for hours, so its calls are rare and not pooled).
+    fn pinned_client(&self, thumbprint: &str, host: &str) -> Result<HttpsClient, TransportError> {
+        let tls = crate::net::pinned_tls::pinned_sha1_config(thumbprint).map_err(|e| {
+            TransportError::Setup {
+                host: host.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        let connector = UpstreamConnector::for_credentials(
+            tls,
+            ConnectSettings {
+                resolve: Arc::clone(&self.settings.resolve),
+                connect_timeout: self.settings.connect_timeout,
+                max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
+                pool_metrics: None,
+                // The Service Fabric identity endpoint is the node's own agent, never reached
+                // through a corporate proxy (as IMDS and the other managed-identity endpoints).
+                proxy: None,
+            },
+        );
+        Ok(Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(0)
+            .build(connector))
+    }
+
     /// Sends `request` (presenting `binding` in TLS when given; `https` only) and reads the
     /// whole answer under the request timeout.
     pub async fn send(
@@ -248,6 +276,7 @@ impl Transport {
         request: &CredentialRequest,
         binding: Option<&BindingCert>,
     ) -> Result<Exchange, TransportError> {
+        let pin = request.server_sha1().map(str::to_string);
         let (request, _id) = request.duplicate().into_parts();
         let host = request
             .uri()
@@ -259,7 +288,12 @@ impl Transport {
         let exchange = async {
             let response = match request.uri().scheme_str() {
                 Some("https") => {
-                    let client = self.https_client(binding, &host)?;
+                    let client = match pin.as_deref() {
+                        Some(thumbprint) if binding.is_none() => {
+                            self.pinned_client(thumbprint, &host)?
+                        }
+                        _ => self.https_client(binding, &host)?,
+                    };
                     client.request(request).await
                 }
                 Some("http") if binding.is_none() => self.plain.request(request).await,

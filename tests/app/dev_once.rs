@@ -149,7 +149,7 @@ fn the_app_service_environment_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("popgate dev: IDENTITY_ENDPOINT is set: managed identities would use App Service instead of the local authority's IMDS"),
+        stderr.contains("popgate dev: IDENTITY_ENDPOINT is set: managed identities would use App Service, Service Fabric, Azure Arc, Cloud Shell or Azure ML instead of the local authority's IMDS; unset IDENTITY_ENDPOINT, IDENTITY_HEADER, IDENTITY_SERVER_THUMBPRINT, IMDS_ENDPOINT, MSI_ENDPOINT, MSI_SECRET, DEFAULT_IDENTITY_CLIENT_ID for popgate dev"),
         "{stderr}"
     );
 }

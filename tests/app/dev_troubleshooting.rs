@@ -314,7 +314,7 @@ async fn no_imdsv2_is_named_and_pop_never_falls_back_to_bearer() {
     )
     .await;
     assert!(
-        cause.ends_with(" refused: mtls_pop_token_not_supported_in_imds_v1 (HTTP 404): IMDS has no getplatformmetadata endpoint (IMDS v1 only); mTLS PoP needs IMDSv2 and never falls back to Bearer"),
+        cause.ends_with(" refused: mtls_pop_token_not_supported_in_imds_v1 (HTTP 404): mTLS Proof of Possession with managed identity is currently in private preview and is not supported on this VM. Ensure you're running on a supported VM image. [IMDS has no getplatformmetadata endpoint (IMDS v1 only); popgate never falls back to Bearer]"),
         "{cause}"
     );
 }

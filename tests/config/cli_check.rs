@@ -252,3 +252,42 @@ fn check_prints_the_proxy_in_force_per_route_redacted_and_what_bypasses_it() {
         "{plain}"
     );
 }
+
+#[test]
+fn check_prints_each_managed_identity_source_and_whether_it_was_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "version: 1
+listeners: [{address: \"127.0.0.1:3128\"}]
+identities:
+  mi: {kind: managed_identity}
+  vm: {kind: managed_identity, source: imds}
+routes:
+  - {name: arm, match: {host: a.example}, resource: https://management.azure.com, flow: vanilla, identity: mi, token_type: bearer}
+  - {name: vm, match: {host: b.example}, resource: https://management.azure.com, flow: vanilla, identity: vm, token_type: mtls_pop}
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .args(["check", "--config", "routes.yaml"])
+        .current_dir(dir.path())
+        .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        .env("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token")
+        .env("IDENTITY_HEADER", "not-shown")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("token_hosts=App Service http://127.0.0.1:41741/msi/token (managed identity source app_service, detected)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "token_hosts=IMDS http://169.254.169.254 (v2 → mtls_authentication_endpoint)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not-shown"), "{stdout}");
+}

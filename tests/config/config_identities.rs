@@ -208,8 +208,8 @@ fn keys_that_do_not_belong_to_the_kind() {
             "m",
         )),
         vec![
-            f.at(4, 44, "`certificate` is not a key of a managed_identity identity (allowed: kind, client_id, resource_id, object_id, attestation_command)"),
-            f.at(4, 93, "`region` is not a key of a managed_identity identity (allowed: kind, client_id, resource_id, object_id, attestation_command)"),
+            f.at(4, 44, "`certificate` is not a key of a managed_identity identity (allowed: kind, client_id, resource_id, object_id, attestation_command, source)"),
+            f.at(4, 93, "`region` is not a key of a managed_identity identity (allowed: kind, client_id, resource_id, object_id, attestation_command, source)"),
         ]
     );
 }

@@ -43,7 +43,7 @@ fn unknown_nested_keys() {
         "version: 1\nlisteners: [{address: \"127.0.0.1:3128\"}]\nidentities:\n  x: {kind: managed_identity, clientid: a}\nroutes: []\n",
         4,
         31,
-        "unknown field `clientid`, expected one of kind, client_id, resource_id, object_id, attestation_command, tenant_id, certificate, region, authority_host, token_file, allow_insecure_key_permissions, send_x5c",
+        "unknown field `clientid`, expected one of kind, client_id, resource_id, object_id, attestation_command, source, tenant_id, certificate, region, authority_host, token_file, allow_insecure_key_permissions, send_x5c",
     );
 }
 

@@ -8,6 +8,7 @@ mod cli_check;
 mod config_ests;
 mod config_identities;
 mod config_json_schema;
+mod config_mi_sources;
 mod config_network;
 mod config_proxy;
 mod config_routes;

@@ -268,37 +268,6 @@ async fn bearer_leg1_extension_and_workload_identity() {
 }
 
 #[tokio::test]
-async fn managed_identity_bearer_via_app_service() {
-    let mut authority = popgate_authority::AuthorityConfig::default();
-    authority.imds.app_service_identity_header = Some("app-service-secret".into());
-    let env = start_with(authority).await;
-    let config = env.config(
-        "",
-        &routes(&[(
-            "arm",
-            ARM,
-            "    flow: vanilla\n    identity: uami\n    token_type: bearer",
-        )]),
-    );
-    let mut deps = env.deps(&config);
-    deps.app_service = Some(
-        popgate::identity::app_service::AppServiceEndpoint::new(
-            &format!("{}/msi/token", env.authority.imds_base_url()),
-            zeroize::Zeroizing::new("app-service-secret".to_string()),
-        )
-        .unwrap(),
-    );
-    let creds = env.build(&config, &deps);
-    let got = get(&creds["arm"]).await;
-    assert_eq!(
-        env.call_resource("management.azure.com", &got.token).await,
-        StatusCode::OK
-    );
-    assert_eq!(env.count(Endpoint::AppService), 1);
-    assert_eq!(env.count(Endpoint::ImdsV1Token), 0);
-}
-
-#[tokio::test]
 async fn the_static_kind_serves_its_file_bound_to_its_certificate() {
     let env = start().await;
     let now = std::time::SystemTime::now()

@@ -286,7 +286,12 @@ async fn imds_without_v2_is_a_clear_error_and_never_falls_back() {
         "{}",
         err.message
     );
-    assert_eq!(env.count(Endpoint::ImdsPlatformMetadata), 1, "404 is final");
+    // MSAL's IMDS retry table: the 404 is retried after 1, 2 and 4 s, and only then reported.
+    assert_eq!(
+        env.count(Endpoint::ImdsPlatformMetadata),
+        4,
+        "404 retried three times"
+    );
     assert_eq!(env.count(Endpoint::ImdsV1Token), 0, "no Bearer fallback");
     assert_eq!(env.count(Endpoint::Token), 0);
 }

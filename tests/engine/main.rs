@@ -8,6 +8,7 @@ mod engine_driver_failures;
 mod engine_driver_replay;
 mod engine_driver_rotation;
 mod engine_driver_tokens;
+mod engine_mi_sources;
 mod engine_sources_ests;
 mod engine_sources_kinds;
 mod engine_sources_resilience;

@@ -172,6 +172,7 @@ impl Env {
             StartOptions {
                 retry: RetryTiming::scaled(RETRY_DIVISOR),
                 cert_poll_interval: Some(TEST_CERT_POLL),
+                ..StartOptions::default()
             },
         )
         .await

@@ -128,6 +128,31 @@ impl Env {
         )
     }
 
+    /// Writes routes.yaml with only `identities` (indented map entries) and `routes`, and loads
+    /// it with the environment `vars` (managed-identity source detection reads it).
+    pub fn config_with_env(&self, identities: &str, routes: &str, vars: &[(&str, &str)]) -> Config {
+        let resolve = resolve_yaml(&self.authority, &[], &[]);
+        let path = self.write_routes_yaml("", &resolve, identities, routes);
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config::load_with_env(&path, &|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|errors| {
+            panic!(
+                "config:\n{}",
+                errors
+                    .errors()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    }
+
     /// Writes routes.yaml with the standard identities plus `extra_identities`, and `routes`,
     /// and loads it through popgate's config loader.
     pub fn config(&self, extra_identities: &str, routes: &str) -> Config {
@@ -174,8 +199,6 @@ impl Env {
         )
         .expect("engine deps");
         deps.cert_poll_interval = TEST_POLL;
-        // Tests never read the process environment for App Service (it would race).
-        deps.app_service = None;
         deps
     }
 

@@ -22,6 +22,11 @@ pub fn run_dev_once(config: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .env_remove("IDENTITY_ENDPOINT")
         .env_remove("IDENTITY_HEADER")
+        .env_remove("IDENTITY_SERVER_THUMBPRINT")
+        .env_remove("IMDS_ENDPOINT")
+        .env_remove("MSI_ENDPOINT")
+        .env_remove("MSI_SECRET")
+        .env_remove("DEFAULT_IDENTITY_CLIENT_ID")
         .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST");
     output_within(command, RUN_BOUND)
 }

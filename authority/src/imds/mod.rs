@@ -5,6 +5,10 @@ pub mod app_service;
 pub mod backend;
 /// PKCS#10 verification for `issuecredential`.
 pub mod csr_verify;
+/// Azure Arc, Service Fabric, Cloud Shell and Machine Learning identity endpoints.
+pub mod mi_sources;
+/// Service Fabric's self-signed endpoint certificate.
+pub mod service_fabric_tls;
 pub(crate) mod query;
 pub(crate) mod respond;
 /// The listener, settings and fault/observation wrapper.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::backend::ImdsBackend;
+use super::mi_sources::{self, ArcChallenges, ArcSettings};
 use super::respond::{Answer, v2_error};
 use super::{app_service, v1, v2};
 use crate::faults::{Endpoint, Fault, Faults};
@@ -37,6 +38,17 @@ pub const PATH_PLATFORM_METADATA: &str = "/metadata/identity/getplatformmetadata
 pub const PATH_ISSUE_CREDENTIAL: &str = "/metadata/identity/issuecredential";
 /// The App Service identity endpoint path (this authority's `IDENTITY_ENDPOINT`).
 pub const PATH_APP_SERVICE: &str = "/msi/token";
+/// The Azure Arc agent's endpoint path on this listener (the real agent listens on its own port
+/// at IMDS v1's path).
+pub const PATH_AZURE_ARC: &str = "/arc/metadata/identity/oauth2/token";
+/// The Cloud Shell endpoint path (`MSI_ENDPOINT`).
+pub const PATH_CLOUD_SHELL: &str = "/cloudshell/oauth2/token";
+/// The Azure Machine Learning endpoint path (`MSI_ENDPOINT`).
+pub const PATH_MACHINE_LEARNING: &str = "/ml/msi/token";
+/// The Service Fabric endpoint path, on its own TLS listener.
+pub const PATH_SERVICE_FABRIC: &str = "/metadata/identity/oauth2/token";
+/// Largest request body the identity endpoints read (Cloud Shell's form).
+const MAX_FORM_BODY: usize = 8192;
 
 /// How this IMDS behaves.
 #[derive(Clone)]
@@ -54,6 +66,14 @@ pub struct ImdsSettings {
     pub server_header: String,
     /// `attestationEndpoint` in getplatformmetadata (never called: attestation is simulated).
     pub attestation_endpoint: String,
+    /// Azure Arc: `Some` turns the endpoint on, writing challenge files where it says.
+    pub arc: Option<ArcSettings>,
+    /// Cloud Shell: `true` turns the endpoint on.
+    pub cloud_shell: bool,
+    /// Azure ML's `MSI_SECRET`; `None` turns the endpoint off.
+    pub machine_learning_secret: Option<String>,
+    /// Service Fabric's `IDENTITY_HEADER`; `Some` starts its TLS listener.
+    pub service_fabric_secret: Option<String>,
 }
 
 impl Default for ImdsSettings {
@@ -65,6 +85,10 @@ impl Default for ImdsSettings {
             app_service_identity_header: None,
             server_header: DEFAULT_SERVER_HEADER.into(),
             attestation_endpoint: "https://attestation.authority.invalid".into(),
+            arc: None,
+            cloud_shell: false,
+            machine_learning_secret: None,
+            service_fabric_secret: None,
         }
     }
 }
@@ -84,6 +108,16 @@ impl std::fmt::Debug for ImdsSettings {
             )
             .field("server_header", &self.server_header)
             .field("attestation_endpoint", &self.attestation_endpoint)
+            .field("arc", &self.arc)
+            .field("cloud_shell", &self.cloud_shell)
+            .field(
+                "machine_learning_secret",
+                &self.machine_learning_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "service_fabric_secret",
+                &self.service_fabric_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -112,6 +146,9 @@ struct Ctx {
     faults: Arc<Faults>,
     observations: Arc<Observations>,
     settings: ImdsSettings,
+    arc_challenges: ArcChallenges,
+    /// This is Service Fabric's TLS listener: it serves that endpoint only.
+    service_fabric_listener: bool,
 }
 
 /// Serves IMDS on `listener` until the returned handle is dropped.
@@ -129,6 +166,8 @@ pub async fn spawn(
         faults,
         observations,
         settings,
+        arc_challenges: ArcChallenges::default(),
+        service_fabric_listener: false,
     });
     tokio::spawn(accept_loop(listener, ctx, stop));
     Ok(ImdsHandle {
@@ -178,8 +217,42 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut stop: watch::Rece
 #[error("connection dropped by an injected fault")]
 struct DroppedByFault;
 
-fn endpoint_for(path: &str, settings: &ImdsSettings) -> Option<Endpoint> {
+/// Serves Service Fabric's identity endpoint on `listener` over TLS (`tls`: the certificate
+/// clients pin by `IDENTITY_SERVER_THUMBPRINT`) until the handle is dropped.
+pub fn spawn_service_fabric(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    backend: Arc<dyn ImdsBackend>,
+    faults: Arc<Faults>,
+    observations: Arc<Observations>,
+    settings: ImdsSettings,
+) -> crate::tls_server::ServerHandle {
+    let ctx = Arc::new(Ctx {
+        backend,
+        faults,
+        observations,
+        settings,
+        arc_challenges: ArcChallenges::default(),
+        service_fabric_listener: true,
+    });
+    crate::tls_server::spawn(listener, tls, "service_fabric", move |_conn, req| {
+        let ctx = ctx.clone();
+        async move { handle(req, &ctx).await }
+    })
+}
+
+fn endpoint_for(path: &str, ctx: &Ctx) -> Option<Endpoint> {
+    let settings = &ctx.settings;
+    if ctx.service_fabric_listener {
+        return (path == PATH_SERVICE_FABRIC && settings.service_fabric_secret.is_some())
+            .then_some(Endpoint::ServiceFabric);
+    }
     match path {
+        PATH_AZURE_ARC if settings.arc.is_some() => Some(Endpoint::AzureArc),
+        PATH_CLOUD_SHELL if settings.cloud_shell => Some(Endpoint::CloudShell),
+        PATH_MACHINE_LEARNING if settings.machine_learning_secret.is_some() => {
+            Some(Endpoint::MachineLearning)
+        }
         PATH_V1_TOKEN => Some(Endpoint::ImdsV1Token),
         PATH_PLATFORM_METADATA => Some(Endpoint::ImdsPlatformMetadata),
         PATH_ISSUE_CREDENTIAL => Some(Endpoint::ImdsIssueCredential),
@@ -194,11 +267,16 @@ async fn handle(
     req: Request<Incoming>,
     ctx: &Ctx,
 ) -> Result<Response<Full<Bytes>>, DroppedByFault> {
-    let Some(endpoint) = endpoint_for(req.uri().path(), &ctx.settings) else {
+    let Some(endpoint) = endpoint_for(req.uri().path(), ctx) else {
         let answer = v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint");
         return Ok(render(answer, None));
     };
-    let server_header = (endpoint != Endpoint::AppService).then_some(&ctx.settings.server_header);
+    let is_imds = matches!(
+        endpoint,
+        Endpoint::ImdsV1Token | Endpoint::ImdsPlatformMetadata | Endpoint::ImdsIssueCredential
+    );
+    let server_header = is_imds.then_some(&ctx.settings.server_header);
+    let shape = (!is_imds).then(|| mi_sources::shape(req.method(), req.uri(), req.headers()));
     let is_v2 = matches!(
         endpoint,
         Endpoint::ImdsPlatformMetadata | Endpoint::ImdsIssueCredential
@@ -209,7 +287,7 @@ async fn handle(
             "not_found",
             "IMDSv2 credential endpoints are not available on this VM",
         );
-        return Ok(finish(ctx, endpoint, answer, server_header));
+        return Ok(finish(ctx, endpoint, answer, server_header, shape));
     }
 
     let latency = ctx.faults.latency(endpoint);
@@ -220,7 +298,7 @@ async fn handle(
     match ctx.faults.next(endpoint) {
         None => {}
         Some(Fault::Drop) => {
-            record(ctx, endpoint, 0, None, "dropped");
+            record(ctx, endpoint, 0, None, "dropped", shape);
             tracing::info!(?endpoint, "imds fault: dropping the connection");
             return Err(DroppedByFault);
         }
@@ -233,7 +311,7 @@ async fn handle(
             body,
         }) => {
             let answer = status_fault(code, retry_after, body.as_deref());
-            return Ok(finish_raw(ctx, endpoint, answer, server_header));
+            return Ok(finish_raw(ctx, endpoint, answer, server_header, shape));
         }
         Some(Fault::AttestationRequired) => {
             // Only issuecredential knows attestation; elsewhere the fault has no meaning.
@@ -255,12 +333,42 @@ async fn handle(
             // endpoint_for only routes here with a secret configured; never compare against none.
             None => v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint"),
         },
+        Endpoint::AzureArc => match &ctx.settings.arc {
+            Some(arc) => {
+                mi_sources::arc_token(&req.into_parts().0, backend, arc, &ctx.arc_challenges)
+            }
+            None => v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint"),
+        },
+        Endpoint::ServiceFabric => match ctx.settings.service_fabric_secret.as_deref() {
+            Some(secret) => mi_sources::service_fabric_token(&req.into_parts().0, backend, secret),
+            None => v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint"),
+        },
+        Endpoint::MachineLearning => match ctx.settings.machine_learning_secret.as_deref() {
+            Some(secret) => {
+                mi_sources::machine_learning_token(&req.into_parts().0, backend, secret)
+            }
+            None => v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint"),
+        },
+        Endpoint::CloudShell => {
+            let (parts, body) = req.into_parts();
+            match http_body_util::Limited::new(body, MAX_FORM_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => mi_sources::cloud_shell_token(&parts, &body.to_bytes(), backend),
+                Err(e) => v2_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("cannot read the request body: {e}"),
+                ),
+            }
+        }
         // endpoint_for never yields these.
         Endpoint::Token | Endpoint::Resource => {
             v2_error(StatusCode::NOT_FOUND, "not_found", "no such IMDS endpoint")
         }
     };
-    Ok(finish(ctx, endpoint, answer, server_header))
+    Ok(finish(ctx, endpoint, answer, server_header, shape))
 }
 
 /// A response chosen by a `Fault::Status`: its status, `Retry-After`, and body (or a short JSON one).
@@ -308,7 +416,14 @@ fn status_fault(code: u16, retry_after: Option<u64>, body: Option<&str>) -> RawA
     }
 }
 
-fn record(ctx: &Ctx, endpoint: Endpoint, status: u16, client_id: Option<String>, outcome: &str) {
+fn record(
+    ctx: &Ctx,
+    endpoint: Endpoint,
+    status: u16,
+    client_id: Option<String>,
+    outcome: &str,
+    request: Option<String>,
+) {
     ctx.observations.record(RequestRecord {
         endpoint,
         status,
@@ -316,6 +431,7 @@ fn record(ctx: &Ctx, endpoint: Endpoint, status: u16, client_id: Option<String>,
         outcome: outcome.to_string(),
         client_cert_x5t: None,
         host: None,
+        request,
     });
 }
 
@@ -324,6 +440,7 @@ fn finish(
     endpoint: Endpoint,
     answer: Answer,
     server_header: Option<&String>,
+    request: Option<String>,
 ) -> Response<Full<Bytes>> {
     tracing::info!(
         ?endpoint,
@@ -338,6 +455,7 @@ fn finish(
         answer.status.as_u16(),
         answer.client_id.clone(),
         &answer.outcome,
+        request,
     );
     render(answer, server_header)
 }
@@ -347,13 +465,21 @@ fn finish_raw(
     endpoint: Endpoint,
     raw: RawAnswer,
     server_header: Option<&String>,
+    request: Option<String>,
 ) -> Response<Full<Bytes>> {
     tracing::info!(
         ?endpoint,
         status = raw.status.as_u16(),
         "imds fault: status"
     );
-    record(ctx, endpoint, raw.status.as_u16(), None, "injected_status");
+    record(
+        ctx,
+        endpoint,
+        raw.status.as_u16(),
+        None,
+        "injected_status",
+        request,
+    );
     let mut response = Response::new(Full::new(raw.body));
     *response.status_mut() = raw.status;
     let headers = response.headers_mut();

@@ -122,6 +122,7 @@ fn record(ctx: &ResourceCtx, presented_x5t: Option<&str>, o: Outcome<'_>) {
         outcome: o.outcome.to_string(),
         client_cert_x5t: presented_x5t.map(str::to_string),
         host: None,
+        request: None,
     });
 }
 

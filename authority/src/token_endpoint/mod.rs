@@ -176,6 +176,7 @@ impl TokenEndpoint {
             outcome: String::new(),
             client_cert_x5t: conn.peer_x5t.clone(),
             host: conn.sni.clone(),
+            request: None,
         };
 
         match self.faults.next(Endpoint::Token) {

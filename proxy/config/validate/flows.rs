@@ -6,6 +6,7 @@ use serde_saphyr::Location;
 use crate::config::model::{Flow, IdentityKind};
 use crate::config::schema::{FlowKind, RawRoute, S};
 use crate::identity::authority_host::{self, DEFAULT_AUTHORITY_HOST, HostRuleError};
+use crate::identity::mi_source::{self, MiSourceKind};
 use crate::identity::token::TokenType;
 
 use super::Ctx;
@@ -20,6 +21,22 @@ struct Ref<'a> {
     name: &'a S<String>,
     kind: IdentityKind,
     has_certificate: bool,
+    mi_source: Option<MiSourceKind>,
+}
+
+/// A managed identity on a source other than IMDS cannot issue mTLS PoP: MSAL's error.
+fn mi_pop_rule(cx: &mut Ctx<'_>, id: &Ref<'_>, at: Location, key: &str) {
+    if let Some(kind) = id.mi_source
+        && let Err(e) = mi_source::check_mtls_pop(kind)
+    {
+        cx.error(
+            at,
+            format!(
+                "managed identity `{}` uses source {kind}, which issues Bearer tokens only ({e}): set `{key}: bearer`",
+                id.name.value
+            ),
+        );
+    }
 }
 
 fn lookup<'a>(cx: &mut Ctx<'_>, identities: &Identities, name: &'a S<String>) -> Option<Ref<'a>> {
@@ -28,6 +45,7 @@ fn lookup<'a>(cx: &mut Ctx<'_>, identities: &Identities, name: &'a S<String>) ->
             name,
             kind: e.kind,
             has_certificate: e.has_certificate,
+            mi_source: e.mi_source,
         }),
         None => {
             cx.error(
@@ -127,6 +145,13 @@ fn vanilla_identity(
     token_type: TokenType,
 ) {
     match id.kind {
+        IdentityKind::ManagedIdentity if token_type == TokenType::MtlsPop => {
+            let at = r
+                .token_type
+                .as_ref()
+                .map_or(id.name.referenced, |t| t.referenced);
+            mi_pop_rule(cx, id, at, "token_type");
+        }
         IdentityKind::ConfidentialClient if !id.has_certificate => {
             certificate_less(cx, id, "a vanilla identity");
         }
@@ -158,6 +183,13 @@ fn leg1_identity(
     leg1_token_type: TokenType,
 ) {
     match id.kind {
+        IdentityKind::ManagedIdentity if leg1_token_type == TokenType::MtlsPop => {
+            let at = r
+                .leg1_token_type
+                .as_ref()
+                .map_or(id.name.referenced, |t| t.referenced);
+            mi_pop_rule(cx, id, at, "leg1_token_type");
+        }
         IdentityKind::Static => cx.error(
             id.name.referenced,
             format!(

@@ -17,6 +17,7 @@ use crate::config::model::{
 };
 use crate::config::schema::{RawCertificate, RawIdentity, S, SpannedMap};
 use crate::identity::authority_host::{self, DEFAULT_AUTHORITY_HOST};
+use crate::identity::mi_source::{self, MiSource, MiSourceKind};
 
 use super::Ctx;
 use super::values::{is_guid, is_route_name};
@@ -31,6 +32,8 @@ pub(crate) struct IdentityEntry {
     pub(crate) kind: IdentityKind,
     /// confidential_client only: whether it has a `certificate`.
     pub(crate) has_certificate: bool,
+    /// managed_identity: its source (detected or `source:`), for the mTLS PoP rule.
+    pub(crate) mi_source: Option<MiSourceKind>,
     /// confidential_client: the raw authority host and region, for the mTLS host rule.
     pub(crate) authority_host: Option<S<String>>,
     pub(crate) region: Option<S<String>>,
@@ -96,6 +99,7 @@ fn allowed_keys(kind: IdentityKind) -> &'static [&'static str] {
             "resource_id",
             "object_id",
             "attestation_command",
+            "source",
         ],
         IdentityKind::ConfidentialClient => &[
             "tenant_id",
@@ -130,6 +134,7 @@ fn present_keys(raw: &RawIdentity) -> Vec<(&'static str, Location)> {
             "attestation_command",
             raw.attestation_command.as_ref().map(|v| v.referenced),
         ),
+        ("source", raw.source.as_ref().map(|v| v.referenced)),
         ("tenant_id", raw.tenant_id.as_ref().map(|v| v.referenced)),
         (
             "certificate",
@@ -171,8 +176,12 @@ fn identity(cx: &mut Ctx<'_>, name: &str, raw: &RawIdentity) -> IdentityEntry {
             );
         }
     }
+    let mi_source = (kind == IdentityKind::ManagedIdentity).then(|| mi_source_kind(cx, raw));
     let validated = match kind {
-        IdentityKind::ManagedIdentity => managed_identity(cx, raw).map(Identity::ManagedIdentity),
+        IdentityKind::ManagedIdentity => mi_source
+            .flatten()
+            .and_then(|(source, detected)| managed_identity(cx, raw, source, detected))
+            .map(Identity::ManagedIdentity),
         IdentityKind::ConfidentialClient => {
             confidential_client(cx, name, raw).map(Identity::ConfidentialClient)
         }
@@ -183,6 +192,7 @@ fn identity(cx: &mut Ctx<'_>, name: &str, raw: &RawIdentity) -> IdentityEntry {
     };
     IdentityEntry {
         kind,
+        mi_source: mi_source.flatten().map(|(k, _)| k),
         has_certificate: raw.certificate.is_some(),
         authority_host: raw.authority_host.clone(),
         region: raw.region.clone(),
@@ -205,7 +215,38 @@ fn guid(cx: &mut Ctx<'_>, key: &str, raw: &S<String>) -> Option<String> {
     }
 }
 
-fn managed_identity(cx: &mut Ctx<'_>, raw: &RawIdentity) -> Option<ManagedIdentity> {
+/// The source `source:` names, or the one detected from the environment (MSAL's order); and
+/// whether it was detected.
+fn mi_source_kind(cx: &mut Ctx<'_>, raw: &RawIdentity) -> Option<(MiSourceKind, bool)> {
+    match &raw.source {
+        Some(s) => match MiSourceKind::parse(&s.value) {
+            Some(kind) => Some((kind, false)),
+            None => {
+                let names: Vec<&str> = MiSourceKind::ALL.iter().map(|k| k.as_str()).collect();
+                cx.error(
+                    s.referenced,
+                    format!(
+                        "unknown managed identity source `{}` (one of: {})",
+                        s.value,
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None => {
+            let env = |name: &str| cx.env(name);
+            Some((mi_source::detect(&env, mi_source::himds_installed()), true))
+        }
+    }
+}
+
+fn managed_identity(
+    cx: &mut Ctx<'_>,
+    raw: &RawIdentity,
+    kind: MiSourceKind,
+    detected: bool,
+) -> Option<ManagedIdentity> {
     let mut selectors: Vec<(&str, &S<String>)> = [
         ("client_id", raw.client_id.as_ref()),
         ("resource_id", raw.resource_id.as_ref()),
@@ -259,9 +300,53 @@ fn managed_identity(cx: &mut Ctx<'_>, raw: &RawIdentity) -> Option<ManagedIdenti
             return None;
         }
     };
+    let at = raw
+        .source
+        .as_ref()
+        .map_or(raw.kind.referenced, |s| s.referenced);
+    let how = if detected {
+        "detected from the environment"
+    } else {
+        "set by `source`"
+    };
+    let source = {
+        let env = |name: &str| cx.env(name);
+        MiSource::resolve(kind, &env)
+    };
+    let source = match source {
+        Ok(s) => s,
+        Err(e) => {
+            cx.error(at, format!("managed identity source {kind} ({how}): {e}"));
+            return None;
+        }
+    };
+    let selector_check = match &source {
+        MiSource::MachineLearning(ml) => ml.client_id(selector.as_ref()).map(|_| ()),
+        _ => mi_source::check_selector(kind, selector.as_ref()),
+    };
+    if let Err(e) = selector_check {
+        let at = [&raw.client_id, &raw.resource_id, &raw.object_id]
+            .into_iter()
+            .flatten()
+            .next()
+            .map_or(at, |v| v.referenced);
+        cx.error(at, format!("managed identity source {kind} ({how}): {e}"));
+        return None;
+    }
+    if attestation_command.is_some() && kind != MiSourceKind::Imds {
+        if let Some(a) = &raw.attestation_command {
+            cx.error(
+                a.referenced,
+                format!("attestation_command is for IMDSv2 only; managed identity source {kind} ({how}) has no attestation"),
+            );
+        }
+        return None;
+    }
     Some(ManagedIdentity {
         selector,
         attestation_command,
+        source,
+        source_detected: detected,
     })
 }
 

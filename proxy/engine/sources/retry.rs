@@ -43,10 +43,14 @@ impl RetryTiming {
 pub enum Peer {
     /// An Entra ID token endpoint.
     TokenEndpoint,
-    /// IMDS (v1 token, v2 issuecredential) or the App Service endpoint.
+    /// IMDS (v1 token, v2 getplatformmetadata and issuecredential).
     Imds,
-    /// IMDSv2 `getplatformmetadata`: as IMDS, except that 404 means "no IMDSv2" and is final.
+    /// IMDSv2 `getplatformmetadata`: IMDS's rules, 404 included (MSAL's `RequestType.Imds`: a
+    /// 404 is retried 1/2/4 s and only then means "no IMDSv2").
     ImdsProbe,
+    /// Another managed-identity source's endpoint (App Service, Arc, Service Fabric, Cloud
+    /// Shell, Machine Learning): MSAL's `ManagedIdentityDefault` table.
+    ManagedIdentity,
 }
 
 impl Peer {
@@ -54,14 +58,15 @@ impl Peer {
         match self {
             Peer::TokenEndpoint => "token endpoint",
             Peer::Imds | Peer::ImdsProbe => "IMDS",
+            Peer::ManagedIdentity => "managed identity endpoint",
         }
     }
 
-    /// The `peer` label in metrics: `token_endpoint` or `imds`.
+    /// The `peer` label in metrics: `token_endpoint` or `imds` (every managed-identity source).
     pub fn metric_label(self) -> &'static str {
         match self {
             Peer::TokenEndpoint => "token_endpoint",
-            Peer::Imds | Peer::ImdsProbe => "imds",
+            Peer::Imds | Peer::ImdsProbe | Peer::ManagedIdentity => "imds",
         }
     }
 }
@@ -140,9 +145,12 @@ fn decide(
         Peer::TokenEndpoint => {
             retry_policy::token_endpoint(retries_done, outcome, Instant::now(), SystemTime::now())
         }
-        Peer::ImdsProbe if matches!(outcome, Outcome::Response { status, .. } if status.as_u16() == 404) => {
-            RetryDecision::GiveUp
-        }
+        Peer::ManagedIdentity => crate::identity::mi_retry::managed_identity(
+            retries_done,
+            outcome,
+            Instant::now(),
+            SystemTime::now(),
+        ),
         Peer::Imds | Peer::ImdsProbe => {
             let on = *schedule.get_or_insert_with(|| ImdsSchedule::for_first_failure(outcome));
             retry_policy::imds(on, retries_done, outcome)
@@ -219,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_404_is_final_but_imds_404_is_retried() {
+    fn probe_404_is_retried_as_msal_does() {
         let (status, headers) = answer(404);
         let outcome = Outcome::Response {
             status,
@@ -227,6 +235,15 @@ mod tests {
         };
         assert_eq!(
             decide(Peer::ImdsProbe, &mut None, 0, &outcome),
+            RetryDecision::Retry(Duration::from_secs(1))
+        );
+        assert_eq!(
+            decide(
+                Peer::ImdsProbe,
+                &mut Some(ImdsSchedule::Standard),
+                3,
+                &outcome
+            ),
             RetryDecision::GiveUp
         );
         assert!(matches!(

@@ -50,6 +50,7 @@ impl<'a> Call<'a> {
         let peer_name = match peer {
             Peer::TokenEndpoint => "token endpoint",
             Peer::Imds | Peer::ImdsProbe => "IMDS",
+            Peer::ManagedIdentity => "managed identity endpoint",
         };
         Self {
             deps,
