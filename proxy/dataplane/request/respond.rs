@@ -3,15 +3,15 @@
 
 use http::{Response, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
 
 use super::ProxyBody;
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
+use crate::net::held_body::HeldBody;
 
 /// The upstream's answer, rewritten for the caller: hop-by-hop headers dropped, `Via` added.
-pub(super) fn pass_back(response: Response<Incoming>) -> Response<ProxyBody> {
+pub(super) fn pass_back(response: Response<HeldBody>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     tracing::debug!(status = parts.status.as_u16(), "forwarded");
     let version = parts.version;
