@@ -76,6 +76,9 @@ pub struct RawInboundTls {
     /// present a certificate (mTLS).
     #[serde(default)]
     pub client_ca_file: Option<S<String>>,
+    /// `true` loads a `key_file` that any user may read or write (refused otherwise).
+    #[serde(default)]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// The admin endpoint.
