@@ -4,7 +4,8 @@
 //!
 //! - httparse parses a complete head whose framing is ambiguous or unreadable (Content-Length with
 //!   Transfer-Encoding, Content-Length twice or not digits, a final coding other than chunked, a
-//!   bad chunk-size line) and the guard refused neither it nor an earlier request: smuggling;
+//!   chunked body hyper's decoder refuses, trailers hyper would read past a blank line) and the
+//!   guard refused neither it nor an earlier request: smuggling;
 //! - the guard refuses a request httparse parses cleanly with unambiguous framing and a head
 //!   within the limit: a caller wrongly refused;
 //! - neither refuses anything, yet they count a different number of complete heads: they
@@ -34,9 +35,28 @@ enum Found {
     Rejected { index: u64 },
 }
 
-/// Where a body framed by `framing` ends in `buf`, `Ok(None)` when it does not end in `buf`, and
-/// `Err(())` for a chunked body with an invalid chunk-size line.
-fn body_end(buf: &[u8], framing: Framing) -> Result<Option<usize>, ()> {
+/// The guard's longest chunk-size line (`MAX_CHUNK_LINE_BYTES`): a longer one is refused (400)
+/// by policy, though hyper allows 16 KiB of extensions per body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why a body is not followed to its end.
+enum BodyError {
+    /// hyper's decoder refuses it, or the guard refuses it by policy (a long chunk line, a bare
+    /// LF or lone CR in trailers).
+    Bad,
+    /// Its trailers are over the head limit.
+    TooLarge,
+}
+
+/// Where a body framed by `framing` ends in `buf`, `Ok(None)` when it does not end in `buf`.
+///
+/// Chunked bodies follow hyper 1.x's decoder (`proto/h1/decode.rs`), not httparse alone: the
+/// chunk-size line is `parse_chunk_size`'s grammar (hyper's, but at most 16 digits) and must
+/// start with a hex digit (`read_start` refuses at once); chunk data must be followed by exactly
+/// CRLF (`read_body_cr`/`read_body_lf`: a bare LF is refused); a trailer line ends only at CRLF
+/// (`read_trailer`: a bare LF is part of the line, so hyper would read on past a following blank
+/// line). A complete line is judged; an unfinished one only by its first byte.
+fn body_end(buf: &[u8], framing: Framing) -> Result<Option<usize>, BodyError> {
     match framing {
         Framing::None => Ok(Some(0)),
         Framing::Length(n) => Ok(usize::try_from(n).ok().filter(|n| *n <= buf.len())),
@@ -44,45 +64,73 @@ fn body_end(buf: &[u8], framing: Framing) -> Result<Option<usize>, ()> {
             let mut at = 0;
             loop {
                 let rest = &buf[at..];
-                // The guard and hyper need a hex digit first; httparse reads "" as size 0.
                 if rest.is_empty() {
                     return Ok(None);
                 }
                 if !rest[0].is_ascii_hexdigit() {
-                    return Err(());
+                    return Err(BodyError::Bad);
                 }
-                let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
+                let eol = rest.iter().position(|&b| b == b'\n');
+                if eol.unwrap_or(rest.len()) > MAX_CHUNK_LINE {
+                    return Err(BodyError::Bad);
+                }
+                let Some(eol) = eol else {
                     return Ok(None);
                 };
                 let size = match httparse::parse_chunk_size(&rest[..=eol]) {
                     Ok(httparse::Status::Complete((_, size))) => size,
-                    _ => return Err(()),
+                    _ => return Err(BodyError::Bad),
                 };
                 at += eol + 1;
                 if size == 0 {
-                    // Trailer lines until an empty one.
-                    loop {
-                        let rest = &buf[at..];
-                        let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
-                            return Ok(None);
-                        };
-                        at += eol + 1;
-                        if rest[..eol].is_empty() || &rest[..eol] == b"\r" {
-                            return Ok(Some(at));
-                        }
-                    }
+                    return trailers_end(&buf[at..]).map(|end| end.map(|n| at + n));
                 }
                 let Some(end) = usize::try_from(size).ok().and_then(|s| at.checked_add(s)) else {
                     return Ok(None);
                 };
-                if buf.len() < end + 2 {
+                if buf.len() <= end {
                     return Ok(None);
                 }
-                if &buf[end..end + 2] != b"\r\n" && buf[end] != b'\n' {
-                    return Err(());
+                let tail = &buf[end..buf.len().min(end + 2)];
+                if !b"\r\n".starts_with(tail) {
+                    return Err(BodyError::Bad);
                 }
-                at = end + if buf[end] == b'\n' { 1 } else { 2 };
+                if tail.len() < 2 {
+                    return Ok(None);
+                }
+                at = end + 2;
             }
+        }
+    }
+}
+
+/// Where the trailer section (after the last chunk's size line) ends in `buf`.
+fn trailers_end(buf: &[u8]) -> Result<Option<usize>, BodyError> {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
+            return if at + rest.len() > MAX_HEAD {
+                Err(BodyError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        at += eol + 1;
+        if at > MAX_HEAD {
+            return Err(BodyError::TooLarge);
+        }
+        let line = &rest[..=eol];
+        let Some(text) = line.strip_suffix(b"\r\n") else {
+            // A bare LF: hyper reads on as the same trailer line.
+            return Err(BodyError::Bad);
+        };
+        if text.contains(&b'\r') {
+            // A lone CR: hyper refuses it.
+            return Err(BodyError::Bad);
+        }
+        if text.is_empty() {
+            return Ok(Some(at));
         }
     }
 }
@@ -146,7 +194,8 @@ fn reference(input: &[u8]) -> Found {
         };
         at += head_len;
         match body_end(&input[at..], framing) {
-            Err(()) => return Found::Ambiguous { index },
+            Err(BodyError::Bad) => return Found::Ambiguous { index },
+            Err(BodyError::TooLarge) => return Found::TooLarge { index },
             Ok(None) => return Found::Clean { heads: index + 1 },
             Ok(Some(n)) => at += n,
         }

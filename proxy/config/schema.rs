@@ -115,6 +115,10 @@ pub struct RawInboundTls {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub client_ca_file: Option<S<String>>,
+    /// `true` loads a `key_file` that any user may read or write (refused otherwise).
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// The admin endpoint.

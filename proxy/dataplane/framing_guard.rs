@@ -229,6 +229,10 @@ impl Tracker {
                     let newline = rest.iter().position(|&b| b == b'\n');
                     let piece = &rest[..newline.unwrap_or(rest.len())];
                     let consumed = piece.len() + usize::from(newline.is_some());
+                    if self.refuses_at_once(&rest[..consumed]) {
+                        self.flag(verdict, Flag::BadChunk);
+                        return Step::Continue;
+                    }
                     i += consumed;
                     if matches!(self.state, State::Head | State::Trailers) {
                         // Blank lines before the request line count: hyper buffers them too.
@@ -266,6 +270,21 @@ impl Tracker {
         Step::Continue
     }
 
+    /// Whether hyper's chunked decoder refuses `next` (the next bytes of the current line) as
+    /// soon as they arrive, before the line ends: a chunk-size line must start with a hex digit
+    /// (`read_start`), and chunk data must be followed by exactly CRLF (`read_body_cr`/`_lf`;
+    /// a bare LF there is refused, not read as a line end).
+    fn refuses_at_once(&self, next: &[u8]) -> bool {
+        match self.state {
+            State::ChunkSize => self.line.is_empty() && !next[0].is_ascii_hexdigit(),
+            State::ChunkDataEnd => {
+                let got = self.line.len() + next.len();
+                got > 2 || !b"\r\n"[self.line.len()..].starts_with(next)
+            }
+            _ => false,
+        }
+    }
+
     /// One complete line, `raw` with its `\n` (and `\r`, when sent) still on.
     fn on_line(&mut self, raw: &[u8], verdict: &Verdict) {
         let line = raw.strip_suffix(b"\n").unwrap_or(raw);
@@ -277,16 +296,16 @@ impl Tracker {
                 Some(n) => self.state = State::ChunkData(n),
                 None => self.flag(verdict, Flag::BadChunk),
             },
-            State::ChunkDataEnd => {
-                if line.is_empty() {
-                    self.state = State::ChunkSize;
-                } else {
-                    // Chunk data longer than its size line said; hyper refuses it too.
-                    self.flag(verdict, Flag::BadChunk);
-                }
-            }
+            // `refuses_at_once` let only CRLF through.
+            State::ChunkDataEnd => self.state = State::ChunkSize,
             State::Trailers => {
-                if line.is_empty() {
+                // hyper ends a trailer line only at CRLF: a bare LF is part of the line (so a
+                // blank line after it does not end the trailers, and hyper reads the next
+                // request's head as more trailers), and a CR not before LF is an error. The
+                // guard would split lines there and lose count of requests, so it refuses both.
+                if !raw.ends_with(b"\r\n") || line.contains(&b'\r') {
+                    self.flag(verdict, Flag::BadChunk);
+                } else if line.is_empty() {
                     self.start_head();
                 }
             }
@@ -586,6 +605,61 @@ POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn chunk_data_must_end_in_crlf_as_hyper_requires() {
+        // Found by the fuzz target (regressions/framing_guard_vs_httparse-chunk-extension-split):
+        // the guard read a bare LF after chunk data as the line end; hyper's decoder refuses it
+        // ("Invalid chunk body CR"). Also refused at once: a chunk-size line not starting with
+        // a hex digit, without waiting for its line end.
+        for bad in [
+            &b"1\r\nx\n0\r\n\r\n"[..],
+            b"1\r\nxy\r\n",
+            b"1\r\nx\r\r\n",
+            b"1\r\nx\r\n\xff",
+        ] {
+            let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(bad);
+            for split in 0..input.len() {
+                let got = follow(&input, split, HEAD);
+                assert_eq!(got.refused, Some((0, 400)), "{bad:?} split at {split}");
+            }
+        }
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/framing_guard_vs_httparse-chunk-extension-split"
+        ))
+        .unwrap();
+        let (split, input) = input.split_first().unwrap();
+        let got = follow(input, usize::from(*split) * input.len() / 256, 8 * 1024);
+        assert_eq!(got.refused, Some((0, 400)));
+    }
+
+    #[test]
+    fn trailer_lines_must_end_in_crlf_as_hyper_reads_them() {
+        // hyper ends a trailer line only at CRLF: after `X: a\n` the blank line does not end
+        // the trailers, so hyper reads the pipelined GET as more trailers while a line-by-line
+        // reader counts it as request 1, and the guard's refusal of the next request would land
+        // on the wrong one. The guard refuses such trailers (and a lone CR) instead.
+        for trailers in [&b"X: a\n\r\n"[..], b"X: a\r\n\n", b"X: a\rb\r\n\r\n"] {
+            let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+            input.extend_from_slice(trailers);
+            input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            input.extend_from_slice(DUP_CL);
+            let (v, _, _) = run(&input, None);
+            assert_eq!(
+                v.refusal(0),
+                Some(LimitRefusal::AmbiguousFraming {
+                    reason: framing::BAD_CHUNK
+                }),
+                "{trailers:?}"
+            );
+        }
+        let clean = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let (v, t, _) = run(clean, None);
+        assert!(v.refusal(1).is_none());
+        assert_eq!(t.heads, 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! Over HTTP/1.1 a connection carries one request at a time, so a host gets at most
 //! `max_connections_per_host` requests in flight (a *slot* each, from admission until the
-//! response head); the connector caps live connections at the same number. A request that finds
+//! response body ends or is dropped, as the connection is busy until then); the connector caps live connections at the same number. A request that finds
 //! no free slot waits, if fewer than `max_waiting` already do, for at most `wait_timeout`.
 //!
 //! HTTP/2 multiplexes: once a response from the host comes back over h2, the host's slots are
@@ -81,7 +81,8 @@ impl HostGate {
     }
 }
 
-/// A request's admission: holds its slot (h1) until dropped, which send does at the head.
+/// A request's admission: holds its slot (h1) until dropped, which the response body
+/// ([`super::held_body::HeldBody`]) does when it ends.
 pub struct Admission {
     slot: Option<OwnedSemaphorePermit>,
     host: Arc<HostGate>,

@@ -167,13 +167,16 @@ fn a_config_with_only_tls_listeners_asks_for_listen() {
     identity: app
 "#,
     );
-    // Swap the plain listener for a TLS one.
+    // Swap the plain listener for a TLS one (its key private, as popgate requires).
+    let key = dir.path().join("bound.key");
+    std::fs::copy(dev.join("bound.key"), &key).unwrap();
+    crate::kit::private_key_mode(&key);
     let yaml = std::fs::read_to_string(&config).unwrap().replace(
         "  - address: 127.0.0.1:3128\n",
         &format!(
             "  - address: 127.0.0.1:0\n    tls: {{ cert_file: {}, key_file: {} }}\n",
             dev.join("bound.pem").display(),
-            dev.join("bound.key").display()
+            key.display()
         ),
     );
     std::fs::write(&config, yaml).unwrap();

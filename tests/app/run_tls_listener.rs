@@ -95,6 +95,7 @@ async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
     let dir = env.dir.path();
     std::fs::write(dir.join("listener.pem"), server.pem()).unwrap();
     std::fs::write(dir.join("listener.key"), server_key.serialize_pem()).unwrap();
+    crate::kit::private_key_mode(&dir.join("listener.key"));
     std::fs::write(dir.join("callers.pem"), pki.ca.pem()).unwrap();
     let path = env.config("");
     let yaml = std::fs::read_to_string(&path).unwrap().replace(

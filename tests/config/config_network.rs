@@ -283,3 +283,44 @@ fn bad_imds_env_override_without_a_config_key_points_at_the_file() {
         "environment variable AZURE_POD_IDENTITY_AUTHORITY_HOST `not a url` must be an http(s) base URL like http://169.254.169.254",
     );
 }
+
+/// Sets `name`'s permission bits in the fixture directory.
+fn chmod(f: &Fixture, name: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(f.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_world_readable_listener_key_is_refused_unless_the_listener_allows_it() {
+    // The attack this stops: any user on the host copies the listener's key and impersonates
+    // popgate to its callers. Before, the key loaded with only a warning.
+    let f = Fixture::new();
+    let listener = |extra: &str| {
+        with_top(&format!(
+            "listeners:\n  - address: 127.0.0.1:3128\n    tls: {{cert_file: app.pem, key_file: app.key{extra}}}\n"
+        ))
+    };
+    for mode in [0o644, 0o604, 0o602] {
+        chmod(&f, "app.key", mode);
+        f.assert_error(
+            &listener(""),
+            4,
+            41,
+            &format!(
+                "key_file `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` on the listener's `tls`",
+                f.shown("app.key")
+            ),
+        );
+    }
+    // Allowed explicitly on the listener: loads.
+    chmod(&f, "app.key", 0o644);
+    let cfg = f
+        .load(&listener(", allow_insecure_key_permissions: true"))
+        .expect("allowed on the listener");
+    assert!(cfg.listeners[0].tls.is_some());
+    // Group-readable (a Kubernetes fsGroup mount): loads, with its warning.
+    chmod(&f, "app.key", 0o640);
+    f.load(&listener("")).expect("a group-readable key loads");
+    chmod(&f, "app.key", 0o600);
+    f.load(&listener("")).expect("a private key loads");
+}

@@ -126,3 +126,48 @@ async fn a_long_chunk_extension_does_not_switch_the_guard_off() {
         "the smuggled request reached the upstream: {paths:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_answers_a_padded_head_with_431_and_serves_nothing_behind_it() {
+    // The same attack against `popgate run` (config loader, listeners, default limits) in front
+    // of the local authority's resource: 431, the connection closed, and neither the padded GET
+    // nor the duplicate-Content-Length POST behind it reaches the resource.
+    use crate::kit::process::{Env, Popgate, route};
+    use popgate_authority::Endpoint;
+
+    let env = Env::start().await;
+    let config = env.write_config(&route("graph", None, "app", ""));
+    let popgate = Popgate::start(&config);
+    let (proxy, _popgate) = tokio::task::spawn_blocking(move || {
+        let mut popgate = popgate;
+        (popgate.wait_serving(), popgate)
+    })
+    .await
+    .unwrap();
+    let resource_requests = || env.authority.observations().count(Endpoint::Resource);
+    // The control: the route serves a clean request.
+    let (status, body) = crate::kit::process::get(proxy, "/v1.0/me").await;
+    assert_eq!(status, 200, "{body}");
+    let served = resource_requests();
+    for total in [HEAD_CAP + 2, HEAD_CAP + 4 * 1024] {
+        let raw = format!("{}{SMUGGLE}", padded_get(total));
+        let (first, rest) = raw.as_bytes().split_at(HEAD_CAP - 2);
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        tokio::time::sleep(LET_POPGATE_READ).await;
+        let _ = stream.write_all(rest).await;
+        let got = read_until_closed(&mut stream).await;
+        assert_eq!(got.status(), 431, "{total}: {:?}", got.text.get(..300));
+        assert!(got.closed, "{total}: connection left open");
+        assert!(
+            !got.text.contains("HTTP/1.1 200"),
+            "{total}: {:?}",
+            got.text
+        );
+    }
+    assert_eq!(
+        resource_requests(),
+        served,
+        "a request reached the resource"
+    );
+}

@@ -124,3 +124,25 @@ async fn transfer_encoding_other_than_chunked_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn trailers_with_a_bare_lf_cannot_shift_the_guard_off_the_next_request() {
+    // The attack (found while fixing the fuzz finding chunk-extension-split): hyper ends a
+    // trailer line only at CRLF, so after `X-T: a\n` the blank line does not end the trailers and
+    // hyper reads the pipelined GET as more trailers. The guard read line by line and counted
+    // that GET as request 1, so its refusal of the CL+TE request behind it was filed under
+    // request 2, and hyper's request 1 (that very CL+TE request) was served. Now the guard
+    // refuses trailers with a bare LF, and nothing behind them is served.
+    let rig = rig(hardened(|_| {})).await;
+    let raw = "POST /first HTTP/1.1\r\nHost: graph.microsoft.com\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: a\n\r\n\
+GET /swallowed HTTP/1.1\r\nHost: graph.microsoft.com\r\n\r\n\
+POST /second HTTP/1.1\r\nHost: graph.microsoft.com\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let got = exchange(rig.proxy.addr, raw.as_bytes()).await;
+    assert!(got.text.contains("HTTP/1.1 400"), "{:?}", got.text);
+    assert!(got.closed, "connection left open: {:?}", got.text);
+    let paths: Vec<String> = rig.upstream.seen().into_iter().map(|s| s.path).collect();
+    assert!(
+        !paths.iter().any(|p| p == "/second"),
+        "the CL+TE request reached the upstream: {paths:?}"
+    );
+}

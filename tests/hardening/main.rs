@@ -19,3 +19,4 @@ mod hardening_http_smuggling;
 mod hardening_proxy_open;
 mod hardening_secrets_debug;
 mod path_canonical;
+mod pool_slot_body;

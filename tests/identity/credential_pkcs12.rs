@@ -424,7 +424,8 @@ struct ConfigFixture {
 impl ConfigFixture {
     fn new() -> Self {
         let pki = Pki::new();
-        pki.export("app.pfx", &[]).expect("export");
+        let pfx = pki.export("app.pfx", &[]).expect("export");
+        chmod(&pfx, 0o600);
         Self {
             pki,
             env: vec![(PASSWORD_ENV.into(), PASSWORD.into())],
@@ -647,4 +648,41 @@ async fn pkcs12_app_gets_a_pop_token_bound_to_the_pfx_certificate_and_follows_ro
             .await,
         StatusCode::OK
     );
+}
+
+/// Sets `path`'s permission bits.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_world_readable_pkcs12_file_is_refused_unless_the_identity_allows_it() {
+    // The attack this stops: the PKCS#12 file holds the private key; any user on the host who
+    // reads it (the password is in the environment of a process they may inspect, or weak)
+    // presents the certificate the tokens are bound to. Before, it loaded silently.
+    if !have_openssl("world_readable_pkcs12") {
+        return;
+    }
+    let f = ConfigFixture::new();
+    let pfx = f.pki.path("app.pfx");
+    for mode in [0o644, 0o604, 0o602] {
+        chmod(&pfx, mode);
+        f.assert_error(
+            PFX_CERT,
+            "app.pfx",
+            &format!(
+                "pkcs12_file `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` on the identity",
+                pfx.display()
+            ),
+        );
+    }
+    chmod(&pfx, 0o644);
+    let allowed = format!("{PFX_CERT}\n    allow_insecure_key_permissions: true");
+    f.load(&allowed)
+        .unwrap_or_else(|e| panic!("allowed on the identity: {e}"));
+    // Group-readable (a Kubernetes fsGroup mount): loads, with a warning.
+    chmod(&pfx, 0o640);
+    f.load(PFX_CERT)
+        .unwrap_or_else(|e| panic!("group-readable: {e}"));
 }

@@ -210,6 +210,11 @@ pub enum TestBody {
         data: Option<Bytes>,
         trailers: Option<HeaderMap>,
     },
+    /// One chunk sent once `sleep` elapsed (a slow body behind a prompt head).
+    Slow {
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        data: Option<Bytes>,
+    },
 }
 
 /// The chunk `Repeat` hands out, by reference count.
@@ -227,7 +232,7 @@ impl Body for TestBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         let frame = match this {
@@ -246,6 +251,12 @@ impl Body for TestBody {
                 Some(d) => Some(Frame::data(d)),
                 None => trailers.take().map(Frame::trailers),
             },
+            TestBody::Slow { sleep, data } => {
+                if data.is_some() && std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                data.take().map(Frame::data)
+            }
         };
         Poll::Ready(frame.map(Ok))
     }
@@ -256,6 +267,7 @@ impl Body for TestBody {
             TestBody::Full(d) => d.is_none(),
             TestBody::Repeat { remaining } => *remaining == 0,
             TestBody::WithTrailers { data, trailers } => data.is_none() && trailers.is_none(),
+            TestBody::Slow { data, .. } => data.is_none(),
         }
     }
 
@@ -264,7 +276,7 @@ impl Body for TestBody {
             TestBody::Empty => SizeHint::with_exact(0),
             TestBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
             TestBody::Repeat { remaining } => SizeHint::with_exact(*remaining),
-            TestBody::WithTrailers { .. } => SizeHint::default(),
+            TestBody::WithTrailers { .. } | TestBody::Slow { .. } => SizeHint::default(),
         }
     }
 }
@@ -326,6 +338,9 @@ pub struct UpstreamState {
     pub requests: AtomicUsize,
     /// Requests waiting at `/gate`.
     gated: Mutex<Option<watch::Sender<usize>>>,
+    /// TLS connections open now, and the most open at once.
+    pub open: AtomicUsize,
+    pub max_open: AtomicUsize,
 }
 
 /// A rustls upstream on 127.0.0.1 that requires a client certificate from its CA.
@@ -387,6 +402,9 @@ impl TestUpstream {
                         return;
                     };
                     st.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+                    let now_open = st.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    st.max_open.fetch_max(now_open, Ordering::SeqCst);
+                    let counted = Arc::clone(&st);
                     let x5t = tls
                         .get_ref()
                         .1
@@ -399,6 +417,7 @@ impl TestUpstream {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
+                    counted.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -478,6 +497,12 @@ async fn upstream_handle(
     let mut response = if let Some(n) = path.strip_prefix("/download/") {
         Response::new(TestBody::Repeat {
             remaining: n.parse().unwrap_or(0),
+        })
+    } else if let Some(ms) = path.strip_prefix("/slow-body/") {
+        let delay = Duration::from_millis(ms.parse().unwrap_or(0));
+        Response::new(TestBody::Slow {
+            sleep: Box::pin(tokio::time::sleep(delay)),
+            data: Some(Bytes::from_static(b"slow body")),
         })
     } else if path == "/trailers" {
         let mut trailers = HeaderMap::new();

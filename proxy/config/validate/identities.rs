@@ -418,7 +418,7 @@ fn certificate(
     let p12 = c.pkcs12_file.is_some() || c.password_env.is_some();
     match (pem, p12) {
         (true, false) => pem_certificate(cx, raw, allow_insecure_key),
-        (false, true) => pkcs12_certificate(cx, raw),
+        (false, true) => pkcs12_certificate(cx, raw, allow_insecure_key),
         (true, true) => {
             cx.error(
                 raw.referenced,
@@ -464,7 +464,12 @@ fn pem_certificate(
     let (cert, key) = (cert?, key?);
     let (cert_file, key_file) = (cx.path(&cert.value), cx.path(&key.value));
     match cert_files::load_binding_cert(&cert_file, &key_file) {
-        Ok(_) if !allow_insecure_key && world_readable_key(cx, key, &key_file) => None,
+        Ok(_)
+            if !allow_insecure_key
+                && world_readable_key(cx, key, &key_file, "key_file", "on the identity") =>
+        {
+            None
+        }
         Ok(b) => Some((
             b,
             CertificateFiles::Pem {
@@ -484,25 +489,48 @@ fn pem_certificate(
 }
 
 /// Any user on the host could copy a world-readable key and present the certificate the
-/// identity's tokens are bound to: an error at `key_file`. Group-readable stays a warning
+/// identity's tokens are bound to: an error at the file's key (`what`, e.g. `key_file`), saying
+/// where `allow_insecure_key_permissions` goes (`allow_on`). Group-readable stays a warning
 /// (Kubernetes `fsGroup` mounts are group-readable by design).
-fn world_readable_key(cx: &mut Ctx<'_>, key: &S<String>, key_file: &std::path::Path) -> bool {
+pub(super) fn world_readable_key(
+    cx: &mut Ctx<'_>,
+    key: &S<String>,
+    key_file: &std::path::Path,
+    what: &str,
+    allow_on: &str,
+) -> bool {
     let Some(mode) = cert_files::world_accessible_mode(key_file) else {
         return false;
     };
     cx.error(
         key.referenced,
         format!(
-            "key_file `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` on the identity",
+            "{what} `{}` is readable or writable by any user (mode {mode:04o}); restrict it (chmod 600, or 640 for a group-readable mount such as a Kubernetes fsGroup secret) or set `allow_insecure_key_permissions: true` {allow_on}",
             key_file.display()
         ),
     );
     true
 }
 
+/// Warns when a PKCS#12 file (it holds the private key) is group-readable: allowed, as for
+/// PEM key files, since Kubernetes `fsGroup` secret mounts are.
+fn warn_if_group_accessible(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & cert_files::KEY_FILE_EXPOSED_BITS != 0
+    {
+        tracing::warn!(
+            path = %file.display(),
+            mode = %format!("{:04o}", meta.permissions().mode() & 0o7777),
+            "PKCS#12 file is accessible to group or others; restrict it (chmod 600)"
+        );
+    }
+}
+
 fn pkcs12_certificate(
     cx: &mut Ctx<'_>,
     raw: &S<RawCertificate>,
+    allow_insecure_key: bool,
 ) -> Option<(BindingCert, CertificateFiles)> {
     let c = &raw.value;
     let file = certificate_key(
@@ -532,7 +560,14 @@ fn pkcs12_certificate(
         return None;
     };
     let path = cx.path(&file.value);
+    warn_if_group_accessible(&path);
     match pkcs12::load_pkcs12(&path, &password) {
+        Ok(_)
+            if !allow_insecure_key
+                && world_readable_key(cx, file, &path, "pkcs12_file", "on the identity") =>
+        {
+            None
+        }
         Ok(b) => Some((
             b,
             CertificateFiles::Pkcs12 {

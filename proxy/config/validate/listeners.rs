@@ -139,10 +139,25 @@ fn unix_listener(
 
 fn inbound_tls(cx: &mut Ctx<'_>, raw: &S<RawInboundTls>) -> Option<InboundTls> {
     let t = &raw.value;
-    let server = match cert_files::load_binding_cert(
-        &cx.path(&t.cert_file.value),
-        &cx.path(&t.key_file.value),
-    ) {
+    let key_file = cx.path(&t.key_file.value);
+    let allow_insecure_key = t
+        .allow_insecure_key_permissions
+        .as_ref()
+        .is_some_and(|v| v.value);
+    let server = match cert_files::load_binding_cert(&cx.path(&t.cert_file.value), &key_file) {
+        // Anyone on the host could copy the key and impersonate the listener to its callers.
+        Ok(_)
+            if !allow_insecure_key
+                && super::identities::world_readable_key(
+                    cx,
+                    &t.key_file,
+                    &key_file,
+                    "key_file",
+                    "on the listener's `tls`",
+                ) =>
+        {
+            None
+        }
         Ok(b) => Some(b),
         Err(e) => {
             let at = match e.role() {

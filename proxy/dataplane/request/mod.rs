@@ -37,6 +37,7 @@ use crate::dataplane::limits::RequestLimits;
 use crate::logging::trace_context;
 use crate::metrics::body_bytes::Counted;
 use crate::metrics::request::Observed;
+use crate::net::held_body::HeldBody;
 use crate::route::slot::RouteSlot;
 use crate::route::table::RouteTable;
 
@@ -46,8 +47,9 @@ pub use token::FIRST_TOKEN_WAIT;
 /// The route table the data plane reads: each route's payload is its snapshot slot.
 pub type DataplaneTable = RouteTable<Arc<RouteSlot>>;
 
-/// The body popgate answers with: the upstream's streamed body, or its own JSON.
-pub type ProxyBody = Either<Counted<Incoming>, Full<Bytes>>;
+/// The body popgate answers with: the upstream's streamed body (holding its pool slot until it
+/// ends, its bytes counted as they pass), or its own JSON.
+pub type ProxyBody = Either<Counted<HeldBody>, Full<Bytes>>;
 
 /// What a step hands on, or the answer that ends the request early.
 type Step<T> = Result<T, Response<ProxyBody>>;

@@ -3,17 +3,17 @@
 
 use http::{Response, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
 
 use super::ProxyBody;
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
 use crate::metrics::RouteMetrics;
+use crate::net::held_body::HeldBody;
 
 /// The upstream's answer, rewritten for the caller: hop-by-hop headers dropped, `Via` added; its
 /// body bytes counted in `route`'s metrics as they pass.
-pub(super) fn pass_back(response: Response<Incoming>, route: &RouteMetrics) -> Response<ProxyBody> {
+pub(super) fn pass_back(response: Response<HeldBody>, route: &RouteMetrics) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     tracing::debug!(status = parts.status.as_u16(), "forwarded");
     let version = parts.version;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
 use tracing::Instrument as _;
 
 use super::Step;
@@ -22,6 +21,7 @@ use crate::dataplane::www_authenticate;
 use crate::logging::trace_context;
 use crate::metrics::request::Observed;
 use crate::net::connect::ConnectError;
+use crate::net::held_body::HeldBody;
 use crate::net::upstream_body::UpstreamBody;
 use crate::route::slot::{RouteSlot, Snapshot};
 
@@ -39,7 +39,7 @@ pub(super) async fn exchange(
     outgoing: Outgoing,
     timeout: Duration,
     seen: &mut Observed,
-) -> Step<Response<Incoming>> {
+) -> Step<Response<HeldBody>> {
     let Outgoing {
         request,
         replay,
@@ -76,7 +76,7 @@ pub(super) async fn exchange(
 }
 
 /// A `401` whose `WWW-Authenticate` says the token itself was refused.
-fn refuses_token(response: &Response<Incoming>) -> bool {
+fn refuses_token(response: &Response<HeldBody>) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         && www_authenticate::refuses_token(response.headers())
 }
@@ -92,7 +92,7 @@ async fn send(
     timeout: Duration,
     max_body: Option<u64>,
     seen: &mut Observed,
-) -> Step<Response<Incoming>> {
+) -> Step<Response<HeldBody>> {
     let span = tracing::debug_span!(
         "upstream",
         otel.kind = "client",
@@ -117,7 +117,7 @@ async fn exchange_once(
     timeout: Duration,
     max_body: Option<u64>,
     seen: &mut Observed,
-) -> Step<Response<Incoming>> {
+) -> Step<Response<HeldBody>> {
     let sent = Instant::now();
     let route = &*route.name;
     let authority = request.uri().authority().map_or("", |a| a.as_str());
@@ -136,12 +136,11 @@ async fn exchange_once(
     if let Ok(Ok(response)) = &result {
         admission.answered(response.version());
     }
-    // The head is in: the slot goes to the next caller (an h1 connection returns to the pool
-    // once this response's body is read).
-    drop(admission);
     seen.upstream(sent, &result);
     match result {
-        Ok(Ok(response)) => Ok(response),
+        // The body keeps the slot: an h1 connection is busy until the body has passed (and
+        // returns to the pool then). A refused exchange drops the admission here.
+        Ok(Ok(response)) => Ok(response.map(|body| HeldBody::new(body, admission))),
         Ok(Err(error)) => {
             if let Some(max) = max_body
                 && sources(&error).any(|e| e.is::<LengthLimitError>())
