@@ -62,6 +62,22 @@ pub struct RawListener {
     /// Inbound TLS (and optional caller mTLS); plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<S<RawInboundTls>>,
+    /// CONNECT interception for routed hosts; CONNECT is refused (405) when absent.
+    #[serde(default)]
+    pub intercept: Option<S<RawIntercept>>,
+}
+
+/// CONNECT interception: the local CA that signs a leaf for each intercepted host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    /// PEM CA certificate (first block).
+    pub ca_cert_file: S<String>,
+    /// PEM private key of the CA.
+    pub ca_key_file: S<String>,
+    /// Accept a CA key file any user on the host can read (default false).
+    #[serde(default)]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// Inbound TLS files.

@@ -6,6 +6,7 @@
 //! ([`scrape`]).
 
 pub(crate) mod connections;
+pub(crate) mod intercept;
 pub(crate) mod pool;
 pub(crate) mod request;
 

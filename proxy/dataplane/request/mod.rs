@@ -18,6 +18,7 @@ pub mod rewrite;
 mod route;
 mod send;
 mod token;
+mod tunnel_host;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub(crate) struct Connection {
     /// The port a request target without one means: 80 on plain listeners, 443 on TLS.
     pub default_port: u16,
     guard: guard::ConnectionGuard,
+    /// Inside a CONNECT tunnel: the tunnel's host (a route-table lookup key), which every
+    /// request must name.
+    tunnel: Option<Box<str>>,
 }
 
 impl Connection {
@@ -72,7 +76,14 @@ impl Connection {
             caller,
             default_port,
             guard: guard::ConnectionGuard::new(limits, verdict),
+            tunnel: None,
         }
+    }
+
+    /// The connection is a CONNECT tunnel to `host` (a route-table lookup key), when given.
+    pub(crate) fn in_tunnel(mut self, host: Option<Box<str>>) -> Self {
+        self.tunnel = host;
+        self
     }
 }
 
@@ -110,7 +121,11 @@ impl Forwarder {
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
         let span = tracing::info_span!("request", route = tracing::field::Empty);
-        let admitted = span.in_scope(|| connection.guard.admit(&request));
+        let admitted = span.in_scope(|| {
+            let admitted = connection.guard.admit(&request)?;
+            tunnel_host::check(&request, connection.tunnel.as_deref())?;
+            Ok(admitted)
+        });
         let forwarder = self.clone();
         async move {
             let admitted = match admitted {
@@ -123,6 +138,11 @@ impl Forwarder {
             connection.guard.cut_off(admitted).unwrap_or(response)
         }
         .instrument(span)
+    }
+
+    /// The route table this forwarder reads (CONNECT interception checks a tunnel's host in it).
+    pub(crate) fn table(&self) -> &ArcSwap<DataplaneTable> {
+        &self.table
     }
 
     /// Handles one caller request that passed the connection's guard. `listener_default_port` is
