@@ -1,4 +1,4 @@
-//! Command-line interface: `popgate run | check | dev | bench`.
+//! Command-line interface: `popgate run | check | dev | bench | ca init`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +29,22 @@ pub enum Command {
     Dev(DevArgs),
     /// Load test routes through popgate: latency percentiles, errors by cause, token acquisitions.
     Bench(Box<BenchArgs>),
+    /// The local CA for CONNECT interception (`intercept:` on a listener).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `popgate ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write a new CA certificate and key (ECDSA P-256) for `intercept:`, and print how to make
+    /// apps trust it. Refuses to overwrite existing files.
+    Init {
+        /// Directory to write `popgate-ca.pem` and `popgate-ca.key` (0600) into; created if
+        /// missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// The `--config` flag shared by every subcommand.

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_command;
+mod ca_command;
 mod cli;
 mod dev_command;
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         },
         Command::Dev(arg) => dev_command::dev(arg),
         Command::Bench(arg) => bench_command::bench(arg),
+        Command::Ca(cli::CaCommand::Init { out }) => ca_command::init(&out),
     }
 }
 

@@ -9,4 +9,5 @@ mod e2e_matrix;
 mod faults_imds;
 mod faults_token_endpoint;
 mod faults_upstream;
+mod intercept;
 mod upstream_pool;
