@@ -6,6 +6,7 @@ mod kit;
 
 mod cli_check;
 mod config_identities;
+mod config_intercept;
 mod config_network;
 mod config_routes;
 mod config_syntax;
