@@ -72,6 +72,8 @@ pub struct Listener {
 pub struct Intercept {
     /// The loaded CA (certificate and signing key).
     pub ca: std::sync::Arc<crate::certs::intercept_ca::InterceptCa>,
+    /// The CA certificate's file (what apps are told to trust).
+    pub ca_cert_file: PathBuf,
 }
 
 /// A Unix-socket listener.

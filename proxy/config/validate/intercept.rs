@@ -20,7 +20,10 @@ pub(super) fn intercept(cx: &mut Ctx<'_>, raw: &S<RawIntercept>) -> Option<Inter
         .is_some_and(|a| a.value);
     match InterceptCa::load(&cert_file, &key_file) {
         Ok(_) if !insecure_ok && world_readable_key(cx, &i.ca_key_file, &key_file) => None,
-        Ok(ca) => Some(Intercept { ca: Arc::new(ca) }),
+        Ok(ca) => Some(Intercept {
+            ca: Arc::new(ca),
+            ca_cert_file: cert_file,
+        }),
         Err(e) => {
             let at = match e.role() {
                 FileRole::Certificate => i.ca_cert_file.referenced,
