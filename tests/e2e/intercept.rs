@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::kit::admin::admin_get;
 use crate::kit::authority::resource_requests;
-use crate::kit::process::{Env, Popgate, route};
+use crate::kit::process::{Env, Popgate, fields, route};
 
 /// The listener's TLS handshake deadline in these tests (`limits.tls_handshake_timeout`).
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(1);
@@ -86,7 +87,8 @@ async fn setup() -> Setup {
     let ca = tokio::task::block_in_place(|| ca_init(&ca_dir));
     let guarded = "  - name: guarded\n    match: { host: denied.example }\n    resource: https://graph.microsoft.com\n    flow: vanilla\n    identity: app\n    allow: [{ cidr: 10.0.0.0/8 }]\n";
     let routes = format!("{}{guarded}", route("graph", None, "app", ""));
-    let path = env.write_config_with("limits:\n  tls_handshake_timeout: 1s\n", &routes);
+    let top = "admin:\n  address: 127.0.0.2:0\nlimits:\n  tls_handshake_timeout: 1s\n";
+    let path = env.write_config_with(top, &routes);
     let yaml = std::fs::read_to_string(&path).unwrap().replacen(
         "  - address: 127.0.0.1:0\n",
         "  - address: 127.0.0.1:0\n    intercept: { ca_cert_file: intercept/popgate-ca.pem, ca_key_file: intercept/popgate-ca.key }\n",
@@ -101,6 +103,30 @@ async fn setup() -> Setup {
         proxy,
         ca,
     }
+}
+
+/// The admin listener's address, from the log.
+fn admin_addr(popgate: &mut Popgate) -> SocketAddr {
+    let logged = popgate
+        .log
+        .iter()
+        .filter_map(|l| fields(l))
+        .find(|f| f["message"] == "admin listening");
+    let f = logged.unwrap_or_else(|| {
+        popgate.wait_for("admin listening", |f| f["message"] == "admin listening")
+    });
+    f["addr"].as_str().unwrap().parse().unwrap()
+}
+
+/// The value of the series `name{labels}` (labels as Prometheus prints them) on `/metrics`.
+async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let answer = admin_get(admin, "/metrics").await;
+    assert_eq!(answer.status, 200);
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{}", answer.body))
 }
 
 /// What curl saw: exit success, the final status, the proxy's CONNECT status, the HTTP version
@@ -272,6 +298,12 @@ async fn https_clients_reach_the_resource_through_an_intercepted_tunnel() {
         parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
     assert!(lifetime <= 25 * 3600, "leaf lifetime {lifetime} s");
 
+    // A ClientHello naming another host than the CONNECT gets no certificate at all.
+    let (s2, head) = connect(proxy, "graph.microsoft.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let other = ServerName::try_from("denied.example").unwrap();
+    assert!(tls_client(&ca).connect(other, s2).await.is_err());
+
     // Inside the tunnel, a request naming another host is refused, and nothing is forwarded.
     let forwarded = resource_requests(&env.authority).len();
     tls.write_all(b"GET /v1.0/me HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
@@ -350,6 +382,29 @@ async fn refused_tunnels_forward_nothing_and_stalled_tunnels_are_closed_at_the_d
         took >= HANDSHAKE_DEADLINE / 2,
         "closed after {took:?}, before its deadline"
     );
+
+    // The metrics count each refusal by reason, the two tunnels opened and their deadline closes.
+    let admin = tokio::task::block_in_place(|| admin_addr(&mut popgate));
+    let refused = "popgate_intercept_tunnels_refused_total";
+    assert_eq!(
+        metric(admin, &format!("{refused}{{reason=\"no_route\"}}")).await,
+        3.0
+    );
+    assert_eq!(
+        metric(admin, &format!("{refused}{{reason=\"not_allowed\"}}")).await,
+        1.0
+    );
+    assert_eq!(
+        metric(admin, "popgate_intercept_tunnels_opened_total").await,
+        2.0
+    );
+    assert_eq!(
+        metric(admin, "popgate_intercept_leaves_minted_total").await,
+        1.0
+    );
+    let deadlines =
+        "popgate_connection_deadlines_total{listener=\"caller\",phase=\"tls_handshake\"}";
+    assert_eq!(metric(admin, deadlines).await, 2.0);
 
     popgate.signal("TERM");
     assert!(tokio::task::block_in_place(|| popgate.wait_exit()).success());
