@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, InboundTls, Listener, Network};
+use crate::config::{Config, InboundTls, Intercept, Listener, Network};
 use crate::engine::build::{self, BuildError, EngineDeps};
 use crate::engine::schedule::RefreshPolicy;
 use crate::engine::sources::retry::RetryTiming;
@@ -197,9 +197,22 @@ fn same_tls(a: &Option<InboundTls>, b: &Option<InboundTls>) -> bool {
 
 fn same_listeners(a: &[Listener], b: &[Listener]) -> bool {
     a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(a, b)| a.address == b.address && same_tls(&a.tls, &b.tls))
+        && a.iter().zip(b).all(|(a, b)| {
+            a.address == b.address
+                && same_tls(&a.tls, &b.tls)
+                && same_intercept(&a.intercept, &b.intercept)
+        })
+}
+
+/// The same interception CA (file and certificate): a new CA takes a restart, as TLS does.
+fn same_intercept(a: &Option<Intercept>, b: &Option<Intercept>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.ca_cert_file == b.ca_cert_file && a.ca.cert_der() == b.ca.cert_der()
+        }
+        _ => false,
+    }
 }
 
 /// The top-level keys whose changes only a restart applies.
