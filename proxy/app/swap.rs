@@ -232,3 +232,46 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     keys
 }
+
+#[cfg(test)]
+mod intercept_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::certs::intercept_ca::{InterceptCa, generate};
+
+    fn intercept(dir: &std::path::Path, name: &str) -> Intercept {
+        let (cert, key) = generate(name).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key.as_bytes()).unwrap();
+        Intercept {
+            ca: Arc::new(InterceptCa::load(&c, &k).unwrap()),
+            ca_cert_file: c,
+        }
+    }
+
+    fn listener(intercept: Option<Intercept>) -> Listener {
+        Listener {
+            address: "127.0.0.1:3128".parse().unwrap(),
+            tls: None,
+            intercept,
+        }
+    }
+
+    #[test]
+    fn turning_interception_on_or_changing_its_ca_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (intercept(dir.path(), "a"), intercept(dir.path(), "b"));
+        let same = |x: Option<&Intercept>, y: Option<&Intercept>| {
+            same_listeners(&[listener(x.cloned())], &[listener(y.cloned())])
+        };
+        assert!(same(None, None));
+        assert!(same(Some(&a), Some(&a)));
+        assert!(!same(None, Some(&a)));
+        assert!(!same(Some(&a), Some(&b)));
+    }
+}
