@@ -79,9 +79,6 @@ pub(crate) struct Activity {
     evict: Notify,
     /// The listener's: told when the last request in flight ends.
     became_idle: Arc<Notify>,
-    /// Wakes the watchdog when a phase with a possibly earlier deadline begins (a CONNECT
-    /// tunnel's handshake), so it does not sleep on to the previous phase's deadline.
-    rearm: Notify,
 }
 
 impl Activity {
@@ -97,7 +94,6 @@ impl Activity {
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             became_idle,
-            rearm: Notify::new(),
         }
     }
 
@@ -115,8 +111,6 @@ impl Activity {
     /// handshake deadline, as on a TLS listener.
     pub(crate) fn tunnel_handshake(&self) {
         self.enter(HANDSHAKE);
-        // `notify_one` stores the wake-up if the watchdog is not waiting yet.
-        self.rearm.notify_one();
     }
 
     /// The caller sent its first byte.
@@ -195,12 +189,7 @@ impl Activity {
     pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
         loop {
             match self.check(deadlines) {
-                Ok(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at.into()) => {}
-                        () = self.rearm.notified() => {}
-                    }
-                }
+                Ok(at) => tokio::time::sleep_until(at.into()).await,
                 Err(expired) => return expired,
             }
         }

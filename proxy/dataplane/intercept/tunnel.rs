@@ -116,36 +116,57 @@ where
     // The tunnel's TLS handshake is bounded like a TLS listener's, from now.
     activity.tunnel_handshake();
     drop(in_flight);
-    let start =
-        match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Prefixed::new(rest, io))
-            .await
-        {
-            Ok(start) => start,
-            Err(e) => {
-                tracing::info!(target = %authority, error = %e, "tunnel TLS handshake failed");
-                metrics::intercept::refused("handshake_failed");
-                return Opened::Closed;
-            }
-        };
-    if let Some(sni) = start.client_hello().server_name()
-        && !sni.trim_end_matches('.').eq_ignore_ascii_case(name)
-    {
-        tracing::info!(target = %authority, sni, "tunnel TLS names another host than its CONNECT; closed");
-        metrics::intercept::refused("sni_mismatch");
-        return Opened::Closed;
-    }
-    match start.into_stream(config).await {
-        Ok(tls) => {
+    // The watchdog may be asleep on an earlier phase's deadline: bound the handshake here too.
+    let handshake = handshake(Prefixed::new(rest, io), &authority, name, config);
+    match tokio::time::timeout(settings.tls_handshake_timeout, handshake).await {
+        Ok(Some(tls)) => {
             activity.handshake_done();
             Opened::Tunnel {
                 tls: Box::new(tls),
                 host,
             }
         }
+        Ok(None) => Opened::Closed,
+        Err(_) => {
+            tracing::debug!(target = %authority, "tunnel TLS handshake outlived its deadline; closed");
+            metrics::connections::deadline("caller", "tls_handshake");
+            Opened::Closed
+        }
+    }
+}
+
+/// The tunnel's TLS handshake with the leaf for `name`; `None` (counted) when it fails or the
+/// ClientHello names another host.
+async fn handshake<I>(
+    io: Prefixed<I>,
+    authority: &str,
+    name: &str,
+    config: Arc<rustls::ServerConfig>,
+) -> Option<TlsStream<Prefixed<I>>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+        Ok(start) => start,
         Err(e) => {
             tracing::info!(target = %authority, error = %e, "tunnel TLS handshake failed");
             metrics::intercept::refused("handshake_failed");
-            Opened::Closed
+            return None;
+        }
+    };
+    if let Some(sni) = start.client_hello().server_name()
+        && !sni.trim_end_matches('.').eq_ignore_ascii_case(name)
+    {
+        tracing::info!(target = %authority, sni, "tunnel TLS names another host than its CONNECT; closed");
+        metrics::intercept::refused("sni_mismatch");
+        return None;
+    }
+    match start.into_stream(config).await {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            tracing::info!(target = %authority, error = %e, "tunnel TLS handshake failed");
+            metrics::intercept::refused("handshake_failed");
+            None
         }
     }
 }
