@@ -1,4 +1,4 @@
-//! Command-line interface: `popgate run | check | dev | bench | probe | schema`.
+//! Command-line interface: `popgate run | check | dev | bench | probe | schema | ca init`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,9 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Print the JSON Schema of routes.yaml (shipped as docs/routes.schema.json) and exit.
     Schema,
+    /// The local CA for CONNECT interception (`intercept:` on a listener).
+    #[command(subcommand)]
+    Ca(CaCommand),
 }
 
 /// `popgate probe`'s flags.
@@ -47,6 +50,19 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "DURATION", value_parser = popgate::config::duration::parse_duration,
           default_value = crate::probe_command::DEFAULT_PROBE_TIMEOUT)]
     pub timeout: Duration,
+}
+
+/// `popgate ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write a new CA certificate and key (ECDSA P-256) for `intercept:`, and print how to make
+    /// apps trust it. Refuses to overwrite existing files.
+    Init {
+        /// Directory to write `popgate-ca.pem` and `popgate-ca.key` (0600) into; created if
+        /// missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// The `--config` flag shared by every subcommand.

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_command;
+mod ca_command;
 mod cli;
 mod dev_command;
 mod probe_command;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::FAILURE,
             }
         }
+        Command::Ca(cli::CaCommand::Init { out }) => ca_command::init(&out),
     }
 }
 

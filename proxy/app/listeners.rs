@@ -8,6 +8,7 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{Config, InboundTls, Listener, UnixListener};
 use crate::dataplane::ListenerSpec;
+use crate::dataplane::intercept::Interceptor;
 use crate::dataplane::unix_listener::UnixListenerSpec;
 
 use super::RunError;
@@ -30,6 +31,10 @@ pub fn listener_specs(listeners: &[Listener]) -> Result<Vec<ListenerSpec>, RunEr
             Ok(ListenerSpec {
                 addr: l.address,
                 tls,
+                intercept: l
+                    .intercept
+                    .as_ref()
+                    .map(|i| Arc::new(Interceptor::new(Arc::clone(&i.ca)))),
             })
         })
         .collect()

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, InboundTls, Listener, Network};
+use crate::config::{Config, InboundTls, Intercept, Listener, Network};
 use crate::engine::build::{self, BuildError, EngineDeps};
 use crate::engine::schedule::RefreshPolicy;
 use crate::engine::sources::retry::RetryTiming;
@@ -208,9 +208,22 @@ fn same_tls(a: &Option<InboundTls>, b: &Option<InboundTls>) -> bool {
 
 fn same_listeners(a: &[Listener], b: &[Listener]) -> bool {
     a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(a, b)| a.address == b.address && same_tls(&a.tls, &b.tls))
+        && a.iter().zip(b).all(|(a, b)| {
+            a.address == b.address
+                && same_tls(&a.tls, &b.tls)
+                && same_intercept(&a.intercept, &b.intercept)
+        })
+}
+
+/// The same interception CA (file and certificate): a new CA takes a restart, as TLS does.
+fn same_intercept(a: &Option<Intercept>, b: &Option<Intercept>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.ca_cert_file == b.ca_cert_file && a.ca.cert_der() == b.ca.cert_der()
+        }
+        _ => false,
+    }
 }
 
 /// The top-level keys whose changes only a restart applies.
@@ -229,4 +242,47 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         keys.push("timeouts.drain");
     }
     keys
+}
+
+#[cfg(test)]
+mod intercept_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::certs::intercept_ca::{InterceptCa, generate};
+
+    fn intercept(dir: &std::path::Path, name: &str) -> Intercept {
+        let (cert, key) = generate(name).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key.as_bytes()).unwrap();
+        Intercept {
+            ca: Arc::new(InterceptCa::load(&c, &k).unwrap()),
+            ca_cert_file: c,
+        }
+    }
+
+    fn listener(intercept: Option<Intercept>) -> Listener {
+        Listener {
+            address: "127.0.0.1:3128".parse().unwrap(),
+            tls: None,
+            intercept,
+        }
+    }
+
+    #[test]
+    fn turning_interception_on_or_changing_its_ca_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (intercept(dir.path(), "a"), intercept(dir.path(), "b"));
+        let same = |x: Option<&Intercept>, y: Option<&Intercept>| {
+            same_listeners(&[listener(x.cloned())], &[listener(y.cloned())])
+        };
+        assert!(same(None, None));
+        assert!(same(Some(&a), Some(&a)));
+        assert!(!same(None, Some(&a)));
+        assert!(!same(Some(&a), Some(&b)));
+    }
 }

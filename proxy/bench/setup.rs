@@ -122,6 +122,7 @@ fn loopback_only(config: &mut Config) {
     config.listeners = vec![Listener {
         address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: None,
+        intercept: None,
     }];
     config.unix_listeners.clear();
     config.admin = None;

@@ -6,3 +6,4 @@ pub(crate) mod bounded_read;
 pub mod cert_files;
 pub mod pkcs12;
 pub(crate) mod x509;
+pub mod intercept_ca;

@@ -93,6 +93,17 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Inbound TLS; plain HTTP when `None`.
     pub tls: Option<InboundTls>,
+    /// CONNECT interception; CONNECT is refused (405) when `None`.
+    pub intercept: Option<Intercept>,
+}
+
+/// CONNECT interception on a listener: the CA that signs the intercepted hosts' leaves.
+#[derive(Debug, Clone)]
+pub struct Intercept {
+    /// The loaded CA (certificate and signing key).
+    pub ca: std::sync::Arc<crate::certs::intercept_ca::InterceptCa>,
+    /// The CA certificate's file (what apps are told to trust).
+    pub ca_cert_file: PathBuf,
 }
 
 /// A Unix-socket listener.

@@ -98,6 +98,26 @@ pub struct RawListener {
     #[serde(default)]
     #[schemars(with = "Option<RawInboundTls>")]
     pub tls: Option<S<RawInboundTls>>,
+    /// CONNECT interception for routed hosts; CONNECT is refused (405) when absent.
+    #[serde(default)]
+    #[schemars(with = "Option<RawIntercept>")]
+    pub intercept: Option<S<RawIntercept>>,
+}
+
+/// CONNECT interception: the local CA that signs a leaf for each intercepted host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    /// PEM CA certificate (first block).
+    #[schemars(with = "String")]
+    pub ca_cert_file: S<String>,
+    /// PEM private key of the CA.
+    #[schemars(with = "String")]
+    pub ca_key_file: S<String>,
+    /// Accept a CA key file any user on the host can read (default false).
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub allow_insecure_key_permissions: Option<S<bool>>,
 }
 
 /// Inbound TLS files.

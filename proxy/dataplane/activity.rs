@@ -107,6 +107,12 @@ impl Activity {
         self.enter(FIRST_BYTE);
     }
 
+    /// A CONNECT tunnel was opened: the TLS handshake inside it starts now, with the
+    /// handshake deadline, as on a TLS listener.
+    pub(crate) fn tunnel_handshake(&self) {
+        self.enter(HANDSHAKE);
+    }
+
     /// The caller sent its first byte.
     pub(crate) fn first_byte(&self) {
         if self.phase.load(Ordering::Relaxed) < PREFACE {

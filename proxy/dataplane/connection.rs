@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, InFlightBody};
 use super::framing_guard::FramingGuard;
+use super::intercept::{self, Interceptor, Opened};
 use super::listener::ConnectionSettings;
 use super::opening::Opening;
 use super::progress::Deadlines;
@@ -41,6 +42,8 @@ pub(crate) const TLS_DEFAULT_PORT: u16 = 443;
 pub(crate) struct CallerService {
     pub forwarder: Forwarder,
     pub settings: ConnectionSettings,
+    /// CONNECT interception, on listeners that opt in.
+    pub intercept: Option<Arc<Interceptor>>,
 }
 
 /// Serves a TCP connection: over TLS when `tls` is given (a failed handshake closes it; the
@@ -96,6 +99,8 @@ pub(crate) async fn serve_tcp(
 /// Serves HTTP/1.1 or HTTP/2 on an established connection from `caller` until it closes or the
 /// graceful drain ends it. `default_port` is the port a request target without one means. Its
 /// opening bytes and requests in flight are reported to `activity` for the watchdog and eviction.
+/// On an intercepting listener a connection opening with CONNECT becomes a tunnel whose requests
+/// are served the same way (see `intercept/`).
 pub(crate) async fn serve_io<I>(
     io: I,
     caller: Caller,
@@ -106,9 +111,48 @@ pub(crate) async fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(interceptor) = service.intercept.clone() else {
+        return serve_http(io, caller, default_port, None, service, watcher, activity).await;
+    };
+    let table = service.forwarder.table();
+    let opened = intercept::open(
+        io,
+        &caller,
+        table,
+        &service.settings,
+        &interceptor,
+        &activity,
+    )
+    .await;
+    match opened {
+        Opened::Plain(io) => {
+            serve_http(io, caller, default_port, None, service, watcher, activity).await;
+        }
+        Opened::Tunnel { tls, host } => {
+            let port = TLS_DEFAULT_PORT;
+            serve_http(tls, caller, port, Some(host), service, watcher, activity).await;
+        }
+        Opened::Closed => {}
+    }
+}
+
+/// [`serve_io`] once the connection carries HTTP; `tunnel`: the host of the CONNECT tunnel the
+/// requests arrive in, which each of them must name.
+async fn serve_http<I>(
+    io: I,
+    caller: Caller,
+    default_port: u16,
+    tunnel: Option<Box<str>>,
+    service: CallerService,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let CallerService {
         forwarder,
         settings,
+        intercept: _,
     } = service;
     let limits = settings.limits;
     let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
@@ -119,7 +163,8 @@ pub(crate) async fn serve_io<I>(
         settings.request_body_timeout,
         settings.response_body_timeout,
     );
-    let connection = Arc::new(Connection::new(caller, default_port, limits, verdict));
+    let connection =
+        Arc::new(Connection::new(caller, default_port, limits, verdict).in_tunnel(tunnel));
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = activity.request();
         let answer = forwarder.serve(Arc::clone(&connection), request);

@@ -99,8 +99,9 @@ impl Refusal<'_> {
             }),
             Refusal::Connect => json!({
                 "error": "connect_not_supported",
-                "message": "popgate does not tunnel CONNECT: send plain http:// URLs through popgate \
-                            and it forwards them over mTLS",
+                "message": "popgate does not tunnel CONNECT here: send plain http:// URLs through \
+                            popgate and it forwards them over mTLS, or give the listener \
+                            `intercept:` (CONNECT must open its connection)",
             }),
             Refusal::BadRequest { reason } => json!({ "error": "bad_request", "message": reason }),
             Refusal::NoToken { route, detail } => {

@@ -22,6 +22,7 @@ mod connection;
 pub(crate) mod error_response;
 mod framing_guard;
 pub mod headers;
+pub mod intercept;
 pub mod limits;
 pub mod listener;
 pub(crate) mod opening;

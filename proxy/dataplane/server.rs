@@ -28,6 +28,8 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// `None`: plain HTTP/1.1 and h2c; `Some`: TLS (see `listener::server_tls_config`).
     pub tls: Option<Arc<ServerConfig>>,
+    /// CONNECT interception (`intercept:`); `None`: CONNECT is refused (405).
+    pub intercept: Option<Arc<super::intercept::Interceptor>>,
 }
 
 /// Data plane settings.
@@ -122,11 +124,12 @@ impl Proxy {
                 addr: spec.addr,
                 source,
             })?;
-            bound.push((socket, local, spec.tls));
+            bound.push((socket, local, spec.tls, spec.intercept));
         }
         let service = CallerService {
             forwarder: Forwarder::new(table, settings.request_timeout),
             settings: settings.connection.clone(),
+            intercept: None,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut stopped = Vec::with_capacity(bound.len() + unix_bound.len());
@@ -149,12 +152,16 @@ impl Proxy {
         };
         let mut addrs = Vec::with_capacity(bound.len());
         let mut tasks = Vec::with_capacity(bound.len() + unix_bound.len());
-        for (socket, local, tls) in bound {
-            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
+        for (socket, local, tls, intercept) in bound {
+            tracing::info!(addr = %local, tls = tls.is_some(), intercept = intercept.is_some(), "listening");
             addrs.push(local);
             let tls = tls.map(TlsAcceptor::from);
             let options = options(local.to_string(), tls.is_some());
-            let run = accept_loop(socket, tls, service.clone(), options);
+            let service = CallerService {
+                intercept,
+                ..service.clone()
+            };
+            let run = accept_loop(socket, tls, service, options);
             tasks.push(tokio::spawn(run));
         }
         let mut unix_paths = Vec::with_capacity(unix_bound.len());

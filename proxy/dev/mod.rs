@@ -3,6 +3,7 @@
 //! points the config at it (in memory), runs the real proxy, sends one request per route through
 //! the real listener and prints a table; then serves until Ctrl-C (or exits, with `--once`).
 
+pub(crate) mod intercept_ca;
 pub mod local_authority;
 pub mod probe;
 pub mod register;
@@ -66,6 +67,9 @@ pub enum DevError {
     /// popgate started without binding the listener the probes need (a bug, never a config).
     #[error("popgate started without listener #{0}")]
     MissingListener(usize),
+    /// The CA for intercepting `https://` could not be made.
+    #[error("cannot set up the interception CA: {0}")]
+    Ca(String),
     /// The table could not be written.
     #[error("cannot write the results: {0}")]
     Output(#[from] std::io::Error),
@@ -116,6 +120,12 @@ pub async fn run(
     let (local, index) = prepare(&mut config, options.listen).await?;
     // `point_at_authority` always leaves a plain listener when `--listen` is given.
     let index = index.ok_or(DevError::NoPlainListener)?;
+    // Serving: the probe listener intercepts https:// too (its examples are printed below).
+    let dev_ca = if options.once {
+        None
+    } else {
+        Some(intercept_ca::ensure(&mut config, index).map_err(DevError::Ca)?)
+    };
     let authority = &local.authority;
     writeln!(
         out,
@@ -169,6 +179,17 @@ pub async fn run(
             table::curl_examples(&outcome.results, &listener.to_string())
         )?;
     }
+    if let Some(ca) = &dev_ca {
+        writeln!(
+            out,
+            "\nApps with https:// URLs (CONNECT, intercepted with a CA made for this run):"
+        )?;
+        write!(
+            out,
+            "{}",
+            table::https_curl_examples(&outcome.results, &listener.to_string(), &ca.cert)
+        )?;
+    }
     out.flush()?;
     if !options.once {
         shutdown.await;
@@ -177,5 +198,6 @@ pub async fn run(
     }
     app.shutdown().await;
     local.authority.shutdown().await;
+    drop(dev_ca);
     Ok(outcome)
 }

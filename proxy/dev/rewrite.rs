@@ -104,6 +104,7 @@ pub fn point_at_authority(
             config.listeners.push(Listener {
                 address: listen,
                 tls: None,
+                intercept: None,
             });
             Ok(Some(config.listeners.len() - 1))
         }

@@ -74,6 +74,22 @@ pub(crate) fn curl_examples(results: &[ProbeResult], listener: &str) -> String {
     out
 }
 
+/// One `curl` command per host route as an `https://` app sends it, through the intercepting
+/// `listener` with the CA in `ca`.
+pub(crate) fn https_curl_examples(
+    results: &[ProbeResult],
+    listener: &str,
+    ca: &std::path::Path,
+) -> String {
+    let mut out = String::new();
+    for r in results {
+        if let Some(command) = r.target.https_curl_command(listener, ca) {
+            let _ = writeln!(out, "  {command}    # {} (https, intercepted)", r.route);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 pub mod body_bytes;
 pub mod build_info;
 pub(crate) mod connections;
+pub(crate) mod intercept;
 pub(crate) mod pool;
 pub(crate) mod proxy_tunnels;
 pub(crate) mod process;

@@ -28,6 +28,17 @@ impl ProbeTarget {
             None => format!("curl http://{listener}{}", self.path),
         }
     }
+
+    /// The same request as an app with a compiled-in `https://` URL sends it: CONNECT through
+    /// the intercepting `listener`, trusting the CA in `ca`. `None` for origin-form routes.
+    pub fn https_curl_command(&self, listener: &str, ca: &std::path::Path) -> Option<String> {
+        let host = self.host.as_ref()?;
+        Some(format!(
+            "curl --cacert {} -x http://{listener} https://{host}{}",
+            ca.display(),
+            self.path
+        ))
+    }
 }
 
 /// The probe for `route`: its host (a wildcard filled with [`PROBE_LABEL`]) and a path under its

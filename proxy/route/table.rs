@@ -288,6 +288,24 @@ impl<R> RouteTable<R> {
         })
     }
 
+    /// The routes whose host pattern matches `host` (`name[:port]`, `default_port` folded away as
+    /// in [`RouteTable::lookup`]), whatever their path: exact-host routes first, then wildcard
+    /// routes, longest suffix first. Routes without a host never match: CONNECT interception
+    /// opens a tunnel only to a host some route names.
+    pub fn host_routes(&self, host: &str, default_port: u16) -> Vec<&Route<R>> {
+        let Some(key) = request_key(host, default_port) else {
+            return Vec::new();
+        };
+        let mut found: Vec<&Route<R>> = self.exact.get(&*key).into_iter().flatten().collect();
+        if !self.wildcard.is_empty() && !key.starts_with('[') {
+            let host_end = key.find(':').unwrap_or(key.len());
+            for (i, _) in key[..host_end].match_indices('.').filter(|(i, _)| *i > 0) {
+                found.extend(self.wildcard.get(&key[i + 1..]).into_iter().flatten());
+            }
+        }
+        found
+    }
+
     fn lookup_any_host(&self, path: &str) -> Option<&Route<R>> {
         if self.any_host_index.by_len.is_empty() {
             first_by_prefix(&self.any_host, path)
@@ -367,6 +385,29 @@ mod tests {
         assert!(hit(&t, Some("graph.microsoft.com:8080"), "/").is_none());
         assert!(hit(&t, Some("other.microsoft.com"), "/").is_none());
         assert!(hit(&t, None, "/").is_none());
+    }
+
+    #[test]
+    fn host_routes_match_host_patterns_only_and_keep_a_non_default_port() {
+        let t = table(vec![
+            spec("exact", Some("g.example"), Some("/a/")),
+            spec("exact2", Some("g.example"), None),
+            spec("wild", Some("*.example"), None),
+            spec("port", Some("p.example:8443"), None),
+            spec("any", None, None),
+        ]);
+        let names = |host: &str| -> Vec<String> {
+            t.host_routes(host, 443)
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect()
+        };
+        assert_eq!(names("G.example:443"), ["exact", "exact2", "wild"]);
+        assert_eq!(names("other.example:443"), ["wild"]);
+        assert!(names("g.example:8443").is_empty());
+        assert_eq!(names("p.example:8443"), ["port"]);
+        assert!(names("unrouted.test:443").is_empty());
+        assert!(names("not a host").is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `popgate dev` without `--once`, the real binary: prints the table and `curl -x` examples that
-//! work against the running proxy, keeps serving, and exits 0 on Ctrl-C (SIGINT).
+//! `popgate dev` without `--once`, the real binary: prints the table and `curl -x` examples (plain
+//! `http://`, and `https://` through interception with the CA it made) that work against the
+//! running proxy, keeps serving, and exits 0 on Ctrl-C (SIGINT).
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -21,10 +22,10 @@ impl Drop for Child {
 
 #[test]
 fn serves_the_printed_curl_examples_until_ctrl_c() {
-    let routes = popgate::config::load(&repo_root().join("routes.yaml"))
-        .unwrap()
-        .routes
-        .len();
+    let config = popgate::config::load(&repo_root().join("routes.yaml")).unwrap();
+    let routes = config.routes.len();
+    // Host routes also get an https:// example, through the CA `popgate dev` made for the run.
+    let https = config.routes.iter().filter(|r| r.host.is_some()).count();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_popgate"))
             .current_dir(repo_root())
@@ -49,7 +50,7 @@ fn serves_the_printed_curl_examples_until_ctrl_c() {
     let mut examples = Vec::new();
     let deadline = std::time::Instant::now() + RUN_BOUND;
     // The examples block is the last output before serving; it ends with the last route's line.
-    while examples.len() < routes {
+    while examples.len() < routes + https {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = lines
             .recv_timeout(left)
@@ -61,6 +62,11 @@ fn serves_the_printed_curl_examples_until_ctrl_c() {
     }
     let all_ok = format!("{routes} of {routes} routes OK");
     assert!(seen.contains(&all_ok), "{seen:#?}");
+    let intercepted = examples
+        .iter()
+        .filter(|e| e.starts_with("--cacert "))
+        .count();
+    assert_eq!(intercepted, https, "{examples:#?}");
 
     // Every printed example answers 200 from the resource through the running proxy.
     for example in &examples {

@@ -7,6 +7,7 @@ mod kit;
 mod cli_check;
 mod config_ests;
 mod config_identities;
+mod config_intercept;
 mod config_json_schema;
 mod config_mi_sources;
 mod config_network;

@@ -64,6 +64,7 @@ async fn tls_listener_serves_h1_and_h2_by_alpn_and_requires_caller_certs() {
         vec![ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
+            intercept: None,
         }],
         Arc::new(ArcSwap::from_pointee(table)),
         ProxySettings::default(),
@@ -134,7 +135,11 @@ async fn binding_the_same_address_twice_is_a_clear_error() {
     let addr = taken.local_addr().unwrap();
     let table = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![])));
     let err = Proxy::start(
-        vec![ListenerSpec { addr, tls: None }],
+        vec![ListenerSpec {
+            addr,
+            tls: None,
+            intercept: None,
+        }],
         table,
         ProxySettings::default(),
     )

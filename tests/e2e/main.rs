@@ -10,5 +10,6 @@ mod e2e_mi_sources;
 mod faults_imds;
 mod faults_token_endpoint;
 mod faults_upstream;
+mod intercept;
 mod outbound_proxy;
 mod upstream_pool;

@@ -108,6 +108,7 @@ async fn a_caller_that_never_finishes_its_tls_handshake_is_disconnected() {
         vec![ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
+            intercept: None,
         }],
         Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![]))),
         hardened(|c| c.tls_handshake_timeout = Duration::from_millis(300)),

@@ -579,6 +579,7 @@ pub fn plain_listener() -> ListenerSpec {
     ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap(),
         tls: None,
+        intercept: None,
     }
 }
 

@@ -111,6 +111,7 @@ impl CallerPki {
         ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
+            intercept: None,
         }
     }
 

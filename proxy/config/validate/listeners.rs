@@ -61,6 +61,11 @@ pub(super) fn listeners(
                 continue;
             }
         };
+        let intercept = l
+            .value
+            .intercept
+            .as_ref()
+            .and_then(|i| super::intercept::intercept(cx, i));
         if let Some(mode) = &l.value.mode {
             cx.error(mode.referenced, "`mode` only applies to `unix` listeners");
         }
@@ -77,10 +82,13 @@ pub(super) fn listeners(
             continue;
         }
         seen.push((address_value, address.referenced.line()));
-        if l.value.tls.is_none() || tls.is_some() {
+        if (l.value.tls.is_none() || tls.is_some())
+            && (l.value.intercept.is_none() || intercept.is_some())
+        {
             out.push(Listener {
                 address: address_value,
                 tls,
+                intercept,
             });
         }
     }
@@ -98,6 +106,12 @@ fn unix_listener(
         cx.error(
             tls.referenced,
             "`tls` is not available on `unix` listeners (the kernel authenticates local callers)",
+        );
+    }
+    if let Some(intercept) = &raw.intercept {
+        cx.error(
+            intercept.referenced,
+            "`intercept` is available on `address` listeners only, not on `unix` listeners",
         );
     }
     if path.value.trim().is_empty() {

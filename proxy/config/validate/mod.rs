@@ -4,6 +4,7 @@
 mod allow;
 mod flows;
 mod identities;
+mod intercept;
 mod limits;
 mod listeners;
 mod network;

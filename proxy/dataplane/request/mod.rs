@@ -19,6 +19,7 @@ pub mod rewrite;
 mod route;
 mod send;
 mod token;
+mod tunnel_host;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub(crate) struct Connection {
     /// The port a request target without one means: 80 on plain listeners, 443 on TLS.
     pub default_port: u16,
     guard: guard::ConnectionGuard,
+    /// Inside a CONNECT tunnel: the tunnel's host (a route-table lookup key), which every
+    /// request must name.
+    tunnel: Option<Box<str>>,
 }
 
 impl Connection {
@@ -77,7 +81,14 @@ impl Connection {
             caller,
             default_port,
             guard: guard::ConnectionGuard::new(limits, verdict),
+            tunnel: None,
         }
+    }
+
+    /// The connection is a CONNECT tunnel to `host` (a route-table lookup key), when given.
+    pub(crate) fn in_tunnel(mut self, host: Option<Box<str>>) -> Self {
+        self.tunnel = host;
+        self
     }
 }
 
@@ -125,7 +136,11 @@ impl Forwarder {
             otel.status_code = tracing::field::Empty,
         );
         trace_context::continue_from(&span, request.headers());
-        let admitted = span.in_scope(|| connection.guard.admit(&request));
+        let admitted = span.in_scope(|| {
+            let admitted = connection.guard.admit(&request)?;
+            tunnel_host::check(&request, connection.tunnel.as_deref())?;
+            Ok(admitted)
+        });
         // After the guard: it counts the caller's header lines, not ours.
         let request_id = request_id::assign(request.headers_mut());
         span.record("request_id", request_id.to_str().unwrap_or(""));
@@ -148,6 +163,11 @@ impl Forwarder {
             answered(response, request_id)
         }
         .instrument(span)
+    }
+
+    /// The route table this forwarder reads (CONNECT interception checks a tunnel's host in it).
+    pub(crate) fn table(&self) -> &ArcSwap<DataplaneTable> {
+        &self.table
     }
 
     /// Handles one caller request that passed the connection's guard. `listener_default_port` is

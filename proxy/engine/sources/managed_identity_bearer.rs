@@ -18,8 +18,8 @@ use crate::identity::mi_token_response::parse_managed_identity_token;
 use crate::identity::outbound_request::{CredentialRequest, RequestError};
 use crate::identity::response_json::ResponseError;
 use crate::identity::token::{Token, TokenType};
-use crate::metrics::token_steps::Step;
 use crate::identity::{app_service, cloud_shell, imds_v1, machine_learning, service_fabric};
+use crate::metrics::token_steps::Step;
 
 use super::errors;
 use super::retry::Peer;

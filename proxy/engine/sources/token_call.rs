@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::certs::binding::BindingCert;
 use crate::identity::outbound_request::CredentialRequest;
 use crate::identity::response_json::ResponseError;
+use crate::identity::retry_policy::is_permanent_refusal;
 use crate::identity::token::TokenType;
 use crate::metrics::token_steps::{self, Step};
-use crate::identity::retry_policy::is_permanent_refusal;
 use crate::net::token_transport::Exchange;
 
 use super::errors;
