@@ -71,7 +71,6 @@ fn check(cfg: &Config) -> ExitCode {
 /// Sets up logging from the flags (and `POPGATE_LOG` / `RUST_LOG`); a bad filter is a usage
 /// error (exit 2) naming where it came from. (`popgate dev` and `popgate bench`; `run` adds trace
 /// export.)
-#[cfg(feature = "dev")]
 pub(crate) fn init_tracing_to(
     args: &LogArgs,
     level: Option<&str>,

@@ -571,7 +571,7 @@ pub enum RawProxy {
 /// these two shapes.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
-#[allow(dead_code)] // Only its schema is used.
+#[allow(dead_code, clippy::large_enum_variant)] // Only its schema is used: never built.
 enum RawProxySchema {
     /// `proxy: http://host:port` or `proxy: none`.
     Url(String),
