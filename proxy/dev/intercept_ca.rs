@@ -46,13 +46,26 @@ pub(crate) fn ensure(config: &mut Config, index: usize) -> Result<DevCa, String>
     let key = dir.join("ca.key");
     let (cert_pem, key_pem) = intercept_ca::generate(DEV_CA_NAME).map_err(|e| e.to_string())?;
     std::fs::write(&ca.cert, cert_pem).map_err(|e| e.to_string())?;
-    std::fs::write(&key, key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    write_private(&key, key_pem.as_bytes())?;
     let loaded = InterceptCa::load(&ca.cert, &key).map_err(|e| e.to_string())?;
     listener.intercept = Some(Intercept {
         ca: Arc::new(loaded),
         ca_cert_file: ca.cert.clone(),
     });
     Ok(ca)
+}
+
+/// Writes `bytes` to a new file readable by this user only (0600 from the start, as every key).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 
 /// A new directory only this user can enter (so the CA key inside stays private).
