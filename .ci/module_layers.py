@@ -63,6 +63,20 @@ unlisted = sorted(
 for n in unlisted:
     bad.append(f"{root}/{n}: a top-level module that lib.rs does not declare")
 
+# Among the binary's modules, `cli` (the flags) is the lowest: each command module may use it,
+# and no command module uses another or is used by `cli`. No cycle can form among them either.
+for name in sorted(binary_mods):
+    path = os.path.join(root, name + ".rs")
+    if not os.path.isfile(path):
+        continue
+    text = comment.sub("", open(path, encoding="utf-8", errors="replace").read())
+    used = set(path_re.findall(text))
+    for group in group_re.findall(text):
+        used.update(re.findall(r"(?:^|,)\s*([a-z_][a-z0-9_]*)", group))
+    for target in sorted(used & binary_mods - {name}):
+        if name == "cli" or target != "cli":
+            bad.append(f"{os.path.relpath(path)}: binary module {name} uses crate::{target} (only `cli` may be used, and `cli` uses none)")
+
 if bad:
     print("module layering broken (a lower layer must not import a higher one):")
     print("\n".join("  " + b for b in bad))

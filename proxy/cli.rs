@@ -39,6 +39,11 @@ pub enum Command {
     Ca(CaCommand),
 }
 
+/// Default bound on the whole probe (resolve, connect, request, response head and body): the
+/// admin listener answers in milliseconds; Kubernetes' own probe timeout defaults to 1 s and
+/// Docker's HEALTHCHECK to 30 s, so 2 s fits inside both with room for a loaded node.
+const DEFAULT_PROBE_TIMEOUT: &str = "2s";
+
 /// `popgate probe`'s flags.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -48,7 +53,7 @@ pub struct ProbeArgs {
     pub url: String,
     /// Bound on the whole probe: resolve, connect, request and answer (at most 60s).
     #[arg(long, value_name = "DURATION", value_parser = popgate::config::duration::parse_duration,
-          default_value = crate::probe_command::DEFAULT_PROBE_TIMEOUT)]
+          default_value = DEFAULT_PROBE_TIMEOUT)]
     pub timeout: Duration,
 }
 

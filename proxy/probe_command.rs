@@ -20,10 +20,6 @@ use hyper_util::rt::TokioIo;
 use crate::EXIT_BAD_CONFIG;
 use crate::cli::ProbeArgs;
 
-/// Default bound on the whole probe (resolve, connect, request, response head and body): the
-/// admin listener answers in milliseconds; Kubernetes' own probe timeout defaults to 1 s and
-/// Docker's HEALTHCHECK to 30 s, so 2 s fits inside both with room for a loaded node.
-pub(crate) const DEFAULT_PROBE_TIMEOUT: &str = "2s";
 /// Longest `--timeout` accepted: a health check that waits longer than a minute is misconfigured.
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most body bytes read from a failed answer, to show why (the /readyz JSON is a few KiB).
