@@ -208,28 +208,13 @@ impl Transport {
         }
         // One ClientConfig (and so one TLS session cache) per certificate: resuming a session
         // made with another certificate would present the old identity.
-        let tls = client_config(binding, &self.settings.extra_roots).map_err(|e| {
-            TransportError::Setup {
-                host: host.to_string(),
-                detail: e.to_string(),
-            }
-        })?;
-        let connector = UpstreamConnector::for_credentials(
+        let tls = client_config(binding, &self.settings.extra_roots)
+            .map_err(|e| setup_error(host, &e))?;
+        let client = self.build_client(
             tls,
-            ConnectSettings {
-                resolve: Arc::clone(&self.settings.resolve),
-                connect_timeout: self.settings.connect_timeout,
-                max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
-                pool_metrics: None,
-                proxy: self.settings.proxy.clone(),
-            },
+            self.settings.proxy.clone(),
+            MAX_TOKEN_CONNECTIONS_PER_HOST,
         );
-        let client: HttpsClient = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(TOKEN_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_TOKEN_CONNECTIONS_PER_HOST)
-            .build(connector);
         let mut cached = self.lock();
         if let Some((_, existing)) = cached.iter().find(|(k, _)| *k == key) {
             return Ok(existing.clone());
@@ -244,12 +229,21 @@ impl Transport {
     /// A one-off client trusting only the server certificate with SHA-1 `thumbprint` (Service
     /// Fabric; tokens are cached for hours, so its calls are rare and not pooled).
     fn pinned_client(&self, thumbprint: &str, host: &str) -> Result<HttpsClient, TransportError> {
-        let tls = crate::net::pinned_tls::pinned_sha1_config(thumbprint).map_err(|e| {
-            TransportError::Setup {
-                host: host.to_string(),
-                detail: e.to_string(),
-            }
-        })?;
+        let tls = crate::net::pinned_tls::pinned_sha1_config(thumbprint)
+            .map_err(|e| setup_error(host, &e))?;
+        // The Service Fabric identity endpoint is the node's own agent, never reached through a
+        // corporate proxy (as IMDS and the other managed-identity endpoints); nothing kept idle.
+        Ok(self.build_client(tls, None, 0))
+    }
+
+    /// A client for token calls over `tls`, through `proxy` when given, keeping at most
+    /// `max_idle_per_host` idle connections for [`TOKEN_IDLE_TIMEOUT`].
+    fn build_client(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        proxy: Option<Arc<OutboundProxy>>,
+        max_idle_per_host: usize,
+    ) -> HttpsClient {
         let connector = UpstreamConnector::for_credentials(
             tls,
             ConnectSettings {
@@ -257,16 +251,15 @@ impl Transport {
                 connect_timeout: self.settings.connect_timeout,
                 max_connections_per_host: MAX_TOKEN_CONNECTIONS_PER_HOST,
                 pool_metrics: None,
-                // The Service Fabric identity endpoint is the node's own agent, never reached
-                // through a corporate proxy (as IMDS and the other managed-identity endpoints).
-                proxy: None,
+                proxy,
             },
         );
-        Ok(Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(0)
-            .build(connector))
+            .pool_idle_timeout(TOKEN_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(max_idle_per_host)
+            .build(connector)
     }
 
     /// Sends `request` (presenting `binding` in TLS when given; `https` only) and reads the
@@ -378,6 +371,14 @@ enum Kind {
     Tls,
     Timeout(Duration),
     Connect,
+}
+
+/// The TLS client for a token call to `host` could not be built.
+fn setup_error(host: &str, e: &dyn fmt::Display) -> TransportError {
+    TransportError::Setup {
+        host: host.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 #[cfg(test)]
