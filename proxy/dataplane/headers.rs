@@ -44,13 +44,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // Collect first: the names borrow the `Connection` values we are about to remove.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let named = crate::net::connection_header::connection_named(headers);
     for name in named {
         // `Connection: close, te` must not strip a `TE: trailers` we decide on below, nor our own
         // Authorization (set after this runs), so removing any named header is safe here.

@@ -33,13 +33,7 @@ pub(crate) fn filter_request_trailers(trailers: &mut HeaderMap) {
     if !trailers.keys().any(|name| NEVER_IN_TRAILERS.contains(name)) {
         return;
     }
-    let named: Vec<HeaderName> = trailers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let named = super::connection_header::connection_named(trailers);
     for name in named.iter().chain(NEVER_IN_TRAILERS.iter()) {
         trailers.remove(name);
     }
