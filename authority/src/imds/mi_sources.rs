@@ -47,6 +47,23 @@ fn secret_problem(parts: &Parts, header: &str, secret: &str) -> Option<Answer> {
     }
 }
 
+/// `uri`'s query (only `allowed` keys), with the `expected` api-version and a `resource`: the
+/// query and its resource, or the 400 that refuses it (the checks every source makes alike).
+fn versioned_query(
+    uri: &http::Uri,
+    allowed: &[&str],
+    expected: &str,
+) -> Result<(Query, String), Answer> {
+    let query = Query::parse(uri, allowed).map_err(|e| bad(&e.0))?;
+    if let Some(answer) = api_version_problem(&query, expected) {
+        return Err(answer);
+    }
+    let Some(resource) = query.get("resource").map(str::to_string) else {
+        return Err(bad("Required query parameter 'resource' is missing"));
+    };
+    Ok((query, resource))
+}
+
 fn api_version_problem(query: &Query, expected: &str) -> Option<Answer> {
     match query.get("api-version") {
         None => Some(bad("Required query parameter 'api-version' is missing")),
@@ -172,16 +189,12 @@ pub(crate) fn arc_token(
     if let Some(problem) = metadata_header_problem(&parts.headers) {
         return bad(problem);
     }
-    let query = match Query::parse(&parts.uri, &["api-version", "resource"]) {
-        Ok(q) => q,
-        Err(e) => return bad(&e.0),
-    };
-    if let Some(answer) = api_version_problem(&query, ARC_API_VERSION) {
-        return answer;
-    }
-    let Some(resource) = query.get("resource") else {
-        return bad("Required query parameter 'resource' is missing");
-    };
+    let (_, resource) =
+        match versioned_query(&parts.uri, &["api-version", "resource"], ARC_API_VERSION) {
+            Ok(parsed) => parsed,
+            Err(answer) => return answer,
+        };
+    let resource = resource.as_str();
     let basic = parts
         .headers
         .get(http::header::AUTHORIZATION)
@@ -249,16 +262,15 @@ pub(crate) fn service_fabric_token(
     if let Some(answer) = secret_problem(parts, "secret", secret) {
         return answer;
     }
-    let query = match Query::parse(&parts.uri, &["api-version", "resource", "principalId"]) {
-        Ok(q) => q,
-        Err(e) => return bad(&e.0),
+    let (query, resource) = match versioned_query(
+        &parts.uri,
+        &["api-version", "resource", "principalId"],
+        SERVICE_FABRIC_API_VERSION,
+    ) {
+        Ok(parsed) => parsed,
+        Err(answer) => return answer,
     };
-    if let Some(answer) = api_version_problem(&query, SERVICE_FABRIC_API_VERSION) {
-        return answer;
-    }
-    let Some(resource) = query.get("resource") else {
-        return bad("Required query parameter 'resource' is missing");
-    };
+    let resource = resource.as_str();
     let selector = query
         .get("principalId")
         .map(|v| UamiSelector::ObjectId(v.to_string()));
@@ -288,16 +300,15 @@ pub(crate) fn machine_learning_token(
     if let Some(answer) = secret_problem(parts, "secret", secret) {
         return answer;
     }
-    let query = match Query::parse(&parts.uri, &["api-version", "resource", "clientid"]) {
-        Ok(q) => q,
-        Err(e) => return bad(&e.0),
+    let (query, resource) = match versioned_query(
+        &parts.uri,
+        &["api-version", "resource", "clientid"],
+        MACHINE_LEARNING_API_VERSION,
+    ) {
+        Ok(parsed) => parsed,
+        Err(answer) => return answer,
     };
-    if let Some(answer) = api_version_problem(&query, MACHINE_LEARNING_API_VERSION) {
-        return answer;
-    }
-    let Some(resource) = query.get("resource") else {
-        return bad("Required query parameter 'resource' is missing");
-    };
+    let resource = resource.as_str();
     let Some(client_id) = query.get("clientid") else {
         return bad("Required query parameter 'clientid' is missing");
     };
