@@ -1,5 +1,6 @@
 //! `AsyncWrite` passed straight through to a wrapped stream, for the connection wrappers that only
-//! watch the read side (`Opening`, `FramingGuard`): one definition instead of a copy per wrapper.
+//! watch or prefix the read side (`Opening`, `FramingGuard`, `Prefixed`): one definition instead
+//! of a copy per wrapper.
 
 /// Implements `AsyncWrite` for `$ty<I>` by delegating every method to its `$field`.
 macro_rules! write_through {
