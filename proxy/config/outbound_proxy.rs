@@ -3,29 +3,57 @@
 //!
 //! Only `http://` proxies are supported: popgate opens a plain TCP connection to the proxy and
 //! asks it for a `CONNECT` tunnel, inside which the TLS (and mTLS) handshake runs end to end.
+//!
+//! The password is held only as the `Proxy-Authorization` value (`Basic base64(user:password)`,
+//! as good as the password), in a [`Zeroizing`] buffer sized exactly so it never reallocates;
+//! the decoded `user:password` in between is zeroized too. What cannot be zeroized from here:
+//! the process environment (`credentials_env`, `HTTPS_PROXY`: `std::env::var` hands out a copy,
+//! and the environment block itself lives as long as the process), the config file's text when
+//! the URL carries the credentials (parsed by serde-saphyr into plain `String`s), and the
+//! kernel's socket buffers the CONNECT head is written through. No HTTP library ever holds a
+//! copy: popgate writes the CONNECT head itself ([`crate::net::proxy_tunnel`]), so hyper never
+//! sees the header.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
 
 use super::no_proxy::NoProxy;
 
 /// curl's default proxy port when the URL names none.
 pub const DEFAULT_PROXY_PORT: u16 = 1080;
 
-/// A `Proxy-Authorization` header value (`Basic …`). Never shown.
+/// A `Proxy-Authorization` header value (`Basic …`). Never shown; zeroized when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ProxyAuthorization(String);
+pub struct ProxyAuthorization(Zeroizing<String>);
+
+/// The scheme prefix of a Basic `Proxy-Authorization` value.
+const BASIC_PREFIX: &str = "Basic ";
 
 impl ProxyAuthorization {
-    /// `Basic base64(user:password)`.
+    /// `Basic base64(user:password)`. Every buffer the credentials pass through is sized
+    /// exactly up front (no reallocation leaves a copy behind) and zeroized when dropped.
     pub fn basic(user: &str, password: &str) -> Self {
-        Self(format!(
-            "Basic {}",
-            STANDARD.encode(format!("{user}:{password}"))
-        ))
+        let mut plain = Zeroizing::new(Vec::with_capacity(user.len() + 1 + password.len()));
+        plain.extend_from_slice(user.as_bytes());
+        plain.push(b':');
+        plain.extend_from_slice(password.as_bytes());
+        // `encode_slice` writes straight into our buffer (`encode_string` would stage the
+        // output in a stack buffer of its own, which nothing zeroizes).
+        let encoded = base64::encoded_len(plain.len(), true).unwrap_or(usize::MAX);
+        let mut value = Zeroizing::new(vec![0u8; BASIC_PREFIX.len().saturating_add(encoded)]);
+        value[..BASIC_PREFIX.len()].copy_from_slice(BASIC_PREFIX.as_bytes());
+        let written = STANDARD
+            .encode_slice(&*plain, &mut value[BASIC_PREFIX.len()..])
+            .unwrap_or(0);
+        value.truncate(BASIC_PREFIX.len() + written);
+        // Base64 and the prefix are ASCII, so this never fails; an empty value would be
+        // refused by the proxy, never leak.
+        let text = String::from_utf8(std::mem::take(&mut *value)).unwrap_or_default();
+        Self(Zeroizing::new(text))
     }
 
     /// The header value, to be written on the wire only.
@@ -149,10 +177,11 @@ pub fn redact_url(text: &str) -> String {
     }
 }
 
-/// `%XX` decoding (userinfo may escape `:` and `@`); `None` on a bad escape or non-UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` decoding (userinfo may escape `:` and `@`); `None` on a bad escape or non-UTF-8. The
+/// output is never longer than the input, so its buffer never reallocates; it is zeroized.
+fn percent_decode(s: &str) -> Option<Zeroizing<String>> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
@@ -164,7 +193,13 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    match String::from_utf8(std::mem::take(&mut *out)) {
+        Ok(text) => Some(Zeroizing::new(text)),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            None
+        }
+    }
 }
 
 /// Why a host is reached directly although a proxy is configured.
@@ -317,6 +352,16 @@ mod tests {
             u.authorization.unwrap().header_value(),
             ProxyAuthorization::basic("al@ice", "p:ss").header_value()
         );
+    }
+
+    #[test]
+    fn the_basic_value_is_built_without_reallocating() {
+        for (user, password) in [("u", "pw"), ("corp-user", "pa55:w0rd-s3cret"), ("a", "")] {
+            let auth = ProxyAuthorization::basic(user, password);
+            let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+            assert_eq!(auth.header_value(), expected);
+            assert_eq!(auth.0.len(), auth.0.capacity(), "{user}");
+        }
     }
 
     #[test]

@@ -558,8 +558,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
     }
 }
 
-/// `network.proxy`: a bare URL (or `none`), or its long form.
-#[derive(Debug)]
+/// `network.proxy`: a bare URL (or `none`), or its long form. `Debug` shows the URL with its
+/// credentials (userinfo) as `***`.
 pub enum RawProxy {
     /// `proxy: http://host:port` or `proxy: none`.
     Url(String),
@@ -580,7 +580,7 @@ enum RawProxySchema {
 }
 
 /// The long form of `network.proxy`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxySettings {
     /// The proxy URL or `none`; absent: `HTTPS_PROXY` / `https_proxy`.
@@ -595,6 +595,34 @@ pub struct RawProxySettings {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub credentials_env: Option<S<String>>,
+}
+
+impl fmt::Debug for RawProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawProxy::Url(url) => f
+                .debug_tuple("Url")
+                .field(&super::outbound_proxy::redact_url(url))
+                .finish(),
+            RawProxy::Settings(s) => f.debug_tuple("Settings").field(s).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for RawProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawProxySettings")
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_ref()
+                    .map(|u| super::outbound_proxy::redact_url(&u.value)),
+            )
+            .field("no_proxy", &self.no_proxy)
+            .field("credentials_env", &self.credentials_env)
+            .finish()
+    }
 }
 
 impl<'de> Deserialize<'de> for RawProxy {

@@ -10,6 +10,7 @@
 use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use zeroize::Zeroizing;
 
 use crate::config::outbound_proxy::OutboundProxy;
 
@@ -34,16 +35,34 @@ pub(crate) enum TunnelError {
     Protocol(String),
 }
 
-/// The CONNECT request for `authority` (`host:port`, IPv6 in brackets).
-fn request(proxy: &OutboundProxy, authority: &str) -> Vec<u8> {
-    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if let Some(auth) = proxy.authorization() {
-        head.push_str("Proxy-Authorization: ");
-        head.push_str(auth.header_value());
-        head.push_str("\r\n");
+/// The CONNECT request for `authority` (`host:port`, IPv6 in brackets). It carries the
+/// `Proxy-Authorization` value, so it is built in one buffer sized exactly up front (no
+/// reallocation leaves a copy behind) and zeroized when dropped, right after it is written.
+/// The copy the kernel makes into its socket buffer is out of popgate's reach.
+fn request(proxy: &OutboundProxy, authority: &str) -> Zeroizing<Vec<u8>> {
+    const CONNECT: &str = "CONNECT ";
+    const VERSION_HOST: &str = " HTTP/1.1\r\nHost: ";
+    const AUTHORIZATION: &str = "Proxy-Authorization: ";
+    const CRLF: &str = "\r\n";
+    let auth = proxy.authorization().map(|a| a.header_value());
+    let len = CONNECT.len()
+        + authority.len()
+        + VERSION_HOST.len()
+        + authority.len()
+        + CRLF.len()
+        + auth.map_or(0, |a| AUTHORIZATION.len() + a.len() + CRLF.len())
+        + CRLF.len();
+    let mut head = Zeroizing::new(Vec::with_capacity(len));
+    for part in [CONNECT, authority, VERSION_HOST, authority, CRLF] {
+        head.extend_from_slice(part.as_bytes());
     }
-    head.push_str("\r\n");
-    head.into_bytes()
+    if let Some(auth) = auth {
+        for part in [AUTHORIZATION, auth, CRLF] {
+            head.extend_from_slice(part.as_bytes());
+        }
+    }
+    head.extend_from_slice(CRLF.as_bytes());
+    head
 }
 
 /// Sends `CONNECT authority` on `io` (a connection to `proxy`) and reads the answer's head.
@@ -174,6 +193,20 @@ mod tests {
         assert_eq!(
             rest, b"\x16\x03\x03",
             "TLS bytes after the head stay in the stream"
+        );
+    }
+
+    #[test]
+    fn the_connect_head_is_built_without_reallocating() {
+        // A reallocation would leave a copy of the credentials in freed memory.
+        let head = request(&proxy("http://u:pw@proxy:3128"), "[::1]:443");
+        assert_eq!(head.len(), head.capacity());
+        assert!(head.ends_with(b"Proxy-Authorization: Basic dTpwdw==\r\n\r\n"));
+        let head = request(&proxy("http://proxy:3128"), "graph.microsoft.com:443");
+        assert_eq!(head.len(), head.capacity());
+        assert_eq!(
+            &head[..],
+            b"CONNECT graph.microsoft.com:443 HTTP/1.1\r\nHost: graph.microsoft.com:443\r\n\r\n"
         );
     }
 

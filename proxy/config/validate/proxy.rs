@@ -4,6 +4,7 @@
 //! variable named by `credentials_env`; no error ever shows them.
 
 use serde_saphyr::Location;
+use zeroize::Zeroizing;
 
 use crate::config::no_proxy::NoProxy;
 use crate::config::outbound_proxy::{OutboundProxy, ProxyAuthorization, ProxyUrl};
@@ -32,11 +33,16 @@ pub(super) fn proxy(
             s.credentials_env.as_ref(),
         ),
     };
+    // The URL may carry credentials in its userinfo: our copy of it is zeroized.
     let (text, url_at, origin) = match url {
         Some((text, _)) if text.trim().eq_ignore_ascii_case("none") => return None,
-        Some((text, url_at)) => (text, url_at, "network.proxy".to_owned()),
+        Some((text, url_at)) => (Zeroizing::new(text), url_at, "network.proxy".to_owned()),
         None => match first_env(cx, &PROXY_ENV) {
-            Some((name, text)) => (text, at, format!("environment variable {name}")),
+            Some((name, text)) => (
+                Zeroizing::new(text),
+                at,
+                format!("environment variable {name}"),
+            ),
             None => return None,
         },
     };
@@ -93,7 +99,8 @@ fn credentials(cx: &mut Ctx<'_>, name: &S<String>, url: &ProxyUrl) -> Option<Pro
         );
         return None;
     }
-    let Some(value) = cx.env(var) else {
+    // `user:password`: zeroized when this returns (the environment's own copy cannot be).
+    let Some(value) = cx.env(var).map(Zeroizing::new) else {
         cx.error(
             name.referenced,
             format!("environment variable {var} (credentials_env) is not set"),
