@@ -120,6 +120,21 @@ pub enum TransportError {
         /// The peer.
         host: String,
     },
+    /// The outbound proxy answered CONNECT with 407: it refused the proxy credentials (or
+    /// wants some and none are configured). Retrying cannot help until the config changes.
+    #[error(
+        "cannot reach {host}: the outbound proxy {proxy} refused the proxy credentials ({status} {reason}); fix them in network.proxy (credentials_env or the URL's user:password) and reload"
+    )]
+    ProxyAuth {
+        /// The peer.
+        host: String,
+        /// The proxy's URL, credentials redacted.
+        proxy: String,
+        /// The proxy's status (407).
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
     /// The TLS client configuration could not be built, or the URL is unusable.
     #[error("cannot call {host}: {detail}")]
     Setup {
@@ -139,6 +154,12 @@ impl TransportError {
     /// No answer in time (retried by the token-endpoint and IMDS policies).
     pub fn is_timeout(&self) -> bool {
         matches!(self, TransportError::Timeout { .. })
+    }
+
+    /// A failure that will not heal by itself (the outbound proxy refused the credentials):
+    /// retried on the permanent-failure schedule, like a 4xx refusal.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TransportError::ProxyAuth { .. })
     }
 }
 
@@ -338,6 +359,15 @@ fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
         if kind.is_none() {
             if let Some(connect) = e.downcast_ref::<ConnectError>() {
                 kind = Some(match connect {
+                    ConnectError::ProxyRefused {
+                        proxy,
+                        status: PROXY_AUTHENTICATION_REQUIRED,
+                        reason,
+                        ..
+                    } => Kind::ProxyAuth {
+                        proxy: proxy.clone(),
+                        reason: reason.clone(),
+                    },
                     ConnectError::Tls { .. } => Kind::Tls,
                     ConnectError::Timeout { timeout, .. } => Kind::Timeout(*timeout),
                     _ => Kind::Connect,
@@ -359,6 +389,12 @@ fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
         .downcast_ref::<hyper_util::client::legacy::Error>()
         .is_some_and(|e| e.is_connect());
     match kind {
+        Some(Kind::ProxyAuth { proxy, reason }) => TransportError::ProxyAuth {
+            host,
+            proxy,
+            status: PROXY_AUTHENTICATION_REQUIRED,
+            reason,
+        },
         Some(Kind::Tls) => TransportError::Tls { host, detail },
         Some(Kind::Timeout(timeout)) => TransportError::Timeout { host, timeout },
         Some(Kind::Connect) => TransportError::Connect { host, detail },
@@ -367,7 +403,15 @@ fn classify(host: &str, error: &(dyn StdError + 'static)) -> TransportError {
     }
 }
 
+/// The status a proxy answers CONNECT with when it refuses (or misses) the credentials.
+const PROXY_AUTHENTICATION_REQUIRED: u16 = 407;
+
 enum Kind {
+    /// The outbound proxy refused the credentials.
+    ProxyAuth {
+        proxy: String,
+        reason: String,
+    },
     Tls,
     Timeout(Duration),
     Connect,

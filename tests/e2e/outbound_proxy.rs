@@ -46,10 +46,21 @@ async fn proxy(env: &Env, required: Option<String>, forbidden: &[&str]) -> Conne
 /// routes.yaml with `proxy_yaml` (lines under `network:`), loaded with `env_vars` as the whole
 /// environment.
 fn config(env: &Env, proxy_yaml: &str, routes: &[Route], env_vars: &[(&str, &str)]) -> Config {
+    config_top(env, "", proxy_yaml, routes, env_vars)
+}
+
+/// [`config`] with `top` (top-level keys, e.g. `admin:`) too.
+fn config_top(
+    env: &Env,
+    top: &str,
+    proxy_yaml: &str,
+    routes: &[Route],
+    env_vars: &[(&str, &str)],
+) -> Config {
     let resolve = format!("{}{proxy_yaml}", resolve_yaml(&env.authority, &[], &[]));
     let routes_yaml: String = routes.iter().map(route_yaml).collect();
     let path = env.write_routes_yaml(
-        "",
+        top,
         &resolve,
         &env.identities("app.pem", "app.key"),
         &routes_yaml,
@@ -269,6 +280,119 @@ async fn a_proxy_refusing_connect_is_a_clear_error_without_the_credentials() {
         !text.contains("r1ght-pw"),
         "the log shows the password: {text}"
     );
+}
+
+/// The proxy refusing the credentials (407) on a token call will not heal by itself: the route
+/// fails permanently (the 5 to 30 minute schedule, `permanent_failure` in `/readyz` and
+/// `popgate_route_failure`), with an error naming the proxy (credentials redacted) and saying
+/// the credentials were refused; the right password, at a reload, works at once. Neither
+/// password shows in the config's Debug, the error, the caller's answer or the log.
+// One thread: the log capture sees what the engine logs on this test's runtime.
+#[tokio::test]
+async fn wrong_proxy_credentials_are_a_permanent_failure_and_the_right_ones_work() {
+    const WRONG: &str = "wr0ng-pa55-s3cret";
+    /// The short schedule (1 s, 2 s, …) would have retried twice within this.
+    const QUIET: Duration = Duration::from_secs(4);
+    /// The long schedule's first wait is 5 minutes, jittered to no less than half of it.
+    const LONG_FIRST_WAIT_AT_LEAST: u64 = 150;
+    let logs = LogCapture::default();
+    let _logging = logs.install();
+    let env = Env::start().await;
+    let corp = proxy(&env, Some(basic(USER, PASSWORD)), &[]).await;
+    // 127.0.0.2: the config refuses an admin address equal to a listener's, even with port 0.
+    let top = "admin:\n  address: 127.0.0.2:0\n";
+    let proxy_yaml = format!(
+        "  proxy:\n    url: {}\n    credentials_env: CORP_PROXY_AUTH\n",
+        corp.url()
+    );
+    let routes = [Route::vanilla(
+        "pop",
+        "https://graph.microsoft.com",
+        "app",
+        "mtls_pop",
+    )];
+    let wrong = format!("{USER}:{WRONG}");
+    let cfg = config_top(
+        &env,
+        top,
+        &proxy_yaml,
+        &routes,
+        &[("CORP_PROXY_AUTH", &wrong)],
+    );
+    let debug = format!("{cfg:?}");
+    assert!(!debug.contains(WRONG), "the config's Debug: {debug}");
+    let mut app = env.popgate(cfg).await;
+    let admin = app.admin_addr().expect("admin configured");
+
+    let error = failed_error(&app, "pop").await;
+    let shown = format!("http://***@{}", corp.addr());
+    assert!(
+        error.contains(&format!(
+            "the outbound proxy {shown} refused the proxy credentials (407 Proxy Authentication Required)"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains(WRONG) && !error.contains(USER), "{error}");
+    let readyz = crate::kit::admin::admin_get(admin, "/readyz").await.json();
+    let pop = &readyz["routes"]["pop"];
+    assert_eq!(pop["reason"], "permanent_failure", "{readyz}");
+    let next = pop["next_attempt_in_s"].as_u64().expect("next attempt");
+    assert!(
+        (LONG_FIRST_WAIT_AT_LEAST - 5..=300).contains(&next),
+        "next attempt in {next} s: {readyz}"
+    );
+    let metrics = crate::kit::admin::scrape(admin).await;
+    let failure = |class| {
+        crate::kit::admin::sum(
+            &metrics,
+            "popgate_route_failure",
+            &[("route", "pop"), ("class", class)],
+        )
+    };
+    assert_eq!(failure("permanent_failure"), 1.0);
+    assert_eq!(failure("transient_failure"), 0.0);
+    let answer = get(app.local_addrs()[0], "/pop/v1.0/me").await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.contains("refused the proxy credentials"),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.body.contains(WRONG), "{}", answer.body);
+
+    // Not retried within seconds: one refused CONNECT, and no more.
+    let refused = || corp.seen().iter().filter(|s| s.status == 407).count();
+    assert_eq!(refused(), 1, "{:?}", corp.seen());
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(refused(), 1, "retried within {QUIET:?}: {:?}", corp.seen());
+
+    // The right password, at a reload: tried at once, and it works.
+    let right = format!("{USER}:{PASSWORD}");
+    let cfg = config_top(
+        &env,
+        top,
+        &proxy_yaml,
+        &routes,
+        &[("CORP_PROXY_AUTH", &right)],
+    );
+    app.reload(cfg).await.expect("reload");
+    let slot = app.route("pop").expect("route");
+    assert!(
+        slot.wait_until(STATE_BOUND, |s| s.status().label() == "ready")
+            .await,
+        "never ready: {}",
+        slot.status().label()
+    );
+    let presented = check_pop(&get(app.local_addrs()[0], "/pop/v1.0/me").await, "pop");
+    assert_eq!(presented, env.app_credential.x5t_s256);
+    app.shutdown().await;
+    let text = logs.text();
+    assert!(
+        text.contains("refused the proxy credentials"),
+        "the failure is logged: {text}"
+    );
+    assert!(!text.contains(WRONG), "the log shows the password: {text}");
+    assert_no_secret("the log", &text);
 }
 
 /// `%`-escapes `:` so a password with one fits in a URL's userinfo.

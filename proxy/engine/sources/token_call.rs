@@ -116,10 +116,15 @@ impl<'a> Call<'a> {
             self.present,
         )
         .await
-        .map_err(|e| AcquireError {
-            error: errors::transport(self.identity, self.peer_name, &e),
-            retry_after: None,
-            binding_refused: presented && e.is_tls(),
+        .map_err(|e| {
+            let mut error = errors::transport(self.identity, self.peer_name, &e);
+            // A proxy refusing the credentials stays refused until the config changes.
+            error.permanent = e.is_permanent();
+            AcquireError {
+                error,
+                retry_after: None,
+                binding_refused: presented && e.is_tls(),
+            }
         })?;
         parse(&answered.exchange).map_err(|e| {
             let host = match self.host {
