@@ -8,7 +8,8 @@ use crate::cli::DevArgs;
 
 #[cfg(feature = "dev")]
 pub(crate) fn dev(arg: DevArgs) -> ExitCode {
-    match popgate::config::load(&arg.config.config) {
+    // dev's own loading: a `source:` other than IMDS is pointed at the local authority.
+    match popgate::dev::mi_sources::load(&arg.config.config) {
         Ok(cfg) => match init_dev_tracing(&arg.config.log) {
             Ok(()) => run_dev(
                 cfg,

@@ -11,6 +11,7 @@ use super::model::Config;
 use super::schema::RawConfig;
 use super::validate;
 use crate::certs::bounded_read::{BoundedReadError, read_bounded};
+use crate::identity::mi_source::MiSourceKind;
 
 /// Largest config file popgate reads: a routes.yaml with thousands of routes is well under this;
 /// anything bigger is a mistake (wrong path) or an attack on the parser.
@@ -41,11 +42,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
 
+/// How a loader looks up the variables of the managed-identity source a `source:` key names,
+/// apart from the environment (`popgate dev` points each source at the local authority).
+pub type SourceEnvLookup<'a> = &'a dyn Fn(MiSourceKind, &str) -> Option<String>;
+
 /// Loads and validates `path` with an explicit environment.
 pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
     let text = read_config(path)?;
     let raw = parse_str(path, &text)?;
-    validate::validate(path, raw, env)
+    validate::validate(path, raw, env, None)
+}
+
+/// [`load_with_env`], but a managed identity whose `source:` names its source reads that
+/// source's variables from `source_env` (detection still reads `env`).
+pub fn load_with_source_env(
+    path: &Path,
+    env: EnvLookup<'_>,
+    source_env: SourceEnvLookup<'_>,
+) -> Result<Config, ConfigErrors> {
+    let text = read_config(path)?;
+    let raw = parse_str(path, &text)?;
+    validate::validate(path, raw, env, Some(source_env))
 }
 
 /// Reads the file, bounded by [`MAX_CONFIG_BYTES`], as UTF-8.

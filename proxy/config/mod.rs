@@ -21,5 +21,5 @@ pub(crate) mod upstream_pool;
 pub(crate) mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{EnvLookup, load, load_with_env};
+pub use load::{EnvLookup, SourceEnvLookup, load, load_with_env, load_with_source_env};
 pub use model::*;

@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use popgate_authority::directory::DEFAULT_TENANT_ID;
+use popgate_authority::imds::mi_sources::ArcSettings;
 use popgate_authority::pki::DEFAULT_RESOURCE_HOSTS;
 use popgate_authority::tokens::{TOKEN_EXCHANGE_AUDIENCE, TokenSubject, mint};
 use popgate_authority::{Authority, AuthorityConfig, AuthorityError};
 
 use crate::config::model::{Config, Flow, Identity};
 
+use super::mi_sources::SourceSecrets;
 use super::register::{self, DEV_SERVICE_ACCOUNT, RegisterError};
 use super::targets::upstream_host;
 use super::token_files::{TokenFileError, TokenFiles};
@@ -54,8 +56,22 @@ pub struct LocalAuthority {
     pub authority: Authority,
     /// Identity name → the token file it must read instead of its configured one.
     pub token_files: BTreeMap<String, PathBuf>,
+    /// The secrets the authority's managed-identity sources demand (App Service, Service
+    /// Fabric, Azure ML).
+    pub source_secrets: SourceSecrets,
     /// Owns the files; removes them when dropped.
     _files: TokenFiles,
+    /// Azure Arc's token directory, where the authority writes its challenge files (removed
+    /// when dropped).
+    arc_dir: TokenFiles,
+}
+
+impl LocalAuthority {
+    /// The directory Azure Arc's challenges name: popgate must read its secret files there
+    /// instead of under the Arc agent's own directory.
+    pub fn arc_token_dir(&self) -> &std::path::Path {
+        self.arc_dir.dir()
+    }
 }
 
 /// Starts the authority on loopback and registers everything `config` needs.
@@ -73,13 +89,24 @@ pub async fn start(config: &Config) -> Result<LocalAuthority, SetupError> {
             resource_hosts.push(host);
         }
     }
-    let authority = Authority::start(AuthorityConfig {
+    // Every managed-identity source is served, each demanding its own fresh secret.
+    let source_secrets = SourceSecrets::generate();
+    let arc_dir = TokenFiles::create()?;
+    let mut settings = AuthorityConfig {
         resource_hosts,
         // Azure resources serve Bearer callers that present no certificate; so must this one.
         resource_requires_client_cert: false,
         ..AuthorityConfig::default()
-    })
-    .await?;
+    };
+    settings.imds.app_service_identity_header = Some(source_secrets.app_service.clone());
+    settings.imds.service_fabric_secret = Some(source_secrets.service_fabric.clone());
+    settings.imds.machine_learning_secret = Some(source_secrets.machine_learning.clone());
+    settings.imds.cloud_shell = true;
+    settings.imds.arc = Some(ArcSettings {
+        dir: arc_dir.dir().to_path_buf(),
+        fixed_challenge: None,
+    });
+    let authority = Authority::start(settings).await?;
     register::register(authority.directory(), config)?;
 
     let files = TokenFiles::create()?;
@@ -122,7 +149,9 @@ pub async fn start(config: &Config) -> Result<LocalAuthority, SetupError> {
     Ok(LocalAuthority {
         authority,
         token_files,
+        source_secrets,
         _files: files,
+        arc_dir,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod intercept_ca;
 pub mod local_authority;
+pub mod mi_sources;
 pub mod probe;
 pub mod register;
 pub mod rewrite;
@@ -18,7 +19,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::app::{App, RunError};
+use crate::app::{App, RunError, StartOptions};
 use crate::config::Config;
 
 use local_authority::{LocalAuthority, SetupError};
@@ -53,6 +54,9 @@ pub enum DevError {
     /// The config could not be pointed at the authority.
     #[error(transparent)]
     Rewrite(#[from] RewriteError),
+    /// A managed-identity source could not be pointed at the authority.
+    #[error(transparent)]
+    Sources(#[from] mi_sources::RepointError),
     /// A listener could not be bound (the message names its address).
     #[error("{0} (another process may hold it: pick a free address with --listen 127.0.0.1:0)")]
     Listen(RunError),
@@ -106,7 +110,17 @@ pub async fn prepare(
     }
     let local = local_authority::start(config).await?;
     let index = rewrite::point_at_authority(config, &local, listen)?;
+    mi_sources::repoint(config, &local.authority, &local.source_secrets)?;
     Ok((local, index))
+}
+
+/// How popgate must start against `local`: Azure Arc's challenge files are in the authority's
+/// directory, not the Arc agent's.
+pub fn start_options(local: &LocalAuthority) -> StartOptions {
+    StartOptions {
+        arc_token_dir: Some(local.arc_token_dir().to_path_buf()),
+        ..StartOptions::default()
+    }
 }
 
 /// Runs `popgate dev` on `config`, writing the table and examples to `out`. With `options.once`
@@ -136,10 +150,12 @@ pub async fn run(
     )?;
 
     crate::app::fd_limit::raise_open_files_limit();
-    let app = App::start(config.clone()).await.map_err(|e| match e {
-        RunError::Start(_) => DevError::Listen(e),
-        other => DevError::Start(other),
-    })?;
+    let app = App::start_with(config.clone(), start_options(&local))
+        .await
+        .map_err(|e| match e {
+            RunError::Start(_) => DevError::Listen(e),
+            other => DevError::Start(other),
+        })?;
     let listener = app
         .local_addrs()
         .get(index)

@@ -64,12 +64,18 @@ fn token_type_label(t: TokenType) -> &'static str {
 
 fn identity_label(config: &Config, name: &str) -> String {
     match config.identity(name) {
-        Some(Identity::ManagedIdentity(mi)) => match &mi.selector {
-            None => "SAMI".into(),
-            Some(crate::config::model::UamiSelector::ClientId(_)) => "UAMI (client_id)".into(),
-            Some(crate::config::model::UamiSelector::ResourceId(_)) => "UAMI (resource_id)".into(),
-            Some(crate::config::model::UamiSelector::ObjectId(_)) => "UAMI (object_id)".into(),
-        },
+        Some(Identity::ManagedIdentity(mi)) => {
+            let who = match &mi.selector {
+                None => "SAMI",
+                Some(crate::config::model::UamiSelector::ClientId(_)) => "UAMI (client_id)",
+                Some(crate::config::model::UamiSelector::ResourceId(_)) => "UAMI (resource_id)",
+                Some(crate::config::model::UamiSelector::ObjectId(_)) => "UAMI (object_id)",
+            };
+            match mi.source.kind() {
+                crate::config::model::MiSourceKind::Imds => who.into(),
+                other => format!("{who} via {other}"),
+            }
+        }
         Some(Identity::ConfidentialClient(cc)) if cc.certificate.is_some() => {
             "certificate app".into()
         }

@@ -43,6 +43,11 @@ impl TokenFiles {
         Ok(TokenFiles { dir })
     }
 
+    /// The directory.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Writes `contents` to `{dir}/{name}` (owner-only) and returns the path.
     pub(crate) fn write(&self, name: &str, contents: &str) -> Result<PathBuf, TokenFileError> {
         let path = self.dir.join(name);

@@ -237,3 +237,39 @@ fn unknown_keys_and_wrong_shapes_are_refused() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains(":4:"), "{errors:?}");
 }
+
+#[test]
+fn debug_of_the_config_shows_neither_the_password_nor_its_basic_encoding() {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    for (top, env) in [
+        (
+            "network:\n  proxy: http://alice:s3cret@proxy.corp:3128\n",
+            None,
+        ),
+        (
+            "network:\n  proxy: {url: http://proxy.corp:3128, credentials_env: AUTH}\n",
+            Some(("AUTH", "alice:s3cret")),
+        ),
+        (
+            "",
+            Some(("HTTPS_PROXY", "http://alice:s3cret@proxy.corp:3128")),
+        ),
+    ] {
+        let mut f = Fixture::new();
+        if let Some((k, v)) = env {
+            f = f.with_env(k, v);
+        }
+        let cfg = f.load(&with_top(top)).unwrap();
+        let proxy = cfg.network.proxy.as_ref().expect("a proxy");
+        assert_eq!(
+            proxy.authorization().map(|a| a.header_value().to_string()),
+            Some(format!("Basic {encoded}")),
+            "{top}"
+        );
+        for shown in [format!("{cfg:?}"), format!("{proxy:?}"), proxy.to_string()] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains(&encoded), "{shown}");
+        }
+    }
+}

@@ -7,3 +7,4 @@ mod kit;
 mod deploy_overlays;
 mod examples_dockerfile;
 mod examples_manifests;
+mod examples_mi_sources;

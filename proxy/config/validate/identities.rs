@@ -309,8 +309,11 @@ fn managed_identity(
     } else {
         "set by `source`"
     };
-    let source = {
+    let source = if detected {
         let env = |name: &str| cx.env(name);
+        MiSource::resolve(kind, &env)
+    } else {
+        let env = |name: &str| cx.source_var(kind, name);
         MiSource::resolve(kind, &env)
     };
     let source = match source {

@@ -21,9 +21,10 @@ use std::time::Duration;
 use serde_saphyr::Location;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::load::EnvLookup;
+use super::load::{EnvLookup, SourceEnvLookup};
 use super::model::{Config, Drain, Timeouts};
 use super::schema::{RawConfig, RawDrain, RawTimeouts, S};
+use crate::identity::mi_source::MiSourceKind;
 
 /// The only config version this build reads.
 pub(crate) const SUPPORTED_VERSION: u64 = 1;
@@ -33,18 +34,31 @@ pub(crate) struct Ctx<'a> {
     file: &'a Path,
     dir: PathBuf,
     env: EnvLookup<'a>,
+    /// Where a managed-identity source set by `source:` reads its variables (`popgate dev`
+    /// points each at the local authority); `None`: `env`.
+    source_env: Option<SourceEnvLookup<'a>>,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(file: &'a Path, env: EnvLookup<'a>) -> Self {
+    fn new(file: &'a Path, env: EnvLookup<'a>, source_env: Option<SourceEnvLookup<'a>>) -> Self {
         // A bare file name has an empty parent: paths then resolve against the working directory.
         let dir = file.parent().map(Path::to_owned).unwrap_or_default();
         Self {
             file,
             dir,
             env,
+            source_env,
             errors: Vec::new(),
+        }
+    }
+
+    /// A variable the managed-identity source `kind` (set by `source:`) reads, treating empty
+    /// as unset: from the source environment when one was given, else the environment.
+    pub(crate) fn source_var(&self, kind: MiSourceKind, name: &str) -> Option<String> {
+        match self.source_env {
+            Some(lookup) => lookup(kind, name).filter(|v| !v.is_empty()),
+            None => self.env(name),
         }
     }
 
@@ -74,8 +88,9 @@ pub(crate) fn validate(
     file: &Path,
     raw: RawConfig,
     env: EnvLookup<'_>,
+    source_env: Option<SourceEnvLookup<'_>>,
 ) -> Result<Config, ConfigErrors> {
-    let mut cx = Ctx::new(file, env);
+    let mut cx = Ctx::new(file, env, source_env);
 
     if raw.version.value != SUPPORTED_VERSION {
         cx.error(
