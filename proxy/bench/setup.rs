@@ -167,7 +167,17 @@ pub async fn start(
         Against::Dev => return Err(BenchError::Usage(DEV_FEATURE_MISSING.into())),
     }
     loopback_only(&mut config);
-    let app = App::start(config).await.map_err(SetupFailure::from)?;
+    // Against the local authority, Azure Arc's challenge files are in its directory.
+    #[cfg(feature = "dev")]
+    let options = local
+        .as_ref()
+        .map(crate::dev::start_options)
+        .unwrap_or_default();
+    #[cfg(not(feature = "dev"))]
+    let options = crate::app::StartOptions::default();
+    let app = App::start_with(config, options)
+        .await
+        .map_err(SetupFailure::from)?;
     let listener = *app.local_addrs().first().ok_or(SetupFailure::NoListener)?;
     // Eager routes fetch their first token now, so the load starts on a ready popgate (the cold
     // start figure still counts from the bench's start).
