@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,6 +25,7 @@ use super::opening::Opening;
 use super::progress::Deadlines;
 use super::request::Connection;
 use super::request::Forwarder;
+use super::stream_deadline::StreamDeadline;
 use crate::access::{Caller, CallerCert};
 use crate::config::limits::MIN_MAX_HEADER_BYTES;
 
@@ -163,14 +165,26 @@ async fn serve_http<I>(
         settings.request_body_timeout,
         settings.response_body_timeout,
     );
-    let connection =
-        Arc::new(Connection::new(caller, default_port, limits, verdict).in_tunnel(tunnel));
+    let connection = Connection::new(caller, default_port, limits, verdict)
+        .in_tunnel(tunnel)
+        .with_request_body_timeout(settings.request_body_timeout);
+    let connection = Arc::new(connection);
+    let response_body_timeout = settings.response_body_timeout;
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = activity.request();
+        // HTTP/1's response deadline is on the connection's writes; an HTTP/2 stream gets its own.
+        let stream_deadline =
+            (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
         let answer = forwarder.serve(Arc::clone(&connection), request);
         async move {
             let response = answer.await;
-            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+            Ok::<_, Infallible>(response.map(|body| {
+                let body = InFlightBody::new(body, in_flight);
+                match stream_deadline {
+                    Some(limit) => Either::Right(StreamDeadline::new(body, limit)),
+                    None => Either::Left(body),
+                }
+            }))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

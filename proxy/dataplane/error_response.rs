@@ -49,6 +49,9 @@ pub(crate) enum Refusal<'a> {
     Connect,
     /// 400: the request cannot be forwarded as given.
     BadRequest { reason: &'a str },
+    /// 408: an HTTP/2 request body made no progress for `limits.request_body_timeout`; the
+    /// upstream exchange was aborted.
+    BodyStalled,
     /// 503: the route has no usable token.
     NoToken {
         route: &'a str,
@@ -79,6 +82,7 @@ impl Refusal<'_> {
             Refusal::NoRoute { .. } | Refusal::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Refusal::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             Refusal::NoToken { .. }
             | Refusal::TokenExpired { .. }
             | Refusal::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -104,6 +108,10 @@ impl Refusal<'_> {
                             `intercept:` (CONNECT must open its connection)",
             }),
             Refusal::BadRequest { reason } => json!({ "error": "bad_request", "message": reason }),
+            Refusal::BodyStalled => json!({
+                "error": "request_body_timeout",
+                "message": "the request body made no progress for limits.request_body_timeout; the upstream exchange was aborted",
+            }),
             Refusal::NoToken { route, detail } => {
                 let mut body = serde_json::Map::new();
                 body.insert("error".into(), "no_token".into());

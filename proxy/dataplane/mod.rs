@@ -27,6 +27,7 @@ pub mod limits;
 pub mod listener;
 pub(crate) mod opening;
 mod progress;
+mod stream_deadline;
 pub mod request;
 pub(crate) mod request_target;
 pub(crate) mod serve;

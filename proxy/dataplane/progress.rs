@@ -9,6 +9,10 @@
 //!   this long (the caller stopped reading; its socket buffer is full) closes the connection, which
 //!   drops the response body and with it the upstream connection it was streaming from.
 //!
+//! On HTTP/2 the same two deadlines apply per stream instead (`stream_deadlines.rs`,
+//! `net/stall_body.rs`): a stalled stream must not take its connection's other streams with it.
+//! Both count in `popgate_body_stalls_total`.
+//!
 //! Only waiting counts: the clock starts when a read or write is refused for want of the peer and
 //! stops at the next byte moved, so a slow upstream (which makes popgate stop reading) never
 //! counts against the caller.
@@ -20,6 +24,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::metrics;
 
 /// Tells the deadline wrapper whether a request body is due on the connection.
 pub(crate) trait BodyDue {
@@ -88,6 +94,7 @@ impl<I: AsyncRead + BodyDue + Unpin> AsyncRead for Deadlines<I> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Pending if this.inner.body_due() => {
                 ready!(this.read.waiting(cx));
+                metrics::connections::body_stalled("http1", "request");
                 tracing::info!(
                     limit_ms = this.read.limit.as_millis() as u64,
                     "request body stalled; connection closed"
@@ -116,6 +123,7 @@ impl<I: AsyncWrite + Unpin> Deadlines<I> {
         match op(Pin::new(&mut self.inner), cx) {
             Poll::Pending => {
                 ready!(self.write.waiting(cx));
+                metrics::connections::body_stalled("http1", "response");
                 tracing::info!(
                     limit_ms = self.write.limit.as_millis() as u64,
                     "caller stopped reading the response; connection closed"

@@ -7,11 +7,17 @@ use prometheus::{IntCounterVec, Opts, Registry};
 pub(crate) const LISTENERS: [&str; 2] = ["caller", "admin"];
 /// The `phase` label values of deadline closes.
 pub(crate) const PHASES: [&str; 4] = ["tls_handshake", "first_byte", "preface", "keep_alive"];
+/// The `protocol` label values of body stalls.
+pub(crate) const PROTOCOLS: [&str; 2] = ["http1", "http2"];
+/// The `direction` label values of body stalls: the caller's request body, or the response the
+/// caller stopped accepting.
+pub(crate) const DIRECTIONS: [&str; 2] = ["request", "response"];
 
 /// The connection counters.
 pub(crate) struct ConnectionMetrics {
     evicted: IntCounterVec,
     deadline: IntCounterVec,
+    body_stalls: IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -38,7 +44,24 @@ impl ConnectionMetrics {
                 deadline.with_label_values(&[listener, phase]);
             }
         }
-        Ok(Self { evicted, deadline })
+        let body_stalls = IntCounterVec::new(
+            Opts::new(
+                "popgate_body_stalls_total",
+                "Bodies cut off because they made no progress for their deadline: a request body the caller stopped sending (limits.request_body_timeout) or a response the caller stopped accepting (limits.response_body_timeout). HTTP/1 closes the connection; HTTP/2 ends the stream.",
+            ),
+            &["protocol", "direction"],
+        )?;
+        r.register(Box::new(body_stalls.clone()))?;
+        for protocol in PROTOCOLS {
+            for direction in DIRECTIONS {
+                body_stalls.with_label_values(&[protocol, direction]);
+            }
+        }
+        Ok(Self {
+            evicted,
+            deadline,
+            body_stalls,
+        })
     }
 }
 
@@ -57,5 +80,15 @@ pub(crate) fn deadline(listener: &'static str, phase: &'static str) {
         .connections
         .deadline
         .with_label_values(&[listener, phase])
+        .inc();
+}
+
+/// A body on `protocol` (`http1`, `http2`) in `direction` (`request`, `response`) was cut off
+/// because it made no progress for its deadline.
+pub(crate) fn body_stalled(protocol: &'static str, direction: &'static str) {
+    super::global()
+        .connections
+        .body_stalls
+        .with_label_values(&[protocol, direction])
         .inc();
 }

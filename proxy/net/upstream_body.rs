@@ -15,6 +15,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use super::read_ahead_budget::{Budget, Reservation};
+use super::stall_body::{StallFlag, StallTimed};
 use super::trailers::filter_request_trailers;
 use crate::metrics::RouteMetrics;
 use crate::metrics::body_bytes::Counted;
@@ -51,6 +52,9 @@ pub enum UpstreamBody {
     Limited(Box<Limited<UpstreamBody>>),
     /// A body whose data bytes are counted in its route's metrics as they are sent.
     Counted(Box<Counted<UpstreamBody>>),
+    /// A body that fails with [`super::stall_body::BodyStalled`] once the caller sends nothing
+    /// for the deadline (HTTP/2 callers; see `stall_body.rs`).
+    Timed(Box<StallTimed<UpstreamBody>>),
 }
 
 /// The error a body sent upstream ends with: the caller's read error, or `LengthLimitError`.
@@ -96,6 +100,13 @@ impl UpstreamBody {
         UpstreamBody::Counted(Box::new(route.count_request_body(self)))
     }
 
+    /// This body, cut off once the caller keeps it waiting for `limit`; the flag says whether it
+    /// was.
+    pub(crate) fn stall_timed(self, limit: Duration) -> (Self, StallFlag) {
+        let (timed, flag) = StallTimed::new(self, limit);
+        (UpstreamBody::Timed(Box::new(timed)), flag)
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         UpstreamBody::Buffered {
@@ -124,6 +135,7 @@ impl UpstreamBody {
             },
             UpstreamBody::Limited(body) => Pin::new(body.as_mut()).poll_frame(cx),
             UpstreamBody::Counted(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            UpstreamBody::Timed(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 }
@@ -159,6 +171,7 @@ impl Body for UpstreamBody {
             }
             UpstreamBody::Limited(body) => body.is_end_stream(),
             UpstreamBody::Counted(body) => body.is_end_stream(),
+            UpstreamBody::Timed(body) => body.is_end_stream(),
         }
     }
 
@@ -179,6 +192,7 @@ impl Body for UpstreamBody {
             }
             UpstreamBody::Limited(body) => body.size_hint(),
             UpstreamBody::Counted(body) => body.size_hint(),
+            UpstreamBody::Timed(body) => body.size_hint(),
         }
     }
 }

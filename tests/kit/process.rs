@@ -359,3 +359,10 @@ pub fn stdout_of_success(out: &Output) -> String {
     );
     stdout.into_owned()
 }
+
+impl Popgate {
+    /// The process id, for reading `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.child.id()
+    }
+}

@@ -66,6 +66,9 @@ pub(crate) struct Connection {
     /// Inside a CONNECT tunnel: the tunnel's host (a route-table lookup key), which every
     /// request must name.
     tunnel: Option<Box<str>>,
+    /// `limits.request_body_timeout`, applied per stream to HTTP/2 request bodies (HTTP/1's is
+    /// on the connection's IO); `None`: not applied here.
+    request_body_timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -82,7 +85,15 @@ impl Connection {
             default_port,
             guard: guard::ConnectionGuard::new(limits, verdict),
             tunnel: None,
+            request_body_timeout: None,
         }
+    }
+
+    /// HTTP/2 request bodies on this connection that make no progress for `timeout` end their
+    /// stream (`408` when the upstream has not answered yet).
+    pub(crate) fn with_request_body_timeout(mut self, timeout: Duration) -> Self {
+        self.request_body_timeout = Some(timeout);
+        self
     }
 
     /// The connection is a CONNECT tunnel to `host` (a route-table lookup key), when given.
@@ -145,6 +156,10 @@ impl Forwarder {
         let request_id = request_id::assign(request.headers_mut());
         span.record("request_id", request_id.to_str().unwrap_or(""));
         let forwarder = self.clone();
+        // HTTP/1's body deadline is on the connection's IO; an HTTP/2 stream gets its own.
+        let stall = connection
+            .request_body_timeout
+            .filter(|_| request.version() == http::Version::HTTP_2);
         async move {
             let response = match admitted {
                 Ok(admitted) => {
@@ -154,6 +169,7 @@ impl Forwarder {
                             connection.default_port,
                             &connection.caller,
                             &request_id,
+                            stall,
                         )
                         .await;
                     connection.guard.cut_off(admitted).unwrap_or(response)
@@ -171,7 +187,8 @@ impl Forwarder {
     }
 
     /// Handles one caller request that passed the connection's guard. `listener_default_port` is
-    /// 80 on plain listeners, 443 on TLS; `caller` is who the listener saw on the connection.
+    /// 80 on plain listeners, 443 on TLS; `caller` is who the listener saw on the connection;
+    /// `stall`: the request body's per-stream progress deadline (HTTP/2).
     /// Counts it in the route's metrics and, when on, writes its access-log event.
     async fn handle(
         &self,
@@ -179,10 +196,11 @@ impl Forwarder {
         listener_default_port: u16,
         caller: &Caller,
         request_id: &http::HeaderValue,
+        stall: Option<Duration>,
     ) -> Response<ProxyBody> {
         let mut seen = Observed::start(&request);
         let response = match self
-            .forward(request, listener_default_port, caller, &mut seen)
+            .forward(request, listener_default_port, caller, stall, &mut seen)
             .await
         {
             Ok(response) | Err(response) => response,
@@ -197,6 +215,7 @@ impl Forwarder {
         request: Request<Incoming>,
         listener_default_port: u16,
         caller: &Caller,
+        stall: Option<Duration>,
         seen: &mut Observed,
     ) -> Step<Response<ProxyBody>> {
         let target = guard::target(&request, listener_default_port)?;
@@ -210,7 +229,7 @@ impl Forwarder {
         seen.token_wait(waiting.elapsed());
         let token = token?;
         let timeout = route.request_timeout(self.request_timeout);
-        let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout).await?;
+        let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout, stall).await?;
         let answer = send::exchange(&route, &token, outgoing, timeout, seen).await?;
         Ok(respond::pass_back(answer, &seen.handles()))
     }

@@ -12,6 +12,7 @@ use super::respond::{refuse, refuse_limit};
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
+use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::{UpstreamBody, read_ahead};
 use crate::route::slot::Snapshot;
 
@@ -24,6 +25,8 @@ pub(super) struct Outgoing {
     pub replay: Option<Replay>,
     /// The route's body limit, which a streamed body is cut off at.
     pub max_body: Option<u64>,
+    /// Set when a streamed HTTP/2 body was cut off for making no progress.
+    pub stalled: Option<StallFlag>,
 }
 
 /// A request kept for one replay: the head (header values are shared, not copied) and the body
@@ -52,13 +55,15 @@ impl Replay {
 }
 
 /// Rewrites `request` for `uri` with `snapshot`'s token. The body is read ahead within `timeout`
-/// (400 if it cannot be read); a body over `max_body` is refused (413) or cut off as it streams.
+/// (400 if it cannot be read); a body over `max_body` is refused (413) or cut off as it streams;
+/// one still streaming after the read-ahead is cut off once it stalls for `stall`, when given.
 pub(super) async fn outgoing(
     request: Request<Incoming>,
     uri: Uri,
     snapshot: &Snapshot,
     max_body: Option<u64>,
     timeout: Duration,
+    stall: Option<Duration>,
 ) -> Step<Outgoing> {
     let (mut parts, body) = request.into_parts();
     let chunked = body_needs_chunked(&body);
@@ -87,6 +92,15 @@ pub(super) async fn outgoing(
         Some(max) if body.buffered_len().is_none() => body.limited(max),
         _ => body,
     };
+    // A body still streaming holds its stream (and its upstream exchange) while it waits for the
+    // caller: bounded per stream on HTTP/2.
+    let (body, stalled) = match stall {
+        Some(limit) if body.buffered_len().is_none() => {
+            let (body, flag) = body.stall_timed(limit);
+            (body, Some(flag))
+        }
+        _ => (body, None),
+    };
     // Streams larger than the replay limit keep nothing for a replay.
     let replay = body.replayable().map(|body| Replay {
         method: parts.method.clone(),
@@ -98,6 +112,7 @@ pub(super) async fn outgoing(
         request: Request::from_parts(parts, body),
         replay,
         max_body,
+        stalled,
     })
 }
 

@@ -22,6 +22,7 @@ use crate::logging::trace_context;
 use crate::metrics::request::Observed;
 use crate::net::connect::ConnectError;
 use crate::net::held_body::HeldBody;
+use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::UpstreamBody;
 use crate::route::slot::{RouteSlot, Snapshot};
 
@@ -44,8 +45,11 @@ pub(super) async fn exchange(
         request,
         replay,
         max_body,
+        stalled,
     } = outgoing;
-    let response = send(route, snapshot, request, timeout, max_body, seen).await?;
+    let response = send(route, snapshot, request, timeout, max_body, seen)
+        .await
+        .map_err(|refused| stall_refusal(stalled.as_ref()).unwrap_or(refused))?;
     if !refuses_token(&response) {
         return Ok(response);
     }
@@ -73,6 +77,14 @@ pub(super) async fn exchange(
         route.slot.demand_invalidate(fresh.generation);
     }
     Ok(response)
+}
+
+/// popgate's `408` when the exchange failed because the caller's body stalled (the upstream
+/// saw an aborted body, so its failure is the caller's doing, not the upstream's).
+fn stall_refusal(stalled: Option<&StallFlag>) -> Option<http::Response<super::ProxyBody>> {
+    stalled
+        .filter(|flag| flag.stalled())
+        .map(|_| refuse(&Refusal::BodyStalled))
 }
 
 /// A `401` whose `WWW-Authenticate` says the token itself was refused.
