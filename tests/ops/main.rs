@@ -5,6 +5,7 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod ops_access_log;
 mod ops_cli;
 mod ops_permanent_failure;
 mod ops_probe;

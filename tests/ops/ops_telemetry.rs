@@ -28,13 +28,13 @@ use crate::kit::process::{Child, fields};
 const PROCESS_BOUND: Duration = Duration::from_secs(90);
 
 /// The running binary (JSON log, access log on), stdout and stderr captured.
-struct Popgate {
+pub(crate) struct Popgate {
     child: Child,
     lines: Vec<String>,
 }
 
 impl Popgate {
-    fn start(config: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Popgate {
+    pub(crate) fn start(config: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Popgate {
         let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
         command
             .args([
@@ -54,6 +54,10 @@ impl Popgate {
             "IDENTITY_HEADER",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_SDK_DISABLED",
             "OTEL_TRACES_EXPORTER",
             "OTEL_TRACES_SAMPLER",
@@ -69,7 +73,7 @@ impl Popgate {
     }
 
     /// The next stdout line parsed as a JSON object whose event satisfies `want`. Blocking.
-    fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + PROCESS_BOUND;
         loop {
             let line = self.child.next_line(deadline).unwrap_or_else(|| {
@@ -86,7 +90,7 @@ impl Popgate {
     }
 
     /// Waits for `serving`; returns the proxy and admin addresses. Blocking.
-    fn wait_serving(&mut self) -> (SocketAddr, SocketAddr) {
+    pub(crate) fn wait_serving(&mut self) -> (SocketAddr, SocketAddr) {
         let listening = self.wait_for("listening", |e| e["message"] == "listening");
         let serving = self.wait_for("serving", |e| e["message"] == "serving");
         (
@@ -96,7 +100,7 @@ impl Popgate {
     }
 
     /// SIGTERM, the exit (status 0), and everything it wrote.
-    fn terminate(mut self) -> Vec<String> {
+    pub(crate) fn terminate(mut self) -> Vec<String> {
         self.child.signal("TERM");
         let status = self.child.wait_exit(PROCESS_BOUND);
         assert!(status.success(), "popgate exited with {status}");
@@ -106,7 +110,7 @@ impl Popgate {
 
 /// One route (`/app-pop/`, certificate app, mTLS PoP to the authority's resource), admin on
 /// 127.0.0.2, and `top` (YAML lines) at the top level.
-fn one_route_config(env: &Env, top: &str) -> std::path::PathBuf {
+pub(crate) fn one_route_config(env: &Env, top: &str) -> std::path::PathBuf {
     let flows: Vec<_> = all_flows()
         .into_iter()
         .filter(|f| f.0 == "app-pop")
@@ -214,13 +218,15 @@ async fn json_logs_are_flat_and_the_access_log_names_caller_host_and_request_id(
     assert_eq!(access["upstream_status"], 200);
     let caller: SocketAddr = access["caller"].as_str().unwrap().parse().unwrap();
     assert!(caller.ip().is_loopback(), "{access}");
-    for ms in ["duration_ms", "token_wait_ms", "upstream_ms"] {
+    for ms in ["duration_ms", "head_ms", "token_wait_ms", "upstream_ms"] {
         assert!(
             access[ms].as_f64().is_some_and(|v| v >= 0.0),
             "{ms}: {access}"
         );
     }
-    assert!(access["bytes"].as_u64().is_some(), "{access}");
+    assert_eq!(access["outcome"], "complete", "{access}");
+    assert_eq!(access["bytes_received"], 0, "{access}");
+    assert!(access["bytes_sent"].as_u64().is_some_and(|n| n > 0), "{access}");
     // The request's span fields travel with it (not nested under `fields` either).
     assert_eq!(access["span"]["request_id"], "caller-42:abc", "{access}");
     popgate.terminate();
