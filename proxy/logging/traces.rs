@@ -71,7 +71,9 @@ fn traces_endpoint(
     }
     let named = |name: &str| {
         env(name)
-            .map(|text| endpoint(text.trim()).map_err(|e| TracesError::Ignored(format!("{name}: {e}"))))
+            .map(|text| {
+                endpoint(text.trim()).map_err(|e| TracesError::Ignored(format!("{name}: {e}")))
+            })
             .transpose()
     };
     if let Some(full) = named(TRACES_ENDPOINT_ENV)? {

@@ -7,6 +7,7 @@ mod kit;
 
 mod ops_access_log;
 mod ops_cli;
+mod ops_otlp_export;
 mod ops_permanent_failure;
 mod ops_probe;
 mod ops_readyz;

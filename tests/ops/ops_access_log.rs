@@ -93,11 +93,21 @@ fn access_line(popgate: &mut Popgate, id: &str) -> Value {
 /// No caller credential, query value or issued token in `line`.
 fn assert_no_secret(line: &Value, signatures: &[String]) {
     let text = line.to_string();
-    for secret in CALLER_SECRETS.iter().map(|s| s.to_string()).chain(signatures.iter().cloned()) {
-        assert!(!text.contains(&secret), "a secret in the access line: {text}");
+    for secret in CALLER_SECRETS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(signatures.iter().cloned())
+    {
+        assert!(
+            !text.contains(&secret),
+            "a secret in the access line: {text}"
+        );
     }
     for needle in ["authorization", "Bearer", "Basic ", "mtls_pop "] {
-        assert!(!text.contains(needle), "{needle} in the access line: {text}");
+        assert!(
+            !text.contains(needle),
+            "{needle} in the access line: {text}"
+        );
     }
 }
 
@@ -122,7 +132,12 @@ async fn streamed_bodies_log_the_bytes_that_passed_both_ways_when_they_end() {
     let chunks = vec![vec![b'u'; 30_000]; 3];
     let mut up = open(
         proxy,
-        &head("POST", "/upload", "stream-up", "Transfer-Encoding: chunked\r\n"),
+        &head(
+            "POST",
+            "/upload",
+            "stream-up",
+            "Transfer-Encoding: chunked\r\n",
+        ),
         &chunks,
     )
     .await;
@@ -149,7 +164,10 @@ async fn streamed_bodies_log_the_bytes_that_passed_both_ways_when_they_end() {
         assert_no_secret(line, &signatures);
     }
     // The upload took its pauses (3 × 50 ms) before its answer; the line counts them.
-    assert!(up_line["duration_ms"].as_f64().unwrap() >= 100.0, "{up_line}");
+    assert!(
+        up_line["duration_ms"].as_f64().unwrap() >= 100.0,
+        "{up_line}"
+    );
     popgate.terminate();
 }
 

@@ -190,7 +190,6 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(40), "two pauses");
     }
 
-
     #[tokio::test]
     async fn digest_matches_one_shot_sha256() {
         let data = Bytes::from_static(b"hello world");
