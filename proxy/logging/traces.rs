@@ -137,7 +137,7 @@ pub fn start(
     }
     let mut roots = extra_ca.to_vec();
     roots.extend(certificate_env(&env)?);
-    let client = OtlpClient::new(runtime, &roots).map_err(TracesError::Refused)?;
+    let client = OtlpClient::new(runtime, &roots).map_err(TracesError::Ignored)?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
@@ -194,5 +194,52 @@ impl TraceExport {
         if let Err(e) = self.provider.shutdown() {
             tracing::warn!(error = %e, "OpenTelemetry trace export did not shut down cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            list.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_file_then_the_traces_variable_as_is_then_the_base_one() {
+        let none = Telemetry::default();
+        let file = Telemetry {
+            otlp_endpoint: Some("https://c.example:4318".into()),
+            ..Telemetry::default()
+        };
+        let both = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
+        ]);
+        let at =
+            |s: &Telemetry, env: &dyn Fn(&str) -> Option<String>| traces_endpoint(s, env).unwrap();
+        assert_eq!(
+            at(&file, &both).as_deref(),
+            Some("https://c.example:4318/v1/traces")
+        );
+        assert_eq!(at(&none, &both).as_deref(), Some("http://t:4318/custom"));
+        let base = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/")]);
+        assert_eq!(
+            at(&none, &base).as_deref(),
+            Some("http://base:4318/v1/traces")
+        );
+        assert_eq!(at(&none, &vars(&[])), None);
+        let bad = vars(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://u:pw@t/x")]);
+        let e = traces_endpoint(&none, &bad).unwrap_err();
+        assert!(!e.is_fatal());
+        let e = e.to_string();
+        assert!(
+            e.starts_with("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ") && !e.contains("pw"),
+            "{e}"
+        );
     }
 }
