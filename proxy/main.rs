@@ -123,12 +123,19 @@ fn run(cfg: Config, log: &LogArgs) -> ExitCode {
         }
     };
     let env = |k: &str| std::env::var(k).ok();
-    let traces = match traces::start(&cfg.telemetry, &env, runtime.handle().clone()) {
-        Ok(traces) => traces,
-        Err(e) => {
+    let started = traces::start(
+        &cfg.telemetry,
+        &cfg.network.extra_ca,
+        &env,
+        runtime.handle().clone(),
+    );
+    let (traces, unusable) = match started {
+        Ok(traces) => (traces, None),
+        Err(e) if e.is_fatal() => {
             let _ = writeln!(std::io::stderr().lock(), "popgate: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
+        Err(e) => (None, Some(e)),
     };
     if let Err(code) = init_tracing_with(
         log,
@@ -140,6 +147,9 @@ fn run(cfg: Config, log: &LogArgs) -> ExitCode {
     }
     if traces.is_some() {
         tracing::info!("exporting OpenTelemetry traces (OTLP/HTTP)");
+    }
+    if let Some(e) = unusable {
+        tracing::error!(error = %e, "OpenTelemetry trace export is off; serving without it");
     }
     let code = match runtime.block_on(popgate::app::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

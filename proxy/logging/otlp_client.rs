@@ -1,6 +1,8 @@
 //! The HTTP client the OTLP exporter posts span batches with: one HTTP/1.1 connection per batch
-//! (a batch leaves every few seconds at most), plain or TLS (system roots), run on popgate's own
-//! Tokio runtime so the exporter's background thread needs no runtime of its own.
+//! (a batch leaves every few seconds at most), plain or TLS (the system's roots and the CAs
+//! configured for it), run on popgate's own Tokio runtime so the exporter's background thread
+//! needs no runtime of its own. A failed export is one warning naming the step that failed
+//! (connect, TLS handshake, exchange) and the collector; requests never wait for it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use opentelemetry_http::{HttpClient, HttpError};
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -41,21 +43,27 @@ impl std::fmt::Debug for OtlpClient {
 }
 
 impl OtlpClient {
-    /// A client spawning its exchanges on `runtime`, trusting the system roots for TLS.
-    pub(crate) fn new(runtime: Handle) -> Result<Self, String> {
+    /// A client spawning its exchanges on `runtime`, trusting the system's roots and `extra`
+    /// (CA certificates given for the collector).
+    pub(crate) fn new(runtime: Handle, extra: &[CertificateDer<'static>]) -> Result<Self, String> {
         Ok(Self {
             runtime,
-            tls: Some(tls_config()?),
+            tls: Some(tls_config(extra)?),
         })
     }
 }
 
-/// A TLS client config with the system's trusted roots (no client certificate).
-fn tls_config() -> Result<Arc<ClientConfig>, String> {
+/// A TLS client config with the system's trusted roots and `extra` (no client certificate).
+fn tls_config(extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A system root rustls cannot use is skipped, as every TLS client does.
         let _ = roots.add(cert);
+    }
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("a CA certificate for the OTLP endpoint is unusable: {e}"))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
@@ -114,14 +122,22 @@ async fn post(tls: Option<Arc<ClientConfig>>, request: Request<Bytes>) -> Answer
     };
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((bare_host, port)).await?;
+    let tcp = TcpStream::connect((bare_host, port))
+        .await
+        .map_err(|e| format!("cannot connect to the OTLP collector {host}:{port}: {e}"))?;
     let request = origin_form(request, &uri)?;
     if https {
         let tls = tls.ok_or("no TLS configuration")?;
         let name = ServerName::try_from(bare_host.to_owned())?;
         let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, tcp)
-            .await?;
+            .await
+            .map_err(|e| {
+                format!(
+                    "TLS handshake with the OTLP collector {host}:{port} failed: {e} (its CA must be \
+                     a system root, in network.extra_ca_files or in OTEL_EXPORTER_OTLP_CERTIFICATE)"
+                )
+            })?;
         exchange(stream, request).await
     } else {
         exchange(tcp, request).await

@@ -1,6 +1,7 @@
 //! Body bytes per route: a body wrapper that adds each data frame's length to a counter as the
 //! frame passes, so streamed bodies are counted as they flow (nothing is buffered) and an aborted
-//! body counts what got through.
+//! body counts what got through. While the access log is on, the same count goes to the
+//! request's access-log line ([`Report`]), which a response body writes when it ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,17 +10,42 @@ use bytes::Buf as _;
 use http_body::{Body, Frame, SizeHint};
 use prometheus::IntCounter;
 
+use super::request::{AccessLine, Outcome, Report};
+
 /// `inner`, counting its data bytes into `counter`.
 #[derive(Debug)]
 pub struct Counted<B> {
     inner: B,
     counter: IntCounter,
+    /// Where the bytes also go for the access log; `None` while it is off (nothing more to do).
+    report: Option<Box<Report>>,
 }
 
 impl<B> Counted<B> {
     /// Counts `inner`'s data bytes into `counter` as they are polled.
     pub fn new(inner: B, counter: IntCounter) -> Self {
-        Self { inner, counter }
+        Self {
+            inner,
+            counter,
+            report: None,
+        }
+    }
+
+    /// This body, also reporting its bytes (and, for a response, its end) to `report`.
+    pub(crate) fn reporting(mut self, report: Option<Box<Report>>) -> Self {
+        self.report = report;
+        self
+    }
+}
+
+impl<B: Body> Counted<B> {
+    /// This response body, writing `line` when it ends: at once if it has nothing to send.
+    pub(crate) fn logged(self, mut line: AccessLine) -> Self {
+        if self.inner.is_end_stream() {
+            line.write(Outcome::Complete);
+            return self;
+        }
+        self.reporting(Some(Box::new(Report::Response(line))))
     }
 }
 
@@ -39,7 +65,23 @@ where
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.counter.inc_by(data.remaining() as u64);
+            let n = data.remaining() as u64;
+            this.counter.inc_by(n);
+            if let Some(report) = &mut this.report {
+                report.passed(n);
+            }
+        }
+        if let Some(report) = &mut this.report {
+            let ended = match &polled {
+                Poll::Ready(None) => Some(Outcome::Complete),
+                Poll::Ready(Some(Err(_))) => Some(Outcome::UpstreamError),
+                Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => Some(Outcome::Complete),
+                _ => None,
+            };
+            if let Some(outcome) = ended {
+                report.end(outcome);
+                this.report = None;
+            }
         }
         polled
     }

@@ -19,6 +19,7 @@ use super::stall_body::{StallFlag, StallTimed};
 use super::trailers::filter_request_trailers;
 use crate::metrics::RouteMetrics;
 use crate::metrics::body_bytes::Counted;
+use crate::metrics::request::Report;
 
 pub(crate) use crate::config::limits::MAX_REPLAY_BODY;
 
@@ -95,9 +96,9 @@ impl UpstreamBody {
     }
 
     /// This body, its data bytes counted by `route`'s `popgate_request_body_bytes_total` as
-    /// they are sent.
-    pub fn counted(self, route: &RouteMetrics) -> Self {
-        UpstreamBody::Counted(Box::new(route.count_request_body(self)))
+    /// they are sent, and reported to the request's access-log line when `report` is given.
+    pub(crate) fn counted(self, route: &RouteMetrics, report: Option<Box<Report>>) -> Self {
+        UpstreamBody::Counted(Box::new(route.count_request_body(self).reporting(report)))
     }
 
     /// This body, cut off once the caller keeps it waiting for `limit`; the flag says whether it

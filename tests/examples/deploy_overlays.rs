@@ -5,8 +5,9 @@
 //! drain fits the grace period; and each overlay is what it claims (a per-node DaemonSet; a
 //! gateway Deployment behind a Service with a PodDisruptionBudget and an autoscaler).
 //!
-//! There is no cluster here, so objects are not checked against the API server's OpenAPI schema;
-//! the checks below are the fields the manifests rely on, per kind.
+//! The objects are checked against the Kubernetes OpenAPI schemas by `.ci/run` (the pinned
+//! `kubernetes-validate`, which is not a cargo dependency); the checks below are the fields and
+//! references the manifests rely on, per kind.
 
 use std::collections::BTreeSet;
 

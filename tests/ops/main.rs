@@ -5,7 +5,9 @@
 #[path = "../kit/mod.rs"]
 mod kit;
 
+mod ops_access_log;
 mod ops_cli;
+mod ops_otlp_export;
 mod ops_permanent_failure;
 mod ops_probe;
 mod ops_readyz;

@@ -28,13 +28,13 @@ use crate::kit::process::{Child, fields};
 const PROCESS_BOUND: Duration = Duration::from_secs(90);
 
 /// The running binary (JSON log, access log on), stdout and stderr captured.
-struct Popgate {
+pub(crate) struct Popgate {
     child: Child,
     lines: Vec<String>,
 }
 
 impl Popgate {
-    fn start(config: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Popgate {
+    pub(crate) fn start(config: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Popgate {
         let mut command = Command::new(env!("CARGO_BIN_EXE_popgate"));
         command
             .args([
@@ -54,6 +54,10 @@ impl Popgate {
             "IDENTITY_HEADER",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_SDK_DISABLED",
             "OTEL_TRACES_EXPORTER",
             "OTEL_TRACES_SAMPLER",
@@ -69,7 +73,7 @@ impl Popgate {
     }
 
     /// The next stdout line parsed as a JSON object whose event satisfies `want`. Blocking.
-    fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + PROCESS_BOUND;
         loop {
             let line = self.child.next_line(deadline).unwrap_or_else(|| {
@@ -86,7 +90,7 @@ impl Popgate {
     }
 
     /// Waits for `serving`; returns the proxy and admin addresses. Blocking.
-    fn wait_serving(&mut self) -> (SocketAddr, SocketAddr) {
+    pub(crate) fn wait_serving(&mut self) -> (SocketAddr, SocketAddr) {
         let listening = self.wait_for("listening", |e| e["message"] == "listening");
         let serving = self.wait_for("serving", |e| e["message"] == "serving");
         (
@@ -96,7 +100,7 @@ impl Popgate {
     }
 
     /// SIGTERM, the exit (status 0), and everything it wrote.
-    fn terminate(mut self) -> Vec<String> {
+    pub(crate) fn terminate(mut self) -> Vec<String> {
         self.child.signal("TERM");
         let status = self.child.wait_exit(PROCESS_BOUND);
         assert!(status.success(), "popgate exited with {status}");
@@ -106,7 +110,7 @@ impl Popgate {
 
 /// One route (`/app-pop/`, certificate app, mTLS PoP to the authority's resource), admin on
 /// 127.0.0.2, and `top` (YAML lines) at the top level.
-fn one_route_config(env: &Env, top: &str) -> std::path::PathBuf {
+pub(crate) fn one_route_config(env: &Env, top: &str) -> std::path::PathBuf {
     let flows: Vec<_> = all_flows()
         .into_iter()
         .filter(|f| f.0 == "app-pop")
@@ -121,7 +125,7 @@ fn one_route_config(env: &Env, top: &str) -> std::path::PathBuf {
 
 /// `GET /app-pop/v1.0/me` through popgate with extra request headers; the answer and the
 /// headers the upstream saw (the resource's echo).
-async fn get_with(proxy: SocketAddr, headers: &[(&str, &str)]) -> (Answer, Value) {
+pub(crate) async fn get_with(proxy: SocketAddr, headers: &[(&str, &str)]) -> (Answer, Value) {
     let mut request = http::Request::builder()
         .uri("http://legacy.app/app-pop/v1.0/me")
         .header("host", "legacy.app");
@@ -214,13 +218,18 @@ async fn json_logs_are_flat_and_the_access_log_names_caller_host_and_request_id(
     assert_eq!(access["upstream_status"], 200);
     let caller: SocketAddr = access["caller"].as_str().unwrap().parse().unwrap();
     assert!(caller.ip().is_loopback(), "{access}");
-    for ms in ["duration_ms", "token_wait_ms", "upstream_ms"] {
+    for ms in ["duration_ms", "head_ms", "token_wait_ms", "upstream_ms"] {
         assert!(
             access[ms].as_f64().is_some_and(|v| v >= 0.0),
             "{ms}: {access}"
         );
     }
-    assert!(access["bytes"].as_u64().is_some(), "{access}");
+    assert_eq!(access["outcome"], "complete", "{access}");
+    assert_eq!(access["bytes_received"], 0, "{access}");
+    assert!(
+        access["bytes_sent"].as_u64().is_some_and(|n| n > 0),
+        "{access}"
+    );
     // The request's span fields travel with it (not nested under `fields` either).
     assert_eq!(access["span"]["request_id"], "caller-42:abc", "{access}");
     popgate.terminate();
@@ -296,15 +305,21 @@ async fn put_log_level_changes_what_is_logged_and_refuses_bad_filters() {
     );
 }
 
-/// A minimal OTLP/HTTP receiver on loopback: `POST /v1/traces` (protobuf) decoded and kept.
-struct Receiver {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+/// A minimal OTLP/HTTP receiver on loopback, plain or TLS: every `POST` whose body decodes as an
+/// `ExportTraceServiceRequest` (protobuf) is kept with its path.
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
+    requests: Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
+        Self::start_with(None).await
+    }
+
+    /// A receiver that serves TLS with `tls` when given.
+    pub(crate) async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -318,16 +333,16 @@ impl Receiver {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let kept = Arc::clone(&kept);
                     async move {
-                        let path_ok =
-                            req.method() == http::Method::POST && req.uri().path() == "/v1/traces";
+                        let post = req.method() == http::Method::POST;
+                        let path = req.uri().path().to_string();
                         let protobuf = req
                             .headers()
                             .get("content-type")
                             .is_some_and(|v| v == "application/x-protobuf");
                         let body = req.into_body().collect().await?.to_bytes();
                         let status = match ExportTraceServiceRequest::decode(body) {
-                            Ok(decoded) if path_ok && protobuf => {
-                                kept.lock().unwrap().push(decoded);
+                            Ok(decoded) if post && protobuf => {
+                                kept.lock().unwrap().push((path, decoded));
                                 200
                             }
                             _ => 400,
@@ -341,10 +356,19 @@ impl Receiver {
                         Ok::<_, hyper::Error>(answer)
                     }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -355,10 +379,16 @@ impl Receiver {
         }
     }
 
+    /// The path of every export received.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|(path, _)| path.clone()).collect()
+    }
+
     /// Every span received, with its resource's attributes.
-    fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
+    pub(crate) fn spans(&self) -> Vec<(Vec<KeyValue>, Span)> {
         let mut out = Vec::new();
-        for request in self.requests.lock().unwrap().iter() {
+        for (_, request) in self.requests.lock().unwrap().iter() {
             for resource_spans in &request.resource_spans {
                 let resource = resource_spans
                     .resource
@@ -450,6 +480,11 @@ async fn otlp_spans_continue_the_callers_trace_and_carry_no_secret() {
     let output = tokio::task::block_in_place(|| popgate.terminate());
 
     let spans = receiver.spans();
+    assert!(
+        receiver.paths().iter().all(|p| p == "/v1/traces"),
+        "{:?}",
+        receiver.paths()
+    );
     let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
     let in_trace: Vec<&Span> = spans
         .iter()

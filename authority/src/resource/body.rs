@@ -2,13 +2,16 @@
 //! chunk by chunk, so neither is ever held whole in memory.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use tokio::time::Sleep;
 
 /// Uploads above this are refused: tests send at most tens of MiB; this only stops a runaway.
 pub const MAX_REQUEST_BODY: u64 = 1 << 30;
@@ -86,12 +89,34 @@ where
 pub struct GeneratedBody {
     offset: u64,
     len: u64,
+    /// Whether the length is left undeclared (the answer is then sent chunked).
+    undeclared: bool,
+    /// The pause before each chunk after the first, and the timer of the next one.
+    pace: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 impl GeneratedBody {
     /// A body of exactly `len` bytes (see [`generated_byte`]).
     pub fn new(len: u64) -> Self {
-        Self { offset: 0, len }
+        Self {
+            offset: 0,
+            len,
+            undeclared: false,
+            pace: None,
+        }
+    }
+
+    /// The same bytes with no declared length: hyper sends them chunked (`?chunked=1`).
+    pub fn undeclared(mut self) -> Self {
+        self.undeclared = true;
+        self
+    }
+
+    /// The same bytes with `pause` before each chunk after the first (`?pace_ms`): a slow
+    /// stream, for callers that go away part-way.
+    pub fn paced(mut self, pause: Duration) -> Self {
+        self.pace = Some((pause, Box::pin(tokio::time::sleep(Duration::ZERO))));
+        self
     }
 }
 
@@ -101,11 +126,18 @@ impl Body for GeneratedBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let remaining = self.len - self.offset;
         if remaining == 0 {
             return Poll::Ready(None);
+        }
+        if let Some((pause, sleep)) = &mut self.pace {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let next = tokio::time::Instant::now() + *pause;
+            sleep.as_mut().reset(next);
         }
         let n = remaining.min(GENERATED_CHUNK as u64) as usize;
         let start = (self.offset % ALPHABET as u64) as usize;
@@ -120,6 +152,9 @@ impl Body for GeneratedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.undeclared {
+            return SizeHint::default();
+        }
         SizeHint::with_exact(self.len - self.offset)
     }
 }
@@ -138,6 +173,21 @@ mod tests {
         }
         let empty = GeneratedBody::new(0).collect().await.unwrap().to_bytes();
         assert!(empty.is_empty());
+    }
+    #[tokio::test]
+    async fn undeclared_and_paced_bodies_keep_their_bytes() {
+        let len = 2 * GENERATED_CHUNK as u64 + 5;
+        let body = GeneratedBody::new(len).undeclared();
+        assert_eq!(body.size_hint().exact(), None);
+        let started = std::time::Instant::now();
+        let bytes = body
+            .paced(Duration::from_millis(20))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(bytes.len() as u64, len);
+        assert!(started.elapsed() >= Duration::from_millis(40), "two pauses");
     }
 
     #[tokio::test]

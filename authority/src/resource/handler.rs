@@ -22,6 +22,8 @@ pub type ResourceBody = Either<Full<Bytes>, GeneratedBody>;
 
 /// `?delay_ms` above this is refused: tests need short stalls, not hung connections.
 const MAX_DELAY_MS: u64 = 60_000;
+/// `?pace_ms` above this is refused: a pause between chunks, not a hung stream.
+const MAX_PACE_MS: u64 = 10_000;
 /// `?size` above this is refused: 64 GiB is far beyond any test or bench yet still bounded.
 const MAX_RESPONSE_SIZE: u64 = 64 << 30;
 
@@ -30,12 +32,17 @@ const MAX_RESPONSE_SIZE: u64 = 64 << 30;
 #[error("connection dropped by an injected fault")]
 pub struct DroppedByFault;
 
-/// What the client asked of the response (`?size`, `x-response-size`, `?status`, `?delay_ms`).
+/// What the client asked of the response (`?size`, `x-response-size`, `?status`, `?delay_ms`,
+/// `?chunked`, `?pace_ms`).
 #[derive(Debug, Default)]
 struct Shape {
     size: Option<u64>,
     status: Option<StatusCode>,
     delay: Option<Duration>,
+    /// `?chunked=1`: a generated body without a declared length (sent chunked).
+    chunked: bool,
+    /// `?pace_ms`: a pause before each generated chunk after the first.
+    pace: Option<Duration>,
 }
 
 fn parse_shape(parts: &http::request::Parts) -> Result<Shape, String> {
@@ -64,6 +71,14 @@ fn parse_shape(parts: &http::request::Parts) -> Result<Shape, String> {
                     "delay_ms",
                     &value,
                     MAX_DELAY_MS,
+                )?))
+            }
+            "chunked" => shape.chunked = number("chunked", &value, 1)? == 1,
+            "pace_ms" => {
+                shape.pace = Some(Duration::from_millis(number(
+                    "pace_ms",
+                    &value,
+                    MAX_PACE_MS,
                 )?))
             }
             "status" => {
@@ -305,7 +320,14 @@ pub async fn handle(
     let response = match shape.size {
         None => json_response(status, &summary),
         Some(size) => {
-            let mut response = Response::new(Either::Right(GeneratedBody::new(size)));
+            let mut body = GeneratedBody::new(size);
+            if shape.chunked {
+                body = body.undeclared();
+            }
+            if let Some(pause) = shape.pace {
+                body = body.paced(pause);
+            }
+            let mut response = Response::new(Either::Right(body));
             *response.status_mut() = status;
             let headers = response.headers_mut();
             headers.insert(

@@ -11,7 +11,7 @@ mod network;
 mod path_prefix;
 mod proxy;
 mod routes;
-mod telemetry;
+pub(crate) mod telemetry;
 mod upstream_pool;
 mod values;
 

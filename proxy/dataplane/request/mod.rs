@@ -37,7 +37,7 @@ use crate::dataplane::framing_guard::Verdict;
 use crate::dataplane::limits::RequestLimits;
 use crate::logging::trace_context;
 use crate::metrics::body_bytes::Counted;
-use crate::metrics::request::Observed;
+use crate::metrics::request::{AccessLine, Observed};
 use crate::net::held_body::HeldBody;
 use crate::route::slot::RouteSlot;
 use crate::route::table::RouteTable;
@@ -163,7 +163,7 @@ impl Forwarder {
         async move {
             let response = match admitted {
                 Ok(admitted) => {
-                    let response = forwarder
+                    let (response, line) = forwarder
                         .handle(
                             request,
                             connection.default_port,
@@ -172,7 +172,8 @@ impl Forwarder {
                             stall,
                         )
                         .await;
-                    connection.guard.cut_off(admitted).unwrap_or(response)
+                    let response = connection.guard.cut_off(admitted).unwrap_or(response);
+                    respond::logged(response, line)
                 }
                 Err(refusal) => refusal,
             };
@@ -189,7 +190,7 @@ impl Forwarder {
     /// Handles one caller request that passed the connection's guard. `listener_default_port` is
     /// 80 on plain listeners, 443 on TLS; `caller` is who the listener saw on the connection;
     /// `stall`: the request body's per-stream progress deadline (HTTP/2).
-    /// Counts it in the route's metrics and, when on, writes its access-log event.
+    /// Counts it in the route's metrics and, when the access log is on, returns its line.
     async fn handle(
         &self,
         request: Request<Incoming>,
@@ -197,7 +198,7 @@ impl Forwarder {
         caller: &Caller,
         request_id: &http::HeaderValue,
         stall: Option<Duration>,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Option<AccessLine>) {
         let mut seen = Observed::start(&request);
         let response = match self
             .forward(request, listener_default_port, caller, stall, &mut seen)
@@ -205,8 +206,8 @@ impl Forwarder {
         {
             Ok(response) | Err(response) => response,
         };
-        seen.finish(&response, listener_default_port, caller, request_id);
-        response
+        let line = seen.finish(&response, listener_default_port, caller, request_id);
+        (response, line)
     }
 
     /// The steps after the connection's guard, in order.

@@ -141,7 +141,7 @@ async fn exchange_once(
             return Err(busy_refusal(route, &cause));
         }
     };
-    let request = request.map(|body| body.counted(&seen.handles()));
+    let request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
     let remaining = timeout.saturating_sub(sent.elapsed());
     let result =
         tokio::time::timeout(remaining, snapshot.client.request(&admission, request)).await;
