@@ -379,9 +379,9 @@ fn legacy_headers(builder: http::request::Builder) -> http::request::Builder {
         .header("user-agent", "legacy-app/4.2")
         .header("accept", "application/json");
     static NO_ID: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *NO_ID.get_or_init(|| {
-        std::env::var_os("POPGATE_BENCH_REQUEST_ID").is_some_and(|v| v == "none")
-    }) {
+    if *NO_ID
+        .get_or_init(|| std::env::var_os("POPGATE_BENCH_REQUEST_ID").is_some_and(|v| v == "none"))
+    {
         builder
     } else {
         builder.header("x-request-id", "8b1f7f1e-3c0e-4b8e-9b5a-0c1d2e3f4a5b")
