@@ -18,7 +18,10 @@
 //! Profiling mode (no criterion): `POPGATE_BENCH_REQUESTS=N` sends N requests after a warm-up and
 //! exits; `POPGATE_BENCH_TARGET=direct` sends them straight to the upstream instead. Instructions
 //! per request = (Ir at N2 − Ir at N1) / (N2 − N1) under `valgrind --tool=callgrind`; the set-up
-//! (key generation, handshakes) cancels out. See benches/MICRO.md.
+//! (key generation, handshakes) cancels out. `POPGATE_BENCH_UPSTREAM=h2` makes the upstream offer
+//! HTTP/2 first by ALPN (popgate then speaks h2 upstream; the direct client stays on HTTP/1.1).
+//! `POPGATE_BENCH_REQUEST_ID=none`: the caller sends no `x-request-id` (popgate makes one).
+//! See benches/MICRO.md.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -75,6 +78,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let h2 = match std::env::var("POPGATE_BENCH_UPSTREAM").as_deref() {
+        Err(_) | Ok("http1") => false,
+        Ok("h2") => true,
+        Ok(other) => {
+            eprintln!("error: POPGATE_BENCH_UPSTREAM must be `http1` or `h2`, got `{other}`");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut fixture = rt.block_on(Fixture::start());
+    let mut fixture = rt.block_on(Fixture::start(h2));
     match requests {
         Some(n) => {
             rt.block_on(async {
@@ -135,13 +146,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn start() -> Fixture {
+    async fn start(h2: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = Pki::new();
         let (server_chain, server_key) =
             pki.issue(&[UPSTREAM_HOST], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
         let (client_chain, client_key) = pki.issue(&[], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-        let upstream = start_upstream(server_chain, server_key, pki.roots()).await;
+        let upstream = start_upstream(server_chain, server_key, pki.roots(), h2).await;
         let jwt = write_files(dir.path(), &pki, &client_chain, &client_key, upstream);
 
         let config = popgate::config::load_with_env(&dir.path().join("routes.yaml"), &|_| None)
@@ -289,11 +300,13 @@ routes:
 }
 
 /// A hyper HTTP/1.1 server over rustls on loopback that requires a client certificate from the
-/// bench CA and answers every request with a small JSON body.
+/// bench CA and answers every request with a small JSON body. With `h2`, it offers HTTP/2 alone
+/// first by ALPN and serves both (popgate negotiates h2; the direct client offers http/1.1 alone).
 async fn start_upstream(
     chain: Vec<CertificateDer<'static>>,
     key: PrivatePkcs8KeyDer<'static>,
     client_roots: rustls::RootCertStore,
+    h2: bool,
 ) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -308,7 +321,11 @@ async fn start_upstream(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, PrivateKeyDer::Pkcs8(key))
         .expect("server certificate");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
@@ -320,9 +337,17 @@ async fn start_upstream(
                     return;
                 };
                 let service = hyper::service::service_fn(answer);
-                let _ = hyper::server::conn::http1::Builder::new()
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
             });
         }
     });
@@ -347,12 +372,20 @@ struct Caller {
     request: Box<dyn Fn() -> Request<Empty<Bytes>>>,
 }
 
-/// The headers a legacy app sends besides Host.
+/// The headers a legacy app sends besides Host (`x-request-id` unless
+/// `POPGATE_BENCH_REQUEST_ID=none`).
 fn legacy_headers(builder: http::request::Builder) -> http::request::Builder {
-    builder
+    let builder = builder
         .header("user-agent", "legacy-app/4.2")
-        .header("accept", "application/json")
-        .header("x-request-id", "8b1f7f1e-3c0e-4b8e-9b5a-0c1d2e3f4a5b")
+        .header("accept", "application/json");
+    static NO_ID: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *NO_ID
+        .get_or_init(|| std::env::var_os("POPGATE_BENCH_REQUEST_ID").is_some_and(|v| v == "none"))
+    {
+        builder
+    } else {
+        builder.header("x-request-id", "8b1f7f1e-3c0e-4b8e-9b5a-0c1d2e3f4a5b")
+    }
 }
 
 impl Caller {

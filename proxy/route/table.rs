@@ -58,6 +58,9 @@ pub struct Route<R> {
     prefix: Option<Box<str>>,
     strip_prefix: bool,
     upstream: Option<Upstream>,
+    /// For an exact-host route without `upstream`: its host as the upstream authority, built once
+    /// here so a request clones it (a reference count) instead of parsing and copying the host.
+    host_authority: Option<Authority>,
     payload: R,
 }
 
@@ -107,6 +110,15 @@ impl<R> Match<'_, R> {
             .authority(self.authority.clone())
             .path_and_query(self.path_and_query.clone())
             .build()
+    }
+
+    /// `https://{authority}{path_and_query}` from the match's own parts: no copy, no builder.
+    pub fn into_upstream_uri(self) -> Result<http::Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(self.authority);
+        parts.path_and_query = Some(self.path_and_query);
+        Ok(http::Uri::from_parts(parts)?)
     }
 }
 
@@ -182,8 +194,15 @@ impl<R> RouteTable<R> {
             len: 0,
         };
         for (spec, payload) in routes {
+            let mut host_authority = None;
             let bucket = match spec.host.as_ref().map(pattern_key) {
-                Some(PatternKey::Exact(key)) => table.exact.entry(key).or_default(),
+                Some(PatternKey::Exact(key)) => {
+                    if spec.upstream.is_none() {
+                        // The key is what a matching request's key equals (see `lookup`).
+                        host_authority = Authority::try_from(&*key).ok();
+                    }
+                    table.exact.entry(key).or_default()
+                }
                 Some(PatternKey::Wildcard(key)) => table.wildcard.entry(key).or_default(),
                 None => &mut table.any_host,
             };
@@ -192,6 +211,7 @@ impl<R> RouteTable<R> {
                 prefix: spec.path_prefix.map(String::into_boxed_str),
                 strip_prefix: spec.strip_prefix,
                 upstream: spec.upstream,
+                host_authority,
                 payload,
             });
             table.len += 1;
@@ -251,10 +271,11 @@ impl<R> RouteTable<R> {
             })
             .or_else(|| self.lookup_any_host(path))?;
 
-        let authority = match &route.upstream {
-            Some(up) => up.authority().clone(),
+        let authority = match (&route.upstream, &route.host_authority) {
+            (Some(up), _) => up.authority().clone(),
+            (None, Some(host)) => host.clone(),
             // A route without `upstream` always has a host, so a key exists here.
-            None => Authority::try_from(key.as_deref()?).ok()?,
+            (None, None) => Authority::try_from(key.as_deref()?).ok()?,
         };
         let forwarded = match (&route.prefix, route.strip_prefix) {
             (Some(prefix), true) => {

@@ -46,16 +46,16 @@ pub(super) fn find(
         tracing::info!(host = host.unwrap_or(""), "no route; request refused");
         return Err(refuse(&Refusal::NoRoute { host }));
     };
-    let uri = found.upstream_uri().map_err(|_| {
+    let route = Route {
+        name: Arc::clone(found.route.name_arc()),
+        slot: Arc::clone(found.route.payload()),
+    };
+    let uri = found.into_upstream_uri().map_err(|_| {
         refuse(&Refusal::BadRequest {
             reason: "the request target cannot be mapped to an upstream URL",
         })
     })?;
     super::path::check_forwarded(uri.path())?;
-    let route = Route {
-        name: Arc::clone(found.route.name_arc()),
-        slot: Arc::clone(found.route.payload()),
-    };
     drop(table);
     tracing::Span::current().record("route", &*route.name);
     seen.routed(&route.name, route.slot.metrics(&route.name));
