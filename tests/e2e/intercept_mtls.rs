@@ -115,10 +115,7 @@ async fn send_connect<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<St
             Ok(0) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&head))),
             Ok(_) => head.push(b[0]),
             Err(e) => {
-                return Err(format!(
-                    "{e} after {:?}",
-                    String::from_utf8_lossy(&head)
-                ));
+                return Err(format!("{e} after {:?}", String::from_utf8_lossy(&head)));
             }
         }
     }
