@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import authority as auth  # noqa: E402
-from harness import compare, procs, report, token_path  # noqa: E402
+from harness import compare, intercept, procs, report, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Ctx, Placement  # noqa: E402
 from harness.pki import fetch_pop_token, upstream_certificate  # noqa: E402
@@ -45,10 +45,10 @@ NOFILE = 65_536
 # The whole harness must stay well under 15 minutes: these are the full run's phase lengths.
 FULL = dict(conns=64, closed_s=8, rate_s=10, warmup_s=2, idle_conns=9_900, idle_hold_s=4,
             burst=1000, refresh_lifetime_s=60, refresh_s=180, refresh_rate=2000,
-            rotation_s=30, rotate_at_s=10, routes=1000)
+            rotation_s=30, rotate_at_s=10, routes=1000, intercept_rounds=2)
 QUICK = dict(conns=32, closed_s=3, rate_s=3, warmup_s=1, idle_conns=2000, idle_hold_s=2,
              burst=200, refresh_lifetime_s=20, refresh_s=30, refresh_rate=500,
-             rotation_s=10, rotate_at_s=3, routes=100)
+             rotation_s=10, rotate_at_s=3, routes=100, intercept_rounds=2)
 
 
 def sh(argv: list[str], what: str, cwd: Path = ROOT) -> str:
@@ -166,6 +166,8 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="do not apt-get / pip install missing peers")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated subset of " + ",".join(PROXIES))
     ap.add_argument("--skip-token-path", action="store_true")
+    ap.add_argument("--skip-intercept", action="store_true",
+                    help="skip popgate through CONNECT interception beside its plain path")
     ap.add_argument("--out", type=Path, default=LOAD / "results" / "latest")
     args = ap.parse_args()
     cfg = QUICK if args.quick else FULL
@@ -214,11 +216,19 @@ def main() -> int:
         ctx = Ctx(work=work, bin=bins, client_cert=client_cert, client_key=client_key, client_combined=combined,
                   bench_ca=cert["ca"], authority=info, upstream_addr="", token=token)
         results: dict = {"placements": {}, "token_path": {}, "memory": {}}
-        up = gen = None
+        up = gen = ca = None
         for pl in placements():
             if up:
                 up.child.stop()
             results["placements"][pl.name], up, gen = measure_placement(ctx, pl, cfg, proxies, bins, cert)
+            if not args.skip_intercept:
+                print(f"[{pl.name}] popgate through CONNECT interception beside plain", flush=True)
+                ca = ca or intercept.make_ca(ctx)
+                ic = intercept.tunnel_vs_plain(ctx, pl, up, gen, ca, cfg["conns"], cfg["closed_s"],
+                                               cfg["warmup_s"], cfg["intercept_rounds"])
+                results["placements"][pl.name]["intercept"] = ic
+                print(f"    plain {ic['rps']['plain']:.0f} req/s, tunnel {ic['rps']['tunnel']:.0f} req/s: "
+                      f"tunnel/plain = {ic['ratio']:.2f} (CPU per request {ic['cpu_ratio']:.2f}×)", flush=True)
         unpinned = placements()[1]
         if not args.skip_token_path:
             print("token path: cold start, cold burst", flush=True)

@@ -41,7 +41,7 @@ struct Setup {
 
 /// `popgate ca init --out DIR`: the CA and key files, the key 0600; a second run refuses to
 /// overwrite them.
-fn ca_init(dir: &Path) -> PathBuf {
+pub(super) fn ca_init(dir: &Path) -> PathBuf {
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_popgate"))
             .args(["ca", "init", "--out"])
@@ -107,7 +107,7 @@ async fn setup() -> Setup {
 }
 
 /// The admin listener's address, from the log.
-fn admin_addr(popgate: &mut Popgate) -> SocketAddr {
+pub(super) fn admin_addr(popgate: &mut Popgate) -> SocketAddr {
     let logged = popgate
         .log
         .iter()
@@ -120,7 +120,7 @@ fn admin_addr(popgate: &mut Popgate) -> SocketAddr {
 }
 
 /// The value of the series `name{labels}` (labels as Prometheus prints them) on `/metrics`.
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
+pub(super) async fn metric(admin: SocketAddr, series: &str) -> f64 {
     let answer = admin_get(admin, "/metrics").await;
     assert_eq!(answer.status, 200);
     answer
@@ -167,7 +167,7 @@ fn curl(proxy: SocketAddr, ca: &Path, url: &str, extra: &[&str]) -> Curl {
 }
 
 /// The resource's echo says the token was bound to the certificate popgate presented.
-fn assert_bound(body: &str, path: &str) {
+pub(super) fn assert_bound(body: &str, path: &str) {
     let echo: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
     assert_eq!(echo["scheme"], "mtls_pop", "{echo}");
     assert!(echo["cnf_x5t"].is_string(), "{echo}");
@@ -194,13 +194,13 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
     (s, String::from_utf8(head).unwrap())
 }
 
-async fn read_all(s: &mut (impl AsyncRead + Unpin)) -> String {
+pub(super) async fn read_all(s: &mut (impl AsyncRead + Unpin)) -> String {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(READ_BOUND, s.read_to_end(&mut rest)).await;
     String::from_utf8_lossy(&rest).into_owned()
 }
 
-fn tls_client(ca: &Path) -> TlsConnector {
+pub(super) fn tls_client(ca: &Path) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();

@@ -11,5 +11,6 @@ mod faults_imds;
 mod faults_token_endpoint;
 mod faults_upstream;
 mod intercept;
+mod intercept_mtls;
 mod outbound_proxy;
 mod upstream_pool;

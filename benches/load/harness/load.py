@@ -19,7 +19,7 @@ class Generator:
         self.binary, self.cpus, self.threads, self.work = binary, cpus, threads, work
 
     def run(self, mode: str, target: str, connections: int, duration: float, extra: list[str] | None = None,
-            direct: dict | None = None, hold_callback=None) -> dict:
+            direct: dict | None = None, hold_callback=None, tunnel: dict | None = None) -> dict:
         argv = [str(self.binary), mode, "--target", target, "--connections", str(connections),
                 "--threads", str(self.threads), "--host", UPSTREAM_HOST]
         if mode != "idle" and mode != "burst":
@@ -27,6 +27,9 @@ class Generator:
         if direct:
             argv += ["--cert", str(direct["cert"]), "--key", str(direct["key"]), "--ca", str(direct["ca"]),
                      "--sni", UPSTREAM_HOST, "--authorization-file", str(direct["authorization_file"])]
+        if tunnel:
+            # Through the proxy's CONNECT interception: TLS inside, verified by its CA.
+            argv += ["--connect", f"{UPSTREAM_HOST}:443", "--ca", str(tunnel["ca"])]
         argv += extra or []
         timeout = duration + LOAD_GRACE_S
         if hold_callback is None:

@@ -45,13 +45,16 @@ def authorization(ctx: Ctx) -> str:
 
 
 def popgate_config(ctx: Ctx, port: int, admin_port: int, routes: int = 1, lazy: bool = False,
-                   cert: Path | None = None, key: Path | None = None) -> str:
-    """routes.yaml for the bench: the measured route plus (routes - 1) others of the same shape."""
+                   cert: Path | None = None, key: Path | None = None,
+                   intercept: tuple[Path, Path] | None = None) -> str:
+    """routes.yaml for the bench: the measured route plus (routes - 1) others of the same shape;
+    `intercept`: (CA certificate, CA key) to intercept CONNECTs on the listener with."""
     resolve = "\n".join(f'    "{h}": "{a}"' for h, a in ctx.authority["resolve"] if not h.startswith("*."))
     lines = [
         "version: 1",
         "listeners:",
         f"  - address: 127.0.0.1:{port}",
+        *([f"    intercept: {{ ca_cert_file: {intercept[0]}, ca_key_file: {intercept[1]} }}"] if intercept else []),
         "admin:",
         f"  address: 127.0.0.1:{admin_port}",
         "network:",

@@ -86,6 +86,21 @@ def markdown(res: dict) -> str:
                 if "idle_conns" in v:
                     lines.append(f"| {proxy} | {v['idle_conns']} | {v['rss_before_idle_kib'] / MIB:.1f} | "
                                  f"{v['rss_idle_kib'] / MIB:.1f} | {_f(v['rss_per_idle_conn_bytes'])} |")
+        ic = p.get("intercept")
+        if ic:
+            lines += ["", f"popgate through CONNECT interception beside its plain path: one popgate with "
+                      f"`intercept:`, {ic['connections']} keep-alive connections, {ic['closed_s']} s closed loop "
+                      f"after {ic['warmup_s']} s warm-up, plain and tunnel alternating, {ic['rounds']} rounds "
+                      "(medians). Tunnel: CONNECT, TLS with popgate's interception CA, requests inside.", "",
+                      "| path | req/s (each round) | median req/s | CPU-s per 10k req | errors |",
+                      "|---|---|---|---|---|"]
+            for kind in ("plain", "tunnel"):
+                rs = ic["runs"][kind]
+                each = ", ".join(f"{r['rps']:.0f}" for r in rs)
+                lines.append(f"| {kind} | {each} | {ic['rps'][kind]:.0f} | "
+                             f"{ic['cpu_s_per_10k'][kind]:.3f} | {sum(r['errors'] for r in rs)} |")
+            lines += ["", f"**tunnel / plain: {ic['ratio']:.2f}× throughput, {ic['cpu_ratio']:.2f}× CPU per "
+                      "request.**"]
         lines.append("")
     tp = res.get("token_path", {})
     if tp:

@@ -41,9 +41,13 @@ pub struct Cli {
     /// File holding the Authorization value (`mtls_pop <jwt>`; a bare JWT gets the `mtls_pop ` prefix).
     #[arg(long, global = true)]
     pub authorization_file: Option<PathBuf>,
-    /// Host header; defaults to the SNI name, else the target authority.
+    /// Host header; defaults to the SNI name, else the --connect host, else the target authority.
     #[arg(long, global = true)]
     pub host: Option<String>,
+    /// HOST:PORT to tunnel to through an http target (a proxy): each connection sends
+    /// `CONNECT HOST:PORT`, then speaks TLS inside (verified by --ca, SNI --sni or HOST).
+    #[arg(long, global = true)]
+    pub connect: Option<String>,
     /// Concurrent connections (one request in flight on each).
     #[arg(long, global = true, default_value_t = 1)]
     pub connections: usize,
@@ -89,6 +93,20 @@ pub struct Target {
     pub path_and_query: String,
     pub authority: String,
     pub tls: Option<TlsFiles>,
+    /// A CONNECT tunnel through the (http) target, with TLS inside.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// `--connect`: the tunnel's target (sent to the proxy, never dialled by the generator) and the
+/// TLS spoken inside it.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    /// `HOST:PORT`, as written in the CONNECT request line and its Host header.
+    pub authority: String,
+    /// The CA (PEM) the certificate inside the tunnel must chain to.
+    pub ca: PathBuf,
+    /// The TLS server name inside the tunnel.
+    pub sni: String,
 }
 
 #[derive(Clone, Debug)]
@@ -169,10 +187,44 @@ pub fn parse_target(url: &str) -> Result<(bool, SocketAddr, String, String), Str
 }
 
 impl Cli {
+    /// Validates `--connect target`: an http target (the proxy), `HOST:PORT`, `--ca` given, no
+    /// client certificate (the caller is identified by the outer connection).
+    fn tunnel(&self, https: bool, target: &str) -> Result<Tunnel, String> {
+        if https {
+            return Err("--connect needs an http:// target (the proxy)".into());
+        }
+        if self.cert.is_some() || self.key.is_some() {
+            return Err("--cert/--key do not apply with --connect".into());
+        }
+        let bad = || format!("--connect {target:?}: must be HOST:PORT");
+        let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty()
+            || port.parse::<u16>().map_or(true, |p| p == 0)
+            || target.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad());
+        }
+        Ok(Tunnel {
+            authority: target.to_owned(),
+            ca: self
+                .ca
+                .clone()
+                .ok_or("--connect needs --ca (the CA of the certificate inside the tunnel)")?,
+            sni: self.sni.clone().unwrap_or_else(|| host.to_owned()),
+        })
+    }
+
     pub fn plan(self) -> Result<Plan, String> {
         let url = self.target.as_deref().ok_or("--target is required")?;
         let (https, addr, authority, path_and_query) = parse_target(url)?;
-        let tls = if https {
+        let tunnel = match &self.connect {
+            None => None,
+            Some(target) => Some(self.tunnel(https, target)?),
+        };
+        let tls = if tunnel.is_some() {
+            None
+        } else if https {
             let need = |v: Option<PathBuf>, n: &str| {
                 v.ok_or_else(|| format!("an https target needs --{n}"))
             };
@@ -194,6 +246,7 @@ impl Cli {
             .host
             .clone()
             .or_else(|| self.sni.clone())
+            .or_else(|| tunnel.as_ref().map(|t| t.sni.clone()))
             .unwrap_or_else(|| authority.clone());
         let authorization = match &self.authorization_file {
             None => None,
@@ -249,6 +302,7 @@ impl Cli {
                 path_and_query,
                 authority,
                 tls,
+                tunnel,
             },
             host,
             authorization,
@@ -319,5 +373,49 @@ mod tests {
             .is_ok()
         );
         assert!(cli(&["idle", "--hold", "700", "--target", "http://127.0.0.1:1/"]).is_err());
+    }
+
+    #[test]
+    fn a_tunnel_goes_through_an_http_target_with_a_ca() {
+        let plan = |args: &[&str]| {
+            let mut v = vec!["bench-load", "closed", "--target", "http://127.0.0.1:1/x"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().plan()
+        };
+        let ok = plan(&["--connect", "api.bench.test:443", "--ca", "ca.pem"]).unwrap();
+        let tunnel = ok.target.tunnel.unwrap();
+        assert_eq!(tunnel.authority, "api.bench.test:443");
+        assert_eq!(tunnel.sni, "api.bench.test");
+        assert_eq!(ok.host, "api.bench.test");
+        assert!(ok.target.tls.is_none());
+        assert!(plan(&["--connect", "api.bench.test:443"]).is_err());
+        for bad in ["api.bench.test", "api.bench.test:0", ":443", "a b:443"] {
+            assert!(
+                plan(&["--connect", bad, "--ca", "ca.pem"]).is_err(),
+                "{bad}"
+            );
+        }
+        let with_cert = [
+            "--connect",
+            "h:443",
+            "--ca",
+            "c",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+        ];
+        assert!(plan(&with_cert).is_err());
+        let https = Cli::try_parse_from([
+            "bench-load",
+            "closed",
+            "--target",
+            "https://127.0.0.1:1/",
+            "--connect",
+            "h:443",
+            "--ca",
+            "c",
+        ]);
+        assert!(https.unwrap().plan().is_err());
     }
 }

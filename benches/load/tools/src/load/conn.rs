@@ -1,5 +1,5 @@
-//! Opening one keep-alive HTTP/1.1 connection (plain, or mTLS for the direct floor) and sending
-//! one request on it from a pre-built template.
+//! Opening one keep-alive HTTP/1.1 connection (plain, mTLS for the direct floor, or TLS inside a
+//! CONNECT tunnel through a proxy) and sending one request on it from a pre-built template.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
-use super::args::{Plan, Target};
+use super::args::{Plan, Target, Tunnel};
 use crate::tls;
 
 pub type Body = Empty<Bytes>;
@@ -51,8 +52,13 @@ impl Failure {
 pub struct Connector {
     target: Target,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `--connect`: the CONNECT request's bytes, sent before `tls` (then the TLS inside it).
+    connect_head: Option<Bytes>,
     template: Request<Body>,
 }
+
+/// Bound on the proxy's answer head to a CONNECT (a `200` head is a few dozen bytes).
+const MAX_CONNECT_ANSWER: usize = 16 * 1024;
 
 /// One open connection: the request handle and the task driving the socket.
 pub struct Conn {
@@ -75,9 +81,10 @@ impl Conn {
 
 impl Connector {
     pub fn new(plan: &Plan) -> Result<Arc<Self>, String> {
-        let tls = match &plan.target.tls {
-            None => None,
-            Some(files) => {
+        let tls = match (&plan.target.tls, &plan.target.tunnel) {
+            (None, None) => None,
+            (_, Some(tunnel)) => Some(Self::tunnel_tls(tunnel)?),
+            (Some(files), None) => {
                 let roots = tls::load_roots(&files.ca)?;
                 let mut config = ClientConfig::builder_with_provider(tls::provider())
                     .with_safe_default_protocol_versions()
@@ -110,20 +117,63 @@ impl Connector {
         let template = builder
             .body(Empty::new())
             .map_err(|e| format!("bad target path: {e}"))?;
+        let connect_head = plan.target.tunnel.as_ref().map(|t| {
+            let a = &t.authority;
+            Bytes::from(format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n"))
+        });
         Ok(Arc::new(Self {
             target: plan.target.clone(),
             tls,
+            connect_head,
             template,
         }))
     }
 
-    /// Opens one connection (TCP, then TLS when direct, then the HTTP/1.1 handshake).
+    /// The TLS client inside a tunnel: trusts `--ca` (the proxy's interception CA), presents no
+    /// certificate, offers HTTP/1.1 only.
+    fn tunnel_tls(tunnel: &Tunnel) -> Result<(TlsConnector, ServerName<'static>), String> {
+        let mut config = ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_root_certificates(tls::load_roots(&tunnel.ca)?)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(tunnel.sni.clone())
+            .map_err(|e| format!("--sni {:?}: {e}", tunnel.sni))?;
+        Ok((TlsConnector::from(Arc::new(config)), name))
+    }
+
+    /// Sends the CONNECT head and reads the proxy's answer up to its blank line (byte by byte, so
+    /// nothing of the tunnel is consumed); anything but a `200` is a failed connect.
+    async fn open_tunnel(tcp: &mut TcpStream, head: &[u8]) -> Result<(), Failure> {
+        tcp.write_all(head).await.map_err(|_| Failure::Connect)?;
+        let mut answer = Vec::with_capacity(64);
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() >= MAX_CONNECT_ANSWER {
+                return Err(Failure::Connect);
+            }
+            let byte = tcp.read_u8().await.map_err(|_| Failure::Connect)?;
+            answer.push(byte);
+        }
+        let status = answer.split(|&b| b == b' ').nth(1);
+        if answer.starts_with(b"HTTP/1.") && status == Some(b"200".as_slice()) {
+            Ok(())
+        } else {
+            Err(Failure::Connect)
+        }
+    }
+
+    /// Opens one connection (TCP, then the CONNECT tunnel when asked, then TLS when direct or
+    /// tunnelled, then the HTTP/1.1 handshake).
     pub async fn connect(&self) -> Result<Conn, Failure> {
-        let tcp = TcpStream::connect(self.target.addr)
+        let mut tcp = TcpStream::connect(self.target.addr)
             .await
             .map_err(|_| Failure::Connect)?;
         // Nagle would hold the request behind the previous response's delayed ACK.
         let _ = tcp.set_nodelay(true);
+        if let Some(head) = &self.connect_head {
+            Self::open_tunnel(&mut tcp, head).await?;
+        }
         match &self.tls {
             None => Self::handshake(tcp).await,
             Some((connector, name)) => {
