@@ -1,11 +1,9 @@
 //! The load: per route, `concurrency` keep-alive connections, each either back-to-back (closed
 //! loop) or taking every C-th request of the route's fixed-rate schedule (open loop, as wrk2).
 //!
-//! Coordinated-omission correction: at a fixed rate, a request that could not be sent at its due
-//! time because its connection was still busy is timed from the due time, so a stall shows up in
-//! every request it delayed and not only in the one that stalled. When the connection was free, the
-//! request is timed from when the task woke: tokio's timer has millisecond granularity, and
-//! charging that to popgate would put a flat floor under every percentile.
+//! The schedule, its lanes and the coordinated-omission correction (a request its busy connection
+//! could not send on time is timed from its due time) are the shared `loadgen` crate's, the same
+//! as the load harness's `bench-load`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +13,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use loadgen::{Lane, Schedule};
+
 use super::client::{Answer, Conn, Failure, open_within};
-use super::plan::{Load, Plan, Stop};
+use super::plan::{Plan, Stop};
 use super::record::Recorder;
-use super::schedule::Schedule;
 use super::target::Target;
 
 /// Pause after a failed connect, so a dead listener costs the shared machine nothing while the
@@ -122,33 +121,24 @@ impl Worker {
         }
     }
 
-    /// Requests `i`, `i + C`, `i + 2C`, ... of the fixed-rate schedule.
-    async fn open(mut self, rate: f64, i: u64) {
+    /// Its lane of the fixed-rate schedule: requests `i`, `i + C`, `i + 2C`, ...
+    async fn open(mut self, mut lane: Lane) {
         let route = Arc::clone(&self.route);
-        let s = route.schedule;
-        let c = route.plan.concurrency as u64;
-        let (first_measured, end) = s.measured_range(rate);
         // Past this, requests still queued behind a stalled connection are counted as unsent.
-        let deadline = s.planned_end() + route.plan.timeout;
-        let mut prev_done = s.t0;
-        let mut k = i;
-        while k < end {
-            let due = s.due(rate, k);
+        let deadline = route.schedule.planned_end() + route.plan.timeout;
+        while let Some(due) = lane.next_due() {
             if Instant::now() >= deadline {
-                let left = (k.max(first_measured)..end).step_by(c as usize).count();
-                route.rec.unsent(left as u64);
+                route.rec.unsent(lane.unsent());
                 return;
             }
-            if !sleep_until(due, &mut self.stop).await {
+            if !sleep_until(due.at, &mut self.stop).await {
                 return;
             }
-            let woke = Instant::now();
-            let start = if prev_done <= due { woke } else { due };
-            match self.exchange(due, start, k >= first_measured).await {
-                Some(done) => prev_done = done,
+            let start = lane.start(&due, Instant::now());
+            match self.exchange(due.at, start, due.measured).await {
+                Some(done) => lane.sent(done),
                 None => return,
             }
-            k += c;
         }
     }
 }
@@ -179,11 +169,9 @@ pub(crate) async fn run(
                 conn: None,
                 stop: stop.clone(),
             };
-            match plan.load {
-                Load::Closed => {
-                    set.spawn(worker.closed(schedule.closed_start(i, plan.concurrency)))
-                }
-                Load::Rate(r) => set.spawn(worker.open(r, i as u64)),
+            match schedule.lane(i, plan.concurrency) {
+                None => set.spawn(worker.closed(schedule.closed_start(i, plan.concurrency))),
+                Some(lane) => set.spawn(worker.open(lane)),
             };
         }
     }

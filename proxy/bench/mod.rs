@@ -9,7 +9,6 @@ pub mod plan;
 pub(crate) mod popgate_side;
 pub(crate) mod record;
 pub(crate) mod report;
-pub(crate) mod schedule;
 pub mod setup;
 pub(crate) mod summary;
 pub(crate) mod table;
@@ -22,13 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use loadgen::Schedule;
+
 use crate::config::Config;
 
 use metrics_source::Source;
 use plan::{Load, LoadFlags, Plan};
 use popgate_side::Snapshot;
 use record::Recorder;
-use schedule::Schedule;
 use setup::{Against, SetupFailure};
 use summary::Summary;
 
@@ -159,7 +159,7 @@ pub async fn run(
     tracing::info!(listener = %env.listener, routes = targets.len(), "bench load starting");
 
     let t0 = Instant::now();
-    let schedule = Schedule::new(plan, t0);
+    let schedule = plan.schedule(t0);
     let recorders: Vec<Arc<Recorder>> = targets
         .iter()
         .map(|_| Arc::new(Recorder::new(t0)))

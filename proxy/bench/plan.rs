@@ -1,6 +1,8 @@
 //! The load a `popgate bench` run applies, checked against its bounds before anything starts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use loadgen::Schedule;
 
 use super::BenchError;
 
@@ -23,23 +25,9 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// stall a fixed-rate schedule, few enough for a shared laptop.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
-/// Closed loop (back-to-back on each connection) or open loop at a fixed rate.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Load {
-    /// Every connection sends its next request when the previous one ends.
-    Closed,
-    /// Requests are due at `rate` per second per route, whatever the answers take.
-    Rate(f64),
-}
-
-/// When the measured phase ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// After this long.
-    After(Duration),
-    /// After this many measured requests per route.
-    Requests(u64),
-}
+/// The load's shape and when it stops: the shared load generator's (`loadgen`), so that
+/// `popgate bench` and the load harness's `bench-load` pace requests the same way.
+pub use loadgen::{Load, Stop};
 
 /// The flags that shape the load, as given.
 #[derive(Clone, Debug, Default)]
@@ -149,6 +137,12 @@ impl Plan {
             timeout: flags.timeout,
             pace,
         })
+    }
+
+    /// This plan's schedule for a load that starts at `t0`; a closed loop that stops after a
+    /// number of requests ends at [`MAX_RUN`] at the latest.
+    pub(crate) fn schedule(&self, t0: Instant) -> Schedule {
+        Schedule::new(t0, self.load, self.stop, self.ramp, self.warmup, MAX_RUN)
     }
 }
 

@@ -1,48 +1,31 @@
-//! One route's results: an HdrHistogram of measured latencies, answers by class and cause, and a
-//! per-second series over the whole run (ramp and warm-up included) for the report.
+//! One route's results: the shared recorder (`loadgen`: an HdrHistogram of measured latencies and a
+//! per-second series over the whole run, ramp and warm-up included, for the report) counting
+//! answers by popgate's classes and causes.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use loadgen::{Bounds, Counts, Sample, Series};
 
 use super::client::{Answer, Failure};
 use super::plan::{MAX_RUN, MAX_TIMEOUT};
 
-/// Highest latency recorded, in µs: a fixed-rate request due at the start of the longest run and
+/// Highest latency recorded: a fixed-rate request due at the start of the longest run and
 /// answered at its end, plus a timeout. Longer values saturate at it.
-const HIST_MAX_US: u64 = (MAX_RUN.as_secs() + MAX_TIMEOUT.as_secs()) * 1_000_000;
+const HIST_MAX: Duration = MAX_RUN.saturating_add(MAX_TIMEOUT);
 /// Three significant digits for the run's percentiles (0.1 %).
 const HIST_SIGFIG: u8 = 3;
 /// One for each second of the series: buckets about 6 % wide are enough for a plot, and 661
 /// seconds x 16 routes of them stay under 20 MiB (two digits would take 250 MiB).
 const SERIES_SIGFIG: u8 = 1;
 /// Seconds in the series: the longest run plus the last requests' timeout.
-const SERIES_LEN: usize = (MAX_RUN.as_secs() + MAX_TIMEOUT.as_secs()) as usize + 1;
+const SERIES_LEN: usize = HIST_MAX.as_secs() as usize + 1;
+/// One shard: the route's connections share one lock (a record is a few counter updates).
+const SHARDS: usize = 1;
 
-fn histogram<T: hdrhistogram::Counter>(sigfig: u8) -> Histogram<T> {
-    // Constant bounds hdrhistogram accepts (low 1, high >= 2 * low, sigfig <= 5): cannot fail.
-    #[allow(clippy::expect_used)]
-    Histogram::new_with_bounds(1, HIST_MAX_US, sigfig).expect("constant histogram bounds")
-}
-
-/// One second of the series.
-#[derive(Clone, Debug)]
-pub(crate) struct Second {
-    /// Latencies of the answers due (or sent) in this second (a second never holds 4 billion).
-    pub hist: Histogram<u32>,
-    /// Requests, answered or not.
-    pub count: u64,
-    /// Requests that were not 2xx.
-    pub errors: u64,
-}
-
-/// What one route saw.
-#[derive(Clone, Debug)]
-pub(crate) struct Tally {
-    /// Measured latencies (µs), answers of any status.
-    pub hist: Histogram<u64>,
+/// What one route's answers were.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Classes {
     /// Measured 2xx answers.
     pub ok: u64,
     /// Measured non-2xx answers the upstream gave, by status.
@@ -51,17 +34,30 @@ pub(crate) struct Tally {
     pub popgate: BTreeMap<(u16, String), u64>,
     /// Measured requests with no answer, by [`Failure::ALL`] index.
     pub failures: [u64; Failure::ALL.len()],
-    /// Requests sent during the ramp and warm-up.
-    pub unmeasured: u64,
-    /// Fixed-rate requests due in the measured phase that were never sent (stopped behind).
-    pub unsent: u64,
-    /// When the first 2xx arrived.
+    /// When the first 2xx arrived (measured or not: the cold start).
     pub first_ok: Option<Instant>,
-    /// One entry per second since the load started; `None` where nothing was due.
-    pub series: Vec<Option<Second>>,
 }
 
-impl Tally {
+impl Counts for Classes {
+    fn merge(&mut self, other: &Self) {
+        self.ok += other.ok;
+        for (status, n) in &other.upstream {
+            *self.upstream.entry(*status).or_default() += n;
+        }
+        for (key, n) in &other.popgate {
+            *self.popgate.entry(key.clone()).or_default() += n;
+        }
+        for (mine, theirs) in self.failures.iter_mut().zip(other.failures) {
+            *mine += theirs;
+        }
+        self.first_ok = match (self.first_ok, other.first_ok) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+impl Classes {
     /// Measured requests, answered or not.
     pub(crate) fn requests(&self) -> u64 {
         self.ok
@@ -74,37 +70,42 @@ impl Tally {
     pub(crate) fn errors(&self) -> u64 {
         self.requests() - self.ok
     }
+
+    fn count(&mut self, result: &Result<Answer, Failure>) {
+        match result {
+            Ok(Answer::Ok(_)) => self.ok += 1,
+            Ok(Answer::Upstream(status)) => *self.upstream.entry(*status).or_default() += 1,
+            Ok(Answer::Popgate(status, cause)) => {
+                *self.popgate.entry((*status, cause.clone())).or_default() += 1
+            }
+            Err(f) => self.failures[*f as usize] += 1,
+        }
+    }
 }
+
+/// Everything one route saw.
+pub(crate) type Tally = loadgen::Tally<Classes>;
 
 /// A route's recorder, shared by its connections.
 #[derive(Debug)]
-pub(crate) struct Recorder {
-    t0: Instant,
-    tally: Mutex<Tally>,
-}
+pub(crate) struct Recorder(loadgen::Recorder<Classes>);
 
 impl Recorder {
     /// A recorder for a load that started at `t0`.
     pub(crate) fn new(t0: Instant) -> Self {
-        Self {
-            t0,
-            tally: Mutex::new(Tally {
-                hist: histogram(HIST_SIGFIG),
-                ok: 0,
-                upstream: BTreeMap::new(),
-                popgate: BTreeMap::new(),
-                failures: [0; Failure::ALL.len()],
-                unmeasured: 0,
-                unsent: 0,
-                first_ok: None,
-                series: Vec::new(),
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Tally> {
-        // A worker that panicked mid-record leaves counts that are still counts.
-        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+        let run = Bounds {
+            max: HIST_MAX,
+            sigfig: HIST_SIGFIG,
+        };
+        let series = Series {
+            origin: t0,
+            seconds: SERIES_LEN,
+            bounds: Bounds {
+                max: HIST_MAX,
+                sigfig: SERIES_SIGFIG,
+            },
+        };
+        Self(loadgen::Recorder::new(SHARDS, run, Some(series)))
     }
 
     /// A request due (or sent) at `at` ended after `latency` with `result`.
@@ -115,61 +116,37 @@ impl Recorder {
         result: &Result<Answer, Failure>,
         measured: bool,
     ) {
-        let us = (latency.as_micros() as u64).max(1);
         let ok = matches!(result, Ok(Answer::Ok(_)));
-        let second = at.saturating_duration_since(self.t0).as_secs() as usize;
-        let mut t = self.lock();
-        if ok && t.first_ok.is_none() {
-            t.first_ok = Some(Instant::now());
-        }
-        if second < SERIES_LEN {
-            if t.series.len() <= second {
-                t.series.resize(second + 1, None);
+        let sample = Sample {
+            at,
+            latency: result.is_ok().then_some(latency),
+            error: !ok,
+            measured,
+        };
+        self.0.record(0, sample, |c| {
+            if ok && c.first_ok.is_none() {
+                c.first_ok = Some(Instant::now());
             }
-            let s = t.series[second].get_or_insert_with(|| Second {
-                hist: histogram(SERIES_SIGFIG),
-                count: 0,
-                errors: 0,
-            });
-            s.count += 1;
-            s.errors += u64::from(!ok);
-            if result.is_ok() {
-                s.hist.saturating_record(us);
+            if measured {
+                c.count(result);
             }
-        }
-        if !measured {
-            t.unmeasured += 1;
-            return;
-        }
-        match result {
-            Ok(answer) => {
-                t.hist.saturating_record(us);
-                match answer {
-                    Answer::Ok(_) => t.ok += 1,
-                    Answer::Upstream(status) => *t.upstream.entry(*status).or_default() += 1,
-                    Answer::Popgate(status, cause) => {
-                        *t.popgate.entry((*status, cause.clone())).or_default() += 1
-                    }
-                }
-            }
-            Err(f) => t.failures[*f as usize] += 1,
-        }
+        });
     }
 
     /// `n` measured fixed-rate requests were never sent.
     pub(crate) fn unsent(&self, n: u64) {
-        self.lock().unsent += n;
+        self.0.unsent(0, n);
     }
 
     /// Measured requests, errors and p99 (µs) so far, for the progress line.
     pub(crate) fn progress(&self) -> (u64, u64, u64) {
-        let t = self.lock();
-        (t.requests(), t.errors(), t.hist.value_at_quantile(0.99))
+        let (hist, c) = self.0.totals();
+        (c.requests(), c.errors(), hist.value_at_quantile(0.99))
     }
 
     /// A copy of everything so far.
     pub(crate) fn snapshot(&self) -> Tally {
-        self.lock().clone()
+        self.0.snapshot()
     }
 }
 
@@ -190,18 +167,20 @@ mod tests {
         rec.record(t0 + ms(2100), ms(30_000), &Err(Failure::Timeout), true);
         rec.unsent(3);
         let t = rec.snapshot();
+        let c = &t.counts;
         assert_eq!(
-            (t.requests(), t.ok, t.errors(), t.unmeasured, t.unsent),
+            (c.requests(), c.ok, c.errors(), t.unmeasured, t.unsent),
             (4, 1, 3, 1, 3)
         );
-        assert_eq!(t.upstream[&429], 1);
-        assert_eq!(t.popgate[&(503, "no_token".to_string())], 1);
-        assert_eq!(t.failures[Failure::Timeout as usize], 1);
-        assert_eq!(t.hist.len(), 3, "a timeout has no latency");
-        assert!(t.hist.max() >= 999_000);
+        assert_eq!(c.upstream[&429], 1);
+        assert_eq!(c.popgate[&(503, "no_token".to_string())], 1);
+        assert_eq!(c.failures[Failure::Timeout as usize], 1);
+        assert_eq!(t.latency.len(), 3, "a timeout has no latency");
+        assert!(t.latency.max() >= 999_000);
         assert_eq!(t.series.len(), 3);
         let one = t.series[1].as_ref().unwrap();
         assert_eq!((one.count, one.errors), (3, 2));
-        assert!(t.first_ok.is_some());
+        assert!(c.first_ok.is_some());
+        assert_eq!(rec.progress().0, 4);
     }
 }

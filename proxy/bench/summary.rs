@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use loadgen::{Counter, Histogram, Percentiles};
 use serde::Serialize;
 
 use super::client::Failure;
@@ -32,18 +32,15 @@ fn ms(us: f64) -> f64 {
 
 impl Latency {
     /// Figures of `h` (zeros when empty).
-    pub fn of<T: hdrhistogram::Counter>(h: &Histogram<T>) -> Latency {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        let q = |x| ms(h.value_at_quantile(x) as f64);
+    pub fn of<T: Counter>(h: &Histogram<T>) -> Latency {
+        let p = Percentiles::of(h);
         Latency {
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: ms(h.max() as f64),
-            mean: ms(h.mean()),
+            p50: ms(p.p50 as f64),
+            p90: ms(p.p90 as f64),
+            p99: ms(p.p99 as f64),
+            p999: ms(p.p999 as f64),
+            max: ms(p.max as f64),
+            mean: ms(p.mean),
         }
     }
 }
@@ -233,15 +230,16 @@ pub(crate) fn route(
     side: Option<Side<'_>>,
 ) -> RouteSummary {
     let sums = side.map(|s| s.end.route_since(s.measured_from, &target.route));
+    let c = &t.counts;
     let mut errors = Errors::default();
-    for ((status, cause), n) in &t.popgate {
+    for ((status, cause), n) in &c.popgate {
         errors.popgate.insert(format!("{status} {cause}"), *n);
     }
-    for (status, n) in &t.upstream {
+    for (status, n) in &c.upstream {
         errors.upstream.insert(status.to_string(), *n);
     }
     for f in Failure::ALL {
-        let n = t.failures[f as usize];
+        let n = c.failures[f as usize];
         if n > 0 {
             errors.transport.insert(f.name().to_string(), n);
         }
@@ -267,16 +265,16 @@ pub(crate) fn route(
         route: target.route.clone(),
         method: target.method.to_string(),
         path: target.path.clone(),
-        requests: t.requests(),
-        ok: t.ok,
-        errors: t.errors(),
+        requests: c.requests(),
+        ok: c.ok,
+        errors: c.errors(),
         unmeasured: t.unmeasured,
         unsent: t.unsent,
-        throughput_rps: per_sec(t.requests(), elapsed),
-        ok_rps: per_sec(t.ok, elapsed),
-        latency_ms: Latency::of(&t.hist),
+        throughput_rps: per_sec(c.requests(), elapsed),
+        ok_rps: per_sec(c.ok, elapsed),
+        latency_ms: Latency::of(&t.latency),
         error_causes: errors,
-        cold_start_ms: t
+        cold_start_ms: c
             .first_ok
             .map(|at| ms(at.saturating_duration_since(started).as_micros() as f64)),
         popgate: sums.map(|s| Share {

@@ -10,6 +10,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout};
 
+use loadgen::{Lane, Load, Schedule, Stop};
+
 use super::args::{Mode, Plan};
 use super::conn::{Conn, Connector, Failure};
 use super::record::Recorder;
@@ -22,8 +24,6 @@ const OPEN_CONCURRENCY: usize = 256;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 /// Time given to the burst tasks to park on the barrier before it is released.
 const BARRIER_SETTLE: Duration = Duration::from_millis(50);
-/// Recording window for the one-request modes: every response of the run counts.
-const WHOLE_RUN: Duration = Duration::from_secs(3600);
 
 pub async fn run(plan: Plan, connector: Arc<Connector>) -> Map<String, Value> {
     let shards = if plan.threads == 1 {
@@ -96,19 +96,21 @@ struct Worker {
 impl Worker {
     /// Makes sure there is an open connection; on failure records it against the request due at
     /// `due` and returns false.
-    async fn ensure(&mut self, due: Instant) -> bool {
+    async fn ensure(&mut self, due: Instant, measured: bool) -> bool {
         if self.conn.as_ref().is_some_and(Conn::is_open) {
             return true;
         }
         self.conn = None;
-        self.rec.reconnect(self.id, Instant::now());
+        if measured {
+            self.rec.reconnect(self.id);
+        }
         match connect(self.connector.clone(), self.timeout).await {
             Ok(c) => {
                 self.conn = Some(c);
                 true
             }
             Err(f) => {
-                self.rec.failure(self.id, due, f);
+                self.rec.failure(self.id, due, f, measured);
                 sleep(RECONNECT_PAUSE).await;
                 false
             }
@@ -116,74 +118,61 @@ impl Worker {
     }
 
     /// Sends one request due at `due`, its latency counted from `start`; returns when it ended.
-    async fn exchange(&mut self, due: Instant, start: Instant) -> Instant {
+    async fn exchange(&mut self, due: Instant, start: Instant, measured: bool) -> Instant {
         let Some(conn) = self.conn.as_mut() else {
             return Instant::now();
         };
         let result = self.connector.send(conn, self.timeout).await;
         let done = Instant::now();
         match result {
-            Ok(status) => self.rec.response(self.id, due, done - start, status),
+            Ok(status) => self
+                .rec
+                .response(self.id, due, done - start, status, measured),
             Err(f) => {
-                self.rec.failure(self.id, due, f);
+                self.rec.failure(self.id, due, f, measured);
                 self.conn = None;
             }
         }
         done
     }
 
-    /// Closed loop: back-to-back requests until `end`.
-    async fn closed(mut self, end: Instant) -> (Instant, u64) {
+    /// Closed loop: back-to-back requests until the schedule's end.
+    async fn closed(mut self, schedule: Schedule) -> (Instant, u64) {
         loop {
             let now = Instant::now();
-            if now >= end {
+            if now >= schedule.closed_end {
                 return (now, 0);
             }
-            if self.ensure(now).await {
-                self.exchange(now, now).await;
+            let measured = schedule.measured_at(now);
+            if self.ensure(now, measured).await {
+                self.exchange(now, now, measured).await;
             }
         }
     }
 
-    /// Open loop: request k is due at t0 + offset + k*interval. Latency counts from the due time
-    /// whenever the connection was still busy with the previous request then (coordinated-
-    /// omission correction); when it was free, from the moment the task woke, so the timer's
-    /// millisecond granularity is not charged to the target. Returns the end time and how many
-    /// measured requests were never sent because the connection was still behind at `end`.
-    async fn open_loop(
-        mut self,
-        t0: Instant,
-        measure_start: Instant,
-        end: Instant,
-        offset: f64,
-        interval: f64,
-    ) -> (Instant, u64) {
-        let mut k: u64 = 0;
-        let mut prev_done = t0;
-        loop {
-            let due = t0 + Duration::from_secs_f64(offset + k as f64 * interval);
-            if due >= end {
-                return (Instant::now(), 0);
-            }
+    /// Open loop: this connection's lane of the fixed-rate schedule, timed with its
+    /// coordinated-omission correction (see `loadgen::Lane::start`). Returns the end time and
+    /// how many measured requests were never sent because the connection was still behind at
+    /// `deadline`.
+    async fn open_loop(mut self, mut lane: Lane, deadline: Instant) -> (Instant, u64) {
+        while let Some(due) = lane.next_due() {
             let now = Instant::now();
-            if now >= end {
-                let at = |t: Instant| (t - t0).as_secs_f64();
-                let first =
-                    (((at(measure_start) - offset) / interval).ceil().max(0.0) as u64).max(k);
-                let past_end = ((at(end) - offset) / interval).ceil().max(0.0) as u64;
-                return (now, past_end.saturating_sub(first));
+            if now >= deadline {
+                return (now, lane.unsent());
             }
-            if due > now {
-                sleep_until(due.into()).await;
+            if due.at > now {
+                sleep_until(due.at.into()).await;
             }
-            k += 1;
             let woke = Instant::now();
-            if !self.ensure(due).await {
+            if !self.ensure(due.at, due.measured).await {
+                lane.skip();
                 continue;
             }
-            let start = if prev_done <= due { woke } else { due };
-            prev_done = self.exchange(due, start).await;
+            let start = lane.start(&due, woke);
+            let done = self.exchange(due.at, start, due.measured).await;
+            lane.sent(done);
         }
+        (Instant::now(), 0)
     }
 }
 
@@ -195,12 +184,23 @@ async fn timed(
 ) -> Map<String, Value> {
     let conns = open_all(plan, &connector).await;
     let initial_failures = conns.iter().filter(|c| c.is_err()).count();
-    let t0 = Instant::now();
-    let measure_start = t0 + plan.warmup;
-    let end = measure_start + plan.duration;
-    let series = rate.is_some_and(|(_, s)| s);
-    let rec = Arc::new(Recorder::new(shards, measure_start, plan.duration, series));
-    let c = plan.connections as f64;
+    let load = rate.map_or(Load::Closed, |(r, _)| Load::Rate(r));
+    let stop = Stop::After(plan.duration);
+    let longest = plan.warmup + plan.duration;
+    let s = Schedule::new(
+        Instant::now(),
+        load,
+        stop,
+        Duration::ZERO,
+        plan.warmup,
+        longest,
+    );
+    let end = s.closed_end;
+    let series = rate.is_some_and(|(_, series)| series);
+    let rec = Arc::new(Recorder::new(
+        shards,
+        series.then_some((s.measure_start, plan.duration)),
+    ));
     let mut set = JoinSet::new();
     for (id, conn) in conns.into_iter().enumerate() {
         let worker = Worker {
@@ -210,12 +210,9 @@ async fn timed(
             timeout: plan.timeout,
             conn: conn.ok(),
         };
-        match rate {
-            None => set.spawn(worker.closed(end)),
-            // Connection i is offset by i/R so the total is evenly spread, each at R/C.
-            Some((r, _)) => {
-                set.spawn(worker.open_loop(t0, measure_start, end, id as f64 / r, c / r))
-            }
+        match s.lane(id, plan.connections) {
+            None => set.spawn(worker.closed(s)),
+            Some(lane) => set.spawn(worker.open_loop(lane, s.planned_end())),
         };
     }
     let mut last = end;
@@ -226,10 +223,7 @@ async fn timed(
             unsent += u;
         }
     }
-    let Ok(rec) = Arc::try_unwrap(rec) else {
-        crate::cli::fail("internal: a worker outlived the run");
-    };
-    let elapsed = last - measure_start;
+    let elapsed = last - s.measure_start;
     let mode = if rate.is_some() { "rate" } else { "closed" };
     let mut out = rec.report(mode, plan.connections, elapsed);
     out.insert("initial_connect_failures".into(), json!(initial_failures));
@@ -265,14 +259,14 @@ async fn burst(plan: &Plan, connector: Arc<Connector>, shards: usize) -> Map<Str
     sleep(BARRIER_SETTLE).await;
     let go = Instant::now();
     let _ = release.send(Some(go));
-    let rec = Recorder::new(shards, go, WHOLE_RUN, false);
+    let rec = Recorder::new(shards, None);
     let mut last = go;
     while let Some(joined) = set.join_next().await {
         if let Ok((go, result, done)) = joined {
             last = last.max(done);
             match result {
-                Ok(status) => rec.response(0, go, done - go, status),
-                Err(f) => rec.failure(0, go, f),
+                Ok(status) => rec.response(0, go, done - go, status, true),
+                Err(f) => rec.failure(0, go, f, true),
             }
         }
     }
@@ -303,12 +297,12 @@ async fn idle(
         }
     })
     .await;
-    let rec = Recorder::new(shards, begin, WHOLE_RUN, false);
+    let rec = Recorder::new(shards, None);
     let mut held = Vec::with_capacity(plan.connections);
     for (start, result, conn, done) in opened.into_iter().flatten() {
         match result {
-            Ok(status) => rec.response(0, start, done - start, status),
-            Err(f) => rec.failure(0, start, f),
+            Ok(status) => rec.response(0, start, done - start, status, true),
+            Err(f) => rec.failure(0, start, f, true),
         }
         held.extend(conn);
     }

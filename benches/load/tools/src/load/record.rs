@@ -1,187 +1,139 @@
-//! Recording results: latency histograms (µs, hdrhistogram), status counts, failures, and the
-//! optional per-second series. Workers record into a few mutex-guarded shards (one on a
-//! current-thread runtime, so never contended) merged once at the end: no allocation per request.
+//! Recording results: the shared recorder (`loadgen`: latency histograms in µs, the optional
+//! per-second series, shards merged once at the end) counting statuses, failure kinds and
+//! reconnects, and the JSON report built from it.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use loadgen::{Bounds, Counts, Percentiles, Sample, Series};
 use serde_json::{Map, Value, json};
 
 use super::conn::Failure;
 
 /// Histogram range: 1 µs to 60 s, the largest allowed per-request timeout (longer values, only
 /// possible for queued open-loop requests, saturate at the top).
-const HIST_MAX_US: u64 = 60_000_000;
+const HIST_MAX: Duration = Duration::from_secs(60);
 /// Three significant digits for the run's percentiles (0.1% resolution).
 const HIST_SIGFIG: u8 = 3;
 /// Two significant digits for the per-second series: 1% is plenty for a time plot, and it keeps
-/// 600 one-second histograms small (about 20 KiB each instead of 140 KiB).
+/// 600 one-second histograms small.
 const SERIES_SIGFIG: u8 = 2;
 /// Status codes are counted in a flat array indexed by code (100..=599 are the valid ones).
 const STATUS_SLOTS: usize = 600;
 
-fn histogram(sigfig: u8) -> Histogram<u64> {
-    // The bounds are constants hdrhistogram accepts (low 1, high ≥ 2, sigfig ≤ 5), so this cannot
-    // fail; were it to, the run stops with a clear error instead of a panic.
-    Histogram::new_with_bounds(1, HIST_MAX_US, sigfig)
-        .unwrap_or_else(|e| crate::cli::fail(format!("histogram: {e}")))
-}
-
-struct Second {
-    hist: Histogram<u64>,
-    count: u64,
-    errors: u64,
-}
-
-struct Tally {
-    hist: Histogram<u64>,
+/// What the run counts beside the latencies.
+#[derive(Clone)]
+pub struct Statuses {
     status: Vec<u64>,
     failures: [u64; Failure::ALL.len()],
     reconnects: u64,
-    series: Vec<Option<Second>>,
 }
 
-impl Tally {
-    fn new(series_len: usize) -> Self {
+impl Default for Statuses {
+    fn default() -> Self {
         Self {
-            hist: histogram(HIST_SIGFIG),
             status: vec![0; STATUS_SLOTS],
             failures: [0; Failure::ALL.len()],
             reconnects: 0,
-            series: (0..series_len).map(|_| None).collect(),
         }
     }
+}
 
-    fn second(&mut self, idx: Option<usize>) -> Option<&mut Second> {
-        let slot = self.series.get_mut(idx?)?;
-        Some(slot.get_or_insert_with(|| Second {
-            hist: histogram(SERIES_SIGFIG),
-            count: 0,
-            errors: 0,
-        }))
+impl Counts for Statuses {
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.status.iter_mut().zip(&other.status) {
+            *a += b;
+        }
+        for (a, b) in self.failures.iter_mut().zip(&other.failures) {
+            *a += b;
+        }
+        self.reconnects += other.reconnects;
     }
 }
 
 pub struct Recorder {
-    shards: Vec<Mutex<Tally>>,
-    measure_start: Instant,
-    measure_end: Instant,
+    inner: loadgen::Recorder<Statuses>,
     series_len: usize,
 }
 
 impl Recorder {
-    /// `series` asks for one bucket per second of [measure_start, measure_end).
-    pub fn new(shards: usize, measure_start: Instant, measure: Duration, series: bool) -> Self {
-        let series_len = if series {
-            measure.as_secs_f64().ceil() as usize
-        } else {
-            0
+    /// `series`: one bucket per second of the measured phase, which starts at `.0` and lasts `.1`.
+    pub fn new(shards: usize, series: Option<(Instant, Duration)>) -> Self {
+        let run = Bounds {
+            max: HIST_MAX,
+            sigfig: HIST_SIGFIG,
         };
+        let series = series.map(|(origin, measure)| Series {
+            origin,
+            seconds: measure.as_secs_f64().ceil() as usize,
+            bounds: Bounds {
+                max: HIST_MAX,
+                sigfig: SERIES_SIGFIG,
+            },
+        });
         Self {
-            shards: (0..shards.max(1))
-                .map(|_| Mutex::new(Tally::new(series_len)))
-                .collect(),
-            measure_start,
-            measure_end: measure_start + measure,
-            series_len,
+            inner: loadgen::Recorder::new(shards, run, series),
+            series_len: series.map_or(0, |s| s.seconds),
         }
     }
 
-    /// True when a request started (or was due) at `at` belongs to the measured phase.
-    pub fn measured(&self, at: Instant) -> bool {
-        at >= self.measure_start && at < self.measure_end
-    }
-
-    fn shard(&self, worker: usize) -> std::sync::MutexGuard<'_, Tally> {
-        self.shards[worker % self.shards.len()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn second_index(&self, at: Instant) -> Option<usize> {
-        let idx = at.checked_duration_since(self.measure_start)?.as_secs() as usize;
-        (idx < self.series_len).then_some(idx)
-    }
-
-    /// A response with `status`, due at `at`, that took `latency`. Ignored outside the measured phase.
-    pub fn response(&self, worker: usize, at: Instant, latency: Duration, status: u16) {
-        if !self.measured(at) {
-            return;
-        }
-        let us = (latency.as_micros() as u64).max(1);
-        let idx = self.second_index(at);
-        let mut t = self.shard(worker);
-        t.hist.saturating_record(us);
-        if let Some(slot) = t.status.get_mut(status as usize) {
-            *slot += 1;
-        }
-        if let Some(s) = t.second(idx) {
-            s.hist.saturating_record(us);
-            s.count += 1;
-        }
-    }
-
-    /// A request due at `at` that got no response. Ignored outside the measured phase.
-    pub fn failure(&self, worker: usize, at: Instant, kind: Failure) {
-        if !self.measured(at) {
-            return;
-        }
-        let idx = self.second_index(at);
-        let mut t = self.shard(worker);
-        t.failures[kind as usize] += 1;
-        if let Some(s) = t.second(idx) {
-            s.count += 1;
-            s.errors += 1;
-        }
-    }
-
-    /// A connection re-opened at `at` (after a failure or a close by the peer).
-    pub fn reconnect(&self, worker: usize, at: Instant) {
-        if self.measured(at) {
-            self.shard(worker).reconnects += 1;
-        }
-    }
-
-    /// Merges the shards into the JSON report (mode-specific fields are added by the caller).
-    pub fn report(self, mode: &str, connections: usize, elapsed: Duration) -> Map<String, Value> {
-        let mut total = Tally::new(self.series_len);
-        for shard in self.shards {
-            let t = shard.into_inner().unwrap_or_else(PoisonError::into_inner);
-            // Same bounds on both sides, so `add` cannot fail.
-            let _ = total.hist.add(&t.hist);
-            for (a, b) in total.status.iter_mut().zip(&t.status) {
-                *a += b;
+    /// A response with `status`, due (or started) at `at`, that took `latency`.
+    pub fn response(
+        &self,
+        worker: usize,
+        at: Instant,
+        latency: Duration,
+        status: u16,
+        measured: bool,
+    ) {
+        let sample = Sample {
+            at,
+            latency: Some(latency),
+            error: false,
+            measured,
+        };
+        self.inner.record(worker, sample, |c| {
+            if let Some(slot) = c.status.get_mut(status as usize).filter(|_| measured) {
+                *slot += 1;
             }
-            for (a, b) in total.failures.iter_mut().zip(&t.failures) {
-                *a += b;
-            }
-            total.reconnects += t.reconnects;
-            for (a, b) in total.series.iter_mut().zip(t.series) {
-                match (a.as_mut(), b) {
-                    (_, None) => {}
-                    (None, Some(b)) => *a = Some(b),
-                    (Some(a), Some(b)) => {
-                        let _ = a.hist.add(&b.hist);
-                        a.count += b.count;
-                        a.errors += b.errors;
-                    }
-                }
-            }
-        }
-        let responses: u64 = total.status.iter().sum();
-        let ok: u64 = total.status[200..300].iter().sum();
-        let errors: u64 = total.failures.iter().sum();
+        });
+    }
+
+    /// A request due (or started) at `at` that got no response.
+    pub fn failure(&self, worker: usize, at: Instant, kind: Failure, measured: bool) {
+        let sample = Sample {
+            at,
+            latency: None,
+            error: true,
+            measured,
+        };
+        self.inner.record(worker, sample, |c| {
+            c.failures[kind as usize] += u64::from(measured);
+        });
+    }
+
+    /// A connection was re-opened (after a failure or a close by the peer) for a measured
+    /// request.
+    pub fn reconnect(&self, worker: usize) {
+        self.inner.count(worker, |c| c.reconnects += 1);
+    }
+
+    /// The JSON report of the measured phase (mode-specific fields are added by the caller).
+    pub fn report(&self, mode: &str, connections: usize, elapsed: Duration) -> Map<String, Value> {
+        let total = self.inner.snapshot();
+        let counts = &total.counts;
+        let responses: u64 = counts.status.iter().sum();
+        let ok: u64 = counts.status[200..300].iter().sum();
+        let errors: u64 = counts.failures.iter().sum();
         let requests = responses + errors;
         let secs = elapsed.as_secs_f64();
         let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let mut status = Map::new();
-        for (code, n) in total.status.iter().enumerate().filter(|(_, n)| **n > 0) {
+        for (code, n) in counts.status.iter().enumerate().filter(|(_, n)| **n > 0) {
             status.insert(code.to_string(), json!(n));
         }
         let mut kinds = Map::new();
         for kind in Failure::ALL {
-            kinds.insert(kind.name().into(), json!(total.failures[kind as usize]));
+            kinds.insert(kind.name().into(), json!(counts.failures[kind as usize]));
         }
         let mut out = Map::new();
         out.insert("mode".into(), json!(mode));
@@ -191,26 +143,27 @@ impl Recorder {
         out.insert("errors".into(), json!(errors));
         out.insert("status".into(), Value::Object(status));
         out.insert("error_kinds".into(), Value::Object(kinds));
-        out.insert("reconnects".into(), json!(total.reconnects));
+        out.insert("reconnects".into(), json!(counts.reconnects));
         out.insert("elapsed_s".into(), json!(round3(secs)));
         out.insert("rps".into(), json!(round3(per_sec(requests))));
         out.insert("ok_rps".into(), json!(round3(per_sec(ok))));
-        out.insert("latency_us".into(), latency(&total.hist));
+        out.insert(
+            "latency_us".into(),
+            latency(Percentiles::of(&total.latency)),
+        );
         if self.series_len > 0 {
-            let series: Vec<Value> = total
-                .series
-                .iter()
-                .enumerate()
-                .map(|(t, s)| match s {
-                    None => json!({"t": t, "count": 0, "errors": 0, "p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0}),
-                    Some(s) => json!({
+            let series: Vec<Value> = (0..self.series_len)
+                .map(|t| {
+                    let s = total.series.get(t).and_then(Option::as_ref);
+                    let p = s.map(|s| Percentiles::of(&s.hist)).unwrap_or_default();
+                    json!({
                         "t": t,
-                        "count": s.count,
-                        "errors": s.errors,
-                        "p50_us": s.hist.value_at_quantile(0.5) as f64,
-                        "p99_us": s.hist.value_at_quantile(0.99) as f64,
-                        "max_us": s.hist.max() as f64,
-                    }),
+                        "count": s.map_or(0, |s| s.count),
+                        "errors": s.map_or(0, |s| s.errors),
+                        "p50_us": p.p50 as f64,
+                        "p99_us": p.p99 as f64,
+                        "max_us": p.max as f64,
+                    })
                 })
                 .collect();
             out.insert("series".into(), Value::Array(series));
@@ -223,17 +176,14 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-fn latency(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return json!({"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0});
-    }
+fn latency(p: Percentiles) -> Value {
     json!({
-        "p50": h.value_at_quantile(0.5) as f64,
-        "p90": h.value_at_quantile(0.9) as f64,
-        "p99": h.value_at_quantile(0.99) as f64,
-        "p999": h.value_at_quantile(0.999) as f64,
-        "max": h.max() as f64,
-        "mean": round3(h.mean()),
+        "p50": p.p50 as f64,
+        "p90": p.p90 as f64,
+        "p99": p.p99 as f64,
+        "p999": p.p999 as f64,
+        "max": p.max as f64,
+        "mean": round3(p.mean),
     })
 }
 
@@ -244,27 +194,21 @@ mod tests {
     #[test]
     fn only_the_measured_phase_is_recorded() {
         let start = Instant::now() + Duration::from_secs(1);
-        let rec = Recorder::new(2, start, Duration::from_secs(2), true);
-        rec.response(
-            0,
-            start - Duration::from_millis(1),
-            Duration::from_micros(5),
-            200,
-        );
-        rec.response(0, start, Duration::from_micros(100), 200);
-        rec.response(
-            1,
-            start + Duration::from_millis(1500),
-            Duration::from_micros(300),
-            502,
-        );
-        rec.failure(1, start + Duration::from_millis(1600), Failure::Timeout);
-        rec.response(
-            0,
-            start + Duration::from_secs(2),
-            Duration::from_micros(5),
-            200,
-        );
+        let measure = Duration::from_secs(2);
+        let rec = Recorder::new(2, Some((start, measure)));
+        let measured = |at: Instant| at >= start && at < start + measure;
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        for (worker, at, latency, status) in [
+            (0, start - ms(1), us(5), 200),
+            (0, start, us(100), 200),
+            (1, start + ms(1500), us(300), 502),
+            (0, start + ms(2000), us(5), 200),
+        ] {
+            rec.response(worker, at, latency, status, measured(at));
+        }
+        let at = start + ms(1600);
+        rec.failure(1, at, Failure::Timeout, measured(at));
         let out = rec.report("closed", 2, Duration::from_secs(2));
         assert_eq!(out["requests"], json!(3));
         assert_eq!(out["ok"], json!(1));
