@@ -56,7 +56,7 @@ pub(crate) async fn serve_tcp(
     watcher: Watcher,
     activity: Arc<Activity>,
 ) {
-    let mut caller = Caller {
+    let caller = Caller {
         addr: Some(peer),
         ..Caller::default()
     };
@@ -71,6 +71,23 @@ pub(crate) async fn serve_tcp(
         )
         .await;
     };
+    // Boxed: a connection's task is as large as the largest future it may await, so without the
+    // box every plain connection would carry room for the TLS handshake and TLS stream.
+    Box::pin(serve_tls(
+        stream, caller, acceptor, service, watcher, activity,
+    ))
+    .await;
+}
+
+/// [`serve_tcp`] on a TLS listener: the handshake, the client certificate's names, then HTTP.
+async fn serve_tls(
+    stream: TcpStream,
+    mut caller: Caller,
+    acceptor: TlsAcceptor,
+    service: CallerService,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) {
     let tls = match acceptor.accept(stream).await {
         Ok(tls) => tls,
         Err(e) => {
@@ -168,10 +185,13 @@ async fn serve_http<I>(
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = activity.request();
         let answer = forwarder.serve(Arc::clone(&connection), request);
-        async move {
+        // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this future once per
+        // connection and keeps it while the connection idles; boxed, the slot is one pointer and
+        // the future's memory exists only while a request is served (benches/README.md, memory).
+        Box::pin(async move {
             let response = answer.await;
             Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
-        }
+        })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut h1 = builder.http1();
