@@ -80,9 +80,12 @@ pub struct Metrics {
     connections: connections::ConnectionMetrics,
     proxy_tunnels: proxy_tunnels::ProxyTunnelMetrics,
     /// Registered route names; each one's label children are resolved on its first request.
-    routes: ArcSwap<HashMap<Arc<str>, Arc<OnceLock<Arc<RouteMetrics>>>>>,
+    routes: ArcSwap<LazyRoutes>,
     unrouted: Arc<RouteMetrics>,
 }
+
+/// Registered route names, each with its label children once a request resolved them.
+type LazyRoutes = HashMap<Arc<str>, Arc<OnceLock<Arc<RouteMetrics>>>>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
