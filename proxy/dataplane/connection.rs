@@ -58,7 +58,7 @@ pub(crate) async fn serve_tcp(
     watcher: Watcher,
     activity: Arc<Activity>,
 ) {
-    let mut caller = Caller {
+    let caller = Caller {
         addr: Some(peer),
         ..Caller::default()
     };
@@ -73,6 +73,23 @@ pub(crate) async fn serve_tcp(
         )
         .await;
     };
+    // Boxed: a connection's task is as large as the largest future it may await, so without the
+    // box every plain connection would carry room for the TLS handshake and TLS stream.
+    Box::pin(serve_tls(
+        stream, caller, acceptor, service, watcher, activity,
+    ))
+    .await;
+}
+
+/// [`serve_tcp`] on a TLS listener: the handshake, the client certificate's names, then HTTP.
+async fn serve_tls(
+    stream: TcpStream,
+    mut caller: Caller,
+    acceptor: TlsAcceptor,
+    service: CallerService,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) {
     let tls = match acceptor.accept(stream).await {
         Ok(tls) => tls,
         Err(e) => {
@@ -176,7 +193,10 @@ async fn serve_http<I>(
         let stream_deadline =
             (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
         let answer = forwarder.serve(Arc::clone(&connection), request);
-        async move {
+        // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this future once per
+        // connection and keeps it while the connection idles; boxed, the slot is one pointer and
+        // the future's memory exists only while a request is served (benches/README.md, memory).
+        Box::pin(async move {
             let response = answer.await;
             Ok::<_, Infallible>(response.map(|body| {
                 let body = InFlightBody::new(body, in_flight);
@@ -185,7 +205,7 @@ async fn serve_http<I>(
                     None => Either::Left(body),
                 }
             }))
-        }
+        })
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut h1 = builder.http1();

@@ -16,7 +16,7 @@ pub(crate) mod request;
 pub mod token_steps;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -79,9 +79,13 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     connections: connections::ConnectionMetrics,
     proxy_tunnels: proxy_tunnels::ProxyTunnelMetrics,
-    routes: ArcSwap<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+    /// Registered route names; each one's label children are resolved on its first request.
+    routes: ArcSwap<LazyRoutes>,
     unrouted: Arc<RouteMetrics>,
 }
+
+/// Registered route names, each with its label children once a request resolved them.
+type LazyRoutes = HashMap<Arc<str>, Arc<OnceLock<Arc<RouteMetrics>>>>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,28 +279,25 @@ impl Metrics {
     }
 }
 
-/// Resolves each route's label children once (at start and on reload), so a request does no
-/// label hashing beyond finding its route's handles. Routes registered before keep their handles
-/// (and their series: counters of a route removed by a reload stay, as Prometheus expects), so
-/// several apps in one process (tests) and reloads never drop another's routes.
+/// Registers route names (at start and on reload). Each route's label children are resolved on
+/// its first request ([`registered`]), not here: 12 children per route (two histograms among
+/// them) are most of a route's metric memory, and most of 1,000 routes may never see a request
+/// (benches/README.md, memory). A route's series appear in `/metrics` from its first request;
+/// then a request does no label hashing beyond finding its route's handles. Routes registered
+/// before keep their handles (and their series: counters of a route removed by a reload stay, as
+/// Prometheus expects), so several apps in one process (tests) and reloads never drop another's
+/// routes.
 pub fn register_routes<'a>(names: impl IntoIterator<Item = &'a str>) {
     let m = global();
     // `rcu` may run the closure more than once (on a concurrent store).
     let names: Vec<&str> = names.into_iter().collect();
+    if names.iter().all(|name| m.routes.load().contains_key(*name)) {
+        return;
+    }
     m.routes.rcu(|old| {
         let mut map = HashMap::clone(old);
         for &name in &names {
-            map.entry(Arc::from(name)).or_insert_with(|| {
-                Arc::new(RouteMetrics::resolve(
-                    name,
-                    &m.requests,
-                    &m.request_duration,
-                    &m.upstream_duration,
-                    &m.in_flight,
-                    &m.upstream_requests,
-                    &m.body_bytes,
-                ))
-            });
+            map.entry(Arc::from(name)).or_default();
         }
         map
     });
@@ -307,10 +308,24 @@ pub fn route(name: &str) -> Arc<RouteMetrics> {
     registered(name).unwrap_or_else(unrouted)
 }
 
-/// The handles of the route named `name`, if it was registered. Registrations are never undone,
-/// so a caller may keep the answer (`RouteSlot::metrics` does, to skip this lookup per request).
+/// The handles of the route named `name`, if it was registered, resolving its label children on
+/// the first call. Registrations are never undone, so a caller may keep the answer
+/// (`RouteSlot::metrics` does, to skip this lookup per request).
 pub fn registered(name: &str) -> Option<Arc<RouteMetrics>> {
-    global().routes.load().get(name).cloned()
+    let m = global();
+    let lazy = m.routes.load().get(name).cloned()?;
+    let handles = lazy.get_or_init(|| {
+        Arc::new(RouteMetrics::resolve(
+            name,
+            &m.requests,
+            &m.request_duration,
+            &m.upstream_duration,
+            &m.in_flight,
+            &m.upstream_requests,
+            &m.body_bytes,
+        ))
+    });
+    Some(Arc::clone(handles))
 }
 
 /// The handles of requests that matched no route.
@@ -484,6 +499,46 @@ mod tests {
         }
         let counts: Vec<u64> = r.by_class.iter().map(IntCounter::get).collect();
         assert_eq!(counts, [1, 1, 1, 1, 1, 2]);
+    }
+
+    /// Whether any series of `family` carries the route label `route`.
+    fn has_series(family: &str, route: &str) -> bool {
+        global()
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name() == family)
+            .flat_map(|f| f.get_metric())
+            .any(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "route" && l.value() == route)
+            })
+    }
+
+    #[test]
+    fn route_children_are_made_on_first_use_not_at_registration() {
+        register_routes(["lazy-children"]);
+        for family in [
+            "popgate_requests_total",
+            "popgate_request_duration_seconds",
+            "popgate_upstream_duration_seconds",
+            "popgate_requests_in_flight",
+        ] {
+            assert!(!has_series(family, "lazy-children"), "{family}");
+        }
+        let first = route("lazy-children");
+        for family in [
+            "popgate_requests_total",
+            "popgate_request_duration_seconds",
+            "popgate_upstream_duration_seconds",
+            "popgate_requests_in_flight",
+        ] {
+            assert!(has_series(family, "lazy-children"), "{family}");
+        }
+        // Resolved once: later lookups (and a re-registration, as on reload) get the same handles.
+        register_routes(["lazy-children"]);
+        assert!(Arc::ptr_eq(&first, &route("lazy-children")));
     }
 
     #[test]

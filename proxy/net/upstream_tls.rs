@@ -3,10 +3,13 @@
 //!
 //! One `ClientConfig` per binding certificate, never shared across certificates: a config owns its
 //! TLS session cache, and TLS 1.3 resumption with a cache filled under certificate A would present
-//! identity A alongside a token bound to certificate B.
+//! identity A alongside a token bound to certificate B. The routes of one certificate share its
+//! config ([`shared_client_config`]): same certificate, same session cache, one config instead of
+//! one per route.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
 
 use rustls::client::{ResolvesClientCert, VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -175,13 +178,52 @@ pub fn client_config(
     binding: Option<&BindingCert>,
     extra: &ExtraRoots,
 ) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    build_config(verifier(extra)?, binding.map(BindingCert::certified_key))
+}
+
+/// The configs [`shared_client_config`] handed out, by the addresses of their verifier and
+/// certified key (0: no client certificate). Each config holds both, so while its entry upgrades
+/// those addresses are the very objects it was built from; a dead entry is never upgraded, and is
+/// dropped on the next insert.
+type SharedConfigs = HashMap<(usize, usize), Weak<ClientConfig>>;
+
+/// Shared configs. A `Mutex`: taken only when a route's snapshot is built (a token acquired or
+/// rotated), never per request.
+static SHARED: LazyLock<Mutex<SharedConfigs>> = LazyLock::new(Mutex::default);
+
+/// Like [`client_config`], but the routes that present the same certified key (the same
+/// `BindingCert`, not a copy) with the same root set share one config and its session cache,
+/// instead of one config each (1,000 routes of one identity: benches/README.md, memory). Sharing is
+/// safe because the session cache then only ever holds sessions made with that one certificate.
+pub fn shared_client_config(
+    binding: Option<&BindingCert>,
+    extra: &ExtraRoots,
+) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
+    let verifier = verifier(extra)?;
+    let key = binding.map(BindingCert::certified_key);
+    let id = (
+        Arc::as_ptr(&verifier) as usize,
+        key.as_ref().map_or(0, |k| Arc::as_ptr(k) as usize),
+    );
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(config) = shared.get(&id).and_then(Weak::upgrade) {
+        return Ok(config);
+    }
+    shared.retain(|_, config| config.strong_count() > 0);
+    let config = build_config(verifier, key)?;
+    shared.insert(id, Arc::downgrade(&config));
+    Ok(config)
+}
+
+fn build_config(
+    verifier: Arc<WebPkiServerVerifier>,
+    key: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_webpki_verifier(verifier(extra)?);
-    let mut config = match binding {
-        Some(cert) => {
-            builder.with_client_cert_resolver(Arc::new(AlwaysPresent(cert.certified_key())))
-        }
+        .with_webpki_verifier(verifier);
+    let mut config = match key {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(AlwaysPresent(key))),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
@@ -259,6 +301,43 @@ mod tests {
         assert!(extra.verifier.get().is_none());
         client_config(None, &extra).unwrap();
         assert!(!Arc::ptr_eq(&first, extra.verifier.get().unwrap()));
+    }
+
+    #[test]
+    fn routes_of_one_certificate_share_a_config_and_other_certificates_do_not() {
+        let ca = test_ca();
+        let mut extra = ExtraRoots::default();
+        extra.add_der("test-ca", ca.der().clone());
+        let binding = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            BindingCert::from_der(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap()
+        };
+        let a = binding("a.test");
+        let b = binding("b.test");
+        let first = shared_client_config(Some(&a), &extra).unwrap();
+        let again = shared_client_config(Some(&a.clone()), &extra).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let other = shared_client_config(Some(&b), &extra).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        let none = shared_client_config(None, &extra).unwrap();
+        assert!(!Arc::ptr_eq(&first, &none));
+        assert!(!none.client_auth_cert_resolver.has_certs());
+        // Another root set never gets this set's config.
+        let mut roots = extra.clone();
+        roots.add_der("test-ca-2", test_ca().der().clone());
+        let rooted = shared_client_config(Some(&a), &roots).unwrap();
+        assert!(!Arc::ptr_eq(&first, &rooted));
+        // Once every route has dropped it, the next build is a new config.
+        let weak = Arc::downgrade(&first);
+        drop((first, again));
+        assert!(weak.upgrade().is_none());
+        assert!(shared_client_config(Some(&a), &extra).is_ok());
     }
 
     #[test]

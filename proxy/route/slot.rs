@@ -57,9 +57,9 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a token: a new `ClientConfig` presenting `token.binding` (none when the
-    /// token has no binding) and a new client with its own pool. Never reuses a config or pool from
-    /// another certificate.
+    /// Builds a snapshot from a token: the `ClientConfig` presenting `token.binding` (none when the
+    /// token has no binding; shared with the other routes presenting that same certificate) and a
+    /// new client with its own pool. Never reuses a config or pool from another certificate.
     pub fn build(
         token: &Token,
         upstream: &UpstreamSettings,
@@ -72,7 +72,8 @@ impl Snapshot {
         let authorization = token
             .authorization_header()
             .map_err(|_| SnapshotError::BadHeaderValue)?;
-        let tls = upstream_tls::client_config(token.binding.as_ref(), &upstream.extra_roots)?;
+        let tls =
+            upstream_tls::shared_client_config(token.binding.as_ref(), &upstream.extra_roots)?;
         Ok(Self {
             authorization,
             x5t_s256: token.binding.as_ref().map(|b| b.x5t_s256().to_string()),
