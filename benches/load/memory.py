@@ -91,10 +91,11 @@ def main() -> int:
                      if ln.startswith("SIZE ")]
             if notes:
                 out["notes"] = notes
-        up.child.stop()
+        print(json.dumps(out), flush=True)
         if args.routes:
             unpinned = Placement("unpinned", None, None, 2)
             out["routes"] = token_path.many_routes_rss(ctx, unpinned, args.routes)
+        up.child.stop()
         print(json.dumps(out, indent=1))
         return 0
     finally:
