@@ -156,7 +156,11 @@ async fn connections_spread_over_the_workers_are_all_served_with_the_token_and_a
         assert!(appids.iter().all(|a| a == "first"), "{appids:?}");
     }
     // (Checked now: a thread names itself once it runs.)
-    assert!(worker_threads() >= WORKERS, "worker threads: {}", worker_threads());
+    assert!(
+        worker_threads() >= WORKERS,
+        "worker threads: {}",
+        worker_threads()
+    );
 
     // A reload's new table is read by every worker, on old connections and new ones.
     env.write_token(&env.token(&env.binding, HOUR, "second"));
