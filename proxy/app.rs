@@ -77,6 +77,9 @@ pub struct StartOptions {
     /// dev` and tests; production builds have no such option).
     #[cfg(feature = "dev")]
     pub arc_token_dir: Option<std::path::PathBuf>,
+    /// Data-plane worker threads when the config has no `workers:` (`popgate run` passes the
+    /// CPUs it may use); `None` for both serves on the caller's runtime.
+    pub workers: Option<usize>,
 }
 
 /// A running popgate: listeners serving, one driver per route.
@@ -94,6 +97,8 @@ pub struct App {
     admin: Option<AdminHandle>,
     /// What `/metrics` and `/readyz` read; a reload stores the new routes here.
     scrape: ScrapeSources,
+    /// The data plane's worker threads (`None`: it serves on the caller's runtime).
+    workers: Option<usize>,
 }
 
 impl App {
@@ -115,7 +120,10 @@ impl App {
             deps.arc_token_dir = crate::identity::azure_arc::ArcTokenDir::for_dev(dir);
         }
         let credentials = build::build_credential_set(&config, &deps, None)?;
-        let shared = routes::shared_upstream(&config)?;
+        let workers = config.workers.or(options.workers);
+        let mut shared = routes::shared_upstream(&config)?;
+        // One upstream lane per worker, so worker `k`'s h2 connections are its own.
+        shared.lanes = workers;
         let specs = listeners::listener_specs(&config.listeners)?;
         let unix_specs = listeners::unix_listener_specs(&config.unix_listeners);
         listeners::warn_open_listeners(&config);
@@ -136,6 +144,7 @@ impl App {
             request_timeout: config.timeouts.request,
             connection: ConnectionSettings::with_limits(&config.limits),
             drain_timeout: config.timeouts.drain,
+            workers,
         };
         let proxy =
             match Proxy::start_with_unix(specs, unix_specs, Arc::clone(&table), proxy_settings)
@@ -171,6 +180,7 @@ impl App {
             live,
             admin,
             scrape,
+            workers,
         })
     }
 
@@ -291,6 +301,15 @@ fn log_route_state(slot: &RouteSlot) {
     }
 }
 
+/// Data-plane workers when the config names none: the CPUs this process may use (std's
+/// `available_parallelism`, which on Linux follows the affinity mask and the cgroup CPU quota),
+/// at most [`MAX_WORKERS`](crate::config::limits::MAX_WORKERS).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(crate::config::limits::MAX_WORKERS)
+}
+
 /// Runs popgate until `shutdown` resolves, then drains and returns. Meanwhile SIGHUP and changes
 /// of the config file reload it (see [`crate::app::reload`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
@@ -304,7 +323,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Before anything slow: from here on a SIGHUP is a reload request, not the default
     // "terminate"; one arriving during startup is handled once startup is done.
     let mut triggers = crate::app::reload::Triggers::new(&config.source);
-    let mut app = App::start(config).await?;
+    let options = StartOptions {
+        workers: Some(default_workers()),
+        ..StartOptions::default()
+    };
+    let mut app = App::start_with(config, options).await?;
     tokio::pin!(shutdown);
     let serving = tokio::select! {
         _ = app.initial_round(INITIAL_ROUND_WAIT) => true,

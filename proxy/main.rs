@@ -108,8 +108,11 @@ const EXIT_START_FAILED: u8 = 1;
 
 /// `popgate run`: serve until SIGTERM or SIGINT, then drain and exit 0. Logging (and trace
 /// export, which runs on the runtime) is set up once the runtime exists.
+///
+/// This thread's runtime is the control plane (token engine, admin listener, reloads, trace
+/// export); the data plane runs on `workers` threads of its own (see `dataplane/workers.rs`).
 fn run(cfg: Config, log: &LogArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -137,7 +137,8 @@ def describe(pl: Placement) -> str:
 
 def measure_placement(ctx: Ctx, pl: Placement, cfg: dict, proxies: list[str], bins: dict,
                       cert: dict) -> tuple[dict, Upstream, Generator]:
-    up = Upstream.start(bins["upstream"], pl.other_cpus, pl.workers, cert, ctx.authority["ca"], ctx.work)
+    up = Upstream.start(bins["upstream"], pl.other_cpus, pl.workers, cert, ctx.authority["ca"], ctx.work,
+                        http1_only=cfg.get("upstream_protocol") == "http1.1")
     ctx.upstream_addr = up.addr
     gen = Generator(bins["load"], pl.other_cpus, pl.workers, ctx.work)
     out = {"description": describe(pl), "connections": cfg["conns"], "closed_s": cfg["closed_s"],
@@ -169,8 +170,11 @@ def main() -> int:
     ap.add_argument("--skip-intercept", action="store_true",
                     help="skip popgate through CONNECT interception beside its plain path")
     ap.add_argument("--out", type=Path, default=LOAD / "results" / "latest")
+    ap.add_argument("--upstream-protocol", choices=["h2", "http1.1"], default="h2",
+                    help="h2: the upstream offers h2 and http/1.1 by ALPN (each proxy on its best); "
+                         "http1.1: it offers only http/1.1 (every proxy speaks it)")
     args = ap.parse_args()
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL, upstream_protocol=args.upstream_protocol)
     proxies = [p for p in args.proxies.split(",") if p]
     unknown = set(proxies) - set(PROXIES)
     if unknown or "popgate" not in proxies:
@@ -215,7 +219,8 @@ def main() -> int:
         token = fetch_pop_token(info, client_cert, client_key)
         ctx = Ctx(work=work, bin=bins, client_cert=client_cert, client_key=client_key, client_combined=combined,
                   bench_ca=cert["ca"], authority=info, upstream_addr="", token=token)
-        results: dict = {"placements": {}, "token_path": {}, "memory": {}}
+        results: dict = {"placements": {}, "token_path": {}, "memory": {},
+                         "upstream_protocol": args.upstream_protocol}
         up = gen = ca = None
         for pl in placements():
             if up:

@@ -90,7 +90,7 @@ pub async fn start(addr: SocketAddr, sources: ScrapeSources) -> Result<AdminHand
             preface: ADMIN_FIRST_BYTE_TIMEOUT,
             keep_alive: ADMIN_KEEP_ALIVE_TIMEOUT,
         },
-        max_connections: MAX_ADMIN_CONNECTIONS,
+        cap: serve::ConnectionCap::new(MAX_ADMIN_CONNECTIONS),
         // Idle sockets are evicted to admit a probe; when every slot is busy answering, probes
         // must not queue behind them either. Nothing admin serves is worth waiting for on
         // shutdown.

@@ -49,7 +49,7 @@ pub struct ReloadSummary {
     pub removed: Vec<String>,
     /// New or changed eager routes that had no token yet when the table was swapped.
     pub not_ready: Vec<String>,
-    /// Settings that changed but only take effect on restart (`listeners`, `limits`, `admin`, `timeouts.drain`).
+    /// Settings that changed but only take effect on restart (`listeners`, `limits`, `admin`, `timeouts.drain`, `workers`).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -67,7 +67,8 @@ impl App {
             EngineDeps::from_config(&config, RefreshPolicy::default(), RetryTiming::default())?
         };
         let credentials = build::build_credential_set(&config, &deps, Some(&self.credentials))?;
-        let shared = routes::shared_upstream(&config)?;
+        let mut shared = routes::shared_upstream(&config)?;
+        shared.lanes = self.workers;
 
         // Nothing is taken from `self.live` until the table is built, so every early return
         // leaves the running routes as they were.
@@ -240,6 +241,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.timeouts.drain != new.timeouts.drain {
         keys.push("timeouts.drain");
+    }
+    if old.workers != new.workers {
+        keys.push("workers");
     }
     keys
 }

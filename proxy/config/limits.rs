@@ -172,3 +172,7 @@ pub const TOKEN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_CACHED_TOKEN_CLIENTS: usize = 32;
 /// Connections per token host per client: acquisitions are single-flight, so a few suffice.
 pub const MAX_TOKEN_CONNECTIONS_PER_HOST: usize = 4;
+
+/// Most data-plane worker threads (`workers:`): each has its own runtime and one listening socket
+/// per TCP listener, so beyond the cores any node has, more only cost memory and descriptors.
+pub const MAX_WORKERS: usize = 256;

@@ -52,6 +52,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// The stop sequence.
     pub drain: Drain,
+    /// Data-plane worker threads (`workers:`); `None`: the CPUs this process may use.
+    pub workers: Option<usize>,
 }
 
 /// The `telemetry:` section: where OTLP traces go. Both keys optional.

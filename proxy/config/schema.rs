@@ -62,6 +62,11 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(with = "Option<RawTelemetry>")]
     pub telemetry: Option<S<RawTelemetry>>,
+    /// Data-plane worker threads, one runtime and one listening socket per listener each
+    /// (default: the CPUs this process may use).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub workers: Option<S<u64>>,
 }
 
 /// OpenTelemetry trace export.

@@ -34,6 +34,7 @@ pub(crate) mod serve;
 pub mod server;
 pub mod unix_listener;
 pub mod www_authenticate;
+mod workers;
 mod write_through;
 
 pub use crate::net::client::{UpstreamClient, UpstreamSettings};

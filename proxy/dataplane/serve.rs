@@ -93,8 +93,9 @@ pub(crate) struct Options {
     pub tls: bool,
     /// The deadline of each phase of a connection.
     pub deadlines: Deadlines,
-    /// Most connections open at once.
-    pub max_connections: usize,
+    /// Most connections open at once, shared by every accept loop given a clone of it (one
+    /// listener's sockets on several worker threads).
+    pub cap: ConnectionCap,
     /// What happens beyond `max_connections` when no connection is idle.
     pub at_cap: AtCap,
     /// What happens to open connections on shutdown.
@@ -123,9 +124,9 @@ where
     let kind = options.kind;
     let deadlines = options.deadlines;
     let graceful = GracefulShutdown::new();
-    let max = options.max_connections.max(1);
-    let slots = Arc::new(Semaphore::new(max));
-    let open = Arc::new(OpenConnections::default());
+    let max = options.cap.max;
+    let slots = Arc::clone(&options.cap.slots);
+    let open = Arc::clone(&options.cap.open);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -192,6 +193,28 @@ where
         Drain::Abort => {
             connections.shutdown().await;
             true
+        }
+    }
+}
+
+/// A listener's connection cap: the slots and the open connections (for eviction). Clones share
+/// them, so the accept loops of one listener on several worker threads keep one global cap. Its
+/// semaphore and map are touched once per connection (accept and close), never per request.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionCap {
+    max: usize,
+    slots: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
+}
+
+impl ConnectionCap {
+    /// At most `max` connections (at least 1).
+    pub(crate) fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            slots: Arc::new(Semaphore::new(max)),
+            open: Arc::new(OpenConnections::default()),
         }
     }
 }
@@ -353,7 +376,7 @@ mod tests {
                 preface: STEP,
                 keep_alive: STEP,
             },
-            max_connections: 1,
+            cap: ConnectionCap::new(1),
             at_cap,
             drain,
             shutdown,

@@ -9,14 +9,14 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::CallerService;
 use super::listener::{ConnectionSettings, accept_loop};
 use super::request::{DataplaneTable, Forwarder};
-use super::serve::{self, AtCap, Drain};
+use super::serve::{self, AtCap, ConnectionCap, Drain};
 use super::unix_listener::{self, UnixListenerSpec};
+use super::workers::{Loop, Workers, bind_reuseport};
 
 pub use crate::config::limits::DEFAULT_DRAIN_TIMEOUT;
 use crate::config::limits::DEFAULT_REQUEST_TIMEOUT;
@@ -41,6 +41,10 @@ pub struct ProxySettings {
     pub connection: ConnectionSettings,
     /// How long shutdown waits for open connections.
     pub drain_timeout: Duration,
+    /// `Some(n)`: serve on `n` worker threads of their own, each with its own runtime and its own
+    /// `SO_REUSEPORT` socket per TCP listener (see `workers.rs`); `None`: serve on the runtime
+    /// that starts the proxy.
+    pub workers: Option<usize>,
 }
 
 impl Default for ProxySettings {
@@ -49,6 +53,7 @@ impl Default for ProxySettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connection: ConnectionSettings::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            workers: None,
         }
     }
 }
@@ -75,6 +80,9 @@ pub enum StartError {
     /// No listener configured.
     #[error("no listener configured")]
     NoListener,
+    /// Cannot start the worker threads: `0`.
+    #[error("cannot start the data-plane worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// The data plane.
@@ -104,8 +112,14 @@ impl Proxy {
         if listeners.is_empty() && unix.is_empty() {
             return Err(StartError::NoListener);
         }
+        let workers = match settings.workers {
+            None => None,
+            Some(n) => Some(Workers::build(n).map_err(StartError::Workers)?),
+        };
         let mut unix_bound = Vec::with_capacity(unix.len());
         for spec in unix {
+            // Unix sockets have no `SO_REUSEPORT`: each is served by the first worker.
+            let _entered = workers.as_ref().map(|w| w.enter(0));
             let socket = unix_listener::bind(&spec).map_err(|source| StartError::BindUnix {
                 path: spec.path.clone(),
                 source,
@@ -114,17 +128,24 @@ impl Proxy {
         }
         let mut bound = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            let socket = TcpListener::bind(spec.addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: spec.addr,
-                    source,
-                })?;
-            let local = socket.local_addr().map_err(|source| StartError::Bind {
+            let bind_error = |source| StartError::Bind {
                 addr: spec.addr,
                 source,
-            })?;
-            bound.push((socket, local, spec.tls, spec.intercept));
+            };
+            let sockets = match &workers {
+                None => vec![TcpListener::bind(spec.addr).await.map_err(bind_error)?],
+                Some(w) => {
+                    let group = bind_reuseport(spec.addr, w.len()).map_err(bind_error)?;
+                    let mut sockets = Vec::with_capacity(group.len());
+                    for (k, socket) in group.into_iter().enumerate() {
+                        let _entered = w.enter(k);
+                        sockets.push(TcpListener::from_std(socket).map_err(bind_error)?);
+                    }
+                    sockets
+                }
+            };
+            let local = sockets[0].local_addr().map_err(bind_error)?;
+            bound.push((sockets, local, spec.tls, spec.intercept));
         }
         let service = CallerService {
             forwarder: Forwarder::new(table, settings.request_timeout),
@@ -132,10 +153,10 @@ impl Proxy {
             intercept: None,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut stopped = Vec::with_capacity(bound.len() + unix_bound.len());
-        // Every accept loop runs the same way; only its label differs.
+        let mut stopped = Vec::new();
+        // Every accept loop runs the same way; only its label and its listener's cap differ.
         let deadlines = settings.connection.deadlines();
-        let mut options = |label: String, tls: bool| {
+        let mut options = |label: String, tls: bool, cap: ConnectionCap| {
             let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
             stopped.push(stopped_rx);
             serve::Options {
@@ -143,41 +164,61 @@ impl Proxy {
                 kind: "caller",
                 tls,
                 deadlines,
-                max_connections: settings.connection.max_connections,
+                cap,
                 at_cap: AtCap::Wait,
                 drain: Drain::Graceful(settings.drain_timeout),
                 shutdown: shutdown_rx.clone(),
                 stopped: Some(stopped_tx),
             }
         };
+        let lanes = workers.as_ref().map_or(1, Workers::len);
+        // `loops[k]`: what worker `k` runs (without workers: everything, on this runtime).
+        let mut loops: Vec<Vec<Loop>> = (0..lanes).map(|_| Vec::new()).collect();
         let mut addrs = Vec::with_capacity(bound.len());
-        let mut tasks = Vec::with_capacity(bound.len() + unix_bound.len());
-        for (socket, local, tls, intercept) in bound {
-            tracing::info!(addr = %local, tls = tls.is_some(), intercept = intercept.is_some(), "listening");
+        for (sockets, local, tls, intercept) in bound {
+            tracing::info!(addr = %local, tls = tls.is_some(), intercept = intercept.is_some(), sockets = sockets.len(), "listening");
             addrs.push(local);
             let tls = tls.map(TlsAcceptor::from);
-            let options = options(local.to_string(), tls.is_some());
-            let service = CallerService {
-                intercept,
-                ..service.clone()
-            };
-            let run = accept_loop(socket, tls, service, options);
-            tasks.push(tokio::spawn(run));
+            // One cap for the listener, whichever worker accepts.
+            let cap = ConnectionCap::new(settings.connection.max_connections);
+            for (k, socket) in sockets.into_iter().enumerate() {
+                let options = options(local.to_string(), tls.is_some(), cap.clone());
+                let service = CallerService {
+                    intercept: intercept.clone(),
+                    ..service.clone()
+                };
+                loops[k].push(Box::pin(accept_loop(socket, tls.clone(), service, options)));
+            }
         }
         let mut unix_paths = Vec::with_capacity(unix_bound.len());
         for (socket, path) in unix_bound {
             tracing::info!(path = %path.display(), "listening on unix socket");
             unix_paths.push(path.clone());
             let label = path.display().to_string();
-            let options = options(label, false);
+            let cap = ConnectionCap::new(settings.connection.max_connections);
+            let options = options(label, false, cap);
             let run = unix_listener::accept_loop(socket, path, service.clone(), options);
-            tasks.push(tokio::spawn(run));
+            loops[0].push(Box::pin(run));
         }
+        let done = match workers {
+            Some(workers) => workers.start(loops).map_err(StartError::Workers)?,
+            None => loops
+                .into_iter()
+                .flatten()
+                .map(|run| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        let _ = tx.send(run.await);
+                    });
+                    rx
+                })
+                .collect(),
+        };
         Ok(ProxyHandle {
             addrs,
             unix_paths,
             shutdown: shutdown_tx,
-            tasks,
+            done,
             stopped,
             drain_timeout: settings.drain_timeout,
         })
@@ -190,8 +231,9 @@ pub struct ProxyHandle {
     addrs: Vec<SocketAddr>,
     unix_paths: Vec<std::path::PathBuf>,
     shutdown: watch::Sender<bool>,
-    /// One per accept loop: whether its connections all closed within the drain.
-    tasks: Vec<JoinHandle<bool>>,
+    /// One per worker (without workers: per accept loop): whether its connections all closed
+    /// within the drain; dropped unsent if it ended abnormally.
+    done: Vec<tokio::sync::oneshot::Receiver<bool>>,
     /// One per accept loop: the open connections when its socket closed.
     stopped: Vec<tokio::sync::oneshot::Receiver<usize>>,
     drain_timeout: Duration,
@@ -228,10 +270,10 @@ impl ProxyHandle {
         );
         // Each loop bounds its own drain by the timeout; they all started it just now.
         let mut drained = true;
-        for task in self.tasks {
-            match task.await {
+        for done in self.done {
+            match done.await {
                 Ok(closed) => drained &= closed,
-                Err(e) => tracing::warn!(error = %e, "accept loop ended abnormally"),
+                Err(_) => tracing::warn!("accept loop ended abnormally"),
             }
         }
         if drained {

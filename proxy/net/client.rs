@@ -13,6 +13,7 @@
 //! holds idle ones. Requests to a host not known to speak h2 therefore all take lane 0, behind
 //! the client's [`PoolGate`] (`upstream_pool`: slots, waiting line, wait timeout).
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,11 +32,30 @@ use crate::net::pool_gate::{Admission, PoolBusy, PoolGate};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_tls::ExtraRoots;
 
-/// Hands each thread that sends upstream requests a lane number, in order of first use.
+/// Hands each thread that sends upstream requests a lane number, in order of first use (unless
+/// the thread was given one with [`set_thread_lane`]).
 static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static THREAD_LANE: usize = NEXT_THREAD_LANE.fetch_add(1, Ordering::Relaxed);
+    static THREAD_LANE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// This thread's lane: the one set by [`set_thread_lane`], else the next free number.
+fn thread_lane() -> usize {
+    THREAD_LANE.with(|lane| match lane.get() {
+        Some(n) => n,
+        None => {
+            let n = NEXT_THREAD_LANE.fetch_add(1, Ordering::Relaxed);
+            lane.set(Some(n));
+            n
+        }
+    })
+}
+
+/// Gives this thread lane `lane` (a data-plane worker thread passes its index, so worker `k`
+/// always uses lane `k` of every client and its h2 connections stay on its own runtime).
+pub(crate) fn set_thread_lane(lane: usize) {
+    THREAD_LANE.with(|l| l.set(Some(lane)));
 }
 
 /// Lanes for a client built now: the current runtime's worker count (1 on a current-thread
@@ -65,6 +85,9 @@ pub struct UpstreamSettings {
     pub pool_metrics: Option<Arc<PoolMetrics>>,
     /// The outbound HTTP proxy (`network.proxy` / `HTTPS_PROXY`), if any.
     pub proxy: Option<Arc<OutboundProxy>>,
+    /// Lanes per client: the data plane's worker threads; `None`: the building runtime's
+    /// worker count (see [`UpstreamClient::new`]).
+    pub lanes: Option<usize>,
 }
 
 impl Default for UpstreamSettings {
@@ -77,6 +100,7 @@ impl Default for UpstreamSettings {
             pool: UpstreamPool::default(),
             pool_metrics: None,
             proxy: None,
+            lanes: None,
         }
     }
 }
@@ -99,9 +123,11 @@ impl fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A new client with its own, empty pools.
+    /// A new client with its own, empty pools: `settings.lanes` lanes, else one per worker of
+    /// the current runtime.
     pub fn new(tls: Arc<ClientConfig>, settings: &UpstreamSettings) -> Self {
-        Self::with_lanes(tls, settings, lane_count())
+        let lanes = settings.lanes.unwrap_or_else(lane_count);
+        Self::with_lanes(tls, settings, lanes)
     }
 
     /// A new client with `lanes` pools (at least 1, at most [`MAX_LANES`]).
@@ -148,7 +174,7 @@ impl UpstreamClient {
         request: http::Request<UpstreamBody>,
     ) -> ResponseFuture {
         let lane = if admission.multiplexed() {
-            THREAD_LANE.with(|lane| *lane) % self.lanes.len()
+            thread_lane() % self.lanes.len()
         } else {
             0
         };

@@ -18,3 +18,4 @@ mod reload_app;
 mod reload_under_load;
 mod run_binary;
 mod run_tls_listener;
+mod workers;

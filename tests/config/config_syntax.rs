@@ -24,7 +24,7 @@ fn unknown_top_level_key() {
         &format!("{}routes:\n{ROUTE}listners: []\n", crate::kit::config::head()),
         12,
         1,
-        "unknown field `listners`, expected one of version, listeners, admin, network, timeouts, drain, limits, upstream_pool, identities, routes, telemetry",
+        "unknown field `listners`, expected one of version, listeners, admin, network, timeouts, drain, limits, upstream_pool, identities, routes, telemetry, workers",
     );
 }
 

@@ -134,3 +134,19 @@ fn body_deadlines_reach_the_listener_settings_and_bad_ones_are_errors_at_their_v
         ]
     );
 }
+
+#[test]
+fn workers_is_read_and_out_of_range_counts_are_errors_at_their_position() {
+    let f = Fixture::new();
+    let cfg = f.load(&config("workers: 4\n", "")).unwrap();
+    assert_eq!(cfg.workers, Some(4));
+    assert_eq!(f.load(&config("", "")).unwrap().workers, None);
+    assert_eq!(
+        f.errors(&config("workers: 0\n", "")),
+        vec![f.at(3, 10, "workers must be between 1 and 256; got 0")]
+    );
+    assert_eq!(
+        f.errors(&config("workers: 1000\n", "")),
+        vec![f.at(3, 10, "workers must be between 1 and 256; got 1000")]
+    );
+}

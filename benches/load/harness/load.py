@@ -65,9 +65,13 @@ class Upstream:
 
     @classmethod
     def start(cls, binary: Path, cpus: str | None, threads: int, cert: dict, client_ca: Path,
-              work: Path) -> "Upstream":
+              work: Path, http1_only: bool = False) -> "Upstream":
+        """`http1_only`: the upstream offers only http/1.1 by ALPN (every peer speaks it); else h2
+        and http/1.1, and each proxy uses the best it supports."""
         argv = [str(binary), "--listen", "127.0.0.1:0", "--cert", str(cert["cert"]), "--key", str(cert["key"]),
                 "--client-ca", str(client_ca), "--threads", str(threads), "--stats-listen", "127.0.0.1:0"]
+        if http1_only:
+            argv.append("--http1-only")
         child = Child("upstream", taskset(cpus, argv), work, stdout_pipe=True)
         line = child.read_line()
         parts = line.split()

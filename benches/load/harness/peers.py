@@ -46,12 +46,15 @@ def authorization(ctx: Ctx) -> str:
 
 def popgate_config(ctx: Ctx, port: int, admin_port: int, routes: int = 1, lazy: bool = False,
                    cert: Path | None = None, key: Path | None = None,
-                   intercept: tuple[Path, Path] | None = None) -> str:
+                   intercept: tuple[Path, Path] | None = None, workers: int | None = None) -> str:
     """routes.yaml for the bench: the measured route plus (routes - 1) others of the same shape;
-    `intercept`: (CA certificate, CA key) to intercept CONNECTs on the listener with."""
+    `intercept`: (CA certificate, CA key) to intercept CONNECTs on the listener with.
+    `workers`: popgate's data-plane threads (its own `workers:` setting; None: its default, the CPUs
+    it may use)."""
     resolve = "\n".join(f'    "{h}": "{a}"' for h, a in ctx.authority["resolve"] if not h.startswith("*."))
     lines = [
         "version: 1",
+        *([f"workers: {workers}"] if workers else []),
         "listeners:",
         f"  - address: 127.0.0.1:{port}",
         *([f"    intercept: {{ ca_cert_file: {intercept[0]}, ca_key_file: {intercept[1]} }}"] if intercept else []),
@@ -93,10 +96,10 @@ def popgate_config(ctx: Ctx, port: int, admin_port: int, routes: int = 1, lazy: 
 def start_popgate(ctx: Ctx, pl: Placement, name: str = "popgate", **config) -> tuple[Child, int, int]:
     port, admin_port = free_port(), free_port()
     cfg = ctx.work / f"{name}.yaml"
+    # Placement by popgate's own setting: one worker pinned, one per CPU unpinned.
+    config.setdefault("workers", pl.workers)
     cfg.write_text(popgate_config(ctx, port, admin_port, **config))
     env = {"POPGATE_LOG": "warn"}
-    if pl.proxy_cpus:
-        env["TOKIO_WORKER_THREADS"] = str(pl.workers)
     child = Child(name, taskset(pl.proxy_cpus, [str(ctx.bin["popgate"]), "run", "--config", str(cfg),
                                                 "--log-format", "json"]), ctx.work, env=env)
     return child, port, admin_port

@@ -1,7 +1,7 @@
 //! `limits:` (caller-facing HTTP limits) and a route's `max_body_bytes`: whole numbers within
 //! bounds that keep popgate working, and a duration.
 
-use crate::config::limits::MIN_MAX_HEADER_BYTES;
+use crate::config::limits::{MAX_WORKERS, MIN_MAX_HEADER_BYTES};
 use crate::config::model::Limits;
 use crate::config::schema::{RawLimits, S};
 
@@ -20,6 +20,12 @@ const MAX_BODY_BYTES_RANGE: (u64, u64) = (1, u64::MAX);
 const MAX_CONNECTIONS_RANGE: (u64, u64) = (1, 1_000_000);
 /// HTTP/2 streams: beyond 10 000 one connection can pin a node's upstream capacity.
 const H2_MAX_CONCURRENT_STREAMS_RANGE: (u64, u64) = (1, 10_000);
+
+/// The top-level `workers:` (data-plane threads).
+pub(super) fn workers(cx: &mut Ctx<'_>, raw: Option<&S<u64>>) -> Option<usize> {
+    within(cx, "workers", raw, (1, MAX_WORKERS as u64))
+        .map(|v| usize::try_from(v).unwrap_or(MAX_WORKERS))
+}
 
 pub(super) fn limits(cx: &mut Ctx<'_>, raw: Option<&S<RawLimits>>) -> Limits {
     let Some(raw) = raw.map(|r| &r.value) else {

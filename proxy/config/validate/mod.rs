@@ -123,6 +123,7 @@ pub(crate) fn validate(
     );
     allow::check_listeners_for_rules(&mut cx, &raw.routes, &listeners, &unix_listeners);
     let telemetry = telemetry::telemetry(&mut cx, raw.telemetry.as_ref());
+    let workers = limits::workers(&mut cx, raw.workers.as_ref());
 
     let mut errors = cx.errors;
     if errors.is_empty() {
@@ -139,6 +140,7 @@ pub(crate) fn validate(
             routes,
             telemetry,
             drain,
+            workers,
         });
     }
     // One identity used by several routes can yield the same error more than once.

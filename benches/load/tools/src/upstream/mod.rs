@@ -61,6 +61,10 @@ pub struct Args {
     /// Accept any Authorization (debugging only: disables the token-binding check).
     #[arg(long)]
     accept_any_token: bool,
+    /// Offer only http/1.1 by ALPN (default: h2 and http/1.1), so every proxy under test speaks
+    /// HTTP/1.1 to the upstream.
+    #[arg(long)]
+    http1_only: bool,
 }
 
 /// Parses the command line, binds, prints `listening <addr> stats <addr>` and serves forever.
@@ -99,7 +103,11 @@ fn server_config(args: &Args) -> Result<ServerConfig, String> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(tls::load_certs(&args.cert)?, tls::load_key(&args.key)?)
         .map_err(|e| format!("server certificate/key: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if args.http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
