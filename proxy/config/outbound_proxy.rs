@@ -11,8 +11,8 @@
 //! and the environment block itself lives as long as the process), the config file's text when
 //! the URL carries the credentials (parsed by serde-saphyr into plain `String`s), and the
 //! kernel's socket buffers the CONNECT head is written through. No HTTP library ever holds a
-//! copy: popgate writes the CONNECT head itself (`net/proxy_tunnel.rs`, a layer above config), so hyper never
-//! sees the header.
+//! copy: popgate writes the CONNECT head itself (`net/proxy_tunnel.rs`, a layer above config),
+//! so hyper never sees the header.
 
 use std::fmt;
 use std::net::IpAddr;
