@@ -18,7 +18,6 @@ mod hardening_http_limits;
 mod hardening_http_smuggling;
 mod hardening_proxy_open;
 mod hardening_secrets_debug;
-mod memory_baseline;
 mod h2_stream_deadlines;
 mod path_canonical;
 mod pool_slot_body;
