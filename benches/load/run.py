@@ -28,11 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import authority as auth  # noqa: E402
 from harness import compare, intercept, procs, report, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Ctx, Placement  # noqa: E402
-from harness.pki import fetch_pop_token, upstream_certificate  # noqa: E402
+from harness.context import bench_context  # noqa: E402
 from harness.procs import HarnessError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,19 +205,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="popgate-bench-"))
     failed = False
     try:
-        _, info = auth.start(bins["authority"], work)
-        auth.set_lifetime(info, auth.LONG_LIFETIME_S)
-        auth.admin(info, "POST", "/resources", {"audience": "https://api.bench.test", "hosts": ["api.bench.test"]})
-        info["ca"] = Path(info["ca"])
-        cert = upstream_certificate(work)
-        client_cert, client_key = work / "client.pem", work / "client.key"
-        shutil.copy(info["cert"], client_cert)
-        shutil.copy(info["key"], client_key)
-        combined = work / "client-combined.pem"
-        combined.write_bytes(client_cert.read_bytes() + client_key.read_bytes())
-        token = fetch_pop_token(info, client_cert, client_key)
-        ctx = Ctx(work=work, bin=bins, client_cert=client_cert, client_key=client_key, client_combined=combined,
-                  bench_ca=cert["ca"], authority=info, upstream_addr="", token=token)
+        ctx, cert = bench_context(bins, work)
         results: dict = {"placements": {}, "token_path": {}, "memory": {},
                          "upstream_protocol": args.upstream_protocol}
         up = gen = ca = None
