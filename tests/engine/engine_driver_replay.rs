@@ -89,11 +89,14 @@ async fn a_refused_get_is_replayed_once_with_a_new_token() {
     assert_eq!(check_echo(&answer), "good");
     // The resource saw the refused request and the replay; the caller saw only the 200.
     assert_eq!(env.resource_counts(), (2, 1));
+    // The engine publishes the snapshot (which lets the replay go) before it sets the status.
     let slot = app.route("graph").unwrap();
-    assert!(matches!(
-        &*slot.status(),
-        RouteStatus::Ready { generation: 2, .. }
-    ));
+    let ready = slot
+        .wait_until(STATE_BOUND, |s| {
+            matches!(&*s.status(), RouteStatus::Ready { generation: 2, .. })
+        })
+        .await;
+    assert!(ready, "{:?}", slot.status());
     app.shutdown().await;
 }
 

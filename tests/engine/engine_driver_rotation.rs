@@ -201,10 +201,13 @@ async fn rotation_under_concurrent_load_fails_no_request_and_never_mixes_cert_an
     assert_eq!(total, successes.load(Ordering::SeqCst));
     let published = slot.snapshot.load_full().unwrap();
     assert_eq!(published.x5t_s256.as_deref(), Some(x5t_b.as_str()));
-    assert!(matches!(
-        &*slot.status(),
-        RouteStatus::Ready { generation: 2, .. }
-    ));
+    // The status is set just after the snapshot is published: wait for it, bounded.
+    let ready = slot
+        .wait_until(LOAD_BOUND, |s| {
+            matches!(&*s.status(), RouteStatus::Ready { generation: 2, .. })
+        })
+        .await;
+    assert!(ready, "{:?}", slot.status());
 
     proxy.shutdown().await;
     stop.send(true).unwrap();

@@ -97,10 +97,13 @@ async fn refresh_ahead_switches_to_the_new_token_with_no_failed_request() {
     let (total, refused) = env.resource_counts();
     assert_eq!(refused, 0);
     assert_eq!(total, sent + 6);
-    assert!(matches!(
-        &*slot.status(),
-        RouteStatus::Ready { generation: 2, .. }
-    ));
+    // The status is set just after the snapshot is published: wait for it, bounded.
+    let ready = slot
+        .wait_until(STATE_BOUND, |s| {
+            matches!(&*s.status(), RouteStatus::Ready { generation: 2, .. })
+        })
+        .await;
+    assert!(ready, "{:?}", slot.status());
     app.shutdown().await;
 }
 
