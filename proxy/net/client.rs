@@ -32,6 +32,23 @@ use crate::net::pool_gate::{Admission, PoolBusy, PoolGate};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_tls::ExtraRoots;
 
+/// Receive window of one upstream h2 stream (a response body popgate has not yet passed on).
+/// A caller that stops reading leaves its stream holding this much until
+/// `response_body_timeout` ends it; hyper's default (2 MiB) against its default connection
+/// window (5 MiB) let three stalled downloads take the whole connection's window, so every
+/// other response on that upstream connection stopped too (tests/hardening/h2_upstream_window.rs).
+/// 256 KiB still moves 256 MB/s per stream at a 1 ms round trip.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Streams whose windows the connection window covers in full. Servers advertise 100–250
+/// concurrent streams (nginx 128, hyper 200, Azure front ends 100), so at most this many streams
+/// are open on one upstream connection and no set of stalled ones can exhaust the connection's
+/// window. The window is credit, not memory: bytes are held only by streams whose caller stalls,
+/// at most [`H2_STREAM_WINDOW`] each, for at most `response_body_timeout`.
+const H2_STREAMS_COVERED: u32 = 256;
+/// The connection-level receive window: [`H2_STREAMS_COVERED`] stream windows (64 MiB, under
+/// HTTP/2's 2^31 − 1 maximum).
+const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_STREAMS_COVERED;
+
 /// Hands each thread that sends upstream requests a lane number, in order of first use (unless
 /// the thread was given one with [`set_thread_lane`]).
 static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
@@ -149,6 +166,8 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(max_connections_per_host)
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             // The proxy removes the caller's Host; hyper-util then writes the upstream authority
             // (as `Host` on h1, as `:authority` on h2).
             .set_host(true);

@@ -19,5 +19,6 @@ mod hardening_http_smuggling;
 mod hardening_proxy_open;
 mod hardening_secrets_debug;
 mod h2_stream_deadlines;
+mod h2_upstream_window;
 mod path_canonical;
 mod pool_slot_body;
