@@ -10,12 +10,15 @@
 
 # Build stage. Debian bookworm to match the runtime's glibc (distroless cc-debian12). The slim
 # image already has gcc and libc6-dev, which is all aws-lc-sys needs: on Linux it builds with the
-# `cc` crate from pregenerated bindings, so neither cmake nor clang is installed.
+# `cc` crate from pregenerated bindings, so neither cmake nor clang is installed. jemalloc
+# (popgate's allocator, built by tikv-jemalloc-sys) needs `make` as well.
 ARG RUST_IMAGE=rust:1-slim-bookworm
 FROM ${RUST_IMAGE} AS build
 # `.git` is not in the build context (.dockerignore), so popgate_build_info's commit label is
 # `unknown` unless given: docker build --build-arg POPGATE_GIT_COMMIT=$(git rev-parse HEAD) .
 ARG POPGATE_GIT_COMMIT=
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # BuildKit cache mounts keep the crate registry and the target directory between builds, so a

@@ -1,6 +1,7 @@
 //! The popgate binary: CLI only. Everything else lives in the library.
 #![forbid(unsafe_code)]
 
+mod allocator;
 mod bench_command;
 mod ca_command;
 mod cli;
@@ -18,10 +19,15 @@ use popgate::logging::{self, LogFormat};
 
 use cli::{Cli, Command, LogArgs};
 
+/// jemalloc instead of glibc's malloc (see `allocator.rs` for why).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for a bad config (and for usage errors, as clap uses).
 pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    allocator::return_freed_memory_in_the_background();
     let cli = Cli::parse();
     match cli.command {
         Command::Check(arg) => match config::load(&arg.config) {
