@@ -133,6 +133,32 @@ pub(crate) async fn serve_io<I>(
     let Some(interceptor) = service.intercept.clone() else {
         return serve_http(io, caller, default_port, None, service, watcher, activity).await;
     };
+    // Boxed, like the TLS branch in `serve_tcp`: inline, the tunnel's TLS stream and its HTTP
+    // connection would make every connection's task as large, intercepting or not.
+    Box::pin(serve_intercepting(
+        io,
+        caller,
+        default_port,
+        interceptor,
+        service,
+        watcher,
+        activity,
+    ))
+    .await;
+}
+
+/// [`serve_io`] on an intercepting listener: a connection opening with CONNECT becomes a tunnel.
+async fn serve_intercepting<I>(
+    io: I,
+    caller: Caller,
+    default_port: u16,
+    interceptor: Arc<Interceptor>,
+    service: CallerService,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let table = service.forwarder.table();
     let opened = intercept::open(
         io,
