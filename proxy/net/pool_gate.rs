@@ -233,8 +233,7 @@ impl PoolGate {
         let line = lane % self.shares.len();
         let share = self.shares[line];
         let host = self.host(authority);
-        let slots = Arc::clone(&host.lines[line].slots);
-        match Arc::clone(&slots).try_acquire_owned() {
+        match Arc::clone(&host.lines[line].slots).try_acquire_owned() {
             Ok(slot) => {
                 return Ok(Admission {
                     slot: Some(slot),
@@ -264,6 +263,7 @@ impl PoolGate {
         }
         let _counted = self.metrics.as_ref().map(|m| m.waiter());
         let wait = self.settings.wait_timeout.min(at_most);
+        let slots = Arc::clone(&host.lines[line].slots);
         let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
         drop(queue);
         match slot {
