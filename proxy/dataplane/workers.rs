@@ -64,9 +64,10 @@ impl Workers {
     pub(crate) fn start(self, loops: Vec<Vec<Loop>>) -> io::Result<Vec<oneshot::Receiver<bool>>> {
         let mut done = Vec::with_capacity(self.runtimes.len());
         let mut loops = loops.into_iter();
-        // A worker's runtime also drives the upstream connections it dialed, which other workers'
-        // requests may be using (HTTP/1.1 hosts share lane 0's pool): no runtime stops before
-        // every worker's loops have ended.
+        // A worker's runtime also drives the upstream connections it dialed, which other threads'
+        // requests may be using (a lane is shared when there are more workers than lanes, and
+        // threads that are not workers take some worker's lane): no runtime stops before every
+        // worker's loops have ended.
         let all_ended = Arc::new(Barrier::new(self.runtimes.len()));
         for (k, runtime) in self.runtimes.into_iter().enumerate() {
             let mine = loops.next().unwrap_or_default();

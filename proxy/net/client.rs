@@ -1,17 +1,26 @@
 //! The pooled upstream HTTP client of one snapshot: hyper-util's client over [`UpstreamConnector`],
 //! keep-alive, h2 when the upstream offers it by ALPN.
 //!
-//! The client has one *lane* per runtime worker thread (at most [`MAX_LANES`]); a request takes the
-//! lane of the thread it runs on. hyper-util keeps a single h2 connection per host, and one h2
-//! connection is one task: every request's framing, HPACK and TLS records pass through it, so on a
-//! multi-core node it becomes the bottleneck (benches/load: 2 workers moved half the requests of
-//! nginx). Lanes give each worker its own connection. They share the connector, so the per-host
-//! dial cap still bounds all of them together.
+//! The client has one *lane* (a hyper-util pool and its connector) per data-plane worker (at
+//! most [`MAX_LANES`], and at most `upstream_pool.max_connections_per_host`); a request takes the
+//! lane of the thread it runs on ([`thread_lane`]: worker `k` is given lane `k`), for HTTP/1.1
+//! and h2 alike, so the upstream connection it uses was dialed by its own worker and its
+//! connection task runs on that worker's runtime: no request crosses threads. hyper-util keeps a
+//! single h2 connection per host and pool, so each worker also gets its own h2 connection instead
+//! of every request's framing, HPACK and TLS records passing through one task.
 //!
-//! Lanes only help h2: over HTTP/1.1 an idle connection in one lane's pool is invisible to another
-//! lane, so with the dial cap reached a request could wait for a connection while another lane
-//! holds idle ones. Requests to a host not known to speak h2 therefore all take lane 0, behind
-//! the client's [`PoolGate`] (`upstream_pool`: slots, waiting line, wait timeout).
+//! Over HTTP/1.1 an idle connection in one lane's pool is invisible to the other lanes, so each
+//! lane owns its share of `upstream_pool` (see [`crate::net::pool_gate`]): its connector caps the
+//! host's live connections at the lane's share of `max_connections_per_host`, and the client's
+//! [`PoolGate`] holds a line (slots, waiting line) of the same share per lane. A lane never waits
+//! for a connection another lane holds idle, and the lanes' sums are the configured numbers.
+//!
+//! A client built without a worker count (`UpstreamSettings::lanes: None`: the data plane runs
+//! on the caller's work-stealing runtime, whose tasks move between threads, e.g. in-process
+//! tests) keeps one lane per runtime worker for h2 but sends every HTTP/1.1 request through
+//! lane 0 behind one unsplit line: its threads are not tied to lanes, so a split would strand a
+//! share. Threads that are not data-plane workers (the control runtime, tests) get lane numbers
+//! in order of first use, taken modulo the lanes: they share some worker's lane.
 
 use std::cell::Cell;
 use std::fmt;
@@ -28,7 +37,7 @@ use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_L
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
-use crate::net::pool_gate::{Admission, PoolBusy, PoolGate};
+use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_tls::ExtraRoots;
 
@@ -102,8 +111,8 @@ pub struct UpstreamSettings {
     pub pool_metrics: Option<Arc<PoolMetrics>>,
     /// The outbound HTTP proxy (`network.proxy` / `HTTPS_PROXY`), if any.
     pub proxy: Option<Arc<OutboundProxy>>,
-    /// Lanes per client: the data plane's worker threads; `None`: the building runtime's
-    /// worker count (see [`UpstreamClient::new`]).
+    /// Lanes per client: the data plane's worker threads (HTTP/1.1 split per lane); `None`:
+    /// the building runtime's worker count, HTTP/1.1 on one lane (see [`UpstreamClient::new`]).
     pub lanes: Option<usize>,
 }
 
@@ -126,9 +135,10 @@ impl Default for UpstreamSettings {
 /// Cloning shares the pools.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    /// One pooled client per lane, all over the same connector (same TLS config, same dial cap).
+    /// One pooled client per lane (same TLS config; per-lane or shared dial caps, see the module
+    /// docs).
     lanes: Arc<[Client<UpstreamConnector, UpstreamBody>]>,
-    /// Admission to each host's connections (shared by the lanes, like the connector).
+    /// Admission to each host's connections: one line per lane, or one for all (unsplit).
     gate: Arc<PoolGate>,
     tls: Arc<ClientConfig>,
 }
@@ -140,67 +150,70 @@ impl fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// A new client with its own, empty pools: `settings.lanes` lanes, else one per worker of
-    /// the current runtime.
+    /// A new client with its own, empty pools: `settings.lanes` lanes with `upstream_pool`
+    /// split over them, else one per worker of the current runtime with HTTP/1.1 on one.
     pub fn new(tls: Arc<ClientConfig>, settings: &UpstreamSettings) -> Self {
-        let lanes = settings.lanes.unwrap_or_else(lane_count);
-        Self::with_lanes(tls, settings, lanes)
+        match settings.lanes {
+            Some(workers) => Self::with_lanes(tls, settings, workers),
+            None => Self::unsplit(tls, settings, lane_count()),
+        }
     }
 
-    /// A new client with `lanes` pools (at least 1, at most [`MAX_LANES`]).
-    pub fn with_lanes(tls: Arc<ClientConfig>, settings: &UpstreamSettings, lanes: usize) -> Self {
-        let max_connections_per_host = settings.pool.max_connections_per_host.max(1);
-        let connector = UpstreamConnector::new(
-            Arc::clone(&tls),
-            ConnectSettings {
-                resolve: Arc::clone(&settings.resolve),
-                connect_timeout: settings.connect_timeout,
-                max_connections_per_host,
-                pool_metrics: settings.pool_metrics.clone(),
-                proxy: settings.proxy.clone(),
-            },
+    /// A new client for `workers` data-plane workers: one lane each (at least 1, at most
+    /// [`MAX_LANES`] and `max_connections_per_host`), each owning its share of `upstream_pool`.
+    pub fn with_lanes(tls: Arc<ClientConfig>, settings: &UpstreamSettings, workers: usize) -> Self {
+        let gate = PoolGate::new(
+            settings.pool,
+            workers.clamp(1, MAX_LANES),
+            settings.pool_metrics.clone(),
         );
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(max_connections_per_host)
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-            // The proxy removes the caller's Host; hyper-util then writes the upstream authority
-            // (as `Host` on h1, as `:authority` on h2).
-            .set_host(true);
-        let lanes = (0..lanes.clamp(1, MAX_LANES))
-            .map(|_| builder.build(connector.clone()))
+        let lanes = line_shares(&settings.pool, gate.lines())
+            .iter()
+            .map(|share| pooled(&tls, settings, share.connections, None))
             .collect();
-        let gate = Arc::new(PoolGate::new(settings.pool, settings.pool_metrics.clone()));
-        Self { lanes, gate, tls }
+        Self {
+            lanes,
+            gate: Arc::new(gate),
+            tls,
+        }
     }
 
-    /// Admits a request to `authority` (`host[:port]` of its URI): at once when the host has a
-    /// free connection slot (or speaks h2), else after waiting in its line, bounded by
-    /// `upstream_pool.wait_timeout` and `at_most`; refused at once when the line is full.
+    /// `lanes` lanes over one connector capped at `max_connections_per_host`, HTTP/1.1 all on
+    /// lane 0 behind one line.
+    fn unsplit(tls: Arc<ClientConfig>, settings: &UpstreamSettings, lanes: usize) -> Self {
+        let cap = settings.pool.max_connections_per_host.max(1);
+        let connector = connector(&tls, settings, cap);
+        let lanes = (0..lanes.clamp(1, MAX_LANES))
+            .map(|_| pooled(&tls, settings, cap, Some(connector.clone())))
+            .collect();
+        let gate = PoolGate::new(settings.pool, 1, settings.pool_metrics.clone());
+        Self {
+            lanes,
+            gate: Arc::new(gate),
+            tls,
+        }
+    }
+
+    /// Admits a request to `authority` (`host[:port]` of its URI) on this thread's lane: at
+    /// once when the lane has a free connection slot for the host (or the host speaks h2), else
+    /// after waiting in the lane's line, bounded by `upstream_pool.wait_timeout` and `at_most`;
+    /// refused at once when the line is full.
     pub async fn admit(&self, authority: &str, at_most: Duration) -> Result<Admission, PoolBusy> {
-        self.gate.admit(authority, at_most).await
+        let lane = thread_lane() % self.lanes.len();
+        self.gate.admit(authority, lane, at_most).await
     }
 
-    /// Sends one admitted request (absolute `https://` URI): to an h2 host through the pool of
-    /// this thread's lane, otherwise through lane 0 (see the module docs).
+    /// Sends one admitted request (absolute `https://` URI) through the pool of the lane it was
+    /// admitted on (see the module docs).
     pub fn request(
         &self,
         admission: &Admission,
         request: http::Request<UpstreamBody>,
     ) -> ResponseFuture {
-        let lane = if admission.multiplexed() {
-            thread_lane() % self.lanes.len()
-        } else {
-            0
-        };
-        self.lanes[lane].request(request)
+        self.lanes[admission.lane() % self.lanes.len()].request(request)
     }
 
-    /// The pool bounds this client applies.
+    /// The pool bounds this client applies (the configured totals).
     pub fn pool(&self) -> &UpstreamPool {
         self.gate.settings()
     }
@@ -210,10 +223,55 @@ impl UpstreamClient {
         self.lanes.len()
     }
 
+    /// How many lanes `upstream_pool` is split over (1: every HTTP/1.1 request takes lane 0).
+    pub fn http1_lanes(&self) -> usize {
+        self.gate.lines()
+    }
+
     /// The TLS configuration this client presents.
     pub fn tls_config(&self) -> &Arc<ClientConfig> {
         &self.tls
     }
+}
+
+/// A connector presenting `tls`, capping each host's live connections at `cap`.
+fn connector(
+    tls: &Arc<ClientConfig>,
+    settings: &UpstreamSettings,
+    cap: usize,
+) -> UpstreamConnector {
+    UpstreamConnector::new(
+        Arc::clone(tls),
+        ConnectSettings {
+            resolve: Arc::clone(&settings.resolve),
+            connect_timeout: settings.connect_timeout,
+            max_connections_per_host: cap,
+            pool_metrics: settings.pool_metrics.clone(),
+            proxy: settings.proxy.clone(),
+        },
+    )
+}
+
+/// One lane's pooled client keeping up to `cap` idle connections per host, over `shared` or a
+/// connector of its own capped at `cap`.
+fn pooled(
+    tls: &Arc<ClientConfig>,
+    settings: &UpstreamSettings,
+    cap: usize,
+    shared: Option<UpstreamConnector>,
+) -> Client<UpstreamConnector, UpstreamBody> {
+    let connector = shared.unwrap_or_else(|| connector(tls, settings, cap));
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .pool_max_idle_per_host(cap)
+        .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+        .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // The proxy removes the caller's Host; hyper-util then writes the upstream authority
+        // (as `Host` on h1, as `:authority` on h2).
+        .set_host(true)
+        .build(connector)
 }
 
 #[cfg(test)]
@@ -253,5 +311,108 @@ mod tests {
             UpstreamClient::with_lanes(tls(), &settings, 1000).lanes(),
             MAX_LANES
         );
+    }
+
+    fn with_pool(max_connections_per_host: usize, lanes: Option<usize>) -> UpstreamSettings {
+        UpstreamSettings {
+            pool: UpstreamPool {
+                max_connections_per_host,
+                ..UpstreamPool::default()
+            },
+            lanes,
+            ..UpstreamSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn workers_get_a_lane_each_with_its_share_of_the_pool() {
+        let client = UpstreamClient::new(tls(), &with_pool(128, Some(3)));
+        assert_eq!((client.lanes(), client.http1_lanes()), (3, 3));
+        // The totals stay the configured ones.
+        assert_eq!(client.pool().max_connections_per_host, 128);
+        // Never more lanes than connections: each lane owns at least one.
+        let client = UpstreamClient::new(tls(), &with_pool(2, Some(4)));
+        assert_eq!((client.lanes(), client.http1_lanes()), (2, 2));
+        let client = UpstreamClient::new(tls(), &with_pool(1, Some(2)));
+        assert_eq!((client.lanes(), client.http1_lanes()), (1, 1));
+        // Without workers, HTTP/1.1 is not split.
+        let client = UpstreamClient::new(tls(), &with_pool(128, None));
+        assert_eq!(client.http1_lanes(), 1);
+    }
+
+    /// The lane each of threads lanes `0..7` would send on (all admitted at once: the pool is
+    /// larger), set on this thread in turn.
+    async fn lanes_taken(client: &UpstreamClient) -> Vec<(usize, bool)> {
+        let mut admitted = Vec::new();
+        for k in 0..7 {
+            set_thread_lane(k);
+            admitted.push(
+                client
+                    .admit("up.example:443", Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        admitted
+            .iter()
+            .map(|a| (a.lane(), a.multiplexed()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn http1_and_h2_requests_take_their_workers_lane() {
+        let client = UpstreamClient::new(tls(), &with_pool(128, Some(3)));
+        let h1: Vec<_> = (0..7).map(|k| (k % 3, false)).collect();
+        assert_eq!(lanes_taken(&client).await, h1);
+        // Once the host answered over h2 (on any lane), requests still take their own lane.
+        set_thread_lane(0);
+        let first = client
+            .admit("up.example:443", Duration::from_secs(1))
+            .await
+            .unwrap();
+        first.answered(http::Version::HTTP_2);
+        let h2: Vec<_> = (0..7).map(|k| (k % 3, true)).collect();
+        assert_eq!(lanes_taken(&client).await, h2);
+    }
+
+    #[tokio::test]
+    async fn without_workers_http1_takes_lane_0_and_h2_its_threads_lane() {
+        let client = UpstreamClient::unsplit(tls(), &UpstreamSettings::default(), 3);
+        assert_eq!((client.lanes(), client.http1_lanes()), (3, 1));
+        assert_eq!(lanes_taken(&client).await, vec![(0, false); 7]);
+        let first = client
+            .admit("up.example:443", Duration::from_secs(1))
+            .await
+            .unwrap();
+        first.answered(http::Version::HTTP_2);
+        let h2: Vec<_> = (0..7).map(|k| (k % 3, true)).collect();
+        assert_eq!(lanes_taken(&client).await, h2);
+    }
+
+    #[test]
+    fn threads_that_are_not_workers_get_some_lane() {
+        let client = UpstreamClient::new(tls(), &with_pool(4, Some(2)));
+        let lanes: Vec<usize> = (0..4)
+            .map(|_| {
+                let client = client.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let admitted = client
+                            .admit("up.example:443", Duration::from_secs(1))
+                            .await
+                            .unwrap();
+                        assert!(!admitted.multiplexed());
+                        admitted.lane()
+                    })
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        assert!(lanes.iter().all(|&lane| lane < 2), "{lanes:?}");
     }
 }

@@ -5,13 +5,21 @@
 //!
 //! Over HTTP/1.1 a connection carries one request at a time, so a host gets at most
 //! `max_connections_per_host` requests in flight (a *slot* each, from admission until the
-//! response body ends or is dropped, as the connection is busy until then); the connector caps live connections at the same number. A request that finds
-//! no free slot waits, if fewer than `max_waiting` already do, for at most `wait_timeout`.
+//! response body ends or is dropped, as the connection is busy until then); the connector caps
+//! live connections at the same number. A request that finds no free slot waits, if fewer than
+//! `max_waiting` already do, for at most `wait_timeout`.
+//!
+//! The gate has one *line* (slots and waiting line) per HTTP/1.1 lane of its client (see
+//! [`super::client`]): with `workers` data-plane threads each worker's requests take the slots of
+//! its own line and its own lane's connections, so no worker waits for a connection that another
+//! worker's lane holds idle. The configured numbers are split over the lines so that their sums
+//! are the configured ones ([`line_shares`]): line `k` of `n` gets `total / n` plus one of the
+//! remainder (`k < total % n`). There are never more lines than connections, so each line has at
+//! least one; the waiting line can split to 0 on some lines (`max_waiting < n`: a caller there is
+//! refused at once, as with `max_waiting: 0`).
 //!
 //! HTTP/2 multiplexes: once a response from the host comes back over h2, the host's slots are
-//! closed (every waiter is let through) and its requests are no longer held to them. All h1
-//! requests of a client go through one lane (one hyper-util pool), so a connection freed by one
-//! request is found by the next whatever thread it runs on.
+//! closed on every line (every waiter is let through) and its requests are no longer held to them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,27 +38,39 @@ use crate::metrics::pool::{PoolMetrics, PoolRefusal};
 #[derive(Debug, thiserror::Error)]
 pub enum PoolBusy {
     #[error(
-        "all {cap} upstream connections to {authority} are busy and {waiting} callers already wait for one"
+        "all {cap} upstream connections to {authority}{} are busy and {waiting} callers already wait for one",
+        share_of(*.of)
     )]
     /// Every slot was taken and `max_waiting` callers already waited: refused at once.
     WaitersFull {
         /// The upstream `host[:port]`.
         authority: String,
-        /// Its connection (h1 slot) cap.
+        /// Its connection (h1 slot) cap on the caller's line.
         cap: usize,
-        /// Callers waiting when this one arrived.
+        /// The configured cap, when split over more than one line.
+        of: Option<usize>,
+        /// Callers waiting on the caller's line when this one arrived.
         waiting: usize,
     },
     /// The caller waited as long as it may and no slot came free.
-    #[error("all {cap} upstream connections to {authority} stayed busy for {waited:?}")]
+    #[error("all {cap} upstream connections to {authority}{} stayed busy for {waited:?}", share_of(*.of))]
     WaitExpired {
         /// The upstream `host[:port]`.
         authority: String,
-        /// Its connection (h1 slot) cap.
+        /// Its connection (h1 slot) cap on the caller's line.
         cap: usize,
+        /// The configured cap, when split over more than one line.
+        of: Option<usize>,
         /// How long the caller waited.
         waited: Duration,
     },
+}
+
+/// `" (this worker's share of N)"` when the cap is split over lines, else nothing.
+fn share_of(of: Option<usize>) -> String {
+    of.map_or_else(String::new, |total| {
+        format!(" (this worker's share of {total})")
+    })
 }
 
 impl PoolBusy {
@@ -63,21 +83,51 @@ impl PoolBusy {
     }
 }
 
-/// One host's slots and waiting line.
-struct HostGate {
+/// One line's share of the configured pool: its connections (h1 slots) and waiting places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LineShare {
+    /// Connections (and h1 requests in flight) per host on this line; at least 1.
+    pub(crate) connections: usize,
+    /// Callers that may wait on this line; may be 0.
+    pub(crate) waiting: usize,
+}
+
+/// `pool` split over `lanes` lines (at most one per connection, at least one): the shares sum
+/// to the configured `max_connections_per_host` and `max_waiting`.
+pub(crate) fn line_shares(pool: &UpstreamPool, lanes: usize) -> Vec<LineShare> {
+    let connections = pool.max_connections_per_host.max(1);
+    let n = lanes.clamp(1, connections);
+    let part = |total: usize, k: usize| total / n + usize::from(k < total % n);
+    (0..n)
+        .map(|k| LineShare {
+            connections: part(connections, k),
+            waiting: part(pool.max_waiting, k),
+        })
+        .collect()
+}
+
+/// One line's slots and waiting line for one host.
+struct Line {
     /// One permit per request in flight over h1; closed once the host answered over h2.
     slots: Arc<Semaphore>,
     /// Callers waiting for a slot now.
     waiting: AtomicUsize,
 }
 
+/// One host's lines.
+struct HostGate {
+    lines: Box<[Line]>,
+}
+
 impl HostGate {
-    /// Whether a request holds a slot or waits for one. (Not `Arc::strong_count`: every copy of
-    /// the host map holds one.) A gate forgotten while a request is between lookup and slot only
-    /// lets that request through a fresh gate.
-    fn in_use(&self, cap: usize) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
-            || (!self.slots.is_closed() && self.slots.available_permits() < cap)
+    /// Whether a request holds a slot or waits for one on any line. (Not `Arc::strong_count`:
+    /// every copy of the host map holds one.) A gate forgotten while a request is between lookup
+    /// and slot only lets that request through a fresh gate.
+    fn in_use(&self, shares: &[LineShare]) -> bool {
+        self.lines.iter().zip(shares).any(|(line, share)| {
+            line.waiting.load(Ordering::Relaxed) > 0
+                || (!line.slots.is_closed() && line.slots.available_permits() < share.connections)
+        })
     }
 }
 
@@ -86,26 +136,38 @@ impl HostGate {
 pub struct Admission {
     slot: Option<OwnedSemaphorePermit>,
     host: Arc<HostGate>,
+    /// The client lane to send it on: its line's (h1), or the one asked for (h2).
+    lane: usize,
 }
 
 impl fmt::Debug for Admission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("multiplexed", &self.multiplexed())
+            .field("lane", &self.lane)
             .finish()
     }
 }
 
 impl Admission {
-    /// Whether the host is known to speak h2 (so the request may use any lane).
+    /// Whether the host is known to speak h2 (so the request holds no h1 slot).
     pub fn multiplexed(&self) -> bool {
         self.slot.is_none()
     }
 
-    /// The response came back over `version`: an h2 host is not held to h1 slots from now on.
+    /// The client lane to send the request on: the lane of the line whose slot it holds, or
+    /// (h2, no slot) the lane it asked for.
+    pub(crate) fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// The response came back over `version`: an h2 host is not held to h1 slots from now on,
+    /// on any line.
     pub fn answered(&self, version: http::Version) {
         if version == http::Version::HTTP_2 {
-            self.host.slots.close();
+            for line in &self.host.lines {
+                line.slots.close();
+            }
         }
     }
 }
@@ -113,6 +175,8 @@ impl Admission {
 /// Every host's gate of one client (one snapshot). Cheap to share.
 pub(crate) struct PoolGate {
     settings: UpstreamPool,
+    /// Each line's share of `settings`.
+    shares: Box<[LineShare]>,
     /// Read lock-free per request; written (copy, insert, swap) only when a new host appears.
     hosts: ArcSwap<HashMap<Box<str>, Arc<HostGate>>>,
     /// Serialises writers of `hosts` so a new host is inserted once.
@@ -124,68 +188,100 @@ impl fmt::Debug for PoolGate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolGate")
             .field("settings", &self.settings)
+            .field("lines", &self.shares.len())
             .field("hosts", &self.hosts.load().len())
             .finish()
     }
 }
 
 impl PoolGate {
-    /// A gate with `settings`, counting waiters and refusals in `metrics` when given.
-    pub(crate) fn new(settings: UpstreamPool, metrics: Option<Arc<PoolMetrics>>) -> Self {
+    /// A gate with `settings` split over `lanes` lines (see [`line_shares`]), counting waiters
+    /// and refusals in `metrics` when given.
+    pub(crate) fn new(
+        settings: UpstreamPool,
+        lanes: usize,
+        metrics: Option<Arc<PoolMetrics>>,
+    ) -> Self {
         Self {
             settings,
+            shares: line_shares(&settings, lanes).into(),
             hosts: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
             metrics,
         }
     }
 
-    /// The bounds this gate applies.
+    /// The bounds this gate applies (the configured totals).
     pub(crate) fn settings(&self) -> &UpstreamPool {
         &self.settings
     }
 
-    /// Admits one request to `authority`, waiting at most `wait_timeout` (and at most
-    /// `at_most`, the caller's remaining request time) for a free slot.
+    /// How many lines the bounds are split over.
+    pub(crate) fn lines(&self) -> usize {
+        self.shares.len()
+    }
+
+    /// Admits one request for client lane `lane` to `authority` on that lane's line (`lane`
+    /// modulo the lines), waiting at most `wait_timeout` (and at most `at_most`, the caller's
+    /// remaining request time) for a free slot of that line.
     pub(crate) async fn admit(
         &self,
         authority: &str,
+        lane: usize,
         at_most: Duration,
     ) -> Result<Admission, PoolBusy> {
+        let line = lane % self.shares.len();
+        let share = self.shares[line];
         let host = self.host(authority);
-        match Arc::clone(&host.slots).try_acquire_owned() {
+        match Arc::clone(&host.lines[line].slots).try_acquire_owned() {
             Ok(slot) => {
                 return Ok(Admission {
                     slot: Some(slot),
                     host,
+                    lane: line,
                 });
             }
-            Err(TryAcquireError::Closed) => return Ok(Admission { slot: None, host }),
+            Err(TryAcquireError::Closed) => {
+                return Ok(Admission {
+                    slot: None,
+                    host,
+                    lane,
+                });
+            }
             Err(TryAcquireError::NoPermits) => {}
         }
-        let cap = self.settings.max_connections_per_host;
-        let line = Waiting::join(&host);
-        if line.ahead >= self.settings.max_waiting {
+        let cap = share.connections;
+        let of = (self.shares.len() > 1).then_some(self.settings.max_connections_per_host);
+        let queue = Waiting::join(&host.lines[line]);
+        if queue.ahead >= share.waiting {
             return Err(self.refuse(PoolBusy::WaitersFull {
                 authority: authority.to_owned(),
                 cap,
-                waiting: line.ahead,
+                of,
+                waiting: queue.ahead,
             }));
         }
         let _counted = self.metrics.as_ref().map(|m| m.waiter());
         let wait = self.settings.wait_timeout.min(at_most);
-        let slot = tokio::time::timeout(wait, Arc::clone(&host.slots).acquire_owned()).await;
-        drop(line);
+        let slots = Arc::clone(&host.lines[line].slots);
+        let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
+        drop(queue);
         match slot {
             Ok(Ok(slot)) => Ok(Admission {
                 slot: Some(slot),
                 host,
+                lane: line,
             }),
             // Closed while waiting: the host answered over h2, no slot needed.
-            Ok(Err(_closed)) => Ok(Admission { slot: None, host }),
+            Ok(Err(_closed)) => Ok(Admission {
+                slot: None,
+                host,
+                lane,
+            }),
             Err(_elapsed) => Err(self.refuse(PoolBusy::WaitExpired {
                 authority: authority.to_owned(),
                 cap,
+                of,
                 waited: wait,
             })),
         }
@@ -211,15 +307,20 @@ impl PoolGate {
         if let Some(host) = current.get(authority) {
             return Arc::clone(host);
         }
-        let cap = self.settings.max_connections_per_host.max(1);
         let mut hosts = HashMap::clone(&current);
         if hosts.len() >= MAX_TRACKED_HOSTS {
             // A wildcard route can reach many hosts: forget the ones nobody uses now.
-            hosts.retain(|_, host| host.in_use(cap));
+            hosts.retain(|_, host| host.in_use(&self.shares));
         }
         let host = Arc::new(HostGate {
-            slots: Arc::new(Semaphore::new(cap)),
-            waiting: AtomicUsize::new(0),
+            lines: self
+                .shares
+                .iter()
+                .map(|share| Line {
+                    slots: Arc::new(Semaphore::new(share.connections)),
+                    waiting: AtomicUsize::new(0),
+                })
+                .collect(),
         });
         hosts.insert(authority.into(), Arc::clone(&host));
         self.hosts.store(Arc::new(hosts));
@@ -227,23 +328,23 @@ impl PoolGate {
     }
 }
 
-/// A place in a host's waiting line, left on drop (also when the caller goes away).
+/// A place in a line's waiting line, left on drop (also when the caller goes away).
 struct Waiting<'a> {
-    host: &'a HostGate,
-    /// Callers that were waiting when this one joined.
+    line: &'a Line,
+    /// Callers that were waiting on the line when this one joined.
     ahead: usize,
 }
 
 impl<'a> Waiting<'a> {
-    fn join(host: &'a HostGate) -> Self {
-        let ahead = host.waiting.fetch_add(1, Ordering::AcqRel);
-        Self { host, ahead }
+    fn join(line: &'a Line) -> Self {
+        let ahead = line.waiting.fetch_add(1, Ordering::AcqRel);
+        Self { line, ahead }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.host.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.line.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -259,6 +360,7 @@ mod tests {
                 max_waiting,
                 wait_timeout: wait,
             },
+            1,
             None,
         ))
     }
@@ -266,19 +368,19 @@ mod tests {
     #[tokio::test]
     async fn a_full_line_is_refused_at_once_and_a_long_wait_expires() {
         let g = gate(1, 1, Duration::from_millis(200));
-        let held = g.admit("up:443", Duration::from_secs(60)).await.unwrap();
+        let held = g.admit("up:443", 0, Duration::from_secs(60)).await.unwrap();
         assert!(!held.multiplexed());
         let waiter = {
             let g = Arc::clone(&g);
-            tokio::spawn(async move { g.admit("up:443", Duration::from_secs(60)).await })
+            tokio::spawn(async move { g.admit("up:443", 0, Duration::from_secs(60)).await })
         };
         // Let the waiter join the line.
-        while g.host("up:443").waiting.load(Ordering::SeqCst) == 0 {
+        while g.host("up:443").lines[0].waiting.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         let started = Instant::now();
         let err = g
-            .admit("up:443", Duration::from_secs(60))
+            .admit("up:443", 0, Duration::from_secs(60))
             .await
             .unwrap_err();
         assert!(
@@ -293,18 +395,20 @@ mod tests {
         let err = waiter.await.unwrap().unwrap_err();
         assert!(matches!(err, PoolBusy::WaitExpired { .. }), "{err}");
         // Another host has slots of its own.
-        g.admit("other:443", Duration::from_secs(60)).await.unwrap();
+        g.admit("other:443", 0, Duration::from_secs(60))
+            .await
+            .unwrap();
         drop(held);
-        g.admit("up:443", Duration::from_secs(60)).await.unwrap();
+        g.admit("up:443", 0, Duration::from_secs(60)).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_waiter_and_h2_lets_everyone_through() {
         let g = gate(1, 10, Duration::from_secs(30));
-        let held = g.admit("up", Duration::from_secs(60)).await.unwrap();
+        let held = g.admit("up", 0, Duration::from_secs(60)).await.unwrap();
         let waiter = {
             let g = Arc::clone(&g);
-            tokio::spawn(async move { g.admit("up", Duration::from_secs(60)).await })
+            tokio::spawn(async move { g.admit("up", 0, Duration::from_secs(60)).await })
         };
         tokio::task::yield_now().await;
         drop(held);
@@ -312,13 +416,13 @@ mod tests {
         assert!(!second.multiplexed());
         let third = {
             let g = Arc::clone(&g);
-            tokio::spawn(async move { g.admit("up", Duration::from_secs(60)).await })
+            tokio::spawn(async move { g.admit("up", 0, Duration::from_secs(60)).await })
         };
         tokio::task::yield_now().await;
         second.answered(http::Version::HTTP_2);
         assert!(third.await.unwrap().unwrap().multiplexed());
         assert!(
-            g.admit("up", Duration::from_secs(60))
+            g.admit("up", 0, Duration::from_secs(60))
                 .await
                 .unwrap()
                 .multiplexed()
@@ -328,9 +432,12 @@ mod tests {
     #[tokio::test]
     async fn the_wait_never_outlasts_the_callers_request_time() {
         let g = gate(1, 10, Duration::from_secs(30));
-        let _held = g.admit("up", Duration::from_secs(60)).await.unwrap();
+        let _held = g.admit("up", 0, Duration::from_secs(60)).await.unwrap();
         let started = Instant::now();
-        let err = g.admit("up", Duration::from_millis(50)).await.unwrap_err();
+        let err = g
+            .admit("up", 0, Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert!(matches!(err, PoolBusy::WaitExpired { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -338,10 +445,10 @@ mod tests {
     #[tokio::test]
     async fn hosts_are_pruned_past_the_tracking_bound() {
         let g = gate(1, 0, Duration::from_secs(1));
-        let kept = g.admit("kept", Duration::from_secs(1)).await.unwrap();
+        let kept = g.admit("kept", 0, Duration::from_secs(1)).await.unwrap();
         for i in 0..MAX_TRACKED_HOSTS + 10 {
             drop(
-                g.admit(&format!("h{i}"), Duration::from_secs(1))
+                g.admit(&format!("h{i}"), 0, Duration::from_secs(1))
                     .await
                     .unwrap(),
             );
@@ -350,5 +457,112 @@ mod tests {
         assert!(hosts.len() <= MAX_TRACKED_HOSTS, "{}", hosts.len());
         assert!(hosts.contains_key("kept"), "a host in use is kept");
         drop(kept);
+    }
+
+    fn pool(max_connections_per_host: usize, max_waiting: usize) -> UpstreamPool {
+        UpstreamPool {
+            max_connections_per_host,
+            max_waiting,
+            wait_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn the_configured_totals_are_split_over_the_lines_and_sum_to_them() {
+        let share = |connections, waiting| LineShare {
+            connections,
+            waiting,
+        };
+        // The defaults on two workers.
+        assert_eq!(
+            line_shares(&pool(128, 1024), 2),
+            [share(64, 512), share(64, 512)]
+        );
+        // A remainder goes to the first lines; a small waiting line splits to 0 on some.
+        assert_eq!(line_shares(&pool(5, 1), 2), [share(3, 1), share(2, 0)]);
+        assert_eq!(
+            line_shares(&pool(7, 0), 3),
+            [share(3, 0), share(2, 0), share(2, 0)]
+        );
+        // Never more lines than connections, never none.
+        assert_eq!(line_shares(&pool(1, 10), 4), [share(1, 10)]);
+        assert_eq!(line_shares(&pool(3, 10), 0), [share(3, 10)]);
+        for lanes in 1..=8 {
+            for cap in [1, 2, 3, 7, 64, 128, 10_000] {
+                for waiting in [0, 1, 5, 1024] {
+                    let shares = line_shares(&pool(cap, waiting), lanes);
+                    assert_eq!(shares.len(), lanes.min(cap));
+                    assert!(shares.iter().all(|s| s.connections >= 1));
+                    assert_eq!(shares.iter().map(|s| s.connections).sum::<usize>(), cap);
+                    assert_eq!(shares.iter().map(|s| s.waiting).sum::<usize>(), waiting);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_line_has_its_own_slots_and_waiting_line() {
+        let g = Arc::new(PoolGate::new(pool(2, 2), 2, None));
+        assert_eq!(g.lines(), 2);
+        let held = g.admit("up", 0, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(held.lane(), 0);
+        let waiter = {
+            let g = Arc::clone(&g);
+            tokio::spawn(async move { g.admit("up", 2, Duration::from_secs(60)).await })
+        };
+        while g.host("up").lines[0].waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Line 0 is full (its one slot held, its one place taken): refused at once, and the
+        // cause says the numbers are this worker's share.
+        let err = g.admit("up", 0, Duration::from_secs(60)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PoolBusy::WaitersFull {
+                    cap: 1,
+                    of: Some(2),
+                    waiting: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "all 1 upstream connections to up (this worker's share of 2) are busy and 1 \
+             callers already wait for one"
+        );
+        // Line 1 has its own slot: admitted at once.
+        let other = g.admit("up", 1, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(other.lane(), 1);
+        assert!(!other.multiplexed());
+        // The freed slot of line 0 goes to line 0's waiter.
+        drop(held);
+        let second = waiter.await.unwrap().unwrap();
+        assert_eq!(second.lane(), 0);
+        // An h2 answer on one line lets every line through.
+        second.answered(http::Version::HTTP_2);
+        let h2 = g.admit("up", 1, Duration::from_secs(60)).await.unwrap();
+        assert!(h2.multiplexed());
+        assert_eq!(h2.lane(), 1);
+        assert!(
+            g.admit("up", 0, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .multiplexed()
+        );
+        drop(other);
+    }
+
+    #[tokio::test]
+    async fn one_line_says_nothing_of_shares() {
+        let g = gate(1, 0, Duration::from_secs(1));
+        let _held = g.admit("up", 5, Duration::from_secs(60)).await.unwrap();
+        let err = g.admit("up", 3, Duration::from_secs(60)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "all 1 upstream connections to up are busy and 0 callers already wait for one"
+        );
     }
 }

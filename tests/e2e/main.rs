@@ -14,3 +14,4 @@ mod intercept;
 mod intercept_mtls;
 mod outbound_proxy;
 mod upstream_pool;
+mod upstream_lanes;

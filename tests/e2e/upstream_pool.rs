@@ -2,8 +2,9 @@
 //! plane, connector) against the local authority's resource offering only HTTP/1.1 over mTLS, as
 //! IMDS-like services and older front ends do: each connection carries one request at a time.
 //!
-//! - 300 concurrent callers on an upstream answering in 1.5 s all get 200 with the defaults
-//!   (before `upstream_pool`, 64 connections and a 5 s wait failed a third of them with 504).
+//! - 300 concurrent callers on an upstream answering in 1.5 s all get 200 with the defaults, on
+//!   two workers each owning half of them (before `upstream_pool`, 64 connections and a 5 s wait
+//!   failed a third of them with 504).
 //! - A small configured pool with a short waiting line refuses the excess at once with 503 +
 //!   `Retry-After`, serves the waiters, and a wait that expires is a 503, not a 504.
 //! - The route's pool metrics show the connections, the waiters and the refusals.
@@ -71,10 +72,11 @@ async fn wait_metric(s: &Scenario, name: &str, value: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_callers_on_a_slow_http1_upstream_all_get_200() {
+    // On two workers, as `popgate run` on two CPUs: each worker's lane owns half the defaults.
     let s = Scenario::start_named(
         http1_only_authority().await,
         RouteKind::CertAppPop,
-        "admin: { address: 127.0.0.2:0 }",
+        "admin: { address: 127.0.0.2:0 }\nworkers: 2",
         "pool-burst",
     )
     .await;

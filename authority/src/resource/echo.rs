@@ -30,6 +30,7 @@ pub fn echo(
         "request_body_bytes": body.bytes,
         "request_body_sha256": body.sha256,
         "headers": headers_json(&parts.headers),
+        "peer": parts.extensions.get::<super::Peer>().map(|p| p.0.to_string()),
     })
 }
 

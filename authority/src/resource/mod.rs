@@ -52,6 +52,11 @@ pub(crate) struct ResourceCtx {
     pub observations: Arc<Observations>,
 }
 
+/// The TCP peer of the connection a request came on (a request extension): the echo names it,
+/// so a test can tell which of a client's connections carried each request.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
 /// A running resource server. Dropping it stops the listener and closes every open connection.
 #[derive(Debug)]
 pub struct ResourceHandle {
@@ -104,10 +109,10 @@ async fn accept_loop(
     mut stop: watch::Receiver<()>,
 ) {
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "resource accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -121,7 +126,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = serve_connection(stream, acceptor, ctx) => {}
+                _ = serve_connection(stream, peer, acceptor, ctx) => {}
             }
         });
     }
@@ -129,6 +134,7 @@ async fn accept_loop(
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     ctx: Arc<ResourceCtx>,
 ) {
@@ -145,7 +151,10 @@ async fn serve_connection(
     };
     let presented: Option<Arc<str>> =
         peer_leaf(tls.get_ref().1).map(|leaf| Arc::from(x5t_s256(leaf.as_ref())));
-    let service = service_fn(move |req| handler::handle(req, ctx.clone(), presented.clone()));
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        handler::handle(req, ctx.clone(), presented.clone())
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
