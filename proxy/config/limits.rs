@@ -139,8 +139,9 @@ pub const MAX_POOL_CONNECTIONS_PER_HOST: u64 = 10_000;
 /// Most `upstream_pool.max_waiting` a config may set: each waiter is a caller request held in
 /// memory; a million is far past any node's caller count.
 pub const MAX_POOL_WAITING: u64 = 1_000_000;
-/// Most lanes one client spreads its requests over: each lane can hold its own h2 connection,
-/// so this bounds the extra upstream connections (and mTLS handshakes) per snapshot.
+/// Most lanes one client spreads its requests over: each lane holds its own h2 connection and
+/// its own share of the HTTP/1.1 pool, so this bounds the extra upstream connections (and mTLS
+/// handshakes) per snapshot.
 pub const MAX_LANES: usize = 8;
 /// Past this many tracked upstream hosts, idle per-host limiters are pruned on the next dial, so a
 /// wildcard route reaching many hosts cannot grow the map without bound.
