@@ -218,12 +218,10 @@ async fn serve_http<I>(
         // HTTP/1's response deadline is on the connection's writes; an HTTP/2 stream gets its own.
         let stream_deadline =
             (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
-        let answer = forwarder.serve(Arc::clone(&connection), request);
-        // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this future once per
-        // connection and keeps it while the connection idles; boxed, the slot is one pointer and
-        // the future's memory exists only while a request is served (benches/README.md, memory).
-        Box::pin(async move {
-            let response = answer.await;
+        // The answer's body is wrapped by `serve`'s own future: wrapping it in an `async` block
+        // here would hold that future twice (captured, then awaited), and the copy into the box
+        // below would be twice as large (benches/MICRO.md, issue 13).
+        let answer = forwarder.serve(Arc::clone(&connection), request, move |response| {
             Ok::<_, Infallible>(response.map(|body| {
                 let body = InFlightBody::new(body, in_flight);
                 match stream_deadline {
@@ -231,7 +229,11 @@ async fn serve_http<I>(
                     None => Either::Left(body),
                 }
             }))
-        })
+        });
+        // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this future once per
+        // connection and keeps it while the connection idles; boxed, the slot is one pointer and
+        // the future's memory exists only while a request is served (benches/README.md, memory).
+        Box::pin(answer)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut h1 = builder.http1();

@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::find_byte::find_byte;
 use super::limits::{LimitRefusal, framing};
 use super::progress::BodyDue;
 
@@ -226,7 +227,7 @@ impl Tracker {
                 State::Head | State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
                     // Take up to the next line end in one go.
                     let rest = &bytes[i..];
-                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let newline = find_byte(rest, b'\n');
                     let piece = &rest[..newline.unwrap_or(rest.len())];
                     let consumed = piece.len() + usize::from(newline.is_some());
                     if self.refuses_at_once(&rest[..consumed]) {
@@ -345,7 +346,7 @@ impl Tracker {
             return;
         }
         if !line.is_empty() {
-            let Some(colon) = line.iter().position(|&c| c == b':') else {
+            let Some(colon) = find_byte(line, b':') else {
                 // hyper answers 400 itself; should it ever accept the line, so does the guard.
                 self.flag(verdict, Flag::Unfollowable);
                 return;

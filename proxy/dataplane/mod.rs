@@ -19,6 +19,7 @@
 
 pub(crate) mod activity;
 mod connection;
+pub(crate) mod find_byte;
 pub(crate) mod error_response;
 mod framing_guard;
 pub mod headers;

@@ -39,7 +39,9 @@ pub(crate) fn check(
         _ => listener_default_port,
     };
     let target = split(authority.as_str()).ok_or(BAD_HOST)?;
-    if let Some(h) = host_header {
+    // The usual case: the Host header repeats the target's authority byte for byte, so it is
+    // just as plain and names the same host (no second split, no folding).
+    if let Some(h) = host_header.filter(|h| *h != authority.as_str()) {
         let named = split(h).ok_or(BAD_HOST_HEADER)?;
         if !same_host(target, named, default_port) {
             return Err(HOST_MISMATCH);
@@ -153,5 +155,14 @@ mod tests {
         // `http::Uri` accepts sub-delimiters in an authority; the host check does not.
         assert_eq!(check_with("http://a!b.example/", None), Err(BAD_HOST));
         assert_eq!(check_with("http://a$b.example/", None), Err(BAD_HOST));
+        // A Host header repeating a bad authority byte for byte is refused all the same.
+        assert_eq!(
+            check_with("http://a!b.example/", Some("a!b.example")),
+            Err(BAD_HOST)
+        );
+        assert_eq!(
+            check_with("http://a.example:99999/", Some("a.example:99999")),
+            Err(BAD_HOST)
+        );
     }
 }

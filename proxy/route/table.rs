@@ -79,6 +79,12 @@ impl<R> Route<R> {
     pub fn payload(&self) -> &R {
         &self.payload
     }
+
+    /// Whether the route removes its `path_prefix` from the forwarded path (`strip_prefix`), the
+    /// one change to a canonical request path that can leave a non-canonical one.
+    pub fn strips_prefix(&self) -> bool {
+        self.strip_prefix && self.prefix.is_some()
+    }
 }
 
 impl<R> fmt::Debug for Route<R> {

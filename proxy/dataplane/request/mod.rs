@@ -131,12 +131,18 @@ impl Forwarder {
     /// Serves one request arriving on `connection`, in a span of its own (its `route` is recorded
     /// once known; the caller is on the connection's span), which continues the caller's trace
     /// when trace export is on. Call it as the request arrives: the guard counts requests in
-    /// arrival order, as the framing guard does.
-    pub(crate) fn serve(
+    /// arrival order, as the framing guard does. The future ends with `finish` applied to the
+    /// answer (the connection wraps its body), so the caller need not wrap this future in one of
+    /// its own.
+    pub(crate) fn serve<F, T>(
         &self,
         connection: Arc<Connection>,
         mut request: Request<Incoming>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+        finish: F,
+    ) -> impl Future<Output = T> + Send + use<F, T>
+    where
+        F: FnOnce(Response<ProxyBody>) -> T + Send + 'static,
+    {
         let span = tracing::info_span!(
             "request",
             route = tracing::field::Empty,
@@ -177,7 +183,7 @@ impl Forwarder {
                 }
                 Err(refusal) => refusal,
             };
-            answered(response, request_id)
+            finish(answered(response, request_id))
         }
         .instrument(span)
     }
@@ -231,7 +237,11 @@ impl Forwarder {
         let token = token?;
         let timeout = route.request_timeout(self.request_timeout);
         let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout, stall).await?;
-        let answer = send::exchange(&route, &token, outgoing, timeout, seen).await?;
+        // Boxed: the exchange's future is the largest part of this one (about 3.5 KB: the
+        // request twice over, the replay copy, the upstream send), and every request's future is
+        // copied whole into the box the connection keeps it in; boxed here, that copy stays under
+        // the size where memcpy turns to `rep movsb` (benches/MICRO.md, issue 13).
+        let answer = Box::pin(send::exchange(&route, &token, outgoing, timeout, seen)).await?;
         Ok(respond::pass_back(answer, &seen.handles()))
     }
 }

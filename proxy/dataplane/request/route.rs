@@ -50,12 +50,17 @@ pub(super) fn find(
         name: Arc::clone(found.route.name_arc()),
         slot: Arc::clone(found.route.payload()),
     };
+    let strips_prefix = found.route.strips_prefix();
     let uri = found.into_upstream_uri().map_err(|_| {
         refuse(&Refusal::BadRequest {
             reason: "the request target cannot be mapped to an upstream URL",
         })
     })?;
-    super::path::check_forwarded(uri.path())?;
+    // Without stripping, the upstream path is the canonical request path (after the upstream's
+    // canonical base path, at a `/`): canonical already, so the second scan is skipped.
+    if strips_prefix {
+        super::path::check_forwarded(uri.path())?;
+    }
     drop(table);
     tracing::Span::current().record("route", &*route.name);
     seen.routed(&route.name, route.slot.metrics(&route.name));
