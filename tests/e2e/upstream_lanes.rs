@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
-use popgate_authority::{Authority, AuthorityConfig};
 
 use crate::kit::admin::{request, scrape, sum};
 use crate::kit::http::{Answer, HTTP_TIMEOUT, dial, send_on};
 use crate::kit::scenario::*;
+use crate::upstream_pool::http1_only_authority;
 
 /// Caller connections held open: with two workers' sockets, all of them landing on one worker
 /// has probability 2 × (1/2)^24, i.e. never.
@@ -36,15 +36,6 @@ const ROUNDS: usize = 3;
 const SLOW_MS: u64 = 1_500;
 /// Callers of the totals test, all at once.
 const BURST: usize = 12;
-
-async fn http1_only_authority() -> Authority {
-    Authority::start(AuthorityConfig {
-        resource_http1_only: true,
-        ..AuthorityConfig::default()
-    })
-    .await
-    .expect("authority starts")
-}
 
 /// popgate on two workers with `pool` as its `upstream_pool`, serving.
 async fn two_workers(pool: &str, route: &str) -> Scenario {

@@ -27,7 +27,8 @@ const SLOW_MS: u64 = 1_500;
 /// Bound on polling the metrics for a state the test set up.
 const SETTLE: Duration = Duration::from_secs(20);
 
-async fn http1_only_authority() -> Authority {
+/// The local authority with a resource server that speaks only HTTP/1.1.
+pub(crate) async fn http1_only_authority() -> Authority {
     Authority::start(AuthorityConfig {
         resource_http1_only: true,
         ..AuthorityConfig::default()
