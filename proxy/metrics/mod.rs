@@ -277,6 +277,19 @@ impl Metrics {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    /// The label children of route `name` in every per-route family.
+    fn route_metrics(&self, name: &str) -> RouteMetrics {
+        RouteMetrics::resolve(
+            name,
+            &self.requests,
+            &self.request_duration,
+            &self.upstream_duration,
+            &self.in_flight,
+            &self.upstream_requests,
+            &self.body_bytes,
+        )
+    }
 }
 
 /// Registers route names (at start and on reload). Each route's label children are resolved on
@@ -314,17 +327,7 @@ pub fn route(name: &str) -> Arc<RouteMetrics> {
 pub fn registered(name: &str) -> Option<Arc<RouteMetrics>> {
     let m = global();
     let lazy = m.routes.load().get(name).cloned()?;
-    let handles = lazy.get_or_init(|| {
-        Arc::new(RouteMetrics::resolve(
-            name,
-            &m.requests,
-            &m.request_duration,
-            &m.upstream_duration,
-            &m.in_flight,
-            &m.upstream_requests,
-            &m.body_bytes,
-        ))
-    });
+    let handles = lazy.get_or_init(|| Arc::new(m.route_metrics(name)));
     Some(Arc::clone(handles))
 }
 
@@ -484,15 +487,7 @@ mod tests {
     #[test]
     fn status_classes_are_bounded() {
         let m = Metrics::new().unwrap();
-        let r = RouteMetrics::resolve(
-            "r",
-            &m.requests,
-            &m.request_duration,
-            &m.upstream_duration,
-            &m.in_flight,
-            &m.upstream_requests,
-            &m.body_bytes,
-        );
+        let r = m.route_metrics("r");
         let now = Instant::now();
         for status in [100, 204, 302, 404, 503, 0, 999] {
             r.answered(status, now);
