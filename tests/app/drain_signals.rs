@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::kit::http::first_frame;
 use crate::kit::process::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -51,18 +52,7 @@ async fn drain_on(signal: &str) {
             .header("host", "graph.microsoft.com")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let response = tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
-            .await
-            .expect("response head within its bound")
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let mut body = response.into_body();
-        let first = tokio::time::timeout(REQUEST_BOUND, body.frame())
-            .await
-            .expect("first bytes within their bound")
-            .expect("a first frame")
-            .unwrap();
-        let read = first.into_data().map(|d| d.len() as u64).unwrap_or(0);
+        let (body, read) = first_frame(&mut sender, request, REQUEST_BOUND).await;
         streams.push((sender, body, read));
     }
     // An idle keep-alive connection: one request answered, nothing more sent.

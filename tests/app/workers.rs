@@ -13,7 +13,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use crate::kit::http::{dial, send_on};
+use crate::kit::http::{dial, first_frame, send_on};
 use crate::kit::signed_tokens::*;
 use popgate::app::App;
 
@@ -96,21 +96,8 @@ async fn echo_all(
 /// A response streaming `BODY_BYTES`: its head and first bytes read, the rest left unread.
 async fn streaming(addr: SocketAddr) -> (SendRequest<Empty<Bytes>>, Incoming, u64) {
     let mut sender = dial(addr).await.unwrap();
-    let response = tokio::time::timeout(
-        BODY_BOUND,
-        sender.send_request(graph_get(&format!("/v1.0/big?size={BODY_BYTES}"))),
-    )
-    .await
-    .expect("response head within its bound")
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let first = tokio::time::timeout(BODY_BOUND, body.frame())
-        .await
-        .expect("first bytes within their bound")
-        .expect("a first frame")
-        .unwrap();
-    let read = first.into_data().map(|d| d.len() as u64).unwrap_or(0);
+    let request = graph_get(&format!("/v1.0/big?size={BODY_BYTES}"));
+    let (body, read) = first_frame(&mut sender, request, BODY_BOUND).await;
     (sender, body, read)
 }
 

@@ -84,6 +84,32 @@ where
     })
 }
 
+/// Sends `request` on `sender`, expects 200, and reads the head and the first frame of the body,
+/// each within `bound`; the rest is left unread, so the response stays mid-stream. Returns the
+/// body and the bytes read so far.
+pub async fn first_frame<B>(
+    sender: &mut SendRequest<B>,
+    request: http::Request<B>,
+    bound: Duration,
+) -> (hyper::body::Incoming, u64)
+where
+    B: http_body::Body + Send + 'static,
+{
+    let response = tokio::time::timeout(bound, sender.send_request(request))
+        .await
+        .expect("response head within its bound")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(bound, body.frame())
+        .await
+        .expect("first bytes within their bound")
+        .expect("a first frame")
+        .unwrap();
+    let read = first.into_data().map(|d| d.len() as u64).unwrap_or(0);
+    (body, read)
+}
+
 /// Sends `method http://{host}{path}` (absolute form, as an HTTP_PROXY client does) with `body`
 /// over a fresh HTTP/1.1 connection to popgate.
 pub async fn send<B>(proxy: SocketAddr, method: &str, host: &str, path: &str, body: B) -> Answer
