@@ -38,14 +38,12 @@ async fn start(env: &Env, top: &str) -> (Popgate, SocketAddr, SocketAddr) {
     let config = env.write_config_with(&top, &route("graph", None, "app", ""));
     let mut popgate = Popgate::start(&config);
     tokio::task::spawn_blocking(move || {
-        let proxy = popgate.wait_serving();
-        let serving = popgate.log.last().cloned().unwrap_or_default();
-        let admin = crate::kit::process::fields(&serving).unwrap()["admin"]
-            .as_str()
-            .expect("serving names the admin address")
-            .parse()
-            .unwrap();
-        (popgate, proxy, admin)
+        let (proxy, admin) = popgate.wait_serving_with_admin();
+        (
+            popgate,
+            proxy,
+            admin.expect("serving names the admin address"),
+        )
     })
     .await
     .unwrap()

@@ -295,10 +295,20 @@ impl Popgate {
 
     /// Waits for `serving`; returns the listener address. Blocking.
     pub fn wait_serving(&mut self) -> SocketAddr {
+        self.wait_serving_with_admin().0
+    }
+
+    /// Waits for `serving`; returns the listener address and the admin listener's address
+    /// (`None` when the config has none). Blocking.
+    pub fn wait_serving_with_admin(&mut self) -> (SocketAddr, Option<SocketAddr>) {
         let listening = self.wait_for("listening", |f| f["message"] == "listening");
         let addr = listening["addr"].as_str().unwrap().parse().unwrap();
-        self.wait_for("serving", |f| f["message"] == "serving");
-        addr
+        let serving = self.wait_for("serving", |f| f["message"] == "serving");
+        let admin = serving["admin"].as_str().map(|a| {
+            a.parse()
+                .expect("serving names the admin address as host:port")
+        });
+        (addr, admin)
     }
 
     /// Sends `signal` (`HUP`, `TERM`, `INT`) to the child by its pid.
