@@ -77,7 +77,9 @@ pub enum UpstreamTlsError {
 /// Extra trust anchors, parsed once (from `extra_ca_files`) and shared by every route's config.
 #[derive(Clone, Debug, Default)]
 pub struct ExtraRoots {
-    certs: Vec<(String, CertificateDer<'static>)>,
+    /// Shared by the clones: every route's settings hold a copy of the set (a deep copy of the
+    /// certificates cost ~1 KiB per route with the bench's two CA files; benches/README.md).
+    certs: Arc<Vec<(String, CertificateDer<'static>)>>,
     /// The server verifier (system roots plus `certs`), built on first use and shared by every
     /// config made from this set or its clones. A root store of its own per route cost about
     /// 100 KiB each: 1,000 routes idled at 127 MiB (benches/load). Verification state only; the
@@ -98,7 +100,7 @@ impl ExtraRoots {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            self.certs.push((path.display().to_string(), cert));
+            Arc::make_mut(&mut self.certs).push((path.display().to_string(), cert));
             self.verifier = Arc::default();
             found += 1;
         }
@@ -112,7 +114,7 @@ impl ExtraRoots {
 
     /// Adds one DER certificate (tests, or CAs that do not come from files).
     pub fn add_der(&mut self, source_name: &str, cert: CertificateDer<'static>) {
-        self.certs.push((source_name.to_string(), cert));
+        Arc::make_mut(&mut self.certs).push((source_name.to_string(), cert));
         self.verifier = Arc::default();
     }
 
@@ -256,6 +258,19 @@ impl ResolvesClientCert for AlwaysPresent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clones_share_the_certificates_and_an_addition_stays_with_its_set() {
+        let mut extra = ExtraRoots::default();
+        extra.add_der("test", CertificateDer::from(vec![1u8, 2, 3]));
+        let mut copy = extra.clone();
+        assert!(
+            Arc::ptr_eq(&extra.certs, &copy.certs),
+            "a clone copied the certificates"
+        );
+        copy.add_der("only-in-the-copy", CertificateDer::from(vec![4u8, 5, 6]));
+        assert_eq!((extra.len(), copy.len()), (1, 2));
+    }
 
     #[test]
     fn missing_and_empty_ca_files_are_named() {
