@@ -178,6 +178,18 @@ impl Header {
         }
     }
 
+    /// popgate fork (FORK.md): an `authorization` value not marked sensitive, which the table
+    /// indexes even when it takes more than three quarters of the table.
+    pub fn is_indexable_authorization(&self) -> bool {
+        match *self {
+            Header::Field {
+                ref name,
+                ref value,
+            } => *name == http::header::AUTHORIZATION && !value.is_sensitive(),
+            _ => false,
+        }
+    }
+
     pub fn is_sensitive(&self) -> bool {
         match *self {
             Header::Field { ref value, .. } => value.is_sensitive(),
@@ -190,10 +202,15 @@ impl Header {
         use http::header;
 
         match *self {
+            // popgate fork (FORK.md): a non-sensitive `authorization` may be indexed; a sensitive
+            // one still never is.
+            Header::Field {
+                ref name,
+                ref value,
+            } if *name == header::AUTHORIZATION => value.is_sensitive(),
             Header::Field { ref name, .. } => matches!(
                 *name,
                 header::AGE
-                    | header::AUTHORIZATION
                     | header::CONTENT_LENGTH
                     | header::ETAG
                     | header::IF_MODIFIED_SINCE

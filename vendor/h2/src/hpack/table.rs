@@ -149,8 +149,15 @@ impl Table {
             return Index::Indexed(n, header);
         }
 
-        // Don't index large headers
-        if header.len() * 4 > self.max_size * 3 {
+        // Don't index large headers. popgate fork (FORK.md): an indexable `authorization` only
+        // has to fit the table: an entry larger than the table would empty the peer's table
+        // without being added (RFC 7541 section 4.4), so it is never indexed.
+        let too_large = if header.is_indexable_authorization() {
+            header.len() > self.max_size
+        } else {
+            header.len() * 4 > self.max_size * 3
+        };
+        if too_large {
             return Index::new(statik, header);
         }
 
