@@ -9,3 +9,4 @@ mod dataplane_errors;
 mod dataplane_forwarding;
 mod dataplane_listener;
 mod upstream_h2_token_index;
+mod upstream_host;
