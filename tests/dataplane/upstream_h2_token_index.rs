@@ -70,6 +70,10 @@ async fn later_requests_on_an_h2_upstream_connection_send_the_token_as_an_index(
         );
     }
     assert_eq!(upstream.handshakes(), 1, "one upstream connection");
+    eprintln!(
+        "{per_request} bytes per later request with a {}-byte token",
+        sent.len()
+    );
     // Sent as a literal, the token alone takes about 3/4 of its length on every request.
     assert!(
         per_request < sent.len() / 4,
