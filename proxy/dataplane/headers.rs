@@ -76,8 +76,20 @@ pub fn rewrite_request(headers: &mut HeaderMap, received: Version, authorization
     }
     headers.remove(header::HOST);
     // `insert` replaces every caller value of the name (the map keeps one entry per name).
-    headers.insert(header::AUTHORIZATION, authorization.clone());
+    headers.insert(header::AUTHORIZATION, upstream_authorization(authorization));
     headers.append(header::VIA, via(received));
+}
+
+/// The copy of a route's `Authorization` value that goes into an upstream request: the same
+/// bytes (shared, not copied), without the sensitive mark, so that HTTP/2 sends it once per
+/// upstream connection and then as an HPACK index (h2 indexes a non-sensitive `authorization`
+/// only with popgate's fork, `vendor/h2/FORK.md`, which says why that is safe: callers can
+/// neither send an `authorization` upstream nor see the upstream connection's bytes). The
+/// snapshot's value stays sensitive; the request types holding this copy redact it in `Debug`.
+pub(crate) fn upstream_authorization(token: &HeaderValue) -> HeaderValue {
+    let mut value = token.clone();
+    value.set_sensitive(false);
+    value
 }
 
 /// Rewrites an upstream response's headers for the caller. `received` is the upstream's version.

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,6 +117,8 @@ struct Line {
 /// One host's lines.
 struct HostGate {
     lines: Box<[Line]>,
+    /// The host has answered over HTTP/1.1 (set once; read per request, so never rewritten).
+    http1_seen: AtomicBool,
 }
 
 impl HostGate {
@@ -155,6 +157,12 @@ impl Admission {
         self.slot.is_none()
     }
 
+    /// Whether the request will go out over HTTP/1.1: it holds an h1 slot and the host has
+    /// answered over HTTP/1.1 before (until then the first connection's ALPN is unknown).
+    pub fn http1_known(&self) -> bool {
+        self.slot.is_some() && self.host.http1_seen.load(Ordering::Relaxed)
+    }
+
     /// The client lane to send the request on: the lane of the line whose slot it holds, or
     /// (h2, no slot) the lane it asked for.
     pub(crate) fn lane(&self) -> usize {
@@ -168,6 +176,10 @@ impl Admission {
             for line in &self.host.lines {
                 line.slots.close();
             }
+        } else if version == http::Version::HTTP_11 && !self.host.http1_seen.load(Ordering::Relaxed)
+        {
+            // Read before writing: the flag's cache line stays shared between the workers.
+            self.host.http1_seen.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -321,6 +333,7 @@ impl PoolGate {
                     waiting: AtomicUsize::new(0),
                 })
                 .collect(),
+            http1_seen: AtomicBool::new(false),
         });
         hosts.insert(authority.into(), Arc::clone(&host));
         self.hosts.store(Arc::new(hosts));

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use super::host::{PatternKey, pattern_key, request_key};
@@ -61,6 +62,10 @@ pub struct Route<R> {
     /// For an exact-host route without `upstream`: its host as the upstream authority, built once
     /// here so a request clones it (a reference count) instead of parsing and copying the host.
     host_authority: Option<Authority>,
+    /// The `Host` header an HTTP/1.1 request to a route with a fixed upstream authority carries
+    /// (`upstream`, or an exact host): built once here. hyper-util's client would otherwise format
+    /// it from the URI on every request (benches/MICRO.md, issue 13).
+    host_header: Option<HeaderValue>,
     payload: R,
 }
 
@@ -78,6 +83,12 @@ impl<R> Route<R> {
     /// The per-route payload given to [`RouteTable::new`].
     pub fn payload(&self) -> &R {
         &self.payload
+    }
+
+    /// The `Host` value of every request this route sends (its upstream authority is fixed), as
+    /// hyper-util's client writes it: the host, and the port unless it is 443.
+    pub fn host_header(&self) -> Option<&HeaderValue> {
+        self.host_header.as_ref()
     }
 
     /// Whether the route removes its `path_prefix` from the forwarded path (`strip_prefix`), the
@@ -189,6 +200,19 @@ impl<R> fmt::Debug for RouteTable<R> {
     }
 }
 
+/// The `Host` value for an `https` URI with `authority`: the host, and the port unless it is
+/// 443 (the rule hyper-util's client applies, so a prepared value equals the one it would write).
+fn host_header(authority: &Authority) -> Option<HeaderValue> {
+    let value = match authority.port_u16() {
+        Some(port) if port != HTTPS_DEFAULT_PORT => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
+}
+
+/// The port an `https` URI means when it names none.
+const HTTPS_DEFAULT_PORT: u16 = 443;
+
 impl<R> RouteTable<R> {
     /// Compiles routes in configuration order.
     pub fn new(routes: Vec<(RouteSpec, R)>) -> Self {
@@ -212,12 +236,19 @@ impl<R> RouteTable<R> {
                 Some(PatternKey::Wildcard(key)) => table.wildcard.entry(key).or_default(),
                 None => &mut table.any_host,
             };
+            let host_header = spec
+                .upstream
+                .as_ref()
+                .map(Upstream::authority)
+                .or(host_authority.as_ref())
+                .and_then(host_header);
             bucket.push(Route {
                 name: Arc::from(spec.name),
                 prefix: spec.path_prefix.map(String::into_boxed_str),
                 strip_prefix: spec.strip_prefix,
                 upstream: spec.upstream,
                 host_authority,
+                host_header,
                 payload,
             });
             table.len += 1;

@@ -8,3 +8,5 @@ mod kit;
 mod dataplane_errors;
 mod dataplane_forwarding;
 mod dataplane_listener;
+mod upstream_h2_token_index;
+mod upstream_host;

@@ -341,6 +341,47 @@ pub struct UpstreamState {
     /// TLS connections open now, and the most open at once.
     pub open: AtomicUsize,
     pub max_open: AtomicUsize,
+    /// Plaintext bytes read from callers (HTTP/1 heads and bodies, or HTTP/2 frames), all
+    /// connections together.
+    pub bytes_in: AtomicUsize,
+}
+
+/// A stream that adds the bytes read through it to a counter.
+struct CountingIo<T> {
+    inner: T,
+    state: Arc<UpstreamState>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.state.bytes_in.fetch_add(read, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A rustls upstream on 127.0.0.1 that requires a client certificate from its CA.
@@ -414,8 +455,12 @@ impl TestUpstream {
                     let svc = hyper::service::service_fn(move |req| {
                         upstream_handle(req, Arc::clone(&st), x5t.clone(), gate_rx.clone())
                     });
+                    let io = CountingIo {
+                        inner: tls,
+                        state: Arc::clone(&counted),
+                    };
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
+                        .serve_connection(TokioIo::new(io), svc)
                         .await;
                     counted.open.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -436,6 +481,11 @@ impl TestUpstream {
 
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Plaintext bytes the upstream has read from callers so far.
+    pub fn bytes_in(&self) -> usize {
+        self.state.bytes_in.load(Ordering::SeqCst)
     }
 
     pub fn handshakes(&self) -> usize {

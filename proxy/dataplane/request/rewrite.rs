@@ -16,8 +16,8 @@ use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::{UpstreamBody, read_ahead};
 use crate::route::slot::Snapshot;
 
-/// A request ready to send upstream.
-#[derive(Debug)]
+/// A request ready to send upstream. Its `Debug` leaves the headers out: they hold the token
+/// without its sensitive mark ([`headers::upstream_authorization`]).
 pub(super) struct Outgoing {
     /// The rewritten request.
     pub request: Request<UpstreamBody>,
@@ -30,13 +30,43 @@ pub(super) struct Outgoing {
 }
 
 /// A request kept for one replay: the head (header values are shared, not copied) and the body
-/// chunks read ahead.
-#[derive(Debug)]
+/// chunks read ahead. Its `Debug` leaves the headers out, as [`Outgoing`]'s does.
 pub(super) struct Replay {
     method: Method,
     uri: Uri,
     headers: http::HeaderMap,
     body: UpstreamBody,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("method", self.request.method())
+            .field("uri", self.request.uri())
+            .field("headers", &Redacted(self.request.headers()))
+            .field("replay", &self.replay)
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &Redacted(&self.headers))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A header map in `Debug`: its names only.
+struct Redacted<'a>(&'a http::HeaderMap);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 impl Replay {
@@ -47,9 +77,10 @@ impl Replay {
         *request.uri_mut() = self.uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = self.headers;
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, authorization.clone());
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            headers::upstream_authorization(authorization),
+        );
         request
     }
 }
@@ -147,4 +178,57 @@ pub fn upstream_head(
 fn body_needs_chunked(body: &Incoming) -> bool {
     use http_body::Body as _;
     !body.is_end_stream() && body.size_hint().exact().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "mtls_pop eyJ0eXAiOiJwb3AifQ.c2VjcmV0LXBheWxvYWQ.c2ln";
+
+    fn token() -> HeaderValue {
+        let mut value = HeaderValue::from_static(TOKEN);
+        value.set_sensitive(true);
+        value
+    }
+
+    #[test]
+    fn the_upstream_copy_is_the_same_token_without_the_sensitive_mark() {
+        let token = token();
+        let copy = headers::upstream_authorization(&token);
+        assert_eq!(copy, token);
+        assert!(!copy.is_sensitive(), "HPACK would never index it");
+        assert!(token.is_sensitive(), "the snapshot's value stays sensitive");
+    }
+
+    #[test]
+    fn debug_of_a_kept_request_names_its_headers_but_never_shows_the_token() {
+        let replay = Replay {
+            method: Method::GET,
+            uri: Uri::from_static("https://graph.microsoft.com/v1.0/me"),
+            headers: http::HeaderMap::new(),
+            body: UpstreamBody::empty(),
+        };
+        let request = replay.into_request(&token());
+        assert!(!request.headers()[header::AUTHORIZATION].is_sensitive());
+        let (parts, body) = request.into_parts();
+        let replay = Replay {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        };
+        let shown = format!("{replay:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        let outgoing = Outgoing {
+            request: replay.into_request(&token()),
+            replay: None,
+            max_body: None,
+            stalled: None,
+        };
+        let shown = format!("{outgoing:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
 }

@@ -22,6 +22,9 @@ pub(super) struct Route {
     pub name: Arc<str>,
     /// The route's slot: policy, snapshot, status.
     pub slot: Arc<RouteSlot>,
+    /// The `Host` an HTTP/1.1 upstream request carries, when the route's upstream authority is
+    /// fixed (else hyper-util writes it from the URI).
+    pub host: Option<http::HeaderValue>,
 }
 
 impl Route {
@@ -49,6 +52,7 @@ pub(super) fn find(
     let route = Route {
         name: Arc::clone(found.route.name_arc()),
         slot: Arc::clone(found.route.payload()),
+        host: found.route.host_header().cloned(),
     };
     let strips_prefix = found.route.strips_prefix();
     let uri = found.into_upstream_uri().map_err(|_| {

@@ -131,6 +131,7 @@ async fn exchange_once(
     seen: &mut Observed,
 ) -> Step<Response<HeldBody>> {
     let sent = Instant::now();
+    let host = route.host.as_ref();
     let route = &*route.name;
     let authority = request.uri().authority().map_or("", |a| a.as_str());
     let admission = match snapshot.client.admit(authority, timeout).await {
@@ -141,7 +142,17 @@ async fn exchange_once(
             return Err(busy_refusal(route, &cause));
         }
     };
-    let request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
+    let mut request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
+    // An exchange known to go out over HTTP/1.1 gets the route's prepared `Host` (hyper-util
+    // leaves a present one alone); otherwise hyper-util writes it for h1 and h2 gets
+    // `:authority` only, as before.
+    if admission.http1_known()
+        && let Some(host) = host
+    {
+        request
+            .headers_mut()
+            .insert(http::header::HOST, host.clone());
+    }
     let remaining = timeout.saturating_sub(sent.elapsed());
     let result =
         tokio::time::timeout(remaining, snapshot.client.request(&admission, request)).await;
