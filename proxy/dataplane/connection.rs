@@ -11,23 +11,28 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::server::conn::http1;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, InFlightBody};
+use super::activity::{Activity, DrainSignal, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::intercept::{self, Interceptor, Opened};
 use super::listener::ConnectionSettings;
 use super::opening::Opening;
+use super::parking::{Parking, Woke};
 use super::progress::Deadlines;
 use super::request::Connection;
 use super::request::Forwarder;
 use super::stream_deadline::StreamDeadline;
 use crate::access::{Caller, CallerCert};
 use crate::config::limits::MIN_MAX_HEADER_BYTES;
+use crate::metrics;
 
 /// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
 /// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
@@ -213,8 +218,9 @@ async fn serve_http<I>(
         .with_request_body_timeout(settings.request_body_timeout);
     let connection = Arc::new(connection);
     let response_body_timeout = settings.response_body_timeout;
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let in_flight = activity.request();
+        let in_flight = requests.request();
         // HTTP/1's response deadline is on the connection's writes; an HTTP/2 stream gets its own.
         let stream_deadline =
             (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
@@ -235,8 +241,17 @@ async fn serve_http<I>(
         // the future's memory exists only while a request is served (benches/README.md, memory).
         Box::pin(answer)
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut h1 = builder.http1();
+    // Parked until its first bytes, which tell HTTP/2 prior knowledge from HTTP/1.
+    let mut io = Parking::new(io, Arc::clone(&activity));
+    let mut drain = activity.drain_signal();
+    match park(&mut io, &mut drain, true).await {
+        Woke::Closed => return,
+        // Boxed: only HTTP/2 connections need room for hyper's HTTP/2 connection.
+        Woke::Http2 => return Box::pin(serve_h2(io, service, &settings, watcher)).await,
+        Woke::Http1 => {}
+    }
+    activity.parks_http1(settings.header_read_timeout);
+    let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         // The read buffer bounds the request head: a longer head gets 431 from hyper.
@@ -244,7 +259,100 @@ async fn serve_http<I>(
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         h1.max_headers(limits.max_headers);
     }
+    // Each burst of requests gets a fresh hyper connection, dropped (with its buffers) when the
+    // connection is parked; `watcher` lives as long as the connection, for the drain's count.
+    loop {
+        io.unpark();
+        activity.set_parked(false);
+        // Boxed: the parked connection's future keeps a pointer, not room for hyper's connection.
+        let conn = Box::new(h1.serve_connection(TokioIo::new(io), service.clone()));
+        let parts = match drive(conn, &mut drain).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::debug!(error = %e, "caller connection ended with an error");
+                return;
+            }
+        };
+        io = parts.io.into_inner();
+        if !io.parked() {
+            // hyper ended the connection (the caller closed, `Connection: close`, the drain):
+            // shut it down as hyper would have, bounded by the response deadline in `Deadlines`.
+            let _ = io.shutdown().await;
+            return;
+        }
+        io.rewind(parts.read_buf);
+        io.release();
+        activity.set_parked(true);
+        metrics::connections::parked();
+        tracing::debug!("idle caller connection parked");
+        if park(&mut io, &mut drain, false).await != Woke::Http1 {
+            return;
+        }
+    }
+}
+
+/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once.
+async fn park<I>(io: &mut Parking<I>, drain: &mut DrainSignal, detect: bool) -> Woke
+where
+    I: AsyncRead + Unpin,
+{
+    tokio::select! {
+        biased;
+        () = drain.wait() => Woke::Closed,
+        woke = io.wait(detect) => woke,
+    }
+}
+
+/// Serves one burst of HTTP/1 requests until hyper lets go of the connection (parked, closed by
+/// the caller, or ended), and hands back its IO. On drain the connection finishes the request in
+/// flight (its answer says `Connection: close`) and ends.
+async fn drive<I, S>(
+    mut conn: Box<http1::Connection<I, S>>,
+    drain: &mut DrainSignal,
+) -> hyper::Result<http1::Parts<I, S>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut draining = false;
+    loop {
+        let served = tokio::select! {
+            served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(served),
+            () = drain.wait(), if !draining => None,
+        };
+        match served {
+            Some(served) => {
+                served?;
+                return Ok(conn.into_parts());
+            }
+            None => {
+                Pin::new(&mut *conn).graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// An HTTP/2 connection: hyper-util's auto builder with popgate's HTTP/2 settings (it reads the
+/// preface again from the parked bytes), drained by `watcher`.
+async fn serve_h2<I, S, B>(io: I, service: S, settings: &ConnectionSettings, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &settings.limits;
     let h2 = &settings.h2;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .timer(TokioTimer::new())

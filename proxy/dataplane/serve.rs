@@ -155,7 +155,9 @@ where
             peer = %peer,
             cert = tracing::field::Empty
         );
-        let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
+        let activity = Activity::new(options.tls, Arc::clone(&open.became_idle))
+            .with_drain(options.shutdown.clone());
+        let activity = Arc::new(activity);
         let registered = open.register(Arc::clone(&activity));
         // Boxed: the task below keeps `served` twice, once as the captured value and once moved
         // into `select!` (the compiler does not overlap them), so inline a plain HTTP connection's
