@@ -100,6 +100,8 @@ pub(crate) struct Activity {
     h1_idle_ms: AtomicU64,
     /// The listener's shutdown signal, for the drain of parked connections.
     drain: Option<watch::Receiver<bool>>,
+    /// The watchdog is to look again at its next poll (the parking wake-up moved).
+    rearm: AtomicBool,
 }
 
 impl Activity {
@@ -120,6 +122,7 @@ impl Activity {
             parking: AtomicU8::new(NOT_PARKING),
             h1_idle_ms: AtomicU64::new(u64::MAX),
             drain: None,
+            rearm: AtomicBool::new(false),
         }
     }
 
@@ -136,16 +139,24 @@ impl Activity {
 
     /// The connection speaks HTTP/1 and is parked when idle; `idle_limit`: its header read
     /// timeout, which also bounds how long it may idle (as hyper did before parking existed).
+    /// Asks the watchdog to look again at its task's next poll.
     pub(crate) fn parks_http1(&self, idle_limit: Duration) {
         let ms = u64::try_from(idle_limit.as_millis()).unwrap_or(u64::MAX);
         self.h1_idle_ms.store(ms, Ordering::Relaxed);
         self.parking.store(IN_HYPER, Ordering::Relaxed);
+        self.rearm.store(true, Ordering::Relaxed);
     }
 
-    /// The connection left hyper (`true`) or went back to it (`false`).
+    /// The connection left hyper (`true`) or went back to it (`false`). Going back asks the
+    /// watchdog to look again at its task's next poll.
     pub(crate) fn set_parked(&self, parked: bool) {
         let state = if parked { PARKED } else { IN_HYPER };
         self.parking.store(state, Ordering::Relaxed);
+        if !parked {
+            // The watchdog sleeps until the parked connection's keep-alive deadline: it must
+            // wake one grace after this burst's last request instead.
+            self.rearm.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Responses answered so far (the count at a flush tells whether it came after the last).
@@ -243,7 +254,12 @@ impl Activity {
                 // A parking connection looks again one grace later, so that it is parked soon
                 // after its last request ends (the end does not wake the watchdog).
                 let parking = self.parking.load(Ordering::Relaxed) != NOT_PARKING;
-                return Ok(now + if parking { PARK_GRACE } else { deadlines.keep_alive });
+                return Ok(now
+                    + if parking {
+                        PARK_GRACE
+                    } else {
+                        deadlines.keep_alive
+                    });
             }
             _ => {
                 let idle = at(self.idle_since.load(Ordering::Relaxed));
@@ -268,14 +284,32 @@ impl Activity {
     }
 
     /// Resolves with the phase that outlived its deadline. Sleeps until the current phase's
-    /// deadline and looks again: the phase may have moved on meanwhile.
+    /// deadline and looks again: the phase may have moved on meanwhile. Also looks again at the
+    /// next poll of its task after the connection asked for it ([`Activity::parks_http1`],
+    /// [`Activity::set_parked`]), so that the wake-up for parking is never behind a phase
+    /// deadline computed before.
     pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
-        loop {
-            match self.check(deadlines) {
-                Ok(at) => tokio::time::sleep_until(at.into()).await,
-                Err(expired) => return expired,
+        let first = match self.check(deadlines) {
+            Ok(at) => at,
+            Err(expired) => return expired,
+        };
+        let sleep = tokio::time::sleep_until(first.into());
+        tokio::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            loop {
+                let rearm =
+                    self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed);
+                if !rearm && sleep.as_mut().poll(cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+                match self.check(deadlines) {
+                    // Polled again at the top of the loop, which registers the wake-up.
+                    Ok(at) => sleep.as_mut().reset(at.into()),
+                    Err(expired) => return std::task::Poll::Ready(expired),
+                }
             }
-        }
+        })
+        .await
     }
 }
 

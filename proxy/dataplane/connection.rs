@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper::server::conn::http1;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use std::pin::Pin;
@@ -251,6 +251,9 @@ async fn serve_http<I>(
         Woke::Http1 => {}
     }
     activity.parks_http1(settings.header_read_timeout);
+    // Once per connection: the watchdog, polled before the first bytes, sleeps until the
+    // first-byte deadline; a poll of the task now lets it see the parking wake-up instead.
+    tokio::task::yield_now().await;
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)

@@ -26,7 +26,11 @@ fn parked() -> f64 {
     String::from_utf8(text)
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("popgate_connections_parked_total ")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("popgate_connections_parked_total ")?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -208,7 +212,10 @@ async fn http2_prior_knowledge_still_works_and_its_preface_may_come_byte_by_byte
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // An empty SETTINGS frame; the server's first frame is its own SETTINGS.
-    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
     let mut frame = [0u8; 9];
     bounded(stream.read_exact(&mut frame)).await.unwrap();
     assert_eq!(frame[3], 4, "not a SETTINGS frame: {frame:?}");
@@ -251,7 +258,10 @@ async fn on_drain_a_parked_caller_closes_at_once_and_one_mid_request_finishes() 
     let handle = rig.proxy.handle.take().unwrap();
     let drain = tokio::spawn(handle.shutdown());
     assert!(idle.closed().await, "the parked caller outlived the drain");
-    assert!(!drain.is_finished(), "the drain did not wait for the request");
+    assert!(
+        !drain.is_finished(),
+        "the drain did not wait for the request"
+    );
     rig.upstream.open_gate();
     let answer = busy.answer().await;
     assert_eq!(answer.status, 200);
@@ -262,4 +272,59 @@ async fn on_drain_a_parked_caller_closes_at_once_and_one_mid_request_finishes() 
     );
     assert!(busy.closed().await);
     bounded(drain).await.unwrap();
+}
+
+/// `popgate_connections_parked_total` from the admin listener of a `popgate run` process.
+async fn parked_in(admin: std::net::SocketAddr) -> f64 {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    bounded(s.read_to_string(&mut text)).await.unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("popgate_connections_parked_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("popgate_connections_parked_total in /metrics")
+}
+
+/// Exact counts in a process of its own: the caller's connection is parked once per idle spell,
+/// by the watchdog's wake-up alone (nothing arrives on the connection meanwhile, so hyper must
+/// read again when its task is woken), and is served again after each.
+#[tokio::test]
+async fn the_binary_parks_an_idle_caller_once_per_idle_spell() {
+    use crate::kit::process::{Env, Popgate, connect, get_on, route};
+    let env = Env::start().await;
+    let top = "admin:\n  address: 127.0.0.2:0\n";
+    let config = env.write_config_with(top, &route("graph", None, "app", ""));
+    let mut popgate = Popgate::start(&config);
+    let (popgate, proxy, admin) = tokio::task::spawn_blocking(move || {
+        let (proxy, admin) = popgate.wait_serving_with_admin();
+        (
+            popgate,
+            proxy,
+            admin.expect("serving names the admin address"),
+        )
+    })
+    .await
+    .unwrap();
+    let mut sender = connect(proxy).await.unwrap();
+    assert_eq!(get_on(&mut sender, "/v1.0/me").await.unwrap().0, 200);
+    tokio::time::sleep(PAST_GRACE).await;
+    assert_eq!(
+        parked_in(admin).await,
+        1.0,
+        "not parked after one idle spell"
+    );
+    for spell in [2.0, 3.0] {
+        assert_eq!(get_on(&mut sender, "/v1.0/me").await.unwrap().0, 200);
+        assert_eq!(get_on(&mut sender, "/v1.0/me").await.unwrap().0, 200);
+        tokio::time::sleep(PAST_GRACE).await;
+        assert_eq!(parked_in(admin).await, spell);
+    }
+    drop(popgate);
 }
