@@ -147,10 +147,13 @@ impl<I: RequestBoundary> Parking<I> {
                 .is_some_and(|heads| self.activity.may_park(heads, self.flushed))
     }
 
-    /// Frees what the IO stack keeps between requests.
+    /// Frees what the IO stack keeps between requests: the guard's line buffer, and hyper's read
+    /// buffer when nothing is left in it (an empty `Bytes` from hyper may still hold it).
     pub(crate) fn release(&mut self) {
         self.inner.release();
-        self.rewind = Bytes::new();
+        if self.rewind.is_empty() {
+            self.rewind = Bytes::new();
+        }
     }
 }
 
@@ -203,6 +206,9 @@ impl<I: AsyncRead + RequestBoundary + Unpin> AsyncRead for Parking<I> {
             let n = this.rewind.len().min(buf.remaining());
             buf.put_slice(&this.rewind[..n]);
             this.rewind.advance(n);
+            if this.rewind.is_empty() {
+                this.rewind = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         if this.start < this.end {
@@ -262,5 +268,69 @@ impl<I: AsyncWrite + RequestBoundary + Unpin> AsyncWrite for Parking<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    impl RequestBoundary for &[u8] {
+        fn at_boundary(&self) -> Option<u64> {
+            Some(0)
+        }
+
+        fn release(&mut self) {}
+    }
+
+    impl RequestBoundary for tokio::io::DuplexStream {
+        fn at_boundary(&self) -> Option<u64> {
+            None
+        }
+
+        fn release(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn bytes_hyper_left_are_read_first_and_survive_release() {
+        let activity = Arc::new(Activity::new(false, Arc::default()));
+        let mut io = Parking::new(&b" HTTP/1.1\r\n"[..], activity);
+        io.rewind(Bytes::from_static(b"GET /"));
+        io.release();
+        let mut read = Vec::new();
+        io.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http2_from_http1_even_one_at_a_time() {
+        let activity = Arc::new(Activity::new(false, Arc::default()));
+        let mut h1 = Parking::new(&b"PUT / HTTP/1.1\r\n"[..], Arc::clone(&activity));
+        assert_eq!(h1.wait(true).await, Woke::Http1);
+        let mut read = Vec::new();
+        h1.read_to_end(&mut read).await.unwrap();
+        assert_eq!(
+            read, b"PUT / HTTP/1.1\r\n",
+            "bytes read while parked are lost"
+        );
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut h2 = Parking::new(server, activity);
+        let sender = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            for byte in PREFACE {
+                client.write_all(&[*byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        assert_eq!(h2.wait(true).await, Woke::Http2);
+        drop(sender.await.unwrap());
+        let mut preface = [0u8; HELD];
+        h2.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface[..], PREFACE);
+        let mut closed = Parking::new(&b""[..], Arc::new(Activity::new(false, Arc::default())));
+        assert_eq!(closed.wait(true).await, Woke::Closed);
     }
 }
