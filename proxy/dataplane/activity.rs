@@ -98,7 +98,7 @@ pub(crate) struct Activity {
     /// An HTTP/1 connection's idle bound besides keep-alive: its `header_read_timeout`, which
     /// hyper applied to idle connections before they were parked (ms; `u64::MAX`: none).
     h1_idle_ms: AtomicU64,
-    /// The listener's shutdown signal, for the drain of parked connections.
+    /// The listener's drain signal, for the drain of parked connections.
     drain: Option<watch::Receiver<bool>>,
     /// The watchdog is to look again at its next poll (the parking wake-up moved).
     rearm: AtomicBool,
@@ -126,9 +126,10 @@ impl Activity {
         }
     }
 
-    /// The connection drains once `shutdown` becomes `true` (or its sender is dropped).
-    pub(crate) fn with_drain(mut self, shutdown: watch::Receiver<bool>) -> Self {
-        self.drain = Some(shutdown);
+    /// The connection drains once `drain` becomes `true` (or its sender is dropped): the
+    /// listener's graceful drain started.
+    pub(crate) fn with_drain(mut self, drain: watch::Receiver<bool>) -> Self {
+        self.drain = Some(drain);
         self
     }
 
@@ -317,7 +318,7 @@ fn grace_ms() -> u64 {
     u64::try_from(PARK_GRACE.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The listener's shutdown signal as one connection waits for it.
+/// The listener's drain signal as one connection waits for it.
 #[derive(Debug)]
 pub(crate) struct DrainSignal(Option<watch::Receiver<bool>>);
 
