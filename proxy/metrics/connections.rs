@@ -1,5 +1,6 @@
 //! Caller and admin connections that popgate closed on its own: evicted at the connection cap to
-//! admit a new caller, or past a phase's deadline. Labels are fixed enums.
+//! admit a new caller, or past a phase's deadline; and idle HTTP/1 callers parked outside hyper.
+//! Labels are fixed enums.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
