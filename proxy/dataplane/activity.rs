@@ -7,12 +7,17 @@
 //! connection is idle while no request is in flight (HTTP/1 between requests, HTTP/2 with no open
 //! stream) and is closed once idle for the keep-alive timeout. A request in flight has its own
 //! bounds (request timeout, body deadlines), so the watchdog leaves it alone.
+//!
+//! An HTTP/1 connection idle for [`PARK_GRACE`] is parked (`parking.rs`): the watchdog also wakes
+//! the connection's task then, so hyper reads again and lets the connection go.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+
+use super::parking::PARK_GRACE;
 
 /// The deadline of each phase of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +59,11 @@ const FIRST_BYTE: u8 = 1;
 const PREFACE: u8 = 2;
 const ESTABLISHED: u8 = 3;
 
+/// [`Activity::parking`] values: an HTTP/2 connection (or one not yet known) never parks.
+const NOT_PARKING: u8 = 0;
+const IN_HYPER: u8 = 1;
+const PARKED: u8 = 2;
+
 /// One clock for every connection, so idle times compare across connections.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -79,6 +89,19 @@ pub(crate) struct Activity {
     evict: Notify,
     /// The listener's: told when the last request in flight ends.
     became_idle: Arc<Notify>,
+    /// Requests started and answered (response body ended) on the connection, for parking: an
+    /// HTTP/1 connection parks only once every request read has been answered.
+    requests: AtomicU64,
+    answered: AtomicU64,
+    /// HTTP/1 parking: [`NOT_PARKING`], [`IN_HYPER`] or [`PARKED`].
+    parking: AtomicU8,
+    /// An HTTP/1 connection's idle bound besides keep-alive: its `header_read_timeout`, which
+    /// hyper applied to idle connections before they were parked (ms; `u64::MAX`: none).
+    h1_idle_ms: AtomicU64,
+    /// The listener's drain signal, for the drain of parked connections.
+    drain: Option<watch::Receiver<bool>>,
+    /// The watchdog is to look again at its next poll (the parking wake-up moved).
+    rearm: AtomicBool,
 }
 
 impl Activity {
@@ -94,7 +117,65 @@ impl Activity {
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
             became_idle,
+            requests: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            parking: AtomicU8::new(NOT_PARKING),
+            h1_idle_ms: AtomicU64::new(u64::MAX),
+            drain: None,
+            rearm: AtomicBool::new(false),
         }
+    }
+
+    /// The connection drains once `drain` becomes `true` (or its sender is dropped): the
+    /// listener's graceful drain started.
+    pub(crate) fn with_drain(mut self, drain: watch::Receiver<bool>) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// The drain signal, for the connection to wait on.
+    pub(crate) fn drain_signal(&self) -> DrainSignal {
+        DrainSignal(self.drain.clone())
+    }
+
+    /// The connection speaks HTTP/1 and is parked when idle; `idle_limit`: its header read
+    /// timeout, which also bounds how long it may idle (as hyper did before parking existed).
+    /// Asks the watchdog to look again at its task's next poll.
+    pub(crate) fn parks_http1(&self, idle_limit: Duration) {
+        let ms = u64::try_from(idle_limit.as_millis()).unwrap_or(u64::MAX);
+        self.h1_idle_ms.store(ms, Ordering::Relaxed);
+        self.parking.store(IN_HYPER, Ordering::Relaxed);
+        self.rearm.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection left hyper (`true`) or went back to it (`false`). Going back asks the
+    /// watchdog to look again at its task's next poll.
+    pub(crate) fn set_parked(&self, parked: bool) {
+        let state = if parked { PARKED } else { IN_HYPER };
+        self.parking.store(state, Ordering::Relaxed);
+        if !parked {
+            // The watchdog sleeps until the parked connection's keep-alive deadline: it must
+            // wake one grace after this burst's last request instead.
+            self.rearm.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses answered so far (the count at a flush tells whether it came after the last).
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether an HTTP/1 connection may leave hyper now: the `heads` requests its framing guard
+    /// read were all handed to the service and answered, the last answer was flushed (`flushed`:
+    /// [`Activity::answered`] at the last flush), and it has been idle for [`PARK_GRACE`].
+    pub(crate) fn may_park(&self, heads: u64, flushed: u64) -> bool {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let answered = self.answered.load(Ordering::Relaxed);
+        requests == heads
+            && answered == requests
+            && flushed == answered
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && now_ms() >= self.idle_since.load(Ordering::Relaxed) + grace_ms()
     }
 
     fn enter(&self, phase: u8) {
@@ -132,6 +213,7 @@ impl Activity {
     /// body).
     pub(crate) fn request(self: &Arc<Self>) -> InFlight {
         self.established();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
@@ -170,12 +252,30 @@ impl Activity {
             FIRST_BYTE => (since + deadlines.first_byte, Expired::FirstByte),
             PREFACE => (since + deadlines.preface, Expired::Preface),
             _ if self.in_flight.load(Ordering::Relaxed) > 0 => {
-                return Ok(now + deadlines.keep_alive);
+                // A parking connection looks again one grace later, so that it is parked soon
+                // after its last request ends (the end does not wake the watchdog).
+                let parking = self.parking.load(Ordering::Relaxed) != NOT_PARKING;
+                return Ok(now
+                    + if parking {
+                        PARK_GRACE
+                    } else {
+                        deadlines.keep_alive
+                    });
             }
-            _ => (
-                at(self.idle_since.load(Ordering::Relaxed)) + deadlines.keep_alive,
-                Expired::KeepAlive,
-            ),
+            _ => {
+                let idle = at(self.idle_since.load(Ordering::Relaxed));
+                let parking = self.parking.load(Ordering::Relaxed);
+                if parking == IN_HYPER && now < idle + PARK_GRACE {
+                    // Wake the task then: hyper reads again and lets the connection be parked.
+                    return Ok(idle + PARK_GRACE);
+                }
+                let mut limit = deadlines.keep_alive;
+                if parking != NOT_PARKING {
+                    let h1 = Duration::from_millis(self.h1_idle_ms.load(Ordering::Relaxed));
+                    limit = limit.min(h1);
+                }
+                (idle + limit, Expired::KeepAlive)
+            }
         };
         if now >= deadline {
             Err(expired)
@@ -185,13 +285,52 @@ impl Activity {
     }
 
     /// Resolves with the phase that outlived its deadline. Sleeps until the current phase's
-    /// deadline and looks again: the phase may have moved on meanwhile.
+    /// deadline and looks again: the phase may have moved on meanwhile. Also looks again at the
+    /// next poll of its task after the connection asked for it ([`Activity::parks_http1`],
+    /// [`Activity::set_parked`]), so that the wake-up for parking is never behind a phase
+    /// deadline computed before.
     pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
-        loop {
-            match self.check(deadlines) {
-                Ok(at) => tokio::time::sleep_until(at.into()).await,
-                Err(expired) => return expired,
+        let first = match self.check(deadlines) {
+            Ok(at) => at,
+            Err(expired) => return expired,
+        };
+        let sleep = tokio::time::sleep_until(first.into());
+        tokio::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            loop {
+                let rearm =
+                    self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed);
+                if !rearm && sleep.as_mut().poll(cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+                match self.check(deadlines) {
+                    // Polled again at the top of the loop, which registers the wake-up.
+                    Ok(at) => sleep.as_mut().reset(at.into()),
+                    Err(expired) => return std::task::Poll::Ready(expired),
+                }
             }
+        })
+        .await
+    }
+}
+
+fn grace_ms() -> u64 {
+    u64::try_from(PARK_GRACE.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The listener's drain signal as one connection waits for it.
+#[derive(Debug)]
+pub(crate) struct DrainSignal(Option<watch::Receiver<bool>>);
+
+impl DrainSignal {
+    /// Resolves once the listener drains (never without a signal).
+    pub(crate) async fn wait(&mut self) {
+        match &mut self.0 {
+            // An error: the sender is gone, which means shutdown too.
+            Some(shutdown) => {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
         }
     }
 }
@@ -206,6 +345,7 @@ impl Drop for InFlight {
         // The idle clock starts before the count reaches zero, so the watchdog never reads an
         // idle connection with an old `idle_since`.
         activity.idle_since.store(now_ms(), Ordering::Relaxed);
+        activity.answered.fetch_add(1, Ordering::Relaxed);
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             activity.became_idle.notify_one();
         }

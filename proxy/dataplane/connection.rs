@@ -4,30 +4,37 @@
 //! handed to the forwarder (and counted in flight until its response body ends).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, InFlightBody};
+use super::activity::{Activity, DrainSignal, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::intercept::{self, Interceptor, Opened};
-use super::listener::ConnectionSettings;
+use super::listener::{ConnectionSettings, H2Settings};
 use super::opening::Opening;
+use super::parking::{Parking, RequestBoundary, Woke};
 use super::progress::Deadlines;
 use super::request::Connection;
 use super::request::Forwarder;
 use super::stream_deadline::StreamDeadline;
 use crate::access::{Caller, CallerCert};
 use crate::config::limits::MIN_MAX_HEADER_BYTES;
+use crate::metrics;
 
 /// hyper's built-in HTTP/1 header-line cap; setting it explicitly moves hyper's header array from
 /// the stack to the heap (about 5% per request, per hyper's docs), so it is set only when the
@@ -48,16 +55,22 @@ pub(crate) struct CallerService {
     pub intercept: Option<Arc<Interceptor>>,
 }
 
+/// A connection's whole service, boxed once: [`serve_tcp`] and [`serve_io`] pick the branch and
+/// return its future rather than awaiting it, since an `async fn` keeps its arguments for its
+/// whole life, so every layer would hold another copy of the connection's `CallerService` and
+/// IO, in every idle (parked) connection's task.
+pub(crate) type Served = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves a TCP connection: over TLS when `tls` is given (a failed handshake closes it; the
 /// accept loop's watchdog bounds a slow one), plain otherwise.
-pub(crate) async fn serve_tcp(
+pub(crate) fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     service: CallerService,
     watcher: Watcher,
     activity: Arc<Activity>,
-) {
+) -> Served {
     let caller = Caller {
         addr: Some(peer),
         ..Caller::default()
@@ -70,15 +83,12 @@ pub(crate) async fn serve_tcp(
             service,
             watcher,
             activity,
-        )
-        .await;
+        );
     };
-    // Boxed: a connection's task is as large as the largest future it may await, so without the
-    // box every plain connection would carry room for the TLS handshake and TLS stream.
+    // A future of its own: a plain connection carries no room for the TLS handshake and stream.
     Box::pin(serve_tls(
         stream, caller, acceptor, service, watcher, activity,
     ))
-    .await;
 }
 
 /// [`serve_tcp`] on a TLS listener: the handshake, the client certificate's names, then HTTP.
@@ -120,21 +130,30 @@ async fn serve_tls(
 /// opening bytes and requests in flight are reported to `activity` for the watchdog and eviction.
 /// On an intercepting listener a connection opening with CONNECT becomes a tunnel whose requests
 /// are served the same way (see `intercept/`).
-pub(crate) async fn serve_io<I>(
+pub(crate) fn serve_io<I>(
     io: I,
     caller: Caller,
     default_port: u16,
     service: CallerService,
     watcher: Watcher,
     activity: Arc<Activity>,
-) where
+) -> Served
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(interceptor) = service.intercept.clone() else {
-        return serve_http(io, caller, default_port, None, service, watcher, activity).await;
+        return Box::pin(serve_http(
+            io,
+            caller,
+            default_port,
+            None,
+            service,
+            watcher,
+            activity,
+        ));
     };
-    // Boxed, like the TLS branch in `serve_tcp`: inline, the tunnel's TLS stream and its HTTP
-    // connection would make every connection's task as large, intercepting or not.
+    // A future of its own, like the TLS branch in `serve_tcp`: the tunnel's TLS stream and its
+    // HTTP connection take no room in a connection that does not intercept.
     Box::pin(serve_intercepting(
         io,
         caller,
@@ -144,7 +163,6 @@ pub(crate) async fn serve_io<I>(
         watcher,
         activity,
     ))
-    .await;
 }
 
 /// [`serve_io`] on an intercepting listener: a connection opening with CONNECT becomes a tunnel.
@@ -183,7 +201,11 @@ async fn serve_intercepting<I>(
 
 /// [`serve_io`] once the connection carries HTTP; `tunnel`: the host of the CONNECT tunnel the
 /// requests arrive in, which each of them must name.
-async fn serve_http<I>(
+///
+/// Not an `async fn`: it sets the connection up and returns [`serve_parked`]'s future, which
+/// keeps only what serving needs (an `async fn` would keep its arguments too, `CallerService`
+/// among them, in every parked connection).
+fn serve_http<I>(
     io: I,
     caller: Caller,
     default_port: u16,
@@ -191,7 +213,8 @@ async fn serve_http<I>(
     service: CallerService,
     watcher: Watcher,
     activity: Arc<Activity>,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let CallerService {
@@ -213,8 +236,9 @@ async fn serve_http<I>(
         .with_request_body_timeout(settings.request_body_timeout);
     let connection = Arc::new(connection);
     let response_body_timeout = settings.response_body_timeout;
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let in_flight = activity.request();
+        let in_flight = requests.request();
         // HTTP/1's response deadline is on the connection's writes; an HTTP/2 stream gets its own.
         let stream_deadline =
             (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
@@ -235,8 +259,7 @@ async fn serve_http<I>(
         // the future's memory exists only while a request is served (benches/README.md, memory).
         Box::pin(answer)
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut h1 = builder.http1();
+    let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         // The read buffer bounds the request head: a longer head gets 431 from hyper.
@@ -244,14 +267,169 @@ async fn serve_http<I>(
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         h1.max_headers(limits.max_headers);
     }
-    let h2 = &settings.h2;
+    let h2 = H2Config {
+        settings: settings.h2,
+        max_header_bytes: limits.max_header_bytes,
+    };
+    let io = Parking::new(io, Arc::clone(&activity));
+    let idle_limit = settings.header_read_timeout;
+    serve_parked(io, service, h1, h2, idle_limit, watcher, activity)
+}
+
+/// What an HTTP/2 connection is built with.
+struct H2Config {
+    settings: H2Settings,
+    max_header_bytes: usize,
+}
+
+/// Serves a connection from its first bytes: HTTP/2 as it comes; HTTP/1 in bursts, each on a
+/// fresh hyper connection built with `h1`, parked in between. `idle_limit`: the header read
+/// timeout, which also bounds an idle HTTP/1 connection.
+// An `async` block on purpose (see inside), which `clippy::manual_async_fn` would undo.
+#[allow(clippy::manual_async_fn)]
+fn serve_parked<I, S, B>(
+    mut io: Parking<I>,
+    service: S,
+    h1: http1::Builder,
+    h2: H2Config,
+    idle_limit: Duration,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + RequestBoundary + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Unpin
+        + Send
+        + 'static,
+    S::Future: Unpin + Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // An `async` block, not an `async fn`: it uses the arguments where they were captured,
+    // where an `async fn` would also keep a moved copy of each in its state.
+    async move {
+        // Parked until its first bytes, which tell HTTP/2 prior knowledge from HTTP/1.
+        let mut drain = activity.drain_signal();
+        match park(&mut io, &mut drain, true).await {
+            Woke::Closed => return,
+            // Boxed: only HTTP/2 connections need room for hyper's HTTP/2 connection.
+            Woke::Http2 => return Box::pin(serve_h2(io, service, h2, watcher)).await,
+            Woke::Http1 => {}
+        }
+        activity.parks_http1(idle_limit);
+        // Once per connection: the watchdog, polled before the first bytes, sleeps until the
+        // first-byte deadline; a poll of the task now lets it see the parking wake-up instead.
+        tokio::task::yield_now().await;
+        // Each burst of requests gets a fresh hyper connection, dropped (with its buffers) when the
+        // connection is parked; `watcher` (an argument) lives as long as this future, for the
+        // drain's count.
+        loop {
+            io.unpark();
+            activity.set_parked(false);
+            // Boxed: the parked connection's future keeps a pointer, not room for hyper's connection.
+            let conn = Box::new(h1.serve_connection(TokioIo::new(io), service.clone()));
+            // Only the IO and unparsed bytes are kept: the rest of hyper's parts goes now.
+            let (back, read_buf) = match drive(conn, &mut drain).await {
+                Ok(parts) => (parts.io, parts.read_buf),
+                Err(e) => {
+                    tracing::debug!(error = %e, "caller connection ended with an error");
+                    return;
+                }
+            };
+            io = back.into_inner();
+            if !io.parked() {
+                // hyper ended the connection (the caller closed, `Connection: close`, the drain):
+                // shut it down as hyper would have, bounded by the response deadline in `Deadlines`.
+                let _ = io.shutdown().await;
+                return;
+            }
+            io.rewind(read_buf);
+            io.release();
+            activity.set_parked(true);
+            metrics::connections::parked();
+            tracing::debug!("idle caller connection parked");
+            if park(&mut io, &mut drain, false).await != Woke::Http1 {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once.
+async fn park<I>(io: &mut Parking<I>, drain: &mut DrainSignal, detect: bool) -> Woke
+where
+    I: AsyncRead + Unpin,
+{
+    tokio::select! {
+        biased;
+        () = drain.wait() => Woke::Closed,
+        woke = io.wait(detect) => woke,
+    }
+}
+
+/// Serves one burst of HTTP/1 requests until hyper lets go of the connection (parked, closed by
+/// the caller, or ended), and hands back its IO. On drain the connection finishes the request in
+/// flight (its answer says `Connection: close`) and ends.
+async fn drive<I, S>(
+    mut conn: Box<http1::Connection<I, S>>,
+    drain: &mut DrainSignal,
+) -> hyper::Result<http1::Parts<I, S>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut draining = false;
+    loop {
+        let served = tokio::select! {
+            served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(served),
+            () = drain.wait(), if !draining => None,
+        };
+        match served {
+            Some(served) => {
+                served?;
+                return Ok(conn.into_parts());
+            }
+            None => {
+                Pin::new(&mut *conn).graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// An HTTP/2 connection: hyper-util's auto builder with popgate's HTTP/2 settings (it reads the
+/// preface again from the parked bytes), drained by `watcher`.
+async fn serve_h2<I, S, B>(io: I, service: S, h2: H2Config, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let H2Config {
+        settings: h2,
+        max_header_bytes,
+    } = h2;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(h2.max_concurrent_streams)
         .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(h2.max_local_error_reset_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(h2.keep_alive_interval)
         .keep_alive_timeout(h2.keep_alive_timeout);
     let served = builder.serve_connection(TokioIo::new(io), service);

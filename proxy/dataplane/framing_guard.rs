@@ -475,6 +475,25 @@ impl<I> FramingGuard<I> {
     }
 }
 
+impl<I> FramingGuard<I> {
+    /// The number of request heads read, when every byte read so far ends exactly where a
+    /// request head would start (nothing of the next one seen but blank lines, which hyper skips);
+    /// `None` inside a head or body, after a cut, or once the guard stopped following (HTTP/2, or
+    /// a flagged request).
+    pub(crate) fn at_boundary(&self) -> Option<u64> {
+        let t = &self.tracker;
+        (!self.cut && t.state == State::Head && !t.saw_request_line && t.line.is_empty())
+            .then_some(t.heads)
+    }
+
+    /// Frees the line buffer's capacity when it holds nothing (an idle connection keeps no heap).
+    pub(crate) fn release(&mut self) {
+        if self.tracker.line.is_empty() {
+            self.tracker.line = Vec::new();
+        }
+    }
+}
+
 impl<I> BodyDue for FramingGuard<I> {
     fn body_due(&self) -> bool {
         !self.cut

@@ -27,6 +27,7 @@ pub mod intercept;
 pub mod limits;
 pub mod listener;
 pub(crate) mod opening;
+mod parking;
 mod progress;
 mod stream_deadline;
 pub mod request;

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::activity::Activity;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An HTTP/2 frame header: 24-bit length, type, flags, stream id.
 const FRAME_HEADER_LEN: usize = 9;
 

@@ -75,6 +75,16 @@ impl<I> Deadlines<I> {
             write: Stall::new(response_body),
         }
     }
+
+    /// The wrapped stream.
+    pub(crate) fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
+    /// The wrapped stream, mutably.
+    pub(crate) fn get_mut(&mut self) -> &mut I {
+        &mut self.inner
+    }
 }
 
 fn stalled(what: &str, limit: Duration) -> io::Error {

@@ -124,6 +124,9 @@ where
     let kind = options.kind;
     let deadlines = options.deadlines;
     let graceful = GracefulShutdown::new();
+    // Told when the graceful drain starts (as `graceful` tells hyper): parked connections, which
+    // hyper no longer holds, close then.
+    let (drain_started, drain_signal) = watch::channel(false);
     let max = options.cap.max;
     let slots = Arc::clone(&options.cap.slots);
     let open = Arc::clone(&options.cap.open);
@@ -155,7 +158,9 @@ where
             peer = %peer,
             cert = tracing::field::Empty
         );
-        let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
+        let activity = Activity::new(options.tls, Arc::clone(&open.became_idle))
+            .with_drain(drain_signal.clone());
+        let activity = Arc::new(activity);
         let registered = open.register(Arc::clone(&activity));
         // Boxed: the task below keeps `served` twice, once as the captured value and once moved
         // into `select!` (the compiler does not overlap them), so inline a plain HTTP connection's
@@ -187,6 +192,7 @@ where
     }
     match options.drain {
         Drain::Graceful(timeout) => {
+            drain_started.send_replace(true);
             let drained = tokio::time::timeout(timeout, graceful.shutdown())
                 .await
                 .is_ok();

@@ -1,7 +1,8 @@
 //! Caller and admin connections that popgate closed on its own: evicted at the connection cap to
-//! admit a new caller, or past a phase's deadline. Labels are fixed enums.
+//! admit a new caller, or past a phase's deadline; and idle HTTP/1 callers parked outside hyper.
+//! Labels are fixed enums.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 /// The `listener` label values: every caller-facing listener, or the admin one.
 pub(crate) const LISTENERS: [&str; 2] = ["caller", "admin"];
@@ -18,6 +19,7 @@ pub(crate) struct ConnectionMetrics {
     evicted: IntCounterVec,
     deadline: IntCounterVec,
     body_stalls: IntCounterVec,
+    parked: IntCounter,
 }
 
 impl ConnectionMetrics {
@@ -57,10 +59,16 @@ impl ConnectionMetrics {
                 body_stalls.with_label_values(&[protocol, direction]);
             }
         }
+        let parked = IntCounter::new(
+            "popgate_connections_parked_total",
+            "Times an idle HTTP/1 caller connection was parked: taken out of hyper with its buffers freed until its next request.",
+        )?;
+        r.register(Box::new(parked.clone()))?;
         Ok(Self {
             evicted,
             deadline,
             body_stalls,
+            parked,
         })
     }
 }
@@ -91,4 +99,9 @@ pub(crate) fn body_stalled(protocol: &'static str, direction: &'static str) {
         .body_stalls
         .with_label_values(&[protocol, direction])
         .inc();
+}
+
+/// An idle HTTP/1 caller connection was parked (its hyper connection and buffers freed).
+pub(crate) fn parked() {
+    super::global().connections.parked.inc();
 }
