@@ -70,6 +70,10 @@ def main() -> int:
         try:
             gen.run("closed", f"http://127.0.0.1:{port}/bench", 64, args.closed_s + 1, ["--warmup", "1"])
             out["peak_rss_kib_1_route"] = memory_kib(child.pid, "VmHWM")
+            # The split of the current RSS right after the load: the binary's resident pages
+            # (RssFile) count in VmHWM too, whatever popgate allocates.
+            out["rss_anon_kib_after_load"] = memory_kib(child.pid, "RssAnon")
+            out["rss_file_kib_after_load"] = memory_kib(child.pid, "RssFile")
             if args.idle:
                 out.update(compare.idle(child, port, gen, args.idle, 2.0))
         finally:

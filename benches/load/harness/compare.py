@@ -77,12 +77,16 @@ def idle(child, port: int, gen: Generator, conns: int, hold: float) -> dict:
     """RSS with `conns` idle keep-alive callers, each served one request first."""
     time.sleep(IDLE_SETTLE_S)
     before = memory_kib(child.pid, "VmRSS")
+    # RssAnon beside VmRSS: the binary's resident file pages (its text; on a VM with a large
+    # read-ahead nearly all of it) are in VmRSS whatever the connections cost.
+    anon_before = memory_kib(child.pid, "RssAnon")
     seen: dict = {}
 
     def measure(holding: int) -> None:
         time.sleep(IDLE_SETTLE_S)
         seen["holding"] = holding
         seen["rss_kib"] = memory_kib(child.pid, "VmRSS")
+        seen["anon_kib"] = memory_kib(child.pid, "RssAnon")
 
     load = gen.run("idle", f"http://127.0.0.1:{port}/bench", conns, hold,
                    ["--hold", str(hold)], hold_callback=measure)
@@ -94,4 +98,6 @@ def idle(child, port: int, gen: Generator, conns: int, hold: float) -> dict:
         "rss_before_idle_kib": before,
         "rss_idle_kib": rss,
         "rss_per_idle_conn_bytes": (rss - before) * 1024 / held if held else None,
+        "rss_anon_before_idle_kib": anon_before,
+        "rss_anon_idle_kib": seen.get("anon_kib", 0),
     }

@@ -157,6 +157,7 @@ def many_routes_rss(ctx: Ctx, pl: Placement, routes: int) -> dict:
             time.sleep(0.2)
         time.sleep(2.0)
         return {"routes": routes, "token_calls": auth.token_calls(ctx.authority) - calls0,
-                "rss_idle_kib": memory_kib(child.pid, "VmRSS"), "peak_rss_kib": memory_kib(child.pid, "VmHWM")}
+                "rss_idle_kib": memory_kib(child.pid, "VmRSS"), "peak_rss_kib": memory_kib(child.pid, "VmHWM"),
+                "rss_anon_kib": memory_kib(child.pid, "RssAnon"), "rss_file_kib": memory_kib(child.pid, "RssFile")}
     finally:
         child.stop()
