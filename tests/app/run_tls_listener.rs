@@ -84,14 +84,17 @@ where
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
-    let env = Env::start().await;
-    env.write_token(&env.token(&env.binding, Duration::from_secs(3600), "over-tls"));
+/// popgate started from routes.yaml with a TLS listener that requires certificates from a new
+/// caller CA; a token marked `marker`. Returns the app, the CA and a caller certificate.
+async fn tls_app(
+    env: &Env,
+    marker: &str,
+) -> (App, CallerPki, (rcgen::Certificate, rcgen::KeyPair)) {
+    env.write_token(&env.token(&env.binding, Duration::from_secs(3600), marker));
     let pki = CallerPki::new();
     let (server, server_key) =
         pki.issue(&["localhost"], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-    let (caller, caller_key) = pki.issue(&[], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let caller = pki.issue(&[], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
     let dir = env.dir.path();
     std::fs::write(dir.join("listener.pem"), server.pem()).unwrap();
     std::fs::write(dir.join("listener.key"), server_key.serialize_pem()).unwrap();
@@ -105,6 +108,13 @@ async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
     std::fs::write(&path, yaml).unwrap();
     let app = App::start(env.load(&path)).await.unwrap();
     app.initial_round(Duration::from_secs(60)).await;
+    (app, pki, caller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
+    let env = Env::start().await;
+    let (app, pki, (caller, caller_key)) = tls_app(&env, "over-tls").await;
     let addr = app.local_addrs()[0];
     let name = ServerName::try_from("localhost").unwrap();
 
@@ -134,5 +144,47 @@ async fn a_configured_tls_listener_requires_caller_certificates_and_forwards() {
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     assert_eq!(check_echo(&answer), "over-tls");
+    app.shutdown().await;
+}
+
+/// An idle TLS caller is parked (hyper's buffers dropped, the rustls stream kept) and its next
+/// request, after the parking grace, is served on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_caller_idle_past_the_parking_grace_is_served_again_on_the_same_connection() {
+    let env = Env::start().await;
+    let (app, pki, (caller, caller_key)) = tls_app(&env, "parked-tls").await;
+    let addr = app.local_addrs()[0];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector(&pki, Some((&caller, &caller_key)))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let parked_before = crate::kit::dataplane::parked();
+    for round in 0..3 {
+        let request = http::Request::builder()
+            .uri("/v1.0/me")
+            .header("host", GRAPH)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(REQUEST_BOUND, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: the parked connection failed: {e}"));
+        assert_eq!(response.status(), 200, "round {round}");
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        // Past popgate's parking grace (250 ms): the connection leaves hyper meanwhile.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(
+        !conn.is_finished(),
+        "popgate closed the idle TLS connection"
+    );
+    assert_eq!(env.resource_counts().0, 3);
     app.shutdown().await;
 }

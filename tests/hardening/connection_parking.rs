@@ -15,25 +15,6 @@ const PAST_GRACE: Duration = Duration::from_millis(700);
 /// A closed connection must be seen closed within this.
 const CLOSED_WITHIN: Duration = Duration::from_secs(2);
 
-/// `popgate_connections_parked_total` in this process (other tests of the binary may park too,
-/// so callers compare before and after).
-fn parked() -> f64 {
-    use prometheus::Encoder as _;
-    let mut text = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&popgate::metrics::global().registry().gather(), &mut text)
-        .unwrap();
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("popgate_connections_parked_total ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 fn get(path: &str) -> String {
     format!("GET http://{GRAPH}{path} HTTP/1.1\r\nHost: {GRAPH}\r\n\r\n")
 }

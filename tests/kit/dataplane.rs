@@ -714,3 +714,22 @@ pub fn absolute_get(host: &str, path: &str) -> Request<TestBody> {
         .body(TestBody::Empty)
         .unwrap()
 }
+
+/// `popgate_connections_parked_total` in this process (other tests of the binary may park too,
+/// so callers compare before and after).
+pub fn parked() -> f64 {
+    use prometheus::Encoder as _;
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&popgate::metrics::global().registry().gather(), &mut text)
+        .unwrap();
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("popgate_connections_parked_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
