@@ -185,6 +185,11 @@ async fn a_tls_caller_idle_past_the_parking_grace_is_served_again_on_the_same_co
         !conn.is_finished(),
         "popgate closed the idle TLS connection"
     );
+    // At least this connection's three idle spells (other tests of the binary may park too).
+    assert!(
+        crate::kit::dataplane::parked() >= parked_before + 3.0,
+        "the idle TLS connection was not parked"
+    );
     assert_eq!(env.resource_counts().0, 3);
     app.shutdown().await;
 }
