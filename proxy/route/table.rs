@@ -85,6 +85,16 @@ impl<R> Route<R> {
         &self.payload
     }
 
+    /// The upstream authority every request of this route goes to, when it does not depend on
+    /// the request: its `upstream`'s, else its exact host's. `None` for wildcard routes without
+    /// `upstream`, whose authority is the request's host.
+    fn fixed_authority(&self) -> Option<&Authority> {
+        self.upstream
+            .as_ref()
+            .map(Upstream::authority)
+            .or(self.host_authority.as_ref())
+    }
+
     /// The `Host` value of every request this route sends (its upstream authority is fixed), as
     /// hyper-util's client writes it: the host, and the port unless it is 443.
     pub fn host_header(&self) -> Option<&HeaderValue> {
@@ -236,21 +246,17 @@ impl<R> RouteTable<R> {
                 Some(PatternKey::Wildcard(key)) => table.wildcard.entry(key).or_default(),
                 None => &mut table.any_host,
             };
-            let host_header = spec
-                .upstream
-                .as_ref()
-                .map(Upstream::authority)
-                .or(host_authority.as_ref())
-                .and_then(host_header);
-            bucket.push(Route {
+            let mut route = Route {
                 name: Arc::from(spec.name),
                 prefix: spec.path_prefix.map(String::into_boxed_str),
                 strip_prefix: spec.strip_prefix,
                 upstream: spec.upstream,
                 host_authority,
-                host_header,
+                host_header: None,
                 payload,
-            });
+            };
+            route.host_header = route.fixed_authority().and_then(host_header);
+            bucket.push(route);
             table.len += 1;
         }
         // Stable sorts: of two routes with the same prefix, the first configured stays first.
@@ -308,11 +314,10 @@ impl<R> RouteTable<R> {
             })
             .or_else(|| self.lookup_any_host(path))?;
 
-        let authority = match (&route.upstream, &route.host_authority) {
-            (Some(up), _) => up.authority().clone(),
-            (None, Some(host)) => host.clone(),
+        let authority = match route.fixed_authority() {
+            Some(authority) => authority.clone(),
             // A route without `upstream` always has a host, so a key exists here.
-            (None, None) => Authority::try_from(key.as_deref()?).ok()?,
+            None => Authority::try_from(key.as_deref()?).ok()?,
         };
         let forwarded = match (&route.prefix, route.strip_prefix) {
             (Some(prefix), true) => {
