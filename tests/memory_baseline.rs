@@ -25,10 +25,10 @@ mod kit;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use kit::process::{Env, Popgate, get, route};
+use kit::process::{Env, Popgate, admin_counter, get, start_with_admin};
 
 /// Callers that stall mid body: together they have popgate read 512 × 64 KiB = 32 MiB ahead,
 /// half the process's read-ahead budget (`MAX_READ_AHEAD_BUDGET`, 64 MiB), so every one is read
@@ -68,36 +68,15 @@ fn rss_kib(pid: u32) -> u64 {
 /// `popgate run` with an admin listener and short body deadlines.
 async fn start(env: &Env) -> (Popgate, SocketAddr, SocketAddr) {
     let ms = DEADLINE.as_millis();
-    let top = format!(
-        "admin:\n  address: 127.0.0.2:0\nlimits:\n  request_body_timeout: {ms}ms\n  response_body_timeout: {ms}ms\n"
-    );
-    let config = env.write_config_with(&top, &route("graph", None, "app", ""));
-    let mut popgate = Popgate::start(&config);
-    tokio::task::spawn_blocking(move || {
-        let (proxy, admin) = popgate.wait_serving_with_admin();
-        (
-            popgate,
-            proxy,
-            admin.expect("serving names the admin address"),
-        )
-    })
-    .await
-    .unwrap()
+    let top = format!("limits:\n  request_body_timeout: {ms}ms\n  response_body_timeout: {ms}ms\n");
+    start_with_admin(env, &top).await
 }
 
 /// `popgate_body_stalls_total{protocol="http1",direction=...}` from `/metrics`.
 async fn stalls(admin: SocketAddr, direction: &str) -> f64 {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
     let series =
         format!("popgate_body_stalls_total{{direction=\"{direction}\",protocol=\"http1\"}}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+    admin_counter(admin, &series).await
 }
 
 /// A caller that sends all of a declared 64 KiB body but the last byte, then nothing.

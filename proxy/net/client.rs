@@ -359,6 +359,15 @@ mod tests {
             .collect()
     }
 
+    /// One request to the test host, answered over h2.
+    async fn host_answers_over_h2(client: &UpstreamClient) {
+        let first = client
+            .admit("up.example:443", Duration::from_secs(1))
+            .await
+            .unwrap();
+        first.answered(http::Version::HTTP_2);
+    }
+
     #[tokio::test]
     async fn http1_and_h2_requests_take_their_workers_lane() {
         let client = UpstreamClient::new(tls(), &with_pool(128, Some(3)));
@@ -366,11 +375,7 @@ mod tests {
         assert_eq!(lanes_taken(&client).await, h1);
         // Once the host answered over h2 (on any lane), requests still take their own lane.
         set_thread_lane(0);
-        let first = client
-            .admit("up.example:443", Duration::from_secs(1))
-            .await
-            .unwrap();
-        first.answered(http::Version::HTTP_2);
+        host_answers_over_h2(&client).await;
         let h2: Vec<_> = (0..7).map(|k| (k % 3, true)).collect();
         assert_eq!(lanes_taken(&client).await, h2);
     }
@@ -380,11 +385,7 @@ mod tests {
         let client = UpstreamClient::unsplit(tls(), &UpstreamSettings::default(), 3);
         assert_eq!((client.lanes(), client.http1_lanes()), (3, 1));
         assert_eq!(lanes_taken(&client).await, vec![(0, false); 7]);
-        let first = client
-            .admit("up.example:443", Duration::from_secs(1))
-            .await
-            .unwrap();
-        first.answered(http::Version::HTTP_2);
+        host_answers_over_h2(&client).await;
         let h2: Vec<_> = (0..7).map(|k| (k % 3, true)).collect();
         assert_eq!(lanes_taken(&client).await, h2);
     }

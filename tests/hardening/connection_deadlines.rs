@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::process::{Env, Popgate, get, route};
+use crate::kit::process::{Env, admin_counter, get, start_with_admin};
 
 /// More silent sockets than the default `max_connections` (1,024).
 const SILENT: usize = 1_100;
@@ -30,24 +30,6 @@ const DEADLINE: Duration = Duration::from_secs(1);
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame (length 0, type 4, no flags, stream 0).
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
-
-/// `popgate run` with an admin listener and `top` (YAML lines, e.g. a `limits:` block): the
-/// process, the caller address and the admin address.
-async fn start(env: &Env, top: &str) -> (Popgate, SocketAddr, SocketAddr) {
-    let top = format!("admin:\n  address: 127.0.0.2:0\n{top}");
-    let config = env.write_config_with(&top, &route("graph", None, "app", ""));
-    let mut popgate = Popgate::start(&config);
-    tokio::task::spawn_blocking(move || {
-        let (proxy, admin) = popgate.wait_serving_with_admin();
-        (
-            popgate,
-            proxy,
-            admin.expect("serving names the admin address"),
-        )
-    })
-    .await
-    .unwrap()
-}
 
 /// Opens `n` connections to `addr` and sends `opening` on each (nothing when empty).
 async fn open(addr: SocketAddr, n: usize, opening: &[u8]) -> Vec<TcpStream> {
@@ -90,19 +72,6 @@ async fn admin_status(admin: SocketAddr, path: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no HTTP answer: {text:?}"))
 }
 
-/// One counter's value from the admin listener's `/metrics`.
-async fn counter(admin: SocketAddr, series: &str) -> f64 {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in /metrics"))
-}
-
 /// The test process holds the attack's sockets as well as its own: raise its soft limit the way
 /// popgate raises its own, and say so if the hard limit is too low for the attack.
 fn enough_file_descriptors(needed: u64) {
@@ -118,7 +87,7 @@ async fn silent_sockets_beyond_the_default_cap_do_not_keep_a_caller_out() {
     enough_file_descriptors(3 * SILENT as u64);
     let env = Env::start().await;
     // Default limits: max_connections 1024, first byte within 5 s.
-    let (popgate, proxy, admin) = start(&env, "").await;
+    let (popgate, proxy, admin) = start_with_admin(&env, "").await;
     // popgate raised its own open-files limit and said which limit is in force.
     let limit = popgate
         .log
@@ -162,7 +131,7 @@ async fn silent_sockets_beyond_the_default_cap_do_not_keep_a_caller_out() {
     let wanted = (SILENT - 1024) as f64;
     let mut evicted = 0.0;
     while started.elapsed() < EVICTIONS_WITHIN {
-        evicted = counter(
+        evicted = admin_counter(
             admin,
             "popgate_connections_evicted_total{listener=\"caller\"}",
         )
@@ -180,7 +149,7 @@ async fn silent_partial_preface_and_idle_connections_are_closed_within_their_dea
     let env = Env::start().await;
     let limits =
         "limits:\n  first_byte_timeout: 1s\n  h2_preface_timeout: 1s\n  keep_alive_timeout: 1s\n";
-    let (_popgate, proxy, admin) = start(&env, limits).await;
+    let (_popgate, proxy, admin) = start_with_admin(&env, limits).await;
 
     let bound = DEADLINE + MARGIN;
     let h2_idle = [PREFACE, EMPTY_SETTINGS].concat();
@@ -213,14 +182,14 @@ async fn silent_partial_preface_and_idle_connections_are_closed_within_their_dea
     for phase in ["first_byte", "preface", "keep_alive"] {
         let series =
             format!("popgate_connection_deadlines_total{{listener=\"caller\",phase=\"{phase}\"}}");
-        assert!(counter(admin, &series).await >= 1.0, "{series}");
+        assert!(admin_counter(admin, &series).await >= 1.0, "{series}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_answers_probes_under_the_same_attack() {
     let env = Env::start().await;
-    let (_popgate, _proxy, admin) = start(&env, "").await;
+    let (_popgate, _proxy, admin) = start_with_admin(&env, "").await;
     // Many times the 32 admin slots: silent sockets and partial prefaces, re-opened as fast as
     // the prober probes.
     let mut held = open(admin, 64, b"").await;
@@ -236,7 +205,7 @@ async fn the_admin_listener_answers_probes_under_the_same_attack() {
         }
         held.extend(open(admin, 32, b"").await);
     }
-    let evicted = counter(
+    let evicted = admin_counter(
         admin,
         "popgate_connections_evicted_total{listener=\"admin\"}",
     )

@@ -257,20 +257,7 @@ async fn on_drain_a_parked_caller_closes_at_once_and_one_mid_request_finishes() 
 
 /// `popgate_connections_parked_total` from the admin listener of a `popgate run` process.
 async fn parked_in(admin: std::net::SocketAddr) -> f64 {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    bounded(s.read_to_string(&mut text)).await.unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("popgate_connections_parked_total ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .expect("popgate_connections_parked_total in /metrics")
+    crate::kit::process::admin_counter(admin, "popgate_connections_parked_total").await
 }
 
 /// Exact counts in a process of its own: the caller's connection is parked once per idle spell,
@@ -278,21 +265,9 @@ async fn parked_in(admin: std::net::SocketAddr) -> f64 {
 /// read again when its task is woken), and is served again after each.
 #[tokio::test]
 async fn the_binary_parks_an_idle_caller_once_per_idle_spell() {
-    use crate::kit::process::{Env, Popgate, connect, get_on, route};
+    use crate::kit::process::{Env, connect, get_on, start_with_admin};
     let env = Env::start().await;
-    let top = "admin:\n  address: 127.0.0.2:0\n";
-    let config = env.write_config_with(top, &route("graph", None, "app", ""));
-    let mut popgate = Popgate::start(&config);
-    let (popgate, proxy, admin) = tokio::task::spawn_blocking(move || {
-        let (proxy, admin) = popgate.wait_serving_with_admin();
-        (
-            popgate,
-            proxy,
-            admin.expect("serving names the admin address"),
-        )
-    })
-    .await
-    .unwrap();
+    let (popgate, proxy, admin) = start_with_admin(&env, "").await;
     let mut sender = connect(proxy).await.unwrap();
     assert_eq!(get_on(&mut sender, "/v1.0/me").await.unwrap().0, 200);
     tokio::time::sleep(PAST_GRACE).await;

@@ -376,3 +376,49 @@ impl Popgate {
         self.child.child.id()
     }
 }
+
+/// `popgate run` with an admin listener on 127.0.0.2, `top` (more YAML lines, e.g. a `limits:`
+/// block; may be empty) and one `graph` route on `app`: the process, the caller address and the
+/// admin address, once it is serving.
+pub async fn start_with_admin(env: &Env, top: &str) -> (Popgate, SocketAddr, SocketAddr) {
+    let top = format!("admin:\n  address: 127.0.0.2:0\n{top}");
+    let config = env.write_config_with(&top, &route("graph", None, "app", ""));
+    let mut popgate = Popgate::start(&config);
+    tokio::task::spawn_blocking(move || {
+        let (proxy, admin) = popgate.wait_serving_with_admin();
+        (
+            popgate,
+            proxy,
+            admin.expect("serving names the admin address"),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of `series` (a metric name with its labels, as `/metrics` prints them) from the
+/// admin listener at `admin`; panics when it is not there. Bounded by [`REQUEST_BOUND`].
+pub async fn admin_counter(admin: SocketAddr, series: &str) -> f64 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let text = tokio::time::timeout(REQUEST_BOUND, scrape)
+        .await
+        .expect("/metrics answered in time");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+}
