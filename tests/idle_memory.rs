@@ -1,0 +1,227 @@
+//! What an idle (parked) keep-alive HTTP/1 caller connection keeps on the heap (issue 13: at most
+//! 2 KiB of RSS each): popgate in-process, [`CALLERS`] real loopback callers each served one
+//! request and left open past the parking grace, and every live allocation counted by size.
+//!
+//! The counting allocator wraps the system allocator and keeps, per requested size, how many
+//! allocations are live; the difference between before and after the callers, divided by their
+//! number, is what one parked connection keeps. Bytes are also rounded up to jemalloc's size
+//! classes (popgate's allocator in production), which is what the connection costs there. The
+//! callers are blocking `std` sockets, so the test's own side allocates nothing per connection.
+//!
+//! Alone in its own test binary: a global allocator is per process, and any other test running
+//! beside it would move the counts. Debug-build sizes are larger than release ones (futures keep
+//! more in debug), so the bound is for this build; benches/load/memory.py measures release RSS.
+//! Run with `--nocapture` to see the table of what stays per connection.
+
+#[path = "kit/mod.rs"]
+mod kit;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use kit::dataplane::parked;
+use kit::raw::{GRAPH, hardened, rig};
+
+/// Idle callers held: enough that per-connection allocations stand out from the few the
+/// process makes meanwhile, well under the default file-descriptor limit (two per caller, both
+/// ends in this process).
+const CALLERS: usize = 400;
+/// Longer than the parking grace (250 ms), so every caller is parked when the heap is counted.
+const SETTLE: Duration = Duration::from_millis(1_500);
+/// Bound on each socket read or write of a caller.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most live bytes (rounded to jemalloc's size classes) one parked connection may keep in a
+/// debug build. Measured 2026-12-06 (debug): see the table this test prints; the bound leaves a
+/// little room for the allocator's and runtime's growth amortized over the callers.
+const MAX_BYTES_PER_PARKED: usize = 2_048;
+
+/// Sizes counted one by one; larger allocations are only summed.
+const TRACKED: usize = 4_096;
+
+/// Live allocations per requested size (index `TRACKED`: every larger one), and for the larger
+/// ones their bytes. `[size][1]`: allocations aligned to more than 16 bytes (Tokio's
+/// cache-line-aligned tasks and IO registrations), which jemalloc rounds differently.
+static LIVE: [[AtomicIsize; 2]; TRACKED + 1] = [const { [const { AtomicIsize::new(0) }; 2] }; TRACKED + 1];
+static LARGE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+fn record(layout: Layout, n: isize) {
+    let size = layout.size().min(TRACKED);
+    let aligned = usize::from(layout.align() > 16);
+    LIVE[size][aligned].fetch_add(n, Ordering::Relaxed);
+    if layout.size() >= TRACKED {
+        LARGE_BYTES.fetch_add(n * layout.size() as isize, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            record(layout, 1);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            record(layout, 1);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        record(layout, -1);
+    }
+    // `realloc` keeps its default (alloc, copy, dealloc through the two above), so it is counted.
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// jemalloc's size class for `size` bytes aligned to `align` (4 KiB pages, 16-byte quantum:
+/// 8, 16, 32, 48, …, 128, then four classes per doubling: 160, 192, 224, 256, 320, …).
+fn jemalloc_class(size: usize, align: usize) -> usize {
+    fn class(size: usize) -> usize {
+        match size {
+            0..=8 => 8,
+            9..=128 => size.div_ceil(16) * 16,
+            _ => {
+                let step = size.next_power_of_two() / 8;
+                size.div_ceil(step) * step
+            }
+        }
+    }
+    let mut c = class(size.div_ceil(align) * align);
+    while c % align != 0 {
+        c = class(c + 1);
+    }
+    c
+}
+
+/// A copy of the live counts.
+fn snapshot(into: &mut [[isize; 2]]) {
+    for (slot, live) in into.iter_mut().zip(LIVE.iter()) {
+        *slot = [live[0].load(Ordering::Relaxed), live[1].load(Ordering::Relaxed)];
+    }
+}
+
+/// One caller: connects, sends a GET, reads the whole answer and stays open.
+fn caller(proxy: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let get = format!("GET http://{GRAPH}/download/10 HTTP/1.1\r\nHost: {GRAPH}\r\n\r\n");
+    s.write_all(get.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut have = 0;
+    loop {
+        let n = s.read(&mut buf[have..]).unwrap();
+        assert!(n > 0, "popgate closed a keep-alive caller mid-answer");
+        have += n;
+        let text = std::str::from_utf8(&buf[..have]).unwrap_or("");
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        assert!(text.starts_with("HTTP/1.1 200"), "not a 200: {text}");
+        let head = text[..head_end].to_ascii_lowercase();
+        let body = &text[head_end + 4..];
+        let done = match head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+        {
+            Some(len) => body.len() >= len.trim().parse::<usize>().unwrap(),
+            None => body.ends_with("0\r\n\r\n"),
+        };
+        if done {
+            return s;
+        }
+        assert!(have < buf.len(), "answer larger than expected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_keep_alive_caller_keeps_little_on_the_heap() {
+    let mut settings = hardened(|_| {});
+    // One worker runtime of its own, as `popgate run` serves.
+    settings.workers = Some(1);
+    let rig = rig(settings).await;
+    let proxy = rig.proxy.addr;
+    // Warm up what stays for the process's life (token, upstream connection, pools, metrics'
+    // children, the runtime's buffers), then let the warm-up callers go.
+    let warm = tokio::task::spawn_blocking(move || {
+        let callers: Vec<TcpStream> = (0..8).map(|_| caller(proxy)).collect();
+        drop(callers);
+    });
+    warm.await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+
+    let mut before = vec![[0isize; 2]; TRACKED + 1];
+    let mut after = vec![[0isize; 2]; TRACKED + 1];
+    let mut held = Vec::with_capacity(CALLERS);
+    let parked_before = parked();
+    let large_before = LARGE_BYTES.load(Ordering::Relaxed);
+    snapshot(&mut before);
+    let held = tokio::task::spawn_blocking(move || {
+        held.extend((0..CALLERS).map(|_| caller(proxy)));
+        held
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(SETTLE).await;
+    snapshot(&mut after);
+    let large = LARGE_BYTES.load(Ordering::Relaxed) - large_before;
+    let parked = parked() - parked_before;
+
+    let n = CALLERS as isize;
+    let (mut bytes, mut classed, mut count) = (0isize, 0isize, 0isize);
+    let mut table = String::new();
+    for (size, (b, a)) in before.iter().zip(after.iter()).enumerate() {
+        for (aligned, align) in [(0, 16), (1, 128)] {
+            let d = a[aligned] - b[aligned];
+            if d == 0 || size == TRACKED {
+                continue;
+            }
+            let class = jemalloc_class(size, align) as isize;
+            bytes += d * size as isize;
+            classed += d * class;
+            count += d;
+            if d.abs() >= n / 4 {
+                table.push_str(&format!(
+                    "  {size:>5} B{} (class {class:>5}): {:>+6.2} per connection\n",
+                    if aligned == 1 { ", aligned" } else { "" },
+                    d as f64 / n as f64,
+                ));
+            }
+        }
+    }
+    let per = |x: isize| x as f64 / n as f64;
+    eprintln!(
+        "SIZE per parked connection ({CALLERS} callers, {parked} parks): {:.0} B requested, \
+         {:.0} B in jemalloc classes, {:.2} allocations; larger than {TRACKED} B: {:.0} B\n{table}",
+        per(bytes),
+        per(classed),
+        per(count),
+        per(large),
+    );
+    assert!(
+        parked >= CALLERS as f64,
+        "only {parked} of {CALLERS} callers were parked"
+    );
+    let per_connection = per(classed + large);
+    assert!(
+        per_connection <= MAX_BYTES_PER_PARKED as f64,
+        "a parked connection keeps {per_connection:.0} B, more than {MAX_BYTES_PER_PARKED} B"
+    );
+    drop(held);
+}
