@@ -11,15 +11,17 @@
 //! Alone in its own test binary: a global allocator is per process, and any other test running
 //! beside it would move the counts. Debug-build sizes are larger than release ones (futures keep
 //! more in debug), so the bound is for this build; benches/load/memory.py measures release RSS.
-//! Run with `--nocapture` to see the table of what stays per connection.
+//! Run with `--nocapture` to see the table of what stays per connection (sizes that a quarter
+//! of the callers or more keep), and see [`TRACE_SIZE`] to find where a size comes from.
 
 #[path = "kit/mod.rs"]
 mod kit;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kit::dataplane::parked;
@@ -44,10 +46,45 @@ const TRACKED: usize = 4_096;
 /// Live allocations per requested size (index `TRACKED`: every larger one), and for the larger
 /// ones their bytes. `[size][1]`: allocations aligned to more than 16 bytes (Tokio's
 /// cache-line-aligned tasks and IO registrations), which jemalloc rounds differently.
-static LIVE: [[AtomicIsize; 2]; TRACKED + 1] = [const { [const { AtomicIsize::new(0) }; 2] }; TRACKED + 1];
+static LIVE: [[AtomicIsize; 2]; TRACKED + 1] =
+    [const { [const { AtomicIsize::new(0) }; 2] }; TRACKED + 1];
 static LARGE_BYTES: AtomicIsize = AtomicIsize::new(0);
 
 struct Counting;
+
+/// Diagnostics: with `IDLE_MEMORY_TRACE_SIZE=<bytes>` (and optionally
+/// `IDLE_MEMORY_TRACE_COUNT=<n>`, default 1), the first allocations of that size made while the
+/// callers connect print their backtrace, to tell which code a size in the table belongs to.
+static TRACE_SIZE: AtomicUsize = AtomicUsize::new(0);
+static TRACE_LEFT: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    /// Set while a backtrace is taken on this thread: its own allocations are not traced.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn maybe_trace(layout: Layout) {
+    if layout.size() != TRACE_SIZE.load(Ordering::Relaxed)
+        || TRACE_LEFT.load(Ordering::Relaxed) <= 0
+    {
+        return;
+    }
+    TRACING.with(|tracing| {
+        if tracing.get() {
+            return;
+        }
+        tracing.set(true);
+        if TRACE_LEFT.fetch_sub(1, Ordering::Relaxed) > 0 {
+            let trace = std::backtrace::Backtrace::force_capture();
+            eprintln!(
+                "TRACE {} B aligned to {}:\n{trace}",
+                layout.size(),
+                layout.align()
+            );
+        }
+        tracing.set(false);
+    });
+}
 
 fn record(layout: Layout, n: isize) {
     let size = layout.size().min(TRACKED);
@@ -65,6 +102,7 @@ unsafe impl GlobalAlloc for Counting {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             record(layout, 1);
+            maybe_trace(layout);
         }
         ptr
     }
@@ -103,16 +141,29 @@ fn jemalloc_class(size: usize, align: usize) -> usize {
         }
     }
     let mut c = class(size.div_ceil(align) * align);
-    while c % align != 0 {
+    while !c.is_multiple_of(align) {
         c = class(c + 1);
     }
     c
 }
 
+/// A number from the environment, if set.
+fn env_number(name: &str) -> Option<usize> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
 /// A copy of the live counts.
 fn snapshot(into: &mut [[isize; 2]]) {
     for (slot, live) in into.iter_mut().zip(LIVE.iter()) {
-        *slot = [live[0].load(Ordering::Relaxed), live[1].load(Ordering::Relaxed)];
+        *slot = [
+            live[0].load(Ordering::Relaxed),
+            live[1].load(Ordering::Relaxed),
+        ];
     }
 }
 
@@ -169,9 +220,22 @@ async fn a_parked_keep_alive_caller_keeps_little_on_the_heap() {
     let mut before = vec![[0isize; 2]; TRACKED + 1];
     let mut after = vec![[0isize; 2]; TRACKED + 1];
     let mut held = Vec::with_capacity(CALLERS);
+    // The test upstream records every request it sees: forget them, so that only popgate's
+    // memory is counted.
+    let forget_seen = || {
+        let mut seen = rig.upstream.state.seen.lock().unwrap();
+        seen.clear();
+        seen.shrink_to_fit();
+    };
+    forget_seen();
     let parked_before = parked();
     let large_before = LARGE_BYTES.load(Ordering::Relaxed);
     snapshot(&mut before);
+    if let Some(size) = env_number("IDLE_MEMORY_TRACE_SIZE") {
+        TRACE_SIZE.store(size, Ordering::Relaxed);
+        let count = env_number("IDLE_MEMORY_TRACE_COUNT").unwrap_or(1);
+        TRACE_LEFT.store(count as isize, Ordering::Relaxed);
+    }
     let held = tokio::task::spawn_blocking(move || {
         held.extend((0..CALLERS).map(|_| caller(proxy)));
         held
@@ -179,6 +243,7 @@ async fn a_parked_keep_alive_caller_keeps_little_on_the_heap() {
     .await
     .unwrap();
     tokio::time::sleep(SETTLE).await;
+    forget_seen();
     snapshot(&mut after);
     let large = LARGE_BYTES.load(Ordering::Relaxed) - large_before;
     let parked = parked() - parked_before;
