@@ -12,7 +12,8 @@
 //! the connection's task then, so hyper reads again and lets the connection go.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
@@ -31,6 +32,15 @@ pub(crate) struct Deadlines {
     pub preface: Duration,
     /// How long an established connection may stay with no request in flight.
     pub keep_alive: Duration,
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The accept loop needed its slot ([`Activity::evict`]).
+    Evicted,
+    /// A phase outlived its deadline.
+    Expired(Expired),
 }
 
 /// Why the watchdog closed a connection: the phase whose deadline passed. Also a metric label.
@@ -86,7 +96,10 @@ pub(crate) struct Activity {
     /// When the last request ended, or the connection was established (ms since [`EPOCH`]).
     idle_since: AtomicU64,
     evicted: AtomicBool,
-    evict: Notify,
+    /// The connection's task, woken by [`Activity::evict`]; set at the watchdog's first poll.
+    /// A lock taken twice per connection (and once per eviction), where a `Notify` would keep
+    /// a waiter of about 80 bytes in every connection's task for its whole life (issue 13).
+    evict_waker: Mutex<Option<Waker>>,
     /// The listener's: told when the last request in flight ends.
     became_idle: Arc<Notify>,
     /// Requests started and answered (response body ended) on the connection, for parking: an
@@ -115,7 +128,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
-            evict: Notify::new(),
+            evict_waker: Mutex::new(None),
             became_idle,
             requests: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -234,13 +247,20 @@ impl Activity {
     /// Tells the connection to close (the accept loop needs its slot).
     pub(crate) fn evict(&self) {
         self.evicted.store(true, Ordering::Relaxed);
-        // `notify_one` stores the wake-up if the connection is not waiting yet.
-        self.evict.notify_one();
+        // The flag is stored before the lock is taken, and the watchdog reads it after storing
+        // its waker under the same lock: either the waker is here, or the watchdog sees the flag.
+        let waker = self.waker_slot().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
-    /// Resolves once [`Activity::evict`] was called.
-    pub(crate) async fn evicted(&self) {
-        self.evict.notified().await;
+    fn waker_slot(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // The slot is a plain `Option` swapped whole under the lock: a poisoned lock still holds
+        // a valid one.
+        self.evict_waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The phase whose deadline has passed, or when to look again.
@@ -284,29 +304,40 @@ impl Activity {
         }
     }
 
-    /// Resolves with the phase that outlived its deadline. Sleeps until the current phase's
-    /// deadline and looks again: the phase may have moved on meanwhile. Also looks again at the
-    /// next poll of its task after the connection asked for it ([`Activity::parks_http1`],
+    /// Resolves when the connection is to close: evicted ([`Activity::evict`]), or with the
+    /// phase that outlived its deadline. Sleeps until the current phase's deadline and looks
+    /// again: the phase may have moved on meanwhile. Also looks again at the next poll of its
+    /// task after the connection asked for it ([`Activity::parks_http1`],
     /// [`Activity::set_parked`]), so that the wake-up for parking is never behind a phase
     /// deadline computed before.
-    pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
+    pub(crate) async fn watch(&self, deadlines: &Deadlines) -> Ended {
         let first = match self.check(deadlines) {
             Ok(at) => at,
-            Err(expired) => return expired,
+            Err(expired) => return Ended::Expired(expired),
         };
         let sleep = tokio::time::sleep_until(first.into());
         tokio::pin!(sleep);
+        let mut waker_set = false;
         std::future::poll_fn(|cx| {
+            if !waker_set {
+                // Once: the watchdog is polled only by its connection's task, whose waker
+                // stays valid for the task's life.
+                *self.waker_slot() = Some(cx.waker().clone());
+                waker_set = true;
+            }
+            if self.evicted.load(Ordering::Relaxed) {
+                return Poll::Ready(Ended::Evicted);
+            }
             loop {
                 let rearm =
                     self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed);
                 if !rearm && sleep.as_mut().poll(cx).is_pending() {
-                    return std::task::Poll::Pending;
+                    return Poll::Pending;
                 }
                 match self.check(deadlines) {
                     // Polled again at the top of the loop, which registers the wake-up.
                     Ok(at) => sleep.as_mut().reset(at.into()),
-                    Err(expired) => return std::task::Poll::Ready(expired),
+                    Err(expired) => return Poll::Ready(Ended::Expired(expired)),
                 }
             }
         })

@@ -20,11 +20,19 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::activity::{Activity, Deadlines};
+use super::activity::{Activity, Deadlines, Ended};
 use crate::metrics;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What each connection's task checks it against, shared by a listener's connections.
+#[derive(Debug)]
+struct Watched {
+    /// The listener as metrics name it.
+    kind: &'static str,
+    deadlines: Deadlines,
+}
 
 /// A listening socket the loop can take connections from.
 pub(crate) trait Accept: Send + 'static {
@@ -118,11 +126,16 @@ pub(crate) async fn serve<A, H, F>(listener: A, mut options: Options, mut handle
 where
     A: Accept,
     H: FnMut(A::Io, A::Peer, Watcher, Arc<Activity>) -> F,
-    F: Future<Output = ()> + Send + 'static,
+    // `Unpin`: boxed by `handle` (a connection's future is large, and `select!` below would keep
+    // it twice), not boxed again here.
+    F: Future<Output = ()> + Send + Unpin + 'static,
 {
     let label = options.label.as_str();
-    let kind = options.kind;
-    let deadlines = options.deadlines;
+    // One copy for the listener: each connection's task keeps a pointer to it.
+    let watched = Arc::new(Watched {
+        kind: options.kind,
+        deadlines: options.deadlines,
+    });
     let graceful = GracefulShutdown::new();
     // Told when the graceful drain starts (as `graceful` tells hyper): parked connections, which
     // hyper no longer holds, close then.
@@ -162,27 +175,40 @@ where
             .with_drain(drain_signal.clone());
         let activity = Arc::new(activity);
         let registered = open.register(Arc::clone(&activity));
-        // Boxed: the task below keeps `served` twice, once as the captured value and once moved
-        // into `select!` (the compiler does not overlap them), so inline a plain HTTP connection's
-        // task took 9,520 bytes; boxed, 432 plus the future's own 4,064 (debug build).
-        let served = Box::pin(handle(io, peer, graceful.watcher(), Arc::clone(&activity)));
-        connections.spawn(
-            async move {
-                tokio::select! {
-                    () = served => {}
-                    () = activity.evicted() => {
-                        tracing::debug!(listener = kind, "idle connection evicted to admit a new one");
+        // Boxed by `handle` (`F: Unpin`): the task below keeps `served` twice, once as the
+        // captured value and once moved into `select!` (the compiler does not overlap them), so
+        // inline a plain HTTP connection's task took 9,520 bytes; boxed, 432 plus the future's
+        // own 4,064 (debug build).
+        let served = handle(io, peer, graceful.watcher(), Arc::clone(&activity));
+        let watched = Arc::clone(&watched);
+        let task = async move {
+            tokio::select! {
+                () = served => {}
+                ended = activity.watch(&watched.deadlines) => match ended {
+                    Ended::Evicted => {
+                        tracing::debug!(listener = watched.kind, "idle connection evicted to admit a new one");
                     }
-                    expired = activity.expired(&deadlines) => {
+                    Ended::Expired(expired) => {
                         tracing::debug!(phase = expired.as_str(), "connection closed: phase outlived its deadline");
-                        metrics::connections::deadline(kind, expired.as_str());
+                        metrics::connections::deadline(watched.kind, expired.as_str());
                     }
-                }
-                drop(registered);
-                drop(permit);
+                },
             }
-            .instrument(span),
-        );
+            drop(registered);
+            drop(permit);
+        }
+        .instrument(span);
+        // Only an aborting drain needs the tasks' handles; a graceful one counts connections by
+        // their watchers and leaves stragglers to end on their own, so its tasks run detached:
+        // no handle and no entry in a set, per connection, for its whole life (issue 13).
+        match options.drain {
+            Drain::Abort => {
+                connections.spawn(task);
+            }
+            Drain::Graceful(_) => {
+                tokio::spawn(task);
+            }
+        }
     }
     listener.close();
     let open = graceful.count();
@@ -416,7 +442,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (options, stop, open) = options(AtCap::Close, Drain::Abort);
-        let task = tokio::spawn(serve(listener, options, hold));
+        let task = tokio::spawn(serve(listener, options, |s, p, w, a| {
+            Box::pin(hold(s, p, w, a))
+        }));
         let mut first = TcpStream::connect(addr).await.unwrap();
         // The first connection is being served before the second arrives.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -444,7 +472,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let drain = Drain::Graceful(Duration::from_millis(100));
         let (options, stop, open) = options(AtCap::Wait, drain);
-        let task = tokio::spawn(serve(listener, options, hold));
+        let task = tokio::spawn(serve(listener, options, |s, p, w, a| {
+            Box::pin(hold(s, p, w, a))
+        }));
         let _held = TcpStream::connect(addr).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.send(true).unwrap();
