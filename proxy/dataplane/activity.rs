@@ -202,8 +202,13 @@ impl Activity {
     }
 
     /// A CONNECT tunnel was opened: the TLS handshake inside it starts now, with the
-    /// handshake deadline, as on a TLS listener.
-    pub(crate) fn tunnel_handshake(&self) {
+    /// handshake deadline, as on a TLS listener. The CONNECT, answered, is no longer in flight;
+    /// the requests inside the tunnel are counted from zero, as its framing guard counts their
+    /// heads (with the CONNECT counted too, the two never matched and a tunnel was never parked).
+    pub(crate) fn tunnel_handshake(&self, connect: InFlight) {
+        drop(connect);
+        self.requests.store(0, Ordering::Relaxed);
+        self.answered.store(0, Ordering::Relaxed);
         self.enter(HANDSHAKE);
     }
 
