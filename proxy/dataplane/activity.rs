@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::parking::PARK_GRACE;
 
@@ -96,10 +96,13 @@ pub(crate) struct Activity {
     /// When the last request ended, or the connection was established (ms since [`EPOCH`]).
     idle_since: AtomicU64,
     evicted: AtomicBool,
-    /// The connection's task, woken by [`Activity::evict`]; set at the watchdog's first poll.
-    /// A lock taken twice per connection (and once per eviction), where a `Notify` would keep
-    /// a waiter of about 80 bytes in every connection's task for its whole life (issue 13).
-    evict_waker: Mutex<Option<Waker>>,
+    /// The listener's graceful drain started ([`Activity::drain`]).
+    draining: AtomicBool,
+    /// The connection's task, woken by [`Activity::evict`] and [`Activity::drain`]; set at the
+    /// watchdog's first poll. A lock taken a few times per connection, where a `Notify` and a
+    /// drain `watch` would keep a waiter each (about 80 bytes) in every connection's task for
+    /// its whole life, parked ones included (issue 13).
+    waker: Mutex<Option<Waker>>,
     /// The listener's: told when the last request in flight ends.
     became_idle: Arc<Notify>,
     /// Requests started and answered (response body ended) on the connection, for parking: an
@@ -111,8 +114,6 @@ pub(crate) struct Activity {
     /// An HTTP/1 connection's idle bound besides keep-alive: its `header_read_timeout`, which
     /// hyper applied to idle connections before they were parked (ms; `u64::MAX`: none).
     h1_idle_ms: AtomicU64,
-    /// The listener's drain signal, for the drain of parked connections.
-    drain: Option<watch::Receiver<bool>>,
     /// The watchdog is to look again at its next poll (the parking wake-up moved).
     rearm: AtomicBool,
 }
@@ -128,27 +129,27 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
-            evict_waker: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            waker: Mutex::new(None),
             became_idle,
             requests: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             parking: AtomicU8::new(NOT_PARKING),
             h1_idle_ms: AtomicU64::new(u64::MAX),
-            drain: None,
             rearm: AtomicBool::new(false),
         }
     }
 
-    /// The connection drains once `drain` becomes `true` (or its sender is dropped): the
-    /// listener's graceful drain started.
-    pub(crate) fn with_drain(mut self, drain: watch::Receiver<bool>) -> Self {
-        self.drain = Some(drain);
-        self
+    /// The listener's graceful drain started: the connection finishes its request in flight
+    /// and closes (a parked one at once). Wakes its task, which then sees [`Activity::draining`].
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.wake();
     }
 
-    /// The drain signal, for the connection to wait on.
-    pub(crate) fn drain_signal(&self) -> DrainSignal {
-        DrainSignal(self.drain.clone())
+    /// Whether the listener drains; read by the connection each time its task is polled.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The connection speaks HTTP/1 and is parked when idle; `idle_limit`: its header read
@@ -252,20 +253,23 @@ impl Activity {
     /// Tells the connection to close (the accept loop needs its slot).
     pub(crate) fn evict(&self) {
         self.evicted.store(true, Ordering::Relaxed);
-        // The flag is stored before the lock is taken, and the watchdog reads it after storing
-        // its waker under the same lock: either the waker is here, or the watchdog sees the flag.
-        let waker = self.waker_slot().take();
-        if let Some(waker) = waker {
-            waker.wake();
+        self.wake();
+    }
+
+    /// Wakes the connection's task after a flag was stored. The flag is stored before the lock
+    /// is taken, and the watchdog reads the flags after storing the waker under the same lock
+    /// (and the connection on every poll after that): either the waker is here, or the flag is
+    /// seen.
+    fn wake(&self) {
+        if let Some(waker) = self.waker_slot().as_ref() {
+            waker.wake_by_ref();
         }
     }
 
     fn waker_slot(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
-        // The slot is a plain `Option` swapped whole under the lock: a poisoned lock still holds
-        // a valid one.
-        self.evict_waker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        // The slot is a plain `Option` replaced whole under the lock: a poisoned lock still
+        // holds a valid one.
+        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The phase whose deadline has passed, or when to look again.
@@ -352,23 +356,6 @@ impl Activity {
 
 fn grace_ms() -> u64 {
     u64::try_from(PARK_GRACE.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The listener's drain signal as one connection waits for it.
-#[derive(Debug)]
-pub(crate) struct DrainSignal(Option<watch::Receiver<bool>>);
-
-impl DrainSignal {
-    /// Resolves once the listener drains (never without a signal).
-    pub(crate) async fn wait(&mut self) {
-        match &mut self.0 {
-            // An error: the sender is gone, which means shutdown too.
-            Some(shutdown) => {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            }
-            None => std::future::pending().await,
-        }
-    }
 }
 
 /// A request in flight on a connection; dropping it ends the request.

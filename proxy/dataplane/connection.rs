@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, DrainSignal, InFlightBody};
+use super::activity::{Activity, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::intercept::{self, Interceptor, Opened};
 use super::listener::ConnectionSettings;
@@ -335,8 +335,7 @@ where
     // where an `async fn` would also keep a moved copy of each in its state.
     async move {
         // Parked until its first bytes, which tell HTTP/2 prior knowledge from HTTP/1.
-        let mut drain = activity.drain_signal();
-        match park(&mut io, &mut drain, true).await {
+        match park(&mut io, &activity, true).await {
             Woke::Closed => return,
             // Boxed: only HTTP/2 connections need room for hyper's HTTP/2 connection.
             Woke::Http2 => {
@@ -359,7 +358,7 @@ where
             let service = caller_service(&http, &connection, &activity);
             let conn = Box::new(http.h1.serve_connection(TokioIo::new(io), service));
             // Only the IO and unparsed bytes are kept: the rest of hyper's parts goes now.
-            let (back, read_buf) = match drive(conn, &mut drain).await {
+            let (back, read_buf) = match drive(conn, &activity).await {
                 Ok(parts) => (parts.io, parts.read_buf),
                 Err(e) => {
                     tracing::debug!(error = %e, "caller connection ended with an error");
@@ -378,23 +377,20 @@ where
             activity.set_parked(true);
             metrics::connections::parked();
             tracing::debug!("idle caller connection parked");
-            if park(&mut io, &mut drain, false).await != Woke::Http1 {
+            if park(&mut io, &activity, false).await != Woke::Http1 {
                 return;
             }
         }
     }
 }
 
-/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once.
-async fn park<I>(io: &mut Parking<I>, drain: &mut DrainSignal, detect: bool) -> Woke
+/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once
+/// ([`Activity::drain`] wakes the task, and each poll looks).
+async fn park<I>(io: &mut Parking<I>, activity: &Activity, detect: bool) -> Woke
 where
     I: AsyncRead + Unpin,
 {
-    tokio::select! {
-        biased;
-        () = drain.wait() => Woke::Closed,
-        woke = io.wait(detect) => woke,
-    }
+    io.wait(detect, || activity.draining()).await
 }
 
 /// Serves one burst of HTTP/1 requests until hyper lets go of the connection (parked, closed by
@@ -402,7 +398,7 @@ where
 /// flight (its answer says `Connection: close`) and ends.
 async fn drive<I, S>(
     mut conn: Box<http1::Connection<I, S>>,
-    drain: &mut DrainSignal,
+    activity: &Activity,
 ) -> hyper::Result<http1::Parts<I, S>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
@@ -412,22 +408,16 @@ where
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut draining = false;
-    loop {
-        let served = tokio::select! {
-            served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(served),
-            () = drain.wait(), if !draining => None,
-        };
-        match served {
-            Some(served) => {
-                served?;
-                return Ok(conn.into_parts());
-            }
-            None => {
-                Pin::new(&mut *conn).graceful_shutdown();
-                draining = true;
-            }
+    std::future::poll_fn(|cx| {
+        // [`Activity::drain`] wakes the task: each poll looks.
+        if !draining && activity.draining() {
+            Pin::new(&mut *conn).graceful_shutdown();
+            draining = true;
         }
-    }
+        conn.poll_without_shutdown(cx)
+    })
+    .await?;
+    Ok(conn.into_parts())
 }
 
 /// An HTTP/2 connection: hyper-util's auto builder with popgate's HTTP/2 settings (it reads the

@@ -161,10 +161,17 @@ impl<I: AsyncRead + Unpin> Parking<I> {
     /// Waits, parked, for the connection's next bytes; `detect`: tell HTTP/2's preface from
     /// HTTP/1 (a connection's first bytes; later ones are HTTP/1 requests). Reads until the
     /// preface is matched or ruled out, so a sender trickling it byte by byte is still detected.
-    pub(crate) async fn wait(&mut self, detect: bool) -> Woke {
+    /// `stop`, asked at each poll before reading: close instead (the drain started).
+    pub(crate) async fn wait(&mut self, detect: bool, stop: impl Fn() -> bool) -> Woke {
         self.start = 0;
         self.end = 0;
-        std::future::poll_fn(|cx| self.poll_wait(cx, detect)).await
+        std::future::poll_fn(|cx| {
+            if stop() {
+                return Poll::Ready(Woke::Closed);
+            }
+            self.poll_wait(cx, detect)
+        })
+        .await
     }
 
     fn poll_wait(&mut self, cx: &mut Context<'_>, detect: bool) -> Poll<Woke> {
@@ -308,7 +315,7 @@ mod tests {
     async fn the_first_bytes_tell_http2_from_http1_even_one_at_a_time() {
         let activity = Arc::new(Activity::new(false, Arc::default()));
         let mut h1 = Parking::new(&b"PUT / HTTP/1.1\r\n"[..], Arc::clone(&activity));
-        assert_eq!(h1.wait(true).await, Woke::Http1);
+        assert_eq!(h1.wait(true, || false).await, Woke::Http1);
         let mut read = Vec::new();
         h1.read_to_end(&mut read).await.unwrap();
         assert_eq!(
@@ -325,12 +332,12 @@ mod tests {
             }
             client
         });
-        assert_eq!(h2.wait(true).await, Woke::Http2);
+        assert_eq!(h2.wait(true, || false).await, Woke::Http2);
         drop(sender.await.unwrap());
         let mut preface = [0u8; HELD];
         h2.read_exact(&mut preface).await.unwrap();
         assert_eq!(&preface[..], PREFACE);
         let mut closed = Parking::new(&b""[..], Arc::new(Activity::new(false, Arc::default())));
-        assert_eq!(closed.wait(true).await, Woke::Closed);
+        assert_eq!(closed.wait(true, || false).await, Woke::Closed);
     }
 }

@@ -137,9 +137,6 @@ where
         deadlines: options.deadlines,
     });
     let graceful = GracefulShutdown::new();
-    // Told when the graceful drain starts (as `graceful` tells hyper): parked connections, which
-    // hyper no longer holds, close then.
-    let (drain_started, drain_signal) = watch::channel(false);
     let max = options.cap.max;
     let slots = Arc::clone(&options.cap.slots);
     let open = Arc::clone(&options.cap.open);
@@ -171,9 +168,7 @@ where
             peer = %peer,
             cert = tracing::field::Empty
         );
-        let activity = Activity::new(options.tls, Arc::clone(&open.became_idle))
-            .with_drain(drain_signal.clone());
-        let activity = Arc::new(activity);
+        let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
         let registered = open.register(Arc::clone(&activity));
         // Boxed by `handle` (`F: Unpin`): the task below keeps `served` twice, once as the
         // captured value and once moved into `select!` (the compiler does not overlap them), so
@@ -211,6 +206,7 @@ where
         }
     }
     listener.close();
+    let connections_open = Arc::clone(&open);
     let open = graceful.count();
     tracing::debug!(listener = label, open, "listener stopped accepting");
     if let Some(stopped) = options.stopped.take() {
@@ -218,7 +214,11 @@ where
     }
     match options.drain {
         Drain::Graceful(timeout) => {
-            drain_started.send_replace(true);
+            // Every connection is told, as `graceful` tells hyper's HTTP/2 ones: HTTP/1 ones
+            // (parked ones included, which hyper no longer holds) close after their request in
+            // flight, or at once. The set is the listener's, shared with its loops on other
+            // workers, which tell them too: telling twice changes nothing.
+            connections_open.drain_all();
             let drained = tokio::time::timeout(timeout, graceful.shutdown())
                 .await
                 .is_ok();
@@ -354,6 +354,13 @@ impl OpenConnections {
         Registered {
             open: Arc::clone(self),
             id,
+        }
+    }
+
+    /// Tells every open connection that the listener drains.
+    fn drain_all(&self) {
+        for activity in self.lock().by_id.values() {
+            activity.drain();
         }
     }
 
