@@ -28,8 +28,8 @@ use super::listener::ConnectionSettings;
 use super::opening::Opening;
 use super::parking::{Parking, RequestBoundary, Woke};
 use super::progress::Deadlines;
-use super::request::Connection;
 use super::request::Forwarder;
+use super::request::{Connection, RequestRules};
 use super::stream_deadline::StreamDeadline;
 use crate::access::{Caller, CallerCert};
 use crate::config::limits::MIN_MAX_HEADER_BYTES;
@@ -64,6 +64,8 @@ pub(crate) struct Http {
     h1: http1::Builder,
     /// The request head cap hyper and the framing guard apply.
     head_cap: usize,
+    /// What each request is checked against, shared by every connection's [`Connection`].
+    rules: Arc<RequestRules>,
 }
 
 impl Http {
@@ -78,11 +80,16 @@ impl Http {
         if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
             h1.max_headers(limits.max_headers);
         }
+        let rules = Arc::new(RequestRules {
+            limits,
+            request_body_timeout: Some(settings.request_body_timeout),
+        });
         Self {
             forwarder,
             settings,
             h1,
             head_cap,
+            rules,
         }
     }
 }
@@ -259,9 +266,8 @@ where
         settings.request_body_timeout,
         settings.response_body_timeout,
     );
-    let connection = Connection::new(caller, default_port, limits, verdict)
-        .in_tunnel(tunnel)
-        .with_request_body_timeout(settings.request_body_timeout);
+    let rules = Arc::clone(&http.rules);
+    let connection = Connection::new(caller, default_port, rules, verdict).in_tunnel(tunnel);
     let connection = Arc::new(connection);
     let io = Parking::new(io, Arc::clone(&activity));
     serve_parked(io, http, connection, watcher, activity)
