@@ -26,12 +26,32 @@ use crate::metrics;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What each connection's task checks it against, shared by a listener's connections.
+/// What each connection's task checks it against and gives back when it ends, shared by a
+/// listener's connections.
 #[derive(Debug)]
 struct Watched {
     /// The listener as metrics name it.
     kind: &'static str,
     deadlines: Deadlines,
+    /// The listener's cap: its slots and open connections.
+    slots: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
+}
+
+/// A connection's slot under its listener's cap and its place in the open set; dropping it (as
+/// the connection's task ends) frees both. One pointer and an id, where a semaphore permit and a
+/// registration would keep two pointers more in every connection's task (issue 13).
+struct Held {
+    watched: Arc<Watched>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.watched.open.lock().by_id.remove(&self.id);
+        // The permit `serve` forgot when it admitted the connection.
+        self.watched.slots.add_permits(1);
+    }
 }
 
 /// A listening socket the loop can take connections from.
@@ -131,15 +151,17 @@ where
     F: Future<Output = ()> + Send + Unpin + 'static,
 {
     let label = options.label.as_str();
-    // One copy for the listener: each connection's task keeps a pointer to it.
-    let watched = Arc::new(Watched {
-        kind: options.kind,
-        deadlines: options.deadlines,
-    });
     let graceful = GracefulShutdown::new();
     let max = options.cap.max;
     let slots = Arc::clone(&options.cap.slots);
     let open = Arc::clone(&options.cap.open);
+    // One copy for the listener: each connection's task keeps a pointer to it.
+    let watched = Arc::new(Watched {
+        kind: options.kind,
+        deadlines: options.deadlines,
+        slots: Arc::clone(&slots),
+        open: Arc::clone(&open),
+    });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -169,14 +191,20 @@ where
             cert = tracing::field::Empty
         );
         let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
-        let registered = open.register(Arc::clone(&activity));
+        let id = open.register(Arc::clone(&activity));
+        // Given back by `Held` when the task ends.
+        permit.forget();
+        let held = Held {
+            watched: Arc::clone(&watched),
+            id,
+        };
         // Boxed by `handle` (`F: Unpin`): the task below keeps `served` twice, once as the
         // captured value and once moved into `select!` (the compiler does not overlap them), so
         // inline a plain HTTP connection's task took 9,520 bytes; boxed, 432 plus the future's
         // own 4,064 (debug build).
         let served = handle(io, peer, graceful.watcher(), Arc::clone(&activity));
-        let watched = Arc::clone(&watched);
         let task = async move {
+            let watched = &held.watched;
             tokio::select! {
                 () = served => {}
                 ended = activity.watch(&watched.deadlines) => match ended {
@@ -189,20 +217,13 @@ where
                     }
                 },
             }
-            drop(registered);
-            drop(permit);
-        }
-        .instrument(span);
-        // Only an aborting drain needs the tasks' handles; a graceful one counts connections by
-        // their watchers and leaves stragglers to end on their own, so its tasks run detached:
-        // no handle and no entry in a set, per connection, for its whole life (issue 13).
-        match options.drain {
-            Drain::Abort => {
-                connections.spawn(task);
-            }
-            Drain::Graceful(_) => {
-                tokio::spawn(task);
-            }
+            drop(held);
+        };
+        // A disabled span (logs above `info`) is not kept in the task (issue 13).
+        if span.is_disabled() {
+            spawn(&mut connections, options.drain, task);
+        } else {
+            spawn(&mut connections, options.drain, task.instrument(span));
         }
     }
     listener.close();
@@ -228,6 +249,23 @@ where
         Drain::Abort => {
             connections.shutdown().await;
             true
+        }
+    }
+}
+
+/// Spawns a connection's task. Only an aborting drain needs the tasks' handles; a graceful one
+/// counts connections by their watchers and leaves stragglers to end on their own, so its tasks
+/// run detached: no handle and no entry in a set, per connection, for its whole life (issue 13).
+fn spawn<T>(connections: &mut JoinSet<()>, drain: Drain, task: T)
+where
+    T: Future<Output = ()> + Send + 'static,
+{
+    match drain {
+        Drain::Abort => {
+            connections.spawn(task);
+        }
+        Drain::Graceful(_) => {
+            tokio::spawn(task);
         }
     }
 }
@@ -346,15 +384,13 @@ impl OpenConnections {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+    /// Adds a connection; its id, for [`Held`] to remove it.
+    fn register(&self, activity: Arc<Activity>) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.by_id.insert(id, activity);
-        Registered {
-            open: Arc::clone(self),
-            id,
-        }
+        id
     }
 
     /// Tells every open connection that the listener drains.
@@ -380,18 +416,6 @@ impl OpenConnections {
             }
             None => false,
         }
-    }
-}
-
-/// A connection's place in [`OpenConnections`]; dropping it removes the connection.
-struct Registered {
-    open: Arc<OpenConnections>,
-    id: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.open.lock().by_id.remove(&self.id);
     }
 }
 
