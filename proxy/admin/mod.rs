@@ -102,7 +102,9 @@ pub async fn start(addr: SocketAddr, sources: ScrapeSources) -> Result<AdminHand
     let task = tokio::spawn(serve::serve(
         listener,
         options,
-        move |stream, _, _, activity| serve_connection(stream, Arc::clone(&sources), activity),
+        move |stream, _, _, activity| {
+            Box::pin(serve_connection(stream, Arc::clone(&sources), activity))
+        },
     ));
     tracing::info!(addr = %addr, "admin listening");
     Ok(AdminHandle { addr, stop, task })

@@ -12,10 +12,11 @@
 //! the connection's task then, so hyper reads again and lets the connection go.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::parking::PARK_GRACE;
 
@@ -31,6 +32,15 @@ pub(crate) struct Deadlines {
     pub preface: Duration,
     /// How long an established connection may stay with no request in flight.
     pub keep_alive: Duration,
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The accept loop needed its slot ([`Activity::evict`]).
+    Evicted,
+    /// A phase outlived its deadline.
+    Expired(Expired),
 }
 
 /// Why the watchdog closed a connection: the phase whose deadline passed. Also a metric label.
@@ -86,7 +96,13 @@ pub(crate) struct Activity {
     /// When the last request ended, or the connection was established (ms since [`EPOCH`]).
     idle_since: AtomicU64,
     evicted: AtomicBool,
-    evict: Notify,
+    /// The listener's graceful drain started ([`Activity::drain`]).
+    draining: AtomicBool,
+    /// The connection's task, woken by [`Activity::evict`] and [`Activity::drain`]; set at the
+    /// watchdog's first poll. A lock taken a few times per connection, where a `Notify` and a
+    /// drain `watch` would keep a waiter each (about 80 bytes) in every connection's task for
+    /// its whole life, parked ones included (issue 13).
+    waker: Mutex<Option<Waker>>,
     /// The listener's: told when the last request in flight ends.
     became_idle: Arc<Notify>,
     /// Requests started and answered (response body ended) on the connection, for parking: an
@@ -98,8 +114,6 @@ pub(crate) struct Activity {
     /// An HTTP/1 connection's idle bound besides keep-alive: its `header_read_timeout`, which
     /// hyper applied to idle connections before they were parked (ms; `u64::MAX`: none).
     h1_idle_ms: AtomicU64,
-    /// The listener's drain signal, for the drain of parked connections.
-    drain: Option<watch::Receiver<bool>>,
     /// The watchdog is to look again at its next poll (the parking wake-up moved).
     rearm: AtomicBool,
 }
@@ -115,27 +129,27 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
-            evict: Notify::new(),
+            draining: AtomicBool::new(false),
+            waker: Mutex::new(None),
             became_idle,
             requests: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             parking: AtomicU8::new(NOT_PARKING),
             h1_idle_ms: AtomicU64::new(u64::MAX),
-            drain: None,
             rearm: AtomicBool::new(false),
         }
     }
 
-    /// The connection drains once `drain` becomes `true` (or its sender is dropped): the
-    /// listener's graceful drain started.
-    pub(crate) fn with_drain(mut self, drain: watch::Receiver<bool>) -> Self {
-        self.drain = Some(drain);
-        self
+    /// The listener's graceful drain started: the connection finishes its request in flight
+    /// and closes (a parked one at once). Wakes its task, which then sees [`Activity::draining`].
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.wake();
     }
 
-    /// The drain signal, for the connection to wait on.
-    pub(crate) fn drain_signal(&self) -> DrainSignal {
-        DrainSignal(self.drain.clone())
+    /// Whether the listener drains; read by the connection each time its task is polled.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The connection speaks HTTP/1 and is parked when idle; `idle_limit`: its header read
@@ -189,8 +203,13 @@ impl Activity {
     }
 
     /// A CONNECT tunnel was opened: the TLS handshake inside it starts now, with the
-    /// handshake deadline, as on a TLS listener.
-    pub(crate) fn tunnel_handshake(&self) {
+    /// handshake deadline, as on a TLS listener. The CONNECT, answered, is no longer in flight;
+    /// the requests inside the tunnel are counted from zero, as its framing guard counts their
+    /// heads (with the CONNECT counted too, the two never matched and a tunnel was never parked).
+    pub(crate) fn tunnel_handshake(&self, connect: InFlight) {
+        drop(connect);
+        self.requests.store(0, Ordering::Relaxed);
+        self.answered.store(0, Ordering::Relaxed);
         self.enter(HANDSHAKE);
     }
 
@@ -234,13 +253,23 @@ impl Activity {
     /// Tells the connection to close (the accept loop needs its slot).
     pub(crate) fn evict(&self) {
         self.evicted.store(true, Ordering::Relaxed);
-        // `notify_one` stores the wake-up if the connection is not waiting yet.
-        self.evict.notify_one();
+        self.wake();
     }
 
-    /// Resolves once [`Activity::evict`] was called.
-    pub(crate) async fn evicted(&self) {
-        self.evict.notified().await;
+    /// Wakes the connection's task after a flag was stored. The flag is stored before the lock
+    /// is taken, and the watchdog reads the flags after storing the waker under the same lock
+    /// (and the connection on every poll after that): either the waker is here, or the flag is
+    /// seen.
+    fn wake(&self) {
+        if let Some(waker) = self.waker_slot().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn waker_slot(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // The slot is a plain `Option` replaced whole under the lock: a poisoned lock still
+        // holds a valid one.
+        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The phase whose deadline has passed, or when to look again.
@@ -284,29 +313,40 @@ impl Activity {
         }
     }
 
-    /// Resolves with the phase that outlived its deadline. Sleeps until the current phase's
-    /// deadline and looks again: the phase may have moved on meanwhile. Also looks again at the
-    /// next poll of its task after the connection asked for it ([`Activity::parks_http1`],
+    /// Resolves when the connection is to close: evicted ([`Activity::evict`]), or with the
+    /// phase that outlived its deadline. Sleeps until the current phase's deadline and looks
+    /// again: the phase may have moved on meanwhile. Also looks again at the next poll of its
+    /// task after the connection asked for it ([`Activity::parks_http1`],
     /// [`Activity::set_parked`]), so that the wake-up for parking is never behind a phase
     /// deadline computed before.
-    pub(crate) async fn expired(&self, deadlines: &Deadlines) -> Expired {
+    pub(crate) async fn watch(&self, deadlines: &Deadlines) -> Ended {
         let first = match self.check(deadlines) {
             Ok(at) => at,
-            Err(expired) => return expired,
+            Err(expired) => return Ended::Expired(expired),
         };
         let sleep = tokio::time::sleep_until(first.into());
         tokio::pin!(sleep);
+        let mut waker_set = false;
         std::future::poll_fn(|cx| {
+            if !waker_set {
+                // Once: the watchdog is polled only by its connection's task, whose waker
+                // stays valid for the task's life.
+                *self.waker_slot() = Some(cx.waker().clone());
+                waker_set = true;
+            }
+            if self.evicted.load(Ordering::Relaxed) {
+                return Poll::Ready(Ended::Evicted);
+            }
             loop {
                 let rearm =
                     self.rearm.load(Ordering::Relaxed) && self.rearm.swap(false, Ordering::Relaxed);
                 if !rearm && sleep.as_mut().poll(cx).is_pending() {
-                    return std::task::Poll::Pending;
+                    return Poll::Pending;
                 }
                 match self.check(deadlines) {
                     // Polled again at the top of the loop, which registers the wake-up.
                     Ok(at) => sleep.as_mut().reset(at.into()),
-                    Err(expired) => return std::task::Poll::Ready(expired),
+                    Err(expired) => return Poll::Ready(Ended::Expired(expired)),
                 }
             }
         })
@@ -316,23 +356,6 @@ impl Activity {
 
 fn grace_ms() -> u64 {
     u64::try_from(PARK_GRACE.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The listener's drain signal as one connection waits for it.
-#[derive(Debug)]
-pub(crate) struct DrainSignal(Option<watch::Receiver<bool>>);
-
-impl DrainSignal {
-    /// Resolves once the listener drains (never without a signal).
-    pub(crate) async fn wait(&mut self) {
-        match &mut self.0 {
-            // An error: the sender is gone, which means shutdown too.
-            Some(shutdown) => {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            }
-            None => std::future::pending().await,
-        }
-    }
 }
 
 /// A request in flight on a connection; dropping it ends the request.

@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -22,15 +21,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, DrainSignal, InFlightBody};
+use super::activity::{Activity, InFlightBody};
 use super::framing_guard::FramingGuard;
 use super::intercept::{self, Interceptor, Opened};
-use super::listener::{ConnectionSettings, H2Settings};
+use super::listener::ConnectionSettings;
 use super::opening::Opening;
 use super::parking::{Parking, RequestBoundary, Woke};
 use super::progress::Deadlines;
-use super::request::Connection;
 use super::request::Forwarder;
+use super::request::{Connection, RequestRules};
 use super::stream_deadline::StreamDeadline;
 use crate::access::{Caller, CallerCert};
 use crate::config::limits::MIN_MAX_HEADER_BYTES;
@@ -46,13 +45,53 @@ pub(crate) const PLAIN_DEFAULT_PORT: u16 = 80;
 /// The default port of a target that names none on a TLS listener (`https`).
 pub(crate) const TLS_DEFAULT_PORT: u16 = 443;
 
-/// What serving a caller connection needs; cloned per connection (the forwarder is one `Arc`).
+/// What serving a caller connection needs; cloned per connection (two `Arc`s).
 #[derive(Clone, Debug)]
 pub(crate) struct CallerService {
-    pub forwarder: Forwarder,
-    pub settings: ConnectionSettings,
+    /// What serving HTTP needs, built once and shared by every connection.
+    pub http: Arc<Http>,
     /// CONNECT interception, on listeners that opt in.
     pub intercept: Option<Arc<Interceptor>>,
+}
+
+/// The forwarder, the connection settings and hyper's HTTP/1 builder made from them: built once
+/// and shared, so that a connection (a parked one too: issue 13) keeps one pointer to them rather
+/// than its own copy of each.
+#[derive(Debug)]
+pub(crate) struct Http {
+    pub forwarder: Forwarder,
+    pub settings: ConnectionSettings,
+    h1: http1::Builder,
+    /// The request head cap hyper and the framing guard apply.
+    head_cap: usize,
+    /// What each request is checked against, shared by every connection's [`Connection`].
+    rules: Arc<RequestRules>,
+}
+
+impl Http {
+    pub(crate) fn new(forwarder: Forwarder, settings: ConnectionSettings) -> Self {
+        let limits = settings.limits;
+        let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            // The read buffer bounds the request head: a longer head gets 431 from hyper.
+            .max_buf_size(head_cap);
+        if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            h1.max_headers(limits.max_headers);
+        }
+        let rules = Arc::new(RequestRules {
+            limits,
+            request_body_timeout: Some(settings.request_body_timeout),
+        });
+        Self {
+            forwarder,
+            settings,
+            h1,
+            head_cap,
+            rules,
+        }
+    }
 }
 
 /// A connection's whole service, boxed once: [`serve_tcp`] and [`serve_io`] pick the branch and
@@ -177,12 +216,12 @@ async fn serve_intercepting<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let table = service.forwarder.table();
+    let table = service.http.forwarder.table();
     let opened = intercept::open(
         io,
         &caller,
         table,
-        &service.settings,
+        &service.http.settings,
         &interceptor,
         &activity,
     )
@@ -217,110 +256,101 @@ fn serve_http<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let CallerService {
-        forwarder,
-        settings,
-        intercept: _,
-    } = service;
+    let http = service.http;
+    let settings = &http.settings;
     let limits = settings.limits;
-    let head_cap = limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES);
     let io = Opening::new(io, Arc::clone(&activity));
-    let (io, verdict) = FramingGuard::new(io, head_cap, limits.max_body_bytes);
+    let (io, verdict) = FramingGuard::new(io, http.head_cap, limits.max_body_bytes);
     let io = Deadlines::new(
         io,
         settings.request_body_timeout,
         settings.response_body_timeout,
     );
-    let connection = Connection::new(caller, default_port, limits, verdict)
-        .in_tunnel(tunnel)
-        .with_request_body_timeout(settings.request_body_timeout);
+    let rules = Arc::clone(&http.rules);
+    let connection = Connection::new(caller, default_port, rules, verdict).in_tunnel(tunnel);
     let connection = Arc::new(connection);
-    let response_body_timeout = settings.response_body_timeout;
-    let requests = Arc::clone(&activity);
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
+    let io = Parking::new(io, Arc::clone(&activity));
+    serve_parked(io, http, connection, watcher, activity)
+}
+
+/// The service hyper calls for each request of `connection`: the forwarder's answer, its body
+/// counted in flight until it ends. Made for each burst of requests (three `Arc` clones), so a
+/// parked connection keeps none of it.
+fn caller_service(
+    http: &Arc<Http>,
+    connection: &Arc<Connection>,
+    activity: &Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<
+        impl hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
+    >,
+    Error = Infallible,
+    Future: Unpin + Send + 'static,
+> + Clone
++ Unpin
++ Send
++ 'static {
+    let http = Arc::clone(http);
+    let connection = Arc::clone(connection);
+    let requests = Arc::clone(activity);
+    service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = requests.request();
         // HTTP/1's response deadline is on the connection's writes; an HTTP/2 stream gets its own.
-        let stream_deadline =
-            (request.version() == http::Version::HTTP_2).then_some(response_body_timeout);
+        let stream_deadline = (request.version() == http::Version::HTTP_2)
+            .then_some(http.settings.response_body_timeout);
         // The answer's body is wrapped by `serve`'s own future: wrapping it in an `async` block
         // here would hold that future twice (captured, then awaited), and the copy into the box
         // below would be twice as large (benches/MICRO.md, issue 13).
-        let answer = forwarder.serve(Arc::clone(&connection), request, move |response| {
-            Ok::<_, Infallible>(response.map(|body| {
-                let body = InFlightBody::new(body, in_flight);
-                match stream_deadline {
-                    Some(limit) => Either::Right(StreamDeadline::new(body, limit)),
-                    None => Either::Left(body),
-                }
-            }))
-        });
+        let answer = http
+            .forwarder
+            .serve(Arc::clone(&connection), request, move |response| {
+                Ok::<_, Infallible>(response.map(|body| {
+                    let body = InFlightBody::new(body, in_flight);
+                    match stream_deadline {
+                        Some(limit) => Either::Right(StreamDeadline::new(body, limit)),
+                        None => Either::Left(body),
+                    }
+                }))
+            });
         // Boxed: hyper's HTTP/1 dispatcher allocates a slot the size of this future once per
         // connection and keeps it while the connection idles; boxed, the slot is one pointer and
         // the future's memory exists only while a request is served (benches/README.md, memory).
         Box::pin(answer)
-    });
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        // The read buffer bounds the request head: a longer head gets 431 from hyper.
-        .max_buf_size(head_cap);
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        h1.max_headers(limits.max_headers);
-    }
-    let h2 = H2Config {
-        settings: settings.h2,
-        max_header_bytes: limits.max_header_bytes,
-    };
-    let io = Parking::new(io, Arc::clone(&activity));
-    let idle_limit = settings.header_read_timeout;
-    serve_parked(io, service, h1, h2, idle_limit, watcher, activity)
-}
-
-/// What an HTTP/2 connection is built with.
-struct H2Config {
-    settings: H2Settings,
-    max_header_bytes: usize,
+    })
 }
 
 /// Serves a connection from its first bytes: HTTP/2 as it comes; HTTP/1 in bursts, each on a
-/// fresh hyper connection built with `h1`, parked in between. `idle_limit`: the header read
-/// timeout, which also bounds an idle HTTP/1 connection.
+/// fresh hyper connection built with `http`'s builder and a fresh [`caller_service`], parked in
+/// between. The header read timeout also bounds an idle HTTP/1 connection.
 // An `async` block on purpose (see inside), which `clippy::manual_async_fn` would undo.
 #[allow(clippy::manual_async_fn)]
-fn serve_parked<I, S, B>(
+fn serve_parked<I>(
     mut io: Parking<I>,
-    service: S,
-    h1: http1::Builder,
-    h2: H2Config,
-    idle_limit: Duration,
+    http: Arc<Http>,
+    connection: Arc<Connection>,
     watcher: Watcher,
     activity: Arc<Activity>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + RequestBoundary + Unpin + Send + 'static,
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-        + Clone
-        + Unpin
-        + Send
-        + 'static,
-    S::Future: Unpin + Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // An `async` block, not an `async fn`: it uses the arguments where they were captured,
     // where an `async fn` would also keep a moved copy of each in its state.
     async move {
         // Parked until its first bytes, which tell HTTP/2 prior knowledge from HTTP/1.
-        let mut drain = activity.drain_signal();
-        match park(&mut io, &mut drain, true).await {
+        match park(&mut io, &activity, true).await {
             Woke::Closed => return,
             // Boxed: only HTTP/2 connections need room for hyper's HTTP/2 connection.
-            Woke::Http2 => return Box::pin(serve_h2(io, service, h2, watcher)).await,
+            Woke::Http2 => {
+                let service = caller_service(&http, &connection, &activity);
+                return Box::pin(serve_h2(io, service, &http.settings, watcher)).await;
+            }
             Woke::Http1 => {}
         }
-        activity.parks_http1(idle_limit);
+        activity.parks_http1(http.settings.header_read_timeout);
         // Once per connection: the watchdog, polled before the first bytes, sleeps until the
         // first-byte deadline; a poll of the task now lets it see the parking wake-up instead.
         tokio::task::yield_now().await;
@@ -331,9 +361,10 @@ where
             io.unpark();
             activity.set_parked(false);
             // Boxed: the parked connection's future keeps a pointer, not room for hyper's connection.
-            let conn = Box::new(h1.serve_connection(TokioIo::new(io), service.clone()));
+            let service = caller_service(&http, &connection, &activity);
+            let conn = Box::new(http.h1.serve_connection(TokioIo::new(io), service));
             // Only the IO and unparsed bytes are kept: the rest of hyper's parts goes now.
-            let (back, read_buf) = match drive(conn, &mut drain).await {
+            let (back, read_buf) = match drive(conn, &activity).await {
                 Ok(parts) => (parts.io, parts.read_buf),
                 Err(e) => {
                     tracing::debug!(error = %e, "caller connection ended with an error");
@@ -352,23 +383,20 @@ where
             activity.set_parked(true);
             metrics::connections::parked();
             tracing::debug!("idle caller connection parked");
-            if park(&mut io, &mut drain, false).await != Woke::Http1 {
+            if park(&mut io, &activity, false).await != Woke::Http1 {
                 return;
             }
         }
     }
 }
 
-/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once.
-async fn park<I>(io: &mut Parking<I>, drain: &mut DrainSignal, detect: bool) -> Woke
+/// Waits, parked, for the connection's next bytes; a drain closes a parked connection at once
+/// ([`Activity::drain`] wakes the task, and each poll looks).
+async fn park<I>(io: &mut Parking<I>, activity: &Activity, detect: bool) -> Woke
 where
     I: AsyncRead + Unpin,
 {
-    tokio::select! {
-        biased;
-        () = drain.wait() => Woke::Closed,
-        woke = io.wait(detect) => woke,
-    }
+    io.wait(detect, || activity.draining()).await
 }
 
 /// Serves one burst of HTTP/1 requests until hyper lets go of the connection (parked, closed by
@@ -376,7 +404,7 @@ where
 /// flight (its answer says `Connection: close`) and ends.
 async fn drive<I, S>(
     mut conn: Box<http1::Connection<I, S>>,
-    drain: &mut DrainSignal,
+    activity: &Activity,
 ) -> hyper::Result<http1::Parts<I, S>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
@@ -386,27 +414,21 @@ where
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut draining = false;
-    loop {
-        let served = tokio::select! {
-            served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(served),
-            () = drain.wait(), if !draining => None,
-        };
-        match served {
-            Some(served) => {
-                served?;
-                return Ok(conn.into_parts());
-            }
-            None => {
-                Pin::new(&mut *conn).graceful_shutdown();
-                draining = true;
-            }
+    std::future::poll_fn(|cx| {
+        // [`Activity::drain`] wakes the task: each poll looks.
+        if !draining && activity.draining() {
+            Pin::new(&mut *conn).graceful_shutdown();
+            draining = true;
         }
-    }
+        conn.poll_without_shutdown(cx)
+    })
+    .await?;
+    Ok(conn.into_parts())
 }
 
 /// An HTTP/2 connection: hyper-util's auto builder with popgate's HTTP/2 settings (it reads the
 /// preface again from the parked bytes), drained by `watcher`.
-async fn serve_h2<I, S, B>(io: I, service: S, h2: H2Config, watcher: Watcher)
+async fn serve_h2<I, S, B>(io: I, service: S, settings: &ConnectionSettings, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
@@ -418,10 +440,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let H2Config {
-        settings: h2,
-        max_header_bytes,
-    } = h2;
+    let h2 = &settings.h2;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -429,7 +448,7 @@ where
         .max_concurrent_streams(h2.max_concurrent_streams)
         .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
         .max_local_error_reset_streams(h2.max_local_error_reset_streams)
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(h2.keep_alive_interval)
         .keep_alive_timeout(h2.keep_alive_timeout);
     let served = builder.serve_connection(TokioIo::new(io), service);

@@ -90,9 +90,10 @@ pub(crate) struct Parking<I> {
     held: [u8; HELD],
     start: u8,
     end: u8,
-    /// What hyper had read but not parsed when it let go (empty whenever it parks: kept only so
-    /// that nothing could ever be lost).
-    rewind: Bytes,
+    /// What hyper had read but not parsed when it let go (none whenever it parks: kept only so
+    /// that nothing could ever be lost). Boxed: one pointer in every parked connection instead
+    /// of a `Bytes` (32 bytes) that is always empty there (issue 13).
+    rewind: Option<Box<Bytes>>,
     /// [`Activity::answered`] at hyper's last flush.
     flushed: u64,
     /// The connection is HTTP/1 and may be parked.
@@ -109,7 +110,7 @@ impl<I> Parking<I> {
             held: [0; HELD],
             start: 0,
             end: 0,
-            rewind: Bytes::new(),
+            rewind: None,
             flushed: 0,
             may_park: false,
             parked: false,
@@ -130,7 +131,8 @@ impl<I> Parking<I> {
     /// hyper let go; `read_buf`: what it had read and not parsed, handed to the next hyper
     /// connection first.
     pub(crate) fn rewind(&mut self, read_buf: Bytes) {
-        self.rewind = read_buf;
+        // An empty `Bytes` from hyper may still hold its read buffer: dropped here.
+        self.rewind = (!read_buf.is_empty()).then(|| Box::new(read_buf));
     }
 }
 
@@ -139,7 +141,7 @@ impl<I: RequestBoundary> Parking<I> {
     fn parkable(&self) -> bool {
         self.may_park
             && !self.parked
-            && self.rewind.is_empty()
+            && self.rewind.is_none()
             && self.start == self.end
             && self
                 .inner
@@ -147,13 +149,10 @@ impl<I: RequestBoundary> Parking<I> {
                 .is_some_and(|heads| self.activity.may_park(heads, self.flushed))
     }
 
-    /// Frees what the IO stack keeps between requests: the guard's line buffer, and hyper's read
-    /// buffer when nothing is left in it (an empty `Bytes` from hyper may still hold it).
+    /// Frees what the IO stack keeps between requests: the guard's line buffer (hyper's read
+    /// buffer went with an empty rewind, see [`Parking::rewind`]).
     pub(crate) fn release(&mut self) {
         self.inner.release();
-        if self.rewind.is_empty() {
-            self.rewind = Bytes::new();
-        }
     }
 }
 
@@ -161,10 +160,17 @@ impl<I: AsyncRead + Unpin> Parking<I> {
     /// Waits, parked, for the connection's next bytes; `detect`: tell HTTP/2's preface from
     /// HTTP/1 (a connection's first bytes; later ones are HTTP/1 requests). Reads until the
     /// preface is matched or ruled out, so a sender trickling it byte by byte is still detected.
-    pub(crate) async fn wait(&mut self, detect: bool) -> Woke {
+    /// `stop`, asked at each poll before reading: close instead (the drain started).
+    pub(crate) async fn wait(&mut self, detect: bool, stop: impl Fn() -> bool) -> Woke {
         self.start = 0;
         self.end = 0;
-        std::future::poll_fn(|cx| self.poll_wait(cx, detect)).await
+        std::future::poll_fn(|cx| {
+            if stop() {
+                return Poll::Ready(Woke::Closed);
+            }
+            self.poll_wait(cx, detect)
+        })
+        .await
     }
 
     fn poll_wait(&mut self, cx: &mut Context<'_>, detect: bool) -> Poll<Woke> {
@@ -202,12 +208,12 @@ impl<I: AsyncRead + RequestBoundary + Unpin> AsyncRead for Parking<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.rewind.is_empty() {
-            let n = this.rewind.len().min(buf.remaining());
-            buf.put_slice(&this.rewind[..n]);
-            this.rewind.advance(n);
-            if this.rewind.is_empty() {
-                this.rewind = Bytes::new();
+        if let Some(rewind) = this.rewind.as_mut() {
+            let n = rewind.len().min(buf.remaining());
+            buf.put_slice(&rewind[..n]);
+            rewind.advance(n);
+            if rewind.is_empty() {
+                this.rewind = None;
             }
             return Poll::Ready(Ok(()));
         }
@@ -308,7 +314,7 @@ mod tests {
     async fn the_first_bytes_tell_http2_from_http1_even_one_at_a_time() {
         let activity = Arc::new(Activity::new(false, Arc::default()));
         let mut h1 = Parking::new(&b"PUT / HTTP/1.1\r\n"[..], Arc::clone(&activity));
-        assert_eq!(h1.wait(true).await, Woke::Http1);
+        assert_eq!(h1.wait(true, || false).await, Woke::Http1);
         let mut read = Vec::new();
         h1.read_to_end(&mut read).await.unwrap();
         assert_eq!(
@@ -325,12 +331,12 @@ mod tests {
             }
             client
         });
-        assert_eq!(h2.wait(true).await, Woke::Http2);
+        assert_eq!(h2.wait(true, || false).await, Woke::Http2);
         drop(sender.await.unwrap());
         let mut preface = [0u8; HELD];
         h2.read_exact(&mut preface).await.unwrap();
         assert_eq!(&preface[..], PREFACE);
         let mut closed = Parking::new(&b""[..], Arc::new(Activity::new(false, Arc::default())));
-        assert_eq!(closed.wait(true).await, Woke::Closed);
+        assert_eq!(closed.wait(true, || false).await, Woke::Closed);
     }
 }

@@ -20,11 +20,39 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::activity::{Activity, Deadlines};
+use super::activity::{Activity, Deadlines, Ended};
 use crate::metrics;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What each connection's task checks it against and gives back when it ends, shared by a
+/// listener's connections.
+#[derive(Debug)]
+struct Watched {
+    /// The listener as metrics name it.
+    kind: &'static str,
+    deadlines: Deadlines,
+    /// The listener's cap: its slots and open connections.
+    slots: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
+}
+
+/// A connection's slot under its listener's cap and its place in the open set; dropping it (as
+/// the connection's task ends) frees both. One pointer and an id, where a semaphore permit and a
+/// registration would keep two pointers more in every connection's task (issue 13).
+struct Held {
+    watched: Arc<Watched>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.watched.open.lock().by_id.remove(&self.id);
+        // The permit `serve` forgot when it admitted the connection.
+        self.watched.slots.add_permits(1);
+    }
+}
 
 /// A listening socket the loop can take connections from.
 pub(crate) trait Accept: Send + 'static {
@@ -118,18 +146,22 @@ pub(crate) async fn serve<A, H, F>(listener: A, mut options: Options, mut handle
 where
     A: Accept,
     H: FnMut(A::Io, A::Peer, Watcher, Arc<Activity>) -> F,
-    F: Future<Output = ()> + Send + 'static,
+    // `Unpin`: boxed by `handle` (a connection's future is large, and `select!` below would keep
+    // it twice), not boxed again here.
+    F: Future<Output = ()> + Send + Unpin + 'static,
 {
     let label = options.label.as_str();
-    let kind = options.kind;
-    let deadlines = options.deadlines;
     let graceful = GracefulShutdown::new();
-    // Told when the graceful drain starts (as `graceful` tells hyper): parked connections, which
-    // hyper no longer holds, close then.
-    let (drain_started, drain_signal) = watch::channel(false);
     let max = options.cap.max;
     let slots = Arc::clone(&options.cap.slots);
     let open = Arc::clone(&options.cap.open);
+    // One copy for the listener: each connection's task keeps a pointer to it.
+    let watched = Arc::new(Watched {
+        kind: options.kind,
+        deadlines: options.deadlines,
+        slots: Arc::clone(&slots),
+        open: Arc::clone(&open),
+    });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -158,33 +190,44 @@ where
             peer = %peer,
             cert = tracing::field::Empty
         );
-        let activity = Activity::new(options.tls, Arc::clone(&open.became_idle))
-            .with_drain(drain_signal.clone());
-        let activity = Arc::new(activity);
-        let registered = open.register(Arc::clone(&activity));
-        // Boxed: the task below keeps `served` twice, once as the captured value and once moved
-        // into `select!` (the compiler does not overlap them), so inline a plain HTTP connection's
-        // task took 9,520 bytes; boxed, 432 plus the future's own 4,064 (debug build).
-        let served = Box::pin(handle(io, peer, graceful.watcher(), Arc::clone(&activity)));
-        connections.spawn(
-            async move {
-                tokio::select! {
-                    () = served => {}
-                    () = activity.evicted() => {
-                        tracing::debug!(listener = kind, "idle connection evicted to admit a new one");
+        let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
+        let id = open.register(Arc::clone(&activity));
+        // Given back by `Held` when the task ends.
+        permit.forget();
+        let held = Held {
+            watched: Arc::clone(&watched),
+            id,
+        };
+        // Boxed by `handle` (`F: Unpin`): the task below keeps `served` twice, once as the
+        // captured value and once moved into `select!` (the compiler does not overlap them), so
+        // inline a plain HTTP connection's task took 9,520 bytes; boxed, 432 plus the future's
+        // own 4,064 (debug build).
+        let served = handle(io, peer, graceful.watcher(), Arc::clone(&activity));
+        let task = async move {
+            let watched = &held.watched;
+            tokio::select! {
+                () = served => {}
+                ended = activity.watch(&watched.deadlines) => match ended {
+                    Ended::Evicted => {
+                        tracing::debug!(listener = watched.kind, "idle connection evicted to admit a new one");
                     }
-                    expired = activity.expired(&deadlines) => {
+                    Ended::Expired(expired) => {
                         tracing::debug!(phase = expired.as_str(), "connection closed: phase outlived its deadline");
-                        metrics::connections::deadline(kind, expired.as_str());
+                        metrics::connections::deadline(watched.kind, expired.as_str());
                     }
-                }
-                drop(registered);
-                drop(permit);
+                },
             }
-            .instrument(span),
-        );
+            drop(held);
+        };
+        // A disabled span (logs above `info`) is not kept in the task (issue 13).
+        if span.is_disabled() {
+            spawn(&mut connections, options.drain, task);
+        } else {
+            spawn(&mut connections, options.drain, task.instrument(span));
+        }
     }
     listener.close();
+    let connections_open = Arc::clone(&open);
     let open = graceful.count();
     tracing::debug!(listener = label, open, "listener stopped accepting");
     if let Some(stopped) = options.stopped.take() {
@@ -192,7 +235,11 @@ where
     }
     match options.drain {
         Drain::Graceful(timeout) => {
-            drain_started.send_replace(true);
+            // Every connection is told, as `graceful` tells hyper's HTTP/2 ones: HTTP/1 ones
+            // (parked ones included, which hyper no longer holds) close after their request in
+            // flight, or at once. The set is the listener's, shared with its loops on other
+            // workers, which tell them too: telling twice changes nothing.
+            connections_open.drain_all();
             let drained = tokio::time::timeout(timeout, graceful.shutdown())
                 .await
                 .is_ok();
@@ -202,6 +249,23 @@ where
         Drain::Abort => {
             connections.shutdown().await;
             true
+        }
+    }
+}
+
+/// Spawns a connection's task. Only an aborting drain needs the tasks' handles; a graceful one
+/// counts connections by their watchers and leaves stragglers to end on their own, so its tasks
+/// run detached: no handle and no entry in a set, per connection, for its whole life (issue 13).
+fn spawn<T>(connections: &mut JoinSet<()>, drain: Drain, task: T)
+where
+    T: Future<Output = ()> + Send + 'static,
+{
+    match drain {
+        Drain::Abort => {
+            connections.spawn(task);
+        }
+        Drain::Graceful(_) => {
+            tokio::spawn(task);
         }
     }
 }
@@ -320,14 +384,19 @@ impl OpenConnections {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+    /// Adds a connection; its id, for [`Held`] to remove it.
+    fn register(&self, activity: Arc<Activity>) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.by_id.insert(id, activity);
-        Registered {
-            open: Arc::clone(self),
-            id,
+        id
+    }
+
+    /// Tells every open connection that the listener drains.
+    fn drain_all(&self) {
+        for activity in self.lock().by_id.values() {
+            activity.drain();
         }
     }
 
@@ -347,18 +416,6 @@ impl OpenConnections {
             }
             None => false,
         }
-    }
-}
-
-/// A connection's place in [`OpenConnections`]; dropping it removes the connection.
-struct Registered {
-    open: Arc<OpenConnections>,
-    id: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.open.lock().by_id.remove(&self.id);
     }
 }
 
@@ -416,7 +473,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (options, stop, open) = options(AtCap::Close, Drain::Abort);
-        let task = tokio::spawn(serve(listener, options, hold));
+        let task = tokio::spawn(serve(listener, options, |s, p, w, a| {
+            Box::pin(hold(s, p, w, a))
+        }));
         let mut first = TcpStream::connect(addr).await.unwrap();
         // The first connection is being served before the second arrives.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -444,7 +503,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let drain = Drain::Graceful(Duration::from_millis(100));
         let (options, stop, open) = options(AtCap::Wait, drain);
-        let task = tokio::spawn(serve(listener, options, hold));
+        let task = tokio::spawn(serve(listener, options, |s, p, w, a| {
+            Box::pin(hold(s, p, w, a))
+        }));
         let _held = TcpStream::connect(addr).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.send(true).unwrap();

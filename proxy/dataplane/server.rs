@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::CallerService;
+use super::connection::{CallerService, Http};
 use super::listener::{ConnectionSettings, accept_loop};
 use super::request::{DataplaneTable, Forwarder};
 use super::serve::{self, AtCap, ConnectionCap, Drain};
@@ -147,9 +147,9 @@ impl Proxy {
             let local = sockets[0].local_addr().map_err(bind_error)?;
             bound.push((sockets, local, spec.tls, spec.intercept));
         }
+        let forwarder = Forwarder::new(table, settings.request_timeout);
         let service = CallerService {
-            forwarder: Forwarder::new(table, settings.request_timeout),
-            settings: settings.connection.clone(),
+            http: Arc::new(Http::new(forwarder, settings.connection.clone())),
             intercept: None,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -410,3 +410,74 @@ async fn refused_tunnels_forward_nothing_and_stalled_tunnels_are_closed_at_the_d
     popgate.signal("TERM");
     assert!(tokio::task::block_in_place(|| popgate.wait_exit()).success());
 }
+
+/// Longer than popgate's parking grace (250 ms), so an idle connection is parked meanwhile.
+const PAST_GRACE: Duration = Duration::from_millis(700);
+
+/// Reads one answer with a `Content-Length` body from `s`: its status and body.
+async fn answer(s: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(READ_BOUND, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap_or_else(|| panic!("no content-length in {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; len];
+    tokio::time::timeout(READ_BOUND, s.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// Parking applies inside an intercepted tunnel too: the tunnel's HTTP/1 connection, idle past
+/// the grace, leaves hyper (counted once per idle spell, exactly: nothing else runs in this
+/// process) and is served again on the same TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_caller_inside_an_intercepted_tunnel_is_parked_and_served_again() {
+    let Setup {
+        env: _env,
+        mut popgate,
+        proxy,
+        ca,
+    } = setup().await;
+    let admin = admin_addr(&mut popgate);
+    let parked = || metric(admin, "popgate_connections_parked_total ");
+    let before = parked().await;
+    let (s, head) = connect(proxy, "graph.microsoft.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let name = ServerName::try_from("graph.microsoft.com").unwrap();
+    let mut tls = tls_client(&ca).connect(name, s).await.unwrap();
+    for round in 1..=2 {
+        let path = format!("/v1.0/me?round={round}");
+        tls.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: graph.microsoft.com\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (status, body) = answer(&mut tls).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert_bound(&body, "/v1.0/me");
+        tokio::time::sleep(PAST_GRACE).await;
+        assert_eq!(
+            parked().await,
+            before + f64::from(round),
+            "round {round}: the tunnel's connection was not parked once"
+        );
+    }
+    popgate.signal("TERM");
+    assert!(tokio::task::block_in_place(|| popgate.wait_exit()).success());
+}

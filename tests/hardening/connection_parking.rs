@@ -284,3 +284,55 @@ async fn the_binary_parks_an_idle_caller_once_per_idle_spell() {
     }
     drop(popgate);
 }
+
+/// Parking applies on a Unix-socket listener too: an idle caller there is parked and served
+/// again on the same connection (a hyper client, which fails a request on a closed connection).
+#[tokio::test]
+async fn an_idle_unix_socket_caller_is_parked_and_served_again() {
+    use crate::kit::guard::{Env, start_guarded};
+    use http_body_util::BodyExt as _;
+    use hyper_util::rt::TokioIo;
+    use popgate::dataplane::unix_listener::{DEFAULT_UNIX_SOCKET_MODE, UnixListenerSpec};
+    use popgate::route::policy::RoutePolicy;
+
+    let env = Env::new().await;
+    let socket = env.dir.path().join("popgate.sock");
+    let host = "open.svc.example";
+    let upstream = env.pki.upstream_settings(
+        env.dir.path(),
+        &[("open.svc.example:443", env.upstream.addr)],
+    );
+    let token = pop_token(env.dir.path(), &env.pki.binding("popgate"), "open");
+    let routes = vec![(
+        route("open", Some(host), None),
+        token,
+        RoutePolicy::default(),
+    )];
+    let unix = UnixListenerSpec {
+        path: socket.clone(),
+        mode: DEFAULT_UNIX_SOCKET_MODE,
+    };
+    let proxy = start_guarded(routes, &upstream, vec![], vec![unix]).await;
+    let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for n in 1..=2 {
+        let before = parked();
+        let request = http::Request::builder()
+            .uri(format!("/download/{n}"))
+            .header("host", host)
+            .body(TestBody::Empty)
+            .unwrap();
+        bounded(sender.ready()).await.unwrap();
+        let response = bounded(sender.send_request(request)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = bounded(response.into_body().collect()).await.unwrap();
+        assert_eq!(body.to_bytes().len(), n);
+        tokio::time::sleep(PAST_GRACE).await;
+        assert!(parked() > before, "the Unix-socket caller was not parked");
+    }
+    assert_eq!(env.upstream.requests(), 2);
+    proxy.shutdown().await;
+}

@@ -113,9 +113,8 @@ where
     }
     metrics::intercept::opened();
     tracing::debug!(target = %authority, "CONNECT tunnel opened");
-    // The tunnel's TLS handshake is bounded like a TLS listener's, from now.
-    activity.tunnel_handshake();
-    drop(in_flight);
+    // The tunnel's TLS handshake is bounded like a TLS listener's, from now; the CONNECT ends.
+    activity.tunnel_handshake(in_flight);
     // The watchdog may be asleep on an earlier phase's deadline: bound the handshake here too.
     let handshake = handshake(Prefixed::new(rest, io), &authority, name, config);
     match tokio::time::timeout(settings.tls_handshake_timeout, handshake).await {

@@ -22,7 +22,6 @@ use crate::dataplane::request_target;
 /// The per-connection half of the guard.
 #[derive(Debug)]
 pub(super) struct ConnectionGuard {
-    limits: RequestLimits,
     verdict: Arc<Verdict>,
     /// Requests seen on the connection so far.
     requests: AtomicU64,
@@ -37,22 +36,21 @@ pub(super) struct Admitted {
 
 impl ConnectionGuard {
     /// A guard for one connection, reading what `verdict`'s framing guard found.
-    pub(super) fn new(limits: RequestLimits, verdict: Arc<Verdict>) -> Self {
+    pub(super) fn new(verdict: Arc<Verdict>) -> Self {
         Self {
-            limits,
             verdict,
             requests: AtomicU64::new(0),
         }
     }
 
     /// Call as the request arrives, in arrival order: HTTP/1 requests arrive one at a time, so
-    /// this count matches the framing guard's.
-    pub(super) fn admit<B>(&self, request: &Request<B>) -> Step<Admitted> {
+    /// this count matches the framing guard's. `limits`: the listener's head limits.
+    pub(super) fn admit<B>(&self, request: &Request<B>, limits: &RequestLimits) -> Step<Admitted> {
         let index = self.requests.fetch_add(1, Ordering::Relaxed);
         let refused = self
             .verdict
             .refusal(index)
-            .map_or_else(|| check_request(request, &self.limits), Err);
+            .map_or_else(|| check_request(request, limits), Err);
         match refused {
             Ok(()) => Ok(Admitted { index }),
             Err(refusal) => {

@@ -66,34 +66,36 @@ pub(crate) struct Connection {
     /// Inside a CONNECT tunnel: the tunnel's host (a route-table lookup key), which every
     /// request must name.
     tunnel: Option<Box<str>>,
+    /// The listener's, shared: one pointer in every connection (a parked one too, issue 13).
+    rules: Arc<RequestRules>,
+}
+
+/// What every connection checks its requests against; built once, shared by `Arc`.
+#[derive(Debug)]
+pub(crate) struct RequestRules {
+    /// The head limits each request is held to.
+    pub limits: RequestLimits,
     /// `limits.request_body_timeout`, applied per stream to HTTP/2 request bodies (HTTP/1's is
     /// on the connection's IO); `None`: not applied here.
-    request_body_timeout: Option<Duration>,
+    pub request_body_timeout: Option<Duration>,
 }
 
 impl Connection {
-    /// A connection from `caller`, its requests held to `limits` and to what the framing guard
+    /// A connection from `caller`, its requests held to `rules` and to what the framing guard
     /// behind `verdict` finds.
     pub(crate) fn new(
         caller: Caller,
         default_port: u16,
-        limits: RequestLimits,
+        rules: Arc<RequestRules>,
         verdict: Arc<Verdict>,
     ) -> Self {
         Self {
             caller,
             default_port,
-            guard: guard::ConnectionGuard::new(limits, verdict),
+            guard: guard::ConnectionGuard::new(verdict),
             tunnel: None,
-            request_body_timeout: None,
+            rules,
         }
-    }
-
-    /// HTTP/2 request bodies on this connection that make no progress for `timeout` end their
-    /// stream (`408` when the upstream has not answered yet).
-    pub(crate) fn with_request_body_timeout(mut self, timeout: Duration) -> Self {
-        self.request_body_timeout = Some(timeout);
-        self
     }
 
     /// The connection is a CONNECT tunnel to `host` (a route-table lookup key), when given.
@@ -154,7 +156,7 @@ impl Forwarder {
         );
         trace_context::continue_from(&span, request.headers());
         let admitted = span.in_scope(|| {
-            let admitted = connection.guard.admit(&request)?;
+            let admitted = connection.guard.admit(&request, &connection.rules.limits)?;
             tunnel_host::check(&request, connection.tunnel.as_deref())?;
             Ok(admitted)
         });
@@ -164,6 +166,7 @@ impl Forwarder {
         let forwarder = self.clone();
         // HTTP/1's body deadline is on the connection's IO; an HTTP/2 stream gets its own.
         let stall = connection
+            .rules
             .request_body_timeout
             .filter(|_| request.version() == http::Version::HTTP_2);
         async move {
