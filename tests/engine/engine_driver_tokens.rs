@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::kit::signed_tokens::*;
 use popgate::app::App;
+use popgate::route::slot::RouteSlot;
 use popgate::route::status::RouteStatus;
 
 /// Bound on waiting for a driver to reach a state (each wait is on a signal, not a sleep).
@@ -71,7 +72,7 @@ async fn refresh_ahead_switches_to_the_new_token_with_no_failed_request() {
     // The replacement is in place long before the first token stops being usable.
     env.write_token(&env.token(&env.binding, Duration::from_secs(3600), "second"));
     let slot = app.route("graph").unwrap();
-    let mut changes = slot.changes();
+    let generation = |s: &RouteSlot| s.snapshot.load().as_ref().map(|snap| snap.generation);
     let mut seen_second = false;
     let mut sent = 0;
     let deadline = tokio::time::Instant::now() + STATE_BOUND;
@@ -84,7 +85,9 @@ async fn refresh_ahead_switches_to_the_new_token_with_no_failed_request() {
             break;
         }
         // Between requests, wait for the next publish rather than spinning the resource.
-        let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
+        let before = generation(slot);
+        slot.wait_until(Duration::from_millis(500), |s| generation(s) != before)
+            .await;
     }
     assert!(
         seen_second,
