@@ -9,6 +9,11 @@
 //! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
 //! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
 //!
+//! popgate's own HTTP/1.1 pool ([`crate::net::http1_pool`]) dials through the same connector, so
+//! the cap covers both clients of a lane. When its fresh connection negotiated h2, it lends the
+//! connection to the connector's next dial of that authority ([`UpstreamConnector::hand_off`]):
+//! hyper-util's client then runs it as its h2 connection instead of dialing another.
+//!
 //! With an outbound proxy (`network.proxy`) and a host it does not bypass, the TCP connection goes
 //! to the proxy instead and carries a `CONNECT` tunnel to the real host name
 //! ([`crate::net::proxy_tunnel`]); TLS then runs inside it exactly as on a direct connection.

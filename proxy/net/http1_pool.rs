@@ -87,6 +87,14 @@ struct HostIdle {
     stack: Vec<Idle>,
 }
 
+impl HostIdle {
+    /// Whether this entry is `target`'s: the same entry, or one made for the same authority
+    /// after `target`'s was dropped past [`MAX_IDLE_HOSTS`] while a lease held it.
+    fn is(&self, target: &Arc<Target>) -> bool {
+        Arc::ptr_eq(&self.target, target) || self.target.authority == target.authority
+    }
+}
+
 /// An upstream authority and the `Host` an HTTP/1.1 request to it carries by default.
 struct Target {
     /// `host[:port]` as in the request URI.
@@ -264,10 +272,7 @@ impl Shared {
     /// `target`'s newest idle connection that is still open and ready, if any.
     fn reuse(&self, target: &Arc<Target>) -> Option<SendRequest<UpstreamBody>> {
         let mut state = self.state();
-        let host = state
-            .hosts
-            .iter_mut()
-            .find(|h| Arc::ptr_eq(&h.target, target))?;
+        let host = state.hosts.iter_mut().find(|h| h.is(target))?;
         self.pop_ready(host)
     }
 
@@ -293,11 +298,7 @@ impl Shared {
             since: Instant::now(),
         };
         let mut state = self.state();
-        match state
-            .hosts
-            .iter_mut()
-            .find(|h| Arc::ptr_eq(&h.target, &target))
-        {
+        match state.hosts.iter_mut().find(|h| h.is(&target)) {
             Some(host) => host.stack.push(idle),
             None => state.insert(target).stack.push(idle),
         }
@@ -459,5 +460,51 @@ fn host_header(authority: &str) -> Option<HeaderValue> {
             HeaderValue::from_str(&format!("{}:{port}", authority.host())).ok()
         }
         _ => HeaderValue::from_str(authority.host()).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_the_authority_without_port_443() {
+        let host = |a: &str| host_header(a).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(host("svc.example").as_deref(), Some("svc.example"));
+        assert_eq!(host("svc.example:443").as_deref(), Some("svc.example"));
+        assert_eq!(
+            host("svc.example:8443").as_deref(),
+            Some("svc.example:8443")
+        );
+        assert_eq!(host("[::1]:8443").as_deref(), Some("[::1]:8443"));
+        assert_eq!(host("[::1]:443").as_deref(), Some("[::1]"));
+        assert_eq!(host(""), None);
+    }
+
+    fn request(uri: &str) -> Request<UpstreamBody> {
+        let mut request = Request::new(UpstreamBody::empty());
+        *request.uri_mut() = uri.parse().unwrap();
+        request
+    }
+
+    #[test]
+    fn the_request_target_goes_origin_form_and_back() {
+        let target = Target {
+            authority: "svc.example:8443".into(),
+            host: host_header("svc.example:8443"),
+        };
+        let mut r = request("https://svc.example:8443/a/b?c=d");
+        origin_form(&mut r, &target);
+        assert_eq!(r.uri(), "/a/b?c=d");
+        assert_eq!(r.headers()[HOST], "svc.example:8443");
+        absolute_form(&mut r, &Scheme::HTTPS, &target.authority);
+        assert_eq!(r.uri(), "https://svc.example:8443/a/b?c=d");
+        // A `Host` already there (the route's prepared one) is kept; an empty path is `/`.
+        let mut r = request("https://svc.example:8443");
+        r.headers_mut()
+            .insert(HOST, HeaderValue::from_static("prepared"));
+        origin_form(&mut r, &target);
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()[HOST], "prepared");
     }
 }
