@@ -39,7 +39,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::client::legacy::Client;
 use tower_service::Service as _;
 
-use crate::net::connect::UpstreamConnector;
+use crate::net::connect::{ConnectError, Handoff, UpstreamConnector};
 use crate::net::pool_gate::Admission;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
@@ -163,7 +163,9 @@ impl Http1Lane {
             };
             let (mut sender, reused) = match found {
                 Some(sender) => (sender, true),
-                None => match self.dial(&scheme, &target).await? {
+                // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
+                // otherwise make every request's future larger, and costlier to move.
+                None => match Box::pin(self.dial(&scheme, &target)).await? {
                     Dialed::Http1(sender) => (sender, false),
                     Dialed::H2(handoff) => {
                         absolute_form(&mut request, &scheme, &target.authority);
@@ -193,7 +195,8 @@ impl Http1Lane {
                 Err(mut failed) => match failed.take_message() {
                     // Never written: the upstream had closed this idle connection.
                     Some(unsent) if reused => {
-                        tracing::debug!(error = %failed.error(), "idle upstream connection was closed; trying another");
+                        let error = failed.error();
+                        tracing::debug!(%error, "idle upstream connection closed; next one");
                         request = unsent;
                         tries += 1;
                     }
@@ -210,10 +213,10 @@ impl Http1Lane {
             .authority(&*target.authority)
             .path_and_query("/")
             .build()
+            // The authority came from a parsed URI, so this does not fail; if it did, it has
+            // no usable host.
             .map_err(|_| {
-                UpstreamError::Connect(crate::net::connect::ConnectError::NoHost(
-                    target.authority.to_string(),
-                ))
+                UpstreamError::Connect(ConnectError::NoHost(target.authority.to_string()))
             })?;
         let mut connector = self.shared.connector.clone();
         let conn = connector.call(uri).await.map_err(UpstreamError::Connect)?;
@@ -238,7 +241,7 @@ impl Http1Lane {
 /// A fresh connection: HTTP/1.1, or h2 and lent to hyper-util's client.
 enum Dialed {
     Http1(SendRequest<UpstreamBody>),
-    H2(crate::net::connect::Handoff),
+    H2(Handoff),
 }
 
 impl Shared {
