@@ -15,6 +15,11 @@
 //! [`PoolGate`] holds a line (slots, waiting line) of the same share per lane. A lane never waits
 //! for a connection another lane holds idle, and the lanes' sums are the configured numbers.
 //!
+//! Every exchange that holds an HTTP/1.1 slot of the gate (the host is not known to speak h2)
+//! goes through the lane's own HTTP/1.1 pool ([`crate::net::http1_pool`]) over the lane's
+//! connector; hyper-util's client of the lane carries h2 (a first connection that negotiated h2
+//! is handed to it).
+//!
 //! A client built without a worker count (`UpstreamSettings::lanes: None`: the data plane runs
 //! on the caller's work-stealing runtime, whose tasks move between threads, e.g. in-process
 //! tests) keeps one lane per runtime worker for h2 but sends every HTTP/1.1 request through
@@ -28,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
@@ -37,8 +42,10 @@ use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_L
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::http1_pool::{Exchanged, Http1Lane};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;
+use crate::net::upstream_error::UpstreamError;
 use crate::net::upstream_tls::ExtraRoots;
 
 /// Receive window of one upstream h2 stream (a response body popgate has not yet passed on).
@@ -135,12 +142,17 @@ impl Default for UpstreamSettings {
 /// Cloning shares the pools.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    /// One pooled client per lane (same TLS config; per-lane or shared dial caps, see the module
-    /// docs).
-    lanes: Arc<[Client<UpstreamConnector, UpstreamBody>]>,
+    /// One lane per worker (same TLS config; per-lane or shared dial caps, see the module docs).
+    lanes: Arc<[Lane]>,
     /// Admission to each host's connections: one line per lane, or one for all (unsplit).
     gate: Arc<PoolGate>,
     tls: Arc<ClientConfig>,
+}
+
+/// One lane: hyper-util's pooled client (h2) and popgate's HTTP/1.1 pool, over one connector.
+struct Lane {
+    h2: Client<UpstreamConnector, UpstreamBody>,
+    http1: Http1Lane,
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -169,7 +181,13 @@ impl UpstreamClient {
         );
         let lanes = line_shares(&settings.pool, gate.lines())
             .iter()
-            .map(|share| pooled(&tls, settings, share.connections, None))
+            .map(|share| {
+                lane(
+                    settings,
+                    share.connections,
+                    connector(&tls, settings, share.connections),
+                )
+            })
             .collect();
         Self {
             lanes,
@@ -184,7 +202,7 @@ impl UpstreamClient {
         let cap = settings.pool.max_connections_per_host.max(1);
         let connector = connector(&tls, settings, cap);
         let lanes = (0..lanes.clamp(1, MAX_LANES))
-            .map(|_| pooled(&tls, settings, cap, Some(connector.clone())))
+            .map(|_| lane(settings, cap, connector.clone()))
             .collect();
         let gate = PoolGate::new(settings.pool, 1, settings.pool_metrics.clone());
         Self {
@@ -203,14 +221,25 @@ impl UpstreamClient {
         self.gate.admit(authority, lane, at_most).await
     }
 
-    /// Sends one admitted request (absolute `https://` URI) through the pool of the lane it was
-    /// admitted on (see the module docs).
-    pub fn request(
+    /// Sends one admitted request (absolute `https://` URI) through the lane it was admitted on:
+    /// its HTTP/1.1 pool while the request holds an HTTP/1.1 slot, else hyper-util's (h2) client
+    /// (see the module docs).
+    pub async fn request(
         &self,
         admission: &Admission,
         request: http::Request<UpstreamBody>,
-    ) -> ResponseFuture {
-        self.lanes[admission.lane() % self.lanes.len()].request(request)
+    ) -> Result<Exchanged, UpstreamError> {
+        let lane = &self.lanes[admission.lane() % self.lanes.len()];
+        if admission.multiplexed() {
+            let response = lane.h2.request(request).await;
+            return response
+                .map(|response| Exchanged {
+                    response,
+                    lease: None,
+                })
+                .map_err(UpstreamError::Client);
+        }
+        lane.http1.send(&lane.h2, request).await
     }
 
     /// The pool bounds this client applies (the configured totals).
@@ -252,15 +281,20 @@ fn connector(
     )
 }
 
-/// One lane's pooled client keeping up to `cap` idle connections per host, over `shared` or a
-/// connector of its own capped at `cap`.
+/// One lane over `connector`: its HTTP/1.1 pool and its hyper-util client.
+fn lane(settings: &UpstreamSettings, cap: usize, connector: UpstreamConnector) -> Lane {
+    Lane {
+        http1: Http1Lane::new(connector.clone(), settings.pool_idle_timeout),
+        h2: pooled(settings, cap, connector),
+    }
+}
+
+/// One lane's hyper-util client keeping up to `cap` idle connections per host, over `connector`.
 fn pooled(
-    tls: &Arc<ClientConfig>,
     settings: &UpstreamSettings,
     cap: usize,
-    shared: Option<UpstreamConnector>,
+    connector: UpstreamConnector,
 ) -> Client<UpstreamConnector, UpstreamBody> {
-    let connector = shared.unwrap_or_else(|| connector(tls, settings, cap));
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -9,6 +9,11 @@
 //! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
 //! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
 //!
+//! popgate's own HTTP/1.1 pool ([`crate::net::http1_pool`]) dials through the same connector, so
+//! the cap covers both clients of a lane. When its fresh connection negotiated h2, it lends the
+//! connection to the connector's next dial of that authority ([`UpstreamConnector::hand_off`]):
+//! hyper-util's client then runs it as its h2 connection instead of dialing another.
+//!
 //! With an outbound proxy (`network.proxy`) and a host it does not bypass, the TCP connection goes
 //! to the proxy instead and carries a `CONNECT` tunnel to the real host name
 //! ([`crate::net::proxy_tunnel`]); TLS then runs inside it exactly as on a direct connection.
@@ -19,6 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -204,8 +210,41 @@ struct Inner {
     tls: TlsConnector,
     settings: ConnectSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Connections dialed elsewhere for the next dial of their authority to take (see
+    /// [`UpstreamConnector::hand_off`]). Looked at only when dialing, which is rare.
+    handed: Mutex<Vec<HandedOff>>,
     /// Counted in the upstream connection metrics (off for token endpoint / IMDS connections).
     counted: bool,
+}
+
+/// A connection waiting in [`Inner::handed`] for the next dial of its authority.
+struct HandedOff {
+    id: u64,
+    conn: UpstreamConn,
+}
+
+/// Numbers hand-offs, so each [`Handoff`] takes back only its own connection.
+static NEXT_HANDOFF: AtomicU64 = AtomicU64::new(0);
+
+/// A connection handed to the connector's next dial of its authority
+/// ([`UpstreamConnector::hand_off`]). Dropped while nobody took it, it takes the connection back
+/// and closes it, so an unused connection never sits there holding its slot in the cap.
+pub(crate) struct Handoff {
+    connector: UpstreamConnector,
+    id: u64,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        let unused = {
+            let mut handed = self.connector.handed();
+            handed
+                .iter()
+                .position(|h| h.id == self.id)
+                .map(|at| handed.swap_remove(at))
+        };
+        drop(unused);
+    }
 }
 
 impl fmt::Debug for UpstreamConnector {
@@ -238,6 +277,7 @@ impl UpstreamConnector {
                 tls: TlsConnector::from(tls),
                 settings,
                 limits: Mutex::new(HashMap::new()),
+                handed: Mutex::new(Vec::new()),
                 counted,
             }),
         }
@@ -259,6 +299,36 @@ impl UpstreamConnector {
                 .entry(authority.to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(cap))),
         )
+    }
+}
+
+impl UpstreamConnector {
+    /// Lends `conn` (dialed by popgate's HTTP/1.1 pool, which found it negotiated h2) to the next
+    /// dial of its authority through this connector, i.e. to hyper-util's client, which then
+    /// runs it as its h2 connection instead of dialing one more. Taken back when the returned
+    /// guard drops, if still unused.
+    pub(crate) fn hand_off(&self, conn: UpstreamConn) -> Handoff {
+        let id = NEXT_HANDOFF.fetch_add(1, Ordering::Relaxed);
+        self.handed().push(HandedOff { id, conn });
+        Handoff {
+            connector: self.clone(),
+            id,
+        }
+    }
+
+    /// A connection handed off for `authority` (`host:port`), if there is one.
+    fn take_handed(&self, authority: &str) -> Option<UpstreamConn> {
+        let mut handed = self.handed();
+        let at = handed.iter().position(|h| h.conn.authority == authority)?;
+        Some(handed.swap_remove(at).conn)
+    }
+
+    fn handed(&self) -> std::sync::MutexGuard<'_, Vec<HandedOff>> {
+        // A poisoned lock only means a holder panicked; the list itself is still whole.
+        self.inner
+            .handed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -301,6 +371,9 @@ impl UpstreamConnector {
             .to_string();
         let port = uri.port_u16().unwrap_or(443);
         let authority = format!("{host}:{port}");
+        if let Some(handed) = self.take_handed(&authority) {
+            return Ok(handed);
+        }
         let settings = &self.inner.settings;
         let timeout = settings.connect_timeout;
 
@@ -367,6 +440,7 @@ impl UpstreamConnector {
         Ok(UpstreamConn {
             io: TokioIo::new(tls),
             h2,
+            authority,
             _permit: permit,
             _counted: settings.pool_metrics.as_ref().map(|m| m.connection()),
         })
@@ -479,6 +553,8 @@ impl Drop for TunnelOutcome {
 pub struct UpstreamConn {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
+    /// The `host:port` dialed (the key of a hand-off).
+    authority: String,
     _permit: OwnedSemaphorePermit,
     /// Counted in the route's `popgate_upstream_pool_connections` while open.
     _counted: Option<Gauged>,
@@ -489,6 +565,13 @@ impl fmt::Debug for UpstreamConn {
         f.debug_struct("UpstreamConn")
             .field("h2", &self.h2)
             .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamConn {
+    /// Whether the upstream chose h2 by ALPN.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
     }
 }
 

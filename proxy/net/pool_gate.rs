@@ -1,5 +1,5 @@
-//! Admission to an upstream host's connections: popgate's own waiting line in front of
-//! hyper-util's pool, so that a burst on a busy HTTP/1.1 upstream waits in a bounded, timed line
+//! Admission to an upstream host's connections: popgate's own waiting line in front of the
+//! client's pools, so that a burst on a busy HTTP/1.1 upstream waits in a bounded, timed line
 //! and a caller beyond it is told "busy, retry" (503) at once, instead of every caller racing a
 //! dial for the connector's per-host cap and failing after the connect timeout.
 //!

@@ -10,3 +10,4 @@ mod dataplane_forwarding;
 mod dataplane_listener;
 mod upstream_h2_token_index;
 mod upstream_host;
+mod upstream_http1_pool;

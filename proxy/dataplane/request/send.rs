@@ -24,6 +24,7 @@ use crate::net::connect::ConnectError;
 use crate::net::held_body::HeldBody;
 use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::UpstreamBody;
+use crate::net::upstream_error::UpstreamError;
 use crate::route::slot::{RouteSlot, Snapshot};
 
 /// How long a request whose token the upstream refused waits for the engine's next token before
@@ -31,7 +32,7 @@ use crate::route::slot::{RouteSlot, Snapshot};
 pub const REPLAY_TOKEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The upstream's error type, whose sources say what failed.
-type ClientError = hyper_util::client::legacy::Error;
+type ClientError = UpstreamError;
 
 /// Sends `outgoing` with `snapshot`, and replays it once if the upstream refuses the token.
 pub(super) async fn exchange(
@@ -143,9 +144,9 @@ async fn exchange_once(
         }
     };
     let mut request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
-    // An exchange known to go out over HTTP/1.1 gets the route's prepared `Host` (hyper-util
-    // leaves a present one alone); otherwise hyper-util writes it for h1 and h2 gets
-    // `:authority` only, as before.
+    // An exchange known to go out over HTTP/1.1 gets the route's prepared `Host` (the client
+    // leaves a present one alone); otherwise the client's HTTP/1.1 pool writes its host's (the
+    // same rule) once the connection is known to be HTTP/1.1, and h2 gets `:authority` only.
     if admission.http1_known()
         && let Some(host) = host
     {
@@ -154,16 +155,23 @@ async fn exchange_once(
             .insert(http::header::HOST, host.clone());
     }
     let remaining = timeout.saturating_sub(sent.elapsed());
-    let result =
-        tokio::time::timeout(remaining, snapshot.client.request(&admission, request)).await;
+    let mut lease = None;
+    let result = tokio::time::timeout(remaining, snapshot.client.request(&admission, request))
+        .await
+        .map(|exchanged| {
+            exchanged.map(|exchanged| {
+                lease = exchanged.lease;
+                exchanged.response
+            })
+        });
     if let Ok(Ok(response)) = &result {
         admission.answered(response.version());
     }
     seen.upstream(sent, &result);
     match result {
-        // The body keeps the slot: an h1 connection is busy until the body has passed (and
-        // returns to the pool then). A refused exchange drops the admission here.
-        Ok(Ok(response)) => Ok(response.map(|body| HeldBody::new(body, admission))),
+        // The body keeps the slot and the connection: an h1 connection is busy until the body
+        // has passed (and returns to the pool then). A refused exchange drops the admission here.
+        Ok(Ok(response)) => Ok(response.map(|body| HeldBody::new(body, admission, lease))),
         Ok(Err(error)) => {
             if let Some(max) = max_body
                 && sources(&error).any(|e| e.is::<LengthLimitError>())

@@ -1,0 +1,513 @@
+//! popgate's own pool of HTTP/1.1 upstream connections, one per client lane (see
+//! [`super::client`]), in place of hyper-util's pool for every exchange that holds an HTTP/1.1
+//! slot of the gate ([`super::pool_gate`]).
+//!
+//! hyper-util's `Client::send_request` costs ~13,000 instructions per request beside the
+//! HTTP/1 codec (benches/MICRO.md): a SipHash-keyed map behind a mutex, the checkout-or-dial
+//! race, `Host` formatting, the `Pooled` wrapper and a spawned future that puts the connection
+//! back. Here a lane keeps, per upstream authority (routes normally have one), a stack of idle
+//! `SendRequest`s: the newest is reused first (LIFO keeps few connections warm and lets the
+//! others expire), and the response body ([`super::held_body::HeldBody`]) gives the connection
+//! back when it ends complete.
+//!
+//! - **Dialing** goes through the lane's [`UpstreamConnector`], the same one the lane's
+//!   hyper-util client uses: its per-host cap, connect timeout, TLS with the route's client
+//!   certificate, outbound proxy tunnel and metrics all apply, and the two paths share the cap.
+//! - **ALPN h2**: a host's first connection is dialed here too (so that an HTTP/1.1 host never
+//!   leaves a connection idle in hyper-util's pool, holding one of the cap's permits). If the
+//!   upstream chose h2, the connection is handed to hyper-util's client through the connector
+//!   ([`UpstreamConnector::hand_off`]) and the request goes that way: h2 stays hyper-util's.
+//! - **Stale keep-alive**: a reused connection the upstream closed while idle gives the request
+//!   back unsent (`try_send_request`); it then goes out on another or a new connection. A
+//!   request that may have been written, even partly, is never sent again.
+//! - **Idle expiry**: an idle connection is closed (its `SendRequest` dropped) once idle for
+//!   `pool_idle_timeout`, by a timer task per lane that runs only while the lane holds idle
+//!   connections, and at checkout.
+//!
+//! The lock: one `std::sync::Mutex` per lane, held for a few pointer moves. In production lane
+//! `k` is used by worker `k` alone (requests, body ends and the timer all run there), so it is
+//! uncontended; on a work-stealing runtime (tests, no worker count) it stays correct.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use http::header::{HOST, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::client::legacy::Client;
+use tower_service::Service as _;
+
+use crate::net::connect::{ConnectError, Handoff, UpstreamConnector};
+use crate::net::pool_gate::Admission;
+use crate::net::upstream_body::UpstreamBody;
+use crate::net::upstream_error::UpstreamError;
+
+/// Hosts a lane keeps idle connections for. A route normally reaches one upstream authority;
+/// a wildcard route can reach many, and a checkout scans this list, so past this bound the host
+/// idle the longest loses its idle connections instead.
+const MAX_IDLE_HOSTS: usize = 64;
+
+/// Reused connections a request tries before it dials a new one: each found closed by the
+/// upstream gives the request back unsent, so this bounds the retries (hyper-util has no bound
+/// but its pool's size). Past it the request goes out on a fresh connection.
+const MAX_REUSE_TRIES: usize = 8;
+
+/// The port `https://` implies, left out of `Host`.
+const HTTPS_PORT: u16 = 443;
+
+/// One lane's pool. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Http1Lane {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The lane's connector (shared with its hyper-util client).
+    connector: UpstreamConnector,
+    /// An idle connection is closed after this long.
+    idle_timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Hosts with idle connections (or just dialed), in no order.
+    hosts: Vec<HostIdle>,
+    /// The expiry timer task is running.
+    reaping: bool,
+}
+
+/// One upstream authority's idle connections on a lane, newest last.
+struct HostIdle {
+    target: Arc<Target>,
+    /// At most the lane's share of `max_connections_per_host`: the connector caps the live
+    /// connections, idle or not.
+    stack: Vec<Idle>,
+}
+
+impl HostIdle {
+    /// Whether this entry is `target`'s: the same entry, or one made for the same authority
+    /// after `target`'s was dropped past [`MAX_IDLE_HOSTS`] while a lease held it.
+    fn is(&self, target: &Arc<Target>) -> bool {
+        Arc::ptr_eq(&self.target, target) || self.target.authority == target.authority
+    }
+}
+
+/// An upstream authority and the `Host` an HTTP/1.1 request to it carries by default.
+struct Target {
+    /// `host[:port]` as in the request URI.
+    authority: Box<str>,
+    /// hyper-util's rule: the host, with the port unless it is the scheme's default.
+    host: Option<HeaderValue>,
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// An HTTP/1.1 connection lent to one exchange, given back when its response body ends.
+pub struct Lease {
+    sender: SendRequest<UpstreamBody>,
+    target: Arc<Target>,
+    lane: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("authority", &self.target.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upstream answer: the response and, over HTTP/1.1 through the lane's pool, its connection.
+pub struct Exchanged {
+    /// The upstream's response.
+    pub response: Response<Incoming>,
+    /// Its HTTP/1.1 connection, for [`super::held_body::HeldBody`] to give back.
+    pub lease: Option<Lease>,
+}
+
+impl Http1Lane {
+    /// A pool dialing through `connector`, closing connections idle for `idle_timeout`.
+    pub(crate) fn new(connector: UpstreamConnector, idle_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                connector,
+                idle_timeout,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Sends `request` (absolute `https://` URI, admitted with an HTTP/1.1 slot) on an idle
+    /// connection to its authority, else on a new one; through `h2` (hyper-util's client of the
+    /// same lane) when the new one negotiated h2.
+    pub(crate) async fn send(
+        &self,
+        h2: &Client<UpstreamConnector, UpstreamBody>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Exchanged, UpstreamError> {
+        let authority = request.uri().authority().map_or("", |a| a.as_str());
+        let (target, mut idle) = self.shared.checkout(authority);
+        let scheme = request.uri().scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let mut tries = 0;
+        loop {
+            let found = match idle.take() {
+                Some(sender) => Some(sender),
+                None if tries > 0 && tries < MAX_REUSE_TRIES => self.shared.reuse(&target),
+                None => None,
+            };
+            let (mut sender, reused) = match found {
+                Some(sender) => (sender, true),
+                // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
+                // otherwise make every request's future larger, and costlier to move.
+                None => match Box::pin(self.dial(&scheme, &target)).await? {
+                    Dialed::Http1(sender) => (sender, false),
+                    Dialed::H2(handoff) => {
+                        absolute_form(&mut request, &scheme, &target.authority);
+                        let answer = h2.request(request).await;
+                        // Unused (hyper-util found another h2 connection): closed now.
+                        drop(handoff);
+                        let response = answer.map_err(UpstreamError::Client)?;
+                        return Ok(Exchanged {
+                            response,
+                            lease: None,
+                        });
+                    }
+                },
+            };
+            origin_form(&mut request, &target);
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(Exchanged {
+                        response,
+                        lease: Some(Lease {
+                            sender,
+                            target,
+                            lane: Arc::clone(&self.shared),
+                        }),
+                    });
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: the upstream had closed this idle connection.
+                    Some(unsent) if reused => {
+                        let error = failed.error();
+                        tracing::debug!(%error, "idle upstream connection closed; next one");
+                        request = unsent;
+                        tries += 1;
+                    }
+                    _ => return Err(UpstreamError::Exchange(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    /// A new connection to `target`, HTTP/1.1 ready to send, or handed off if it chose h2.
+    async fn dial(&self, scheme: &Scheme, target: &Target) -> Result<Dialed, UpstreamError> {
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(&*target.authority)
+            .path_and_query("/")
+            .build()
+            // The authority came from a parsed URI, so this does not fail; if it did, it has
+            // no usable host.
+            .map_err(|_| {
+                UpstreamError::Connect(ConnectError::NoHost(target.authority.to_string()))
+            })?;
+        let mut connector = self.shared.connector.clone();
+        let conn = connector.call(uri).await.map_err(UpstreamError::Connect)?;
+        if conn.is_h2() {
+            return Ok(Dialed::H2(self.shared.connector.hand_off(conn)));
+        }
+        let (sender, connection) = Builder::new()
+            .handshake(conn)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        // On the current runtime: the lane's own worker in production. Outside the request's
+        // span: the connection outlives it.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(Dialed::Http1(sender))
+    }
+}
+
+/// A fresh connection: HTTP/1.1, or h2 and lent to hyper-util's client.
+enum Dialed {
+    Http1(SendRequest<UpstreamBody>),
+    H2(Handoff),
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a holder panicked between pointer moves; the lists are
+        // whole (at worst a connection is missing, and closed).
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lane's entry for `authority` (made if new) and its newest idle connection that is
+    /// still open and ready, if any.
+    fn checkout(&self, authority: &str) -> (Arc<Target>, Option<SendRequest<UpstreamBody>>) {
+        let mut state = self.state();
+        let host = match state
+            .hosts
+            .iter()
+            .position(|h| &*h.target.authority == authority)
+        {
+            Some(at) => &mut state.hosts[at],
+            None => state.insert(Arc::new(Target {
+                authority: authority.into(),
+                host: host_header(authority),
+            })),
+        };
+        let sender = self.pop_ready(host);
+        (Arc::clone(&host.target), sender)
+    }
+
+    /// `target`'s newest idle connection that is still open and ready, if any.
+    fn reuse(&self, target: &Arc<Target>) -> Option<SendRequest<UpstreamBody>> {
+        let mut state = self.state();
+        let host = state.hosts.iter_mut().find(|h| h.is(target))?;
+        self.pop_ready(host)
+    }
+
+    fn pop_ready(&self, host: &mut HostIdle) -> Option<SendRequest<UpstreamBody>> {
+        while let Some(idle) = host.stack.pop() {
+            // Closed by the upstream, or past its idle time (the timer may not have run yet):
+            // dropped, which closes it.
+            if !idle.sender.is_closed()
+                && idle.sender.is_ready()
+                && idle.since.elapsed() < self.idle_timeout
+            {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts `sender` back as `target`'s newest idle connection, and starts the expiry timer if
+    /// it is not running.
+    fn put_back(self: &Arc<Self>, target: Arc<Target>, sender: SendRequest<UpstreamBody>) {
+        let idle = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        let mut state = self.state();
+        match state.hosts.iter_mut().find(|h| h.is(&target)) {
+            Some(host) => host.stack.push(idle),
+            None => state.insert(target).stack.push(idle),
+        }
+        if !state.reaping {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                // No timer without a runtime: keep nothing that could idle forever.
+                state.hosts.iter_mut().for_each(|h| h.stack.clear());
+                return;
+            };
+            state.reaping = true;
+            runtime.spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    /// Closes the connections idle since `now - idle_timeout` or longer; the time the next one
+    /// expires, or `None` (and the timer stops) when none is left.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.state();
+        let mut next: Option<Instant> = None;
+        for host in &mut state.hosts {
+            // Oldest first: the stack grows at its end.
+            let live = host
+                .stack
+                .iter()
+                .position(|idle| now.duration_since(idle.since) < self.idle_timeout)
+                .unwrap_or(host.stack.len());
+            host.stack.drain(..live);
+            if let Some(oldest) = host.stack.first() {
+                let due = oldest.since + self.idle_timeout;
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        if next.is_none() {
+            state.reaping = false;
+        }
+        next
+    }
+}
+
+impl State {
+    /// Adds `target` with no idle connection, making room past [`MAX_IDLE_HOSTS`].
+    fn insert(&mut self, target: Arc<Target>) -> &mut HostIdle {
+        if self.hosts.len() >= MAX_IDLE_HOSTS {
+            // A host with nothing idle first, else the one whose newest connection is oldest.
+            let victim = self
+                .hosts
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, h)| h.stack.last().map(|idle| idle.since))
+                .map(|(at, _)| at);
+            if let Some(at) = victim {
+                self.hosts.swap_remove(at);
+            }
+        }
+        self.hosts.push(HostIdle {
+            target,
+            stack: Vec::new(),
+        });
+        let last = self.hosts.len() - 1;
+        &mut self.hosts[last]
+    }
+}
+
+/// The lane's expiry timer: wakes when the oldest idle connection is due, until none is left
+/// or the lane (its client) is gone.
+async fn reap(lane: Weak<Shared>) {
+    loop {
+        let next = match lane.upgrade() {
+            Some(lane) => lane.expire(Instant::now()),
+            None => return,
+        };
+        let Some(due) = next else { return };
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+impl Lease {
+    /// The response body ended complete: the connection goes back to the pool once hyper has
+    /// finished with it, then `admission`'s slot is freed (in that order, so the request the
+    /// slot lets in finds the connection idle).
+    pub(crate) fn give_back(self, admission: Option<Admission>) {
+        let Lease {
+            mut sender,
+            target,
+            lane,
+        } = self;
+        if sender.is_ready() {
+            lane.put_back(target, sender);
+            drop(admission);
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
+        // Not yet idle (the connection task has not run since the body's end, or it is still
+        // writing the request body): wait for it, holding the slot as the connection is busy.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let wait = lane.idle_timeout;
+        runtime.spawn(async move {
+            let _slot = admission;
+            if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
+                lane.put_back(target, sender);
+            }
+        });
+    }
+}
+
+/// The request target in origin form (`/path?query`), and `Host` unless the request has one:
+/// what hyper-util's client writes on an HTTP/1.1 connection.
+fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) {
+    if request.uri().authority().is_some() {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path);
+        // Only a path: cannot fail; kept as it was if it did.
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    if let Some(host) = &target.host {
+        request
+            .headers_mut()
+            .entry(HOST)
+            .or_insert_with(|| host.clone());
+    }
+}
+
+/// Back to the absolute `scheme://authority/path` form hyper-util's client needs (after an
+/// attempt on a reused HTTP/1.1 connection put it in origin form). No change if absolute.
+fn absolute_form(request: &mut Request<UpstreamBody>, scheme: &Scheme, authority: &str) {
+    if request.uri().authority().is_some() {
+        return;
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str);
+    if let Ok(uri) = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+    {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// `Host` for `authority` by hyper-util's rule: the host, `:port` only when not 443.
+fn host_header(authority: &str) -> Option<HeaderValue> {
+    let authority: http::uri::Authority = authority.parse().ok()?;
+    match authority.port_u16() {
+        Some(port) if port != HTTPS_PORT => {
+            HeaderValue::from_str(&format!("{}:{port}", authority.host())).ok()
+        }
+        _ => HeaderValue::from_str(authority.host()).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_the_authority_without_port_443() {
+        let host = |a: &str| host_header(a).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(host("svc.example").as_deref(), Some("svc.example"));
+        assert_eq!(host("svc.example:443").as_deref(), Some("svc.example"));
+        assert_eq!(
+            host("svc.example:8443").as_deref(),
+            Some("svc.example:8443")
+        );
+        assert_eq!(host("[::1]:8443").as_deref(), Some("[::1]:8443"));
+        assert_eq!(host("[::1]:443").as_deref(), Some("[::1]"));
+        assert_eq!(host(""), None);
+    }
+
+    fn request(uri: &str) -> Request<UpstreamBody> {
+        let mut request = Request::new(UpstreamBody::empty());
+        *request.uri_mut() = uri.parse().unwrap();
+        request
+    }
+
+    #[test]
+    fn the_request_target_goes_origin_form_and_back() {
+        let target = Target {
+            authority: "svc.example:8443".into(),
+            host: host_header("svc.example:8443"),
+        };
+        let mut r = request("https://svc.example:8443/a/b?c=d");
+        origin_form(&mut r, &target);
+        assert_eq!(r.uri(), "/a/b?c=d");
+        assert_eq!(r.headers()[HOST], "svc.example:8443");
+        absolute_form(&mut r, &Scheme::HTTPS, &target.authority);
+        assert_eq!(r.uri(), "https://svc.example:8443/a/b?c=d");
+        // A `Host` already there (the route's prepared one) is kept; an empty path is `/`.
+        let mut r = request("https://svc.example:8443");
+        r.headers_mut()
+            .insert(HOST, HeaderValue::from_static("prepared"));
+        origin_form(&mut r, &target);
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()[HOST], "prepared");
+    }
+}
