@@ -29,8 +29,8 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
@@ -142,11 +142,41 @@ impl Default for UpstreamSettings {
 /// Cloning shares the pools.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    /// One lane per worker (same TLS config; per-lane or shared dial caps, see the module docs).
-    lanes: Arc<[Lane]>,
+    /// One lane per worker (same TLS config; per-lane or shared dial caps, see the module docs),
+    /// each built on its first request ([`LaneRecipe`]).
+    lanes: Arc<[OnceLock<Box<Lane>>]>,
+    /// What the lanes are built from.
+    recipe: Arc<LaneRecipe>,
     /// Admission to each host's connections: one line per lane, or one for all (unsplit).
     gate: Arc<PoolGate>,
+}
+
+/// What a client's lanes are built from, on each lane's first request. Most routes of a large
+/// config see no request on most lanes (or none at all) between two token refreshes, and a built
+/// lane (hyper-util's client, its pool and a connector) is ~650 B: with 1,000 routes on two
+/// workers that was 1.3 MB of idle RSS (benches/README.md, memory per route).
+struct LaneRecipe {
     tls: Arc<ClientConfig>,
+    settings: UpstreamSettings,
+    /// Each lane's connection cap: its share of `max_connections_per_host`, or all of it when
+    /// the lanes share one connector.
+    caps: Box<[usize]>,
+    /// The connector every lane shares (unsplit), built with the first lane; `None`: each lane
+    /// dials through its own.
+    shared: Option<OnceLock<UpstreamConnector>>,
+}
+
+impl LaneRecipe {
+    fn build(&self, k: usize) -> Lane {
+        let cap = self.caps[k];
+        let connector = match &self.shared {
+            Some(shared) => shared
+                .get_or_init(|| connector(&self.tls, &self.settings, cap))
+                .clone(),
+            None => connector(&self.tls, &self.settings, cap),
+        };
+        lane(&self.settings, cap, connector)
+    }
 }
 
 /// One lane: hyper-util's pooled client (h2) and popgate's HTTP/1.1 pool, over one connector.
@@ -179,37 +209,46 @@ impl UpstreamClient {
             workers.clamp(1, MAX_LANES),
             settings.pool_metrics.clone(),
         );
-        let lanes = line_shares(&settings.pool, gate.lines())
+        let caps = line_shares(&settings.pool, gate.lines())
             .iter()
-            .map(|share| {
-                lane(
-                    settings,
-                    share.connections,
-                    connector(&tls, settings, share.connections),
-                )
-            })
+            .map(|share| share.connections)
             .collect();
-        Self {
-            lanes,
-            gate: Arc::new(gate),
-            tls,
-        }
+        Self::of(tls, settings, caps, None, gate)
     }
 
     /// `lanes` lanes over one connector capped at `max_connections_per_host`, HTTP/1.1 all on
     /// lane 0 behind one line.
     fn unsplit(tls: Arc<ClientConfig>, settings: &UpstreamSettings, lanes: usize) -> Self {
         let cap = settings.pool.max_connections_per_host.max(1);
-        let connector = connector(&tls, settings, cap);
-        let lanes = (0..lanes.clamp(1, MAX_LANES))
-            .map(|_| lane(settings, cap, connector.clone()))
-            .collect();
+        let caps = vec![cap; lanes.clamp(1, MAX_LANES)].into();
         let gate = PoolGate::new(settings.pool, 1, settings.pool_metrics.clone());
+        Self::of(tls, settings, caps, Some(OnceLock::new()), gate)
+    }
+
+    /// A client whose lane `k` is built with cap `caps[k]` on its first request.
+    fn of(
+        tls: Arc<ClientConfig>,
+        settings: &UpstreamSettings,
+        caps: Box<[usize]>,
+        shared: Option<OnceLock<UpstreamConnector>>,
+        gate: PoolGate,
+    ) -> Self {
         Self {
-            lanes,
+            lanes: caps.iter().map(|_| OnceLock::new()).collect(),
+            recipe: Arc::new(LaneRecipe {
+                tls,
+                settings: settings.clone(),
+                caps,
+                shared,
+            }),
             gate: Arc::new(gate),
-            tls,
         }
+    }
+
+    /// Lane `k` (modulo the lanes), built now if this is its first request.
+    fn lane(&self, k: usize) -> &Lane {
+        let k = k % self.lanes.len();
+        self.lanes[k].get_or_init(|| Box::new(self.recipe.build(k)))
     }
 
     /// Admits a request to `authority` (`host[:port]` of its URI) on this thread's lane: at
@@ -229,7 +268,7 @@ impl UpstreamClient {
         admission: &Admission,
         request: http::Request<UpstreamBody>,
     ) -> Result<Exchanged, UpstreamError> {
-        let lane = &self.lanes[admission.lane() % self.lanes.len()];
+        let lane = self.lane(admission.lane());
         if admission.multiplexed() {
             let response = lane.h2.request(request).await;
             return response
@@ -259,7 +298,7 @@ impl UpstreamClient {
 
     /// The TLS configuration this client presents.
     pub fn tls_config(&self) -> &Arc<ClientConfig> {
-        &self.tls
+        &self.recipe.tls
     }
 }
 
@@ -335,6 +374,26 @@ mod tests {
         assert_eq!(client.lanes(), 3);
         // Clones share the lanes (and so the pools).
         assert!(Arc::ptr_eq(&client.lanes, &client.clone().lanes));
+    }
+
+    /// No lane is built until a request takes it (a built lane is ~650 B of every idle route).
+    #[tokio::test]
+    async fn a_lane_is_built_by_its_first_request() {
+        let built = |c: &UpstreamClient| c.lanes.iter().filter(|l| l.get().is_some()).count();
+        let client = UpstreamClient::new(tls(), &with_pool(128, Some(3)));
+        assert_eq!(built(&client), 0);
+        client.lane(4);
+        assert_eq!(built(&client), 1);
+        assert!(client.lanes[1].get().is_some());
+        client.lane(1);
+        assert_eq!(built(&client), 1);
+        // Unsplit lanes share one connector, built with the first of them.
+        let client = UpstreamClient::unsplit(tls(), &UpstreamSettings::default(), 3);
+        let shared = || client.recipe.shared.as_ref().unwrap().get().is_some();
+        assert!(!shared());
+        client.lane(2);
+        assert!(shared());
+        assert_eq!(built(&client), 1);
     }
 
     #[tokio::test]
