@@ -45,6 +45,20 @@ async fn get(proxy: &TestProxy, path: &str) -> (u16, String) {
     (status, text(response).await)
 }
 
+/// The upstream's open connections once they reach `want`, or after a bounded wait (5 s) what
+/// they are then.
+async fn open_settles_at(upstream: &TestUpstream, want: usize) -> usize {
+    let mut open = upstream.state.open.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        if open == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = upstream.state.open.load(Ordering::SeqCst);
+    }
+    open
+}
+
 #[tokio::test]
 async fn sequential_requests_share_one_connection_also_when_the_body_is_empty() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,14 +102,7 @@ async fn an_idle_connection_is_closed_at_the_idle_timeout_without_traffic() {
     assert_eq!(get(&proxy, "/b").await.0, 200);
     assert_eq!(upstream.handshakes(), 1);
     // Bounded wait for the upstream to see the connection closed.
-    let mut open = upstream.state.open.load(Ordering::SeqCst);
-    for _ in 0..50 {
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        open = upstream.state.open.load(Ordering::SeqCst);
-    }
+    let open = open_settles_at(&upstream, 0).await;
     assert_eq!(open, 0, "the idle connection is still open after 5 s");
     // The next request dials again and succeeds.
     assert_eq!(get(&proxy, "/c").await.0, 200);
@@ -245,14 +252,7 @@ async fn a_body_the_caller_abandons_does_not_give_its_connection_back() {
         assert_eq!(get(&proxy, "/after").await.0, 200);
     }
     assert_eq!(upstream.handshakes(), 2);
-    let mut open = upstream.state.open.load(Ordering::SeqCst);
-    for _ in 0..50 {
-        if open == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        open = upstream.state.open.load(Ordering::SeqCst);
-    }
+    let open = open_settles_at(&upstream, 1).await;
     assert_eq!(open, 1, "the abandoned connection was not closed");
 }
 

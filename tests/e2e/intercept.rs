@@ -181,16 +181,7 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        let n = tokio::time::timeout(READ_BOUND, s.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
-        head.push(b[0]);
-    }
+    let head = read_head(&mut s).await;
     (s, String::from_utf8(head).unwrap())
 }
 
@@ -414,8 +405,8 @@ async fn refused_tunnels_forward_nothing_and_stalled_tunnels_are_closed_at_the_d
 /// Longer than popgate's parking grace (250 ms), so an idle connection is parked meanwhile.
 const PAST_GRACE: Duration = Duration::from_millis(700);
 
-/// Reads one answer with a `Content-Length` body from `s`: its status and body.
-async fn answer(s: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
+/// Reads a response head from `s` byte by byte (nothing past it), each read bounded.
+async fn read_head(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -426,7 +417,14 @@ async fn answer(s: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
         assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&head));
         head.push(b[0]);
     }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    head
+}
+
+/// Reads one answer with a `Content-Length` body from `s`: its status and body.
+async fn answer(s: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
+    let head = String::from_utf8(read_head(s).await)
+        .unwrap()
+        .to_ascii_lowercase();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let len: usize = head
         .lines()
