@@ -155,6 +155,7 @@ where
     let max = options.cap.max;
     let slots = Arc::clone(&options.cap.slots);
     let open = Arc::clone(&options.cap.open);
+    let this_loop = open.add_loop();
     // One copy for the listener: each connection's task keeps a pointer to it.
     let watched = Arc::new(Watched {
         kind: options.kind,
@@ -191,7 +192,7 @@ where
             cert = tracing::field::Empty
         );
         let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
-        let id = open.register(Arc::clone(&activity));
+        let id = open.register(this_loop, Arc::clone(&activity));
         // Given back by `Held` when the task ends.
         permit.forget();
         let held = Held {
@@ -235,11 +236,12 @@ where
     }
     match options.drain {
         Drain::Graceful(timeout) => {
-            // Every connection is told, as `graceful` tells hyper's HTTP/2 ones: HTTP/1 ones
-            // (parked ones included, which hyper no longer holds) close after their request in
-            // flight, or at once. The set is the listener's, shared with its loops on other
-            // workers, which tell them too: telling twice changes nothing.
-            connections_open.drain_all();
+            // Every connection of this loop is told, as `graceful` tells hyper's HTTP/2 ones:
+            // HTTP/1 ones (parked ones included, which hyper no longer holds) close after their
+            // request in flight, or at once. Only this loop's: the set is shared with the
+            // listener's loops on other workers, and a parked connection told here would close
+            // before its own loop counted it for the drain's report.
+            connections_open.drain_loop(this_loop);
             let drained = tokio::time::timeout(timeout, graceful.shutdown())
                 .await
                 .is_ok();
@@ -371,8 +373,19 @@ struct OpenConnections {
     became_idle: Arc<Notify>,
 }
 
+/// Bits of a connection's id in [`OpenConnections`] that name its accept loop: one listener has
+/// one loop per worker thread, far fewer than 2^16, which leaves 2^48 ids per loop.
+const LOOP_ID_BITS: u32 = 16;
+
+/// An accept loop of a listener: the low bits of its connections' ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LoopId(u64);
+
 #[derive(Debug, Default)]
 struct OpenInner {
+    /// Loops registered so far ([`OpenConnections::add_loop`]).
+    loops: u64,
+    /// The next id's upper part (above [`LOOP_ID_BITS`]).
     next_id: u64,
     by_id: HashMap<u64, Arc<Activity>>,
 }
@@ -384,18 +397,33 @@ impl OpenConnections {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a connection; its id, for [`Held`] to remove it.
-    fn register(&self, activity: Arc<Activity>) -> u64 {
+    /// A new accept loop of the listener. Its connections' ids carry it, so the set tells a
+    /// loop's connections apart without keeping anything more per connection.
+    fn add_loop(&self) -> LoopId {
         let mut inner = self.lock();
-        let id = inner.next_id;
+        let id = LoopId(inner.loops & ((1 << LOOP_ID_BITS) - 1));
+        inner.loops += 1;
+        id
+    }
+
+    /// Adds a connection of `owner`'s; its id, for [`Held`] to remove it.
+    fn register(&self, owner: LoopId, activity: Arc<Activity>) -> u64 {
+        let mut inner = self.lock();
+        let id = (inner.next_id << LOOP_ID_BITS) | owner.0;
         inner.next_id += 1;
         inner.by_id.insert(id, activity);
         id
     }
 
-    /// Tells every open connection that the listener drains.
-    fn drain_all(&self) {
-        for activity in self.lock().by_id.values() {
+    /// Tells every open connection of `owner`'s that the listener drains.
+    fn drain_loop(&self, owner: LoopId) {
+        let mask = (1 << LOOP_ID_BITS) - 1;
+        for (_, activity) in self
+            .lock()
+            .by_id
+            .iter()
+            .filter(|(id, _)| *id & mask == owner.0)
+        {
             activity.drain();
         }
     }
@@ -460,6 +488,22 @@ mod tests {
         drop(watcher);
     }
 
+    /// Holds each connection until its loop tells it to drain (looking every few milliseconds,
+    /// bounded by `STEP`), then closes it.
+    async fn until_drained(
+        stream: TcpStream,
+        _: SocketAddr,
+        watcher: Watcher,
+        activity: Arc<Activity>,
+    ) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while !activity.draining() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(stream);
+        drop(watcher);
+    }
+
     async fn closed_by_server(stream: &mut TcpStream) -> bool {
         let mut buf = [0u8; 1];
         matches!(
@@ -514,6 +558,56 @@ mod tests {
         assert!(
             !drained,
             "a connection that ignores the drain was reported closed"
+        );
+    }
+
+    /// One listener's loops on two workers share its open set; the first loop to stop must not
+    /// drain the other's connections, or a parked one closes before its own loop counts it and
+    /// the drain reports fewer connections than were open (the flake of `drain_signals`).
+    #[tokio::test]
+    async fn a_loop_drains_only_its_own_connections_and_counts_them() {
+        let cap = ConnectionCap::new(4);
+        let drain = Drain::Graceful(STEP);
+        let (mut first, stop_first, open_first) = options(AtCap::Wait, drain);
+        let (mut second, stop_second, open_second) = options(AtCap::Wait, drain);
+        first.cap = cap.clone();
+        second.cap = cap;
+        let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second_addr = second_listener.local_addr().unwrap();
+        let first_task = tokio::spawn(serve(first_listener, first, |s, p, w, a| {
+            Box::pin(until_drained(s, p, w, a))
+        }));
+        let second_task = tokio::spawn(serve(second_listener, second, |s, p, w, a| {
+            Box::pin(until_drained(s, p, w, a))
+        }));
+        let mut caller = TcpStream::connect(second_addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        stop_first.send(true).unwrap();
+        assert_eq!(open_first.await.unwrap(), 0);
+        assert!(
+            tokio::time::timeout(STEP, first_task)
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        let mut buf = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), caller.read(&mut buf))
+                .await
+                .is_err(),
+            "the first loop's drain closed the second loop's connection"
+        );
+
+        stop_second.send(true).unwrap();
+        assert_eq!(open_second.await.unwrap(), 1);
+        assert!(closed_by_server(&mut caller).await);
+        assert!(
+            tokio::time::timeout(STEP, second_task)
+                .await
+                .unwrap()
+                .unwrap()
         );
     }
 }
