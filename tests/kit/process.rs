@@ -397,21 +397,11 @@ pub async fn start_with_admin(env: &Env, top: &str) -> (Popgate, SocketAddr, Soc
 }
 
 /// The value of `series` (a metric name with its labels, as `/metrics` prints them) from the
-/// admin listener at `admin`; panics when it is not there. Bounded by [`REQUEST_BOUND`].
+/// admin listener at `admin`; panics when it is not there. Bounded as `raw_request` is.
 pub async fn admin_counter(admin: SocketAddr, series: &str) -> f64 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let scrape = async {
-        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.unwrap();
-        text
-    };
-    let text = tokio::time::timeout(REQUEST_BOUND, scrape)
+    let text = super::http::raw_request(admin, "GET", "admin", "/metrics")
         .await
-        .expect("/metrics answered in time");
+        .body;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
