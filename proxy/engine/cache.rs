@@ -287,7 +287,7 @@ mod tests {
 
     fn token(secret: &str, lifetime: Duration) -> Token {
         Token {
-            access_token: AccessToken::new(secret.into()),
+            access_token: AccessToken::new(TokenType::MtlsPop, secret.into()),
             token_type: TokenType::MtlsPop,
             expires_at: SystemTime::now() + lifetime,
             refresh_in: None,

@@ -41,7 +41,7 @@ pub(crate) fn parse_managed_identity_token(
     }
     let mut map = parse_object(what, body)?;
     // Taken first, so that on any later error the secret is zeroized when dropped.
-    let access_token = take_access_token(what, &mut map)?;
+    let access_token = take_access_token(what, &mut map, TokenType::Bearer)?;
     if let Some(token_type) = take_optional_string(what, &mut map, "token_type")?
         && !TokenType::Bearer.matches_response(&token_type)
     {

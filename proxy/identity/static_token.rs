@@ -168,7 +168,7 @@ pub fn load(
     let owned = String::from(secret.as_str());
     drop(secret);
     Ok(Token {
-        access_token: AccessToken::new(owned),
+        access_token: AccessToken::new(token_type, owned),
         token_type,
         expires_at,
         refresh_in: None,

@@ -1,32 +1,79 @@
 //! The token types every part of popgate shares: the secret itself, its type, its lifetime.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::HeaderValue;
 use zeroize::Zeroizing;
 
 use crate::certs::binding::BindingCert;
 
-/// An access token. The secret is zeroized on drop and never printed: `Debug` shows only its length.
+/// An access token, held once with its `Authorization` scheme in front (`mtls_pop eyJ…`): the
+/// header value a route's snapshot sends shares these bytes instead of copying them (a token is
+/// 1–3 KB, and every route kept it twice: issue 13), and the header's bytes are zeroized with
+/// the token's when the last holder of either drops. Never printed: `Debug` shows only its
+/// length.
 #[derive(Clone)]
-pub struct AccessToken(Zeroizing<String>);
+pub struct AccessToken(Arc<Secret>);
+
+/// The shared text: `{scheme} {token}`.
+struct Secret {
+    text: Zeroizing<String>,
+    /// Where the token starts in `text`.
+    token_at: usize,
+    token_type: TokenType,
+}
+
+/// A header value's owner: the token's shared text, given to [`Bytes::from_owner`].
+struct HeaderText(Arc<Secret>);
+
+impl AsRef<[u8]> for HeaderText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.text.as_bytes()
+    }
+}
 
 impl AccessToken {
-    /// Wraps a token received from a peer; it is zeroized when the last clone drops.
-    pub fn new(secret: String) -> Self {
-        Self(Zeroizing::new(secret))
+    /// Wraps a token of `token_type` received from a peer; `secret` is zeroized once copied in,
+    /// and the copy when the last clone (or header value made from it) drops.
+    pub fn new(token_type: TokenType, secret: String) -> Self {
+        let secret = Zeroizing::new(secret);
+        let scheme = token_type.scheme();
+        let mut text = Zeroizing::new(String::with_capacity(scheme.len() + 1 + secret.len()));
+        text.push_str(scheme);
+        text.push(' ');
+        text.push_str(&secret);
+        Self(Arc::new(Secret {
+            text,
+            token_at: scheme.len() + 1,
+            token_type,
+        }))
     }
 
     /// The raw token. Call sites are the few places that must put it on the wire.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.text.get(self.0.token_at..).unwrap_or_default()
+    }
+
+    /// The `Authorization` value `{scheme} {token}`, marked sensitive so HPACK never indexes
+    /// it (the data plane's upstream copy decides that for itself), sharing the token's bytes.
+    fn header_value(&self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        let shared = Bytes::from_owner(HeaderText(Arc::clone(&self.0)));
+        let mut value = HeaderValue::from_maybe_shared(shared)?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AccessToken(<redacted, {} bytes>)", self.0.len())
+        write!(
+            f,
+            "AccessToken(<redacted, {} bytes>)",
+            self.expose_secret().len()
+        )
     }
 }
 
@@ -97,15 +144,14 @@ pub struct Token {
 
 impl Token {
     /// The `Authorization` header value, marked sensitive so hyper's h2 HPACK never indexes it.
+    /// It shares the token's bytes when the token was made for this type, as every parser makes
+    /// it; otherwise it is a zeroizing copy under this type's scheme.
     pub fn authorization_header(&self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-        let secret = Zeroizing::new(format!(
-            "{} {}",
-            self.token_type.scheme(),
-            self.access_token.expose_secret()
-        ));
-        let mut value = HeaderValue::from_str(&secret)?;
-        value.set_sensitive(true);
-        Ok(value)
+        if self.access_token.0.token_type == self.token_type {
+            return self.access_token.header_value();
+        }
+        let secret = self.access_token.expose_secret().to_owned();
+        AccessToken::new(self.token_type, secret).header_value()
     }
 }
 
@@ -115,7 +161,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let token = AccessToken::new("eyJhbGciOi.secret.sig".into());
+        let token = AccessToken::new(TokenType::Bearer, "eyJhbGciOi.secret.sig".into());
         let shown = format!("{token:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("21 bytes"), "{shown}");
@@ -124,7 +170,7 @@ mod tests {
     #[test]
     fn header_uses_lowercase_pop_scheme() {
         let token = Token {
-            access_token: AccessToken::new("abc".into()),
+            access_token: AccessToken::new(TokenType::MtlsPop, "abc".into()),
             token_type: TokenType::MtlsPop,
             expires_at: SystemTime::now(),
             refresh_in: None,
@@ -135,5 +181,48 @@ mod tests {
         assert!(value.is_sensitive());
         assert!(TokenType::MtlsPop.matches_response("MTLS_POP"));
         assert!(!TokenType::MtlsPop.matches_response("Bearer"));
+    }
+
+    /// The header a snapshot sends is the token's own bytes, not a second copy of them.
+    #[test]
+    fn the_header_shares_the_tokens_bytes() {
+        let token = Token {
+            access_token: AccessToken::new(TokenType::MtlsPop, "eyJ.payload.sig".into()),
+            token_type: TokenType::MtlsPop,
+            expires_at: SystemTime::now(),
+            refresh_in: None,
+            binding: None,
+        };
+        let value = token.authorization_header().unwrap();
+        assert_eq!(value.as_bytes(), b"mtls_pop eyJ.payload.sig");
+        let secret = token.access_token.expose_secret();
+        assert_eq!(secret, "eyJ.payload.sig");
+        let scheme_and_space = "mtls_pop ".len();
+        assert_eq!(
+            value.as_bytes()[scheme_and_space..].as_ptr(),
+            secret.as_ptr(),
+            "the header is a copy"
+        );
+        // A token made for another type still gets this type's scheme.
+        let bearer = Token {
+            token_type: TokenType::Bearer,
+            ..token
+        };
+        assert_eq!(
+            bearer.authorization_header().unwrap().as_bytes(),
+            b"Bearer eyJ.payload.sig"
+        );
+    }
+
+    #[test]
+    fn a_token_a_header_cannot_carry_is_refused() {
+        let token = Token {
+            access_token: AccessToken::new(TokenType::Bearer, "a\nb".into()),
+            token_type: TokenType::Bearer,
+            expires_at: SystemTime::now(),
+            refresh_in: None,
+            binding: None,
+        };
+        assert!(token.authorization_header().is_err());
     }
 }

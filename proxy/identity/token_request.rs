@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn fic_leg2_pop_and_bearer_variants() {
-        let leg1 = AccessToken::new("leg1.token.sig".into());
+        let leg1 = AccessToken::new(TokenType::Bearer, "leg1.token.sig".into());
         let pop = fic_leg2(
             &endpoint(),
             "leg2-app",

@@ -40,7 +40,7 @@ impl TokenResponse {
     pub fn parse(body: &[u8], requested: TokenType) -> Result<Self, ResponseError> {
         let mut map = parse_object(WHAT, body)?;
         // Taken first, so that on any later error the secret is zeroized when dropped.
-        let access_token = take_access_token(WHAT, &mut map)?;
+        let access_token = take_access_token(WHAT, &mut map, requested)?;
         let token_type = take_required_string(WHAT, &mut map, "token_type")?;
         if !requested.matches_response(&token_type) {
             return Err(ResponseError::field(
@@ -149,10 +149,11 @@ fn lifetime(
 pub(crate) fn take_access_token(
     what: &'static str,
     map: &mut serde_json::Map<String, serde_json::Value>,
+    token_type: TokenType,
 ) -> Result<AccessToken, ResponseError> {
     // `take_optional_string` moves the String out of the JSON value: no copy of the secret is made.
     let token = match take_optional_string(what, map, "access_token") {
-        Ok(Some(token)) => AccessToken::new(token),
+        Ok(Some(token)) => AccessToken::new(token_type, token),
         Ok(None) => return Err(ResponseError::field(what, "access_token", "is missing")),
         Err(e) => return Err(e),
     };

@@ -354,7 +354,7 @@ mod tests {
 
     fn token(kind: TokenType, secret: &str) -> Token {
         Token {
-            access_token: AccessToken::new(secret.into()),
+            access_token: AccessToken::new(kind, secret.into()),
             token_type: kind,
             expires_at: SystemTime::now() + Duration::from_secs(3600),
             refresh_in: None,

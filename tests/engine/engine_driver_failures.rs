@@ -48,7 +48,7 @@ impl Flaky {
         }
         Ok(CachedToken {
             token: Token {
-                access_token: AccessToken::new(self.token.clone()),
+                access_token: AccessToken::new(TokenType::MtlsPop, self.token.clone()),
                 token_type: TokenType::MtlsPop,
                 expires_at: SystemTime::now() + Duration::from_secs(3600),
                 refresh_in: None,

@@ -92,7 +92,7 @@ impl Credential for Rotating {
 
 fn pop_token(jwt: String, binding: popgate::certs::binding::BindingCert) -> Token {
     Token {
-        access_token: AccessToken::new(jwt),
+        access_token: AccessToken::new(TokenType::MtlsPop, jwt),
         token_type: TokenType::MtlsPop,
         expires_at: SystemTime::now() + Duration::from_secs(3600),
         refresh_in: None,

@@ -169,7 +169,7 @@ routes:
         &with_assertion,
     );
 
-    let leg1 = AccessToken::new(token_text.clone());
+    let leg1 = AccessToken::new(TokenType::Bearer, token_text.clone());
     let mut with_leg1 = secrets.clone();
     with_leg1.push(token_text.clone());
     let leg2 = token_request::fic_leg2(
