@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Acquire, Route, UpstreamPool};
@@ -52,7 +51,6 @@ impl RouteKey {
 pub(super) struct LiveRoute {
     slot: Arc<RouteSlot>,
     key: RouteKey,
-    stop: watch::Sender<bool>,
     driver: JoinHandle<()>,
 }
 
@@ -70,13 +68,11 @@ impl LiveRoute {
             // The engine-wide rules (MSAL's); not per-route configurable yet.
             policy: RefreshPolicy::default(),
         };
-        let (stop, stopped) = watch::channel(false);
         let driver = RouteDriver::new(Arc::clone(credential), Arc::clone(&slot), settings);
         Self {
             slot,
             key: RouteKey::of(route, credential),
-            stop,
-            driver: driver.spawn(stopped),
+            driver: driver.spawn(),
         }
     }
 
@@ -92,7 +88,7 @@ impl LiveRoute {
 
     /// Asks the driver to stop; the returned handle ends once it has.
     pub(super) fn stop(self) -> JoinHandle<()> {
-        let _ = self.stop.send(true);
+        self.slot.demand_stop();
         self.driver
     }
 }

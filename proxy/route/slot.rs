@@ -136,6 +136,9 @@ pub struct Demand {
     /// Bumped by a config reload that keeps the route: a failing route retries at once instead
     /// of waiting out its backoff (a reload is how an operator says "it is fixed now").
     pub retry: u64,
+    /// The route is retired: its driver stops. Carried here rather than on a channel of its
+    /// own, which cost each route ~340 B (issue 13, memory with 1,000 routes).
+    pub stopped: bool,
 }
 
 /// A route's published state. `None` means "no usable token": the data plane answers 503 naming
@@ -315,6 +318,12 @@ impl RouteSlot {
             .send_modify(|d| d.retry = d.retry.wrapping_add(1));
     }
 
+    /// Asks the driver to stop (the route is retired). A slot has one driver in its life.
+    pub fn demand_stop(&self) {
+        self.demand
+            .send_if_modified(|d| !std::mem::replace(&mut d.stopped, true));
+    }
+
     /// Tells the driver the upstream refused the token of snapshot `generation`.
     pub fn demand_invalidate(&self, generation: u64) {
         self.demand.send_if_modified(|d| {
@@ -471,6 +480,7 @@ mod tests {
                 started: true,
                 invalidated: Some(3),
                 retry: 0,
+                stopped: false,
             }
         );
         // Nothing new: a repeated start or an older generation is not a change.

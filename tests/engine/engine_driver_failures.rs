@@ -95,11 +95,8 @@ async fn refusals_give_503_with_the_aadsts_code_and_the_driver_retries_until_it_
         binding: env.binding.clone(),
         changes: watch::channel(0).0,
     });
-    let GraphDriver {
-        slot,
-        stop,
-        task: driver,
-    } = env.spawn_graph_driver(credential.clone(), "exchange-app");
+    let GraphDriver { slot, task: driver } =
+        env.spawn_graph_driver(credential.clone(), "exchange-app");
     let (proxy, addr) = serve_graph(slot.clone()).await;
 
     let failed = slot
@@ -146,7 +143,7 @@ async fn refusals_give_503_with_the_aadsts_code_and_the_driver_retries_until_it_
     assert_eq!(check_echo(&get(addr, "/v1.0/me").await), "recovered");
 
     proxy.shutdown().await;
-    stop.send(true).unwrap();
+    slot.demand_stop();
     driver.await.unwrap();
 }
 
@@ -164,4 +161,63 @@ async fn a_listener_address_in_use_is_named_at_start() {
     let err = App::start(env.load(&path)).await.unwrap_err();
     assert!(matches!(err, RunError::Start(_)), "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+/// Never answers: an acquisition that hangs (a token endpoint that accepted and went silent).
+struct Hung {
+    labels: CredentialLabels,
+    asked: AtomicU32,
+    changes: watch::Sender<u64>,
+}
+
+impl Credential for Hung {
+    fn labels(&self) -> &CredentialLabels {
+        &self.labels
+    }
+    fn get(&self) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::pending())
+    }
+    fn refresh(&self, _seen: u64) -> BoxFuture<'_, Result<CachedToken, EngineError>> {
+        self.get()
+    }
+    fn invalidate(&self, _generation: u64) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn binding_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// A retired route's driver stops even while its acquisition hangs (a reload must not keep
+/// drivers of removed routes, and their tokens, alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_route_stops_its_driver_during_a_hung_acquisition() {
+    let env = Env::start().await;
+    let credential = Arc::new(Hung {
+        labels: CredentialLabels {
+            identity: "app".into(),
+            identity_kind: "confidential_client",
+            flow: "vanilla",
+            token_type: TokenType::MtlsPop,
+            leg1: None,
+        },
+        asked: AtomicU32::new(0),
+        changes: watch::channel(0).0,
+    });
+    let GraphDriver { slot, task } = env.spawn_graph_driver(credential.clone(), "app");
+    let asked = async {
+        while credential.asked.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(STATE_BOUND, asked)
+        .await
+        .expect("the driver started acquiring");
+    assert!(!task.is_finished());
+    slot.demand_stop();
+    tokio::time::timeout(STATE_BOUND, task)
+        .await
+        .expect("the driver stopped")
+        .unwrap();
 }

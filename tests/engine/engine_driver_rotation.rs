@@ -112,11 +112,7 @@ async fn rotation_under_concurrent_load_fails_no_request_and_never_mixes_cert_an
         env.binding.clone(),
     )));
 
-    let GraphDriver {
-        slot,
-        stop,
-        task: driver,
-    } = env.spawn_graph_driver(credential.clone(), "rotating");
+    let GraphDriver { slot, task: driver } = env.spawn_graph_driver(credential.clone(), "rotating");
     let ready = slot
         .wait_until(Duration::from_secs(30), |s| s.status().is_serving())
         .await;
@@ -210,6 +206,6 @@ async fn rotation_under_concurrent_load_fails_no_request_and_never_mixes_cert_an
     assert!(ready, "{:?}", slot.status());
 
     proxy.shutdown().await;
-    stop.send(true).unwrap();
+    slot.demand_stop();
     driver.await.unwrap();
 }

@@ -167,10 +167,9 @@ pub fn check_echo(answer: &Answer) -> String {
     echo["appid"].as_str().unwrap().to_string()
 }
 
-/// A running route driver: the slot it publishes into, the switch that stops it, its task.
+/// A running route driver: the slot it publishes into (`slot.demand_stop()` stops it), its task.
 pub struct GraphDriver {
     pub slot: Arc<RouteSlot>,
-    pub stop: watch::Sender<bool>,
     pub task: JoinHandle<()>,
 }
 
@@ -197,7 +196,6 @@ impl Env {
                 lazy: false,
             },
         ));
-        let (stop, stopped) = watch::channel(false);
         let task = RouteDriver::new(
             credential,
             slot.clone(),
@@ -210,8 +208,8 @@ impl Env {
                 policy: RefreshPolicy::default(),
             },
         )
-        .spawn(stopped);
-        GraphDriver { slot, stop, task }
+        .spawn();
+        GraphDriver { slot, task }
     }
 }
 

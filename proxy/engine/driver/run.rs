@@ -113,13 +113,14 @@ impl RouteDriver {
         }
     }
 
-    /// Runs the driver on the current runtime until `shutdown` turns true (or its sender drops).
-    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(self.run(shutdown))
+    /// Runs the driver on the current runtime until its slot asks it to stop
+    /// ([`RouteSlot::demand_stop`]) or is dropped.
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
     }
 
-    /// The driver loop. Returns only on shutdown.
-    pub fn run(self, shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+    /// The driver loop. Returns only once stopped.
+    pub fn run(self) -> impl Future<Output = ()> + Send {
         let labels = self.credential.labels();
         let span = tracing::info_span!(
             "route_driver",
@@ -148,29 +149,24 @@ impl RouteDriver {
         // more per route with 1,000 routes (benches/README.md, memory).
         async move {
             let first = task.perform(actions);
-            task.drive(first, demand, shutdown).await;
+            task.drive(first, demand).await;
         }
         .instrument(span)
     }
 }
 
 impl Task {
-    async fn drive(
-        &mut self,
-        mut next: Option<Step>,
-        mut demand: watch::Receiver<Demand>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn drive(&mut self, mut next: Option<Step>, mut demand: watch::Receiver<Demand>) {
         let mut bindings = Some(self.credential.binding_changes());
         loop {
             let step = match next.take() {
                 Some(step) => step,
-                None => match self.wait(&mut demand, &mut bindings, &mut shutdown).await {
+                None => match self.wait(&mut demand, &mut bindings).await {
                     Some(step) => step,
                     None => return,
                 },
             };
-            let Some(result) = self.acquire(step, &mut shutdown).await else {
+            let Some(result) = self.acquire(step, &mut demand).await else {
                 return;
             };
             next = match result {
@@ -187,12 +183,12 @@ impl Task {
         }
     }
 
-    /// Runs one step until the credential answers; `None` on shutdown. Withdraws the published
+    /// Runs one step until the credential answers; `None` once stopped. Withdraws the published
     /// token meanwhile if it stops being usable.
     async fn acquire(
         &mut self,
         step: Step,
-        shutdown: &mut watch::Receiver<bool>,
+        demand: &mut watch::Receiver<Demand>,
     ) -> Option<Result<CachedToken, EngineError>> {
         let credential = Arc::clone(&self.credential);
         let span = acquisition_span(&*credential, self.slot.name(), &step);
@@ -213,7 +209,7 @@ impl Task {
                     // The acquisition outlived the published token: stop serving it meanwhile.
                     self.feed(Event::UsableEnded);
                 }
-                _ = stopped(shutdown) => return None,
+                _ = stopped(demand) => return None,
             }
         };
         if result.is_err() {
@@ -222,15 +218,17 @@ impl Task {
         Some(result)
     }
 
-    /// Waits until the state asks for a step; `None` on shutdown or when the route is gone.
+    /// Waits until the state asks for a step; `None` once stopped or when the route is gone.
     async fn wait(
         &mut self,
         demand: &mut watch::Receiver<Demand>,
         bindings: &mut Option<watch::Receiver<u64>>,
-        shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Step> {
         loop {
             let current = *demand.borrow_and_update();
+            if current.stopped {
+                return None;
+            }
             if let Some(step) = self.feed(Event::Demand(current)) {
                 return Some(step);
             }
@@ -259,7 +257,6 @@ impl Task {
                     }
                     Event::BindingChanged
                 }
-                _ = stopped(shutdown) => return None,
             };
             if let Some(step) = self.feed(event) {
                 return Some(step);

@@ -1,13 +1,16 @@
-//! What the driver task waits on, as futures `select!` can poll: shutdown, a wall-clock time,
-//! a certificate change.
+//! What the driver task waits on, as futures `select!` can poll: the route's retirement, a
+//! wall-clock time, a certificate change.
 
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-/// Ends when shutdown is signalled or its sender is gone.
-pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+use crate::route::slot::Demand;
+
+/// Ends when the route is retired ([`Demand::stopped`]) or its slot is gone. Waiting marks the
+/// demand seen; the driver's wait reads the current demand again before it waits.
+pub(super) async fn stopped(demand: &mut watch::Receiver<Demand>) {
+    let _ = demand.wait_for(|d| d.stopped).await;
 }
 
 /// Sleeps until `at` (wall clock), or forever when `None`.

@@ -20,6 +20,7 @@ fn an_eager_route_acquires_at_once_and_a_lazy_one_on_its_first_request() {
         started: true,
         invalidated: None,
         retry: 0,
+        stopped: false,
     };
     let actions = lazy.handle(Event::Demand(started), at(secs(2)));
     assert_eq!(actions, [Action::Acquire(Step::Get)]);

@@ -113,6 +113,7 @@ fn refused(generation: u64) -> Event {
         started: true,
         invalidated: Some(generation),
         retry: 0,
+        stopped: false,
     })
 }
 

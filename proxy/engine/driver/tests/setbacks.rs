@@ -239,6 +239,7 @@ fn retry(n: u64) -> Event {
         started: true,
         invalidated: None,
         retry: n,
+        stopped: false,
     })
 }
 
