@@ -9,8 +9,9 @@
   served one request and left open, divided by the callers held;
 - idle RSS with `--routes` eager routes, each with its own audience and token.
 
-Uses the release binaries already built (`cargo build --release -p popgate -p popgate-authority`,
-the bench tools in `load/tools/target/release`). Every target is 127.0.0.1; every phase is bounded.
+Uses the binaries already built: popgate's production build and the local authority (the builds
+`harness.context.POPGATE_BUILDS` lists, which `run.py` runs), the bench tools in
+`load/tools/target/release`. Every target is 127.0.0.1; every phase is bounded.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import compare, procs, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Placement, start  # noqa: E402
-from harness.context import bench_context  # noqa: E402
+from harness.context import bench_context, popgate_binaries  # noqa: E402
 from harness.procs import memory_kib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=9_900, help="idle callers held (0: skip)")
     ap.add_argument("--routes", type=int, default=1_000, help="eager routes (0: skip)")
     ap.add_argument("--closed-s", type=float, default=8.0, help="closed-loop seconds before the peak")
+    ap.add_argument("--popgate", type=Path, help="measure this popgate binary instead (an A/B against another build)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -49,10 +51,11 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, NOFILE), max(hard, NOFILE)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    rel = ROOT / "target" / "release"
     tools = LOAD / "tools" / "target" / "release"
-    bins = {"popgate": rel / "popgate", "authority": rel / "popgate-authority",
+    bins = {**popgate_binaries(ROOT),
             "upstream": tools / "bench-upstream", "load": tools / "bench-load"}
+    if args.popgate:
+        bins["popgate"] = args.popgate
     for name, path in bins.items():
         if not path.exists():
             print(f"error: {name} binary {path} is missing", file=sys.stderr)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import compare, intercept, procs, report, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Ctx, Placement  # noqa: E402
-from harness.context import bench_context  # noqa: E402
+from harness.context import POPGATE_BUILDS, bench_context, popgate_binaries  # noqa: E402
 from harness.procs import HarnessError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def envoy_binary() -> Path:
 
 def build() -> None:
     steps = [
-        (["cargo", "build", "--release", "--locked", "-p", "popgate", "-p", "popgate-authority"], "popgate"),
+        *POPGATE_BUILDS,
         (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "tools" / "Cargo.toml")],
          "bench tools"),
         (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "pingora-proxy" / "Cargo.toml")],
@@ -191,9 +191,8 @@ def main() -> int:
         install_peers()
     if not args.no_build:
         build()
-    rel = ROOT / "target" / "release"
     tools = LOAD / "tools" / "target" / "release"
-    bins = {"popgate": rel / "popgate", "authority": rel / "popgate-authority", "envoy": envoy_binary(),
+    bins = {**popgate_binaries(ROOT), "envoy": envoy_binary(),
             "pingora": LOAD / "pingora-proxy" / "target" / "release" / "pingora-bench-proxy",
             "upstream": tools / "bench-upstream", "load": tools / "bench-load"}
     needed = {"popgate", "authority", "upstream", "load", *proxies}

@@ -11,6 +11,22 @@ from .peers import Ctx
 from .pki import fetch_pop_token, upstream_certificate
 
 
+def popgate_binaries(root: Path) -> dict:
+    """popgate as production runs it (the Dockerfile's build: `dist` profile, without the `dev`
+    feature's local authority, which `popgate run` never uses and whose code is resident text),
+    and the local authority's own binary."""
+    return {"popgate": root / "target" / "dist" / "popgate",
+            "authority": root / "target" / "release" / "popgate-authority"}
+
+
+# The builds `popgate_binaries` names.
+POPGATE_BUILDS = [
+    (["cargo", "build", "--profile", "dist", "--no-default-features", "--locked", "-p", "popgate", "--bin", "popgate"],
+     "popgate (production build)"),
+    (["cargo", "build", "--release", "--locked", "-p", "popgate-authority"], "local authority"),
+]
+
+
 def bench_context(bins: dict, work: Path) -> tuple[Ctx, dict]:
     """Starts the authority in `work` and returns the context (its upstream address still empty)
     and the upstream certificate (`upstream_certificate`'s dict)."""
