@@ -7,12 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::identity::token::Token;
 use crate::metrics::{self, RouteMetrics};
 use crate::net::client::{UpstreamClient, UpstreamSettings};
 use crate::net::upstream_tls::{self, UpstreamTlsError};
+use crate::route::demand::{DemandCell, DemandReader};
 use crate::route::policy::RoutePolicy;
 
 use crate::route::status::RouteStatus;
@@ -125,22 +126,6 @@ pub struct RouteInfo {
     pub lazy: bool,
 }
 
-/// What the data plane asks of a route's driver. Only ever grows: `started` turns true once,
-/// `invalidated` only increases.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Demand {
-    /// A request arrived (starts a lazy route).
-    pub started: bool,
-    /// The upstream refused the token of this snapshot generation (`401 invalid_token`).
-    pub invalidated: Option<u64>,
-    /// Bumped by a config reload that keeps the route: a failing route retries at once instead
-    /// of waiting out its backoff (a reload is how an operator says "it is fixed now").
-    pub retry: u64,
-    /// The route is retired: its driver stops. Carried here rather than on a channel of its
-    /// own, which cost each route ~340 B (issue 13, memory with 1,000 routes).
-    pub stopped: bool,
-}
-
 /// A route's published state. `None` means "no usable token": the data plane answers 503 naming
 /// the route's [`RouteStatus`].
 pub struct RouteSlot {
@@ -156,9 +141,15 @@ pub struct RouteSlot {
     /// ([`RouteSlot::wait_until`]). Held inline: a `watch` channel was an allocation of ~350 B
     /// per route (benches/README.md, memory with 1,000 routes).
     changed: Notify,
-    demand: watch::Sender<Demand>,
+    demand: DemandCell,
     /// The route's metric handles, kept once the route is registered (see [`RouteSlot::metrics`]).
     metrics: OnceLock<Arc<RouteMetrics>>,
+}
+
+impl AsRef<DemandCell> for RouteSlot {
+    fn as_ref(&self) -> &DemandCell {
+        &self.demand
+    }
 }
 
 impl fmt::Debug for RouteSlot {
@@ -189,7 +180,7 @@ impl RouteSlot {
             snapshot: ArcSwapOption::empty(),
             status: ArcSwap::from_pointee(status),
             changed: Notify::new(),
-            demand: watch::channel(Demand::default()).0,
+            demand: DemandCell::default(),
             metrics: OnceLock::new(),
         }
     }
@@ -298,41 +289,32 @@ impl RouteSlot {
 
     /// True while a driver watches this slot (so waiting for it to publish makes sense).
     pub fn has_driver(&self) -> bool {
-        self.demand.receiver_count() > 0
+        self.demand.has_reader()
     }
 
-    /// The driver's view of what the data plane asked for.
-    pub fn demand(&self) -> watch::Receiver<Demand> {
-        self.demand.subscribe()
+    /// The driver's view of what the data plane asked for (one driver per slot).
+    pub fn demand(self: &Arc<Self>) -> DemandReader<RouteSlot> {
+        DemandReader::new(Arc::clone(self))
     }
 
     /// Asks the driver of a lazy route to start acquiring (no-op once started).
     pub fn demand_start(&self) {
-        self.demand
-            .send_if_modified(|d| !std::mem::replace(&mut d.started, true));
+        self.demand.start();
     }
 
     /// Asks the driver of a failing route to retry now (a reload kept the route).
     pub fn demand_retry(&self) {
-        self.demand
-            .send_modify(|d| d.retry = d.retry.wrapping_add(1));
+        self.demand.retry();
     }
 
     /// Asks the driver to stop (the route is retired). A slot has one driver in its life.
     pub fn demand_stop(&self) {
-        self.demand
-            .send_if_modified(|d| !std::mem::replace(&mut d.stopped, true));
+        self.demand.stop();
     }
 
     /// Tells the driver the upstream refused the token of snapshot `generation`.
     pub fn demand_invalidate(&self, generation: u64) {
-        self.demand.send_if_modified(|d| {
-            if d.invalidated.is_some_and(|g| g >= generation) {
-                return false;
-            }
-            d.invalidated = Some(generation);
-            true
-        });
+        self.demand.invalidate(generation);
     }
 }
 
@@ -456,7 +438,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn demand_only_grows_and_waiters_see_changes() {
+    async fn waiters_see_status_changes() {
         let slot = Arc::new(RouteSlot::for_route(
             "r",
             RouteInfo {
@@ -466,27 +448,6 @@ mod tests {
             },
         ));
         assert!(slot.status().is_pending());
-        assert!(!slot.has_driver());
-        let mut demand = slot.demand();
-        assert!(slot.has_driver());
-        slot.demand_start();
-        slot.demand_start();
-        slot.demand_invalidate(3);
-        slot.demand_invalidate(2);
-        assert!(demand.has_changed().unwrap());
-        assert_eq!(
-            *demand.borrow_and_update(),
-            Demand {
-                started: true,
-                invalidated: Some(3),
-                retry: 0,
-                stopped: false,
-            }
-        );
-        // Nothing new: a repeated start or an older generation is not a change.
-        slot.demand_start();
-        slot.demand_invalidate(1);
-        assert!(!demand.has_changed().unwrap());
 
         // A waiter wakes on the status change made after it started waiting.
         let waiter = {

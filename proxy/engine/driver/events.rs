@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::engine::cache::CachedToken;
 use crate::engine::credential::EngineError;
-use crate::route::slot::Demand;
+use crate::route::demand::Demand;
 use crate::route::status::RouteStatus;
 
 /// What to ask the credential for.

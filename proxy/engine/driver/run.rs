@@ -13,13 +13,14 @@ use tracing::Instrument as _;
 use super::events::{Action, Clock, Event, Step, TokenFacts};
 use super::log::log;
 use super::state::{DriverState, Phase};
-use super::waits::{binding_changed, sleep_until, stopped};
+use super::waits::{binding_changed, sleep_until};
 use crate::engine::cache::CachedToken;
 use crate::engine::credential::{BoxFuture, Credential, EngineError};
 use crate::engine::schedule::{RefreshPolicy, jitter_sample};
 use crate::metrics;
 use crate::net::client::UpstreamSettings;
-use crate::route::slot::{Demand, RouteSlot, Snapshot};
+use crate::route::demand::DemandReader;
+use crate::route::slot::{RouteSlot, Snapshot};
 
 /// What a driver needs besides its route's credential and slot.
 #[derive(Clone, Debug)]
@@ -37,7 +38,7 @@ pub struct RouteDriver {
     settings: DriverSettings,
     /// Subscribed at construction, so the slot counts this driver (and the data plane waits for
     /// it) before its task first runs.
-    demand: watch::Receiver<Demand>,
+    demand: DemandReader<RouteSlot>,
 }
 
 impl std::fmt::Debug for RouteDriver {
@@ -156,17 +157,17 @@ impl RouteDriver {
 }
 
 impl Task {
-    async fn drive(&mut self, mut next: Option<Step>, mut demand: watch::Receiver<Demand>) {
+    async fn drive(&mut self, mut next: Option<Step>, demand: DemandReader<RouteSlot>) {
         let mut bindings = Some(self.credential.binding_changes());
         loop {
             let step = match next.take() {
                 Some(step) => step,
-                None => match self.wait(&mut demand, &mut bindings).await {
+                None => match self.wait(&demand, &mut bindings).await {
                     Some(step) => step,
                     None => return,
                 },
             };
-            let Some(result) = self.acquire(step, &mut demand).await else {
+            let Some(result) = self.acquire(step, &demand).await else {
                 return;
             };
             next = match result {
@@ -188,7 +189,7 @@ impl Task {
     async fn acquire(
         &mut self,
         step: Step,
-        demand: &mut watch::Receiver<Demand>,
+        demand: &DemandReader<RouteSlot>,
     ) -> Option<Result<CachedToken, EngineError>> {
         let credential = Arc::clone(&self.credential);
         let span = acquisition_span(&*credential, self.slot.name(), &step);
@@ -209,7 +210,7 @@ impl Task {
                     // The acquisition outlived the published token: stop serving it meanwhile.
                     self.feed(Event::UsableEnded);
                 }
-                _ = stopped(demand) => return None,
+                () = demand.stopped() => return None,
             }
         };
         if result.is_err() {
@@ -221,11 +222,11 @@ impl Task {
     /// Waits until the state asks for a step; `None` once stopped or when the route is gone.
     async fn wait(
         &mut self,
-        demand: &mut watch::Receiver<Demand>,
+        demand: &DemandReader<RouteSlot>,
         bindings: &mut Option<watch::Receiver<u64>>,
     ) -> Option<Step> {
         loop {
-            let current = *demand.borrow_and_update();
+            let current = demand.now();
             if current.stopped {
                 return None;
             }
@@ -242,14 +243,7 @@ impl Task {
                     // The recheck (a deferred refusal) feeds the current demand again.
                     Some(Due::Recheck) | None => continue,
                 },
-                changed = demand.changed() => {
-                    // The slot owns the sender and outlives this task; a closed channel means the
-                    // route is gone.
-                    if changed.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
+                () = demand.changed() => continue,
                 changed = binding_changed(bindings.as_mut()), if watching => {
                     if !changed {
                         *bindings = None;

@@ -64,7 +64,7 @@ pub(super) struct DriverState {
     /// The snapshot generation whose refusal was last acted on, and when.
     handled_invalidation: Option<u64>,
     last_invalidation: Option<SystemTime>,
-    /// The last reload retry request ([`Demand::retry`](crate::route::slot::Demand)) seen.
+    /// The last reload retry request ([`Demand::retry`](crate::route::demand::Demand)) seen.
     handled_retry: u64,
 }
 

@@ -1,17 +1,9 @@
-//! What the driver task waits on, as futures `select!` can poll: the route's retirement, a
-//! wall-clock time, a certificate change.
+//! What the driver task waits on, as futures `select!` can poll: a wall-clock time, a
+//! certificate change (the route's demand waits on its own: `route::demand`).
 
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-
-use crate::route::slot::Demand;
-
-/// Ends when the route is retired ([`Demand::stopped`]) or its slot is gone. Waiting marks the
-/// demand seen; the driver's wait reads the current demand again before it waits.
-pub(super) async fn stopped(demand: &mut watch::Receiver<Demand>) {
-    let _ = demand.wait_for(|d| d.stopped).await;
-}
 
 /// Sleeps until `at` (wall clock), or forever when `None`.
 pub(super) async fn sleep_until(at: Option<SystemTime>) {

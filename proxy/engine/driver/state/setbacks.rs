@@ -8,7 +8,7 @@ use super::super::MIN_INVALIDATION_INTERVAL;
 use super::super::events::{Action, Clock, Note, Step};
 use super::{DriverState, Phase, http_date};
 use crate::engine::credential::EngineError;
-use crate::route::slot::Demand;
+use crate::route::demand::Demand;
 use crate::route::status::RouteStatus;
 
 impl DriverState {

@@ -11,7 +11,7 @@ use super::events::{Action, Clock, Event, Note, Step, TokenFacts};
 use super::state::{DriverState, Phase};
 use crate::engine::credential::EngineError;
 use crate::engine::schedule::RefreshPolicy;
-use crate::route::slot::Demand;
+use crate::route::demand::Demand;
 use crate::route::status::RouteStatus;
 
 const HOUR: Duration = Duration::from_secs(3600);
