@@ -173,6 +173,10 @@ pub const TOKEN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_CACHED_TOKEN_CLIENTS: usize = 32;
 /// Connections per token host per client: acquisitions are single-flight, so a few suffice.
 pub const MAX_TOKEN_CONNECTIONS_PER_HOST: usize = 4;
+/// Token calls in flight per token host and client certificate: as many as that client keeps
+/// connections, so each call has a connection of its own (HTTP/1.1, e.g. IMDS) or a stream on
+/// one, and no call waits on a dial (`net::token_call_gate`).
+pub const MAX_TOKEN_CALLS_PER_HOST: usize = MAX_TOKEN_CONNECTIONS_PER_HOST;
 
 /// Most data-plane worker threads (`workers:`): each has its own runtime and one listening socket
 /// per TCP listener, so beyond the cores any node has, more only cost memory and descriptors.

@@ -10,6 +10,7 @@ pub(crate) mod pool_gate;
 pub(crate) mod proxy_tunnel;
 pub(crate) mod read_ahead_budget;
 pub(crate) mod stall_body;
+pub(crate) mod token_call_gate;
 pub mod token_transport;
 pub(crate) mod trailers;
 pub(crate) mod upstream_body;

@@ -21,6 +21,7 @@ use crate::config::limits::{
 };
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::net::connect::{ConnectError, ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::token_call_gate::TokenCallGate;
 use crate::net::upstream_tls::{ExtraRoots, client_config};
 
 use crate::certs::binding::BindingCert;
@@ -172,6 +173,8 @@ pub struct Transport {
     plain: PlainClient,
     /// Keyed by the binding certificate's x5t#S256 (`None`: no client certificate), oldest first.
     https: Mutex<VecDeque<(Option<String>, HttpsClient)>>,
+    /// Turns for token calls, per host and client certificate.
+    calls: TokenCallGate,
 }
 
 impl fmt::Debug for Transport {
@@ -199,6 +202,7 @@ impl Transport {
             settings,
             plain,
             https: Mutex::new(VecDeque::new()),
+            calls: TokenCallGate::default(),
         }
     }
 
@@ -298,6 +302,12 @@ impl Transport {
             .map(|a| a.as_str().to_string())
             .unwrap_or_else(|| "<no host>".to_string());
         let request: Request<Full<Bytes>> = request.map(Full::new);
+        // Waiting for a turn is not part of the call's timeout: every call ahead is bounded by it.
+        let turn = match binding {
+            Some(b) => format!("{host} {}", b.x5t_s256()),
+            None => host.clone(),
+        };
+        let _turn = self.calls.admit(&turn).await;
         let timeout = self.settings.request_timeout;
         let exchange = async {
             let response = match request.uri().scheme_str() {
@@ -488,5 +498,75 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, TransportError::Setup { .. }), "{err}");
         assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
+    }
+
+    /// A burst of token calls to one endpoint (1,000 routes starting) reaches it at most
+    /// `MAX_TOKEN_CALLS_PER_HOST` at a time, and every call is answered.
+    #[tokio::test]
+    async fn a_burst_of_calls_reaches_a_host_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        const BURST: usize = 12;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let server = {
+            let (in_flight, most) = (Arc::clone(&in_flight), Arc::clone(&most));
+            tokio::spawn(async move {
+                loop {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    let (in_flight, most) = (Arc::clone(&in_flight), Arc::clone(&most));
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match stream.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            head.clear();
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        let transport = Arc::new(Transport::new(TransportSettings::default()));
+        let base =
+            crate::identity::imds_endpoint::ImdsBase::parse(&format!("http://{addr}")).unwrap();
+        let calls: Vec<_> = (0..BURST)
+            .map(|i| {
+                let transport = Arc::clone(&transport);
+                let request = crate::identity::imds_v1::token_request(
+                    &base,
+                    &format!("https://svc{i}.example"),
+                    None,
+                )
+                .unwrap();
+                tokio::spawn(async move { transport.send(&request, None).await })
+            })
+            .collect();
+        for call in calls {
+            let exchange = call.await.unwrap().unwrap();
+            assert_eq!(exchange.status, StatusCode::OK);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= crate::config::limits::MAX_TOKEN_CALLS_PER_HOST,
+            "{most} calls in flight at once"
+        );
+        assert!(most > 1, "calls were not concurrent at all: {most}");
+        server.abort();
     }
 }
