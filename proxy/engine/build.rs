@@ -170,6 +170,7 @@ pub fn build_credential_set(
         previous,
         credentials: HashMap::new(),
         watched: HashMap::new(),
+        cert_apps: HashMap::new(),
         imds_v2: HashMap::new(),
         imds_turns: HashMap::new(),
     };
@@ -224,6 +225,8 @@ struct Factory<'a> {
     /// By (flow, identities, resource, token type).
     credentials: HashMap<String, Arc<dyn Credential>>,
     watched: HashMap<String, Arc<WatchedCert>>,
+    /// A confidential client's source per token type, shared by its routes.
+    cert_apps: HashMap<(String, TokenType), Arc<CertAppSource>>,
     imds_v2: HashMap<String, Arc<ImdsV2Identity>>,
     imds_turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -371,9 +374,18 @@ impl Factory<'_> {
                 self.cached(labels, resource, source)?
             }
             (Identity::ConfidentialClient(app), _) => {
-                let cert = self.watched_cert(name, app)?;
-                let source =
-                    CertAppSource::new(&labels, app_settings(app), cert, deps).map_err(msg)?;
+                let key = (name.to_string(), token_type);
+                let source = match self.cert_apps.get(&key) {
+                    Some(shared) => Arc::clone(shared),
+                    None => {
+                        let cert = self.watched_cert(name, app)?;
+                        let source = CertAppSource::new(&labels, app_settings(app), cert, deps)
+                            .map_err(msg)?;
+                        let source = Arc::new(source);
+                        self.cert_apps.insert(key, Arc::clone(&source));
+                        source
+                    }
+                };
                 self.cached(labels, resource, source)?
             }
             (Identity::WorkloadIdentity(wi), TokenType::Bearer) => {

@@ -3,7 +3,7 @@
 //! ahead, Retry-After blocks — is [`Cached`](super::cached::Cached)'s, written once for all kinds.
 
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -90,6 +90,40 @@ pub(crate) trait TokenSource: Send + Sync + 'static {
         // Never sent on and never dropped, so receivers wait rather than see a closed channel.
         static NEVER: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
         NEVER.subscribe()
+    }
+}
+
+/// A source shared by several credentials (one identity's routes to different resources): its
+/// settings, endpoint and dependencies are kept once, not once per route (issue 13).
+impl<S: TokenSource> TokenSource for Arc<S> {
+    type Input = S::Input;
+
+    fn input(&self) -> impl Future<Output = Result<Self::Input, EngineError>> + Send {
+        (**self).input()
+    }
+
+    fn binding<'a>(&self, input: &'a Self::Input) -> Option<&'a BindingCert> {
+        (**self).binding(input)
+    }
+
+    fn acquire(
+        &self,
+        target: &Target,
+        input: &Self::Input,
+    ) -> impl Future<Output = Result<Token, AcquireError>> + Send {
+        (**self).acquire(target, input)
+    }
+
+    fn rebind(
+        &self,
+        target: &Target,
+        refused: &Self::Input,
+    ) -> impl Future<Output = Option<Result<Self::Input, EngineError>>> + Send {
+        (**self).rebind(target, refused)
+    }
+
+    fn binding_changes(&self) -> watch::Receiver<u64> {
+        (**self).binding_changes()
     }
 }
 
