@@ -36,6 +36,8 @@ from harness.procs import memory_kib  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = ROOT / "benches" / "load"
 NOFILE = 65_536
+# How long the idle callers are held: the RSS reading needs them held past its settling time.
+IDLE_HOLD_S = compare.IDLE_SETTLE_S + compare.IDLE_READ_MARGIN_S + 1.0
 
 
 def main() -> int:
@@ -78,7 +80,7 @@ def main() -> int:
             out["rss_anon_kib_after_load"] = memory_kib(child.pid, "RssAnon")
             out["rss_file_kib_after_load"] = memory_kib(child.pid, "RssFile")
             if args.idle:
-                out.update(compare.idle(child, port, gen, args.idle, 2.0))
+                out.update(compare.idle(child, port, gen, args.idle, IDLE_HOLD_S))
         finally:
             child.stop()
             # Lines a diagnostic build prints to stderr (e.g. future sizes), kept in the report.

@@ -42,10 +42,10 @@ PROXIES = ["popgate", "envoy", "nginx", "haproxy", "pingora"]
 # the idle scenario at 9 900 callers for every proxy (see peers.HAPROXY_MAXCONN).
 NOFILE = 65_536
 # The whole harness must stay well under 15 minutes: these are the full run's phase lengths.
-FULL = dict(conns=64, closed_s=8, rate_s=10, warmup_s=2, idle_conns=9_900, idle_hold_s=4,
+FULL = dict(conns=64, closed_s=8, rate_s=10, warmup_s=2, idle_conns=9_900, idle_hold_s=5,
             burst=1000, refresh_lifetime_s=60, refresh_s=180, refresh_rate=2000,
             rotation_s=30, rotate_at_s=10, routes=1000, intercept_rounds=2)
-QUICK = dict(conns=32, closed_s=3, rate_s=3, warmup_s=1, idle_conns=2000, idle_hold_s=2,
+QUICK = dict(conns=32, closed_s=3, rate_s=3, warmup_s=1, idle_conns=2000, idle_hold_s=5,
              burst=200, refresh_lifetime_s=20, refresh_s=30, refresh_rate=500,
              rotation_s=10, rotate_at_s=3, routes=100, intercept_rounds=2)
 

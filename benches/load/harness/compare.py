@@ -6,11 +6,18 @@ import time
 
 from .load import Generator, Upstream
 from .peers import Ctx, Placement, start
-from .procs import cpu_seconds, memory_kib
+from .procs import HarnessError, cpu_seconds, memory_kib
 
 # Settling time before reading RSS with the idle connections open: the proxy has just accepted and
 # served them; give its allocator a moment so the reading is the steady state, not the peak.
-IDLE_SETTLE_S = 1.0
+# popgate's jemalloc returns freed pages after 1 s (`dirty_decay_ms`, .cargo/config.toml), so a
+# reading at 1 s still held the buffers of the 9,900 first requests: 2,142-2,404 B per caller
+# against 1,734-1,774 B at 3 s and at 5 s (benches/README.md, fifth run). The peers' allocators
+# keep what they freed either way.
+IDLE_SETTLE_S = 3.0
+# The idle callers must still be held when RSS is read: the generator holds them for its own
+# `--hold` from the moment it reports them all held, while the reading waits IDLE_SETTLE_S.
+IDLE_READ_MARGIN_S = 1.0
 
 
 def direct_args(ctx: Ctx) -> dict:
@@ -74,7 +81,11 @@ def at_rate(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, co
 
 
 def idle(child, port: int, gen: Generator, conns: int, hold: float) -> dict:
-    """RSS with `conns` idle keep-alive callers, each served one request first."""
+    """RSS with `conns` idle keep-alive callers, each served one request first, read while they are
+    held (`hold` must outlast the settling time)."""
+    if hold < IDLE_SETTLE_S + IDLE_READ_MARGIN_S:
+        raise HarnessError(f"idle callers held {hold} s: the RSS reading waits {IDLE_SETTLE_S} s, "
+                           f"hold them at least {IDLE_SETTLE_S + IDLE_READ_MARGIN_S} s")
     time.sleep(IDLE_SETTLE_S)
     before = memory_kib(child.pid, "VmRSS")
     # RssAnon beside VmRSS: the binary's resident file pages (its text; on a VM with a large
