@@ -35,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::Instrument as _;
@@ -43,6 +43,7 @@ use tracing::Instrument as _;
 use crate::config::limits::MAX_TRACKED_HOSTS;
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::{Gauged, PoolMetrics};
+use crate::net::host_semaphores::HostSemaphores;
 use crate::net::proxy_tunnel::{self, TunnelError};
 
 /// `host:port` → address overrides for every outbound connection (curl `--resolve` semantics: the
@@ -209,7 +210,8 @@ pub struct UpstreamConnector {
 struct Inner {
     tls: TlsConnector,
     settings: ConnectSettings,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The dial cap: `max_connections_per_host` permits per authority.
+    limits: HostSemaphores,
     /// Connections dialed elsewhere for the next dial of their authority to take (see
     /// [`UpstreamConnector::hand_off`]). Looked at only when dialing, which is rare.
     handed: Mutex<Vec<HandedOff>>,
@@ -272,33 +274,16 @@ impl UpstreamConnector {
     }
 
     fn build(tls: Arc<ClientConfig>, settings: ConnectSettings, counted: bool) -> Self {
+        let limits = HostSemaphores::new(settings.max_connections_per_host, MAX_TRACKED_HOSTS);
         Self {
             inner: Arc::new(Inner {
                 tls: TlsConnector::from(tls),
                 settings,
-                limits: Mutex::new(HashMap::new()),
+                limits,
                 handed: Mutex::new(Vec::new()),
                 counted,
             }),
         }
-    }
-
-    fn limiter(&self, authority: &str) -> Arc<Semaphore> {
-        let cap = self.inner.settings.max_connections_per_host.max(1);
-        // A poisoned lock only means another dial panicked mid-insert; the map is still usable.
-        let mut limits = self
-            .inner
-            .limits
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if limits.len() >= MAX_TRACKED_HOSTS {
-            limits.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < cap);
-        }
-        Arc::clone(
-            limits
-                .entry(authority.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(cap))),
-        )
     }
 }
 
@@ -377,7 +362,7 @@ impl UpstreamConnector {
         let settings = &self.inner.settings;
         let timeout = settings.connect_timeout;
 
-        let limiter = self.limiter(&authority);
+        let limiter = self.inner.limits.of(&authority);
         let permit = tokio::time::timeout(timeout, limiter.acquire_owned())
             .await
             .map_err(|_| ConnectError::PoolExhausted {

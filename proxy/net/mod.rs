@@ -5,6 +5,7 @@ pub mod client;
 pub mod connect;
 pub(crate) mod connection_header;
 pub mod held_body;
+pub(crate) mod host_semaphores;
 pub mod http1_pool;
 pub(crate) mod pool_gate;
 pub(crate) mod proxy_tunnel;

@@ -10,48 +10,36 @@
 //! after start, benches/README.md). Admitting no more calls than the transport has connections
 //! per host means no call waits on a dial and no dial is started in vain.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::limits::MAX_TOKEN_CALLS_PER_HOST;
+use crate::net::host_semaphores::HostSemaphores;
 
 /// The admission of one transport, per host and client certificate.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TokenCallGate {
-    /// One semaphore per (host, client certificate) with a call in flight or waiting; dropped
-    /// when none is.
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// One semaphore per (host, client certificate) with a call in flight or waiting; the others
+    /// are forgotten on the next call, so hosts called once (an identity removed by a reload) do
+    /// not accumulate.
+    hosts: HostSemaphores,
+}
+
+impl Default for TokenCallGate {
+    fn default() -> Self {
+        Self {
+            hosts: HostSemaphores::new(MAX_TOKEN_CALLS_PER_HOST, 0),
+        }
+    }
 }
 
 impl TokenCallGate {
-    /// Waits for a turn to call `host` (its authority, `host:port`, and the client certificate's
-    /// thumbprint when one is presented: the connection cap is per client); the call holds the
-    /// returned permit until its answer is read. `None` only if the semaphore was closed, which this gate
-    /// never does: the call then goes ahead unadmitted rather than failing.
+    /// Waits for a turn to call `host` (its authority, `host:port`, and the client
+    /// certificate's thumbprint when one is presented: the connection cap is per client); the
+    /// call holds the returned permit until its answer is read. `None` only if the semaphore was
+    /// closed, which this gate never does: the call then goes ahead unadmitted rather than
+    /// failing.
     pub(crate) async fn admit(&self, host: &str) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            // Every critical section is a map insert, lookup or prune that cannot panic midway.
-            let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-            // A semaphore only the map holds has no permit out and no waiter: forget its host,
-            // so hosts called once (an identity removed by a reload) do not accumulate.
-            hosts.retain(|_, s| Arc::strong_count(s) > 1);
-            Arc::clone(
-                hosts
-                    .entry(host.to_string())
-                    .or_insert_with(|| Arc::new(Semaphore::new(MAX_TOKEN_CALLS_PER_HOST))),
-            )
-        };
-        semaphore.acquire_owned().await.ok()
-    }
-
-    /// Hosts with a call in flight or waiting (tests).
-    #[cfg(test)]
-    fn hosts(&self) -> usize {
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        hosts.retain(|_, s| Arc::strong_count(s) > 1);
-        hosts.len()
+        self.hosts.of(host).acquire_owned().await.ok()
     }
 }
 
@@ -78,6 +66,6 @@ mod tests {
             .expect("a freed turn admits the next call");
         assert!(next.is_some());
         drop((held, next, other));
-        assert_eq!(gate.hosts(), 0, "hosts with no call are forgotten");
+        assert_eq!(gate.hosts.in_use(), 0, "hosts with no call are forgotten");
     }
 }
