@@ -159,6 +159,17 @@ impl Token {
 mod tests {
     use super::*;
 
+    /// A token of `token_type`, parsed as that type, expiring now.
+    fn token(token_type: TokenType, secret: &str) -> Token {
+        Token {
+            access_token: AccessToken::new(token_type, secret.into()),
+            token_type,
+            expires_at: SystemTime::now(),
+            refresh_in: None,
+            binding: None,
+        }
+    }
+
     #[test]
     fn debug_never_shows_the_secret() {
         let token = AccessToken::new(TokenType::Bearer, "eyJhbGciOi.secret.sig".into());
@@ -169,13 +180,7 @@ mod tests {
 
     #[test]
     fn header_uses_lowercase_pop_scheme() {
-        let token = Token {
-            access_token: AccessToken::new(TokenType::MtlsPop, "abc".into()),
-            token_type: TokenType::MtlsPop,
-            expires_at: SystemTime::now(),
-            refresh_in: None,
-            binding: None,
-        };
+        let token = token(TokenType::MtlsPop, "abc");
         let value = token.authorization_header().unwrap();
         assert_eq!(value.to_str().unwrap(), "mtls_pop abc");
         assert!(value.is_sensitive());
@@ -186,13 +191,7 @@ mod tests {
     /// The header a snapshot sends is the token's own bytes, not a second copy of them.
     #[test]
     fn the_header_shares_the_tokens_bytes() {
-        let token = Token {
-            access_token: AccessToken::new(TokenType::MtlsPop, "eyJ.payload.sig".into()),
-            token_type: TokenType::MtlsPop,
-            expires_at: SystemTime::now(),
-            refresh_in: None,
-            binding: None,
-        };
+        let token = token(TokenType::MtlsPop, "eyJ.payload.sig");
         let value = token.authorization_header().unwrap();
         assert_eq!(value.as_bytes(), b"mtls_pop eyJ.payload.sig");
         let secret = token.access_token.expose_secret();
@@ -216,13 +215,7 @@ mod tests {
 
     #[test]
     fn a_token_a_header_cannot_carry_is_refused() {
-        let token = Token {
-            access_token: AccessToken::new(TokenType::Bearer, "a\nb".into()),
-            token_type: TokenType::Bearer,
-            expires_at: SystemTime::now(),
-            refresh_in: None,
-            binding: None,
-        };
+        let token = token(TokenType::Bearer, "a\nb");
         assert!(token.authorization_header().is_err());
     }
 }
