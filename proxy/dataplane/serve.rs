@@ -376,6 +376,8 @@ struct OpenConnections {
 /// Bits of a connection's id in [`OpenConnections`] that name its accept loop: one listener has
 /// one loop per worker thread, far fewer than 2^16, which leaves 2^48 ids per loop.
 const LOOP_ID_BITS: u32 = 16;
+/// The bits of an id that name its loop.
+const LOOP_ID_MASK: u64 = (1 << LOOP_ID_BITS) - 1;
 
 /// An accept loop of a listener: the low bits of its connections' ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,7 +403,7 @@ impl OpenConnections {
     /// loop's connections apart without keeping anything more per connection.
     fn add_loop(&self) -> LoopId {
         let mut inner = self.lock();
-        let id = LoopId(inner.loops & ((1 << LOOP_ID_BITS) - 1));
+        let id = LoopId(inner.loops & LOOP_ID_MASK);
         inner.loops += 1;
         id
     }
@@ -417,12 +419,11 @@ impl OpenConnections {
 
     /// Tells every open connection of `owner`'s that the listener drains.
     fn drain_loop(&self, owner: LoopId) {
-        let mask = (1 << LOOP_ID_BITS) - 1;
         for (_, activity) in self
             .lock()
             .by_id
             .iter()
-            .filter(|(id, _)| *id & mask == owner.0)
+            .filter(|(id, _)| *id & LOOP_ID_MASK == owner.0)
         {
             activity.drain();
         }
