@@ -1,13 +1,13 @@
-//! The pooled upstream HTTP client of one snapshot: hyper-util's client over [`UpstreamConnector`],
-//! keep-alive, h2 when the upstream offers it by ALPN.
+//! The pooled upstream HTTP client of one snapshot: popgate's own HTTP/1.1 pool and h2
+//! connections over [`UpstreamConnector`], keep-alive, h2 when the upstream offers it by ALPN.
 //!
-//! The client has one *lane* (a hyper-util pool and its connector) per data-plane worker (at
+//! The client has one *lane* (its pools and their connector) per data-plane worker (at
 //! most [`MAX_LANES`], and at most `upstream_pool.max_connections_per_host`); a request takes the
 //! lane of the thread it runs on ([`thread_lane`]: worker `k` is given lane `k`), for HTTP/1.1
 //! and h2 alike, so the upstream connection it uses was dialed by its own worker and its
-//! connection task runs on that worker's runtime: no request crosses threads. hyper-util keeps a
-//! single h2 connection per host and pool, so each worker also gets its own h2 connection instead
-//! of every request's framing, HPACK and TLS records passing through one task.
+//! connection task runs on that worker's runtime: no request crosses threads. A lane keeps a
+//! single h2 connection per host ([`crate::net::h2_lane`]), so each worker gets its own h2
+//! connection instead of every request's framing, HPACK and TLS records passing through one task.
 //!
 //! Over HTTP/1.1 an idle connection in one lane's pool is invisible to the other lanes, so each
 //! lane owns its share of `upstream_pool` (see [`crate::net::pool_gate`]): its connector caps the
@@ -16,9 +16,9 @@
 //! for a connection another lane holds idle, and the lanes' sums are the configured numbers.
 //!
 //! Every exchange that holds an HTTP/1.1 slot of the gate (the host is not known to speak h2)
-//! goes through the lane's own HTTP/1.1 pool ([`crate::net::http1_pool`]) over the lane's
-//! connector; hyper-util's client of the lane carries h2 (a first connection that negotiated h2
-//! is handed to it).
+//! goes through the lane's HTTP/1.1 pool ([`crate::net::http1_pool`]) over the lane's
+//! connector; the lane's h2 connections ([`crate::net::h2_lane`]) carry the rest (a first
+//! connection that negotiated h2 is adopted by them).
 //!
 //! A client built without a worker count (`UpstreamSettings::lanes: None`: the data plane runs
 //! on the caller's work-stealing runtime, whose tasks move between threads, e.g. in-process
@@ -33,8 +33,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
 use crate::config::UpstreamPool;
@@ -42,6 +40,7 @@ use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_L
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
+use crate::net::h2_lane::{H2Lane, H2Sent, H2Windows};
 use crate::net::http1_pool::{Exchanged, Http1Lane};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;
@@ -153,7 +152,7 @@ pub struct UpstreamClient {
 
 /// What a client's lanes are built from, on each lane's first request. Most routes of a large
 /// config see no request on most lanes (or none at all) between two token refreshes, and a built
-/// lane (hyper-util's client, its pool and a connector) is ~650 B: with 1,000 routes on two
+/// lane (then hyper-util's client, its pool and a connector) was ~650 B: with 1,000 routes on two
 /// workers that was 1.3 MB of idle RSS (benches/README.md, memory per route).
 struct LaneRecipe {
     tls: Arc<ClientConfig>,
@@ -175,13 +174,13 @@ impl LaneRecipe {
                 .clone(),
             None => connector(&self.tls, &self.settings, cap),
         };
-        lane(&self.settings, cap, connector)
+        lane(&self.settings, connector)
     }
 }
 
-/// One lane: hyper-util's pooled client (h2) and popgate's HTTP/1.1 pool, over one connector.
+/// One lane: its h2 connections and its HTTP/1.1 pool, over one connector.
 struct Lane {
-    h2: Client<UpstreamConnector, UpstreamBody>,
+    h2: H2Lane,
     http1: Http1Lane,
 }
 
@@ -261,24 +260,29 @@ impl UpstreamClient {
     }
 
     /// Sends one admitted request (absolute `https://` URI) through the lane it was admitted on:
-    /// its HTTP/1.1 pool while the request holds an HTTP/1.1 slot, else hyper-util's (h2) client
-    /// (see the module docs).
+    /// its HTTP/1.1 pool while the request holds an HTTP/1.1 slot, else its h2 connections (see
+    /// the module docs).
     pub async fn request(
         &self,
         admission: &Admission,
         request: http::Request<UpstreamBody>,
     ) -> Result<Exchanged, UpstreamError> {
         let lane = self.lane(admission.lane());
-        if admission.multiplexed() {
-            let response = lane.h2.request(request).await;
-            return response
-                .map(|response| Exchanged {
-                    response,
-                    lease: None,
-                })
-                .map_err(UpstreamError::Client);
+        if !admission.multiplexed() {
+            let first_contact = !admission.http1_known();
+            return lane.http1.send(&lane.h2, request, first_contact).await;
         }
-        lane.http1.send(&lane.h2, request).await
+        match lane.h2.send(request).await? {
+            H2Sent::Answered(response) => Ok(Exchanged {
+                response,
+                lease: None,
+            }),
+            // The upstream stopped offering h2: the HTTP/1.1 pool sends it (and keeps the fresh
+            // connection, if the h2 lane's dial made one).
+            H2Sent::Http1(downgraded) => {
+                Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await
+            }
+        }
     }
 
     /// The pool bounds this client applies (the configured totals).
@@ -320,31 +324,19 @@ fn connector(
     )
 }
 
-/// One lane over `connector`: its HTTP/1.1 pool and its hyper-util client.
-fn lane(settings: &UpstreamSettings, cap: usize, connector: UpstreamConnector) -> Lane {
+/// One lane over `connector`: its HTTP/1.1 pool and its h2 connections.
+fn lane(settings: &UpstreamSettings, connector: UpstreamConnector) -> Lane {
     Lane {
         http1: Http1Lane::new(connector.clone(), settings.pool_idle_timeout),
-        h2: pooled(settings, cap, connector),
+        h2: H2Lane::new(
+            connector,
+            settings.pool_idle_timeout,
+            H2Windows {
+                stream: H2_STREAM_WINDOW,
+                connection: H2_CONNECTION_WINDOW,
+            },
+        ),
     }
-}
-
-/// One lane's hyper-util client keeping up to `cap` idle connections per host, over `connector`.
-fn pooled(
-    settings: &UpstreamSettings,
-    cap: usize,
-    connector: UpstreamConnector,
-) -> Client<UpstreamConnector, UpstreamBody> {
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .pool_max_idle_per_host(cap)
-        .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-        .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-        // The proxy removes the caller's Host; hyper-util then writes the upstream authority
-        // (as `Host` on h1, as `:authority` on h2).
-        .set_host(true)
-        .build(connector)
 }
 
 #[cfg(test)]

@@ -1,18 +1,14 @@
 //! The upstream connector: `network.resolve` overrides or DNS, TCP with a timeout and TCP_NODELAY,
 //! then TLS with SNI = the upstream host. https only.
 //!
-//! It also bounds the pool: hyper-util's legacy pool dials whenever no idle connection is free and
-//! has no cap of its own. Each connector holds, per upstream authority, a semaphore of
+//! It also bounds the pools: each connector holds, per upstream authority, a semaphore of
 //! `max_connections_per_host` permits; a dial takes a permit and the connection carries it until it
-//! is dropped. So a snapshot (one connector) never has more live upstream connections per host than
-//! the cap, whatever hyper-util's race between "wait for an idle connection" and "dial" decides.
-//! A dial that cannot get a permit within the connect timeout fails as "busy" (503, like a full
-//! [`crate::net::pool_gate`] line): the upstream did not time out, popgate's cap was reached.
-//!
-//! popgate's own HTTP/1.1 pool ([`crate::net::http1_pool`]) dials through the same connector, so
-//! the cap covers both clients of a lane. When its fresh connection negotiated h2, it lends the
-//! connection to the connector's next dial of that authority ([`UpstreamConnector::hand_off`]):
-//! hyper-util's client then runs it as its h2 connection instead of dialing another.
+//! is dropped. So a lane (one connector) never has more live upstream connections per host than
+//! its cap, whatever its HTTP/1.1 pool ([`crate::net::http1_pool`]) and its h2 connections
+//! ([`crate::net::h2_lane`]) hold between them (and the token transport's hyper-util client, which
+//! dials whenever no idle connection is free, is capped too). A dial that cannot get a permit
+//! within the connect timeout fails as "busy" (503, like a full [`crate::net::pool_gate`] line):
+//! the upstream did not time out, popgate's cap was reached.
 //!
 //! With an outbound proxy (`network.proxy`) and a host it does not bypass, the TCP connection goes
 //! to the proxy instead and carries a `CONNECT` tunnel to the real host name
@@ -24,8 +20,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -201,7 +197,8 @@ pub struct ConnectSettings {
     pub proxy: Option<Arc<OutboundProxy>>,
 }
 
-/// A `tower_service::Service<Uri>` for hyper-util's client. Cheap to clone.
+/// Dials upstream connections: a `tower_service::Service<Uri>` (the lanes call it; the token
+/// transport's hyper-util client takes it as its connector). Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamConnector {
     inner: Arc<Inner>,
@@ -212,41 +209,8 @@ struct Inner {
     settings: ConnectSettings,
     /// The dial cap: `max_connections_per_host` permits per authority.
     limits: HostSemaphores,
-    /// Connections dialed elsewhere for the next dial of their authority to take (see
-    /// [`UpstreamConnector::hand_off`]). Looked at only when dialing, which is rare.
-    handed: Mutex<Vec<HandedOff>>,
     /// Counted in the upstream connection metrics (off for token endpoint / IMDS connections).
     counted: bool,
-}
-
-/// A connection waiting in [`Inner::handed`] for the next dial of its authority.
-struct HandedOff {
-    id: u64,
-    conn: UpstreamConn,
-}
-
-/// Numbers hand-offs, so each [`Handoff`] takes back only its own connection.
-static NEXT_HANDOFF: AtomicU64 = AtomicU64::new(0);
-
-/// A connection handed to the connector's next dial of its authority
-/// ([`UpstreamConnector::hand_off`]). Dropped while nobody took it, it takes the connection back
-/// and closes it, so an unused connection never sits there holding its slot in the cap.
-pub(crate) struct Handoff {
-    connector: UpstreamConnector,
-    id: u64,
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        let unused = {
-            let mut handed = self.connector.handed();
-            handed
-                .iter()
-                .position(|h| h.id == self.id)
-                .map(|at| handed.swap_remove(at))
-        };
-        drop(unused);
-    }
 }
 
 impl fmt::Debug for UpstreamConnector {
@@ -280,40 +244,9 @@ impl UpstreamConnector {
                 tls: TlsConnector::from(tls),
                 settings,
                 limits,
-                handed: Mutex::new(Vec::new()),
                 counted,
             }),
         }
-    }
-}
-
-impl UpstreamConnector {
-    /// Lends `conn` (dialed by popgate's HTTP/1.1 pool, which found it negotiated h2) to the next
-    /// dial of its authority through this connector, i.e. to hyper-util's client, which then
-    /// runs it as its h2 connection instead of dialing one more. Taken back when the returned
-    /// guard drops, if still unused.
-    pub(crate) fn hand_off(&self, conn: UpstreamConn) -> Handoff {
-        let id = NEXT_HANDOFF.fetch_add(1, Ordering::Relaxed);
-        self.handed().push(HandedOff { id, conn });
-        Handoff {
-            connector: self.clone(),
-            id,
-        }
-    }
-
-    /// A connection handed off for `authority` (`host:port`), if there is one.
-    fn take_handed(&self, authority: &str) -> Option<UpstreamConn> {
-        let mut handed = self.handed();
-        let at = handed.iter().position(|h| h.conn.authority == authority)?;
-        Some(handed.swap_remove(at).conn)
-    }
-
-    fn handed(&self) -> std::sync::MutexGuard<'_, Vec<HandedOff>> {
-        // A poisoned lock only means a holder panicked; the list itself is still whole.
-        self.inner
-            .handed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -356,9 +289,6 @@ impl UpstreamConnector {
             .to_string();
         let port = uri.port_u16().unwrap_or(443);
         let authority = format!("{host}:{port}");
-        if let Some(handed) = self.take_handed(&authority) {
-            return Ok(handed);
-        }
         let settings = &self.inner.settings;
         let timeout = settings.connect_timeout;
 
@@ -425,7 +355,6 @@ impl UpstreamConnector {
         Ok(UpstreamConn {
             io: TokioIo::new(tls),
             h2,
-            authority,
             _permit: permit,
             _counted: settings.pool_metrics.as_ref().map(|m| m.connection()),
         })
@@ -538,8 +467,6 @@ impl Drop for TunnelOutcome {
 pub struct UpstreamConn {
     io: TokioIo<TlsStream<TcpStream>>,
     h2: bool,
-    /// The `host:port` dialed (the key of a hand-off).
-    authority: String,
     _permit: OwnedSemaphorePermit,
     /// Counted in the route's `popgate_upstream_pool_connections` while open.
     _counted: Option<Gauged>,

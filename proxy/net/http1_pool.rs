@@ -10,13 +10,13 @@
 //! others expire), and the response body ([`super::held_body::HeldBody`]) gives the connection
 //! back when it ends complete.
 //!
-//! - **Dialing** goes through the lane's [`UpstreamConnector`], the same one the lane's
-//!   hyper-util client uses: its per-host cap, connect timeout, TLS with the route's client
-//!   certificate, outbound proxy tunnel and metrics all apply, and the two paths share the cap.
-//! - **ALPN h2**: a host's first connection is dialed here too (so that an HTTP/1.1 host never
-//!   leaves a connection idle in hyper-util's pool, holding one of the cap's permits). If the
-//!   upstream chose h2, the connection is handed to hyper-util's client through the connector
-//!   ([`UpstreamConnector::hand_off`]) and the request goes that way: h2 stays hyper-util's.
+//! - **Dialing** goes through the lane's [`UpstreamConnector`], the same one the lane's h2
+//!   connections ([`super::h2_lane`]) use: its per-host cap, connect timeout, TLS with the
+//!   route's client certificate, outbound proxy tunnel and metrics all apply, and the two paths
+//!   share the cap.
+//! - **ALPN h2**: a host's first connection is dialed here (its protocol is unknown until
+//!   ALPN). If the upstream chose h2, the lane's h2 connections adopt it
+//!   ([`H2Lane::adopt`]) and the request goes that way.
 //! - **Stale keep-alive**: a reused connection the upstream closed while idle gives the request
 //!   back unsent (`try_send_request`); it then goes out on another or a new connection. A
 //!   request that may have been written, even partly, is never sent again.
@@ -36,10 +36,12 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::client::legacy::Client;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tower_service::Service as _;
 
-use crate::net::connect::{ConnectError, Handoff, UpstreamConnector};
+use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
+use crate::net::h2_lane::{Downgraded, H2Lane, H2Sent};
 use crate::net::pool_gate::Admission;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
@@ -64,7 +66,7 @@ pub(crate) struct Http1Lane {
 }
 
 struct Shared {
-    /// The lane's connector (shared with its hyper-util client).
+    /// The lane's connector (shared with its h2 connections).
     connector: UpstreamConnector,
     /// An idle connection is closed after this long.
     idle_timeout: Duration,
@@ -85,6 +87,40 @@ struct HostIdle {
     /// At most the lane's share of `max_connections_per_host`: the connector caps the live
     /// connections, idle or not.
     stack: Vec<Idle>,
+    /// A first-contact request is dialing to learn the host's protocol; others wait on this.
+    probing: Option<Arc<Notify>>,
+}
+
+/// A first-contact request's part in learning the host's protocol.
+enum Probe {
+    /// Another request dials: wait for its ALPN.
+    Wait(OwnedNotified),
+    /// This request dials; dropped once the protocol is known (or the dial failed, or the
+    /// request was dropped), which lets the waiters go.
+    Lead(ProbeLead),
+}
+
+struct ProbeLead {
+    lane: Arc<Shared>,
+    target: Arc<Target>,
+    probing: Arc<Notify>,
+}
+
+impl Drop for ProbeLead {
+    fn drop(&mut self) {
+        {
+            let mut state = self.lane.state();
+            if let Some(host) = state.hosts.iter_mut().find(|h| h.is(&self.target))
+                && host
+                    .probing
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, &self.probing))
+            {
+                host.probing = None;
+            }
+        }
+        self.probing.notify_waiters();
+    }
 }
 
 impl HostIdle {
@@ -144,40 +180,123 @@ impl Http1Lane {
     }
 
     /// Sends `request` (absolute `https://` URI, admitted with an HTTP/1.1 slot) on an idle
-    /// connection to its authority, else on a new one; through `h2` (hyper-util's client of the
-    /// same lane) when the new one negotiated h2.
+    /// connection to its authority, else on a new one; through `h2` (the same lane's h2
+    /// connections) when the new one negotiated h2. `first_contact`: the host's protocol is not
+    /// known yet (it never answered over HTTP/1.1), so of the requests that find no idle
+    /// connection, one dials and the others wait for its ALPN: if it is h2 they go there
+    /// instead of each dialing a connection of its own.
     pub(crate) async fn send(
         &self,
-        h2: &Client<UpstreamConnector, UpstreamBody>,
+        h2: &H2Lane,
+        request: Request<UpstreamBody>,
+        first_contact: bool,
+    ) -> Result<Exchanged, UpstreamError> {
+        self.exchange(h2, request, None, first_contact).await
+    }
+
+    /// Sends a request the h2 lane gave back (the upstream stopped offering h2): on the fresh
+    /// HTTP/1.1 connection its dial made, which then joins this pool, or as [`Http1Lane::send`].
+    pub(crate) async fn send_downgraded(
+        &self,
+        h2: &H2Lane,
+        downgraded: Downgraded,
+    ) -> Result<Exchanged, UpstreamError> {
+        let Downgraded { request, conn } = downgraded;
+        self.exchange(h2, request, conn, false).await
+    }
+
+    async fn exchange(
+        &self,
+        h2: &H2Lane,
         mut request: Request<UpstreamBody>,
+        mut fresh: Option<UpstreamConn>,
+        first_contact: bool,
     ) -> Result<Exchanged, UpstreamError> {
         let authority = request.uri().authority().map_or("", |a| a.as_str());
-        let (target, mut idle) = self.shared.checkout(authority);
+        let (target, mut idle, probe) = self.shared.checkout(authority, first_contact);
+        if fresh.is_some() {
+            // Not needed: the request goes out on the fresh connection.
+            idle = None;
+        }
         let scheme = request.uri().scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let mut probe = match probe {
+            Some(Probe::Wait(probed)) if fresh.is_none() => {
+                probed.await;
+                if h2.has_live(&target.authority) {
+                    absolute_form(&mut request, &scheme, &target.authority);
+                    match Box::pin(h2.send(request)).await? {
+                        H2Sent::Answered(response) => {
+                            return Ok(Exchanged {
+                                response,
+                                lease: None,
+                            });
+                        }
+                        H2Sent::Http1(downgraded) => {
+                            let Downgraded {
+                                request: unsent,
+                                conn,
+                            } = *downgraded;
+                            request = unsent;
+                            fresh = conn;
+                        }
+                    }
+                }
+                None
+            }
+            Some(Probe::Lead(lead)) => Some(lead),
+            _ => None,
+        };
         let mut tries = 0;
         loop {
             let found = match idle.take() {
                 Some(sender) => Some(sender),
-                None if tries > 0 && tries < MAX_REUSE_TRIES => self.shared.reuse(&target),
+                None if fresh.is_none() && tries > 0 && tries < MAX_REUSE_TRIES => {
+                    self.shared.reuse(&target)
+                }
                 None => None,
             };
-            let (mut sender, reused) = match found {
-                Some(sender) => (sender, true),
+            let (mut sender, reused) = match (found, fresh.take()) {
+                (Some(sender), _) => (sender, true),
+                (None, Some(conn)) => (Box::pin(handshake(conn)).await?, false),
                 // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
                 // otherwise make every request's future larger, and costlier to move.
-                None => match Box::pin(self.dial(&scheme, &target)).await? {
-                    Dialed::Http1(sender) => (sender, false),
-                    Dialed::H2(handoff) => {
-                        absolute_form(&mut request, &scheme, &target.authority);
-                        let answer = h2.request(request).await;
-                        // Unused (hyper-util found another h2 connection): closed now.
-                        drop(handoff);
-                        let response = answer.map_err(UpstreamError::Client)?;
-                        return Ok(Exchanged {
-                            response,
-                            lease: None,
-                        });
+                (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
+                    Ok(Dialed::Http1(sender)) => {
+                        // HTTP/1.1: whoever waited on this probe dials its own.
+                        drop(probe.take());
+                        (sender, false)
                     }
+                    Ok(Dialed::H2(conn)) => {
+                        Box::pin(h2.adopt(&target.authority, *conn)).await?;
+                        // h2: whoever waited on this probe finds the connection now.
+                        drop(probe.take());
+                        absolute_form(&mut request, &scheme, &target.authority);
+                        match Box::pin(h2.send(request)).await? {
+                            H2Sent::Answered(response) => {
+                                return Ok(Exchanged {
+                                    response,
+                                    lease: None,
+                                });
+                            }
+                            // The h2 lane's own dial found HTTP/1.1 after all: sent here.
+                            H2Sent::Http1(downgraded) => {
+                                let Downgraded {
+                                    request: unsent,
+                                    conn,
+                                } = *downgraded;
+                                request = unsent;
+                                match conn {
+                                    Some(conn) => (Box::pin(handshake(conn)).await?, false),
+                                    // Adopted, then gone, then HTTP/1.1 again: once more.
+                                    None => {
+                                        tries += 1;
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => return Err(error),
                 },
             };
             origin_form(&mut request, &target);
@@ -206,7 +325,7 @@ impl Http1Lane {
         }
     }
 
-    /// A new connection to `target`, HTTP/1.1 ready to send, or handed off if it chose h2.
+    /// A new connection to `target`, HTTP/1.1 ready to send, or as dialed if it chose h2.
     async fn dial(&self, scheme: &Scheme, target: &Target) -> Result<Dialed, UpstreamError> {
         let uri = Uri::builder()
             .scheme(scheme.clone())
@@ -221,27 +340,33 @@ impl Http1Lane {
         let mut connector = self.shared.connector.clone();
         let conn = connector.call(uri).await.map_err(UpstreamError::Connect)?;
         if conn.is_h2() {
-            return Ok(Dialed::H2(self.shared.connector.hand_off(conn)));
+            return Ok(Dialed::H2(Box::new(conn)));
         }
-        let (sender, connection) = Builder::new()
-            .handshake(conn)
-            .await
-            .map_err(UpstreamError::Exchange)?;
-        // On the current runtime: the lane's own worker in production. Outside the request's
-        // span: the connection outlives it.
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(Dialed::Http1(sender))
+        Ok(Dialed::Http1(handshake(conn).await?))
     }
 }
 
-/// A fresh connection: HTTP/1.1, or h2 and lent to hyper-util's client.
+/// hyper's HTTP/1.1 client over `conn`, its connection task spawned on this runtime (the lane's
+/// own worker in production).
+async fn handshake(conn: UpstreamConn) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    let (sender, connection) = Builder::new()
+        .handshake(conn)
+        .await
+        .map_err(UpstreamError::Exchange)?;
+    // Outside the request's span: the connection outlives it.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A fresh connection: HTTP/1.1 and ready, or h2 for the lane's h2 connections.
 enum Dialed {
     Http1(SendRequest<UpstreamBody>),
-    H2(Handoff),
+    /// Boxed: the TLS stream is over a kilobyte, and it only passes through to the h2 lane.
+    H2(Box<UpstreamConn>),
 }
 
 impl Shared {
@@ -254,8 +379,17 @@ impl Shared {
     }
 
     /// The lane's entry for `authority` (made if new) and its newest idle connection that is
-    /// still open and ready, if any.
-    fn checkout(&self, authority: &str) -> (Arc<Target>, Option<SendRequest<UpstreamBody>>) {
+    /// still open and ready, if any. With none, on `first_contact`: the probe of the host's
+    /// protocol to wait for, or to lead (see [`Http1Lane::send`]).
+    fn checkout(
+        self: &Arc<Self>,
+        authority: &str,
+        first_contact: bool,
+    ) -> (
+        Arc<Target>,
+        Option<SendRequest<UpstreamBody>>,
+        Option<Probe>,
+    ) {
         let mut state = self.state();
         let host = match state
             .hosts
@@ -269,7 +403,21 @@ impl Shared {
             })),
         };
         let sender = self.pop_ready(host);
-        (Arc::clone(&host.target), sender)
+        let probe = match (&sender, &host.probing) {
+            (Some(_), _) => None,
+            _ if !first_contact => None,
+            (None, Some(probing)) => Some(Probe::Wait(Arc::clone(probing).notified_owned())),
+            (None, None) => {
+                let probing = Arc::new(Notify::new());
+                host.probing = Some(Arc::clone(&probing));
+                Some(Probe::Lead(ProbeLead {
+                    lane: Arc::clone(self),
+                    target: Arc::clone(&host.target),
+                    probing,
+                }))
+            }
+        };
+        (Arc::clone(&host.target), sender, probe)
     }
 
     /// `target`'s newest idle connection that is still open and ready, if any.
@@ -359,6 +507,7 @@ impl State {
         self.hosts.push(HostIdle {
             target,
             stack: Vec::new(),
+            probing: None,
         });
         let last = self.hosts.len() - 1;
         &mut self.hosts[last]
@@ -435,7 +584,7 @@ fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) {
     }
 }
 
-/// Back to the absolute `scheme://authority/path` form hyper-util's client needs (after an
+/// Back to the absolute `scheme://authority/path` form an h2 request needs (after an
 /// attempt on a reused HTTP/1.1 connection put it in origin form). No change if absolute.
 fn absolute_form(request: &mut Request<UpstreamBody>, scheme: &Scheme, authority: &str) {
     if request.uri().authority().is_some() {
@@ -488,6 +637,44 @@ mod tests {
         let mut request = Request::new(UpstreamBody::empty());
         *request.uri_mut() = uri.parse().unwrap();
         request
+    }
+
+    /// First contact: requests that find the protocol probe in progress wait for it rather
+    /// than dial too; when the probing request is dropped (its caller went away, its timeout
+    /// ran out), the waiters go on and dial their own (the protocol is still unknown).
+    #[tokio::test]
+    async fn first_contact_waits_for_one_dial_and_a_dropped_probe_lets_the_waiters_go() {
+        use std::sync::atomic::Ordering;
+
+        use crate::net::h2_lane::H2Windows;
+        use crate::net::test_support::{accepts, connector_to, silent};
+
+        let (addr, accepted) = silent().await;
+        let connector = connector_to(addr);
+        let idle = Duration::from_secs(60);
+        let lane = Http1Lane::new(connector.clone(), idle);
+        let windows = H2Windows {
+            stream: 65_535,
+            connection: 65_535,
+        };
+        let h2 = H2Lane::new(connector, idle, windows);
+        let send = || {
+            let (lane, h2) = (lane.clone(), h2.clone());
+            tokio::spawn(async move {
+                let request = request("https://up.test/x");
+                lane.send(&h2, request, true).await.map(|_| ())
+            })
+        };
+        let first = send();
+        accepts(&accepted, 1).await;
+        let waiters: Vec<_> = (0..3).map(|_| send()).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the waiters dialed too");
+        first.abort();
+        accepts(&accepted, 4).await;
+        for waiter in waiters {
+            waiter.abort();
+        }
     }
 
     #[test]

@@ -5,12 +5,15 @@ pub mod client;
 pub mod connect;
 pub(crate) mod connection_header;
 pub mod held_body;
+pub(crate) mod h2_lane;
 pub(crate) mod host_semaphores;
 pub mod http1_pool;
 pub(crate) mod pool_gate;
 pub(crate) mod proxy_tunnel;
 pub(crate) mod read_ahead_budget;
 pub(crate) mod stall_body;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod token_call_gate;
 pub mod token_transport;
 pub(crate) mod trailers;

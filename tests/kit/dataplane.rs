@@ -396,6 +396,18 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// `h2`: offer h2 by ALPN (else only http/1.1). `client_ca`: the CA callers' certs must chain to.
     pub async fn start(server_pki: &TestPki, client_ca: &TestPki, h2: bool) -> Self {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), server_pki, client_ca, h2).await
+    }
+
+    /// [`TestUpstream::start`] on `addr` (a loopback address, e.g. the one an upstream dropped
+    /// before listened on: a redeployed upstream).
+    pub async fn start_at(
+        addr: SocketAddr,
+        server_pki: &TestPki,
+        client_ca: &TestPki,
+        h2: bool,
+    ) -> Self {
+        assert!(addr.ip().is_loopback(), "tests only target loopback");
         let (chain, key) = server_pki.server_cert(&[
             "graph.microsoft.com",
             "svc.example",
@@ -421,7 +433,7 @@ impl TestUpstream {
             vec![b"http/1.1".to_vec()]
         };
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState::default());
         let (in_flight_tx, in_flight) = watch::channel(0usize);

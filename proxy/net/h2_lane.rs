@@ -1,0 +1,510 @@
+//! popgate's own HTTP/2 upstream connections, one set per client lane (see [`super::client`]), in
+//! place of hyper-util's pooled client for every exchange to a host that answers over h2.
+//!
+//! A lane keeps, per upstream authority, at most one h2 connection (hyper's
+//! `client::conn::http2::SendRequest`): every request of the lane's worker is a stream on it.
+//! hyper-util's client did the same at a cost of its own on every request (benches/MICRO.md,
+//! issue 13): a SipHash-keyed map behind a mutex, the checkout, the `Pooled` wrapper and its
+//! return, and a copy of its large future. Here a request takes the lane's lock for a scan of
+//! its few hosts and hands the request to the connection's task before the lock is released
+//! (hyper's `try_send_request` queues it at once; the answer is awaited without the lock).
+//!
+//! - **Dialing** goes through the lane's [`UpstreamConnector`] (its per-host cap, connect
+//!   timeout, TLS with the route's client certificate, outbound proxy and metrics). One dial per
+//!   host at a time: requests that find a dial in progress wait for it, so a burst on a cold
+//!   lane opens one connection, not one per request.
+//! - **First contact**: a host's first connection is dialed by the HTTP/1.1 pool (the protocol
+//!   is unknown until ALPN, and the other first requests wait for that dial's); when it chose
+//!   h2 it is adopted here ([`H2Lane::adopt`]).
+//! - **A connection going away**: a request the connection gives back unsent (it was closing)
+//!   goes out on a fresh one, at most [`MAX_SEND_TRIES`] times; a request that may have been
+//!   sent is never sent again.
+//! - **Idle expiry**: a connection that carried no new request for `pool_idle_timeout` (checked
+//!   every `pool_idle_timeout`, so within twice that) is let go: dropping the lane's handle ends
+//!   it once its streams are done. The check counts requests rather than reading the clock per
+//!   request.
+//! - **An upstream that stopped offering h2** (a redeploy between two dials): the fresh
+//!   connection is handed back to the caller ([`H2Sent::Http1`]) for the lane's HTTP/1.1 pool,
+//!   and so are the host's later requests, until a dial of that pool negotiates h2 again.
+//!
+//! The lock: one `std::sync::Mutex` per lane, held for a scan and a queue push. In production
+//! lane `k` is used by worker `k` alone, so it is uncontended.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{Builder, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+use tower_service::Service as _;
+
+use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
+use crate::net::upstream_body::UpstreamBody;
+use crate::net::upstream_error::UpstreamError;
+
+/// Fresh connections one request tries when each gives it back unsent (closing as it arrived).
+/// Beyond this the upstream is refusing streams as fast as it accepts connections: an error.
+const MAX_SEND_TRIES: usize = 4;
+
+/// Hosts a lane keeps an h2 connection for. A route normally reaches one upstream authority; a
+/// wildcard route can reach many, and a request scans this list, so past this bound a host that
+/// is not dialing loses its entry (its connection ends once its streams are done).
+const MAX_H2_HOSTS: usize = 64;
+
+/// The h2 settings of a lane's connections (receive windows, see [`super::client`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct H2Windows {
+    /// Per stream.
+    pub(crate) stream: u32,
+    /// Per connection.
+    pub(crate) connection: u32,
+}
+
+/// One lane's h2 connections. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct H2Lane {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    connector: UpstreamConnector,
+    idle_timeout: Duration,
+    windows: H2Windows,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    hosts: Vec<Host>,
+    /// The idle check task is running.
+    reaping: bool,
+}
+
+/// One upstream authority's connection on a lane: open, being dialed, or neither.
+struct Host {
+    /// `host[:port]` as in the request URI.
+    authority: Box<str>,
+    /// The connection (none: never dialed, failed, closed or let go).
+    open: Option<SendRequest<UpstreamBody>>,
+    /// A request is dialing one (`open` is `None`); others wait on this.
+    dialing: Option<Arc<Notify>>,
+    /// Requests sent on the connection; the idle check compares it with `checked`.
+    sent: u64,
+    /// `sent` at the last idle check.
+    checked: u64,
+    /// The last dial negotiated HTTP/1.1: requests go to the lane's HTTP/1.1 pool (which
+    /// reuses its idle connections) until a dial negotiates h2 again.
+    http1: bool,
+}
+
+impl Host {
+    fn live(&self) -> Option<&SendRequest<UpstreamBody>> {
+        self.open.as_ref().filter(|sender| !sender.is_closed())
+    }
+}
+
+/// What [`H2Lane::send`] did with a request.
+pub(crate) enum H2Sent {
+    /// The upstream answered over h2.
+    Answered(Response<Incoming>),
+    /// The host's last dial negotiated HTTP/1.1 (the upstream stopped offering h2): the request,
+    /// unsent, for the lane's HTTP/1.1 pool. Boxed: the rare case, and the request and the TLS
+    /// stream are large.
+    Http1(Box<Downgraded>),
+}
+
+/// A request not sent, for the lane's HTTP/1.1 pool: on the fresh HTTP/1.1 connection its dial
+/// just made, or (none) on an idle one of the pool's, else a new one.
+pub(crate) struct Downgraded {
+    pub(crate) request: Request<UpstreamBody>,
+    pub(crate) conn: Option<UpstreamConn>,
+}
+
+/// What a request does next, decided under the lane's lock.
+enum Step<Q> {
+    /// Queued on the open connection (`Q`, hyper's answer future): await the answer.
+    Queued(Q),
+    /// Another request dials: wait for it, then look again.
+    Wait(OwnedNotified, Request<UpstreamBody>),
+    /// This request dials; the host's `Dialing` holds the notify its waiters wait on.
+    Dial(Arc<Notify>, Request<UpstreamBody>),
+    /// The host speaks HTTP/1.1 now: the lane's HTTP/1.1 pool sends it.
+    Http1(Request<UpstreamBody>),
+}
+
+/// The host's state as a request finds it.
+enum Found<'a> {
+    Open(&'a mut SendRequest<UpstreamBody>),
+    Wait(OwnedNotified),
+    Dial(Arc<Notify>),
+    Http1,
+}
+
+impl H2Lane {
+    /// A lane dialing through `connector`, letting connections idle for `idle_timeout` go.
+    pub(crate) fn new(
+        connector: UpstreamConnector,
+        idle_timeout: Duration,
+        windows: H2Windows,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                connector,
+                idle_timeout,
+                windows,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Sends `request` (absolute `https://` URI) as a stream on the lane's connection to its
+    /// authority, dialing one if there is none (or waiting for the dial in progress).
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<H2Sent, UpstreamError> {
+        let authority: Box<str> = request.uri().authority().map_or("", |a| a.as_str()).into();
+        let mut fresh = 0;
+        loop {
+            let step = {
+                let mut state = self.shared.state();
+                match state.find(&authority) {
+                    // `try_send_request` hands the request to the connection's task before it
+                    // returns: only the answer is awaited, without the lock.
+                    Found::Open(sender) => Step::Queued(sender.try_send_request(request)),
+                    Found::Wait(dialed) => Step::Wait(dialed, request),
+                    Found::Dial(dialing) => Step::Dial(dialing, request),
+                    Found::Http1 => Step::Http1(request),
+                }
+            };
+            request = match step {
+                Step::Queued(answer) => match answer.await {
+                    Ok(response) => return Ok(H2Sent::Answered(response)),
+                    Err(mut failed) => match failed.take_message() {
+                        // Never sent: the connection was closing. The next one (or a new one).
+                        Some(unsent) if fresh < MAX_SEND_TRIES => {
+                            let error = failed.error();
+                            tracing::debug!(%error, "upstream h2 connection closing; next one");
+                            fresh += 1;
+                            unsent
+                        }
+                        _ => return Err(UpstreamError::Exchange(failed.into_error())),
+                    },
+                },
+                Step::Http1(request) => {
+                    let conn = None;
+                    return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
+                }
+                Step::Wait(dialed, request) => {
+                    dialed.await;
+                    request
+                }
+                Step::Dial(dialing, request) => {
+                    // Whatever ends this dial (an error, HTTP/1.1, the request dropped while it
+                    // runs), its waiters must not wait for it any longer.
+                    let _ended = DialEnded {
+                        shared: &self.shared,
+                        authority: &authority,
+                        dialing,
+                    };
+                    // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
+                    // otherwise make every request's future larger, and costlier to move.
+                    match Box::pin(self.dial(&authority)).await? {
+                        Dialed::H2(sender) => self.shared.install(&authority, sender),
+                        Dialed::Http1(conn) => {
+                            self.shared.downgraded(&authority);
+                            let conn = Some(*conn);
+                            return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
+                        }
+                    }
+                    request
+                }
+            };
+        }
+    }
+
+    /// Takes `conn` (dialed by the lane's HTTP/1.1 pool, which found it negotiated h2) as the
+    /// connection to `authority`, unless the lane already has one open (then `conn` is closed).
+    pub(crate) async fn adopt(
+        &self,
+        authority: &str,
+        conn: UpstreamConn,
+    ) -> Result<(), UpstreamError> {
+        if !self.has_live(authority) {
+            let sender = self.handshake(conn).await?;
+            self.shared.install(authority, sender);
+        }
+        Ok(())
+    }
+
+    /// Whether the lane has an open connection to `authority`.
+    pub(crate) fn has_live(&self, authority: &str) -> bool {
+        let state = self.shared.state();
+        state
+            .hosts
+            .iter()
+            .any(|h| &*h.authority == authority && h.live().is_some())
+    }
+
+    /// A new connection to `authority`: h2 and ready for streams, or HTTP/1.1 as dialed.
+    async fn dial(&self, authority: &str) -> Result<Dialed, UpstreamError> {
+        let uri = Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            // The authority came from a parsed URI, so this does not fail; if it did, it has
+            // no usable host.
+            .map_err(|_| UpstreamError::Connect(ConnectError::NoHost(authority.to_owned())))?;
+        let mut connector = self.shared.connector.clone();
+        let conn = connector.call(uri).await.map_err(UpstreamError::Connect)?;
+        if !conn.is_h2() {
+            return Ok(Dialed::Http1(Box::new(conn)));
+        }
+        Ok(Dialed::H2(self.handshake(conn).await?))
+    }
+
+    /// hyper's h2 client over `conn`, its connection task spawned on this runtime (the lane's
+    /// own worker in production).
+    async fn handshake(
+        &self,
+        conn: UpstreamConn,
+    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let windows = self.shared.windows;
+        let (sender, connection) = Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(windows.stream)
+            .initial_connection_window_size(windows.connection)
+            .handshake(conn)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        // Outside the request's span: the connection outlives it.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "upstream h2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Ends a dial's `Dialing` state when dropped (after [`Shared::install`] it finds `Open`, and
+/// only wakes nobody).
+struct DialEnded<'a> {
+    shared: &'a Arc<Shared>,
+    authority: &'a str,
+    dialing: Arc<Notify>,
+}
+
+impl Drop for DialEnded<'_> {
+    fn drop(&mut self) {
+        self.shared.dial_ended(self.authority, &self.dialing);
+    }
+}
+
+/// A fresh connection.
+enum Dialed {
+    H2(SendRequest<UpstreamBody>),
+    /// Boxed: the TLS stream is over a kilobyte, and this is the rare case.
+    Http1(Box<UpstreamConn>),
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a holder panicked between pointer moves; the list is whole
+        // (at worst a connection is missing, and dialed again).
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `sender` is the host's connection from now on, unless one is open (then `sender` is
+    /// dropped, which ends its connection); whoever waits for a dial looks again.
+    fn install(self: &Arc<Self>, authority: &str, sender: SendRequest<UpstreamBody>) {
+        let mut state = self.state();
+        let host = state.host(authority);
+        if host.live().is_some() {
+            return;
+        }
+        if let Some(dialing) = host.dialing.take() {
+            dialing.notify_waiters();
+        }
+        host.open = Some(sender);
+        host.http1 = false;
+        self.start_reaping(&mut state);
+    }
+
+    /// The host's last dial negotiated HTTP/1.1: its requests go to the HTTP/1.1 pool from now
+    /// on (whose dials let the h2 lane adopt a connection that negotiates h2 again).
+    fn downgraded(&self, authority: &str) {
+        self.state().host(authority).http1 = true;
+    }
+
+    /// The dial `dialing` ended without a connection (failed, gave HTTP/1.1, or its request was
+    /// dropped): its waiters look again, and dial themselves.
+    fn dial_ended(&self, authority: &str, dialing: &Arc<Notify>) {
+        let mut state = self.state();
+        let host = state.host(authority);
+        if host
+            .dialing
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, dialing))
+        {
+            host.dialing = None;
+        }
+        dialing.notify_waiters();
+    }
+
+    fn start_reaping(self: &Arc<Self>, state: &mut State) {
+        if state.reaping {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        state.reaping = true;
+        runtime.spawn(reap(Arc::downgrade(self), self.idle_timeout));
+    }
+
+    /// Lets go of each connection that carried no new request since the last check; whether any
+    /// connection is left to check (else the check stops).
+    fn expire(&self) -> bool {
+        let mut state = self.state();
+        let mut open = false;
+        for host in &mut state.hosts {
+            if host.open.is_some() {
+                if host.sent == host.checked || host.live().is_none() {
+                    host.open = None;
+                } else {
+                    host.checked = host.sent;
+                    open = true;
+                }
+            }
+        }
+        state
+            .hosts
+            .retain(|h| h.open.is_some() || h.dialing.is_some() || h.http1);
+        if !open {
+            state.reaping = false;
+        }
+        open
+    }
+}
+
+impl State {
+    /// Under the lock: the host's open connection (counting the request it is about to take),
+    /// or the dial to wait for, or (marked dialing now) the caller dials.
+    fn find(&mut self, authority: &str) -> Found<'_> {
+        let host = self.host(authority);
+        if host.open.as_ref().is_some_and(SendRequest::is_closed) {
+            host.open = None;
+        }
+        match &mut host.open {
+            Some(sender) => {
+                host.sent += 1;
+                Found::Open(sender)
+            }
+            None if host.http1 => Found::Http1,
+            None => match &host.dialing {
+                Some(dialing) => Found::Wait(Arc::clone(dialing).notified_owned()),
+                None => {
+                    let dialing = Arc::new(Notify::new());
+                    host.dialing = Some(Arc::clone(&dialing));
+                    Found::Dial(dialing)
+                }
+            },
+        }
+    }
+
+    /// The entry for `authority`, made if new (making room past [`MAX_H2_HOSTS`]).
+    fn host(&mut self, authority: &str) -> &mut Host {
+        if let Some(at) = self.hosts.iter().position(|h| &*h.authority == authority) {
+            return &mut self.hosts[at];
+        }
+        if self.hosts.len() >= MAX_H2_HOSTS {
+            // One not dialing first: its waiters would otherwise wait for nothing.
+            if let Some(at) = self.hosts.iter().position(|h| h.dialing.is_none()) {
+                self.hosts.swap_remove(at);
+            }
+        }
+        self.hosts.push(Host {
+            authority: authority.into(),
+            open: None,
+            dialing: None,
+            sent: 0,
+            checked: 0,
+            http1: false,
+        });
+        let last = self.hosts.len() - 1;
+        &mut self.hosts[last]
+    }
+}
+
+/// The lane's idle check: every `idle_timeout`, until no connection is left or the lane (its
+/// client) is gone.
+async fn reap(lane: Weak<Shared>, idle_timeout: Duration) {
+    loop {
+        tokio::time::sleep(idle_timeout).await;
+        match lane.upgrade() {
+            Some(lane) if lane.expire() => {}
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::net::test_support::{accepts, connector_to, silent};
+
+    fn lane_to(addr: std::net::SocketAddr) -> H2Lane {
+        H2Lane::new(
+            connector_to(addr),
+            Duration::from_secs(60),
+            H2Windows {
+                stream: 65_535,
+                connection: 65_535,
+            },
+        )
+    }
+
+    fn request() -> Request<UpstreamBody> {
+        let mut request = Request::new(UpstreamBody::empty());
+        *request.uri_mut() = "https://up.test/x".parse().unwrap();
+        request
+    }
+    /// Requests that find a dial in progress wait for it rather than dial too; and when the
+    /// dialing request is dropped (its caller went away, its timeout ran out), a waiter dials:
+    /// nobody waits for a dial that will never end.
+    #[tokio::test]
+    async fn one_dial_at_a_time_and_a_dropped_dial_lets_a_waiter_dial() {
+        let (addr, accepted) = silent().await;
+        let lane = lane_to(addr);
+        let first = tokio::spawn({
+            let lane = lane.clone();
+            async move { lane.send(request()).await.map(|_| ()) }
+        });
+        accepts(&accepted, 1).await;
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let lane = lane.clone();
+                tokio::spawn(async move { lane.send(request()).await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the waiters dialed too");
+        first.abort();
+        // One of the waiters dials now, and only one.
+        accepts(&accepted, 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for waiter in waiters {
+            waiter.abort();
+        }
+    }
+}
