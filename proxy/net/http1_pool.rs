@@ -28,6 +28,7 @@
 //! `k` is used by worker `k` alone (requests, body ends and the timer all run there), so it is
 //! uncontended; on a work-stealing runtime (tests, no worker count) it stays correct.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -185,24 +186,27 @@ impl Http1Lane {
     /// known yet (it never answered over HTTP/1.1), so of the requests that find no idle
     /// connection, one dials and the others wait for its ALPN: if it is h2 they go there
     /// instead of each dialing a connection of its own.
-    pub(crate) async fn send(
-        &self,
-        h2: &H2Lane,
+    // Not an `async fn`: it returns the exchange's future itself, which an `async fn` would wrap
+    // in one more state machine holding a second copy of the request (each level is copied when
+    // the caller awaits it).
+    pub(crate) fn send<'a>(
+        &'a self,
+        h2: &'a H2Lane,
         request: Request<UpstreamBody>,
         first_contact: bool,
-    ) -> Result<Exchanged, UpstreamError> {
-        self.exchange(h2, request, None, first_contact).await
+    ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
+        self.exchange(h2, request, None, first_contact)
     }
 
     /// Sends a request the h2 lane gave back (the upstream stopped offering h2): on the fresh
     /// HTTP/1.1 connection its dial made, which then joins this pool, or as [`Http1Lane::send`].
-    pub(crate) async fn send_downgraded(
-        &self,
-        h2: &H2Lane,
+    pub(crate) fn send_downgraded<'a>(
+        &'a self,
+        h2: &'a H2Lane,
         downgraded: Downgraded,
-    ) -> Result<Exchanged, UpstreamError> {
+    ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
         let Downgraded { request, conn } = downgraded;
-        self.exchange(h2, request, conn, false).await
+        self.exchange(h2, request, conn, false)
     }
 
     async fn exchange(

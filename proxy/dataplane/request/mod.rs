@@ -232,12 +232,7 @@ impl Forwarder {
         seen.host(target.host);
         let (route, uri) = route::find(&self.table, target, seen)?;
         let max_body = authorize::check(&route, caller, request.headers())?;
-        let waiting = std::time::Instant::now();
-        let token = token::usable(&route, self.request_timeout)
-            .instrument(tracing::debug_span!("token_wait"))
-            .await;
-        seen.token_wait(waiting.elapsed());
-        let token = token?;
+        let token = token::usable(&route, self.request_timeout, seen).await?;
         let timeout = route.request_timeout(self.request_timeout);
         let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout, stall).await?;
         // Boxed: the exchange's future is the largest part of this one (about 3.5 KB: the

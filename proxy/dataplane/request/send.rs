@@ -3,6 +3,7 @@
 //! request read whole is then sent once more with the next token, if one comes in time.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +15,7 @@ use super::Step;
 use super::respond::{refuse, refuse_limit};
 use super::rewrite::Outgoing;
 use super::route::Route;
-use crate::config::limits::POOL_BUSY_RETRY_AFTER_SECS;
+use crate::config::limits::{MAX_DURATION, POOL_BUSY_RETRY_AFTER_SECS};
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::limits::LimitRefusal;
 use crate::dataplane::www_authenticate;
@@ -98,14 +99,17 @@ fn refuses_token(response: &Response<HeldBody>) -> bool {
 /// included); a failure becomes popgate's own 502/504 answer, 503 when every connection to the
 /// host stayed busy, or 413 when the route's `max_body` cut the body off. In a span of its own,
 /// which the upstream sees as its parent (`traceparent`) when trace export is on.
-async fn send(
-    route: &Route,
-    snapshot: &Snapshot,
+// Not an `async fn`: it returns the instrumented exchange itself, where an `async fn` would wrap
+// it in one more state machine (a second copy of the request, and one more copy of the whole
+// future when it is awaited: benches/MICRO.md, issue 13).
+fn send<'a>(
+    route: &'a Route,
+    snapshot: &'a Snapshot,
     mut request: Request<UpstreamBody>,
     timeout: Duration,
     max_body: Option<u64>,
-    seen: &mut Observed,
-) -> Step<Response<HeldBody>> {
+    seen: &'a mut Observed,
+) -> impl Future<Output = Step<Response<HeldBody>>> + Send + 'a {
     let span = tracing::debug_span!(
         "upstream",
         otel.kind = "client",
@@ -113,25 +117,46 @@ async fn send(
         http.response.status_code = tracing::field::Empty,
     );
     trace_context::inject(&span, request.headers_mut());
-    let answer = exchange_once(route, snapshot, request, timeout, max_body, seen)
-        .instrument(span.clone())
-        .await;
-    if let Ok(response) = &answer {
-        span.record("http.response.status_code", response.status().as_u16());
-    }
-    answer
+    let sending = Sending {
+        route,
+        snapshot,
+        timeout,
+        max_body,
+        span: span.clone(),
+    };
+    exchange_once(sending, request, seen).instrument(span)
+}
+
+/// What [`exchange_once`] sends with.
+struct Sending<'a> {
+    route: &'a Route,
+    snapshot: &'a Snapshot,
+    timeout: Duration,
+    max_body: Option<u64>,
+    /// The exchange's own span (it records the status the upstream answered).
+    span: tracing::Span,
 }
 
 /// [`send`]'s work, inside its span.
 async fn exchange_once(
-    route: &Route,
-    snapshot: &Snapshot,
+    sending: Sending<'_>,
     request: Request<UpstreamBody>,
-    timeout: Duration,
-    max_body: Option<u64>,
     seen: &mut Observed,
 ) -> Step<Response<HeldBody>> {
+    let Sending {
+        route,
+        snapshot,
+        timeout,
+        max_body,
+        span,
+    } = sending;
     let sent = Instant::now();
+    // One deadline for the wait for a connection and the exchange: no second clock read.
+    // Configured timeouts are at most MAX_DURATION, which is also the bound for any other.
+    let deadline = sent
+        .checked_add(timeout)
+        .unwrap_or_else(|| sent + MAX_DURATION);
+    let deadline = tokio::time::Instant::from_std(deadline);
     let host = route.host.as_ref();
     let route = &*route.name;
     let authority = request.uri().authority().map_or("", |a| a.as_str());
@@ -154,9 +179,8 @@ async fn exchange_once(
             .headers_mut()
             .insert(http::header::HOST, host.clone());
     }
-    let remaining = timeout.saturating_sub(sent.elapsed());
     let mut lease = None;
-    let result = tokio::time::timeout(remaining, snapshot.client.request(&admission, request))
+    let result = tokio::time::timeout_at(deadline, snapshot.client.request(&admission, request))
         .await
         .map(|exchanged| {
             exchanged.map(|exchanged| {
@@ -166,6 +190,7 @@ async fn exchange_once(
         });
     if let Ok(Ok(response)) = &result {
         admission.answered(response.version());
+        span.record("http.response.status_code", response.status().as_u16());
     }
     seen.upstream(sent, &result);
     match result {

@@ -3,14 +3,16 @@
 //! never injected. Without a usable token the caller gets 503 naming what the engine knows.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::Response;
+use tracing::Instrument as _;
 
 use super::respond::refuse;
 use super::route::Route;
 use super::{ProxyBody, Step};
 use crate::dataplane::error_response::{NoTokenDetail, Refusal};
+use crate::metrics::request::Observed;
 use crate::route::slot::{RouteSlot, Snapshot};
 use crate::route::status::RouteStatus;
 
@@ -19,15 +21,27 @@ use crate::route::status::RouteStatus;
 /// Capped by the request timeout.
 pub const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(25);
 
-/// The snapshot to send with. `request_timeout` caps the wait for a first token.
-pub(super) async fn usable(route: &Route, request_timeout: Duration) -> Step<Arc<Snapshot>> {
+/// The snapshot to send with. `request_timeout` caps the wait for a first token, which `seen`
+/// counts (a route with a token does not wait: no clock is read then).
+pub(super) async fn usable(
+    route: &Route,
+    request_timeout: Duration,
+    seen: &mut Observed,
+) -> Step<Arc<Snapshot>> {
     let slot = &route.slot;
     let snapshot = match slot.snapshot.load_full() {
         Some(snapshot) => snapshot,
-        None => match first_snapshot(slot, request_timeout).await {
-            Some(snapshot) => snapshot,
-            None => return Err(no_token(route, false)),
-        },
+        None => {
+            let waiting = Instant::now();
+            let first = first_snapshot(slot, request_timeout)
+                .instrument(tracing::debug_span!("token_wait"))
+                .await;
+            seen.token_wait(waiting.elapsed());
+            match first {
+                Some(snapshot) => snapshot,
+                None => return Err(no_token(route, false)),
+            }
+        }
     };
     // Never inject an expired token, even if the engine failed to replace it in time.
     if snapshot.expires_at <= SystemTime::now() {
