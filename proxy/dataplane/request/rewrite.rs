@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Uri, Version, header};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::Step;
 use super::respond::{refuse, refuse_limit};
@@ -100,7 +100,13 @@ pub(super) async fn outgoing(
     let chunked = body_needs_chunked(&body);
     upstream_head(&mut parts, &snapshot.authorization, uri, chunked);
 
-    let body = match tokio::time::timeout(timeout, read_ahead(body)).await {
+    // No body (most requests): nothing to read, and no timer or clock read to set one.
+    let read = if body.is_end_stream() {
+        Ok(Ok(UpstreamBody::empty()))
+    } else {
+        tokio::time::timeout(timeout, read_ahead(body)).await
+    };
+    let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {
             tracing::info!(error = %error, "caller body unreadable");
