@@ -120,7 +120,9 @@ pub(crate) enum H2Sent {
 /// just made, or (none) on an idle one of the pool's, else a new one.
 pub(crate) struct Downgraded {
     pub(crate) request: Request<UpstreamBody>,
-    pub(crate) conn: Option<UpstreamConn>,
+    /// Boxed: the TLS stream is over a kilobyte, and the futures that pass it on would each
+    /// keep room for it on every request.
+    pub(crate) conn: Option<Box<UpstreamConn>>,
 }
 
 /// What a request does next, decided under the lane's lock.
@@ -216,7 +218,7 @@ impl H2Lane {
                         Dialed::H2(sender) => self.shared.install(&authority, sender),
                         Dialed::Http1(conn) => {
                             self.shared.downgraded(&authority);
-                            let conn = Some(*conn);
+                            let conn = Some(conn);
                             return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
                         }
                     }

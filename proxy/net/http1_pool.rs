@@ -213,7 +213,7 @@ impl Http1Lane {
         &self,
         h2: &H2Lane,
         mut request: Request<UpstreamBody>,
-        mut fresh: Option<UpstreamConn>,
+        mut fresh: Option<Box<UpstreamConn>>,
         first_contact: bool,
     ) -> Result<Exchanged, UpstreamError> {
         let authority = request.uri().authority().map_or("", |a| a.as_str());
@@ -261,7 +261,7 @@ impl Http1Lane {
             };
             let (mut sender, reused) = match (found, fresh.take()) {
                 (Some(sender), _) => (sender, true),
-                (None, Some(conn)) => (Box::pin(handshake(conn)).await?, false),
+                (None, Some(conn)) => (Box::pin(handshake(*conn)).await?, false),
                 // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
                 // otherwise make every request's future larger, and costlier to move.
                 (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
@@ -290,7 +290,7 @@ impl Http1Lane {
                                 } = *downgraded;
                                 request = unsent;
                                 match conn {
-                                    Some(conn) => (Box::pin(handshake(conn)).await?, false),
+                                    Some(conn) => (Box::pin(handshake(*conn)).await?, false),
                                     // Adopted, then gone, then HTTP/1.1 again: once more.
                                     None => {
                                         tries += 1;
