@@ -131,7 +131,7 @@ enum Step<Q> {
     Queued(Q),
     /// Another request dials: wait for it, then look again.
     Wait(OwnedNotified, Request<UpstreamBody>),
-    /// This request dials; the host's `Dialing` holds the notify its waiters wait on.
+    /// This request dials; the host's `dialing` is the notify its waiters wait on.
     Dial(Arc<Notify>, Request<UpstreamBody>),
     /// The host speaks HTTP/1.1 now: the lane's HTTP/1.1 pool sends it.
     Http1(Request<UpstreamBody>),
@@ -169,7 +169,7 @@ impl H2Lane {
         mut request: Request<UpstreamBody>,
     ) -> Result<H2Sent, UpstreamError> {
         let authority: Box<str> = request.uri().authority().map_or("", |a| a.as_str()).into();
-        let mut fresh = 0;
+        let mut given_back = 0;
         loop {
             let step = {
                 let mut state = self.shared.state();
@@ -187,10 +187,10 @@ impl H2Lane {
                     Ok(response) => return Ok(H2Sent::Answered(response)),
                     Err(mut failed) => match failed.take_message() {
                         // Never sent: the connection was closing. The next one (or a new one).
-                        Some(unsent) if fresh < MAX_SEND_TRIES => {
+                        Some(unsent) if given_back < MAX_SEND_TRIES => {
                             let error = failed.error();
                             tracing::debug!(%error, "upstream h2 connection closing; next one");
-                            fresh += 1;
+                            given_back += 1;
                             unsent
                         }
                         _ => return Err(UpstreamError::Exchange(failed.into_error())),
@@ -293,8 +293,8 @@ impl H2Lane {
     }
 }
 
-/// Ends a dial's `Dialing` state when dropped (after [`Shared::install`] it finds `Open`, and
-/// only wakes nobody).
+/// Clears a dial's `dialing` mark when dropped and wakes its waiters (after
+/// [`Shared::install`] the mark is already gone, and the waiters find the connection).
 struct DialEnded<'a> {
     shared: &'a Arc<Shared>,
     authority: &'a str,
