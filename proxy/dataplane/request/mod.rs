@@ -232,7 +232,11 @@ impl Forwarder {
         seen.host(target.host);
         let (route, uri) = route::find(&self.table, target, seen)?;
         let max_body = authorize::check(&route, caller, request.headers())?;
-        let token = token::usable(&route, self.request_timeout, seen).await?;
+        // The span is there whether or not the route has its token (a trace shows the step);
+        // only a real wait is timed.
+        let token = token::usable(&route, self.request_timeout, seen)
+            .instrument(tracing::debug_span!("token_wait"))
+            .await?;
         let timeout = route.request_timeout(self.request_timeout);
         let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout, stall).await?;
         // Boxed: the exchange's future is the largest part of this one (about 3.5 KB: the

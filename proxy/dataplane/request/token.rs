@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::Response;
-use tracing::Instrument as _;
 
 use super::respond::refuse;
 use super::route::Route;
@@ -33,9 +32,7 @@ pub(super) async fn usable(
         Some(snapshot) => snapshot,
         None => {
             let waiting = Instant::now();
-            let first = first_snapshot(slot, request_timeout)
-                .instrument(tracing::debug_span!("token_wait"))
-                .await;
+            let first = first_snapshot(slot, request_timeout).await;
             seen.token_wait(waiting.elapsed());
             match first {
                 Some(snapshot) => snapshot,
