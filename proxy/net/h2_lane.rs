@@ -12,7 +12,8 @@
 //! - **Dialing** goes through the lane's [`UpstreamConnector`] (its per-host cap, connect
 //!   timeout, TLS with the route's client certificate, outbound proxy and metrics). One dial per
 //!   host at a time: requests that find a dial in progress wait for it, so a burst on a cold
-//!   lane opens one connection, not one per request.
+//!   lane opens one connection, not one per request. If that dial fails, its waiters each dial
+//!   at once (as they would have without it), not one after another.
 //! - **First contact**: a host's first connection is dialed by the HTTP/1.1 pool (the protocol
 //!   is unknown until ALPN, and the other first requests wait for that dial's); when it chose
 //!   h2 it is adopted here ([`H2Lane::adopt`]).
@@ -98,6 +99,9 @@ struct Host {
     /// The last dial negotiated HTTP/1.1: requests go to the lane's HTTP/1.1 pool (which
     /// reuses its idle connections) until a dial negotiates h2 again.
     http1: bool,
+    /// Dials that failed (not those whose request was dropped): a waiter that sees this grow
+    /// dials on its own at once.
+    failed_dials: u64,
 }
 
 impl Host {
@@ -129,10 +133,12 @@ pub(crate) struct Downgraded {
 enum Step<Q> {
     /// Queued on the open connection (`Q`, hyper's answer future): await the answer.
     Queued(Q),
-    /// Another request dials: wait for it, then look again.
-    Wait(OwnedNotified, Request<UpstreamBody>),
-    /// This request dials; the host's `dialing` is the notify its waiters wait on.
-    Dial(Arc<Notify>, Request<UpstreamBody>),
+    /// Another request dials: wait for it, then look again (with the host's failed dials
+    /// counted when the wait began).
+    Wait(OwnedNotified, u64, Request<UpstreamBody>),
+    /// This request dials; the host's `dialing` is the notify its waiters wait on (none: it
+    /// dials on its own, after the dial it waited for ended without a connection).
+    Dial(Option<Arc<Notify>>, Request<UpstreamBody>),
     /// The host speaks HTTP/1.1 now: the lane's HTTP/1.1 pool sends it.
     Http1(Request<UpstreamBody>),
 }
@@ -140,8 +146,8 @@ enum Step<Q> {
 /// The host's state as a request finds it.
 enum Found<'a> {
     Open(&'a mut SendRequest<UpstreamBody>),
-    Wait(OwnedNotified),
-    Dial(Arc<Notify>),
+    Wait(OwnedNotified, u64),
+    Dial(Option<Arc<Notify>>),
     Http1,
 }
 
@@ -170,14 +176,16 @@ impl H2Lane {
     ) -> Result<H2Sent, UpstreamError> {
         let authority: Box<str> = request.uri().authority().map_or("", |a| a.as_str()).into();
         let mut given_back = 0;
+        // The host's failed dials when this request began to wait for a dial.
+        let mut waited: Option<u64> = None;
         loop {
             let step = {
                 let mut state = self.shared.state();
-                match state.find(&authority) {
+                match state.find(&authority, waited) {
                     // `try_send_request` hands the request to the connection's task before it
                     // returns: only the answer is awaited, without the lock.
                     Found::Open(sender) => Step::Queued(sender.try_send_request(request)),
-                    Found::Wait(dialed) => Step::Wait(dialed, request),
+                    Found::Wait(dialed, failed) => Step::Wait(dialed, failed, request),
                     Found::Dial(dialing) => Step::Dial(dialing, request),
                     Found::Http1 => Step::Http1(request),
                 }
@@ -200,21 +208,32 @@ impl H2Lane {
                     let conn = None;
                     return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
                 }
-                Step::Wait(dialed, request) => {
+                Step::Wait(dialed, failed, request) => {
                     dialed.await;
+                    waited = Some(failed);
                     request
                 }
                 Step::Dial(dialing, request) => {
                     // Whatever ends this dial (an error, HTTP/1.1, the request dropped while it
                     // runs), its waiters must not wait for it any longer.
-                    let _ended = DialEnded {
+                    let mut ended = dialing.map(|dialing| DialEnded {
                         shared: &self.shared,
                         authority: &authority,
                         dialing,
-                    };
+                        failed: false,
+                    });
                     // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
                     // otherwise make every request's future larger, and costlier to move.
-                    match Box::pin(self.dial(&authority)).await? {
+                    let dialed = match Box::pin(self.dial(&authority)).await {
+                        Ok(dialed) => dialed,
+                        Err(error) => {
+                            if let Some(ended) = &mut ended {
+                                ended.failed = true;
+                            }
+                            return Err(error);
+                        }
+                    };
+                    match dialed {
                         Dialed::H2(sender) => self.shared.install(&authority, sender),
                         Dialed::Http1(conn) => {
                             self.shared.downgraded(&authority);
@@ -299,11 +318,14 @@ struct DialEnded<'a> {
     shared: &'a Arc<Shared>,
     authority: &'a str,
     dialing: Arc<Notify>,
+    /// The dial failed (rather than its request being dropped, or it succeeding).
+    failed: bool,
 }
 
 impl Drop for DialEnded<'_> {
     fn drop(&mut self) {
-        self.shared.dial_ended(self.authority, &self.dialing);
+        self.shared
+            .dial_ended(self.authority, &self.dialing, self.failed);
     }
 }
 
@@ -345,9 +367,10 @@ impl Shared {
         self.state().host(authority).http1 = true;
     }
 
-    /// The dial `dialing` ended without a connection (failed, gave HTTP/1.1, or its request was
-    /// dropped): its waiters look again, and dial themselves.
-    fn dial_ended(&self, authority: &str, dialing: &Arc<Notify>) {
+    /// The dial `dialing` ended (`failed`, gave HTTP/1.1, its request was dropped, or it
+    /// opened the connection): its waiters look again. After a failure each dials on its own;
+    /// otherwise one of them dials and the others wait for it.
+    fn dial_ended(&self, authority: &str, dialing: &Arc<Notify>, failed: bool) {
         let mut state = self.state();
         let host = state.host(authority);
         if host
@@ -356,6 +379,9 @@ impl Shared {
             .is_some_and(|d| Arc::ptr_eq(d, dialing))
         {
             host.dialing = None;
+        }
+        if failed {
+            host.failed_dials += 1;
         }
         dialing.notify_waiters();
     }
@@ -398,8 +424,9 @@ impl Shared {
 
 impl State {
     /// Under the lock: the host's open connection (counting the request it is about to take),
-    /// or the dial to wait for, or (marked dialing now) the caller dials.
-    fn find(&mut self, authority: &str) -> Found<'_> {
+    /// or the dial to wait for, or (marked dialing now) the caller dials. `waited`: the host's
+    /// failed dials when the caller began to wait for one (`None`: it has not waited).
+    fn find(&mut self, authority: &str, waited: Option<u64>) -> Found<'_> {
         let host = self.host(authority);
         if host.open.as_ref().is_some_and(SendRequest::is_closed) {
             host.open = None;
@@ -411,11 +438,18 @@ impl State {
             }
             None if host.http1 => Found::Http1,
             None => match &host.dialing {
-                Some(dialing) => Found::Wait(Arc::clone(dialing).notified_owned()),
+                // The waiters of a failed dial dial at once, each on its own, rather than one
+                // after another behind each other's dials (each up to the connect timeout).
+                Some(_) if waited.is_some_and(|before| host.failed_dials > before) => {
+                    Found::Dial(None)
+                }
+                Some(dialing) => {
+                    Found::Wait(Arc::clone(dialing).notified_owned(), host.failed_dials)
+                }
                 None => {
                     let dialing = Arc::new(Notify::new());
                     host.dialing = Some(Arc::clone(&dialing));
-                    Found::Dial(dialing)
+                    Found::Dial(Some(dialing))
                 }
             },
         }
@@ -439,6 +473,7 @@ impl State {
             sent: 0,
             checked: 0,
             http1: false,
+            failed_dials: 0,
         });
         let last = self.hosts.len() - 1;
         &mut self.hosts[last]
@@ -462,11 +497,15 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::net::test_support::{accepts, connector_to, silent};
+    use crate::net::test_support::{accepts, connector_timing_out, connector_to, silent};
 
     fn lane_to(addr: std::net::SocketAddr) -> H2Lane {
+        lane_with(connector_to(addr))
+    }
+
+    fn lane_with(connector: UpstreamConnector) -> H2Lane {
         H2Lane::new(
-            connector_to(addr),
+            connector,
             Duration::from_secs(60),
             H2Windows {
                 stream: 65_535,
@@ -505,6 +544,33 @@ mod tests {
         accepts(&accepted, 2).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for waiter in waiters {
+            waiter.abort();
+        }
+    }
+
+    /// When the dial that requests waited for fails (here: its TLS handshake times out), each
+    /// waiter dials at once, not one after another behind the others' dials.
+    #[tokio::test]
+    async fn the_waiters_of_a_failed_dial_dial_at_once() {
+        let (addr, accepted) = silent().await;
+        let lane = lane_with(connector_timing_out(addr, Duration::from_millis(800)));
+        let send = || {
+            let lane = lane.clone();
+            tokio::spawn(async move { lane.send(request()).await.map(|_| ()) })
+        };
+        let first = send();
+        accepts(&accepted, 1).await;
+        let waiters: Vec<_> = (0..3).map(|_| send()).collect();
+        assert!(
+            first.await.unwrap().is_err(),
+            "the silent upstream's dial times out"
+        );
+        // All three waiters dial now; one after another, the third would start only after two
+        // more timeouts (1.6 s).
+        tokio::time::timeout(Duration::from_millis(600), accepts(&accepted, 4))
+            .await
+            .expect("the waiters dialed at once");
         for waiter in waiters {
             waiter.abort();
         }

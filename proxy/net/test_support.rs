@@ -30,6 +30,14 @@ pub(crate) async fn silent() -> (SocketAddr, Arc<AtomicUsize>) {
 /// A connector that dials `up.test:443` at `addr` (no client certificate, no roots: the tests
 /// that use it never finish a handshake), up to 8 connections, with a 30 s connect timeout.
 pub(crate) fn connector_to(addr: SocketAddr) -> UpstreamConnector {
+    connector_timing_out(addr, Duration::from_secs(30))
+}
+
+/// [`connector_to`] with `connect_timeout`.
+pub(crate) fn connector_timing_out(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> UpstreamConnector {
     let mut resolve = ResolveMap::default();
     resolve.insert("up.test:443", addr).unwrap();
     let tls = ClientConfig::builder_with_provider(Arc::new(
@@ -43,7 +51,7 @@ pub(crate) fn connector_to(addr: SocketAddr) -> UpstreamConnector {
         Arc::new(tls),
         ConnectSettings {
             resolve: Arc::new(resolve),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout,
             max_connections_per_host: 8,
             pool_metrics: None,
             proxy: None,
