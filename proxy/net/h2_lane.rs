@@ -174,14 +174,13 @@ impl H2Lane {
         &self,
         mut request: Request<UpstreamBody>,
     ) -> Result<H2Sent, UpstreamError> {
-        let authority: Box<str> = request.uri().authority().map_or("", |a| a.as_str()).into();
         let mut given_back = 0;
         // The host's failed dials when this request began to wait for a dial.
         let mut waited: Option<u64> = None;
         loop {
             let step = {
                 let mut state = self.shared.state();
-                match state.find(&authority, waited) {
+                match state.find(authority_of(&request), waited) {
                     // `try_send_request` hands the request to the connection's task before it
                     // returns: only the answer is awaited, without the lock.
                     Found::Open(sender) => Step::Queued(sender.try_send_request(request)),
@@ -214,6 +213,8 @@ impl H2Lane {
                     request
                 }
                 Step::Dial(dialing, request) => {
+                    // Owned here, on the rare dial, not on every request: the request moves on.
+                    let authority: Box<str> = authority_of(&request).into();
                     // Whatever ends this dial (an error, HTTP/1.1, the request dropped while it
                     // runs), its waiters must not wait for it any longer.
                     let mut ended = dialing.map(|dialing| DialEnded {
@@ -327,6 +328,11 @@ impl Drop for DialEnded<'_> {
         self.shared
             .dial_ended(self.authority, &self.dialing, self.failed);
     }
+}
+
+/// `host[:port]` of a request's (absolute) URI.
+fn authority_of(request: &Request<UpstreamBody>) -> &str {
+    request.uri().authority().map_or("", |a| a.as_str())
 }
 
 /// A fresh connection.
