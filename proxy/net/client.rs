@@ -40,7 +40,7 @@ use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_L
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
-use crate::net::h2_lane::{H2Lane, H2Sent, H2Windows};
+use crate::net::h2_lane::{H2Lane, H2Windows};
 use crate::net::http1_pool::{Exchanged, Http1Lane};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;
@@ -272,16 +272,11 @@ impl UpstreamClient {
             let first_contact = !admission.http1_known();
             return lane.http1.send(&lane.h2, request, first_contact).await;
         }
-        match lane.h2.send(request).await? {
-            H2Sent::Answered(response) => Ok(Exchanged {
-                response,
-                lease: None,
-            }),
+        match Exchanged::from_h2(lane.h2.send(request).await?) {
+            Ok(exchanged) => Ok(exchanged),
             // The upstream stopped offering h2: the HTTP/1.1 pool sends it (and keeps the fresh
             // connection, if the h2 lane's dial made one).
-            H2Sent::Http1(downgraded) => {
-                Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await
-            }
+            Err(downgraded) => Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await,
         }
     }
 

@@ -168,6 +168,20 @@ pub struct Exchanged {
     pub lease: Option<Lease>,
 }
 
+impl Exchanged {
+    /// An h2 lane's answer as the client hands it on (an h2 stream holds no connection lease),
+    /// or the request it gave back for the HTTP/1.1 pool.
+    pub(crate) fn from_h2(sent: H2Sent) -> Result<Self, Box<Downgraded>> {
+        match sent {
+            H2Sent::Answered(response) => Ok(Self {
+                response,
+                lease: None,
+            }),
+            H2Sent::Http1(downgraded) => Err(downgraded),
+        }
+    }
+}
+
 impl Http1Lane {
     /// A pool dialing through `connector`, closing connections idle for `idle_timeout`.
     pub(crate) fn new(connector: UpstreamConnector, idle_timeout: Duration) -> Self {
@@ -227,21 +241,12 @@ impl Http1Lane {
             Some(Probe::Wait(probed)) if fresh.is_none() => {
                 probed.await;
                 if h2.has_live(&target.authority) {
-                    absolute_form(&mut request, &scheme, &target.authority);
-                    match Box::pin(h2.send(request)).await? {
-                        H2Sent::Answered(response) => {
-                            return Ok(Exchanged {
-                                response,
-                                lease: None,
-                            });
-                        }
-                        H2Sent::Http1(downgraded) => {
-                            let Downgraded {
-                                request: unsent,
-                                conn,
-                            } = *downgraded;
-                            request = unsent;
-                            fresh = conn;
+                    let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
+                    match sent.await? {
+                        Ok(exchanged) => return Ok(exchanged),
+                        Err(downgraded) => {
+                            request = downgraded.request;
+                            fresh = downgraded.conn;
                         }
                     }
                 }
@@ -274,29 +279,19 @@ impl Http1Lane {
                         Box::pin(h2.adopt(&target.authority, *conn)).await?;
                         // h2: whoever waited on this probe finds the connection now.
                         drop(probe.take());
-                        absolute_form(&mut request, &scheme, &target.authority);
-                        match Box::pin(h2.send(request)).await? {
-                            H2Sent::Answered(response) => {
-                                return Ok(Exchanged {
-                                    response,
-                                    lease: None,
-                                });
-                            }
+                        let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
+                        let downgraded = match sent.await? {
+                            Ok(exchanged) => return Ok(exchanged),
                             // The h2 lane's own dial found HTTP/1.1 after all: sent here.
-                            H2Sent::Http1(downgraded) => {
-                                let Downgraded {
-                                    request: unsent,
-                                    conn,
-                                } = *downgraded;
-                                request = unsent;
-                                match conn {
-                                    Some(conn) => (Box::pin(handshake(*conn)).await?, false),
-                                    // Adopted, then gone, then HTTP/1.1 again: once more.
-                                    None => {
-                                        tries += 1;
-                                        continue;
-                                    }
-                                }
+                            Err(downgraded) => downgraded,
+                        };
+                        request = downgraded.request;
+                        match downgraded.conn {
+                            Some(conn) => (Box::pin(handshake(*conn)).await?, false),
+                            // Adopted, then gone, then HTTP/1.1 again: once more.
+                            None => {
+                                tries += 1;
+                                continue;
                             }
                         }
                     }
@@ -348,6 +343,18 @@ impl Http1Lane {
         }
         Ok(Dialed::Http1(handshake(conn).await?))
     }
+}
+
+/// `request` as a stream on the lane's h2 connections (in absolute form, as h2 needs): `Ok` with
+/// the answer, or `Err` with the request back, unsent, when the host speaks HTTP/1.1 now.
+async fn via_h2(
+    h2: &H2Lane,
+    mut request: Request<UpstreamBody>,
+    scheme: &Scheme,
+    authority: &str,
+) -> Result<Result<Exchanged, Downgraded>, UpstreamError> {
+    absolute_form(&mut request, scheme, authority);
+    Ok(Exchanged::from_h2(h2.send(request).await?).map_err(|downgraded| *downgraded))
 }
 
 /// hyper's HTTP/1.1 client over `conn`, its connection task spawned on this runtime (the lane's
