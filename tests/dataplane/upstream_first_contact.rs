@@ -2,12 +2,13 @@
 //! on a cold route must not each open a connection when the upstream speaks h2 (one connection
 //! carries them all), and must all be answered either way.
 
-use popgate::dataplane::ProxySettings;
+use std::time::Duration;
 
-use crate::kit::dataplane::{
-    TestPki, TestUpstream, absolute_get, h1_send, pop_token, route, start_proxy, text,
-};
-use crate::kit::raw::GRAPH;
+use popgate::dataplane::ProxySettings;
+use popgate::net::client::UpstreamSettings;
+
+use crate::kit::dataplane::{TestPki, TestUpstream, absolute_get, h1_send, text};
+use crate::kit::raw::{GRAPH, graph_proxy};
 
 /// Callers that arrive together on the cold route: more than one, fewer than the default
 /// `max_connections_per_host`, so without the shared first dial each would open a connection.
@@ -19,13 +20,14 @@ async fn burst_on_a_cold_route(h2: bool) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("first-contact-ca");
     let upstream = TestUpstream::start(&pki, &pki, h2).await;
-    let binding = pki.binding("first-contact-client");
-    let token = pop_token(dir.path(), &binding, "first-contact");
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
+    let default = ProxySettings::default();
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "first-contact",
+        |_| {},
+        default,
     )
     .await;
     let mut callers = tokio::task::JoinSet::new();
@@ -73,24 +75,17 @@ async fn an_upstream_that_stops_offering_h2_is_reached_over_http1() {
     let pki = TestPki::new("redeploy-ca");
     let first = TestUpstream::start(&pki, &pki, true).await;
     let addr = first.addr;
-    let binding = pki.binding("redeploy-client");
-    let token = pop_token(dir.path(), &binding, "redeploy");
-    let mut settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", addr)]);
     // The h2 connection is let go after one to two idle periods without a request.
-    settings.pool_idle_timeout = std::time::Duration::from_millis(200);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let short_idle = |s: &mut UpstreamSettings| s.pool_idle_timeout = Duration::from_millis(200);
+    let default = ProxySettings::default();
+    let proxy = graph_proxy(&pki, dir.path(), addr, "redeploy", short_idle, default).await;
     let answer = h1_send(proxy.addr, absolute_get(GRAPH, "/before")).await;
     assert_eq!(answer.status(), 200, "{}", text(answer).await);
     assert_eq!(first.seen()[0].version, http::Version::HTTP_2);
     // The old upstream stops listening (its open connection stays up, as a draining server's
     // would); popgate lets its idle connection go.
     drop(first);
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let second = TestUpstream::start_at(addr, &pki, &pki, false).await;
     let answer = h1_send(proxy.addr, absolute_get(GRAPH, "/after")).await;
     assert_eq!(answer.status(), 200, "{}", text(answer).await);

@@ -5,10 +5,8 @@
 
 use popgate::dataplane::ProxySettings;
 
-use crate::kit::dataplane::{
-    TestPki, TestUpstream, absolute_get, h1_send, pop_token, route, start_proxy, text,
-};
-use crate::kit::raw::GRAPH;
+use crate::kit::dataplane::{TestPki, TestUpstream, absolute_get, h1_send, text};
+use crate::kit::raw::{GRAPH, graph_proxy};
 
 /// Requests measured after the first (which opens the connection and indexes the token).
 const LATER: usize = 10;
@@ -36,15 +34,8 @@ async fn later_requests_on_an_h2_upstream_connection_send_the_token_as_an_index(
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("hpack-ca");
     let upstream = TestUpstream::start(&pki, &pki, true).await;
-    let binding = pki.binding("hpack-client");
-    let token = pop_token(dir.path(), &binding, &filler());
-    let settings = pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &settings,
-        ProxySettings::default(),
-    )
-    .await;
+    let default = ProxySettings::default();
+    let proxy = graph_proxy(&pki, dir.path(), upstream.addr, &filler(), |_| {}, default).await;
 
     let first = h1_send(proxy.addr, absolute_get(GRAPH, "/first")).await;
     assert_eq!(first.status(), 200, "{}", text(first).await);

@@ -20,7 +20,7 @@ use popgate::net::client::UpstreamSettings;
 use tokio::net::TcpStream;
 
 use crate::kit::dataplane::*;
-use crate::kit::raw::{GRAPH, hardened};
+use crate::kit::raw::{GRAPH, graph_proxy, hardened};
 
 /// The deadlines the tests configure.
 const DEADLINE: Duration = Duration::from_secs(1);
@@ -40,19 +40,19 @@ async fn start() -> (TestProxy, TestUpstream, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("h2-stream-deadline-ca");
     let upstream = TestUpstream::start(&pki, &pki, false).await;
-    let binding = pki.binding("h2-stream-deadline-client");
-    let token = pop_token(dir.path(), &binding, "h2-stream-deadline");
-    let upstream_settings = UpstreamSettings {
-        pool: UpstreamPool {
+    let one_connection = |s: &mut UpstreamSettings| {
+        s.pool = UpstreamPool {
             max_connections_per_host: 1,
             max_waiting: 8,
             wait_timeout: POOL_WAIT,
-        },
-        ..pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)])
+        };
     };
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &upstream_settings,
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "h2-stream-deadline",
+        one_connection,
         hardened(|c| {
             // No body limit: the declared 64 KiB must be accepted for the read-ahead to begin.
             c.limits.max_body_bytes = None;

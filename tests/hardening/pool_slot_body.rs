@@ -15,7 +15,7 @@ use popgate::config::UpstreamPool;
 use popgate::net::client::UpstreamSettings;
 
 use crate::kit::dataplane::*;
-use crate::kit::raw::{GRAPH, hardened};
+use crate::kit::raw::{GRAPH, graph_proxy, hardened};
 
 /// Connections the upstream may see at once.
 const CAP: usize = 2;
@@ -31,20 +31,20 @@ async fn the_pool_slot_is_held_until_the_response_body_ends() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("pool-slot-ca");
     let upstream = TestUpstream::start(&pki, &pki, false).await;
-    let binding = pki.binding("pool-slot-client");
-    let token = pop_token(dir.path(), &binding, "pool-slot");
-    let upstream_settings = UpstreamSettings {
-        connect_timeout: CONNECT_TIMEOUT,
-        pool: UpstreamPool {
+    let capped = |s: &mut UpstreamSettings| {
+        s.connect_timeout = CONNECT_TIMEOUT;
+        s.pool = UpstreamPool {
             max_connections_per_host: CAP,
             max_waiting: CALLERS,
             wait_timeout: Duration::from_secs(30),
-        },
-        ..pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)])
+        };
     };
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &upstream_settings,
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "pool-slot",
+        capped,
         hardened(|_| {}),
     )
     .await;

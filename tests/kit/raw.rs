@@ -2,11 +2,13 @@
 //! raw-socket exchanges that report whether popgate closed the connection.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use popgate::dataplane::ProxySettings;
 use popgate::dataplane::limits::RequestLimits;
 use popgate::dataplane::listener::ConnectionSettings;
+use popgate::net::client::UpstreamSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -42,18 +44,42 @@ pub fn hardened(connection: impl FnOnce(&mut ConnectionSettings)) -> ProxySettin
     settings
 }
 
+/// popgate in-process (with `settings`) and one route, `graph` ([`GRAPH`]), to the upstream at
+/// `upstream` (trusted through `pki`, its name resolved to that address), with a PoP token
+/// (`marker` among its claims) bound to a client certificate of `pki`; `tune` adjusts the
+/// upstream settings first. Files go in `dir`.
+pub async fn graph_proxy(
+    pki: &TestPki,
+    dir: &Path,
+    upstream: SocketAddr,
+    marker: &str,
+    tune: impl FnOnce(&mut UpstreamSettings),
+    settings: ProxySettings,
+) -> TestProxy {
+    let binding = pki.binding("graph-client");
+    let token = pop_token(dir, &binding, marker);
+    let mut upstream_settings =
+        pki.upstream_settings(dir, &[("graph.microsoft.com:443", upstream)]);
+    tune(&mut upstream_settings);
+    start_proxy(
+        vec![(route("graph", Some(GRAPH), None), Some(token))],
+        &upstream_settings,
+        settings,
+    )
+    .await
+}
+
 /// Starts the upstream and popgate with `settings`.
 pub async fn rig(settings: ProxySettings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("hardening-ca");
     let upstream = TestUpstream::start(&pki, &pki, true).await;
-    let binding = pki.binding("hardening-client");
-    let token = pop_token(dir.path(), &binding, "hardening");
-    let upstream_settings =
-        pki.upstream_settings(dir.path(), &[("graph.microsoft.com:443", upstream.addr)]);
-    let proxy = start_proxy(
-        vec![(route("graph", Some(GRAPH), None), Some(token))],
-        &upstream_settings,
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "hardening",
+        |_| {},
         settings,
     )
     .await;
