@@ -727,6 +727,24 @@ pub fn absolute_get(host: &str, path: &str) -> Request<TestBody> {
         .unwrap()
 }
 
+/// How long an idle caller may take to be parked: the grace is 250 ms; the rest is room for a
+/// loaded machine's late timers (a fixed 700 ms sleep once failed on CI).
+pub const PARKED_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until the process's parked count reaches `count` (other tests of the binary may park
+/// too: the count is a lower bound of a test's own), for at most [`PARKED_WITHIN`]; `false` if
+/// it never did.
+pub async fn parked_reaches(count: f64) -> bool {
+    let waited = tokio::time::Instant::now();
+    while parked() < count {
+        if waited.elapsed() >= PARKED_WITHIN {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// `popgate_connections_parked_total` in this process (other tests of the binary may park too,
 /// so callers compare before and after).
 pub fn parked() -> f64 {
