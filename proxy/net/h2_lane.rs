@@ -31,11 +31,13 @@
 //! The lock: one `std::sync::Mutex` per lane, held for a scan and a queue push. In production
 //! lane `k` is used by worker `k` alone, so it is uncontended.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
@@ -133,6 +135,15 @@ pub(crate) struct Downgraded {
 enum Step<Q> {
     /// Queued on the open connection (`Q`, hyper's answer future): await the answer.
     Queued(Q),
+    /// Anything else: the rare paths. Boxed (there only), so that the common case's future
+    /// keeps room for hyper's answer future alone.
+    Pending(Box<Pending>),
+}
+
+/// A request's next step other than waiting for its answer.
+enum Pending {
+    /// A closing connection gave it back unsent: look again.
+    Resend(Request<UpstreamBody>),
     /// Another request dials: wait for it, then look again (with the host's failed dials
     /// counted when the wait began).
     Wait(OwnedNotified, u64, Request<UpstreamBody>),
@@ -170,49 +181,75 @@ impl H2Lane {
 
     /// Sends `request` (absolute `https://` URI) as a stream on the lane's connection to its
     /// authority, dialing one if there is none (or waiting for the dial in progress).
-    pub(crate) async fn send(
+    // Not an `async fn`: the common case (the lane's connection is open) queues the request
+    // before the future exists, so the future holds hyper's answer and not the request as well
+    // (an `async fn` over the loop below kept the request three times: 1,632 bytes, copied
+    // into every enclosing future on every request; benches/MICRO.md, issue 13).
+    pub(crate) fn send(
         &self,
-        mut request: Request<UpstreamBody>,
-    ) -> Result<H2Sent, UpstreamError> {
-        let mut given_back = 0;
-        // The host's failed dials when this request began to wait for a dial.
-        let mut waited: Option<u64> = None;
-        loop {
-            let step = {
-                let mut state = self.shared.state();
-                match state.find(authority_of(&request), waited) {
-                    // `try_send_request` hands the request to the connection's task before it
-                    // returns: only the answer is awaited, without the lock.
-                    Found::Open(sender) => Step::Queued(sender.try_send_request(request)),
-                    Found::Wait(dialed, failed) => Step::Wait(dialed, failed, request),
-                    Found::Dial(dialing) => Step::Dial(dialing, request),
-                    Found::Http1 => Step::Http1(request),
-                }
-            };
-            request = match step {
+        request: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<H2Sent, UpstreamError>> + Send + '_ {
+        let first = self.decide(request, None);
+        async move {
+            // Decided before the slow path's await, so that nothing of the answer is kept
+            // across it.
+            let (pending, given_back) = match first {
                 Step::Queued(answer) => match answer.await {
                     Ok(response) => return Ok(H2Sent::Answered(response)),
-                    Err(mut failed) => match failed.take_message() {
-                        // Never sent: the connection was closing. The next one (or a new one).
-                        Some(unsent) if given_back < MAX_SEND_TRIES => {
-                            let error = failed.error();
-                            tracing::debug!(%error, "upstream h2 connection closing; next one");
-                            given_back += 1;
-                            unsent
-                        }
-                        _ => return Err(UpstreamError::Exchange(failed.into_error())),
-                    },
+                    Err(failed) => (Pending::Resend(given_back_unsent(failed)?), 1),
                 },
-                Step::Http1(request) => {
+                Step::Pending(pending) => (*pending, 0),
+            };
+            // Boxed: rare (a dial, a wait for one, HTTP/1.1), and larger.
+            Box::pin(self.send_slowly(pending, given_back)).await
+        }
+    }
+
+    /// What `request` does next, under the lane's lock: queued on the open connection to its
+    /// authority (the answer is awaited without the lock), or one of the rare paths. `waited`:
+    /// the host's failed dials when the request began to wait for a dial. A [`Pending::Dial`]
+    /// returned here must be dialed: the host is marked dialing for it.
+    fn decide(
+        &self,
+        request: Request<UpstreamBody>,
+        waited: Option<u64>,
+    ) -> Step<
+        impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>>
+        + Send
+        + use<>,
+    > {
+        let mut state = self.shared.state();
+        Step::Pending(Box::new(match state.find(authority_of(&request), waited) {
+            // `try_send_request` hands the request to the connection's task before it returns.
+            Found::Open(sender) => return Step::Queued(sender.try_send_request(request)),
+            Found::Wait(dialed, failed) => Pending::Wait(dialed, failed, request),
+            Found::Dial(dialing) => Pending::Dial(dialing, request),
+            Found::Http1 => Pending::Http1(request),
+        }))
+    }
+
+    /// [`H2Lane::send`] from a step other than an answer: waits for a dial, dials, or hands the
+    /// request to the HTTP/1.1 pool, then looks again; `given_back`: the times connections gave
+    /// this request back unsent so far.
+    async fn send_slowly(
+        &self,
+        mut pending: Pending,
+        mut given_back: usize,
+    ) -> Result<H2Sent, UpstreamError> {
+        let mut waited: Option<u64> = None;
+        loop {
+            let request = match pending {
+                Pending::Resend(request) => request,
+                Pending::Http1(request) => {
                     let conn = None;
                     return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
                 }
-                Step::Wait(dialed, failed, request) => {
+                Pending::Wait(dialed, failed, request) => {
                     dialed.await;
                     waited = Some(failed);
                     request
                 }
-                Step::Dial(dialing, request) => {
+                Pending::Dial(dialing, request) => {
                     // Owned here, on the rare dial, not on every request: the request moves on.
                     let authority: Box<str> = authority_of(&request).into();
                     // Whatever ends this dial (an error, HTTP/1.1, the request dropped while it
@@ -244,6 +281,17 @@ impl H2Lane {
                     }
                     request
                 }
+            };
+            pending = match self.decide(request, waited) {
+                Step::Queued(answer) => match answer.await {
+                    Ok(response) => return Ok(H2Sent::Answered(response)),
+                    Err(failed) if given_back < MAX_SEND_TRIES => {
+                        given_back += 1;
+                        Pending::Resend(given_back_unsent(failed)?)
+                    }
+                    Err(failed) => return Err(UpstreamError::Exchange(failed.into_error())),
+                },
+                Step::Pending(pending) => *pending,
             };
         }
     }
@@ -327,6 +375,21 @@ impl Drop for DialEnded<'_> {
     fn drop(&mut self) {
         self.shared
             .dial_ended(self.authority, &self.dialing, self.failed);
+    }
+}
+
+/// The request a closing connection gave back unsent (to go out on the next one), or the
+/// error if the connection may have sent it (never sent twice).
+fn given_back_unsent(
+    mut failed: TrySendError<Request<UpstreamBody>>,
+) -> Result<Request<UpstreamBody>, UpstreamError> {
+    match failed.take_message() {
+        Some(unsent) => {
+            let error = failed.error();
+            tracing::debug!(%error, "upstream h2 connection closing; next one");
+            Ok(unsent)
+        }
+        None => Err(UpstreamError::Exchange(failed.into_error())),
     }
 }
 
