@@ -117,6 +117,7 @@ fn send<'a>(
         http.response.status_code = tracing::field::Empty,
     );
     trace_context::inject(&span, request.headers_mut());
+    let request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
     let sending = Sending {
         route,
         snapshot,
@@ -137,92 +138,97 @@ struct Sending<'a> {
     span: tracing::Span,
 }
 
-/// [`send`]'s work, inside its span.
-async fn exchange_once(
-    sending: Sending<'_>,
-    request: Request<UpstreamBody>,
-    seen: &mut Observed,
-) -> Step<Response<HeldBody>> {
-    let Sending {
+/// [`send`]'s work, inside its span: `request`'s body is counted already.
+// Not an `async fn`, which would keep `request` twice more (a moved copy of the argument, and
+// the local the `Host` is set on): the block below changes the captured request in place
+// (benches/MICRO.md, issue 13).
+#[allow(clippy::manual_async_fn)]
+fn exchange_once<'a>(
+    Sending {
         route,
         snapshot,
         timeout,
         max_body,
         span,
-    } = sending;
-    let sent = Instant::now();
-    // One deadline for the wait for a connection and the exchange: no second clock read.
-    // Configured timeouts are at most MAX_DURATION, which is also the bound for any other.
-    let deadline = sent
-        .checked_add(timeout)
-        .unwrap_or_else(|| sent + MAX_DURATION);
-    let deadline = tokio::time::Instant::from_std(deadline);
-    let host = route.host.as_ref();
-    let route = &*route.name;
-    let authority = request.uri().authority().map_or("", |a| a.as_str());
-    let admission = match snapshot.client.admit(authority, timeout).await {
-        Ok(admission) => admission,
-        Err(busy) => {
-            let cause = busy.to_string();
-            tracing::warn!(cause = %cause, reason = busy.reason().as_str(), "upstream pool busy");
-            return Err(busy_refusal(route, &cause));
-        }
-    };
-    let mut request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
-    // An exchange known to go out over HTTP/1.1 gets the route's prepared `Host` (the client
-    // leaves a present one alone); otherwise the client's HTTP/1.1 pool writes its host's (the
-    // same rule) once the connection is known to be HTTP/1.1, and h2 gets `:authority` only.
-    if admission.http1_known()
-        && let Some(host) = host
-    {
-        request
-            .headers_mut()
-            .insert(http::header::HOST, host.clone());
-    }
-    let mut lease = None;
-    let result = tokio::time::timeout_at(deadline, snapshot.client.request(&admission, request))
-        .await
-        .map(|exchanged| {
-            exchanged.map(|exchanged| {
-                lease = exchanged.lease;
-                exchanged.response
-            })
-        });
-    if let Ok(Ok(response)) = &result {
-        admission.answered(response.version());
-        span.record("http.response.status_code", response.status().as_u16());
-    }
-    seen.upstream(sent, &result);
-    match result {
-        // The body keeps the slot and the connection: an h1 connection is busy until the body
-        // has passed (and returns to the pool then). A refused exchange drops the admission here.
-        Ok(Ok(response)) => Ok(response.map(|body| HeldBody::new(body, admission, lease))),
-        Ok(Err(error)) => {
-            if let Some(max) = max_body
-                && sources(&error).any(|e| e.is::<LengthLimitError>())
-            {
-                tracing::info!(max, "body cut off at the route's limit");
-                return Err(refuse_limit(&LimitRefusal::BodyTooLarge { max }));
+    }: Sending<'a>,
+    mut request: Request<UpstreamBody>,
+    seen: &'a mut Observed,
+) -> impl Future<Output = Step<Response<HeldBody>>> + Send + 'a {
+    async move {
+        let sent = Instant::now();
+        // One deadline for the wait for a connection and the exchange: no second clock read.
+        // Configured timeouts are at most MAX_DURATION, which is also the bound for any other.
+        let deadline = sent
+            .checked_add(timeout)
+            .unwrap_or_else(|| sent + MAX_DURATION);
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let host = route.host.as_ref();
+        let route = &*route.name;
+        let authority = request.uri().authority().map_or("", |a| a.as_str());
+        let admission = match snapshot.client.admit(authority, timeout).await {
+            Ok(admission) => admission,
+            Err(busy) => {
+                let cause = busy.to_string();
+                tracing::warn!(cause = %cause, reason = busy.reason().as_str(), "upstream pool busy");
+                return Err(busy_refusal(route, &cause));
             }
-            let (cause, kind) = describe(&error);
-            tracing::warn!(cause = %cause, "upstream request failed");
-            let cause = cause.as_str();
-            if kind == Failure::Busy {
-                return Err(busy_refusal(route, cause));
-            }
-            Err(refuse(&if kind == Failure::Timeout {
-                Refusal::Timeout { route, cause }
-            } else {
-                Refusal::Unreachable { route, cause }
-            }))
+        };
+        // An exchange known to go out over HTTP/1.1 gets the route's prepared `Host` (the client
+        // leaves a present one alone); otherwise the client's HTTP/1.1 pool writes its host's (the
+        // same rule) once the connection is known to be HTTP/1.1, and h2 gets `:authority` only.
+        if admission.http1_known()
+            && let Some(host) = host
+        {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
         }
-        Err(_) => {
-            let cause = format!("no response head within {} ms", timeout.as_millis());
-            tracing::warn!(cause = %cause, "upstream timed out");
-            Err(refuse(&Refusal::Timeout {
-                route,
-                cause: &cause,
-            }))
+        let mut lease = None;
+        let result =
+            tokio::time::timeout_at(deadline, snapshot.client.request(&admission, request))
+                .await
+                .map(|exchanged| {
+                    exchanged.map(|exchanged| {
+                        lease = exchanged.lease;
+                        exchanged.response
+                    })
+                });
+        if let Ok(Ok(response)) = &result {
+            admission.answered(response.version());
+            span.record("http.response.status_code", response.status().as_u16());
+        }
+        seen.upstream(sent, &result);
+        match result {
+            // The body keeps the slot and the connection: an h1 connection is busy until the body
+            // has passed (and returns to the pool then). A refused exchange drops the admission here.
+            Ok(Ok(response)) => Ok(response.map(|body| HeldBody::new(body, admission, lease))),
+            Ok(Err(error)) => {
+                if let Some(max) = max_body
+                    && sources(&error).any(|e| e.is::<LengthLimitError>())
+                {
+                    tracing::info!(max, "body cut off at the route's limit");
+                    return Err(refuse_limit(&LimitRefusal::BodyTooLarge { max }));
+                }
+                let (cause, kind) = describe(&error);
+                tracing::warn!(cause = %cause, "upstream request failed");
+                let cause = cause.as_str();
+                if kind == Failure::Busy {
+                    return Err(busy_refusal(route, cause));
+                }
+                Err(refuse(&if kind == Failure::Timeout {
+                    Refusal::Timeout { route, cause }
+                } else {
+                    Refusal::Unreachable { route, cause }
+                }))
+            }
+            Err(_) => {
+                let cause = format!("no response head within {} ms", timeout.as_millis());
+                tracing::warn!(cause = %cause, "upstream timed out");
+                Err(refuse(&Refusal::Timeout {
+                    route,
+                    cause: &cause,
+                }))
+            }
         }
     }
 }
