@@ -20,6 +20,8 @@
 //!
 //! HTTP/2 multiplexes: once a response from the host comes back over h2, the host's slots are
 //! closed on every line (every waiter is let through) and its requests are no longer held to them.
+//! If a request let through that way is answered over HTTP/1.1 (the upstream was redeployed
+//! without h2), each line gets fresh slots, and the host's requests are held to them again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -108,8 +110,12 @@ pub(crate) fn line_shares(pool: &UpstreamPool, lanes: usize) -> Vec<LineShare> {
 
 /// One line's slots and waiting line for one host.
 struct Line {
-    /// One permit per request in flight over h1; closed once the host answered over h2.
-    slots: Arc<Semaphore>,
+    /// One permit per request in flight over h1; closed once the host answered over h2, and
+    /// replaced by fresh ones if it answers over HTTP/1.1 again (a closed semaphore cannot be
+    /// reopened). Read per request without a reference count.
+    slots: ArcSwap<Semaphore>,
+    /// The line's share of the host's connections (the fresh slots' count).
+    connections: usize,
     /// Callers waiting for a slot now.
     waiting: AtomicUsize,
 }
@@ -127,8 +133,9 @@ impl HostGate {
     /// and slot only lets that request through a fresh gate.
     fn in_use(&self, shares: &[LineShare]) -> bool {
         self.lines.iter().zip(shares).any(|(line, share)| {
+            let slots = line.slots.load();
             line.waiting.load(Ordering::Relaxed) > 0
-                || (!line.slots.is_closed() && line.slots.available_permits() < share.connections)
+                || (!slots.is_closed() && slots.available_permits() < share.connections)
         })
     }
 }
@@ -170,14 +177,32 @@ impl Admission {
     }
 
     /// The response came back over `version`: an h2 host is not held to h1 slots from now on,
-    /// on any line.
+    /// on any line; a request admitted without a slot (the host had answered over h2) and
+    /// answered over HTTP/1.1 gives every line fresh slots: the host's requests are held to the
+    /// cap again.
     pub fn answered(&self, version: http::Version) {
         if version == http::Version::HTTP_2 {
             for line in &self.host.lines {
-                line.slots.close();
+                line.slots.load().close();
             }
-        } else if version == http::Version::HTTP_11 && !self.host.http1_seen.load(Ordering::Relaxed)
-        {
+            return;
+        }
+        if version != http::Version::HTTP_11 {
+            return;
+        }
+        if self.slot.is_none() {
+            for line in &self.host.lines {
+                // Only a closed one is replaced: two such answers at once open one set.
+                line.slots.rcu(|slots| {
+                    if slots.is_closed() {
+                        Arc::new(Semaphore::new(line.connections))
+                    } else {
+                        Arc::clone(slots)
+                    }
+                });
+            }
+        }
+        if !self.host.http1_seen.load(Ordering::Relaxed) {
             // Read before writing: the flag's cache line stays shared between the workers.
             self.host.http1_seen.store(true, Ordering::Relaxed);
         }
@@ -245,8 +270,19 @@ impl PoolGate {
         let line = lane % self.shares.len();
         let share = self.shares[line];
         let host = self.host(authority);
-        match Arc::clone(&host.lines[line].slots).try_acquire_owned() {
+        let slots = host.lines[line].slots.load();
+        if slots.is_closed() {
+            // The host speaks h2: no slot, and no reference count taken to find that out.
+            drop(slots);
+            return Ok(Admission {
+                slot: None,
+                host,
+                lane,
+            });
+        }
+        match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
+                drop(slots);
                 return Ok(Admission {
                     slot: Some(slot),
                     host,
@@ -254,6 +290,7 @@ impl PoolGate {
                 });
             }
             Err(TryAcquireError::Closed) => {
+                drop(slots);
                 return Ok(Admission {
                     slot: None,
                     host,
@@ -275,8 +312,10 @@ impl PoolGate {
         }
         let _counted = self.metrics.as_ref().map(|m| m.waiter());
         let wait = self.settings.wait_timeout.min(at_most);
-        let slots = Arc::clone(&host.lines[line].slots);
-        let slot = tokio::time::timeout(wait, slots.acquire_owned()).await;
+        // Owned: the wait must not hold an `ArcSwap` guard across an await.
+        let owned = Arc::clone(&*slots);
+        drop(slots);
+        let slot = tokio::time::timeout(wait, owned.acquire_owned()).await;
         drop(queue);
         match slot {
             Ok(Ok(slot)) => Ok(Admission {
@@ -329,7 +368,8 @@ impl PoolGate {
                 .shares
                 .iter()
                 .map(|share| Line {
-                    slots: Arc::new(Semaphore::new(share.connections)),
+                    slots: ArcSwap::from_pointee(Semaphore::new(share.connections)),
+                    connections: share.connections,
                     waiting: AtomicUsize::new(0),
                 })
                 .collect(),
@@ -413,6 +453,42 @@ mod tests {
             .unwrap();
         drop(held);
         g.admit("up:443", 0, Duration::from_secs(60)).await.unwrap();
+    }
+
+    /// An upstream redeployed without h2: a request let through without a slot (the host had
+    /// answered over h2) comes back over HTTP/1.1, and the host is held to its cap again.
+    #[tokio::test]
+    async fn a_host_that_drops_h2_is_held_to_its_slots_again() {
+        let g = gate(2, 0, Duration::from_secs(30));
+        let at_most = Duration::from_secs(60);
+        let first = g.admit("up", 0, at_most).await.unwrap();
+        first.answered(http::Version::HTTP_2);
+        let through = g.admit("up", 0, at_most).await.unwrap();
+        assert!(through.multiplexed(), "an h2 host holds no slot");
+        through.answered(http::Version::HTTP_11);
+        drop((first, through));
+        let held: Vec<_> = admit_n(&g, 2).await;
+        assert!(
+            held.iter().all(|a| !a.multiplexed()),
+            "fresh slots are taken"
+        );
+        assert!(held.iter().all(Admission::http1_known));
+        let err = g.admit("up", 0, at_most).await.unwrap_err();
+        assert!(
+            matches!(err, PoolBusy::WaitersFull { cap: 2, .. }),
+            "the third request is held to the cap of 2: {err}"
+        );
+        // And an h2 answer lets everyone through again.
+        held[0].answered(http::Version::HTTP_2);
+        assert!(g.admit("up", 0, at_most).await.unwrap().multiplexed());
+    }
+
+    async fn admit_n(g: &PoolGate, n: usize) -> Vec<Admission> {
+        let mut admitted = Vec::new();
+        for _ in 0..n {
+            admitted.push(g.admit("up", 0, Duration::from_secs(60)).await.unwrap());
+        }
+        admitted
     }
 
     #[tokio::test]
