@@ -196,7 +196,7 @@ impl H2Lane {
             let (pending, given_back) = match first {
                 Step::Queued(answer) => match answer.await {
                     Ok(response) => return Ok(H2Sent::Answered(response)),
-                    Err(failed) => (Pending::Resend(given_back_unsent(failed)?), 1),
+                    Err(failed) => (Pending::Resend(given_back_unsent(failed, 0)?), 1),
                 },
                 Step::Pending(pending) => (*pending, 0),
             };
@@ -285,11 +285,11 @@ impl H2Lane {
             pending = match self.decide(request, waited) {
                 Step::Queued(answer) => match answer.await {
                     Ok(response) => return Ok(H2Sent::Answered(response)),
-                    Err(failed) if given_back < MAX_SEND_TRIES => {
+                    Err(failed) => {
+                        let unsent = given_back_unsent(failed, given_back)?;
                         given_back += 1;
-                        Pending::Resend(given_back_unsent(failed)?)
+                        Pending::Resend(unsent)
                     }
-                    Err(failed) => return Err(UpstreamError::Exchange(failed.into_error())),
                 },
                 Step::Pending(pending) => *pending,
             };
@@ -379,17 +379,19 @@ impl Drop for DialEnded<'_> {
 }
 
 /// The request a closing connection gave back unsent (to go out on the next one), or the
-/// error if the connection may have sent it (never sent twice).
+/// error if the connection may have sent it (never sent twice), or if connections already gave
+/// it back `given_back` times ([`MAX_SEND_TRIES`]).
 fn given_back_unsent(
     mut failed: TrySendError<Request<UpstreamBody>>,
+    given_back: usize,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
     match failed.take_message() {
-        Some(unsent) => {
+        Some(unsent) if given_back < MAX_SEND_TRIES => {
             let error = failed.error();
             tracing::debug!(%error, "upstream h2 connection closing; next one");
             Ok(unsent)
         }
-        None => Err(UpstreamError::Exchange(failed.into_error())),
+        _ => Err(UpstreamError::Exchange(failed.into_error())),
     }
 }
 
