@@ -131,11 +131,11 @@ impl HostGate {
     /// Whether a request holds a slot or waits for one on any line. (Not `Arc::strong_count`:
     /// every copy of the host map holds one.) A gate forgotten while a request is between lookup
     /// and slot only lets that request through a fresh gate.
-    fn in_use(&self, shares: &[LineShare]) -> bool {
-        self.lines.iter().zip(shares).any(|(line, share)| {
+    fn in_use(&self) -> bool {
+        self.lines.iter().any(|line| {
             let slots = line.slots.load();
             line.waiting.load(Ordering::Relaxed) > 0
-                || (!slots.is_closed() && slots.available_permits() < share.connections)
+                || (!slots.is_closed() && slots.available_permits() < line.connections)
         })
     }
 }
@@ -271,16 +271,13 @@ impl PoolGate {
         let share = self.shares[line];
         let host = self.host(authority);
         let slots = host.lines[line].slots.load();
-        if slots.is_closed() {
-            // The host speaks h2: no slot, and no reference count taken to find that out.
-            drop(slots);
-            return Ok(Admission {
-                slot: None,
-                host,
-                lane,
-            });
-        }
-        match Arc::clone(&slots).try_acquire_owned() {
+        // A closed line (the host speaks h2) is seen without taking a reference count.
+        let acquired = if slots.is_closed() {
+            Err(TryAcquireError::Closed)
+        } else {
+            Arc::clone(&slots).try_acquire_owned()
+        };
+        match acquired {
             Ok(slot) => {
                 drop(slots);
                 return Ok(Admission {
@@ -361,7 +358,7 @@ impl PoolGate {
         let mut hosts = HashMap::clone(&current);
         if hosts.len() >= MAX_TRACKED_HOSTS {
             // A wildcard route can reach many hosts: forget the ones nobody uses now.
-            hosts.retain(|_, host| host.in_use(&self.shares));
+            hosts.retain(|_, host| host.in_use());
         }
         let host = Arc::new(HostGate {
             lines: self
@@ -467,7 +464,10 @@ mod tests {
         assert!(through.multiplexed(), "an h2 host holds no slot");
         through.answered(http::Version::HTTP_11);
         drop((first, through));
-        let held: Vec<_> = admit_n(&g, 2).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(g.admit("up", 0, at_most).await.unwrap());
+        }
         assert!(
             held.iter().all(|a| !a.multiplexed()),
             "fresh slots are taken"
@@ -481,14 +481,6 @@ mod tests {
         // And an h2 answer lets everyone through again.
         held[0].answered(http::Version::HTTP_2);
         assert!(g.admit("up", 0, at_most).await.unwrap().multiplexed());
-    }
-
-    async fn admit_n(g: &PoolGate, n: usize) -> Vec<Admission> {
-        let mut admitted = Vec::new();
-        for _ in 0..n {
-            admitted.push(g.admit("up", 0, Duration::from_secs(60)).await.unwrap());
-        }
-        admitted
     }
 
     #[tokio::test]
