@@ -21,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::kit::admin::admin_get;
 use crate::kit::authority::resource_requests;
+use crate::kit::dataplane::PARKED_WITHIN;
 use crate::kit::process::{Env, Popgate, fields, route};
 
 /// The listener's TLS handshake deadline in these tests (`limits.tls_handshake_timeout`).
@@ -401,10 +402,6 @@ async fn refused_tunnels_forward_nothing_and_stalled_tunnels_are_closed_at_the_d
     popgate.signal("TERM");
     assert!(tokio::task::block_in_place(|| popgate.wait_exit()).success());
 }
-
-/// How long an idle connection may take to be parked: the grace is 250 ms; the rest is room for
-/// a loaded machine's late timers (a fixed sleep past the grace once failed on CI elsewhere).
-const PARKED_WITHIN: Duration = Duration::from_secs(10);
 
 /// Reads a response head from `s` byte by byte (nothing past it), each read bounded.
 async fn read_head(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
