@@ -1,13 +1,13 @@
 //! popgate's own HTTP/2 upstream connections, one set per client lane (see [`super::client`]), in
 //! place of hyper-util's pooled client for every exchange to a host that answers over h2.
 //!
-//! A lane keeps, per upstream authority, at most one h2 connection (hyper's
-//! `client::conn::http2::SendRequest`): every request of the lane's worker is a stream on it.
+//! A lane keeps, per upstream authority, at most one h2 connection ([`H2Conn`]): every request
+//! of the lane's worker is a stream on it, opened by the request itself ([`super::h2_stream`]).
 //! hyper-util's client did the same at a cost of its own on every request (benches/MICRO.md,
 //! issue 13): a SipHash-keyed map behind a mutex, the checkout, the `Pooled` wrapper and its
 //! return, and a copy of its large future. Here a request takes the lane's lock for a scan of
-//! its few hosts and hands the request to the connection's task before the lock is released
-//! (hyper's `try_send_request` queues it at once; the answer is awaited without the lock).
+//! its few hosts and opens its stream before the lock is released (which only queues the head
+//! for the connection's task; the answer is awaited without the lock).
 //!
 //! - **Dialing** goes through the lane's [`UpstreamConnector`] (its per-host cap, connect
 //!   timeout, TLS with the route's client certificate, outbound proxy and metrics). One dial per
@@ -17,9 +17,9 @@
 //! - **First contact**: a host's first connection is dialed by the HTTP/1.1 pool (the protocol
 //!   is unknown until ALPN, and the other first requests wait for that dial's); when it chose
 //!   h2 it is adopted here ([`H2Lane::adopt`]).
-//! - **A connection going away**: a request the connection gives back unsent (it was closing)
-//!   goes out on a fresh one, at most [`MAX_SEND_TRIES`] times; a request that may have been
-//!   sent is never sent again.
+//! - **A connection going away**: a request the connection cannot take (it received `GOAWAY`,
+//!   or failed) goes out on a fresh one, at most [`MAX_SEND_TRIES`] times; a request whose
+//!   stream was opened is never sent again.
 //! - **Idle expiry**: a connection that carried no new request for `pool_idle_timeout` (checked
 //!   every `pool_idle_timeout`, so within twice that) is let go: dropping the lane's handle ends
 //!   it once its streams are done. The check counts requests rather than reading the clock per
@@ -36,19 +36,17 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tower_service::Service as _;
 
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
+use crate::net::h2_stream::{H2Conn, H2Exchange, Start};
+use crate::net::response_body::H2ResponseBody;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
 
-/// Fresh connections one request tries when each gives it back unsent (closing as it arrived).
+/// Fresh connections one request tries when each cannot take it (closing as it arrived).
 /// Beyond this the upstream is refusing streams as fast as it accepts connections: an error.
 const MAX_SEND_TRIES: usize = 4;
 
@@ -91,7 +89,7 @@ struct Host {
     /// `host[:port]` as in the request URI.
     authority: Box<str>,
     /// The connection (none: never dialed, failed, closed or let go).
-    open: Option<SendRequest<UpstreamBody>>,
+    open: Option<H2Conn>,
     /// A request is dialing one (`open` is `None`); others wait on this.
     dialing: Option<Arc<Notify>>,
     /// Requests sent on the connection; the idle check compares it with `checked`.
@@ -107,15 +105,15 @@ struct Host {
 }
 
 impl Host {
-    fn live(&self) -> Option<&SendRequest<UpstreamBody>> {
-        self.open.as_ref().filter(|sender| !sender.is_closed())
+    fn live(&self) -> Option<&H2Conn> {
+        self.open.as_ref().filter(|conn| conn.is_live())
     }
 }
 
 /// What [`H2Lane::send`] did with a request.
 pub(crate) enum H2Sent {
     /// The upstream answered over h2.
-    Answered(Response<Incoming>),
+    Answered(Response<H2ResponseBody>),
     /// The host's last dial negotiated HTTP/1.1 (the upstream stopped offering h2): the request,
     /// unsent, for the lane's HTTP/1.1 pool. Boxed: the rare case, and the request and the TLS
     /// stream are large.
@@ -132,18 +130,21 @@ pub(crate) struct Downgraded {
 }
 
 /// What a request does next, decided under the lane's lock.
-enum Step<Q> {
-    /// Queued on the open connection (`Q`, hyper's answer future): await the answer.
-    Queued(Q),
+enum Step {
+    /// Its stream is open on the host's connection: await the answer.
+    Queued(H2Exchange),
     /// Anything else: the rare paths. Boxed (there only), so that the common case's future
-    /// keeps room for hyper's answer future alone.
+    /// keeps room for the exchange alone.
     Pending(Box<Pending>),
 }
 
 /// A request's next step other than waiting for its answer.
 enum Pending {
-    /// A closing connection gave it back unsent: look again.
-    Resend(Request<UpstreamBody>),
+    /// A closing connection could not take it: look again (the connection's error, for when
+    /// [`MAX_SEND_TRIES`] connections could not).
+    Resend(Request<UpstreamBody>, h2::Error),
+    /// Its stream could not be opened.
+    Failed(UpstreamError),
     /// Another request dials: wait for it, then look again (with the host's failed dials
     /// counted when the wait began).
     Wait(OwnedNotified, u64, Request<UpstreamBody>),
@@ -156,7 +157,7 @@ enum Pending {
 
 /// The host's state as a request finds it.
 enum Found<'a> {
-    Open(&'a mut SendRequest<UpstreamBody>),
+    Open(&'a H2Conn),
     Wait(OwnedNotified, u64),
     Dial(Option<Arc<Notify>>),
     Http1,
@@ -181,8 +182,8 @@ impl H2Lane {
 
     /// Sends `request` (absolute `https://` URI) as a stream on the lane's connection to its
     /// authority, dialing one if there is none (or waiting for the dial in progress).
-    // Not an `async fn`: the common case (the lane's connection is open) queues the request
-    // before the future exists, so the future holds hyper's answer and not the request as well
+    // Not an `async fn`: the common case (the lane's connection is open) opens the stream
+    // before the future exists, so the future holds the exchange and not the request as well
     // (an `async fn` over the loop below kept the request three times: 1,632 bytes, copied
     // into every enclosing future on every request; benches/MICRO.md, issue 13).
     pub(crate) fn send(
@@ -191,17 +192,11 @@ impl H2Lane {
     ) -> impl Future<Output = Result<H2Sent, UpstreamError>> + Send + '_ {
         let first = self.decide(request, None);
         async move {
-            // Decided before the slow path's await, so that nothing of the answer is kept
-            // across it.
-            let (pending, given_back) = match first {
-                Step::Queued(answer) => match answer.await {
-                    Ok(response) => return Ok(H2Sent::Answered(response)),
-                    Err(failed) => (Pending::Resend(given_back_unsent(failed, 0)?), 1),
-                },
-                Step::Pending(pending) => (*pending, 0),
-            };
-            // Boxed: rare (a dial, a wait for one, HTTP/1.1), and larger.
-            Box::pin(self.send_slowly(pending, given_back)).await
+            match first {
+                Step::Queued(exchange) => exchange.await.map(H2Sent::Answered),
+                // Boxed: rare (a dial, a wait for one, HTTP/1.1), and larger.
+                Step::Pending(pending) => Box::pin(self.send_slowly(*pending)).await,
+            }
         }
     }
 
@@ -209,19 +204,15 @@ impl H2Lane {
     /// authority (the answer is awaited without the lock), or one of the rare paths. `waited`:
     /// the host's failed dials when the request began to wait for a dial. A [`Pending::Dial`]
     /// returned here must be dialed: the host is marked dialing for it.
-    fn decide(
-        &self,
-        request: Request<UpstreamBody>,
-        waited: Option<u64>,
-    ) -> Step<
-        impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>>
-        + Send
-        + use<>,
-    > {
+    fn decide(&self, request: Request<UpstreamBody>, waited: Option<u64>) -> Step {
         let mut state = self.shared.state();
         Step::Pending(Box::new(match state.find(authority_of(&request), waited) {
-            // `try_send_request` hands the request to the connection's task before it returns.
-            Found::Open(sender) => return Step::Queued(sender.try_send_request(request)),
+            Found::Open(conn) => match conn.start(request) {
+                Start::Sent(exchange) => return Step::Queued(exchange),
+                // The connection marked itself ended: the next look dials a fresh one.
+                Start::Closed(request, error) => Pending::Resend(*request, error),
+                Start::Failed(error) => Pending::Failed(UpstreamError::Stream(error)),
+            },
             Found::Wait(dialed, failed) => Pending::Wait(dialed, failed, request),
             Found::Dial(dialing) => Pending::Dial(dialing, request),
             Found::Http1 => Pending::Http1(request),
@@ -229,17 +220,22 @@ impl H2Lane {
     }
 
     /// [`H2Lane::send`] from a step other than an answer: waits for a dial, dials, or hands the
-    /// request to the HTTP/1.1 pool, then looks again; `given_back`: the times connections gave
-    /// this request back unsent so far.
-    async fn send_slowly(
-        &self,
-        mut pending: Pending,
-        mut given_back: usize,
-    ) -> Result<H2Sent, UpstreamError> {
+    /// request to the HTTP/1.1 pool, then looks again.
+    async fn send_slowly(&self, mut pending: Pending) -> Result<H2Sent, UpstreamError> {
         let mut waited: Option<u64> = None;
+        // The connections that could not take this request so far.
+        let mut refused = 0;
         loop {
             let request = match pending {
-                Pending::Resend(request) => request,
+                Pending::Resend(request, error) => {
+                    refused += 1;
+                    if refused >= MAX_SEND_TRIES {
+                        return Err(UpstreamError::Stream(error));
+                    }
+                    tracing::debug!(%error, "upstream h2 connection closing; next one");
+                    request
+                }
+                Pending::Failed(error) => return Err(error),
                 Pending::Http1(request) => {
                     let conn = None;
                     return Ok(H2Sent::Http1(Box::new(Downgraded { request, conn })));
@@ -272,7 +268,7 @@ impl H2Lane {
                         }
                     };
                     match dialed {
-                        Dialed::H2(sender) => self.shared.install(&authority, sender),
+                        Dialed::H2(conn) => self.shared.install(&authority, conn),
                         Dialed::Http1(conn) => {
                             self.shared.downgraded(&authority);
                             let conn = Some(conn);
@@ -283,14 +279,7 @@ impl H2Lane {
                 }
             };
             pending = match self.decide(request, waited) {
-                Step::Queued(answer) => match answer.await {
-                    Ok(response) => return Ok(H2Sent::Answered(response)),
-                    Err(failed) => {
-                        let unsent = given_back_unsent(failed, given_back)?;
-                        given_back += 1;
-                        Pending::Resend(unsent)
-                    }
-                },
+                Step::Queued(exchange) => return exchange.await.map(H2Sent::Answered),
                 Step::Pending(pending) => *pending,
             };
         }
@@ -304,8 +293,8 @@ impl H2Lane {
         conn: UpstreamConn,
     ) -> Result<(), UpstreamError> {
         if !self.has_live(authority) {
-            let sender = self.handshake(conn).await?;
-            self.shared.install(authority, sender);
+            let conn = self.handshake(conn).await?;
+            self.shared.install(authority, conn);
         }
         Ok(())
     }
@@ -337,27 +326,12 @@ impl H2Lane {
         Ok(Dialed::H2(self.handshake(conn).await?))
     }
 
-    /// hyper's h2 client over `conn`, its connection task spawned on this runtime (the lane's
+    /// The h2 handshake over `conn`, its connection task spawned on this runtime (the lane's
     /// own worker in production).
-    async fn handshake(
-        &self,
-        conn: UpstreamConn,
-    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let windows = self.shared.windows;
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(windows.stream)
-            .initial_connection_window_size(windows.connection)
-            .handshake(conn)
+    async fn handshake(&self, conn: UpstreamConn) -> Result<H2Conn, UpstreamError> {
+        H2Conn::handshake(conn, self.shared.windows)
             .await
-            .map_err(UpstreamError::Exchange)?;
-        // Outside the request's span: the connection outlives it.
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "upstream h2 connection ended with an error");
-            }
-        });
-        Ok(sender)
+            .map_err(UpstreamError::Stream)
     }
 }
 
@@ -378,23 +352,6 @@ impl Drop for DialEnded<'_> {
     }
 }
 
-/// The request a closing connection gave back unsent (to go out on the next one), or the
-/// error if the connection may have sent it (never sent twice), or if connections already gave
-/// it back `given_back` times ([`MAX_SEND_TRIES`]).
-fn given_back_unsent(
-    mut failed: TrySendError<Request<UpstreamBody>>,
-    given_back: usize,
-) -> Result<Request<UpstreamBody>, UpstreamError> {
-    match failed.take_message() {
-        Some(unsent) if given_back < MAX_SEND_TRIES => {
-            let error = failed.error();
-            tracing::debug!(%error, "upstream h2 connection closing; next one");
-            Ok(unsent)
-        }
-        _ => Err(UpstreamError::Exchange(failed.into_error())),
-    }
-}
-
 /// `host[:port]` of a request's (absolute) URI.
 fn authority_of(request: &Request<UpstreamBody>) -> &str {
     request.uri().authority().map_or("", |a| a.as_str())
@@ -402,7 +359,7 @@ fn authority_of(request: &Request<UpstreamBody>) -> &str {
 
 /// A fresh connection.
 enum Dialed {
-    H2(SendRequest<UpstreamBody>),
+    H2(H2Conn),
     /// Boxed: the TLS stream is over a kilobyte, and this is the rare case.
     Http1(Box<UpstreamConn>),
 }
@@ -416,9 +373,9 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `sender` is the host's connection from now on, unless one is open (then `sender` is
+    /// `conn` is the host's connection from now on, unless one is open (then `conn` is
     /// dropped, which ends its connection); whoever waits for a dial looks again.
-    fn install(self: &Arc<Self>, authority: &str, sender: SendRequest<UpstreamBody>) {
+    fn install(self: &Arc<Self>, authority: &str, conn: H2Conn) {
         let mut state = self.state();
         let host = state.host(authority);
         if host.live().is_some() {
@@ -427,7 +384,7 @@ impl Shared {
         if let Some(dialing) = host.dialing.take() {
             dialing.notify_waiters();
         }
-        host.open = Some(sender);
+        host.open = Some(conn);
         host.http1 = false;
         self.start_reaping(&mut state);
     }
@@ -499,13 +456,13 @@ impl State {
     /// failed dials when the caller began to wait for one (`None`: it has not waited).
     fn find(&mut self, authority: &str, waited: Option<u64>) -> Found<'_> {
         let host = self.host(authority);
-        if host.open.as_ref().is_some_and(SendRequest::is_closed) {
+        if host.open.as_ref().is_some_and(|conn| !conn.is_live()) {
             host.open = None;
         }
-        match &mut host.open {
-            Some(sender) => {
+        match &host.open {
+            Some(conn) => {
                 host.sent += 1;
-                Found::Open(sender)
+                Found::Open(conn)
             }
             None if host.http1 => Found::Http1,
             None => match &host.dialing {

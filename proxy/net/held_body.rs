@@ -15,15 +15,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::http1_pool::Lease;
 use super::pool_gate::Admission;
+use super::response_body::ResponseBody;
+use super::upstream_body::BoxError;
 
 /// The upstream's response body, holding its pool slot (and HTTP/1.1 connection) until it ends.
 #[derive(Debug)]
 pub struct HeldBody {
-    body: Incoming,
+    body: ResponseBody,
     /// `None` once the body ended (or for an h2 exchange, which holds no slot).
     admission: Option<Admission>,
     /// The HTTP/1.1 connection from popgate's pool; `None` once given back or closed (or on h2).
@@ -32,7 +33,7 @@ pub struct HeldBody {
 
 impl HeldBody {
     /// `body`, holding `admission` (and `lease`, its connection) until it ends.
-    pub(crate) fn new(body: Incoming, admission: Admission, lease: Option<Lease>) -> Self {
+    pub(crate) fn new(body: ResponseBody, admission: Admission, lease: Option<Lease>) -> Self {
         let admission = (!admission.multiplexed()).then_some(admission);
         Self {
             body,
@@ -62,12 +63,12 @@ impl Drop for HeldBody {
 
 impl Body for HeldBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {

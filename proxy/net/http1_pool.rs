@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
@@ -44,6 +43,7 @@ use tower_service::Service as _;
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
 use crate::net::h2_lane::{Downgraded, H2Lane, H2Sent};
 use crate::net::pool_gate::Admission;
+use crate::net::response_body::ResponseBody;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
 
@@ -163,7 +163,7 @@ impl std::fmt::Debug for Lease {
 /// An upstream answer: the response and, over HTTP/1.1 through the lane's pool, its connection.
 pub struct Exchanged {
     /// The upstream's response.
-    pub response: Response<Incoming>,
+    pub response: Response<ResponseBody>,
     /// Its HTTP/1.1 connection, for [`super::held_body::HeldBody`] to give back.
     pub lease: Option<Lease>,
 }
@@ -174,7 +174,7 @@ impl Exchanged {
     pub(crate) fn from_h2(sent: H2Sent) -> Result<Self, Box<Downgraded>> {
         match sent {
             H2Sent::Answered(response) => Ok(Self {
-                response,
+                response: response.map(ResponseBody::H2),
                 lease: None,
             }),
             H2Sent::Http1(downgraded) => Err(downgraded),
@@ -302,7 +302,7 @@ impl Http1Lane {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     return Ok(Exchanged {
-                        response,
+                        response: response.map(ResponseBody::Http1),
                         lease: Some(Lease {
                             sender,
                             target,

@@ -6,11 +6,14 @@ pub mod connect;
 pub(crate) mod connection_header;
 pub mod held_body;
 pub(crate) mod h2_lane;
+pub(crate) mod h2_request_pipe;
+pub(crate) mod h2_stream;
 pub(crate) mod host_semaphores;
 pub mod http1_pool;
 pub(crate) mod pool_gate;
 pub(crate) mod proxy_tunnel;
 pub(crate) mod read_ahead_budget;
+pub mod response_body;
 pub(crate) mod stall_body;
 #[cfg(test)]
 pub(crate) mod test_support;

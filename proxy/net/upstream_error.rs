@@ -6,15 +6,22 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::net::connect::ConnectError;
+use crate::net::upstream_body::BoxError;
 
 /// A failed upstream exchange; the cause is in [`StdError::source`].
 #[derive(Debug)]
 pub enum UpstreamError {
     /// The lane could not dial the upstream.
     Connect(ConnectError),
-    /// The exchange on an upstream connection failed (reset, malformed response, request body
-    /// error such as the route's body limit, the h2 handshake, ...).
+    /// The exchange on an upstream HTTP/1.1 connection failed (reset, malformed response,
+    /// request body error such as the route's body limit, ...).
     Exchange(hyper::Error),
+    /// The h2 stream or its connection failed (reset, `GOAWAY`, malformed response, the
+    /// handshake, ...).
+    Stream(h2::Error),
+    /// The request body failed before the h2 upstream answered (the caller's read error, the
+    /// route's body limit, a stall); the stream was reset.
+    RequestBody(BoxError),
 }
 
 impl fmt::Display for UpstreamError {
@@ -22,7 +29,9 @@ impl fmt::Display for UpstreamError {
         // As hyper-util's client words it (as before): the cause follows in the sources.
         match self {
             Self::Connect(_) => f.write_str("client error (Connect)"),
-            Self::Exchange(_) => f.write_str("client error (SendRequest)"),
+            Self::Exchange(_) | Self::Stream(_) | Self::RequestBody(_) => {
+                f.write_str("client error (SendRequest)")
+            }
         }
     }
 }
@@ -32,6 +41,8 @@ impl StdError for UpstreamError {
         match self {
             Self::Connect(e) => Some(e),
             Self::Exchange(e) => Some(e),
+            Self::Stream(e) => Some(e),
+            Self::RequestBody(e) => Some(e.as_ref()),
         }
     }
 }
