@@ -9,6 +9,7 @@ mod dataplane_errors;
 mod dataplane_forwarding;
 mod dataplane_listener;
 mod upstream_first_contact;
+mod upstream_h2_streams;
 mod upstream_h2_token_index;
 mod upstream_host;
 mod upstream_http1_pool;

@@ -215,7 +215,19 @@ async fn send_chunked(
 
 #[tokio::test]
 async fn a_routes_body_limit_refuses_declared_and_streamed_bodies_with_413() {
-    let env = Env::new().await;
+    body_limit_refusals(false).await;
+}
+
+/// The same over an h2 upstream, where popgate's own h2 client sends the body: the limit crossed
+/// mid-stream must reach the caller as `413`, not as a failed exchange (`502`).
+#[tokio::test]
+async fn a_routes_body_limit_refuses_bodies_with_413_on_an_h2_upstream() {
+    body_limit_refusals(true).await;
+}
+
+/// A route's body limit against an upstream offering h2 (`h2`) or only HTTP/1.1.
+async fn body_limit_refusals(h2: bool) {
+    let env = Env::with_upstream(h2).await;
     let proxy = env.proxy(Some(1000)).await;
     let addr = proxy.local_addrs()[0];
     let post = |n: usize| {

@@ -36,9 +36,15 @@ pub struct Env {
 }
 
 impl Env {
+    /// With an HTTP/1.1 upstream.
     pub async fn new() -> Self {
+        Self::with_upstream(false).await
+    }
+
+    /// With an upstream that offers h2 by ALPN (`h2`), or only HTTP/1.1.
+    pub async fn with_upstream(h2: bool) -> Self {
         let pki = TestPki::new("upstream-ca");
-        let upstream = TestUpstream::start(&pki, &pki, false).await;
+        let upstream = TestUpstream::start(&pki, &pki, h2).await;
         Env {
             dir: tempfile::tempdir().unwrap(),
             pki,

@@ -1,0 +1,131 @@
+//! popgate's own h2 client against an upstream that ends its connection: a request that finds
+//! the connection closing (the upstream sent `GOAWAY`) goes out on a fresh one. (A body cut off
+//! at a route's limit on an h2 upstream: `tests/hardening/hardening_proxy_open.rs`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use popgate::dataplane::ProxySettings;
+
+use crate::kit::dataplane::{TestPki, absolute_get, bounded, h1_send, text};
+use crate::kit::raw::{GRAPH, graph_proxy};
+
+/// An h2 upstream (no client certificate asked) that holds a request for `/hold` unanswered and
+/// starts a graceful shutdown of that connection (`GOAWAY`; the held stream goes on, so the
+/// connection stays open), and answers any other request with its connection's number.
+struct ClosingUpstream {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    /// Set once popgate has read the `GOAWAY` (it answered a `PING` sent after it).
+    goaway_read: watch::Receiver<bool>,
+}
+
+impl ClosingUpstream {
+    async fn start(pki: &TestPki) -> Self {
+        let (chain, key) = pki.server_cert(&[GRAPH]);
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (read_tx, goaway_read) = watch::channel(false);
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            // Bounded: the test makes two connections.
+            for _ in 0..8 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                let read_tx = read_tx.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    let mut pings = conn.ping_pong();
+                    let mut held = Vec::new();
+                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        if request.uri().path() == "/hold" {
+                            held.push(respond);
+                            conn.graceful_shutdown();
+                            // Sent after the GOAWAY: its answer says popgate read the GOAWAY.
+                            if let Some(mut pings) = pings.take() {
+                                let read_tx = read_tx.clone();
+                                tokio::spawn(async move {
+                                    if pings.ping(h2::Ping::opaque()).await.is_ok() {
+                                        read_tx.send_replace(true);
+                                    }
+                                });
+                            }
+                            continue;
+                        }
+                        let Ok(mut body) = respond.send_response(http::Response::new(()), false)
+                        else {
+                            continue;
+                        };
+                        let _ = body.send_data(Bytes::from(format!("connection {n}")), true);
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            goaway_read,
+        }
+    }
+}
+
+/// A request that finds the lane's h2 connection closing (its upstream sent `GOAWAY` while a
+/// stream is still open, so the connection itself is still up) is not failed: it was never
+/// sent, so it goes out on a new connection.
+#[tokio::test]
+async fn a_request_on_a_connection_the_upstream_is_closing_goes_out_on_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("goaway-ca");
+    let mut upstream = ClosingUpstream::start(&pki).await;
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "goaway",
+        |_| {},
+        ProxySettings::default(),
+    )
+    .await;
+    // The host is known to speak h2 from here on.
+    let first = h1_send(proxy.addr, absolute_get(GRAPH, "/first")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(text(first).await, "connection 0");
+
+    let addr = proxy.addr;
+    let held = tokio::spawn(async move { h1_send(addr, absolute_get(GRAPH, "/hold")).await });
+    bounded(upstream.goaway_read.wait_for(|read| *read))
+        .await
+        .unwrap();
+
+    let next = bounded(h1_send(proxy.addr, absolute_get(GRAPH, "/next"))).await;
+    let status = next.status();
+    let body = text(next).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "connection 1");
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+    held.abort();
+}
