@@ -29,6 +29,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -63,6 +64,14 @@ const H2_STREAMS_COVERED: u32 = 256;
 /// The connection-level receive window: [`H2_STREAMS_COVERED`] stream windows (64 MiB, under
 /// HTTP/2's 2^31 − 1 maximum).
 const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_STREAMS_COVERED;
+
+/// Which of a lane's paths a request takes.
+enum Via<H, F> {
+    /// The lane's HTTP/1.1 pool (its exchange, boxed).
+    Http1(H),
+    /// The lane's h2 connections (the stream is open).
+    H2(F),
+}
 
 /// Hands each thread that sends upstream requests a lane number, in order of first use (unless
 /// the thread was given one with [`set_thread_lane`]).
@@ -262,21 +271,34 @@ impl UpstreamClient {
     /// Sends one admitted request (absolute `https://` URI) through the lane it was admitted on:
     /// its HTTP/1.1 pool while the request holds an HTTP/1.1 slot, else its h2 connections (see
     /// the module docs).
-    pub async fn request(
-        &self,
+    // Not an `async fn`: an h2 request's stream is opened here, so the future holds neither
+    // the request nor room for the HTTP/1.1 exchange (boxed: about 1.4 KB, which every
+    // request's future would otherwise carry and copy; benches/MICRO.md, issue 13).
+    pub fn request<'a>(
+        &'a self,
         admission: &Admission,
         request: http::Request<UpstreamBody>,
-    ) -> Result<Exchanged, UpstreamError> {
+    ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
         let lane = self.lane(admission.lane());
-        if !admission.multiplexed() {
+        let via = if admission.multiplexed() {
+            Via::H2(lane.h2.send(request))
+        } else {
             let first_contact = !admission.http1_known();
-            return lane.http1.send(&lane.h2, request, first_contact).await;
-        }
-        match Exchanged::from_h2(lane.h2.send(request).await?) {
-            Ok(exchanged) => Ok(exchanged),
-            // The upstream stopped offering h2: the HTTP/1.1 pool sends it (and keeps the fresh
-            // connection, if the h2 lane's dial made one).
-            Err(downgraded) => Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await,
+            Via::Http1(Box::pin(lane.http1.send(&lane.h2, request, first_contact)))
+        };
+        async move {
+            let sent = match via {
+                Via::Http1(exchange) => return exchange.await,
+                Via::H2(sent) => sent.await?,
+            };
+            match Exchanged::from_h2(sent) {
+                Ok(exchanged) => Ok(exchanged),
+                // The upstream stopped offering h2: the HTTP/1.1 pool sends it (and keeps the
+                // fresh connection, if the h2 lane's dial made one).
+                Err(downgraded) => {
+                    Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await
+                }
+            }
         }
     }
 
