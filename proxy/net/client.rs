@@ -41,7 +41,8 @@ use crate::config::limits::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_L
 use crate::config::outbound_proxy::OutboundProxy;
 use crate::metrics::pool::PoolMetrics;
 use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
-use crate::net::h2_lane::{H2Lane, H2Windows};
+use crate::net::h2_lane::H2Lane;
+use crate::net::h2_stream::H2Windows;
 use crate::net::http1_pool::{Exchanged, Http1Lane};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;

@@ -41,7 +41,7 @@ use tokio::sync::futures::OwnedNotified;
 use tower_service::Service as _;
 
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
-use crate::net::h2_stream::{H2Conn, H2Exchange, Start};
+use crate::net::h2_stream::{H2Conn, H2Exchange, H2Windows, Start};
 use crate::net::response_body::H2ResponseBody;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
@@ -54,15 +54,6 @@ const MAX_SEND_TRIES: usize = 4;
 /// wildcard route can reach many, and a request scans this list, so past this bound a host that
 /// is not dialing loses its entry (its connection ends once its streams are done).
 const MAX_H2_HOSTS: usize = 64;
-
-/// The h2 settings of a lane's connections (receive windows, see [`super::client`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct H2Windows {
-    /// Per stream.
-    pub(crate) stream: u32,
-    /// Per connection.
-    pub(crate) connection: u32,
-}
 
 /// One lane's h2 connections. Cheap to clone.
 #[derive(Clone)]

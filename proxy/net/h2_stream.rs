@@ -30,7 +30,6 @@ use http_body::Body as _;
 
 use super::connect::UpstreamConn;
 use super::connection_header::connection_named;
-use super::h2_lane::H2Windows;
 use super::h2_request_pipe::{PipeError, RequestPipe};
 use super::response_body::H2ResponseBody;
 use super::upstream_body::UpstreamBody;
@@ -54,6 +53,15 @@ const CONNECTION_SPECIFIC: [HeaderName; 5] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
 ];
+
+/// The h2 settings of a lane's connections (receive windows, see [`super::client`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct H2Windows {
+    /// Per stream.
+    pub(crate) stream: u32,
+    /// Per connection.
+    pub(crate) connection: u32,
+}
 
 /// A lane's h2 connection to one upstream authority. Its I/O runs on a task of its own.
 pub(crate) struct H2Conn {

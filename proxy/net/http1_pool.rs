@@ -657,7 +657,7 @@ mod tests {
     async fn first_contact_waits_for_one_dial_and_a_dropped_probe_lets_the_waiters_go() {
         use std::sync::atomic::Ordering;
 
-        use crate::net::h2_lane::H2Windows;
+        use crate::net::h2_stream::H2Windows;
         use crate::net::test_support::{accepts, connector_to, silent};
 
         let (addr, accepted) = silent().await;

@@ -168,14 +168,15 @@ pub fn upstream_head(
     headers::rewrite_request(&mut parts.headers, parts.version, authorization);
     if chunked {
         // hyper's h1 client assumes a GET/HEAD of unknown length has no body; say there is one
-        // so a caller's chunked GET body is not dropped (hyper removes this header on h2).
+        // so a caller's chunked GET body is not dropped (removed again on h2: `h2_stream.rs`).
         parts.headers.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
     }
     parts.uri = uri;
-    // hyper-util picks h1 or h2 by what the connection negotiated; h1 requires this version.
+    // The lane picks HTTP/1.1 or h2 by what the host negotiated; hyper's HTTP/1.1 client
+    // requires this version, h2 does not read it.
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
 }
