@@ -1,6 +1,7 @@
-//! popgate's own h2 client against an upstream that ends its connection: a request that finds
-//! the connection closing (the upstream sent `GOAWAY`) goes out on a fresh one. (A body cut off
-//! at a route's limit on an h2 upstream: `tests/hardening/hardening_proxy_open.rs`.)
+//! popgate's own h2 client against an upstream that ends its connection or answers early: a
+//! request that finds the connection closing (the upstream sent `GOAWAY`) goes out on a fresh
+//! one, and an answer sent before the request body was read reaches the caller whole. (A body
+//! cut off at a route's limit on an h2 upstream: `tests/hardening/hardening_proxy_open.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,12 +13,13 @@ use tokio_rustls::TlsAcceptor;
 
 use popgate::dataplane::ProxySettings;
 
-use crate::kit::dataplane::{TestPki, absolute_get, bounded, h1_send, text};
+use crate::kit::dataplane::{TestBody, TestPki, absolute_get, bounded, h1_send, text};
 use crate::kit::raw::{GRAPH, graph_proxy};
 
 /// An h2 upstream (no client certificate asked) that holds a request for `/hold` unanswered and
 /// starts a graceful shutdown of that connection (`GOAWAY`; the held stream goes on, so the
-/// connection stays open), and answers any other request with its connection's number.
+/// connection stays open), answers `/early` in full without reading its body and then resets
+/// the stream with `NO_ERROR`, and answers any other request with its connection's number.
 struct ClosingUpstream {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -76,11 +78,27 @@ impl ClosingUpstream {
                             }
                             continue;
                         }
+                        let early = request.uri().path() == "/early";
                         let Ok(mut body) = respond.send_response(http::Response::new(()), false)
                         else {
                             continue;
                         };
-                        let _ = body.send_data(Bytes::from(format!("connection {n}")), true);
+                        let answer = if early {
+                            "answered early".to_owned()
+                        } else {
+                            format!("connection {n}")
+                        };
+                        let _ = body.send_data(Bytes::from(answer), true);
+                        // Answered in full without reading the body: the caller may stop
+                        // sending it (RFC 9113 §8.1). Reset only once popgate answered a PING
+                        // sent after the answer (h2 drops a reset stream's unsent frames).
+                        if early && let Some(mut pings) = pings.take() {
+                            tokio::spawn(async move {
+                                if pings.ping(h2::Ping::opaque()).await.is_ok() {
+                                    respond.send_reset(h2::Reason::NO_ERROR);
+                                }
+                            });
+                        }
                     }
                 });
             }
@@ -128,4 +146,36 @@ async fn a_request_on_a_connection_the_upstream_is_closing_goes_out_on_a_new_one
     assert_eq!(body, "connection 1");
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
     held.abort();
+}
+
+/// An upstream that answers in full before it has read the request body, then resets the
+/// stream with `NO_ERROR` (RFC 9113 §8.1): the caller, whose 4 MiB body is still being sent
+/// (popgate keeps sending it after the response head), gets the whole answer, not a `502`.
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_reaches_the_caller_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("early-ca");
+    let upstream = ClosingUpstream::start(&pki).await;
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "early",
+        |_| {},
+        ProxySettings::default(),
+    )
+    .await;
+    // Larger than popgate reads ahead, so it streams: still being sent when the answer comes.
+    let body = TestBody::Repeat {
+        remaining: 4 * 1024 * 1024,
+    };
+    let request = http::Request::post(format!("http://{GRAPH}/early"))
+        .header("host", GRAPH)
+        .body(body)
+        .unwrap();
+    let answer = bounded(h1_send(proxy.addr, request)).await;
+    let status = answer.status();
+    let text = bounded(text(answer)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, "answered early");
 }
