@@ -309,6 +309,19 @@ where
     (n, kept, trailers)
 }
 
+/// [`drain`] for the upstream: (data bytes, trailers), or `None` if the body failed.
+async fn drain_complete(mut body: Incoming) -> Option<(u64, Option<HeaderMap>)> {
+    let mut n = 0u64;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        match frame.ok()?.into_data() {
+            Ok(data) => n += data.len() as u64,
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    Some((n, trailers))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The upstream
 
@@ -540,7 +553,12 @@ async fn upstream_handle(
         state.seen.lock().unwrap().push(seen.clone());
         std::future::pending::<()>().await;
     }
-    let (n, _, trailers) = drain(body, false).await;
+    // A body the sender aborted (a reset stream, a cut-off body) is not a request the upstream
+    // saw: nothing is recorded, and the handler ends (its answer has nowhere to go: the stream
+    // or the connection is gone) rather than panicking in the upstream's task.
+    let Some((n, trailers)) = drain_complete(body).await else {
+        return Ok(Response::new(TestBody::Empty));
+    };
     seen.body_len = n;
     seen.trailers = trailers;
     state.seen.lock().unwrap().push(seen);
