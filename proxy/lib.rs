@@ -4,6 +4,7 @@
 
 // Layers, lowest first; a module imports only from modules above it in this list
 // (.ci/module_layers.py checks it):
+pub(crate) mod locks;
 pub mod certs;
 pub mod identity;
 pub mod access;

@@ -12,13 +12,14 @@
 //! the connection's task then, so hyper reads again and lets the connection go.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::parking::PARK_GRACE;
+use crate::locks::lock_unpoisoned;
 
 /// The deadline of each phase of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,7 +270,7 @@ impl Activity {
     fn waker_slot(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
         // The slot is a plain `Option` replaced whole under the lock: a poisoned lock still
         // holds a valid one.
-        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.waker)
     }
 
     /// The phase whose deadline has passed, or when to look again.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::activity::{Activity, Deadlines, Ended};
+use crate::locks::lock_unpoisoned;
 use crate::metrics;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
@@ -396,7 +397,7 @@ impl OpenConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, OpenInner> {
         // Every critical section is a map insert, remove or scan that cannot panic midway, so a
         // poisoned lock still holds a consistent map.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.inner)
     }
 
     /// A new accept loop of the listener. Its connections' ids carry it, so the set tells a

@@ -18,7 +18,7 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::locks::lock_unpoisoned;
 use crate::metrics;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -64,7 +65,7 @@ impl<B> Shared<B> {
     fn lock(&self) -> MutexGuard<'_, State<B>> {
         // Critical sections only move fields and poll the body; a panic inside a body's poll
         // leaves at worst a body that is polled again, which a poisoned body can answer itself.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.state)
     }
 }
 

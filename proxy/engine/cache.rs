@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::identity::token::{Token, TokenType};
 
 use super::schedule::RefreshPolicy;
+use crate::locks::lock_unpoisoned;
 
 /// Retry-After values above this are clamped (one bound for the whole token path).
 pub use crate::identity::retry_policy::MAX_RETRY_AFTER;
@@ -127,10 +128,7 @@ impl<E: Clone> TokenCache<E> {
 
     fn entry(&self, key: &CacheKey) -> Entry<E> {
         // The map lock is held only to find or insert the entry, never across an await.
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = lock_unpoisoned(&self.entries);
         Arc::clone(entries.entry(key.clone()).or_insert_with(|| {
             Arc::new(tokio::sync::Mutex::new(EntryState {
                 current: None,
@@ -262,10 +260,7 @@ impl<E: Clone> TokenCache<E> {
 
     /// Forget every entry whose identity is `identity` (its configuration changed).
     pub fn forget_identity(&self, identity: &str) {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = lock_unpoisoned(&self.entries);
         entries.retain(|key, _| &*key.identity != identity);
     }
 }

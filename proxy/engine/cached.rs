@@ -14,6 +14,7 @@ use super::cache::{CacheKey, CachedToken, TokenCache};
 use super::credential::{BoxFuture, Credential, CredentialLabels, EngineError};
 use super::sources::errors;
 use super::token_source::{Target, TokenSource};
+use crate::locks::lock_unpoisoned;
 
 /// Whether a caller wants any usable token or a fresh one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl<S: TokenSource> Cached<S> {
             Want::Refresh(seen) => self.cache.refresh(&key, Some(seen), acquire).await,
         };
         if result.is_ok() {
-            *self.last_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+            *lock_unpoisoned(&self.last_key) = Some(key);
         }
         result.map_err(errors::from_cache)
     }
@@ -125,11 +126,7 @@ impl<S: TokenSource> Credential for Cached<S> {
 
     fn invalidate(&self, generation: u64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let key = self
-                .last_key
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let key = lock_unpoisoned(&self.last_key).clone();
             if let Some(key) = key {
                 self.cache.invalidate(&key, generation).await;
             }

@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tower_service::Service as _;
 
+use crate::locks::lock_unpoisoned;
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
 use crate::net::h2_stream::{H2Conn, H2Exchange, H2Windows, Start};
 use crate::net::response_body::H2ResponseBody;
@@ -359,9 +360,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means a holder panicked between pointer moves; the list is whole
         // (at worst a connection is missing, and dialed again).
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_unpoisoned(&self.state)
     }
 
     /// `conn` is the host's connection from now on, unless one is open (then `conn` is

@@ -3,8 +3,9 @@
 //! holds it (no permit out, no waiter), when the map has grown to its pruning size.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use crate::locks::lock_unpoisoned;
 use tokio::sync::Semaphore;
 
 /// Semaphores of `cap` permits, keyed by host.
@@ -30,7 +31,7 @@ impl HostSemaphores {
     /// is also held outside the map.
     pub(crate) fn of(&self, host: &str) -> Arc<Semaphore> {
         // Every critical section is a map insert, lookup or prune that cannot panic midway.
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts = lock_unpoisoned(&self.hosts);
         if hosts.len() >= self.prune_at {
             Self::prune(&mut hosts, self.cap);
         }
@@ -48,7 +49,7 @@ impl HostSemaphores {
     /// Hosts whose semaphore is in use (tests).
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts = lock_unpoisoned(&self.hosts);
         Self::prune(&mut hosts, self.cap);
         hosts.len()
     }

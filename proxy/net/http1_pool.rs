@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tower_service::Service as _;
 
+use crate::locks::lock_unpoisoned;
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
 use crate::net::h2_lane::{Downgraded, H2Lane, H2Sent};
 use crate::net::pool_gate::Admission;
@@ -384,9 +385,7 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means a holder panicked between pointer moves; the lists are
         // whole (at worst a connection is missing, and closed).
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_unpoisoned(&self.state)
     }
 
     /// The lane's entry for `authority` (made if new) and its newest idle connection that is

@@ -34,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::UpstreamPool;
 use crate::config::limits::MAX_TRACKED_HOSTS;
+use crate::locks::lock_unpoisoned;
 use crate::metrics::pool::{PoolMetrics, PoolRefusal};
 
 /// Why a request was not admitted. The text is safe to show to callers.
@@ -347,10 +348,7 @@ impl PoolGate {
             return Arc::clone(host);
         }
         // A poisoned lock only means another insert panicked; the map itself is swapped whole.
-        let _writer = self
-            .insert
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = lock_unpoisoned(&self.insert);
         let current = self.hosts.load_full();
         if let Some(host) = current.get(authority) {
             return Arc::clone(host);

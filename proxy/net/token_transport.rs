@@ -27,6 +27,7 @@ use crate::net::upstream_tls::{ExtraRoots, client_config};
 use crate::certs::binding::BindingCert;
 use crate::identity::outbound_request::CredentialRequest;
 use crate::identity::response_json::MAX_RESPONSE_BYTES;
+use crate::locks::lock_unpoisoned;
 
 /// Where and how long to connect.
 #[derive(Clone, Debug)]
@@ -219,7 +220,7 @@ impl Transport {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Option<String>, HttpsClient)>> {
         // The map holds plain values; a panic elsewhere leaves it consistent.
-        self.https.lock().unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.https)
     }
 
     fn https_client(

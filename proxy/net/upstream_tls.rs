@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use rustls::client::{ResolvesClientCert, VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -19,6 +19,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::certs::binding::BindingCert;
+use crate::locks::lock_unpoisoned;
 
 /// Server names whose TLS sessions one config remembers (LRU). A route talks to one upstream host,
 /// a `*.suffix` route to a few; rustls's default of 256 preallocates its table in every config,
@@ -207,7 +208,7 @@ pub fn shared_client_config(
         Arc::as_ptr(&verifier) as usize,
         key.as_ref().map_or(0, |k| Arc::as_ptr(k) as usize),
     );
-    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut shared = lock_unpoisoned(&SHARED);
     if let Some(config) = shared.get(&id).and_then(Weak::upgrade) {
         return Ok(config);
     }

@@ -8,13 +8,14 @@
 //! second insert wins: harmless, and rarer than the lock a single-flight would add.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use rustls::sign::SingleCertAndKey;
 
 use crate::certs::intercept_ca::{InterceptCa, MintError};
+use crate::locks::lock_unpoisoned;
 use crate::metrics;
 
 /// Hosts whose leaf is kept. Route hosts are few, but a wildcard route (`*.example.com`) lets a
@@ -50,7 +51,7 @@ impl std::fmt::Debug for LeafCache {
 impl LeafCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Cached>> {
         // Every critical section is one lookup, insert or scan that cannot panic midway.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_unpoisoned(&self.map)
     }
 
     /// The server configuration for `name` (lowercase, no port): the cached one while it is
