@@ -7,8 +7,9 @@
 //! Here the request opens its stream itself (`h2::client::SendRequest::send_request` only
 //! queues frames for the connection's task, which remains the one task doing I/O) and awaits
 //! its response head in place. What hyper did besides, done here too:
-//! - connection-specific header fields are removed (RFC 9113 §8.2.2), and `content-length` is
-//!   set from a body's known length;
+//! - the `transfer-encoding` popgate adds for HTTP/1.1 is removed (every other
+//!   connection-specific field is gone already: RFC 9113 §8.2.2), and `content-length` is set
+//!   from a body's known length;
 //! - the request body is sent as the stream's window allows ([`RequestPipe`]); until the
 //!   response head it is driven by the request's own future, after that by a task of its own;
 //! - the response body gives its window back as the caller takes it
@@ -24,12 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::Body as _;
 
 use super::connect::UpstreamConn;
-use super::connection_header::connection_named;
 use super::h2_request_pipe::{PipeError, RequestPipe};
 use super::response_body::H2ResponseBody;
 use super::upstream_body::UpstreamBody;
@@ -43,16 +43,6 @@ const MAX_RESPONSE_HEAD: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Streams assumed allowed before the upstream's `SETTINGS` arrive (hyper's client default).
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
-
-/// Header fields that describe the HTTP/1.1 connection, not the message (RFC 9110 §7.6.1); an
-/// h2 peer treats a request carrying them as malformed (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [HeaderName; 5] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
 
 /// The h2 settings of a lane's connections (receive windows, see [`super::client`]).
 #[derive(Clone, Copy, Debug)]
@@ -130,7 +120,12 @@ impl H2Conn {
         }
         let (parts, body) = request.into_parts();
         let mut head = Request::from_parts(parts, ());
-        strip_connection_specific(head.headers_mut());
+        // The head was rewritten for the upstream (`dataplane::headers::rewrite_request`): the
+        // hop-by-hop fields, the names `Connection` lists and a `te` other than `trailers` are
+        // gone. What is left is the `transfer-encoding: chunked` that `rewrite::upstream_head`
+        // adds for hyper's HTTP/1.1 client; h2 refuses a head with it (and with any of the
+        // others: `MalformedHeaders`, never sent).
+        head.headers_mut().remove(header::TRANSFER_ENCODING);
         if let Some(len) = body.size_hint().exact()
             && (len != 0 || has_payload_semantics(head.method()))
             && !head.headers().contains_key(header::CONTENT_LENGTH)
@@ -196,22 +191,6 @@ impl Future for H2Exchange {
     }
 }
 
-/// Removes the fields h2 forbids: the connection-specific ones, those `Connection` names, and
-/// `te` unless it is `trailers`.
-fn strip_connection_specific(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        for name in connection_named(headers) {
-            headers.remove(name);
-        }
-    }
-    for name in &CONNECTION_SPECIFIC {
-        headers.remove(name);
-    }
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
-        headers.remove(header::TE);
-    }
-}
-
 /// Whether a request of `method` gets `content-length: 0` for an empty body (RFC 9110 §8.6:
 /// methods that define no meaning for a body go without one).
 fn has_payload_semantics(method: &Method) -> bool {
@@ -219,34 +198,4 @@ fn has_payload_semantics(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_specific_fields_and_the_names_they_list_are_removed() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "x-hop, keep-alive"),
-            ("x-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("te", "gzip"),
-            ("x-kept", "yes"),
-        ] {
-            headers.append(HeaderName::from_static(name), value.parse().unwrap());
-        }
-        strip_connection_specific(&mut headers);
-        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-kept"]);
-
-        let mut headers = HeaderMap::new();
-        headers.insert(header::TE, "trailers".parse().unwrap());
-        strip_connection_specific(&mut headers);
-        assert_eq!(headers[header::TE], "trailers");
-    }
 }
