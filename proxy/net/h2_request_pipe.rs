@@ -49,16 +49,15 @@ impl RequestPipe {
                 let error = reset.map_or_else(|error| error, h2::Error::from);
                 return Poll::Ready(Err(PipeError::Stream(error)));
             }
-            if let Some((_, last)) = &self.waiting {
-                let last = *last;
+            if self.waiting.is_some() {
                 ready!(self.poll_window(cx))?;
-                if let Some((chunk, _)) = self.waiting.take() {
+                if let Some((chunk, last)) = self.waiting.take() {
                     self.send
                         .send_data(chunk, last)
                         .map_err(PipeError::Stream)?;
-                }
-                if last {
-                    return Poll::Ready(Ok(()));
+                    if last {
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 continue;
             }
