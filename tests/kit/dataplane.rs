@@ -282,17 +282,27 @@ impl Body for TestBody {
 }
 
 /// Reads a body frame by frame: (data bytes, the concatenated data if `keep`, trailers).
-pub async fn drain<B>(mut body: B, keep: bool) -> (u64, Vec<u8>, Option<HeaderMap>)
+pub async fn drain<B>(body: B, keep: bool) -> (u64, Vec<u8>, Option<HeaderMap>)
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Debug,
+{
+    try_drain(body, keep).await.expect("body frame")
+}
+
+/// [`drain`], or the body's error if it failed.
+async fn try_drain<B>(
+    mut body: B,
+    keep: bool,
+) -> Result<(u64, Vec<u8>, Option<HeaderMap>), B::Error>
+where
+    B: Body<Data = Bytes> + Unpin,
 {
     let mut n = 0u64;
     let mut kept = Vec::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.expect("body frame");
-        match frame.into_data() {
+        match frame?.into_data() {
             Ok(data) => {
                 n += data.len() as u64;
                 if keep {
@@ -306,20 +316,7 @@ where
             }
         }
     }
-    (n, kept, trailers)
-}
-
-/// [`drain`] for the upstream: (data bytes, trailers), or `None` if the body failed.
-async fn drain_complete(mut body: Incoming) -> Option<(u64, Option<HeaderMap>)> {
-    let mut n = 0u64;
-    let mut trailers = None;
-    while let Some(frame) = body.frame().await {
-        match frame.ok()?.into_data() {
-            Ok(data) => n += data.len() as u64,
-            Err(frame) => trailers = frame.into_trailers().ok(),
-        }
-    }
-    Some((n, trailers))
+    Ok((n, kept, trailers))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,7 +553,7 @@ async fn upstream_handle(
     // A body the sender aborted (a reset stream, a cut-off body) is not a request the upstream
     // saw: nothing is recorded, and the handler ends (its answer has nowhere to go: the stream
     // or the connection is gone) rather than panicking in the upstream's task.
-    let Some((n, trailers)) = drain_complete(body).await else {
+    let Ok((n, _, trailers)) = try_drain(body, false).await else {
         return Ok(Response::new(TestBody::Empty));
     };
     seen.body_len = n;
