@@ -3,8 +3,9 @@
 //! body nobody polls), an idle connection is closed at `pool_idle_timeout` with no traffic, one
 //! the upstream closed while idle is replaced without a caller error, a request the upstream may
 //! have read is never sent twice, a response body the caller abandons does not give its
-//! connection back, and a host that chooses h2 by ALPN is served over h2 on the connection
-//! popgate dialed (no second handshake).
+//! connection back, a host that chooses h2 by ALPN is served over h2 on the connection popgate
+//! dialed (no second handshake), and a streamed upload goes on while the caller reads nothing
+//! of the answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -275,4 +276,138 @@ async fn a_host_choosing_h2_is_served_over_h2_on_the_connection_popgate_dialed()
         1,
         "the first dial's connection was used"
     );
+}
+
+/// Request body bytes the full-duplex test uploads: past what the sockets on the way can hold
+/// (loopback buffers grow to a few MiB each), so the upload finishes only if popgate keeps
+/// sending it while nobody reads the answer.
+const DUPLEX_UPLOAD: u64 = 64 * 1024 * 1024;
+
+/// Response body bytes the full-duplex upstream writes at most before the upload has ended.
+const DUPLEX_ANSWER_CAP: u64 = 64 * 1024 * 1024;
+
+/// A TLS HTTP/1.1 upstream for one connection that answers at once with a chunked body it keeps
+/// writing while it reads the request body (its reading and writing independent, as a
+/// streaming service's are), and ends the answer once the request body has ended. Returns its
+/// address and the request body bytes read so far.
+async fn full_duplex_upstream(pki: &TestPki) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let (chain, key) = pki.server_cert(&[HOST]);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&read);
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(tls) = acceptor.accept(tcp).await else {
+            return;
+        };
+        let (mut reader, mut writer) = tokio::io::split(tls);
+        // The head, and whatever part of the body came with it.
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match reader.read(&mut buf).await {
+                Ok(n) if n > 0 && head.len() + n <= MAX_HEAD + buf.len() => {
+                    head.extend_from_slice(&buf[..n])
+                }
+                _ => return,
+            }
+        };
+        counted.fetch_add(head.len() - end, Ordering::SeqCst);
+        let done = Arc::new(tokio::sync::Notify::new());
+        let upload_done = Arc::clone(&done);
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upload_ended = Arc::clone(&ended);
+        let answered = tokio::spawn(async move {
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+            frame.extend_from_slice(&chunk);
+            frame.extend_from_slice(b"\r\n");
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if writer.write_all(head).await.is_err() {
+                return;
+            }
+            // Whole chunks only (a write cut short would corrupt the framing): the end of the
+            // upload is looked at between them.
+            let mut written = 0u64;
+            while !upload_ended.load(Ordering::SeqCst) && written < DUPLEX_ANSWER_CAP {
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+                written += chunk.len() as u64;
+            }
+            upload_done.notified().await;
+            let _ = writer.write_all(b"0\r\n\r\n").await;
+            let _ = writer.flush().await;
+        });
+        while (counted.load(Ordering::SeqCst) as u64) < DUPLEX_UPLOAD {
+            match reader.read(&mut buf).await {
+                Ok(n) if n > 0 => counted.fetch_add(n, Ordering::SeqCst),
+                _ => return,
+            };
+        }
+        ended.store(true, Ordering::SeqCst);
+        // A permit if the writer is not waiting yet.
+        done.notify_one();
+        let _ = answered.await;
+    });
+    (addr, read)
+}
+
+/// A request body streamed from the caller keeps going upstream while nobody reads the answer
+/// the upstream is already streaming back: the caller here sends its whole body before it reads
+/// anything. The connection's own task sends it; driven only as its response body is read (an
+/// alternative measured and rejected, benches/MICRO.md), the connection stopped taking the
+/// caller's body once the answer filled the sockets (1.3 of 64 MiB), and both waited for ever.
+#[tokio::test]
+async fn an_upload_goes_on_while_the_caller_reads_nothing_of_a_streaming_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("h1pool-duplex-ca");
+    let (addr, read) = full_duplex_upstream(&pki).await;
+    let proxy = proxy_to(&pki, dir.path(), addr, |_| {}).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{HOST}/upload"))
+        .header("host", HOST)
+        .body(TestBody::Repeat {
+            remaining: DUPLEX_UPLOAD,
+        })
+        .unwrap();
+    // hyper's client sends the body and reads the answer's head, not its body, until asked.
+    let response = h1_send(proxy.addr, request).await;
+    assert_eq!(response.status(), 200);
+    let uploaded = async {
+        while (read.load(Ordering::SeqCst) as u64) < DUPLEX_UPLOAD {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(30), uploaded).await;
+    assert!(
+        waited.is_ok(),
+        "the upload stalled at {} of {DUPLEX_UPLOAD} bytes",
+        read.load(Ordering::SeqCst)
+    );
+    // Now the caller reads the answer to its end.
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = bounded(body.frame()).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+    }
+    assert!(received > 0 && received % (64 * 1024) == 0, "{received}");
 }
