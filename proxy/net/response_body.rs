@@ -71,15 +71,15 @@ impl H2ResponseBody {
     }
 }
 
-/// A stream error while reading the body: the end of the body if the upstream reset the stream
-/// with `NO_ERROR` (RFC 9113 §8.1: it answered in full before reading the whole request, and
-/// needs no more of it), else a failure.
+/// A stream error while reading the body: a failure, whatever its reason, `NO_ERROR` included.
+///
+/// An upstream that answered in full before reading the whole request may reset the stream with
+/// `NO_ERROR` to stop the rest of it (RFC 9113 §8.1), but only after its END_STREAM; h2 keeps
+/// an END_STREAM that came before a reset (`Cause::ErrorAfterEndStream` in its stream state), so
+/// such a body ends with `None` like any other. An error here therefore means the answer was
+/// cut off: passed on as the end, it would reach a chunked caller as if whole.
 fn ended_early(error: h2::Error) -> Option<Result<Frame<Bytes>, BoxError>> {
-    if error.reason() == Some(h2::Reason::NO_ERROR) {
-        None
-    } else {
-        Some(Err(error.into()))
-    }
+    Some(Err(error.into()))
 }
 
 /// The single length `content-length` declares (digits only, every value alike), if any.

@@ -1,6 +1,7 @@
 //! popgate's own h2 client against an upstream that ends its connection or answers early: a
 //! request that finds the connection closing (the upstream sent `GOAWAY`) goes out on a fresh
-//! one, and an answer sent before the request body was read reaches the caller whole. (A body
+//! one, an answer sent before the request body was read reaches the caller whole, and one the
+//! upstream cut off with a `NO_ERROR` reset reaches it as cut off, not as whole. (A request body
 //! cut off at a route's limit on an h2 upstream: `tests/hardening/hardening_proxy_open.rs`.)
 
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::kit::raw::{GRAPH, graph_proxy};
 /// An h2 upstream (no client certificate asked) that holds a request for `/hold` unanswered and
 /// starts a graceful shutdown of that connection (`GOAWAY`; the held stream goes on, so the
 /// connection stays open), answers `/early` in full without reading its body and then resets
-/// the stream with `NO_ERROR`, and answers any other request with its connection's number.
+/// the stream with `NO_ERROR`, sends `/cut` part of an answer and then resets it with
+/// `NO_ERROR`, and answers any other request with its connection's number.
 struct ClosingUpstream {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -83,6 +85,19 @@ impl ClosingUpstream {
                         else {
                             continue;
                         };
+                        if request.uri().path() == "/cut" {
+                            // Part of an answer, no END_STREAM, then a reset with NO_ERROR once
+                            // popgate has the part (it answered a PING sent after it).
+                            let _ = body.send_data(Bytes::from_static(b"partial"), false);
+                            if let Some(mut pings) = pings.take() {
+                                tokio::spawn(async move {
+                                    if pings.ping(h2::Ping::opaque()).await.is_ok() {
+                                        respond.send_reset(h2::Reason::NO_ERROR);
+                                    }
+                                });
+                            }
+                            continue;
+                        }
                         let answer = if early {
                             "answered early".to_owned()
                         } else {
@@ -178,4 +193,37 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_caller_whole() {
     let text = bounded(text(answer)).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(text, "answered early");
+}
+
+/// An upstream that resets its answer with `NO_ERROR` before the answer's END_STREAM cut it off
+/// (RFC 9113 §8.1 allows that reset only after a complete response): the caller, whose answer
+/// has no `content-length` and so reaches it chunked, sees the body fail, not the part it got
+/// ended by a last chunk as if it were whole.
+#[tokio::test]
+async fn an_answer_cut_off_by_a_no_error_reset_reaches_the_caller_as_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("cut-ca");
+    let upstream = ClosingUpstream::start(&pki).await;
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "cut",
+        |_| {},
+        ProxySettings::default(),
+    )
+    .await;
+    let answer = bounded(h1_send(proxy.addr, absolute_get(GRAPH, "/cut"))).await;
+    assert_eq!(answer.status(), 200);
+    assert!(
+        !answer.headers().contains_key(http::header::CONTENT_LENGTH),
+        "{:?}",
+        answer.headers()
+    );
+    let body = bounded(http_body_util::BodyExt::collect(answer.into_body())).await;
+    assert!(
+        body.is_err(),
+        "the cut-off answer reached the caller as whole: {:?}",
+        body.map(|b| b.to_bytes())
+    );
 }
