@@ -60,6 +60,11 @@ def _phase(mode: str, name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Gen
         cpu = cpu_seconds(child.pid) - cpu0
         out = _summary(load, up.stats(), cpu)
         out["peak_rss_kib"] = memory_kib(child.pid, "VmHWM")
+        # The split at the end of the load: anonymous memory is the proxy's own; file-backed is
+        # its binary and libraries as mapped (clean page cache, shared between processes, and for
+        # a large binary mostly how much of it the kernel's fault-around and read-ahead mapped).
+        out["rss_anon_kib"] = memory_kib(child.pid, "RssAnon")
+        out["rss_file_kib"] = memory_kib(child.pid, "RssFile")
         if idle_conns:
             out.update(idle(child, port, gen, idle_conns, idle_hold))
         return out

@@ -63,7 +63,7 @@ def markdown(res: dict) -> str:
                   f"{p['warmup_s']} s warm-up. Fixed rate: {rate} req/s (half the slowest proxy's maximum), "
                   "latency from the intended send time (coordinated-omission corrected).", "",
                   "| proxy | max req/s | ×popgate | p50 / p99 / p99.9 µs at fixed rate | p99 added µs "
-                  "| CPU-s per 10k req | peak RSS MiB | upstream handshakes / requests | errors |",
+                  "| CPU-s per 10k req | peak RSS MiB (anon + file at the end) | upstream handshakes / requests | errors |",
                   "|---|---|---|---|---|---|---|---|---|"]
         direct_p99 = p["rate"].get("direct", {}).get("latency_us", {}).get("p99")
         pg = p["closed"].get("popgate", {}).get("rps")
@@ -75,7 +75,7 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| {proxy} | {c['rps']:.0f} | {_f(c['rps'] / pg if pg else None, '{:.2f}')} | "
                 f"{_lat(r['latency_us']) if r else '—'} | {_f(added)} | "
-                f"{_f(r.get('cpu_s_per_10k'), '{:.3f}')} | {_f(c.get('peak_rss_kib', 0) / MIB or None, '{:.1f}')} | "
+                f"{_f(r.get('cpu_s_per_10k'), '{:.3f}')} | {_rss(c)} | "
                 f"{c['upstream_handshakes']} / {c['upstream_requests']} | {c['errors'] + r.get('errors', 0)} |")
         if any("idle_conns" in v for v in p["rate"].values()):
             lines += ["", "Idle callers: each connection served one request, then held open.", "",
@@ -135,6 +135,14 @@ def markdown(res: dict) -> str:
     for name, measured, ok in targets(res):
         lines.append(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def _rss(c: dict) -> str:
+    """Peak RSS, with its anonymous and file-backed parts at the end of the load when known."""
+    peak = _f(c.get("peak_rss_kib", 0) / MIB or None, "{:.1f}")
+    if "rss_anon_kib" not in c:
+        return peak
+    return f"{peak} ({c['rss_anon_kib'] / MIB:.1f} + {c['rss_file_kib'] / MIB:.1f})"
 
 
 def plot(res: dict, path: Path) -> None:
