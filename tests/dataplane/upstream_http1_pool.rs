@@ -409,5 +409,8 @@ async fn an_upload_goes_on_while_the_caller_reads_nothing_of_a_streaming_answer(
             received += data.len() as u64;
         }
     }
-    assert!(received > 0 && received.is_multiple_of(64 * 1024), "{received}");
+    assert!(
+        received > 0 && received.is_multiple_of(64 * 1024),
+        "{received}"
+    );
 }
