@@ -172,7 +172,7 @@ pub async fn run(
         Some(s) => s.take().await,
         None => None,
     };
-    // Stopped before the measured phase: nothing was measured, so the share counts from the base.
+    // No warm-up, or stopped before the measured phase: the share counts from the base.
     let base = base.unwrap_or_default();
     let before = ran.before.unwrap_or_else(|| base.clone());
     let side = end.as_ref().map(|end| summary::Side {
@@ -263,12 +263,17 @@ async fn drive(
         stop_rx.clone(),
     ));
     let measure_start = schedule.measure_start;
-    let before = tokio::spawn(async move {
-        tokio::time::sleep_until(measure_start.into()).await;
-        match source {
-            Some(s) => s.take().await,
-            None => None,
-        }
+    // With no warm-up the measured phase starts with the load, so the reading taken just before
+    // it (the base) is where the share counts from: a reading taken now would race the first
+    // requests, and miss those answered before popgate's `/metrics` was read.
+    let before = (measure_start > schedule.t0).then(|| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_start.into()).await;
+            match source {
+                Some(s) => s.take().await,
+                None => None,
+            }
+        })
     });
     let load = load::run(targets, recorders, env.listener, plan, schedule, &stop_rx);
     tokio::pin!(load);
@@ -283,11 +288,13 @@ async fn drive(
     let finished = Instant::now();
     let _ = stop_tx.send(true);
     let marks = watcher.await.unwrap_or_default();
-    let before = if before.is_finished() {
-        before.await.ok().flatten()
-    } else {
-        before.abort();
-        None
+    let before = match before {
+        Some(before) if before.is_finished() => before.await.ok().flatten(),
+        Some(before) => {
+            before.abort();
+            None
+        }
+        None => None,
     };
     Ran {
         finished,
