@@ -5,6 +5,7 @@ pub mod client;
 pub mod connect;
 pub(crate) mod connection_header;
 pub mod held_body;
+pub(crate) mod h1_codec;
 pub(crate) mod h2_lane;
 pub(crate) mod h2_request_pipe;
 pub(crate) mod h2_stream;
