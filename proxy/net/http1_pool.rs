@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
+use http_body::Body as _;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
@@ -42,6 +43,7 @@ use tower_service::Service as _;
 
 use crate::locks::lock_unpoisoned;
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
+use crate::net::h1_own::{self, GiveBack, OwnConn};
 use crate::net::h2_lane::{Downgraded, H2Lane, H2Sent};
 use crate::net::pool_gate::Admission;
 use crate::net::response_body::ResponseBody;
@@ -142,8 +144,23 @@ struct Target {
 }
 
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    conn: IdleConn,
     since: Instant,
+}
+
+/// An idle connection: run by hyper's client, or by popgate's own codec (prototype).
+enum IdleConn {
+    Hyper(SendRequest<UpstreamBody>),
+    Own(OwnConn),
+}
+
+impl IdleConn {
+    fn is_ready(&mut self) -> bool {
+        match self {
+            IdleConn::Hyper(sender) => !sender.is_closed() && sender.is_ready(),
+            IdleConn::Own(conn) => conn.is_idle(),
+        }
+    }
 }
 
 /// An HTTP/1.1 connection lent to one exchange, given back when its response body ends.
@@ -256,25 +273,26 @@ impl Http1Lane {
             Some(Probe::Lead(lead)) => Some(lead),
             _ => None,
         };
+        let bodiless = request.body().is_end_stream();
         let mut tries = 0;
         loop {
             let found = match idle.take() {
-                Some(sender) => Some(sender),
+                Some(conn) => Some(conn),
                 None if fresh.is_none() && tries > 0 && tries < MAX_REUSE_TRIES => {
                     self.shared.reuse(&target)
                 }
                 None => None,
             };
-            let (mut sender, reused) = match (found, fresh.take()) {
-                (Some(sender), _) => (sender, true),
-                (None, Some(conn)) => (Box::pin(handshake(*conn)).await?, false),
+            let (conn, reused) = match (found, fresh.take()) {
+                (Some(conn), _) => (conn, true),
+                (None, Some(conn)) => (Box::pin(start(*conn, bodiless)).await?, false),
                 // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
                 // otherwise make every request's future larger, and costlier to move.
                 (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
-                    Ok(Dialed::Http1(sender)) => {
+                    Ok(Dialed::Http1(conn)) => {
                         // HTTP/1.1: whoever waited on this probe dials its own.
                         drop(probe.take());
-                        (sender, false)
+                        (Box::pin(start(*conn, bodiless)).await?, false)
                     }
                     Ok(Dialed::H2(conn)) => {
                         Box::pin(h2.adopt(&target.authority, *conn)).await?;
@@ -288,7 +306,7 @@ impl Http1Lane {
                         };
                         request = downgraded.request;
                         match downgraded.conn {
-                            Some(conn) => (Box::pin(handshake(*conn)).await?, false),
+                            Some(conn) => (Box::pin(start(*conn, bodiless)).await?, false),
                             // Adopted, then gone, then HTTP/1.1 again: once more.
                             None => {
                                 tries += 1;
@@ -300,6 +318,37 @@ impl Http1Lane {
                 },
             };
             origin_form(&mut request, &target);
+            let mut sender = match conn {
+                IdleConn::Own(own) if bodiless => {
+                    let lane = Arc::clone(&self.shared);
+                    let back = Arc::clone(&target);
+                    let give_back: GiveBack =
+                        Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
+                    match h1_own::exchange(own, request, give_back).await {
+                        Ok(response) => {
+                            return Ok(Exchanged {
+                                response: response.map(ResponseBody::Own),
+                                lease: None,
+                            });
+                        }
+                        Err((error, Some(unsent))) if reused => {
+                            tracing::debug!(%error, "idle upstream connection closed; next one");
+                            request = unsent;
+                            tries += 1;
+                            continue;
+                        }
+                        Err((error, _)) => return Err(UpstreamError::Own(Box::new(error))),
+                    }
+                }
+                // A request with a body goes through hyper's client (its connection's own task
+                // keeps sending the body while the answer waits to be read).
+                IdleConn::Own(own) if own.is_clean() => Box::pin(handshake(own.io)).await?,
+                IdleConn::Own(_) => {
+                    tries += 1;
+                    continue;
+                }
+                IdleConn::Hyper(sender) => sender,
+            };
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     return Ok(Exchanged {
@@ -342,7 +391,7 @@ impl Http1Lane {
         if conn.is_h2() {
             return Ok(Dialed::H2(Box::new(conn)));
         }
-        Ok(Dialed::Http1(handshake(conn).await?))
+        Ok(Dialed::Http1(Box::new(conn)))
     }
 }
 
@@ -374,9 +423,18 @@ async fn handshake(conn: UpstreamConn) -> Result<SendRequest<UpstreamBody>, Upst
     Ok(sender)
 }
 
-/// A fresh connection: HTTP/1.1 and ready, or h2 for the lane's h2 connections.
+/// A fresh HTTP/1.1 connection for a request: popgate's codec for a bodiless one, else hyper's.
+async fn start(conn: UpstreamConn, bodiless: bool) -> Result<IdleConn, UpstreamError> {
+    if bodiless {
+        Ok(IdleConn::Own(OwnConn::new(conn)))
+    } else {
+        Ok(IdleConn::Hyper(handshake(conn).await?))
+    }
+}
+
+/// A fresh connection: HTTP/1.1, or h2 for the lane's h2 connections.
 enum Dialed {
-    Http1(SendRequest<UpstreamBody>),
+    Http1(Box<UpstreamConn>),
     /// Boxed: the TLS stream is over a kilobyte, and it only passes through to the h2 lane.
     H2(Box<UpstreamConn>),
 }
@@ -395,11 +453,7 @@ impl Shared {
         self: &Arc<Self>,
         authority: &str,
         first_contact: bool,
-    ) -> (
-        Arc<Target>,
-        Option<SendRequest<UpstreamBody>>,
-        Option<Probe>,
-    ) {
+    ) -> (Arc<Target>, Option<IdleConn>, Option<Probe>) {
         let mut state = self.state();
         let host = match state
             .hosts
@@ -431,21 +485,18 @@ impl Shared {
     }
 
     /// `target`'s newest idle connection that is still open and ready, if any.
-    fn reuse(&self, target: &Arc<Target>) -> Option<SendRequest<UpstreamBody>> {
+    fn reuse(&self, target: &Arc<Target>) -> Option<IdleConn> {
         let mut state = self.state();
         let host = state.hosts.iter_mut().find(|h| h.is(target))?;
         self.pop_ready(host)
     }
 
-    fn pop_ready(&self, host: &mut HostIdle) -> Option<SendRequest<UpstreamBody>> {
-        while let Some(idle) = host.stack.pop() {
+    fn pop_ready(&self, host: &mut HostIdle) -> Option<IdleConn> {
+        while let Some(mut idle) = host.stack.pop() {
             // Closed by the upstream, or past its idle time (the timer may not have run yet):
             // dropped, which closes it.
-            if !idle.sender.is_closed()
-                && idle.sender.is_ready()
-                && idle.since.elapsed() < self.idle_timeout
-            {
-                return Some(idle.sender);
+            if idle.since.elapsed() < self.idle_timeout && idle.conn.is_ready() {
+                return Some(idle.conn);
             }
         }
         None
@@ -453,9 +504,9 @@ impl Shared {
 
     /// Puts `sender` back as `target`'s newest idle connection, and starts the expiry timer if
     /// it is not running.
-    fn put_back(self: &Arc<Self>, target: Arc<Target>, sender: SendRequest<UpstreamBody>) {
+    fn put_back(self: &Arc<Self>, target: Arc<Target>, conn: IdleConn) {
         let idle = Idle {
-            sender,
+            conn,
             since: Instant::now(),
         };
         let mut state = self.state();
@@ -548,7 +599,7 @@ impl Lease {
             lane,
         } = self;
         if sender.is_ready() {
-            lane.put_back(target, sender);
+            lane.put_back(target, IdleConn::Hyper(sender));
             drop(admission);
             return;
         }
@@ -564,7 +615,7 @@ impl Lease {
         runtime.spawn(async move {
             let _slot = admission;
             if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
-                lane.put_back(target, sender);
+                lane.put_back(target, IdleConn::Hyper(sender));
             }
         });
     }

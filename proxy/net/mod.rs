@@ -6,6 +6,7 @@ pub mod connect;
 pub(crate) mod connection_header;
 pub mod held_body;
 pub(crate) mod h1_codec;
+pub mod h1_own;
 pub(crate) mod h2_lane;
 pub(crate) mod h2_request_pipe;
 pub(crate) mod h2_stream;

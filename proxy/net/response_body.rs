@@ -22,6 +22,8 @@ pub enum ResponseBody {
     Http1(Incoming),
     /// An h2 stream's.
     H2(H2ResponseBody),
+    /// Over an HTTP/1.1 connection read by popgate's own codec (prototype).
+    Own(crate::net::h1_own::OwnBody),
 }
 
 /// An h2 stream's response body.
@@ -112,6 +114,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ResponseBody::H2(body) => body.poll_frame(cx),
+            ResponseBody::Own(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -119,12 +122,14 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Http1(body) => body.is_end_stream(),
             ResponseBody::H2(body) => body.recv.is_end_stream(),
+            ResponseBody::Own(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Http1(body) => body.size_hint(),
+            ResponseBody::Own(body) => body.size_hint(),
             ResponseBody::H2(body) => match body.remaining {
                 _ if body.recv.is_end_stream() => SizeHint::with_exact(0),
                 Some(remaining) => SizeHint::with_exact(remaining),

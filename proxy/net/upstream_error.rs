@@ -19,6 +19,8 @@ pub enum UpstreamError {
     /// The h2 stream or its connection failed (reset, `GOAWAY`, malformed response, the
     /// handshake, ...).
     Stream(h2::Error),
+    /// The exchange through popgate's own HTTP/1.1 codec failed (prototype).
+    Own(BoxError),
     /// The request body failed before the h2 upstream answered (the caller's read error, the
     /// route's body limit, a stall); the stream was reset.
     RequestBody(BoxError),
@@ -29,7 +31,7 @@ impl fmt::Display for UpstreamError {
         // As hyper-util's client words it (as before): the cause follows in the sources.
         match self {
             Self::Connect(_) => f.write_str("client error (Connect)"),
-            Self::Exchange(_) | Self::Stream(_) | Self::RequestBody(_) => {
+            Self::Exchange(_) | Self::Stream(_) | Self::RequestBody(_) | Self::Own(_) => {
                 f.write_str("client error (SendRequest)")
             }
         }
@@ -42,7 +44,7 @@ impl StdError for UpstreamError {
             Self::Connect(e) => Some(e),
             Self::Exchange(e) => Some(e),
             Self::Stream(e) => Some(e),
-            Self::RequestBody(e) => Some(e.as_ref()),
+            Self::RequestBody(e) | Self::Own(e) => Some(e.as_ref()),
         }
     }
 }
