@@ -23,7 +23,9 @@ const READ_RESERVE: usize = 16 * 1024;
 
 /// An HTTP/1.1 connection read and written by popgate's codec.
 pub(crate) struct OwnConn {
-    pub(crate) io: UpstreamConn,
+    /// Boxed: the TLS stream is large, and the connection moves between the pool, the exchange
+    /// and the body.
+    pub(crate) io: Box<UpstreamConn>,
     buf: BytesMut,
 }
 
@@ -31,7 +33,7 @@ pub(crate) struct OwnConn {
 pub(crate) type GiveBack = Box<dyn FnOnce(OwnConn) + Send + Sync>;
 
 impl OwnConn {
-    pub(crate) fn new(io: UpstreamConn) -> Self {
+    pub(crate) fn new(io: Box<UpstreamConn>) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
@@ -46,7 +48,7 @@ impl OwnConn {
         let mut probe = [0u8; 1];
         let mut read = ReadBuf::new(&mut probe);
         let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.io)
+        Pin::new(&mut *self.io)
             .poll_read(&mut cx, &mut read)
             .is_pending()
     }

@@ -285,14 +285,14 @@ impl Http1Lane {
             };
             let (conn, reused) = match (found, fresh.take()) {
                 (Some(conn), _) => (conn, true),
-                (None, Some(conn)) => (Box::pin(start(*conn, bodiless)).await?, false),
+                (None, Some(conn)) => (Box::pin(start(conn, bodiless)).await?, false),
                 // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
                 // otherwise make every request's future larger, and costlier to move.
                 (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
                     Ok(Dialed::Http1(conn)) => {
                         // HTTP/1.1: whoever waited on this probe dials its own.
                         drop(probe.take());
-                        (Box::pin(start(*conn, bodiless)).await?, false)
+                        (Box::pin(start(conn, bodiless)).await?, false)
                     }
                     Ok(Dialed::H2(conn)) => {
                         Box::pin(h2.adopt(&target.authority, *conn)).await?;
@@ -306,7 +306,7 @@ impl Http1Lane {
                         };
                         request = downgraded.request;
                         match downgraded.conn {
-                            Some(conn) => (Box::pin(start(*conn, bodiless)).await?, false),
+                            Some(conn) => (Box::pin(start(conn, bodiless)).await?, false),
                             // Adopted, then gone, then HTTP/1.1 again: once more.
                             None => {
                                 tries += 1;
@@ -324,7 +324,9 @@ impl Http1Lane {
                     let back = Arc::clone(&target);
                     let give_back: GiveBack =
                         Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
-                    match h1_own::exchange(own, request, give_back).await {
+                    // Boxed: the exchange holds the connection and the request; inline it would
+                    // make every request's future (h2's too) that much larger to move.
+                    match Box::pin(h1_own::exchange(own, request, give_back)).await {
                         Ok(response) => {
                             return Ok(Exchanged {
                                 response: response.map(ResponseBody::Own),
@@ -342,7 +344,7 @@ impl Http1Lane {
                 }
                 // A request with a body goes through hyper's client (its connection's own task
                 // keeps sending the body while the answer waits to be read).
-                IdleConn::Own(own) if own.is_clean() => Box::pin(handshake(own.io)).await?,
+                IdleConn::Own(own) if own.is_clean() => Box::pin(handshake(*own.io)).await?,
                 IdleConn::Own(_) => {
                     tries += 1;
                     continue;
@@ -424,11 +426,11 @@ async fn handshake(conn: UpstreamConn) -> Result<SendRequest<UpstreamBody>, Upst
 }
 
 /// A fresh HTTP/1.1 connection for a request: popgate's codec for a bodiless one, else hyper's.
-async fn start(conn: UpstreamConn, bodiless: bool) -> Result<IdleConn, UpstreamError> {
+async fn start(conn: Box<UpstreamConn>, bodiless: bool) -> Result<IdleConn, UpstreamError> {
     if bodiless {
         Ok(IdleConn::Own(OwnConn::new(conn)))
     } else {
-        Ok(IdleConn::Hyper(handshake(conn).await?))
+        Ok(IdleConn::Hyper(handshake(*conn).await?))
     }
 }
 

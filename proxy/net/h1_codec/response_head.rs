@@ -36,9 +36,15 @@ pub(crate) enum HeadError {
 /// (read more, unless `buf` already holds [`MAX_RESPONSE_HEAD`] bytes: then it is an error).
 /// Empty lines before the status line are skipped, as RFC 9112 §2.2 lets a client do.
 pub(crate) fn take(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Left uninitialised: httparse writes the ones it uses (3.2 KB of zeroes saved per head).
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() };
+        MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= MAX_RESPONSE_HEAD {
