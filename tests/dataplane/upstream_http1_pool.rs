@@ -414,3 +414,160 @@ async fn an_upload_goes_on_while_the_caller_reads_nothing_of_a_streaming_answer(
         "{received}"
     );
 }
+
+/// A TLS HTTP/1.1 upstream written by hand that answers the n-th request head it reads (over all
+/// its connections) with `answers[n]`, byte for byte, and closes a connection after an answer
+/// when `close_after[n]`. Counts connections.
+struct ScriptedUpstream {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedUpstream {
+    async fn start(pki: &TestPki, answers: Vec<(&'static [u8], bool)>) -> Self {
+        let (chain, key) = pki.server_cert(&[HOST]);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(answers);
+        let c = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            // Bounded: the tests make a handful of connections.
+            for _ in 0..16 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, served, answers) =
+                    (acceptor.clone(), Arc::clone(&served), Arc::clone(&answers));
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    while read_head(&mut tls).await {
+                        let n = served.fetch_add(1, Ordering::SeqCst);
+                        let Some(&(answer, close)) = answers.get(n) else {
+                            return;
+                        };
+                        if tls.write_all(answer).await.is_err() || tls.flush().await.is_err() {
+                            return;
+                        }
+                        if close {
+                            break;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            _task: task,
+        }
+    }
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// The answers popgate's HTTP/1.1 codec reads: each case's first answer, then `OK` for the next
+/// request, and whether that next request came on the same connection.
+async fn first_then_ok(first: &'static [u8], close: bool) -> ((u16, String), usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("h1codec-ca");
+    let upstream = ScriptedUpstream::start(&pki, vec![(first, close), (OK, false)]).await;
+    let proxy = proxy_to(&pki, dir.path(), upstream.addr, |_| {}).await;
+    let answer = get(&proxy, "/first").await;
+    assert_eq!(get(&proxy, "/next").await, (200, "ok".to_owned()));
+    (answer, upstream.connections.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_complete_keep_alive_answer_leaves_its_connection_for_the_next_request() {
+    let (answer, connections) =
+        first_then_ok(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst", false).await;
+    assert_eq!(answer, (200, "first".to_owned()));
+    assert_eq!(connections, 1);
+}
+
+#[tokio::test]
+async fn a_chunked_answer_with_trailers_is_read_whole_and_its_connection_reused() {
+    let (answer, connections) = first_then_ok(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nx-sum: 5\r\n\r\n",
+        false,
+    )
+    .await;
+    assert_eq!(answer, (200, "abcde".to_owned()));
+    assert_eq!(connections, 1);
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let (answer, connections) = first_then_ok(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+        false,
+    )
+    .await;
+    assert_eq!(answer, (200, "final".to_owned()));
+    assert_eq!(connections, 1);
+}
+
+/// Answers after which the connection must not carry another request: the next one goes out on
+/// a new connection (the upstream here keeps the old one open, so reusing it would be wrong).
+#[tokio::test]
+async fn answers_that_end_their_connection_are_not_reused() {
+    for first in [
+        // The upstream asked to close.
+        &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nfirst"[..],
+        // HTTP/1.0: not persistent.
+        b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nfirst",
+        // Bytes after the declared body: the connection's framing cannot be trusted.
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirstEXTRA",
+    ] {
+        let (answer, connections) = first_then_ok(first, false).await;
+        assert_eq!(
+            answer,
+            (200, "first".to_owned()),
+            "{}",
+            String::from_utf8_lossy(first)
+        );
+        assert_eq!(connections, 2, "{}", String::from_utf8_lossy(first));
+    }
+}
+
+/// A body delimited by the close is read to the upstream's close.
+#[tokio::test]
+async fn a_body_delimited_by_the_close_is_read_to_the_close() {
+    let (answer, connections) =
+        first_then_ok(b"HTTP/1.1 200 OK\r\n\r\nuntil the close", true).await;
+    assert_eq!(answer, (200, "until the close".to_owned()));
+    assert_eq!(connections, 2);
+}
+
+/// Framing popgate and the upstream could read differently is refused with a 502 and its
+/// connection closed, never passed on nor reused.
+#[tokio::test]
+async fn ambiguous_or_unasked_answers_are_a_502_and_their_connection_is_closed() {
+    for first in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 0\r\n\r\n",
+    ] {
+        let (answer, connections) = first_then_ok(first, false).await;
+        assert_eq!(answer.0, 502, "{}", String::from_utf8_lossy(first));
+        assert_eq!(connections, 2, "{}", String::from_utf8_lossy(first));
+    }
+}

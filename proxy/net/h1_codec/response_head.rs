@@ -40,8 +40,8 @@ pub(crate) fn take(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadError
         return Ok(None);
     }
     // Left uninitialised: httparse writes the ones it uses (3.2 KB of zeroes saved per head).
-    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() };
-        MAX_RESPONSE_HEADERS];
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
     let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
