@@ -6,9 +6,14 @@
 //! HTTP/1 codec (benches/MICRO.md): a SipHash-keyed map behind a mutex, the checkout-or-dial
 //! race, `Host` formatting, the `Pooled` wrapper and a spawned future that puts the connection
 //! back. Here a lane keeps, per upstream authority (routes normally have one), a stack of idle
-//! `SendRequest`s: the newest is reused first (LIFO keeps few connections warm and lets the
-//! others expire), and the response body ([`super::held_body::HeldBody`]) gives the connection
-//! back when it ends complete.
+//! connections: the newest is reused first (LIFO keeps few connections warm and lets the others
+//! expire), and the response body gives the connection back when it ends complete
+//! ([`super::held_body::HeldBody`] for hyper's, [`super::h1_own::OwnBody`] for the codec's).
+//!
+//! - **Bodiless requests** (the hot path) go through popgate's own codec ([`super::h1_own`]) in
+//!   the request's task; requests with a body through hyper's client, whose connection task keeps
+//!   sending a streamed body while nobody reads the answer
+//!   (`tests/dataplane/upstream_http1_pool.rs`, the full-duplex test).
 //!
 //! - **Dialing** goes through the lane's [`UpstreamConnector`], the same one the lane's h2
 //!   connections ([`super::h2_lane`]) use: its per-host cap, connect timeout, TLS with the
@@ -148,7 +153,9 @@ struct Idle {
     since: Instant,
 }
 
-/// An idle connection: run by hyper's client, or by popgate's own codec (prototype).
+/// An idle connection: run by hyper's client (its task of its own), or by popgate's own codec
+/// ([`super::h1_own`], driven by the request that uses it). A codec connection a request with a
+/// body checks out is handed to hyper, for good.
 enum IdleConn {
     Hyper(SendRequest<UpstreamBody>),
     Own(OwnConn),

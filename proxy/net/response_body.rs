@@ -22,7 +22,7 @@ pub enum ResponseBody {
     Http1(Incoming),
     /// An h2 stream's.
     H2(H2ResponseBody),
-    /// Over an HTTP/1.1 connection read by popgate's own codec (prototype).
+    /// Over an HTTP/1.1 connection read by popgate's own codec (bodiless requests).
     Own(crate::net::h1_own::OwnBody),
 }
 

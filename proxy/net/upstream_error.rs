@@ -19,7 +19,8 @@ pub enum UpstreamError {
     /// The h2 stream or its connection failed (reset, `GOAWAY`, malformed response, the
     /// handshake, ...).
     Stream(h2::Error),
-    /// The exchange through popgate's own HTTP/1.1 codec failed (prototype).
+    /// The exchange through popgate's own HTTP/1.1 codec failed (the connection, a malformed or
+    /// ambiguous response head, the body's framing, ...).
     Own(BoxError),
     /// The request body failed before the h2 upstream answered (the caller's read error, the
     /// route's body limit, a stall); the stream was reset.

@@ -79,11 +79,6 @@ impl ChunkedDecoder {
         Self { state: State::Size }
     }
 
-    /// The body has ended (its last chunk and trailer section were read).
-    pub(crate) fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Decodes what `buf` holds from its front, taking off what it used.
     pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
         loop {
@@ -304,7 +299,7 @@ mod tests {
             Decoded::Data(Bytes::from_static(b"abc"))
         );
         assert_eq!(decoder.decode(&mut buf).unwrap(), Decoded::NeedMore);
-        assert!(!decoder.is_done());
+        assert_ne!(decoder.state, State::Done);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! driving hyper's connection from the request's task instead did not pay. A codec that the
 //! request's own future uses directly can answer in the poll that reads the response.
 //!
-//! Status: the codec only (this module), with its tests; the pool does not use it yet.
+//! The pool ([`super::http1_pool`]) sends bodiless requests through it ([`super::h1_own`]);
+//! requests with a body still go through hyper's client, whose connection task keeps sending a
+//! streamed body while nobody reads the answer.
 //!
 //! What it accepts is deliberately narrower than the RFC allows, as befits a client behind
 //! which many callers share connections (a response read with the wrong length would hand one
@@ -20,10 +22,6 @@
 //!   [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`] are errors;
 //! - a connection is reused only after an HTTP/1.1 response without `Connection: close` whose
 //!   body had a length or chunks (never one delimited by the close).
-
-// The pool does not use the codec yet (work in progress on this branch): its items are unused
-// outside the tests until it does.
-#![allow(dead_code)]
 
 pub(crate) mod chunked;
 pub(crate) mod framing;

@@ -13,8 +13,6 @@ pub(crate) enum RequestFraming {
     None,
     /// Exactly this many bytes (`content-length`), also 0 for a bodiless `POST` or `PUT`.
     Length(u64),
-    /// Chunks (`transfer-encoding: chunked`): a body whose length is not known up front.
-    Chunked,
 }
 
 /// Writes the head of a `method` request for `target` (origin form, `/path?query`) with
@@ -49,7 +47,6 @@ pub(crate) fn write(
             out.put_slice(itoa(n, &mut [0; 20]));
             out.put_slice(b"\r\n");
         }
-        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.put_slice(b"\r\n");
 }
@@ -77,41 +74,43 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// The chunk-size line of a chunk of `len` bytes (`len` > 0), in `out`.
-pub(crate) fn chunk_size_line(len: usize, out: &mut BytesMut) {
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    let mut n = len;
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[at..]);
-    out.put_slice(b"\r\n");
-}
-
-/// The last chunk and the trailer section (`trailers`, possibly empty), in `out`.
-pub(crate) fn last_chunk(trailers: Option<&HeaderMap>, out: &mut BytesMut) {
-    out.put_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
     use super::*;
     use crate::net::h1_codec::chunked::{ChunkedDecoder, Decoded};
+
+    // The chunked coding as a request body would be written, for the round trip through the
+    // decoder (request bodies do not go through the codec yet).
+    /// The chunk-size line of a chunk of `len` bytes (`len` > 0), in `out`.
+    fn chunk_size_line(len: usize, out: &mut BytesMut) {
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        let mut n = len;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        out.put_slice(&digits[at..]);
+        out.put_slice(b"\r\n");
+    }
+
+    /// The last chunk and the trailer section (`trailers`, possibly empty), in `out`.
+    fn last_chunk(trailers: Option<&HeaderMap>, out: &mut BytesMut) {
+        out.put_slice(b"0\r\n");
+        for (name, value) in trailers.into_iter().flatten() {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+    }
 
     fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
         fields
@@ -154,18 +153,6 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"GET / HTTP/1.1\r\n\r\n");
-        let mut out = BytesMut::new();
-        write(
-            &Method::PUT,
-            "/",
-            &HeaderMap::new(),
-            RequestFraming::Chunked,
-            &mut out,
-        );
-        assert_eq!(
-            &out[..],
-            b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
     }
 
     #[test]

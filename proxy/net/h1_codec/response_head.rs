@@ -7,6 +7,9 @@ use http::{HeaderMap, StatusCode, Version};
 
 use super::{MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS};
 
+/// Header fields popgate may add to an answer before passing it on.
+const ADDED_FIELDS: usize = 4;
+
 /// A parsed response head.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
@@ -77,7 +80,8 @@ pub(crate) fn take(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadError
         spans.push((name, start, start + field.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the fields popgate adds to the answer (request id, ...) without a rehash.
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     for (name, start, end) in spans {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| HeadError::BadValue { name: name.clone() })?;
