@@ -128,22 +128,28 @@ struct RawUpstream {
     _task: tokio::task::JoinHandle<()>,
 }
 
+/// A loopback listener and the TLS acceptor of a hand-written HTTP/1.1 upstream for `HOST`
+/// (ALPN `http/1.1` only, no client certificate asked).
+async fn tls_listener(pki: &TestPki) -> (TcpListener, TlsAcceptor) {
+    let (chain, key) = pki.server_cert(&[HOST]);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener, TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Bytes of a request head the raw upstream reads at most.
 const MAX_HEAD: usize = 16 * 1024;
 
 impl RawUpstream {
     async fn start(pki: &TestPki, after: AfterFirst) -> Self {
-        let (chain, key) = pki.server_cert(&[HOST]);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor) = tls_listener(pki).await;
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(AtomicUsize::new(0));
@@ -291,17 +297,7 @@ const DUPLEX_ANSWER_CAP: u64 = 64 * 1024 * 1024;
 /// streaming service's are), and ends the answer once the request body has ended. Returns its
 /// address and the request body bytes read so far.
 async fn full_duplex_upstream(pki: &TestPki) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let (chain, key) = pki.server_cert(&[HOST]);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, acceptor) = tls_listener(pki).await;
     let addr = listener.local_addr().unwrap();
     let read = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&read);
@@ -426,17 +422,7 @@ struct ScriptedUpstream {
 
 impl ScriptedUpstream {
     async fn start(pki: &TestPki, answers: Vec<(&'static [u8], bool)>) -> Self {
-        let (chain, key) = pki.server_cert(&[HOST]);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor) = tls_listener(pki).await;
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let served = Arc::new(AtomicUsize::new(0));
