@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
@@ -21,7 +21,7 @@ use crate::net::h1_codec::chunked::{ChunkedDecoder, Decoded};
 use crate::net::h1_codec::framing::{self, BodyFraming, Interim};
 use crate::net::h1_codec::request_head::{self, RequestFraming};
 use crate::net::h1_codec::response_head;
-use crate::net::upstream_body::{BoxError, UpstreamBody};
+use crate::net::upstream_body::{BoxError, UpstreamBody, declares_empty_length};
 
 /// Bytes a read asks for at least.
 const READ_RESERVE: usize = 16 * 1024;
@@ -90,13 +90,10 @@ pub(crate) async fn exchange(
 ) -> Result<Response<OwnBody>, (OwnError, Option<Request<UpstreamBody>>)> {
     let method = request.method().clone();
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let framing = if matches!(
-        method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    ) {
-        RequestFraming::None
-    } else {
+    let framing = if declares_empty_length(&method, request.headers()) {
         RequestFraming::Length(0)
+    } else {
+        RequestFraming::None
     };
     let mut head = BytesMut::new();
     request_head::write(&method, target, request.headers(), framing, &mut head);

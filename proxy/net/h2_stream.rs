@@ -26,13 +26,13 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body::Body as _;
 
 use super::connect::UpstreamConn;
 use super::h2_request_pipe::{PipeError, RequestPipe};
 use super::response_body::H2ResponseBody;
-use super::upstream_body::UpstreamBody;
+use super::upstream_body::{UpstreamBody, declares_empty_length};
 use super::upstream_error::UpstreamError;
 
 /// The largest response head (HPACK-decoded) an upstream may send: hyper's client default, as
@@ -127,7 +127,7 @@ impl H2Conn {
         // others: `MalformedHeaders`, never sent).
         head.headers_mut().remove(header::TRANSFER_ENCODING);
         if let Some(len) = body.size_hint().exact()
-            && (len != 0 || has_payload_semantics(head.method()))
+            && (len != 0 || declares_empty_length(head.method(), head.headers()))
             && !head.headers().contains_key(header::CONTENT_LENGTH)
         {
             head.headers_mut()
@@ -189,13 +189,4 @@ impl Future for H2Exchange {
         let body = H2ResponseBody::new(recv, &parts.headers);
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
-}
-
-/// Whether a request of `method` gets `content-length: 0` for an empty body (RFC 9110 §8.6:
-/// methods that define no meaning for a body go without one).
-fn has_payload_semantics(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
-    )
 }

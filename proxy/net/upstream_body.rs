@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use http_body_util::Limited;
@@ -60,6 +61,24 @@ pub enum UpstreamBody {
 
 /// The error a body sent upstream ends with: the caller's read error, or `LengthLimitError`.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether an empty request body goes upstream declared as `content-length: 0`, over either
+/// protocol: when the caller declared it so, or when the method anticipates content (RFC 9110
+/// §8.6: a user agent sends no length for a request without content whose method defines no
+/// meaning for one: `GET`, `HEAD`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`). Everything else,
+/// extension methods included, gets the length, so the upstream never waits for a body.
+pub(crate) fn declares_empty_length(method: &Method, headers: &HeaderMap) -> bool {
+    headers.contains_key(CONTENT_LENGTH)
+        || !matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::DELETE
+                | Method::CONNECT
+                | Method::OPTIONS
+                | Method::TRACE
+        )
+}
 
 impl UpstreamBody {
     /// A copy of a buffered body for a replay (the chunks are shared); `None` for streams.

@@ -7,6 +7,7 @@ mod kit;
 mod e2e_load;
 mod e2e_matrix;
 mod e2e_mi_sources;
+mod empty_body_length;
 mod faults_imds;
 mod faults_token_endpoint;
 mod faults_upstream;

@@ -8,8 +8,7 @@ use http::{HeaderMap, Method};
 /// How the request body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RequestFraming {
-    /// No body, and no framing field (a `GET`, `HEAD`, `DELETE`, `OPTIONS` or `CONNECT`
-    /// without one).
+    /// No body, and no framing field (`upstream_body::declares_empty_length` says when).
     None,
     /// Exactly this many bytes (`content-length`), also 0 for a bodiless `POST` or `PUT`.
     Length(u64),
