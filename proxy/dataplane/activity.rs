@@ -94,7 +94,8 @@ pub(crate) struct Activity {
     /// When the current phase began (ms since [`EPOCH`]).
     phase_since: AtomicU64,
     in_flight: AtomicUsize,
-    /// When the last request ended, or the connection was established (ms since [`EPOCH`]).
+    /// When the last request ended, the connection was established, or a parked connection went
+    /// back to hyper (ms since [`EPOCH`]).
     idle_since: AtomicU64,
     evicted: AtomicBool,
     /// The listener's graceful drain started ([`Activity::drain`]).
@@ -166,6 +167,13 @@ impl Activity {
     /// The connection left hyper (`true`) or went back to it (`false`). Going back asks the
     /// watchdog to look again at its task's next poll.
     pub(crate) fn set_parked(&self, parked: bool) {
+        if !parked {
+            // The caller's bytes woke it: the idle clock restarts here. The watchdog may look
+            // again before this burst's first request is in flight (a head arriving in several
+            // reads); with the clock of the spell before the parked one, already past the
+            // grace, it slept until the keep-alive deadline and the connection stayed in hyper.
+            self.idle_since.store(now_ms(), Ordering::Relaxed);
+        }
         let state = if parked { PARKED } else { IN_HYPER };
         self.parking.store(state, Ordering::Relaxed);
         if !parked {
