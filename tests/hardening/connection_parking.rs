@@ -123,43 +123,6 @@ async fn an_idle_caller_is_parked_and_served_again_on_the_same_connection() {
     assert_eq!(rig.upstream.requests(), 3);
 }
 
-/// A parked caller whose next head trickles in (its first bytes unpark the connection, the
-/// rest comes later) is parked again after that request. Before, the watchdog, asked to look
-/// again when the connection went back to hyper, looked before the request was in flight, took
-/// the idle clock of the spell before the parked one as already past the grace, and slept until
-/// the keep-alive deadline (30 s): the connection stayed in hyper, with its buffers, and one in
-/// a few dozen TLS callers whose head arrived in two reads was never parked.
-#[tokio::test]
-async fn a_caller_whose_next_head_trickles_in_after_a_parked_spell_is_parked_again() {
-    let rig = default_rig().await;
-    let mut caller = Caller::connect(&rig).await;
-    let before = parked();
-    caller.send(get("/download/10").as_bytes()).await;
-    assert_eq!(caller.answer().await.body.len(), 10);
-    assert!(
-        parked_reaches(before + 1.0).await,
-        "not parked after the first request"
-    );
-    let next = get("/download/20");
-    let (first, rest) = next.split_at(5);
-    let (second, rest) = rest.split_at(5);
-    // Three reads: the first unparks, the second wakes the connection again before its
-    // request is in flight (whatever order its task polls the watchdog in), the third ends it.
-    for part in [first, second] {
-        caller.send(part.as_bytes()).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    caller.send(rest.as_bytes()).await;
-    assert_eq!(caller.answer().await.body.len(), 20);
-    assert!(
-        parked_reaches(before + 2.0).await,
-        "a caller whose head trickled in was not parked again"
-    );
-    caller.send(get("/download/30").as_bytes()).await;
-    assert_eq!(caller.answer().await.body.len(), 30);
-    assert_eq!(rig.upstream.requests(), 3);
-}
-
 #[tokio::test]
 async fn pipelined_requests_and_a_partial_head_across_the_grace_are_all_answered_in_order() {
     let rig = default_rig().await;
