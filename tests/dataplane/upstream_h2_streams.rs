@@ -1,7 +1,8 @@
 //! popgate's own h2 client against an upstream that ends its connection or answers early: a
 //! request that finds the connection closing (the upstream sent `GOAWAY`) goes out on a fresh
-//! one, an answer sent before the request body was read reaches the caller whole, and one the
-//! upstream cut off with a `NO_ERROR` reset reaches it as cut off, not as whole. (A request body
+//! one, an answer sent before the request body was read reaches the caller whole (also when the
+//! upstream then closes the connection), and one the upstream cut off with a `NO_ERROR` reset
+//! reaches it as cut off, not as whole. (A request body
 //! cut off at a route's limit on an h2 upstream: `tests/hardening/hardening_proxy_open.rs`.)
 
 use std::sync::Arc;
@@ -21,12 +22,15 @@ use crate::kit::raw::{GRAPH, graph_proxy};
 /// starts a graceful shutdown of that connection (`GOAWAY`; the held stream goes on, so the
 /// connection stays open), answers `/early` in full without reading its body and then resets
 /// the stream with `NO_ERROR`, sends `/cut` part of an answer and then resets it with
-/// `NO_ERROR`, and answers any other request with its connection's number.
+/// `NO_ERROR`, answers `/complete-then-close` in full without reading its body and then closes
+/// the connection, and answers any other request with its connection's number.
 struct ClosingUpstream {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
     /// Set once popgate has read the `GOAWAY` (it answered a `PING` sent after it).
     goaway_read: watch::Receiver<bool>,
+    /// Set once a connection was closed after its `/complete-then-close` answer.
+    closed: watch::Receiver<bool>,
 }
 
 impl ClosingUpstream {
@@ -46,6 +50,7 @@ impl ClosingUpstream {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let (read_tx, goaway_read) = watch::channel(false);
+        let (closed_tx, closed) = watch::channel(false);
         let counted = Arc::clone(&connections);
         tokio::spawn(async move {
             // Bounded: the test makes two connections.
@@ -56,6 +61,7 @@ impl ClosingUpstream {
                 let n = counted.fetch_add(1, Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let read_tx = read_tx.clone();
+                let closed_tx = closed_tx.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -65,7 +71,24 @@ impl ClosingUpstream {
                     };
                     let mut pings = conn.ping_pong();
                     let mut held = Vec::new();
-                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    // Streams kept until the connection is gone: dropping them earlier would
+                    // have h2 reset them (the request body unread), and a reset is not the case.
+                    let mut kept = Vec::new();
+                    let close = Arc::new(tokio::sync::Notify::new());
+                    loop {
+                        let accepted = tokio::select! {
+                            accepted = conn.accept() => accepted,
+                            () = close.notified() => {
+                                // Dropping the connection closes it: no GOAWAY, no TLS
+                                // close_notify, as an upstream that crashes or is killed.
+                                drop(conn);
+                                closed_tx.send_replace(true);
+                                return;
+                            }
+                        };
+                        let Some(Ok((request, mut respond))) = accepted else {
+                            break;
+                        };
                         if request.uri().path() == "/hold" {
                             held.push(respond);
                             conn.graceful_shutdown();
@@ -85,6 +108,29 @@ impl ClosingUpstream {
                         else {
                             continue;
                         };
+                        if request.uri().path() == "/complete-then-close" {
+                            // The whole answer, its last frame with END_STREAM, the request
+                            // body unread (so popgate's side of the stream stays open), then the
+                            // connection closed once popgate has it all: it fits popgate's
+                            // stream window, so every frame goes out at once; two PING round
+                            // trips and a pause make sure of it.
+                            let _ = body.send_data(Bytes::from(vec![b'a'; FIRST]), false);
+                            let _ = body.send_data(Bytes::from(vec![b'b'; LAST]), true);
+                            if let Some(mut pings) = pings.take() {
+                                let close = Arc::clone(&close);
+                                tokio::spawn(async move {
+                                    for _ in 0..2 {
+                                        if pings.ping(h2::Ping::opaque()).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    tokio::time::sleep(TAIL_SENT).await;
+                                    close.notify_one();
+                                });
+                            }
+                            kept.push((request, respond, body));
+                            continue;
+                        }
                         if request.uri().path() == "/cut" {
                             // Part of an answer, no END_STREAM, then a reset with NO_ERROR once
                             // popgate has the part (it answered a PING sent after it).
@@ -122,8 +168,79 @@ impl ClosingUpstream {
             addr,
             connections,
             goaway_read,
+            closed,
         }
     }
+}
+
+/// The `/complete-then-close` answer: its first part, then its last (with END_STREAM); 128 KiB
+/// in all. More than popgate's caller side takes in while the caller reads nothing (hyper's
+/// HTTP/2 server took two 16 KiB frames here), less than popgate's upstream stream window
+/// (256 KiB): the answer's end waits in popgate's stream when the connection closes.
+const FIRST: usize = 120 * 1024;
+const LAST: usize = 8 * 1024;
+/// How long the upstream waits, after the PINGs, before it closes: margin for the answer's
+/// frames, already written, to be read.
+const TAIL_SENT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// An upstream that answers in full (END_STREAM received) while popgate is still sending the
+/// request body, then closes the connection without a `GOAWAY` (it crashed, or was killed): the
+/// answer is complete, so the caller gets all of it and its end, not an error. The caller, on
+/// HTTP/2 with a 1 KiB window it does not open until the upstream has closed, keeps most of the
+/// answer, and its END_STREAM, in popgate's upstream stream across the close. Before popgate's
+/// h2 fork kept a received END_STREAM through a connection error (vendor/h2/FORK.md), the
+/// close replaced it: the caller got 122,880 of the 131,072 bytes and a reset.
+#[tokio::test]
+async fn a_complete_answer_survives_the_upstream_closing_the_connection_during_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("close-ca");
+    let mut upstream = ClosingUpstream::start(&pki).await;
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        "close",
+        |_| {},
+        ProxySettings::default(),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = bounded(client.ready()).await.unwrap();
+    let request = http::Request::post(format!("http://{GRAPH}/complete-then-close"))
+        .body(())
+        .unwrap();
+    let (answer, mut upload) = client.send_request(request, false).unwrap();
+    // The upload starts and never ends: popgate's stream to the upstream stays open its way.
+    upload
+        .send_data(Bytes::from_static(b"upload"), false)
+        .unwrap();
+    let answer = bounded(answer).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    bounded(upstream.closed.wait_for(|closed| *closed))
+        .await
+        .unwrap();
+    let mut body = answer.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = bounded(body.data()).await {
+        let chunk = chunk.unwrap_or_else(|e| {
+            panic!(
+                "the complete answer failed after {} of {} bytes: {e}",
+                got.len(),
+                FIRST + LAST
+            )
+        });
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), FIRST + LAST);
+    assert!(got[..FIRST].iter().all(|b| *b == b'a') && got[FIRST..].iter().all(|b| *b == b'b'));
+    drop(upload);
 }
 
 /// A request that finds the lane's h2 connection closing (its upstream sent `GOAWAY` while a

@@ -301,7 +301,9 @@ impl State {
             Closed(..) => {}
             _ => {
                 tracing::trace!("handle_error; err={:?}", err);
-                self.inner = Closed(Cause::Error(err.clone()));
+                // popgate fork (FORK.md): a received END_STREAM survives the connection's
+                // error, as `recv_reset` keeps it through a stream reset.
+                self.inner = Closed(self.after_recv_end(err.clone()));
             }
         }
     }
@@ -311,14 +313,27 @@ impl State {
             Closed(..) => {}
             ref state => {
                 tracing::trace!("recv_eof; state={:?}", state);
-                self.inner = Closed(Cause::Error(
-                    io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "stream closed because of a broken pipe",
-                    )
-                    .into(),
-                ));
+                // popgate fork (FORK.md): as in `handle_error`.
+                self.inner = Closed(
+                    self.after_recv_end(
+                        io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "stream closed because of a broken pipe",
+                        )
+                        .into(),
+                    ),
+                );
             }
+        }
+    }
+
+    /// popgate fork (FORK.md): the cause a connection-level `error` closes the stream with,
+    /// keeping a received END_STREAM (the receive half complete, the send half failed).
+    fn after_recv_end(&self, error: Error) -> Cause {
+        if self.is_recv_end_stream() {
+            Cause::ErrorAfterEndStream(error)
+        } else {
+            Cause::Error(error)
         }
     }
 
