@@ -148,11 +148,11 @@ fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkError> {
     if digits == 0 {
         return Err(ChunkError::SizeLine);
     }
-    let mut size = 0u64;
-    for &b in &buf[..digits] {
-        // At most 16 hex digits: no overflow.
-        size = (size << 4) | u64::from(hex(b));
-    }
+    // ASCII hex digits, at most 16: valid UTF-8 and no overflow, so neither error can happen.
+    let size = std::str::from_utf8(&buf[..digits])
+        .ok()
+        .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        .ok_or(ChunkError::SizeLine)?;
     // Then optional whitespace and `;extensions`, up to the CRLF.
     let rest = &buf[digits..];
     if !matches!(rest[0], b' ' | b'\t' | b';' | b'\r') {
@@ -178,14 +178,6 @@ fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ChunkError> {
         }
     }
     Ok(None)
-}
-
-fn hex(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
 }
 
 /// The trailer section and its final CRLF at the front of `buf`, taken off it; `None` while it

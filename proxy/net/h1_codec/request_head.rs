@@ -1,6 +1,8 @@
 //! The request head as written on the upstream connection: request line, the prepared header
 //! fields, and the field that frames the body.
 
+use std::fmt::Write as _;
+
 use bytes::{BufMut, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
@@ -42,9 +44,8 @@ pub(crate) fn write(
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
-            out.put_slice(b"content-length: ");
-            out.put_slice(itoa(n, &mut [0; 20]));
-            out.put_slice(b"\r\n");
+            // `BytesMut` grows as it is written to: its `fmt::Write` cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
         }
     }
     out.put_slice(b"\r\n");
@@ -57,20 +58,6 @@ fn head_len(method: &Method, target: &str, headers: &HeaderMap) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     method.as_str().len() + target.len() + 13 + fields + 32
-}
-
-/// `n` in decimal, in `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        // A digit: `n % 10` is below 10.
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -157,7 +144,18 @@ mod tests {
     #[test]
     fn lengths_are_written_in_decimal() {
         for n in [0, 7, 10, 12_345, u64::MAX] {
-            assert_eq!(itoa(n, &mut [0; 20]), n.to_string().as_bytes());
+            let mut out = BytesMut::new();
+            write(
+                &Method::PUT,
+                "/",
+                &HeaderMap::new(),
+                RequestFraming::Length(n),
+                &mut out,
+            );
+            assert_eq!(
+                &out[..],
+                format!("PUT / HTTP/1.1\r\ncontent-length: {n}\r\n\r\n").as_bytes()
+            );
         }
     }
 
