@@ -167,20 +167,19 @@ impl Activity {
     /// The connection left hyper (`true`) or went back to it (`false`). Going back asks the
     /// watchdog to look again at its task's next poll.
     pub(crate) fn set_parked(&self, parked: bool) {
-        if !parked {
-            // The caller's bytes woke it: the idle clock restarts here. The watchdog may look
-            // again before this burst's first request is in flight (a head arriving in several
-            // reads); with the clock of the spell before the parked one, already past the
-            // grace, it slept until the keep-alive deadline and the connection stayed in hyper.
-            self.idle_since.store(now_ms(), Ordering::Relaxed);
+        if parked {
+            self.parking.store(PARKED, Ordering::Relaxed);
+            return;
         }
-        let state = if parked { PARKED } else { IN_HYPER };
-        self.parking.store(state, Ordering::Relaxed);
-        if !parked {
-            // The watchdog sleeps until the parked connection's keep-alive deadline: it must
-            // wake one grace after this burst's last request instead.
-            self.rearm.store(true, Ordering::Relaxed);
-        }
+        // The caller's bytes woke it: the idle clock restarts here. The watchdog may look again
+        // before this burst's first request is in flight (a head arriving in several reads);
+        // with the clock of the spell before the parked one, already past the grace, it slept
+        // until the keep-alive deadline and the connection stayed in hyper.
+        self.idle_since.store(now_ms(), Ordering::Relaxed);
+        self.parking.store(IN_HYPER, Ordering::Relaxed);
+        // The watchdog sleeps until the parked connection's keep-alive deadline: it must wake
+        // one grace after this burst's last request instead.
+        self.rearm.store(true, Ordering::Relaxed);
     }
 
     /// Responses answered so far (the count at a flush tells whether it came after the last).
