@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use popgate::dataplane::ProxySettings;
 
-use crate::kit::dataplane::{TestBody, TestPki, absolute_get, bounded, h1_send, text};
+use crate::kit::dataplane::{TestBody, TestPki, TestProxy, absolute_get, bounded, h1_send, text};
 use crate::kit::raw::{GRAPH, graph_proxy};
 
 /// An h2 upstream (no client certificate asked) that holds a request for `/hold` unanswered and
@@ -173,6 +173,24 @@ impl ClosingUpstream {
     }
 }
 
+/// popgate with one route to a fresh [`ClosingUpstream`]; `name` marks its CA and token. The
+/// temp dir holds popgate's files for as long as the test keeps it.
+async fn closing_rig(name: &str) -> (tempfile::TempDir, ClosingUpstream, TestProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&format!("{name}-ca"));
+    let upstream = ClosingUpstream::start(&pki).await;
+    let proxy = graph_proxy(
+        &pki,
+        dir.path(),
+        upstream.addr,
+        name,
+        |_| {},
+        ProxySettings::default(),
+    )
+    .await;
+    (dir, upstream, proxy)
+}
+
 /// The `/complete-then-close` answer: its first part, then its last (with END_STREAM); 128 KiB
 /// in all. More than popgate's caller side takes in while the caller reads nothing (hyper's
 /// HTTP/2 server took two 16 KiB frames here), less than popgate's upstream stream window
@@ -192,18 +210,7 @@ const TAIL_SENT: std::time::Duration = std::time::Duration::from_millis(300);
 /// close replaced it: the caller got 122,880 of the 131,072 bytes and a reset.
 #[tokio::test]
 async fn a_complete_answer_survives_the_upstream_closing_the_connection_during_the_upload() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("close-ca");
-    let mut upstream = ClosingUpstream::start(&pki).await;
-    let proxy = graph_proxy(
-        &pki,
-        dir.path(),
-        upstream.addr,
-        "close",
-        |_| {},
-        ProxySettings::default(),
-    )
-    .await;
+    let (_dir, mut upstream, proxy) = closing_rig("close").await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (client, conn) = h2::client::Builder::new()
         .initial_window_size(1024)
@@ -248,18 +255,7 @@ async fn a_complete_answer_survives_the_upstream_closing_the_connection_during_t
 /// sent, so it goes out on a new connection.
 #[tokio::test]
 async fn a_request_on_a_connection_the_upstream_is_closing_goes_out_on_a_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("goaway-ca");
-    let mut upstream = ClosingUpstream::start(&pki).await;
-    let proxy = graph_proxy(
-        &pki,
-        dir.path(),
-        upstream.addr,
-        "goaway",
-        |_| {},
-        ProxySettings::default(),
-    )
-    .await;
+    let (_dir, mut upstream, proxy) = closing_rig("goaway").await;
     // The host is known to speak h2 from here on.
     let first = h1_send(proxy.addr, absolute_get(GRAPH, "/first")).await;
     assert_eq!(first.status(), 200);
@@ -285,18 +281,7 @@ async fn a_request_on_a_connection_the_upstream_is_closing_goes_out_on_a_new_one
 /// (popgate keeps sending it after the response head), gets the whole answer, not a `502`.
 #[tokio::test]
 async fn an_answer_sent_before_the_body_was_read_reaches_the_caller_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("early-ca");
-    let upstream = ClosingUpstream::start(&pki).await;
-    let proxy = graph_proxy(
-        &pki,
-        dir.path(),
-        upstream.addr,
-        "early",
-        |_| {},
-        ProxySettings::default(),
-    )
-    .await;
+    let (_dir, _upstream, proxy) = closing_rig("early").await;
     // Larger than popgate reads ahead, so it streams: still being sent when the answer comes.
     let body = TestBody::Repeat {
         remaining: 4 * 1024 * 1024,
@@ -318,18 +303,7 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_caller_whole() {
 /// ended by a last chunk as if it were whole.
 #[tokio::test]
 async fn an_answer_cut_off_by_a_no_error_reset_reaches_the_caller_as_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("cut-ca");
-    let upstream = ClosingUpstream::start(&pki).await;
-    let proxy = graph_proxy(
-        &pki,
-        dir.path(),
-        upstream.addr,
-        "cut",
-        |_| {},
-        ProxySettings::default(),
-    )
-    .await;
+    let (_dir, _upstream, proxy) = closing_rig("cut").await;
     let answer = bounded(h1_send(proxy.addr, absolute_get(GRAPH, "/cut"))).await;
     assert_eq!(answer.status(), 200);
     assert!(
