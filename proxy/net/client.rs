@@ -44,6 +44,7 @@ use crate::net::connect::{ConnectSettings, ResolveMap, UpstreamConnector};
 use crate::net::h2_lane::H2Lane;
 use crate::net::h2_stream::H2Windows;
 use crate::net::http1_pool::{Exchanged, Http1Lane};
+use crate::net::kept_head::{Keeper, KeptHead};
 use crate::net::pool_gate::{Admission, PoolBusy, PoolGate, line_shares};
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
@@ -67,11 +68,11 @@ const H2_STREAMS_COVERED: u32 = 256;
 const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_STREAMS_COVERED;
 
 /// Which of a lane's paths a request takes.
-enum Via<H, F> {
+enum Via<H, F, K> {
     /// The lane's HTTP/1.1 pool (its exchange, boxed).
     Http1(H),
-    /// The lane's h2 connections (the stream is open).
-    H2(F),
+    /// The lane's h2 connections (the stream is open), and where the head is kept.
+    H2(F, K),
 }
 
 /// Hands each thread that sends upstream requests a lane number, in order of first use (unless
@@ -271,7 +272,7 @@ impl UpstreamClient {
 
     /// Sends one admitted request (absolute `https://` URI) through the lane it was admitted on:
     /// its HTTP/1.1 pool while the request holds an HTTP/1.1 slot, else its h2 connections (see
-    /// the module docs).
+    /// the module docs). `keep_head`: where the request's head is kept for a replay, if it is.
     // Not an `async fn`: an h2 request's stream is opened here, so the future holds neither
     // the request nor room for the HTTP/1.1 exchange (boxed: about 1.4 KB, which every
     // request's future would otherwise carry and copy; benches/MICRO.md, issue 13).
@@ -279,25 +280,33 @@ impl UpstreamClient {
         &'a self,
         admission: &Admission,
         request: http::Request<UpstreamBody>,
+        keep_head: Option<&'a mut Option<KeptHead>>,
     ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
         let lane = self.lane(admission.lane());
+        let mut keeper = Keeper::new(keep_head);
         let via = if admission.multiplexed() {
-            Via::H2(lane.h2.send(request))
+            keeper.before_consuming(&request, None);
+            Via::H2(lane.h2.send(request), keeper)
         } else {
             let first_contact = !admission.http1_known();
-            Via::Http1(Box::pin(lane.http1.send(&lane.h2, request, first_contact)))
+            Via::Http1(Box::pin(lane.http1.send(
+                &lane.h2,
+                request,
+                first_contact,
+                keeper,
+            )))
         };
         async move {
-            let sent = match via {
+            let (sent, keeper) = match via {
                 Via::Http1(exchange) => return exchange.await,
-                Via::H2(sent) => sent.await?,
+                Via::H2(sent, keeper) => (sent.await?, keeper),
             };
             match Exchanged::from_h2(sent) {
                 Ok(exchanged) => Ok(exchanged),
                 // The upstream stopped offering h2: the HTTP/1.1 pool sends it (and keeps the
                 // fresh connection, if the h2 lane's dial made one).
                 Err(downgraded) => {
-                    Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded)).await
+                    Box::pin(lane.http1.send_downgraded(&lane.h2, *downgraded, keeper)).await
                 }
             }
         }

@@ -81,33 +81,34 @@ pub(crate) enum OwnError {
     BodyCut,
 }
 
-/// Sends bodiless `request` on `conn` and reads the response head. `Err((error, Some(request)))`
-/// when the request was certainly not written (the first write failed).
+/// Sends bodiless `request` on `conn` and reads the response head. The request is only borrowed
+/// (the caller keeps it, e.g. for a replay without a copy: [`super::kept_head`]), which also
+/// keeps it out of this future. `Err((error, true))` when the request was certainly not written
+/// (the first write failed).
 pub(crate) async fn exchange(
     mut conn: OwnConn,
-    request: Request<UpstreamBody>,
+    request: &Request<UpstreamBody>,
     give_back: GiveBack,
-) -> Result<Response<OwnBody>, (OwnError, Option<Request<UpstreamBody>>)> {
-    let method = request.method().clone();
+) -> Result<Response<OwnBody>, (OwnError, bool)> {
+    let method = request.method();
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let framing = if declares_empty_length(&method, request.headers()) {
+    let framing = if declares_empty_length(method, request.headers()) {
         RequestFraming::Length(0)
     } else {
         RequestFraming::None
     };
     let mut head = BytesMut::new();
-    request_head::write(&method, target, request.headers(), framing, &mut head);
+    request_head::write(method, target, request.headers(), framing, &mut head);
     if let Err(error) = conn.io.write_all(&head).await {
-        return Err((error.into(), Some(request)));
+        return Err((error.into(), true));
     }
-    drop(request);
     conn.io
         .flush()
         .await
-        .map_err(|e| (OwnError::from(e), None))?;
+        .map_err(|e| (OwnError::from(e), false))?;
     let head = loop {
-        match response_head::take(&mut conn.buf).map_err(|e| (e.into(), None))? {
-            Some(head) => match framing::interim(head.status).map_err(|e| (e.into(), None))? {
+        match response_head::take(&mut conn.buf).map_err(|e| (e.into(), false))? {
+            Some(head) => match framing::interim(head.status).map_err(|e| (e.into(), false))? {
                 Interim::Skip => continue,
                 Interim::Final => break head,
             },
@@ -117,16 +118,16 @@ pub(crate) async fn exchange(
                     .io
                     .read_buf(&mut conn.buf)
                     .await
-                    .map_err(|e| (e.into(), None))?;
+                    .map_err(|e| (e.into(), false))?;
                 if n == 0 {
-                    return Err((OwnError::Closed, None));
+                    return Err((OwnError::Closed, false));
                 }
             }
         }
     };
     let (body_framing, reusable) =
-        framing::framing(&method, head.status, head.version, &head.headers)
-            .map_err(|e| (e.into(), None))?;
+        framing::framing(method, head.status, head.version, &head.headers)
+            .map_err(|e| (e.into(), false))?;
     let state = match body_framing {
         BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
         BodyFraming::Length(n) => State::Length(n),

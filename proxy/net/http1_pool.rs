@@ -50,6 +50,7 @@ use crate::locks::lock_unpoisoned;
 use crate::net::connect::{ConnectError, UpstreamConn, UpstreamConnector};
 use crate::net::h1_own::{self, GiveBack, OwnConn};
 use crate::net::h2_lane::{Downgraded, H2Lane, H2Sent};
+use crate::net::kept_head::Keeper;
 use crate::net::pool_gate::Admission;
 use crate::net::response_body::ResponseBody;
 use crate::net::upstream_body::UpstreamBody;
@@ -224,7 +225,8 @@ impl Http1Lane {
     /// connections) when the new one negotiated h2. `first_contact`: the host's protocol is not
     /// known yet (it never answered over HTTP/1.1), so of the requests that find no idle
     /// connection, one dials and the others wait for its ALPN: if it is h2 they go there
-    /// instead of each dialing a connection of its own.
+    /// instead of each dialing a connection of its own. `keeper`: where the request's head is
+    /// kept for a replay, if it is.
     // Not an `async fn`: it returns the exchange's future itself, which an `async fn` would wrap
     // in one more state machine holding a second copy of the request (each level is copied when
     // the caller awaits it).
@@ -233,8 +235,9 @@ impl Http1Lane {
         h2: &'a H2Lane,
         request: Request<UpstreamBody>,
         first_contact: bool,
+        keeper: Keeper<'a>,
     ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
-        self.exchange(h2, request, None, first_contact)
+        self.exchange(h2, request, None, first_contact, keeper)
     }
 
     /// Sends a request the h2 lane gave back (the upstream stopped offering h2): on the fresh
@@ -243,9 +246,10 @@ impl Http1Lane {
         &'a self,
         h2: &'a H2Lane,
         downgraded: Downgraded,
+        keeper: Keeper<'a>,
     ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
         let Downgraded { request, conn } = downgraded;
-        self.exchange(h2, request, conn, false)
+        self.exchange(h2, request, conn, false, keeper)
     }
 
     async fn exchange(
@@ -254,6 +258,7 @@ impl Http1Lane {
         mut request: Request<UpstreamBody>,
         mut fresh: Option<Box<UpstreamConn>>,
         first_contact: bool,
+        mut keeper: Keeper<'_>,
     ) -> Result<Exchanged, UpstreamError> {
         let authority = request.uri().authority().map_or("", |a| a.as_str());
         let (target, mut idle, probe) = self.shared.checkout(authority, first_contact);
@@ -266,6 +271,7 @@ impl Http1Lane {
             Some(Probe::Wait(probed)) if fresh.is_none() => {
                 probed.await;
                 if h2.has_live(&target.authority) {
+                    keeper.before_consuming(&request, None);
                     let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
                     match sent.await? {
                         Ok(exchanged) => return Ok(exchanged),
@@ -281,6 +287,8 @@ impl Http1Lane {
             _ => None,
         };
         let bodiless = request.body().is_end_stream();
+        // The request's absolute URI, once it is put in origin form (for a replay).
+        let mut absolute = None;
         let mut tries = 0;
         loop {
             let found = match idle.take() {
@@ -305,6 +313,7 @@ impl Http1Lane {
                         Box::pin(h2.adopt(&target.authority, *conn)).await?;
                         // h2: whoever waited on this probe finds the connection now.
                         drop(probe.take());
+                        keeper.before_consuming(&request, absolute.as_ref());
                         let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
                         let downgraded = match sent.await? {
                             Ok(exchanged) => return Ok(exchanged),
@@ -324,7 +333,9 @@ impl Http1Lane {
                     Err(error) => return Err(error),
                 },
             };
-            origin_form(&mut request, &target);
+            if let Some(uri) = origin_form(&mut request, &target) {
+                absolute = Some(uri);
+            }
             let mut sender = match conn {
                 IdleConn::Own(own) if bodiless => {
                     let lane = Arc::clone(&self.shared);
@@ -333,16 +344,16 @@ impl Http1Lane {
                         Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
                     // Boxed: the exchange holds the connection and the request; inline it would
                     // make every request's future (h2's too) that much larger to move.
-                    match Box::pin(h1_own::exchange(own, request, give_back)).await {
+                    match Box::pin(h1_own::exchange(own, &request, give_back)).await {
                         Ok(response) => {
+                            keeper.returned(request, absolute);
                             return Ok(Exchanged {
                                 response: response.map(ResponseBody::Own),
                                 lease: None,
                             });
                         }
-                        Err((error, Some(unsent))) if reused => {
+                        Err((error, true)) if reused => {
                             tracing::debug!(%error, "idle upstream connection closed; next one");
-                            request = unsent;
                             tries += 1;
                             continue;
                         }
@@ -358,6 +369,7 @@ impl Http1Lane {
                 }
                 IdleConn::Hyper(sender) => sender,
             };
+            keeper.before_consuming(&request, absolute.as_ref());
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     return Ok(Exchanged {
@@ -631,8 +643,10 @@ impl Lease {
 }
 
 /// The request target in origin form (`/path?query`), and `Host` unless the request has one:
-/// what hyper-util's client writes on an HTTP/1.1 connection.
-fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) {
+/// what hyper-util's client writes on an HTTP/1.1 connection. Returns the absolute URI it
+/// replaced, if the request had one.
+fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) -> Option<Uri> {
+    let mut absolute = None;
     if request.uri().authority().is_some() {
         let path = request
             .uri()
@@ -643,7 +657,7 @@ fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) {
         parts.path_and_query = Some(path);
         // Only a path: cannot fail; kept as it was if it did.
         if let Ok(uri) = Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
+            absolute = Some(std::mem::replace(request.uri_mut(), uri));
         }
     }
     if let Some(host) = &target.host {
@@ -652,6 +666,7 @@ fn origin_form(request: &mut Request<UpstreamBody>, target: &Target) {
             .entry(HOST)
             .or_insert_with(|| host.clone());
     }
+    absolute
 }
 
 /// Back to the absolute `scheme://authority/path` form an h2 request needs (after an
@@ -732,7 +747,9 @@ mod tests {
             let (lane, h2) = (lane.clone(), h2.clone());
             tokio::spawn(async move {
                 let request = request("https://up.test/x");
-                lane.send(&h2, request, true).await.map(|_| ())
+                lane.send(&h2, request, true, Keeper::new(None))
+                    .await
+                    .map(|_| ())
             })
         };
         let first = send();
@@ -754,8 +771,13 @@ mod tests {
             host: host_header("svc.example:8443"),
         };
         let mut r = request("https://svc.example:8443/a/b?c=d");
-        origin_form(&mut r, &target);
+        let replaced = origin_form(&mut r, &target);
         assert_eq!(r.uri(), "/a/b?c=d");
+        assert_eq!(replaced.unwrap(), "https://svc.example:8443/a/b?c=d");
+        assert!(
+            origin_form(&mut r, &target).is_none(),
+            "already in origin form"
+        );
         assert_eq!(r.headers()[HOST], "svc.example:8443");
         absolute_form(&mut r, &Scheme::HTTPS, &target.authority);
         assert_eq!(r.uri(), "https://svc.example:8443/a/b?c=d");

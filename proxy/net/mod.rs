@@ -12,6 +12,7 @@ pub(crate) mod h2_request_pipe;
 pub(crate) mod h2_stream;
 pub(crate) mod host_semaphores;
 pub mod http1_pool;
+pub mod kept_head;
 pub(crate) mod pool_gate;
 pub(crate) mod proxy_tunnel;
 pub(crate) mod read_ahead_budget;

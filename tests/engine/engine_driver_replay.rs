@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use popgate::app::App;
 use popgate::route::status::RouteStatus;
-use popgate_authority::SigningKeys;
+use popgate_authority::{AuthorityConfig, SigningKeys};
 
 const STATE_BOUND: Duration = Duration::from_secs(60);
 
@@ -55,6 +55,22 @@ impl Body for Chunks {
     }
 }
 
+/// The local authority, its resource offering `h2` and `http/1.1` by ALPN, or `http/1.1` only:
+/// popgate's HTTP/1.1 client hands a bodiless request's head back for the replay, where h2 and
+/// a request with a body keep a copy.
+async fn env_for(http1_only: bool) -> Env {
+    Env::start_with(AuthorityConfig {
+        resource_http1_only: http1_only,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The `http_version` the resource's echo names for each kind of resource.
+fn version_seen(http1_only: bool) -> &'static str {
+    if http1_only { "HTTP/1.1" } else { "HTTP/2.0" }
+}
+
 /// Popgate, after its initial round, serving a token signed by keys the authority does not
 /// know, so the resource refuses it.
 async fn serving_a_refused_token(env: &Env) -> App {
@@ -81,12 +97,30 @@ async fn refused_then_good(env: &Env) -> App {
     app
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_get_is_replayed_once_with_a_new_token() {
-    let env = Env::start().await;
+/// The replayed request as the resource echoed it: the caller's target and the fields popgate
+/// adds, each once (a replay rebuilt from the head as sent must not carry the first attempt's
+/// `Host` or `Via` twice).
+fn check_replayed_head(answer: &Answer, path: &str, query: Option<&str>, http1_only: bool) {
+    let echo = answer.json();
+    assert_eq!(echo["path"], path, "{echo}");
+    assert_eq!(echo["query"].as_str(), query, "{echo}");
+    assert_eq!(echo["http_version"], version_seen(http1_only), "{echo}");
+    let headers = &echo["headers"];
+    for once in ["host", "via", "x-request-id"] {
+        let value = headers[once].as_str().unwrap_or_default();
+        assert!(!value.contains(", "), "{once} sent more than once: {echo}");
+    }
+    if http1_only {
+        assert_eq!(headers["host"], GRAPH, "{echo}");
+    }
+}
+
+async fn a_refused_get_is_replayed_once(http1_only: bool) {
+    let env = env_for(http1_only).await;
     let app = refused_then_good(&env).await;
-    let answer = get(app.local_addrs()[0], "/v1.0/me").await;
+    let answer = get(app.local_addrs()[0], "/v1.0/me?select=id").await;
     assert_eq!(check_echo(&answer), "good");
+    check_replayed_head(&answer, "/v1.0/me", Some("select=id"), http1_only);
     // The resource saw the refused request and the replay; the caller saw only the 200.
     assert_eq!(env.resource_counts(), (2, 1));
     // The engine publishes the snapshot (which lets the replay go) before it sets the status.
@@ -101,18 +135,38 @@ async fn a_refused_get_is_replayed_once_with_a_new_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_chunked_body_is_read_ahead_and_replayed_intact() {
-    let env = Env::start().await;
+async fn a_refused_get_is_replayed_once_with_a_new_token() {
+    a_refused_get_is_replayed_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_get_is_replayed_once_with_a_new_token_over_http1() {
+    a_refused_get_is_replayed_once(true).await;
+}
+
+async fn a_small_chunked_body_is_replayed_intact(http1_only: bool) {
+    let env = env_for(http1_only).await;
     let app = refused_then_good(&env).await;
     let body = Chunks::new(4096, 8); // 32 KiB, no declared length
     let sha = body.sha256();
     let answer = send(app.local_addrs()[0], "POST", GRAPH, "/v1.0/upload", body).await;
     assert_eq!(check_echo(&answer), "good");
+    check_replayed_head(&answer, "/v1.0/upload", None, http1_only);
     let echo = answer.json();
     assert_eq!(echo["request_body_bytes"], 32 * 1024);
     assert_eq!(echo["request_body_sha256"], sha.as_str());
     assert_eq!(env.resource_counts(), (2, 1));
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_chunked_body_is_read_ahead_and_replayed_intact() {
+    a_small_chunked_body_is_replayed_intact(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_chunked_body_is_read_ahead_and_replayed_intact_over_http1() {
+    a_small_chunked_body_is_replayed_intact(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

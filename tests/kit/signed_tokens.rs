@@ -20,7 +20,7 @@ use popgate::net::connect::ResolveMap;
 use popgate::net::upstream_tls::ExtraRoots;
 use popgate::route::slot::{RouteInfo, RouteSlot};
 use popgate::route::table::{RouteSpec, RouteTable};
-use popgate_authority::{Authority, SigningKeys};
+use popgate_authority::{Authority, AuthorityConfig, SigningKeys};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -43,7 +43,12 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
-        let authority = Authority::start(Default::default()).await.unwrap();
+        Self::start_with(Default::default()).await
+    }
+
+    /// [`Env::start`] with the authority started from `config` (e.g. an HTTP/1.1-only resource).
+    pub async fn start_with(config: AuthorityConfig) -> Env {
+        let authority = Authority::start(config).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), authority.ca_pem()).unwrap();
         let (cert_file, key_file, binding) = issue(&authority, dir.path(), "bound");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Uri, Version, header};
+use http::{HeaderValue, Request, Uri, Version, header};
 use hyper::body::{Body as _, Incoming};
 
 use super::Step;
@@ -21,21 +21,13 @@ use crate::route::slot::Snapshot;
 pub(super) struct Outgoing {
     /// The rewritten request.
     pub request: Request<UpstreamBody>,
-    /// What a replay needs, when the body was read whole.
-    pub replay: Option<Replay>,
+    /// A copy of the body for a replay, when it was read whole (the chunks are shared). The
+    /// head comes back from the upstream client ([`crate::net::kept_head`]).
+    pub replay: Option<UpstreamBody>,
     /// The route's body limit, which a streamed body is cut off at.
     pub max_body: Option<u64>,
     /// Set when a streamed HTTP/2 body was cut off for making no progress.
     pub stalled: Option<StallFlag>,
-}
-
-/// A request kept for one replay: the head (header values are shared, not copied) and the body
-/// chunks read ahead. Its `Debug` leaves the headers out, as [`Outgoing`]'s does.
-pub(super) struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-    body: UpstreamBody,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -44,18 +36,8 @@ impl std::fmt::Debug for Outgoing {
             .field("method", self.request.method())
             .field("uri", self.request.uri())
             .field("headers", &Redacted(self.request.headers()))
-            .field("replay", &self.replay)
+            .field("replayable", &self.replay.is_some())
             .field("max_body", &self.max_body)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Replay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replay")
-            .field("method", &self.method)
-            .field("uri", &self.uri)
-            .field("headers", &Redacted(&self.headers))
             .finish_non_exhaustive()
     }
 }
@@ -66,22 +48,6 @@ struct Redacted<'a>(&'a http::HeaderMap);
 impl std::fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl Replay {
-    /// The kept request with the fresh token's `authorization`.
-    pub(super) fn into_request(self, authorization: &HeaderValue) -> Request<UpstreamBody> {
-        let mut request = Request::new(self.body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = self.headers;
-        request.headers_mut().insert(
-            header::AUTHORIZATION,
-            headers::upstream_authorization(authorization),
-        );
-        request
     }
 }
 
@@ -139,12 +105,7 @@ pub(super) async fn outgoing(
         _ => (body, None),
     };
     // Streams larger than the replay limit keep nothing for a replay.
-    let replay = body.replayable().map(|body| Replay {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
-        body,
-    });
+    let replay = body.replayable();
     Ok(Outgoing {
         request: Request::from_parts(parts, body),
         replay,
@@ -209,33 +170,22 @@ mod tests {
     }
 
     #[test]
-    fn debug_of_a_kept_request_names_its_headers_but_never_shows_the_token() {
-        let replay = Replay {
-            method: Method::GET,
-            uri: Uri::from_static("https://graph.microsoft.com/v1.0/me"),
-            headers: http::HeaderMap::new(),
-            body: UpstreamBody::empty(),
-        };
-        let request = replay.into_request(&token());
-        assert!(!request.headers()[header::AUTHORIZATION].is_sensitive());
-        let (parts, body) = request.into_parts();
-        let replay = Replay {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-        };
-        let shown = format!("{replay:?}");
-        assert!(shown.contains("authorization"), "{shown}");
-        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    fn debug_of_an_outgoing_request_names_its_headers_but_never_shows_the_token() {
+        let mut request = Request::new(UpstreamBody::empty());
+        *request.uri_mut() = Uri::from_static("https://graph.microsoft.com/v1.0/me");
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            headers::upstream_authorization(&token()),
+        );
         let outgoing = Outgoing {
-            request: replay.into_request(&token()),
-            replay: None,
+            request,
+            replay: Some(UpstreamBody::empty()),
             max_body: None,
             stalled: None,
         };
         let shown = format!("{outgoing:?}");
         assert!(shown.contains("authorization"), "{shown}");
+        assert!(shown.contains("replayable: true"), "{shown}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
     }
 }

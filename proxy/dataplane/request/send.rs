@@ -17,12 +17,14 @@ use super::rewrite::Outgoing;
 use super::route::Route;
 use crate::config::limits::{MAX_DURATION, POOL_BUSY_RETRY_AFTER_SECS};
 use crate::dataplane::error_response::Refusal;
+use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
 use crate::dataplane::www_authenticate;
 use crate::logging::trace_context;
 use crate::metrics::request::Observed;
 use crate::net::connect::ConnectError;
 use crate::net::held_body::HeldBody;
+use crate::net::kept_head::KeptHead;
 use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::UpstreamBody;
 use crate::net::upstream_error::UpstreamError;
@@ -49,7 +51,16 @@ pub(super) async fn exchange(
         max_body,
         stalled,
     } = outgoing;
-    let response = send(route, snapshot, request, timeout, max_body, seen)
+    // The head as sent, kept for a replay when the body is (see `net::kept_head`).
+    let mut kept = None;
+    let sending = Sending {
+        route,
+        snapshot,
+        timeout,
+        max_body,
+        keep_head: replay.is_some().then_some(&mut kept),
+    };
+    let response = send(sending, request, seen)
         .await
         .map_err(|refused| stall_refusal(stalled.as_ref()).unwrap_or(refused))?;
     if !refuses_token(&response) {
@@ -62,14 +73,25 @@ pub(super) async fn exchange(
         replayable = replay.is_some(),
         "upstream refused the token (401 invalid_token)"
     );
-    let Some(replay) = replay else {
+    let (Some(body), Some(head)) = (replay, kept) else {
         return Ok(response);
     };
     let Some(fresh) = newer_snapshot(&route.slot, snapshot.generation, timeout).await else {
         return Ok(response);
     };
-    let request = replay.into_request(&fresh.authorization);
-    let response = send(route, &fresh, request, timeout, max_body, seen).await?;
+    let mut request = head.into_request(body);
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        headers::upstream_authorization(&fresh.authorization),
+    );
+    let sending = Sending {
+        route,
+        snapshot: &fresh,
+        timeout,
+        max_body,
+        keep_head: None,
+    };
+    let response = send(sending, request, seen).await?;
     tracing::info!(
         generation = fresh.generation,
         status = response.status().as_u16(),
@@ -103,11 +125,8 @@ fn refuses_token(response: &Response<HeldBody>) -> bool {
 // it in one more state machine (a second copy of the request, and one more copy of the whole
 // future when it is awaited: benches/MICRO.md, issue 13).
 fn send<'a>(
-    route: &'a Route,
-    snapshot: &'a Snapshot,
+    sending: Sending<'a>,
     mut request: Request<UpstreamBody>,
-    timeout: Duration,
-    max_body: Option<u64>,
     seen: &'a mut Observed,
 ) -> impl Future<Output = Step<Response<HeldBody>>> + Send + 'a {
     let span = tracing::debug_span!(
@@ -118,24 +137,17 @@ fn send<'a>(
     );
     trace_context::inject(&span, request.headers_mut());
     let request = request.map(|body| body.counted(&seen.handles(), seen.request_body_report()));
-    let sending = Sending {
-        route,
-        snapshot,
-        timeout,
-        max_body,
-        span: span.clone(),
-    };
-    exchange_once(sending, request, seen).instrument(span)
+    exchange_once(sending, span.clone(), request, seen).instrument(span)
 }
 
-/// What [`exchange_once`] sends with.
+/// What [`send`] sends with.
 struct Sending<'a> {
     route: &'a Route,
     snapshot: &'a Snapshot,
     timeout: Duration,
     max_body: Option<u64>,
-    /// The exchange's own span (it records the status the upstream answered).
-    span: tracing::Span,
+    /// Where the request's head as sent is kept, when it may be replayed.
+    keep_head: Option<&'a mut Option<KeptHead>>,
 }
 
 /// [`send`]'s work, inside its span: `request`'s body is counted already.
@@ -143,14 +155,16 @@ struct Sending<'a> {
 // the local the `Host` is set on): the block below changes the captured request in place
 // (benches/MICRO.md, issue 13).
 #[allow(clippy::manual_async_fn)]
+/// `span` is the exchange's own (it records the status the upstream answered).
 fn exchange_once<'a>(
     Sending {
         route,
         snapshot,
         timeout,
         max_body,
-        span,
+        keep_head,
     }: Sending<'a>,
+    span: tracing::Span,
     mut request: Request<UpstreamBody>,
     seen: &'a mut Observed,
 ) -> impl Future<Output = Step<Response<HeldBody>>> + Send + 'a {
@@ -184,15 +198,15 @@ fn exchange_once<'a>(
                 .insert(http::header::HOST, host.clone());
         }
         let mut lease = None;
-        let result =
-            tokio::time::timeout_at(deadline, snapshot.client.request(&admission, request))
-                .await
-                .map(|exchanged| {
-                    exchanged.map(|exchanged| {
-                        lease = exchanged.lease;
-                        exchanged.response
-                    })
-                });
+        let exchange = snapshot.client.request(&admission, request, keep_head);
+        let result = tokio::time::timeout_at(deadline, exchange)
+            .await
+            .map(|exchanged| {
+                exchanged.map(|exchanged| {
+                    lease = exchanged.lease;
+                    exchanged.response
+                })
+            });
         if let Ok(Ok(response)) = &result {
             admission.answered(response.version());
             span.record("http.response.status_code", response.status().as_u16());
