@@ -5,7 +5,6 @@
 mod kit;
 
 mod connection_deadlines;
-mod connection_parking;
 mod hardening_access_app;
 mod hardening_access_config;
 mod hardening_access_rules;

@@ -760,6 +760,14 @@ pub async fn parked_reaches(count: f64) -> bool {
     true
 }
 
+/// Waits as [`parked_reaches`] does, then returns the process's parked count: in the binary whose
+/// tests run one at a time (`tests/parking/`), exactly `count` unless the test's own connection
+/// was parked too often or not at all.
+pub async fn parked_count_at(count: f64) -> f64 {
+    parked_reaches(count).await;
+    parked()
+}
+
 /// `popgate_connections_parked_total` in this process (other tests of the binary may park too,
 /// so callers compare before and after).
 pub fn parked() -> f64 {

@@ -3,8 +3,9 @@
 //!
 //! One binary per layer (`tests/<layer>/main.rs` declares its test files as modules), so the TLS
 //! stack is linked a dozen times, not fifty. A test that reads process-wide state gets a binary
-//! of its own: `tests/dataplane_streaming.rs` (the process's peak RSS) and `tests/ops_metrics.rs`
-//! (exact values of the global metrics counters). Tests in one binary share a process: none may
+//! of its own: `tests/dataplane_streaming.rs` (the process's peak RSS), `tests/ops_metrics.rs`
+//! (exact values of the global metrics counters) and `tests/parking/` (exact counts of parked
+//! connections, one test at a time). Tests in one binary share a process: none may
 //! set environment variables or install a global tracing subscriber or crypto provider.
 #![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
 
@@ -38,6 +39,8 @@ pub mod raw;
 pub mod scenario;
 /// Static tokens signed with the local authority's keys, bound to certificates it issued.
 pub mod signed_tokens;
+/// A TLS caller listener from routes.yaml: caller CA, popgate with the listener, a TLS connector.
+pub mod tls_callers;
 /// A CONNECT forward proxy (a corporate proxy) recording each target and its credentials.
 pub mod connect_proxy;
 

@@ -104,6 +104,7 @@ async fn default_rig() -> Rig {
 
 #[tokio::test]
 async fn an_idle_caller_is_parked_and_served_again_on_the_same_connection() {
+    let _alone = crate::one_at_a_time().await;
     let rig = default_rig().await;
     let mut caller = Caller::connect(&rig).await;
     caller.send(get("/download/10").as_bytes()).await;
@@ -111,9 +112,10 @@ async fn an_idle_caller_is_parked_and_served_again_on_the_same_connection() {
     assert_eq!((first.status, first.body.len()), (200, 10));
     let before = parked();
     // Waited for, not slept past: timers run late on a loaded machine.
-    assert!(
-        parked_reaches(before + 1.0).await,
-        "no connection was parked after an idle grace"
+    assert_eq!(
+        parked_count_at(before + 1.0).await,
+        before + 1.0,
+        "the idle connection was not parked once after an idle grace"
     );
     for n in [20, 30] {
         caller.send(get(&format!("/download/{n}")).as_bytes()).await;
@@ -125,6 +127,7 @@ async fn an_idle_caller_is_parked_and_served_again_on_the_same_connection() {
 
 #[tokio::test]
 async fn pipelined_requests_and_a_partial_head_across_the_grace_are_all_answered_in_order() {
+    let _alone = crate::one_at_a_time().await;
     let rig = default_rig().await;
     let mut caller = Caller::connect(&rig).await;
     // Two requests in one write, and the first half of a third.
@@ -152,6 +155,7 @@ async fn pipelined_requests_and_a_partial_head_across_the_grace_are_all_answered
 
 #[tokio::test]
 async fn a_request_body_arriving_across_the_grace_is_not_cut() {
+    let _alone = crate::one_at_a_time().await;
     let rig = default_rig().await;
     let mut caller = Caller::connect(&rig).await;
     let head = format!(
@@ -170,6 +174,7 @@ async fn a_request_body_arriving_across_the_grace_is_not_cut() {
 
 #[tokio::test]
 async fn a_response_slower_than_the_grace_arrives_whole() {
+    let _alone = crate::one_at_a_time().await;
     let rig = default_rig().await;
     let mut caller = Caller::connect(&rig).await;
     caller.send(get("/slow-body/700").as_bytes()).await;
@@ -182,6 +187,7 @@ async fn a_response_slower_than_the_grace_arrives_whole() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_still_works_and_its_preface_may_come_byte_by_byte() {
+    let _alone = crate::one_at_a_time().await;
     let rig = default_rig().await;
     let answer = h2c_send(rig.proxy.addr, absolute_get(GRAPH, "/h2")).await;
     assert_eq!(answer.status(), 200);
@@ -204,6 +210,7 @@ async fn http2_prior_knowledge_still_works_and_its_preface_may_come_byte_by_byte
 
 #[tokio::test]
 async fn keep_alive_and_eviction_close_parked_connections() {
+    let _alone = crate::one_at_a_time().await;
     let rig = rig(hardened(|c| {
         c.keep_alive_timeout = Duration::from_millis(1500);
         c.max_connections = 1;
@@ -228,6 +235,7 @@ async fn keep_alive_and_eviction_close_parked_connections() {
 
 #[tokio::test]
 async fn on_drain_a_parked_caller_closes_at_once_and_one_mid_request_finishes() {
+    let _alone = crate::one_at_a_time().await;
     let mut rig = default_rig().await;
     let mut idle = Caller::connect(&rig).await;
     idle.send(get("/download/1").as_bytes()).await;
@@ -265,6 +273,7 @@ async fn parked_in(admin: std::net::SocketAddr) -> f64 {
 /// read again when its task is woken), and is served again after each.
 #[tokio::test]
 async fn the_binary_parks_an_idle_caller_once_per_idle_spell() {
+    let _alone = crate::one_at_a_time().await;
     use crate::kit::process::{Env, connect, get_on, start_with_admin};
     let env = Env::start().await;
     let (popgate, proxy, admin) = start_with_admin(&env, "").await;
@@ -289,6 +298,7 @@ async fn the_binary_parks_an_idle_caller_once_per_idle_spell() {
 /// again on the same connection (a hyper client, which fails a request on a closed connection).
 #[tokio::test]
 async fn an_idle_unix_socket_caller_is_parked_and_served_again() {
+    let _alone = crate::one_at_a_time().await;
     use crate::kit::guard::{Env, start_guarded};
     use http_body_util::BodyExt as _;
     use hyper_util::rt::TokioIo;
@@ -330,9 +340,10 @@ async fn an_idle_unix_socket_caller_is_parked_and_served_again() {
         assert_eq!(response.status(), 200);
         let body = bounded(response.into_body().collect()).await.unwrap();
         assert_eq!(body.to_bytes().len(), n);
-        assert!(
-            parked_reaches(before + 1.0).await,
-            "the Unix-socket caller was not parked"
+        assert_eq!(
+            parked_count_at(before + 1.0).await,
+            before + 1.0,
+            "the Unix-socket caller was not parked once"
         );
     }
     assert_eq!(env.upstream.requests(), 2);

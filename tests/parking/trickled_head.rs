@@ -5,19 +5,12 @@
 //! could look before the request was in flight, took the idle clock of the spell before the
 //! parked one as already past the grace, and slept until the keep-alive deadline (30 s): the
 //! connection stayed in hyper, with its buffers, until its next bytes (one in a few dozen TLS
-//! callers whose head arrived in two reads, `tests/app/run_tls_listener.rs`).
-//!
-//! Alone in its own test binary: it reads popgate's process-wide count of parked connections,
-//! which any other test parking a connection meanwhile would move, hiding a connection that
-//! stayed in hyper.
-
-#[path = "kit/mod.rs"]
-mod kit;
+//! callers whose head arrived in two reads, `tls_caller.rs`).
 
 use std::time::Duration;
 
-use kit::dataplane::{parked, parked_reaches};
-use kit::raw::{GRAPH, hardened, read_head, rig};
+use crate::kit::dataplane::{parked, parked_count_at};
+use crate::kit::raw::{GRAPH, hardened, read_head, rig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -38,7 +31,7 @@ async fn answer(stream: &mut TcpStream, size: usize) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a response head: {head:?}"));
     let mut body = vec![0; size];
-    kit::dataplane::bounded(stream.read_exact(&mut body))
+    crate::kit::dataplane::bounded(stream.read_exact(&mut body))
         .await
         .unwrap();
     status
@@ -46,14 +39,16 @@ async fn answer(stream: &mut TcpStream, size: usize) -> u16 {
 
 #[tokio::test]
 async fn a_caller_whose_next_head_trickles_in_after_a_parked_spell_is_parked_again() {
+    let _alone = crate::one_at_a_time().await;
     let rig = rig(hardened(|_| {})).await;
     let mut caller = TcpStream::connect(rig.proxy.addr).await.unwrap();
     let before = parked();
     caller.write_all(get(10).as_bytes()).await.unwrap();
     assert_eq!(answer(&mut caller, 10).await, 200);
-    assert!(
-        parked_reaches(before + 1.0).await,
-        "not parked after the first request"
+    assert_eq!(
+        parked_count_at(before + 1.0).await,
+        before + 1.0,
+        "not parked once after the first request"
     );
     let next = get(20);
     let (first, rest) = next.split_at(5);
@@ -66,8 +61,9 @@ async fn a_caller_whose_next_head_trickles_in_after_a_parked_spell_is_parked_aga
     }
     caller.write_all(rest.as_bytes()).await.unwrap();
     assert_eq!(answer(&mut caller, 20).await, 200);
-    assert!(
-        parked_reaches(before + 2.0).await,
+    assert_eq!(
+        parked_count_at(before + 2.0).await,
+        before + 2.0,
         "a caller whose head trickled in was not parked again"
     );
     caller.write_all(get(30).as_bytes()).await.unwrap();
