@@ -33,14 +33,9 @@ struct CallerPki {
 
 impl CallerPki {
     fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "callers");
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        Self { ca }
+        Self {
+            ca: crate::kit::tls_callers::CallerPki::new().ca,
+        }
     }
 
     fn issue(&self, san: &str, eku: rcgen::ExtendedKeyUsagePurpose) -> Identity {
