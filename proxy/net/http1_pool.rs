@@ -342,8 +342,9 @@ impl Http1Lane {
                     let back = Arc::clone(&target);
                     let give_back: GiveBack =
                         Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
-                    // Boxed: the exchange holds the connection and the request; inline it would
-                    // make every request's future (h2's too) that much larger to move.
+                    // Boxed: the exchange holds the connection (and borrows the request, which
+                    // stays here for a replay); inline it would make every request's future (h2's
+                    // too) that much larger to move.
                     match Box::pin(h1_own::exchange(own, &request, give_back)).await {
                         Ok(response) => {
                             keeper.returned(request, absolute);
