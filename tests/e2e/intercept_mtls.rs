@@ -8,17 +8,16 @@
 //! Nothing is forwarded and no token requested for the refused two.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::intercept::{admin_addr, assert_bound, ca_init, metric, read_all, tls_client};
 use crate::kit::authority::resource_requests;
 use crate::kit::process::{Env, Popgate, REQUEST_BOUND, route};
+use crate::kit::tls_callers::{CallerPki, connector};
 
 /// The DNS SAN the route admits, and the one of the other caller from the same CA.
 const ALLOWED_SAN: &str = "allowed.callers.test";
@@ -26,52 +25,18 @@ const OTHER_SAN: &str = "other.callers.test";
 /// The host every CONNECT here names, which the route matches.
 const HOST: &str = "graph.microsoft.com";
 
-/// The callers' CA: it issues the listener's certificate and both callers'.
-struct CallerPki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl CallerPki {
-    fn new() -> Self {
-        Self {
-            ca: crate::kit::tls_callers::CallerPki::new().ca,
-        }
-    }
-
-    fn issue(&self, san: &str, eku: rcgen::ExtendedKeyUsagePurpose) -> Identity {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![san.to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, san);
-        params.extended_key_usages = vec![eku];
-        Identity {
-            cert: params.signed_by(&key, &self.ca).unwrap(),
-            key,
-        }
-    }
-
-    /// A client config trusting the callers' CA (the listener's issuer), presenting `identity`.
-    fn outer(&self, identity: Option<&Identity>) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut config = match identity {
-            Some(id) => builder
-                .with_client_auth_cert(
-                    vec![id.cert.der().clone()],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.serialize_der())),
-                )
-                .unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        // An HTTPS proxy is spoken to in HTTP/1.1 (a CONNECT must be HTTP/1.1).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
+/// A caller identity issued by the callers' CA (the kit's, which also issues the listener's
+/// certificate), named `san` in its SAN and CN.
+fn issue(pki: &CallerPki, san: &str, eku: rcgen::ExtendedKeyUsagePurpose) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![san.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, san);
+    params.extended_key_usages = vec![eku];
+    Identity {
+        cert: params.signed_by(&key, &pki.ca).unwrap(),
+        key,
     }
 }
 
@@ -88,7 +53,10 @@ async fn outer_tls(
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(proxy).await?;
     let name = ServerName::try_from("localhost").unwrap();
-    tokio::time::timeout(REQUEST_BOUND, pki.outer(identity).connect(name, tcp))
+    // An HTTPS proxy is spoken to in HTTP/1.1 (a CONNECT must be HTTP/1.1): the kit's connector
+    // offers only `http/1.1`.
+    let connector = connector(pki, identity.map(|id| (&id.cert, &id.key)));
+    tokio::time::timeout(REQUEST_BOUND, connector.connect(name, tcp))
         .await
         .expect("the outer handshake ended within its bound")
 }
@@ -123,9 +91,17 @@ async fn an_mtls_listener_admits_the_tunnel_of_the_allowed_certificate_only() {
     let dir = env.dir.path();
     let ca = tokio::task::block_in_place(|| ca_init(&dir.join("intercept")));
     let pki = CallerPki::new();
-    let server = pki.issue("localhost", rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-    let allowed = pki.issue(ALLOWED_SAN, rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-    let other = pki.issue(OTHER_SAN, rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let server = issue(
+        &pki,
+        "localhost",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let allowed = issue(
+        &pki,
+        ALLOWED_SAN,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = issue(&pki, OTHER_SAN, rcgen::ExtendedKeyUsagePurpose::ClientAuth);
     std::fs::write(dir.join("listener.pem"), server.cert.pem()).unwrap();
     std::fs::write(dir.join("listener.key"), server.key.serialize_pem()).unwrap();
     crate::kit::private_key_mode(&dir.join("listener.key"));

@@ -42,6 +42,8 @@ impl CallerPki {
     }
 }
 
+/// A TLS connector trusting `pki`'s CA, offering only `http/1.1` by ALPN, and presenting
+/// `client` (certificate and key) when given.
 pub fn connector(
     pki: &CallerPki,
     client: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
