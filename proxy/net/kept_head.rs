@@ -65,8 +65,9 @@ impl std::fmt::Debug for KeptHead {
     }
 }
 
-/// A header map in `Debug`: its names only.
-struct HeaderNames<'a>(&'a HeaderMap);
+/// A header map in `Debug`: its names only (the values may hold the token). Also used by the
+/// rewrite step's `Outgoing`.
+pub(crate) struct HeaderNames<'a>(pub(crate) &'a HeaderMap);
 
 impl std::fmt::Debug for HeaderNames<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -56,8 +56,8 @@ impl Body for Chunks {
 }
 
 /// The local authority, its resource offering `h2` and `http/1.1` by ALPN, or `http/1.1` only:
-/// popgate's HTTP/1.1 client hands a bodiless request's head back for the replay, where h2 and
-/// a request with a body keep a copy.
+/// popgate's HTTP/1.1 codec keeps a bodiless request's own head for the replay, where h2 and a
+/// request with a body keep a copy.
 async fn env_for(http1_only: bool) -> Env {
     Env::start_with(AuthorityConfig {
         resource_http1_only: http1_only,

@@ -12,6 +12,7 @@ use super::respond::{refuse, refuse_limit};
 use crate::dataplane::error_response::Refusal;
 use crate::dataplane::headers;
 use crate::dataplane::limits::LimitRefusal;
+use crate::net::kept_head::HeaderNames;
 use crate::net::stall_body::StallFlag;
 use crate::net::upstream_body::{UpstreamBody, read_ahead};
 use crate::route::slot::Snapshot;
@@ -22,7 +23,7 @@ pub(super) struct Outgoing {
     /// The rewritten request.
     pub request: Request<UpstreamBody>,
     /// A copy of the body for a replay, when it was read whole (the chunks are shared). The
-    /// head comes back from the upstream client ([`crate::net::kept_head`]).
+    /// head is kept by the upstream client as it sends it ([`crate::net::kept_head`]).
     pub replay: Option<UpstreamBody>,
     /// The route's body limit, which a streamed body is cut off at.
     pub max_body: Option<u64>,
@@ -35,19 +36,10 @@ impl std::fmt::Debug for Outgoing {
         f.debug_struct("Outgoing")
             .field("method", self.request.method())
             .field("uri", self.request.uri())
-            .field("headers", &Redacted(self.request.headers()))
+            .field("headers", &HeaderNames(self.request.headers()))
             .field("replayable", &self.replay.is_some())
             .field("max_body", &self.max_body)
             .finish_non_exhaustive()
-    }
-}
-
-/// A header map in `Debug`: its names only.
-struct Redacted<'a>(&'a http::HeaderMap);
-
-impl std::fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 

@@ -150,12 +150,12 @@ struct Sending<'a> {
     keep_head: Option<&'a mut Option<KeptHead>>,
 }
 
-/// [`send`]'s work, inside its span: `request`'s body is counted already.
+/// [`send`]'s work, inside its span: `request`'s body is counted already; `span` is the
+/// exchange's own (it records the status the upstream answered).
 // Not an `async fn`, which would keep `request` twice more (a moved copy of the argument, and
 // the local the `Host` is set on): the block below changes the captured request in place
 // (benches/MICRO.md, issue 13).
 #[allow(clippy::manual_async_fn)]
-/// `span` is the exchange's own (it records the status the upstream answered).
 fn exchange_once<'a>(
     Sending {
         route,
