@@ -139,6 +139,32 @@ fn direct_mode_binding_and_stats() {
     assert_eq!(run["series"].as_array().unwrap().len(), 1, "{run}");
     assert!(run["ok"].as_u64().unwrap() > 100, "{run}");
 
+    // POSTs with a body spanning several TLS records: each answered on the same two keep-alive
+    // connections, so the upstream read every body to its end.
+    http(&up.stats, "POST", "/reset");
+    let run = load(
+        &[
+            "closed",
+            "--connections",
+            "2",
+            "--duration",
+            "1",
+            "--body-bytes",
+            "70000",
+        ],
+        &pki,
+        &up,
+        "client.token",
+    );
+    assert!(run["ok"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(run["ok"], run["requests"]);
+    let stats = http(&up.stats, "GET", "/stats");
+    assert!(
+        stats["requests"].as_u64() >= run["requests"].as_u64(),
+        "{stats}"
+    );
+    assert_eq!(stats["tls_handshakes"], 2, "{stats}");
+
     let _ = std::fs::remove_dir_all(pki);
 }
 

@@ -14,6 +14,9 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Upper bound on the open-loop rate (far above what two shared cores can serve).
 pub const MAX_RATE: f64 = 1_000_000.0;
+/// Upper bound on `--body-bytes`: one pre-built body shared by every request, so a larger one
+/// would only measure memory copies; 1 MiB already spans many TLS records and body frames.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +66,10 @@ pub struct Cli {
     /// Tokio worker threads (1 = current-thread runtime).
     #[arg(long, global = true, default_value_t = 1)]
     pub threads: usize,
+    /// Send each request as a POST with a body of this many bytes (`content-length`); 0: a GET
+    /// without a body.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub body_bytes: usize,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -128,6 +135,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub timeout: Duration,
     pub threads: usize,
+    pub body_bytes: usize,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -273,6 +281,9 @@ impl Cli {
         if self.threads == 0 || self.threads > 64 {
             return Err("--threads must be 1..=64".into());
         }
+        if self.body_bytes > MAX_BODY_BYTES {
+            return Err(format!("--body-bytes must be at most {MAX_BODY_BYTES}"));
+        }
         let duration = seconds("duration", self.duration)?;
         let warmup = seconds("warmup", self.warmup)?;
         if duration + warmup > Duration::from_secs_f64(MAX_SECONDS) {
@@ -311,6 +322,7 @@ impl Cli {
             warmup,
             timeout: Duration::from_millis(self.timeout_ms),
             threads: self.threads,
+            body_bytes: self.body_bytes,
         })
     }
 }
@@ -373,6 +385,17 @@ mod tests {
             .is_ok()
         );
         assert!(cli(&["idle", "--hold", "700", "--target", "http://127.0.0.1:1/"]).is_err());
+        let body = |n: usize| {
+            cli(&[
+                "closed",
+                "--target",
+                "http://127.0.0.1:1/",
+                "--body-bytes",
+                &n.to_string(),
+            ])
+        };
+        assert_eq!(body(MAX_BODY_BYTES).unwrap().body_bytes, MAX_BODY_BYTES);
+        assert!(body(MAX_BODY_BYTES + 1).is_err());
     }
 
     #[test]

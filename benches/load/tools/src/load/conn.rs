@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -19,7 +19,8 @@ use tokio_rustls::TlsConnector;
 use super::args::{Plan, Target, Tunnel};
 use crate::tls;
 
-pub type Body = Empty<Bytes>;
+/// A GET's empty body, or `--body-bytes` of a POST (one buffer shared by every request).
+pub type Body = Full<Bytes>;
 
 /// Why a request did not produce a response; reported as counts in `error_kinds`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,10 +103,19 @@ impl Connector {
                 Some((TlsConnector::from(Arc::new(config)), name))
             }
         };
-        let mut builder = Request::get(plan.target.path_and_query.as_str()).header(
-            header::HOST,
-            HeaderValue::from_str(&plan.host).map_err(|_| "bad --host value".to_owned())?,
-        );
+        // An empty `Full` is at its end before the first poll: hyper sends a GET without a body
+        // (no `content-length`), byte for byte what an `Empty` body sent.
+        let (method, body) = match plan.body_bytes {
+            0 => (Method::GET, Bytes::new()),
+            n => (Method::POST, Bytes::from(vec![b'x'; n])),
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(plan.target.path_and_query.as_str())
+            .header(
+                header::HOST,
+                HeaderValue::from_str(&plan.host).map_err(|_| "bad --host value".to_owned())?,
+            );
         if let Some(auth) = &plan.authorization {
             let mut value = HeaderValue::from_str(auth).map_err(|_| {
                 "the authorization file holds characters not allowed in a header".to_owned()
@@ -115,7 +125,7 @@ impl Connector {
             builder = builder.header(header::AUTHORIZATION, value);
         }
         let template = builder
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|e| format!("bad target path: {e}"))?;
         let connect_head = plan.target.tunnel.as_ref().map(|t| {
             let a = &t.authority;
