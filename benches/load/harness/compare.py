@@ -73,9 +73,10 @@ def _phase(mode: str, name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Gen
 
 
 def closed(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
-           duration: float, warmup: float) -> dict:
-    """Maximum throughput: every connection sends back to back."""
-    return _phase("closed", name, ctx, pl, up, gen, conns, duration + warmup, ["--warmup", str(warmup)])
+           duration: float, warmup: float, body_bytes: int = 0) -> dict:
+    """Maximum throughput: every connection sends back to back (POSTs of `body_bytes` when > 0)."""
+    extra = ["--warmup", str(warmup)] + (["--body-bytes", str(body_bytes)] if body_bytes else [])
+    return _phase("closed", name, ctx, pl, up, gen, conns, duration + warmup, extra)
 
 
 def at_rate(name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int, rate: int,

@@ -194,6 +194,9 @@ http {{
     location / {{
       proxy_pass https://up;
       proxy_http_version 1.1;
+      # Request bodies streamed upstream as popgate does (ab.py --body-bytes), not spooled to
+      # client_body_temp_path, which the unprivileged workers of a root master cannot write.
+      proxy_request_buffering off;
       proxy_set_header Connection "";
       proxy_set_header Host {UPSTREAM_HOST};
       proxy_set_header Authorization "{authorization(ctx)}";
