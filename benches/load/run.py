@@ -164,6 +164,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short phases: a smoke run of every step")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries already built")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get / pip install missing peers")
+    ap.add_argument("--popgate", type=Path,
+                    help="the popgate binary to measure (default: the `dist` build, target/dist/popgate); "
+                         "e.g. target/pgo/dist/popgate, the profile-guided build of pgo.py")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated subset of " + ",".join(PROXIES))
     ap.add_argument("--skip-token-path", action="store_true")
     ap.add_argument("--skip-intercept", action="store_true",
@@ -193,6 +196,7 @@ def main() -> int:
         build()
     tools = LOAD / "tools" / "target" / "release"
     bins = {**popgate_binaries(ROOT), "envoy": envoy_binary(),
+            **({"popgate": args.popgate.resolve()} if args.popgate else {}),
             "pingora": LOAD / "pingora-proxy" / "target" / "release" / "pingora-bench-proxy",
             "upstream": tools / "bench-upstream", "load": tools / "bench-load"}
     needed = {"popgate", "authority", "upstream", "load", *proxies}
@@ -242,6 +246,7 @@ def main() -> int:
         results["meta"] = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "popgate_rev": rev or "unknown", "rustc": rustc, "versions": versions(bins),
+            "popgate_binary": os.path.relpath(bins["popgate"], ROOT),
             "command": "python3 benches/load/run.py" + (" --quick" if args.quick else ""),
             "wall_s": time.monotonic() - started, "measure_s": time.monotonic() - measured_at,
             "quick": args.quick,

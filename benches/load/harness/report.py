@@ -53,7 +53,8 @@ def targets(res: dict) -> list[tuple[str, str, bool]]:
 def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [f"# Load harness results — {m['date']}", "",
-             f"Machine: {m['machine']}. popgate {m['popgate_rev']}; {m['rustc']}.",
+             f"Machine: {m['machine']}. popgate {m['popgate_rev']} (binary `{m.get('popgate_binary', 'target/dist/popgate')}`); "
+             f"{m['rustc']}.",
              "Peers: " + "; ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
              f"Command: `{m['command']}` — harness wall time {m['wall_s']:.0f} s.", ""]
     for name, p in res["placements"].items():
