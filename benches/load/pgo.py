@@ -33,9 +33,10 @@ from pathlib import Path
 
 LOAD = Path(__file__).resolve().parent
 ROOT = LOAD.parents[1]
-TOOLS_MANIFEST = LOAD / "tools" / "Cargo.toml"
-DIST_BUILD = ["cargo", "build", "--profile", "dist", "--no-default-features", "--locked",
-              "-p", "popgate", "--bin", "popgate"]
+sys.path.insert(0, str(LOAD))
+
+from harness.context import AUTHORITY_BUILD, DIST_BUILD, TOOLS_BUILD  # noqa: E402
+
 # The training mix: (upstream protocol, placement, request body bytes; 0 = GET).
 TRAINING = [(proto, placement, body)
             for proto in ("h2", "http1.1")
@@ -157,9 +158,8 @@ def main() -> int:
                            "RUSTFLAGS": rustflags(f"-Cprofile-generate={work / 'build-scripts'}")},
               "popgate, instrumented")
         # The harness's own parts, as run.py builds them (the authority issues the tokens).
-        cargo(["cargo", "build", "--release", "--locked", "-p", "popgate-authority"], {}, "local authority")
-        cargo(["cargo", "build", "--release", "--locked", "--manifest-path", str(TOOLS_MANIFEST)], {},
-              "bench tools")
+        for argv, what in (AUTHORITY_BUILD, TOOLS_BUILD):
+            cargo(argv, {}, what)
         profiles = train(generate_target / "dist" / "popgate", raw, args.seconds)
         merged = work / "popgate.profdata"
         done = subprocess.run([profdata, "merge", "-o", str(merged), *map(str, profiles)],

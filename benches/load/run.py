@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import compare, intercept, procs, report, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Ctx, Placement  # noqa: E402
-from harness.context import POPGATE_BUILDS, bench_context, popgate_binaries  # noqa: E402
+from harness.context import POPGATE_BUILDS, TOOLS_BUILD, bench_context, popgate_binaries  # noqa: E402
 from harness.procs import HarnessError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +80,7 @@ def envoy_binary() -> Path:
 def build() -> None:
     steps = [
         *POPGATE_BUILDS,
-        (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "tools" / "Cargo.toml")],
-         "bench tools"),
+        TOOLS_BUILD,
         (["cargo", "build", "--release", "--locked", "--manifest-path", str(LOAD / "pingora-proxy" / "Cargo.toml")],
          "pingora proxy"),
     ]

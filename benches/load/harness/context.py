@@ -19,12 +19,13 @@ def popgate_binaries(root: Path) -> dict:
             "authority": root / "target" / "release" / "popgate-authority"}
 
 
-# The builds `popgate_binaries` names.
-POPGATE_BUILDS = [
-    (["cargo", "build", "--profile", "dist", "--no-default-features", "--locked", "-p", "popgate", "--bin", "popgate"],
-     "popgate (production build)"),
-    (["cargo", "build", "--release", "--locked", "-p", "popgate-authority"], "local authority"),
-]
+# The builds `popgate_binaries` names, and the bench tools' (run from the repository's root).
+DIST_BUILD = ["cargo", "build", "--profile", "dist", "--no-default-features", "--locked", "-p", "popgate",
+              "--bin", "popgate"]
+AUTHORITY_BUILD = (["cargo", "build", "--release", "--locked", "-p", "popgate-authority"], "local authority")
+POPGATE_BUILDS = [(DIST_BUILD, "popgate (production build)"), AUTHORITY_BUILD]
+TOOLS_BUILD = (["cargo", "build", "--release", "--locked", "--manifest-path", "benches/load/tools/Cargo.toml"],
+               "bench tools")
 
 
 def bench_context(bins: dict, work: Path) -> tuple[Ctx, dict]:
