@@ -17,6 +17,10 @@ MAX_CALLERS = 30_000
 # HAProxy reserves two descriptors per connection (maxsock = 2 * maxconn + 14) and refuses to start
 # when that exceeds RLIMIT_NOFILE, which this sandbox caps at 20 000 (no CAP_SYS_RESOURCE).
 HAPROXY_MAXCONN = 9_990
+# The buffer room HAProxy keeps free for header rewrites (`tune.maxrewrite`, 1,024 bytes by
+# default): the ~1.2 KB Authorization it sets did not fit once a POST's body had filled the rest
+# of the buffer, and HAProxy answered every such request 500. 4 KiB of its 16 KiB buffer.
+HAPROXY_MAXREWRITE = 4_096
 
 
 @dataclass
@@ -222,6 +226,7 @@ def start_haproxy(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
     cfg.write_text(f"""global
   nbthread {pl.workers}
   maxconn {HAPROXY_MAXCONN}
+  tune.maxrewrite {HAPROXY_MAXREWRITE}
 defaults
   mode http
   timeout connect 5s
