@@ -5,6 +5,7 @@ compiled again with the profile it wrote.
 
     python3 benches/load/pgo.py                       # -> target/pgo/dist/popgate
     python3 benches/load/pgo.py --llvm-profdata /usr/lib/llvm-19/bin/llvm-profdata
+    python3 benches/load/pgo.py --bolt                # and -> target/pgo/bolt/popgate
 
 The training runs the instrumented popgate between the harness's upstream and load generator on
 127.0.0.1 only, every run bounded by --seconds: both upstream protocols (HTTP/2-capable and
@@ -17,11 +18,16 @@ Needs `llvm-profdata` able to read the raw profiles of the LLVM inside rustc (`r
 rustup component (`rustup component add llvm-tools`) matches it exactly; Debian's `llvm-19`
 package reads rustc 1.95's (LLVM 22) profiles too. Takes two `dist` builds (about 7 and 5 minutes
 on 2 cores) and about 2 minutes of training. Results: benches/README.md ("profile-guided build").
+
+`--bolt` then lays the profile-guided binary out again with `llvm-bolt` (see `bolt.py`): the
+binary instrumented by BOLT, the same training again, and the rewrite into
+`target/pgo/bolt/popgate`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -35,7 +41,11 @@ LOAD = Path(__file__).resolve().parent
 ROOT = LOAD.parents[1]
 sys.path.insert(0, str(LOAD))
 
+import bolt  # noqa: E402
 from harness.context import AUTHORITY_BUILD, DIST_BUILD, TOOLS_BUILD  # noqa: E402
+
+PGO_BINARY = ROOT / "target" / "pgo" / "dist" / "popgate"
+BOLT_BINARY = ROOT / "target" / "pgo" / "bolt" / "popgate"
 
 # The training mix: (upstream protocol, placement, request body bytes; 0 = GET).
 TRAINING = [(proto, placement, body)
@@ -105,30 +115,22 @@ def rustflags(flag: str) -> str:
     return " ".join(f for f in (os.environ.get("RUSTFLAGS", ""), flag) if f)
 
 
-def train(binary: Path, raw_dir: Path, seconds: float) -> list[Path]:
-    """Runs the training mix through `binary`; returns the raw profiles popgate wrote."""
-    # `%m` merges the runs of one binary into one file as they exit; `%p` keeps concurrent
-    # writers apart. Set here, the build scripts' own profiles (they are instrumented too) stay
-    # in the build's directory.
-    env = {**os.environ, "LLVM_PROFILE_FILE": str(raw_dir / "popgate-%m-%p.profraw")}
-    for proto, placement, body in TRAINING:
-        argv = [sys.executable, str(LOAD / "ab.py"), "--build", f"trained={binary}", "--peers", "",
-                "--upstream-protocol", proto, "--placement", placement, "--rounds", "1",
-                "--duration", str(seconds), "--body-bytes", str(body)]
-        print(f"training: {proto} upstream, {placement}, {'GET' if not body else f'POST {body} B'}",
-              flush=True)
-        try:
-            done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                  timeout=seconds + RUN_MARGIN_S)
-        except subprocess.TimeoutExpired as e:
-            raise PgoError(f"training run {proto}/{placement}/{body} B did not finish in "
-                           f"{seconds + RUN_MARGIN_S:.0f} s") from e
-        if done.returncode != 0:
-            raise PgoError(f"training run {proto}/{placement}/{body} B failed:\n{done.stdout[-1500:]}"
-                           f"{done.stderr[-1500:]}")
-        if " 0 errors" not in done.stdout:
-            raise PgoError(f"training run {proto}/{placement}/{body} B had failed requests:\n"
-                           f"{done.stdout[-1500:]}")
+def check_answers(what: str, result: Path, output: str) -> None:
+    """A profile of error answers trains the error path: every request of a training run must have
+    been answered with a 2xx (the load counts requests without an answer and answers with an
+    error status apart; both must be 0)."""
+    try:
+        rounds = json.loads(result.read_text())["answers"]["trained"]
+    except (OSError, ValueError, KeyError) as e:
+        raise PgoError(f"training run {what}: ab.py wrote no readable {result} ({e})") from e
+    for r in rounds:
+        if r["ok"] == 0 or r["errors"] or r["error_statuses"]:
+            raise PgoError(f"training run {what}: {r['ok']} answered 2xx, {r['errors']} without an "
+                           f"answer, {r['error_statuses']} with an error status {r['status']}:\n"
+                           f"{output[-1500:]}")
+
+
+def llvm_profiles(raw_dir: Path) -> list[Path]:
     profiles = sorted(raw_dir.glob("popgate-*.profraw"))
     if not profiles:
         raise PgoError(f"popgate wrote no profile into {raw_dir}: it writes one when it exits "
@@ -136,9 +138,33 @@ def train(binary: Path, raw_dir: Path, seconds: float) -> list[Path]:
     return profiles
 
 
+def train(binary: Path, work_dir: Path, seconds: float, env: dict) -> None:
+    """Runs the training mix through `binary` (an instrumented build, which writes its profile
+    where `env` says); `work_dir` takes ab.py's answers."""
+    env = {**os.environ, **env}
+    for proto, placement, body in TRAINING:
+        what = f"{proto}/{placement}/{body} B"
+        result = work_dir / "answers.json"
+        argv = [sys.executable, str(LOAD / "ab.py"), "--build", f"trained={binary}", "--peers", "",
+                "--upstream-protocol", proto, "--placement", placement, "--rounds", "1",
+                "--duration", str(seconds), "--body-bytes", str(body), "--out", str(result)]
+        print(f"training: {proto} upstream, {placement}, {'GET' if not body else f'POST {body} B'}",
+              flush=True)
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=seconds + RUN_MARGIN_S)
+        except subprocess.TimeoutExpired as e:
+            raise PgoError(f"training run {what} did not finish in {seconds + RUN_MARGIN_S:.0f} s") from e
+        if done.returncode != 0:
+            raise PgoError(f"training run {what} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
+        check_answers(what, result, done.stdout)
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llvm-profdata", help="the llvm-profdata to merge the profiles with")
+    ap.add_argument("--bolt", action="store_true",
+                    help=f"also lay the binary out with BOLT by a second training -> {BOLT_BINARY.relative_to(ROOT)}")
+    ap.add_argument("--llvm-bolt", help="the llvm-bolt to use (merge-fdata is looked for beside it)")
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per training run")
     ap.add_argument("--work", type=Path, default=ROOT / "target" / "pgo-work",
                     help="instrumented build, raw profiles and the merged profile")
@@ -147,6 +173,8 @@ def main() -> int:
         ap.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}]")
     try:
         profdata = find_llvm_profdata(args.llvm_profdata)
+        # Found before the builds, so a missing tool stops the script before its 12 minutes.
+        bolt_tools = bolt.find_tools(args.llvm_bolt) if args.bolt else ("", "")
         print(f"llvm-profdata: {profdata} (LLVM {tool_llvm_major(profdata)}; "
               f"rustc's LLVM {rustc_llvm_major()})", flush=True)
         work = args.work.resolve()
@@ -160,7 +188,12 @@ def main() -> int:
         # The harness's own parts, as run.py builds them (the authority issues the tokens).
         for argv, what in (AUTHORITY_BUILD, TOOLS_BUILD):
             cargo(argv, {}, what)
-        profiles = train(generate_target / "dist" / "popgate", raw, args.seconds)
+        # `%m` merges the runs of one binary into one file as they exit; `%p` keeps concurrent
+        # writers apart. Set for the training only, the build scripts' own profiles (they are
+        # instrumented too) stay in the build's directory.
+        train(generate_target / "dist" / "popgate", raw, args.seconds,
+              {"LLVM_PROFILE_FILE": str(raw / "popgate-%m-%p.profraw")})
+        profiles = llvm_profiles(raw)
         merged = work / "popgate.profdata"
         done = subprocess.run([profdata, "merge", "-o", str(merged), *map(str, profiles)],
                               capture_output=True, text=True)
@@ -168,14 +201,39 @@ def main() -> int:
             raise PgoError(f"llvm-profdata merge failed (an llvm-profdata older than rustc's LLVM "
                            f"may not read its raw profiles):\n{done.stderr[-1500:]}")
         print(f"merged {len(profiles)} raw profile(s) into {merged}", flush=True)
+        # BOLT moves functions only in a binary that kept its relocations; they are not mapped
+        # (no cost in memory), only the file grows.
+        relocs = " -Clink-arg=-Wl,--emit-relocs" if args.bolt else ""
         cargo(DIST_BUILD, {"CARGO_TARGET_DIR": str(ROOT / "target" / "pgo"),
-                           "RUSTFLAGS": rustflags(f"-Cprofile-use={merged}")},
+                           "RUSTFLAGS": rustflags(f"-Cprofile-use={merged}{relocs}")},
               "popgate with the profile")
-    except (PgoError, subprocess.CalledProcessError) as e:
+        print(f"profile-guided production build: {PGO_BINARY}", flush=True)
+        if args.bolt:
+            bolt_layout(bolt_tools, work / "bolt", args.seconds)
+    except (PgoError, bolt.BoltError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"profile-guided production build: {ROOT / 'target' / 'pgo' / 'dist' / 'popgate'}")
     return 0
+
+
+def bolt_layout(tools: tuple[str, str], work: Path, seconds: float) -> None:
+    """The profile-guided binary instrumented by BOLT, trained again, laid out by that profile."""
+    llvm_bolt, merge_fdata = tools
+    fdata_dir = work / "fdata"
+    shutil.rmtree(work, ignore_errors=True)
+    fdata_dir.mkdir(parents=True)
+    instrumented = work / "popgate-instrumented"
+    bolt.instrument(llvm_bolt, PGO_BINARY, instrumented, fdata_dir)
+    print("BOLT: instrumented; training again", flush=True)
+    train(instrumented, work, seconds, {})
+    merged = work / "popgate.fdata"
+    fdata = bolt.profiles(fdata_dir)
+    bolt.merge(merge_fdata, fdata, merged)
+    print(f"BOLT: merged {len(fdata)} profile(s) into {merged}", flush=True)
+    report = bolt.optimise(llvm_bolt, PGO_BINARY, merged, BOLT_BINARY)
+    (work / "llvm-bolt.log").write_text(report)
+    print(f"BOLT layout of the profile-guided build: {BOLT_BINARY} (llvm-bolt's report: "
+          f"{work / 'llvm-bolt.log'})", flush=True)
 
 
 if __name__ == "__main__":
