@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pki import RESOURCE, UPSTREAM_HOST
-from .procs import Child, free_port, taskset, wait_for_200
+from .procs import Child, free_port, from_disk, taskset, wait_for_200
 
 # Upstream keep-alive is set far above any run's request count so that no proxy recycles
 # connections by count (nginx's default is 1000 requests, which alone would cap reuse at 99.9%).
@@ -104,6 +104,7 @@ def start_popgate(ctx: Ctx, pl: Placement, name: str = "popgate", **config) -> t
     config.setdefault("workers", pl.workers)
     cfg.write_text(popgate_config(ctx, port, admin_port, **config))
     env = {"POPGATE_LOG": "warn"}
+    from_disk(ctx.bin["popgate"])
     child = Child(name, taskset(pl.proxy_cpus, [str(ctx.bin["popgate"]), "run", "--config", str(cfg),
                                                 "--log-format", "json"]), ctx.work, env=env)
     return child, port, admin_port
@@ -270,6 +271,7 @@ def start(name: str, ctx: Ctx, pl: Placement) -> tuple[Child, int]:
     if name == "popgate":
         child, port, _ = start_popgate(ctx, pl)
     else:
+        from_disk(ctx.bin.get(name) or name)
         child, port = PEERS[name](ctx, pl)
     wait_for_200(f"http://127.0.0.1:{port}/ready", UPSTREAM_HOST, child)
     return child, port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,6 +92,36 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
         self.log.close()
+
+
+def from_disk(binary: str | Path) -> None:
+    """Drops `binary`'s pages, and those of the shared libraries it loads, from the page cache
+    (`posix_fadvise(DONTNEED)`; pages some running process maps stay), so that the proxy started
+    next reads its code from disk, as a fresh start does. A proxy's file-backed RSS is the code
+    the kernel maps around each page it faults in, and with large page-cache folios (this VM
+    reads ahead 8 MiB) that depends on how the file came into the cache: the same popgate binary
+    (BOLT's layout) read 11.9-12.2 MiB at its peak with one route while cached as written, and
+    10.4-10.6 MiB started from disk (benches/README.md). Every proxy starts from the same state,
+    so the readings repeat and compare."""
+    path = shutil.which(str(binary)) if not os.path.isabs(str(binary)) else str(binary)
+    if path is None:
+        return
+    files = [path]
+    try:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10).stdout
+        # "libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)" and the loader's own line.
+        files += [w for line in out.splitlines() for w in line.split() if w.startswith("/")]
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # no ldd: the binary alone
+    for f in files:
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def descendants(pid: int) -> list[int]:
