@@ -177,6 +177,9 @@ def main() -> int:
         bolt_tools = bolt.find_tools(args.llvm_bolt) if args.bolt else ("", "")
         print(f"llvm-profdata: {profdata} (LLVM {tool_llvm_major(profdata)}; "
               f"rustc's LLVM {rustc_llvm_major()})", flush=True)
+        # A BOLT binary of an earlier run is stale from here on: gone, rather than left beside a
+        # profile-guided binary it no longer matches.
+        BOLT_BINARY.unlink(missing_ok=True)
         work = args.work.resolve()
         raw = work / "train"
         shutil.rmtree(raw, ignore_errors=True)
