@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import compare, procs  # noqa: E402
+from harness import compare, intercept, procs  # noqa: E402
 from harness.context import bench_context, popgate_binaries  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
 from harness.peers import Placement  # noqa: E402
@@ -49,6 +49,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per run")
     parser.add_argument("--body-bytes", type=int, default=0,
                         help="send POSTs with a body of this many bytes instead of GETs")
+    parser.add_argument("--intercept", action="store_true",
+                        help="drive the builds through CONNECT interception (TLS to popgate inside a "
+                             "tunnel) instead of plain HTTP; no peers (they do not intercept)")
     parser.add_argument("--out", type=Path, help="write the per-round figures as JSON here")
     args = parser.parse_args()
     if not 0 < args.duration <= MAX_DURATION_S:
@@ -57,6 +60,8 @@ def main() -> int:
         parser.error("--body-bytes must be 0 (GETs) or more")
     builds = dict(b.split("=", 1) for b in args.build)
     peers = [p for p in args.peers.split(",") if p]
+    if args.intercept and (peers or args.body_bytes):
+        parser.error("--intercept measures popgate builds alone, with GETs: give --peers '' and no --body-bytes")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     bins = {**popgate_binaries(ROOT), "upstream": TOOLS / "bench-upstream", "load": TOOLS / "bench-load"}
@@ -67,6 +72,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="popgate-ab-"))
     per_cpu: dict[str, list[float]] = {}
     answers: dict[str, list[dict]] = {}
+    ca: dict | None = None
     try:
         ctx, cert = bench_context(bins, work)
         up = Upstream.start(bins["upstream"], pl.other_cpus, pl.workers, cert, ctx.authority["ca"], work,
@@ -79,8 +85,14 @@ def main() -> int:
                 if name in builds:
                     ctx.bin["popgate"] = Path(builds[name])
                     proxy = "popgate"
-                out = compare.closed(proxy, ctx, pl, up, gen, CONNECTIONS, args.duration, WARMUP_S,
-                                     args.body_bytes)
+                if args.intercept:
+                    # The interception CA is made by the first build's `popgate ca init`; every
+                    # build signs its leaves with it.
+                    ca = ca or intercept.make_ca(ctx)
+                    out = intercept.tunnel_closed(ctx, pl, up, gen, ca, CONNECTIONS, args.duration, WARMUP_S)
+                else:
+                    out = compare.closed(proxy, ctx, pl, up, gen, CONNECTIONS, args.duration, WARMUP_S,
+                                         args.body_bytes)
                 # `errors` counts requests that got no answer; answers with an error status are
                 # counted apart. A round with either measured something else than forwarding
                 # (a peer answering 500 spends almost no CPU per answer): it is reported, not
@@ -112,7 +124,7 @@ def main() -> int:
             print(f"  {name:12s} no round with every request answered 2xx (see the rounds above)")
     if args.out:
         args.out.write_text(json.dumps({"placement": args.placement, "upstream_protocol": args.upstream_protocol,
-                                        "body_bytes": args.body_bytes, "per_cpu_second": per_cpu,
+                                        "body_bytes": args.body_bytes, "intercept": args.intercept, "per_cpu_second": per_cpu,
                                         "answers": answers}, indent=1))
     return 0
 

@@ -33,6 +33,28 @@ def make_ca(ctx: Ctx) -> dict:
     return {"ca": out / "popgate-ca.pem", "key": out / "popgate-ca.key"}
 
 
+def _closed(kind: str, child, port: int, up: Upstream, gen: Generator, ca: dict, conns: int,
+            duration: float, warmup: float) -> dict:
+    """One closed-loop run against a started popgate-intercept, plain or through the tunnel."""
+    up.reset()
+    cpu0 = cpu_seconds(child.pid)
+    load = gen.run("closed", f"http://127.0.0.1:{port}/bench", conns, duration + warmup,
+                   ["--warmup", str(warmup)], tunnel={"ca": ca["ca"]} if kind == "tunnel" else None)
+    return _summary(load, up.stats(), cpu_seconds(child.pid) - cpu0)
+
+
+def tunnel_closed(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: dict, conns: int,
+                  duration: float, warmup: float) -> dict:
+    """Closed-loop throughput through the tunnel alone, against a popgate started for it (what
+    `ab.py --intercept` compares between builds); the answers are the caller's to judge."""
+    child, port, _ = start_popgate(ctx, pl, name="popgate-intercept", intercept=(ca["ca"], ca["key"]))
+    try:
+        wait_for_200(f"http://127.0.0.1:{port}/ready", UPSTREAM_HOST, child)
+        return _closed("tunnel", child, port, up, gen, ca, conns, duration, warmup)
+    finally:
+        child.stop()
+
+
 def tunnel_vs_plain(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: dict, conns: int,
                     duration: float, warmup: float, rounds: int) -> dict:
     """Closed-loop throughput plain and through the tunnel, alternating, against one popgate."""
@@ -42,11 +64,7 @@ def tunnel_vs_plain(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: d
         runs: dict = {k: [] for k in KINDS}
         for _ in range(rounds):
             for kind in KINDS:
-                up.reset()
-                cpu0 = cpu_seconds(child.pid)
-                load = gen.run("closed", f"http://127.0.0.1:{port}/bench", conns, duration + warmup,
-                               ["--warmup", str(warmup)], tunnel={"ca": ca["ca"]} if kind == "tunnel" else None)
-                out = _summary(load, up.stats(), cpu_seconds(child.pid) - cpu0)
+                out = _closed(kind, child, port, up, gen, ca, conns, duration, warmup)
                 if out["ok"] != out["requests"] or out["ok"] == 0:
                     raise HarnessError(f"{kind} run through popgate-intercept: {out['ok']} of {out['requests']} "
                                        f"ok, statuses {out['status']}, errors {load.get('error_kinds')}")
