@@ -9,10 +9,11 @@ compiled again with the profile it wrote.
 
 The training runs the instrumented popgate between the harness's upstream and load generator on
 127.0.0.1 only, every run bounded by --seconds: both upstream protocols (HTTP/2-capable and
-HTTP/1.1-only), one pinned worker and every core, GETs and POSTs with a 16 KiB body, so request
-bodies, both upstream lanes and both runtime layouts are in the profile, not the GET path alone.
-What it does not exercise (token acquisition, reloads, CONNECT interception, HTTP/2 callers) is
-compiled as code LLVM saw run rarely or never: correct, optimised for size.
+HTTP/1.1-only), one pinned worker and every core, GETs and POSTs with a 16 KiB body, and GETs
+through CONNECT interception, so request bodies, both upstream lanes, both runtime layouts and the
+tunnel are in the profile, not the plain GET path alone. What it does not exercise (token
+acquisition, reloads, HTTP/2 callers) is compiled as code LLVM saw run rarely or never: correct,
+optimised for size.
 
 Needs `llvm-profdata` able to read the raw profiles of the LLVM inside rustc (`rustc -vV`): the
 rustup component (`rustup component add llvm-tools`) matches it exactly; Debian's `llvm-19`
@@ -47,11 +48,16 @@ from harness.context import AUTHORITY_BUILD, DIST_BUILD, TOOLS_BUILD  # noqa: E4
 PGO_BINARY = ROOT / "target" / "pgo" / "dist" / "popgate"
 BOLT_BINARY = ROOT / "target" / "pgo" / "bolt" / "popgate"
 
-# The training mix: (upstream protocol, placement, request body bytes; 0 = GET).
-TRAINING = [(proto, placement, body)
+# The training mix: (upstream protocol, placement, request body bytes (0 = GET), through CONNECT
+# interception). The interception runs (callers' TLS to popgate inside a CONNECT tunnel, as apps
+# with compiled-in https:// URLs use it) make the TLS server side and the tunnel's request path
+# hot code too; without them the tunnel cost 1.16-1.22x the plain path's CPU per request in the
+# profile-guided build against 1.07-1.12x in the plain one (benches/README.md).
+TRAINING = [(proto, placement, body, False)
             for proto in ("h2", "http1.1")
             for placement in ("pinned", "unpinned")
             for body in (0, 16 * 1024)]
+TRAINING += [(proto, "pinned", 0, True) for proto in ("h2", "http1.1")]
 # Bounds each training run (the harness adds a 2 s warm-up); ab.py refuses more than 60 s.
 MAX_SECONDS = 60.0
 # Each ab.py run: its warm-up, the measured seconds, and starting and stopping the authority,
@@ -142,14 +148,15 @@ def train(binary: Path, work_dir: Path, seconds: float, env: dict) -> None:
     """Runs the training mix through `binary` (an instrumented build, which writes its profile
     where `env` says); `work_dir` takes ab.py's answers."""
     env = {**os.environ, **env}
-    for proto, placement, body in TRAINING:
-        what = f"{proto}/{placement}/{body} B"
+    for proto, placement, body, tunnel in TRAINING:
+        what = f"{proto}/{placement}/{body} B{' through interception' if tunnel else ''}"
         result = work_dir / "answers.json"
         argv = [sys.executable, str(LOAD / "ab.py"), "--build", f"trained={binary}", "--peers", "",
                 "--upstream-protocol", proto, "--placement", placement, "--rounds", "1",
                 "--duration", str(seconds), "--body-bytes", str(body), "--out", str(result)]
-        print(f"training: {proto} upstream, {placement}, {'GET' if not body else f'POST {body} B'}",
-              flush=True)
+        argv += ["--intercept"] if tunnel else []
+        print(f"training: {proto} upstream, {placement}, {'GET' if not body else f'POST {body} B'}"
+              f"{', through interception' if tunnel else ''}", flush=True)
         try:
             done = subprocess.run(argv, env=env, capture_output=True, text=True,
                                   timeout=seconds + RUN_MARGIN_S)
@@ -158,6 +165,7 @@ def train(binary: Path, work_dir: Path, seconds: float, env: dict) -> None:
         if done.returncode != 0:
             raise PgoError(f"training run {what} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
         check_answers(what, result, done.stdout)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
