@@ -40,7 +40,9 @@ def _closed(kind: str, child, port: int, up: Upstream, gen: Generator, ca: dict,
     cpu0 = cpu_seconds(child.pid)
     load = gen.run("closed", f"http://127.0.0.1:{port}/bench", conns, duration + warmup,
                    ["--warmup", str(warmup)], tunnel={"ca": ca["ca"]} if kind == "tunnel" else None)
-    return _summary(load, up.stats(), cpu_seconds(child.pid) - cpu0)
+    out = _summary(load, up.stats(), cpu_seconds(child.pid) - cpu0)
+    out["error_kinds"] = load.get("error_kinds")
+    return out
 
 
 def tunnel_closed(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: dict, conns: int,
@@ -67,7 +69,7 @@ def tunnel_vs_plain(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: d
                 out = _closed(kind, child, port, up, gen, ca, conns, duration, warmup)
                 if out["ok"] != out["requests"] or out["ok"] == 0:
                     raise HarnessError(f"{kind} run through popgate-intercept: {out['ok']} of {out['requests']} "
-                                       f"ok, statuses {out['status']}, errors {load.get('error_kinds')}")
+                                       f"ok, statuses {out['status']}, errors {out['error_kinds']}")
                 runs[kind].append(out)
     finally:
         child.stop()
