@@ -200,6 +200,15 @@ impl Activity {
             && now_ms() >= self.idle_since.load(Ordering::Relaxed) + grace_ms()
     }
 
+    /// An HTTP/1 connection in hyper, established, with nothing in flight, idle for the grace:
+    /// its IO parks it at the next poll. The same clock and test as [`Activity::may_park`].
+    fn parking_due(&self) -> bool {
+        self.parking.load(Ordering::Relaxed) == IN_HYPER
+            && self.phase.load(Ordering::Relaxed) >= ESTABLISHED
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && now_ms() >= self.idle_since.load(Ordering::Relaxed) + grace_ms()
+    }
+
     fn enter(&self, phase: u8) {
         self.phase_since.store(now_ms(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Relaxed);
@@ -353,7 +362,17 @@ impl Activity {
                 }
                 match self.check(deadlines) {
                     // Polled again at the top of the loop, which registers the wake-up.
-                    Ok(at) => sleep.as_mut().reset(at.into()),
+                    Ok(at) => {
+                        sleep.as_mut().reset(at.into());
+                        if self.parking_due() {
+                            // The grace has passed, so the deadline just set is the idle
+                            // limit's. The connection's IO may have been polled earlier in this
+                            // same poll of the task, read the clock a millisecond before the
+                            // grace ended and declined to park: poll the task once more, or the
+                            // connection would stay in hyper until that limit.
+                            cx.waker().wake_by_ref();
+                        }
+                    }
                     Err(expired) => return Poll::Ready(Ended::Expired(expired)),
                 }
             }
