@@ -98,10 +98,11 @@ def main() -> int:
                 # (a peer answering 500 spends almost no CPU per answer): it is reported, not
                 # counted in the medians.
                 not_ok = out["requests"] - out["ok"] - out["errors"]
+                valid = compare.all_2xx(out)
                 answers.setdefault(name, []).append({"ok": out["ok"], "errors": out["errors"],
-                                                    "error_statuses": not_ok, "status": out["status"]})
+                                                    "error_statuses": not_ok, "status": out["status"],
+                                                    "all_2xx": valid})
                 value = 1e4 / out["cpu_s_per_10k"]
-                valid = out["ok"] > 0 and not out["errors"] and not not_ok
                 if valid:
                     per_cpu.setdefault(name, []).append(value)
                 print(f"round {rnd} {name:12s} {value:8.0f} req/s per CPU-s  ({out['rps']:.0f} req/s, "

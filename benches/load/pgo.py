@@ -130,7 +130,7 @@ def check_answers(what: str, result: Path, output: str) -> None:
     except (OSError, ValueError, KeyError) as e:
         raise PgoError(f"training run {what}: ab.py wrote no readable {result} ({e})") from e
     for r in rounds:
-        if r["ok"] == 0 or r["errors"] or r["error_statuses"]:
+        if not r["all_2xx"]:
             raise PgoError(f"training run {what}: {r['ok']} answered 2xx, {r['errors']} without an "
                            f"answer, {r['error_statuses']} with an error status {r['status']}:\n"
                            f"{output[-1500:]}")

@@ -45,6 +45,12 @@ def _summary(load: dict, upstream: dict, cpu: float | None) -> dict:
     }
 
 
+def all_2xx(out: dict) -> bool:
+    """Whether every request of a run (a `_summary`) was answered 2xx: none went unanswered and
+    none got an error status. A run with either measured something else than forwarding."""
+    return out["ok"] > 0 and out["ok"] == out["requests"]
+
+
 def _phase(mode: str, name: str, ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, conns: int,
            duration: float, extra: list[str], idle_conns: int = 0, idle_hold: float = 0) -> dict:
     """One load phase against a freshly started proxy (or the upstream itself for `direct`)."""

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from .compare import _summary
+from .compare import _summary, all_2xx
 from .load import Generator, Upstream
 from .peers import Ctx, Placement, start_popgate
 from .pki import UPSTREAM_HOST
@@ -67,7 +67,7 @@ def tunnel_vs_plain(ctx: Ctx, pl: Placement, up: Upstream, gen: Generator, ca: d
         for _ in range(rounds):
             for kind in KINDS:
                 out = _closed(kind, child, port, up, gen, ca, conns, duration, warmup)
-                if out["ok"] != out["requests"] or out["ok"] == 0:
+                if not all_2xx(out):
                     raise HarnessError(f"{kind} run through popgate-intercept: {out['ok']} of {out['requests']} "
                                        f"ok, statuses {out['status']}, errors {out['error_kinds']}")
                 runs[kind].append(out)
