@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -49,9 +49,39 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.watched.open.lock().by_id.remove(&self.id);
-        // The permit `serve` forgot when it admitted the connection.
-        self.watched.slots.add_permits(1);
+        // The permit `slot` forgot when it admitted the connection: to the loop that evicted
+        // this connection, if one did, else back to the semaphore.
+        let freed = Freed(Some(Arc::clone(&self.watched.slots)));
+        let handoff = {
+            let mut inner = self.watched.open.lock();
+            inner.by_id.remove(&self.id);
+            inner.handoffs.remove(&self.id)
+        };
+        if let Some(evictor) = handoff {
+            // Refused (the evictor gave up): `freed` comes back and goes to the semaphore.
+            let _ = evictor.send(freed);
+        }
+    }
+}
+
+/// A freed slot on its way from an evicted connection to the accept loop that evicted it. Given
+/// to the semaphore if dropped instead of kept ([`Freed::keep`]), so no path loses a slot: the
+/// loop may give up waiting (shutdown) with the slot already sent.
+#[derive(Debug)]
+struct Freed(Option<Arc<Semaphore>>);
+
+impl Freed {
+    /// The slot is the new connection's now.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        if let Some(slots) = self.0.take() {
+            slots.add_permits(1);
+        }
     }
 }
 
@@ -180,11 +210,11 @@ where
                 continue;
             }
         };
-        let permit = match slot(&slots, &open, &options, max, &peer).await {
-            Slot::Granted(permit) => permit,
+        match slot(&slots, &open, &options, max, &peer).await {
+            Slot::Granted => {}
             Slot::Refused => continue,
             Slot::Shutdown => break,
-        };
+        }
         // `cert`: a TLS caller's certificate subject, recorded once the handshake has verified it.
         let span = tracing::info_span!(
             "connection",
@@ -194,8 +224,7 @@ where
         );
         let activity = Arc::new(Activity::new(options.tls, Arc::clone(&open.became_idle)));
         let id = open.register(this_loop, Arc::clone(&activity));
-        // Given back by `Held` when the task ends.
-        permit.forget();
+        // The slot `slot` took is given back by `Held` when the task ends.
         let held = Held {
             watched: Arc::clone(&watched),
             id,
@@ -297,7 +326,8 @@ impl ConnectionCap {
 
 /// The new connection's place under the cap.
 enum Slot {
-    Granted(OwnedSemaphorePermit),
+    /// A slot is the connection's: its permit is forgotten, and given back by [`Held`].
+    Granted,
     /// Close the new connection.
     Refused,
     /// Shutdown was asked for while waiting.
@@ -305,8 +335,10 @@ enum Slot {
 }
 
 /// A slot for a new connection: a free one; else the slot of the connection idle the longest,
-/// which is evicted; else, with [`AtCap::Wait`], the first slot freed or made evictable (a busy
-/// connection whose requests all finished).
+/// which is evicted and hands its slot to this loop alone as it ends (another loop of the
+/// listener, on another worker, could otherwise take the freed permit first and leave this one
+/// waiting with a caller unserved); else, with [`AtCap::Wait`], the first slot freed or made
+/// evictable (a busy connection whose requests all finished).
 async fn slot(
     slots: &Arc<Semaphore>,
     open: &OpenConnections,
@@ -319,23 +351,29 @@ async fn slot(
     let mut said = false;
     loop {
         if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
-            return Slot::Granted(permit);
+            permit.forget();
+            return Slot::Granted;
         }
-        if open.evict_longest_idle() {
+        if let Some(handed) = open.evict_longest_idle() {
             metrics::connections::evicted(options.kind);
-            // The evicted connection's task ends at its next poll and frees its slot.
-            return tokio::select! {
-                permit = Arc::clone(slots).acquire_owned() => match permit {
-                    Ok(permit) => Slot::Granted(permit),
-                    // The semaphore is never closed.
-                    Err(_) => Slot::Refused,
+            // The evicted connection's task ends at its next poll and sends its slot here.
+            tokio::select! {
+                freed = handed => match freed {
+                    Ok(freed) => {
+                        freed.keep();
+                        return Slot::Granted;
+                    }
+                    // Its task ended without sending: cannot happen (`Held` sends as it drops),
+                    // but then its slot went to the semaphore; look again.
+                    Err(_) => continue,
                 },
-                _ = shutdown.wait_for(|stop| *stop) => Slot::Shutdown,
+                _ = shutdown.wait_for(|stop| *stop) => return Slot::Shutdown,
                 () = tokio::time::sleep(EVICTION_WAIT) => {
-                    tracing::warn!(listener = label, peer = %peer, "no slot freed after an eviction; closing");
-                    Slot::Refused
+                    // Dropping `handed` sends the slot, when it comes, to the semaphore.
+                    tracing::warn!(listener = label, peer = %peer, "no slot freed within the eviction wait; looking again");
+                    continue;
                 }
-            };
+            }
         }
         if options.at_cap == AtCap::Close {
             tracing::warn!(listener = label, peer = %peer, max, "connection cap reached and every connection is busy; closing");
@@ -351,7 +389,11 @@ async fn slot(
         }
         tokio::select! {
             permit = Arc::clone(slots).acquire_owned() => match permit {
-                Ok(permit) => return Slot::Granted(permit),
+                Ok(permit) => {
+                    permit.forget();
+                    return Slot::Granted;
+                }
+                // The semaphore is never closed.
                 Err(_) => return Slot::Refused,
             },
             _ = shutdown.wait_for(|stop| *stop) => return Slot::Shutdown,
@@ -361,7 +403,7 @@ async fn slot(
     }
 }
 
-/// How long the loop waits for an evicted connection to free its slot: its task ends at its
+/// How long the loop waits for an evicted connection to send its slot: its task ends at its
 /// next poll, so this is only reached if the runtime is starved.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
@@ -391,6 +433,9 @@ struct OpenInner {
     /// The next id's upper part (above [`LOOP_ID_BITS`]).
     next_id: u64,
     by_id: HashMap<u64, Arc<Activity>>,
+    /// Evicted connections (by id) whose slot goes to the loop that evicted them. Empty but at
+    /// the cap, and then one entry per eviction under way.
+    handoffs: HashMap<u64, oneshot::Sender<Freed>>,
 }
 
 impl OpenConnections {
@@ -430,28 +475,34 @@ impl OpenConnections {
         }
     }
 
-    /// Tells the connection idle the longest (no request in flight) to close; `false` when every
-    /// open connection is busy. A scan of at most `max_connections` entries, done only at the cap.
-    fn evict_longest_idle(&self) -> bool {
-        let inner = self.lock();
-        let victim = inner
-            .by_id
-            .values()
-            .filter_map(|a| a.idle_since().map(|since| (since, a)))
-            .min_by_key(|(since, _)| *since);
-        match victim {
-            Some((_, activity)) => {
-                activity.evict();
-                true
-            }
-            None => false,
-        }
+    /// Tells the connection idle the longest (no request in flight) to close; where its slot
+    /// will arrive as it ends, or `None` when every open connection is busy. A scan of at most
+    /// `max_connections` entries, done only at the cap.
+    fn evict_longest_idle(&self) -> Option<oneshot::Receiver<Freed>> {
+        let (victim, handed) = {
+            let mut inner = self.lock();
+            let (id, victim) = inner
+                .by_id
+                .iter()
+                .filter_map(|(id, a)| a.idle_since().map(|since| (since, *id, a)))
+                .min_by_key(|(since, ..)| *since)
+                .map(|(_, id, a)| (id, Arc::clone(a)))?;
+            // Registered before the connection is told, under the lock its `Held` takes to
+            // leave the set: however soon it ends, its slot comes here.
+            let (tx, handed) = oneshot::channel();
+            inner.handoffs.insert(id, tx);
+            (victim, handed)
+        };
+        // Outside the lock: waking its task never needs the set.
+        victim.evict();
+        Some(handed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
     use tokio::io::AsyncReadExt as _;
 
     const STEP: Duration = Duration::from_secs(10);
@@ -512,6 +563,77 @@ mod tests {
             tokio::time::timeout(STEP, stream.read(&mut buf)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+
+    /// A waker that runs its action at the first wake: stands for another worker thread that
+    /// polls the woken task at once, before the waking thread goes on.
+    struct OnWake(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+    impl std::task::Wake for OnWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            let action = self.0.lock().unwrap().take();
+            if let Some(action) = action {
+                action();
+            }
+        }
+    }
+
+    /// The race two workers' loops of one listener ran at the cap: loop A evicts an idle
+    /// connection; its task, on the other worker, ends at once and frees the slot; that worker's
+    /// loop B, with a caller of its own, takes the free slot without evicting anything; A was
+    /// left waiting for a slot that never came (1 s, then its caller was refused, and the callers
+    /// queued behind it waited). The evicted connection's slot must go to A.
+    #[tokio::test]
+    async fn an_evicted_connections_slot_goes_to_the_loop_that_evicted_it() {
+        let (options, _stop, _open) = options(AtCap::Wait, Drain::Abort);
+        let cap = options.cap.clone();
+        // One idle connection holds the only slot.
+        Arc::clone(&cap.slots).try_acquire_owned().unwrap().forget();
+        let activity = Arc::new(Activity::new(false, Arc::clone(&cap.open.became_idle)));
+        let id = cap
+            .open
+            .register(cap.open.add_loop(), Arc::clone(&activity));
+        let held = Held {
+            watched: Arc::new(Watched {
+                kind: "caller",
+                deadlines: options.deadlines,
+                slots: Arc::clone(&cap.slots),
+                open: Arc::clone(&cap.open),
+            }),
+            id,
+        };
+        // The other worker: told to close, the connection's task ends at once, then loop B
+        // admits its caller with any free slot (and keeps it).
+        let taken_by_b = Arc::new(Mutex::new(None));
+        let b = Arc::clone(&taken_by_b);
+        let slots = Arc::clone(&cap.slots);
+        let other_worker = move || {
+            drop(held);
+            *b.lock().unwrap() = Some(slots.try_acquire_owned().ok());
+        };
+        let waker = Waker::from(Arc::new(OnWake(Mutex::new(Some(Box::new(other_worker))))));
+        // The watchdog's first poll leaves the waker with the activity.
+        let mut watch = Box::pin(activity.watch(&options.deadlines));
+        let polled = watch
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending());
+
+        let granted = tokio::time::timeout(STEP, slot(&cap.slots, &cap.open, &options, 1, &"a"));
+        assert!(
+            matches!(granted.await, Ok(Slot::Granted)),
+            "the loop that evicted got no slot"
+        );
+        let taken = taken_by_b.lock().unwrap().take();
+        assert!(
+            matches!(taken, Some(None)),
+            "the evicted connection's slot went to another loop"
+        );
+        assert_eq!(cap.slots.available_permits(), 0);
     }
 
     #[tokio::test]
