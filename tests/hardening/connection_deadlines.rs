@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::process::{Env, admin_counter, get, start_with_admin};
+use crate::kit::process::{Env, admin_counter, connect, get, get_on, start_with_admin};
 
 /// More silent sockets than the default `max_connections` (1,024).
 const SILENT: usize = 1_100;
@@ -19,6 +19,8 @@ const SILENT_BATCH: usize = 100;
 /// "Well under a second": a caller arriving behind the silent sockets is answered within this.
 /// The first-byte deadline is 5 s, so only evicting idle sockets can meet it.
 const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
+/// How long a late answer is still awaited, so that a failure says whether it came at all.
+const DIAGNOSE_WITHIN: Duration = Duration::from_secs(5);
 /// How long the silent sockets beyond the cap may take to be accepted and evicted: inside the
 /// 5 s first-byte deadline, after the kernel's SYN-ACK retransmits at 1 s and 3 s.
 const EVICTIONS_WITHIN: Duration = Duration::from_millis(4_500);
@@ -72,6 +74,18 @@ async fn admin_status(admin: SocketAddr, path: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no HTTP answer: {text:?}"))
 }
 
+/// popgate's log lines at `WARN` or above, one per line.
+fn warnings(log: &[String]) -> String {
+    log.iter()
+        .filter(|line| {
+            crate::kit::process::fields(line)
+                .is_some_and(|f| matches!(f["level"].as_str(), Some("WARN" | "ERROR")))
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The test process holds the attack's sockets as well as its own: raise its soft limit the way
 /// popgate raises its own, and say so if the hard limit is too low for the attack.
 fn enough_file_descriptors(needed: u64) {
@@ -116,12 +130,25 @@ async fn silent_sockets_beyond_the_default_cap_do_not_keep_a_caller_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    let answered = tokio::time::timeout(ANSWERED_WITHIN, get(proxy, "/v1.0/me")).await;
+    let caller = async {
+        let mut sender = connect(proxy).await?;
+        let connected = started.elapsed();
+        get_on(&mut sender, "/v1.0/me")
+            .await
+            .map(|a| (connected, a))
+    };
+    let answered = tokio::time::timeout(DIAGNOSE_WITHIN, caller).await;
     let took = started.elapsed();
-    let (status, body) = answered.unwrap_or_else(|_| {
-        panic!("a caller behind {SILENT} silent sockets got no answer within {ANSWERED_WITHIN:?}")
-    });
+    let (connected, (status, body)) = match answered {
+        Ok(Ok(answer)) if took <= ANSWERED_WITHIN => answer,
+        other => panic!(
+            "a caller behind {SILENT} silent sockets got no answer within {ANSWERED_WITHIN:?}: \
+             {other:?} after {took:?}; popgate's warnings:\n{}",
+            warnings(&popgate.output())
+        ),
+    };
     assert_eq!(status, 200, "{body}");
+    eprintln!("connected in {connected:?}");
     eprintln!("caller behind {SILENT} silent sockets answered in {took:?}");
     // Every silent socket beyond the cap evicts one. Not all of them need to be accepted yet:
     // connect() returns once the client has sent its ACK, but when popgate's listen backlog is

@@ -316,6 +316,11 @@ impl Popgate {
         self.child.signal(signal);
     }
 
+    /// Every line it printed so far, read or not.
+    pub fn output(&self) -> Vec<String> {
+        self.child.output()
+    }
+
     /// After the process exited: reads the rest of its log (bounded). Blocking.
     pub fn read_rest(&mut self) {
         let deadline = Instant::now() + PROCESS_BOUND;
