@@ -42,10 +42,13 @@ PROXIES = ["popgate", "envoy", "nginx", "haproxy", "pingora"]
 # the idle scenario at 9 900 callers for every proxy (see peers.HAPROXY_MAXCONN).
 NOFILE = 65_536
 # The whole harness must stay well under 15 minutes: these are the full run's phase lengths.
-FULL = dict(conns=64, closed_s=8, rate_s=10, warmup_s=2, idle_conns=9_900, idle_hold_s=5,
+# rate_rounds: the fixed-rate phase is repeated, the proxies interleaved in each round, and the
+# medians reported: on a shared VM one reading of CPU per request moves by up to 30% between
+# sittings (benches/README.md, thirteenth run), which one round per proxy cannot tell from a ratio.
+FULL = dict(conns=64, closed_s=8, rate_s=10, rate_rounds=3, warmup_s=2, idle_conns=9_900, idle_hold_s=5,
             burst=1000, refresh_lifetime_s=60, refresh_s=180, refresh_rate=2000,
             rotation_s=30, rotate_at_s=10, routes=1000, intercept_rounds=2)
-QUICK = dict(conns=32, closed_s=3, rate_s=3, warmup_s=1, idle_conns=2000, idle_hold_s=5,
+QUICK = dict(conns=32, closed_s=3, rate_s=3, rate_rounds=1, warmup_s=1, idle_conns=2000, idle_hold_s=5,
              burst=200, refresh_lifetime_s=20, refresh_s=30, refresh_rate=500,
              rotation_s=10, rotate_at_s=3, routes=100, intercept_rounds=2)
 
@@ -149,12 +152,20 @@ def measure_placement(ctx: Ctx, pl: Placement, cfg: dict, proxies: list[str], bi
     slowest = min(out["closed"][n]["rps"] for n in proxies)
     rate = max(int(slowest * 0.5) // 100 * 100, 100)
     out["rate_rps"] = rate
-    for name in ["direct", *proxies]:
-        print(f"[{pl.name}] fixed rate {rate}/s: {name}", flush=True)
-        idle = cfg["idle_conns"] if pl.proxy_cpus and name != "direct" else 0
-        out["rate"][name] = compare.at_rate(name, ctx, pl, up, gen, cfg["conns"], rate, cfg["rate_s"],
-                                            cfg["warmup_s"], idle, cfg["idle_hold_s"])
-        print(f"    p99 {out['rate'][name]['latency_us']['p99']:.0f} µs", flush=True)
+    rounds: dict[str, list[dict]] = {name: [] for name in ["direct", *proxies]}
+    for r in range(cfg["rate_rounds"]):
+        for name in rounds:
+            print(f"[{pl.name}] fixed rate {rate}/s, round {r + 1} of {cfg['rate_rounds']}: {name}", flush=True)
+            # The idle callers once per proxy (the first round): their figure is memory, not a rate.
+            idle = cfg["idle_conns"] if pl.proxy_cpus and name != "direct" and r == 0 else 0
+            run = compare.at_rate(name, ctx, pl, up, gen, cfg["conns"], rate, cfg["rate_s"],
+                                  cfg["warmup_s"], idle, cfg["idle_hold_s"])
+            rounds[name].append(run)
+            cpu = run["cpu_s_per_10k"]
+            print(f"    p50 {run['latency_us']['p50']:.0f} µs, p99 {run['latency_us']['p99']:.0f} µs"
+                  + ("" if cpu is None else f", {cpu:.3f} CPU-s per 10k"), flush=True)
+    out["rate_rounds"] = cfg["rate_rounds"]
+    out["rate"] = {name: compare.medians(runs) for name, runs in rounds.items()}
     return out, up, gen
 
 
@@ -174,8 +185,16 @@ def main() -> int:
     ap.add_argument("--upstream-protocol", choices=["h2", "http1.1"], default="h2",
                     help="h2: the upstream offers h2 and http/1.1 by ALPN (each proxy on its best); "
                          "http1.1: it offers only http/1.1 (every proxy speaks it)")
+    ap.add_argument("--rate-rounds", type=int,
+                    help=f"rounds of the fixed-rate phase, medians reported (default {FULL['rate_rounds']}, "
+                         f"--quick {QUICK['rate_rounds']})")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL, upstream_protocol=args.upstream_protocol)
+    if args.rate_rounds is not None:
+        if args.rate_rounds < 1:
+            print("error: --rate-rounds must be at least 1", file=sys.stderr)
+            return 2
+        cfg["rate_rounds"] = args.rate_rounds
     proxies = [p for p in args.proxies.split(",") if p]
     unknown = set(proxies) - set(PROXIES)
     if unknown or "popgate" not in proxies:
@@ -246,7 +265,7 @@ def main() -> int:
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "popgate_rev": rev or "unknown", "rustc": rustc, "versions": versions(bins),
             "popgate_binary": os.path.relpath(bins["popgate"], ROOT),
-            "command": "python3 benches/load/run.py" + (" --quick" if args.quick else ""),
+            "command": " ".join(["python3 benches/load/run.py", *sys.argv[1:]]),
             "wall_s": time.monotonic() - started, "measure_s": time.monotonic() - measured_at,
             "quick": args.quick,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from .load import Generator, Upstream
@@ -43,6 +44,24 @@ def _summary(load: dict, upstream: dict, cpu: float | None) -> dict:
         "reuse": 1.0 - upstream["tls_handshakes"] / served,
         "cpu_s_per_10k": None if cpu is None else cpu / served * 10_000,
     }
+
+
+def medians(runs: list[dict]) -> dict:
+    """One proxy's fixed-rate rounds (each a `_summary`) as one: the first round's figures (and
+    its idle-caller readings) with CPU per request and each latency percentile replaced by the
+    median over the rounds, errors summed, reuse the worst; `rounds` keeps each round's own."""
+    out = dict(runs[0])
+    lat = {k: statistics.median(r["latency_us"][k] for r in runs) for k in runs[0]["latency_us"]}
+    out["latency_us"] = lat
+    cpus = [r["cpu_s_per_10k"] for r in runs]
+    out["cpu_s_per_10k"] = None if None in cpus else statistics.median(cpus)
+    for key in ("requests", "ok", "errors", "upstream_requests", "upstream_handshakes",
+                "upstream_unauthorized", "reconnects"):
+        out[key] = sum(r[key] for r in runs)
+    out["reuse"] = min(r["reuse"] for r in runs)
+    out["rounds"] = [{"cpu_s_per_10k": r["cpu_s_per_10k"], "p50": r["latency_us"]["p50"],
+                      "p99": r["latency_us"]["p99"], "errors": r["errors"]} for r in runs]
+    return out
 
 
 def all_2xx(out: dict) -> bool:
