@@ -252,146 +252,152 @@ impl Http1Lane {
         self.exchange(h2, request, conn, false, keeper)
     }
 
-    async fn exchange(
-        &self,
-        h2: &H2Lane,
+    // Not an `async fn`: that would keep the request twice (the argument and the local it is
+    // moved into, 360 bytes each) in a future every HTTP/1.1 request creates and moves
+    // (benches/MICRO.md, issue 13); `clippy::manual_async_fn` would undo it.
+    #[allow(clippy::manual_async_fn)]
+    fn exchange<'a>(
+        &'a self,
+        h2: &'a H2Lane,
         mut request: Request<UpstreamBody>,
         mut fresh: Option<Box<UpstreamConn>>,
         first_contact: bool,
-        mut keeper: Keeper<'_>,
-    ) -> Result<Exchanged, UpstreamError> {
-        let authority = request.uri().authority().map_or("", |a| a.as_str());
-        let (target, mut idle, probe) = self.shared.checkout(authority, first_contact);
-        if fresh.is_some() {
-            // Not needed: the request goes out on the fresh connection.
-            idle = None;
-        }
-        let scheme = request.uri().scheme().cloned().unwrap_or(Scheme::HTTPS);
-        let mut probe = match probe {
-            Some(Probe::Wait(probed)) if fresh.is_none() => {
-                probed.await;
-                if h2.has_live(&target.authority) {
-                    keeper.before_consuming(&request, None);
-                    let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
-                    match sent.await? {
-                        Ok(exchanged) => return Ok(exchanged),
-                        Err(downgraded) => {
-                            request = downgraded.request;
-                            fresh = downgraded.conn;
-                        }
-                    }
-                }
-                None
+        mut keeper: Keeper<'a>,
+    ) -> impl Future<Output = Result<Exchanged, UpstreamError>> + Send + 'a {
+        async move {
+            let authority = request.uri().authority().map_or("", |a| a.as_str());
+            let (target, mut idle, probe) = self.shared.checkout(authority, first_contact);
+            if fresh.is_some() {
+                // Not needed: the request goes out on the fresh connection.
+                idle = None;
             }
-            Some(Probe::Lead(lead)) => Some(lead),
-            _ => None,
-        };
-        let bodiless = request.body().is_end_stream();
-        // The request's absolute URI, once it is put in origin form (for a replay).
-        let mut absolute = None;
-        let mut tries = 0;
-        loop {
-            let found = match idle.take() {
-                Some(conn) => Some(conn),
-                None if fresh.is_none() && tries > 0 && tries < MAX_REUSE_TRIES => {
-                    self.shared.reuse(&target)
-                }
-                None => None,
-            };
-            let (conn, reused) = match (found, fresh.take()) {
-                (Some(conn), _) => (conn, true),
-                (None, Some(conn)) => (Box::pin(start(conn, bodiless)).await?, false),
-                // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
-                // otherwise make every request's future larger, and costlier to move.
-                (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
-                    Ok(Dialed::Http1(conn)) => {
-                        // HTTP/1.1: whoever waited on this probe dials its own.
-                        drop(probe.take());
-                        (Box::pin(start(conn, bodiless)).await?, false)
-                    }
-                    Ok(Dialed::H2(conn)) => {
-                        Box::pin(h2.adopt(&target.authority, *conn)).await?;
-                        // h2: whoever waited on this probe finds the connection now.
-                        drop(probe.take());
-                        keeper.before_consuming(&request, absolute.as_ref());
+            let scheme = request.uri().scheme().cloned().unwrap_or(Scheme::HTTPS);
+            let mut probe = match probe {
+                Some(Probe::Wait(probed)) if fresh.is_none() => {
+                    probed.await;
+                    if h2.has_live(&target.authority) {
+                        keeper.before_consuming(&request, None);
                         let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
-                        let downgraded = match sent.await? {
+                        match sent.await? {
                             Ok(exchanged) => return Ok(exchanged),
-                            // The h2 lane's own dial found HTTP/1.1 after all: sent here.
-                            Err(downgraded) => downgraded,
-                        };
-                        request = downgraded.request;
-                        match downgraded.conn {
-                            Some(conn) => (Box::pin(start(conn, bodiless)).await?, false),
-                            // Adopted, then gone, then HTTP/1.1 again: once more.
-                            None => {
-                                tries += 1;
-                                continue;
+                            Err(downgraded) => {
+                                request = downgraded.request;
+                                fresh = downgraded.conn;
                             }
                         }
                     }
-                    Err(error) => return Err(error),
-                },
+                    None
+                }
+                Some(Probe::Lead(lead)) => Some(lead),
+                _ => None,
             };
-            if let Some(uri) = origin_form(&mut request, &target) {
-                absolute = Some(uri);
-            }
-            let mut sender = match conn {
-                IdleConn::Own(own) if bodiless => {
-                    let lane = Arc::clone(&self.shared);
-                    let back = Arc::clone(&target);
-                    let give_back: GiveBack =
-                        Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
-                    // Boxed: the exchange holds the connection (and borrows the request, which
-                    // stays here for a replay); inline it would make every request's future (h2's
-                    // too) that much larger to move.
-                    match Box::pin(h1_own::exchange(own, &request, give_back)).await {
-                        Ok(response) => {
-                            keeper.returned(request, absolute);
-                            return Ok(Exchanged {
-                                response: response.map(ResponseBody::Own),
-                                lease: None,
-                            });
-                        }
-                        Err((error, true)) if reused => {
-                            tracing::debug!(%error, "idle upstream connection closed; next one");
-                            tries += 1;
-                            continue;
-                        }
-                        Err((error, _)) => return Err(UpstreamError::Own(Box::new(error))),
+            let bodiless = request.body().is_end_stream();
+            // The request's absolute URI, once it is put in origin form (for a replay).
+            let mut absolute = None;
+            let mut tries = 0;
+            loop {
+                let found = match idle.take() {
+                    Some(conn) => Some(conn),
+                    None if fresh.is_none() && tries > 0 && tries < MAX_REUSE_TRIES => {
+                        self.shared.reuse(&target)
                     }
+                    None => None,
+                };
+                let (conn, reused) = match (found, fresh.take()) {
+                    (Some(conn), _) => (conn, true),
+                    (None, Some(conn)) => (Box::pin(start(conn, bodiless)).await?, false),
+                    // Boxed: a dial is rare, and its future (connect, TLS, handshake) would
+                    // otherwise make every request's future larger, and costlier to move.
+                    (None, None) => match Box::pin(self.dial(&scheme, &target)).await {
+                        Ok(Dialed::Http1(conn)) => {
+                            // HTTP/1.1: whoever waited on this probe dials its own.
+                            drop(probe.take());
+                            (Box::pin(start(conn, bodiless)).await?, false)
+                        }
+                        Ok(Dialed::H2(conn)) => {
+                            Box::pin(h2.adopt(&target.authority, *conn)).await?;
+                            // h2: whoever waited on this probe finds the connection now.
+                            drop(probe.take());
+                            keeper.before_consuming(&request, absolute.as_ref());
+                            let sent = Box::pin(via_h2(h2, request, &scheme, &target.authority));
+                            let downgraded = match sent.await? {
+                                Ok(exchanged) => return Ok(exchanged),
+                                // The h2 lane's own dial found HTTP/1.1 after all: sent here.
+                                Err(downgraded) => downgraded,
+                            };
+                            request = downgraded.request;
+                            match downgraded.conn {
+                                Some(conn) => (Box::pin(start(conn, bodiless)).await?, false),
+                                // Adopted, then gone, then HTTP/1.1 again: once more.
+                                None => {
+                                    tries += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(error) => return Err(error),
+                    },
+                };
+                if let Some(uri) = origin_form(&mut request, &target) {
+                    absolute = Some(uri);
                 }
-                // A request with a body goes through hyper's client (its connection's own task
-                // keeps sending the body while the answer waits to be read).
-                IdleConn::Own(own) if own.is_clean() => Box::pin(handshake(*own.io)).await?,
-                IdleConn::Own(_) => {
-                    tries += 1;
-                    continue;
-                }
-                IdleConn::Hyper(sender) => sender,
-            };
-            keeper.before_consuming(&request, absolute.as_ref());
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    return Ok(Exchanged {
-                        response: response.map(ResponseBody::Http1),
-                        lease: Some(Lease {
-                            sender,
-                            target,
-                            lane: Arc::clone(&self.shared),
-                        }),
-                    });
-                }
-                Err(mut failed) => match failed.take_message() {
-                    // Never written: the upstream had closed this idle connection.
-                    Some(unsent) if reused => {
-                        let error = failed.error();
-                        tracing::debug!(%error, "idle upstream connection closed; next one");
-                        request = unsent;
+                let mut sender = match conn {
+                    IdleConn::Own(own) if bodiless => {
+                        let lane = Arc::clone(&self.shared);
+                        let back = Arc::clone(&target);
+                        let give_back: GiveBack =
+                            Box::new(move |conn| lane.put_back(back, IdleConn::Own(conn)));
+                        // Boxed: the exchange holds the connection (and borrows the request, which
+                        // stays here for a replay); inline it would make every request's future (h2's
+                        // too) that much larger to move.
+                        match Box::pin(h1_own::exchange(own, &request, give_back)).await {
+                            Ok(response) => {
+                                keeper.returned(request, absolute);
+                                return Ok(Exchanged {
+                                    response: response.map(ResponseBody::Own),
+                                    lease: None,
+                                });
+                            }
+                            Err((error, true)) if reused => {
+                                tracing::debug!(%error, "idle upstream connection closed; next one");
+                                tries += 1;
+                                continue;
+                            }
+                            Err((error, _)) => return Err(UpstreamError::Own(Box::new(error))),
+                        }
+                    }
+                    // A request with a body goes through hyper's client (its connection's own task
+                    // keeps sending the body while the answer waits to be read).
+                    IdleConn::Own(own) if own.is_clean() => Box::pin(handshake(*own.io)).await?,
+                    IdleConn::Own(_) => {
                         tries += 1;
+                        continue;
                     }
-                    _ => return Err(UpstreamError::Exchange(failed.into_error())),
-                },
+                    IdleConn::Hyper(sender) => sender,
+                };
+                keeper.before_consuming(&request, absolute.as_ref());
+                match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        return Ok(Exchanged {
+                            response: response.map(ResponseBody::Http1),
+                            lease: Some(Lease {
+                                sender,
+                                target,
+                                lane: Arc::clone(&self.shared),
+                            }),
+                        });
+                    }
+                    Err(mut failed) => match failed.take_message() {
+                        // Never written: the upstream had closed this idle connection.
+                        Some(unsent) if reused => {
+                            let error = failed.error();
+                            tracing::debug!(%error, "idle upstream connection closed; next one");
+                            request = unsent;
+                            tries += 1;
+                        }
+                        _ => return Err(UpstreamError::Exchange(failed.into_error())),
+                    },
+                }
             }
         }
     }

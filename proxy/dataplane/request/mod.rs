@@ -200,51 +200,68 @@ impl Forwarder {
     /// 80 on plain listeners, 443 on TLS; `caller` is who the listener saw on the connection;
     /// `stall`: the request body's per-stream progress deadline (HTTP/2).
     /// Counts it in the route's metrics and, when the access log is on, returns its line.
-    async fn handle(
-        &self,
+    // `handle` and `forward` are not `async fn`s: an `async fn` keeps each argument and the local
+    // it is moved into both (the request twice, 264 bytes each), and every request's future is
+    // copied whole as it is created and boxed (benches/MICRO.md, issue 13). Hence also the
+    // `allow`s: `clippy::manual_async_fn` would undo this.
+    #[allow(clippy::manual_async_fn)]
+    fn handle<'a>(
+        &'a self,
         request: Request<Incoming>,
         listener_default_port: u16,
-        caller: &Caller,
-        request_id: &http::HeaderValue,
+        caller: &'a Caller,
+        request_id: &'a http::HeaderValue,
         stall: Option<Duration>,
-    ) -> (Response<ProxyBody>, Option<AccessLine>) {
-        let mut seen = Observed::start(&request);
-        let response = match self
-            .forward(request, listener_default_port, caller, stall, &mut seen)
-            .await
-        {
-            Ok(response) | Err(response) => response,
-        };
-        let line = seen.finish(&response, listener_default_port, caller, request_id);
-        (response, line)
+    ) -> impl Future<Output = (Response<ProxyBody>, Option<AccessLine>)> + Send + 'a {
+        async move {
+            let mut seen = Observed::start(&request);
+            let response = match self
+                .forward(request, listener_default_port, caller, stall, &mut seen)
+                .await
+            {
+                Ok(response) | Err(response) => response,
+            };
+            let line = seen.finish(&response, listener_default_port, caller, request_id);
+            (response, line)
+        }
     }
 
     /// The steps after the connection's guard, in order.
-    async fn forward(
-        &self,
+    #[allow(clippy::manual_async_fn)]
+    fn forward<'a>(
+        &'a self,
         request: Request<Incoming>,
         listener_default_port: u16,
-        caller: &Caller,
+        caller: &'a Caller,
         stall: Option<Duration>,
-        seen: &mut Observed,
-    ) -> Step<Response<ProxyBody>> {
-        let target = guard::target(&request, listener_default_port)?;
-        seen.host(target.host);
-        let (route, uri) = route::find(&self.table, target, seen)?;
-        let max_body = authorize::check(&route, caller, request.headers())?;
-        // The span is there whether or not the route has its token (a trace shows the step);
-        // only a real wait is timed.
-        let token = token::usable(&route, self.request_timeout, seen)
-            .instrument(tracing::debug_span!("token_wait"))
-            .await?;
-        let timeout = route.request_timeout(self.request_timeout);
-        let outgoing = rewrite::outgoing(request, uri, &token, max_body, timeout, stall).await?;
-        // Boxed: the exchange's future is the largest part of this one (about 3.5 KB: the
-        // request twice over, the replay copy, the upstream send), and every request's future is
-        // copied whole into the box the connection keeps it in; boxed here, that copy stays under
-        // the size where memcpy turns to `rep movsb` (benches/MICRO.md, issue 13).
-        let answer = Box::pin(send::exchange(&route, &token, outgoing, timeout, seen)).await?;
-        Ok(respond::pass_back(answer, &seen.handles()))
+        seen: &'a mut Observed,
+    ) -> impl Future<Output = Step<Response<ProxyBody>>> + Send + 'a {
+        async move {
+            let target = guard::target(&request, listener_default_port)?;
+            seen.host(target.host);
+            let (route, uri) = route::find(&self.table, target, seen)?;
+            let max_body = authorize::check(&route, caller, request.headers())?;
+            // The span is there whether or not the route has its token (a trace shows the step);
+            // only a real wait is timed.
+            let token = token::usable(&route, self.request_timeout, seen)
+                .instrument(tracing::debug_span!("token_wait"))
+                .await?;
+            let timeout = route.request_timeout(self.request_timeout);
+            let outgoing = match rewrite::bodiless(request, uri, &token, max_body, stall) {
+                Ok(outgoing) => outgoing?,
+                // Boxed: only a request with a body needs room for reading it ahead.
+                Err((request, uri)) => {
+                    let read = rewrite::outgoing(request, uri, &token, max_body, timeout, stall);
+                    Box::pin(read).await?
+                }
+            };
+            // Boxed: the exchange's future is the largest part of this one (about 3.5 KB: the
+            // request twice over, the replay copy, the upstream send), and every request's
+            // future is copied whole into the box the connection keeps it in; boxed here, that
+            // copy stays under the size where memcpy turns to `rep movsb` (benches/MICRO.md).
+            let answer = Box::pin(send::exchange(&route, &token, outgoing, timeout, seen)).await?;
+            Ok(respond::pass_back(answer, &seen.handles()))
+        }
     }
 }
 

@@ -46,6 +46,7 @@ impl std::fmt::Debug for Outgoing {
 /// Rewrites `request` for `uri` with `snapshot`'s token. The body is read ahead within `timeout`
 /// (400 if it cannot be read); a body over `max_body` is refused (413) or cut off as it streams;
 /// one still streaming after the read-ahead is cut off once it stalls for `stall`, when given.
+/// The request path sends a request whose body has ended (most) through [`bodiless`] instead.
 pub(super) async fn outgoing(
     request: Request<Incoming>,
     uri: Uri,
@@ -57,8 +58,7 @@ pub(super) async fn outgoing(
     let (mut parts, body) = request.into_parts();
     let chunked = body_needs_chunked(&body);
     upstream_head(&mut parts, &snapshot.authorization, uri, chunked);
-
-    // No body (most requests): nothing to read, and no timer or clock read to set one.
+    // An ended body reads at once: nothing to read, and no timer or clock read to set one.
     let read = if body.is_end_stream() {
         Ok(Ok(UpstreamBody::empty()))
     } else {
@@ -78,6 +78,36 @@ pub(super) async fn outgoing(
             }));
         }
     };
+    ready(parts, body, max_body, stall)
+}
+
+/// [`outgoing`] without a future, for a request whose body has ended already (most); a request
+/// with a body comes back (`Err`) for [`outgoing`]. The request path awaits [`outgoing`] only
+/// for a body, boxed, so the room for its read stays out of every request's future (issue 13:
+/// that future is copied whole as it is created and boxed).
+pub(super) fn bodiless(
+    request: Request<Incoming>,
+    uri: Uri,
+    snapshot: &Snapshot,
+    max_body: Option<u64>,
+    stall: Option<Duration>,
+) -> Result<Step<Outgoing>, (Request<Incoming>, Uri)> {
+    if !request.body().is_end_stream() {
+        return Err((request, uri));
+    }
+    let (mut parts, _) = request.into_parts();
+    upstream_head(&mut parts, &snapshot.authorization, uri, false);
+    Ok(ready(parts, UpstreamBody::empty(), max_body, stall))
+}
+
+/// The rewritten head with its body, as read ahead (or empty): the route's body limit and the
+/// stall deadline applied, the replay copy taken.
+fn ready(
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    max_body: Option<u64>,
+    stall: Option<Duration>,
+) -> Step<Outgoing> {
     // A body read whole is refused here; one still streaming is cut off past the limit.
     let body = match max_body {
         Some(max) if body.buffered_len().is_some_and(|n| n > max) => {
