@@ -53,7 +53,7 @@ def targets(res: dict) -> list[tuple[str, str, bool]]:
                 ratio = pg_cpu / r[peer]["cpu_s_per_10k"]
                 out.append((f"CPU per request ≤ {peer}'s", f"{ratio:.2f}×", ratio <= 1.0))
     for name, p in res["placements"].items():
-        out += _issue13(name, p["rate"])
+        out += _lead_over_peers(name, p["rate"])
     reuse = [p[ph]["popgate"]["reuse"] for p in res["placements"].values() for ph in ("closed", "rate")
              if "popgate" in p.get(ph, {})]
     if reuse:
@@ -72,7 +72,7 @@ CPU_LEAD = 1.2
 P50_OVER_DIRECT_US = 50
 
 
-def _issue13(placement: str, r: dict) -> list[tuple[str, str, bool]]:
+def _lead_over_peers(placement: str, r: dict) -> list[tuple[str, str, bool]]:
     peers = [n for n in ("nginx", "haproxy") if r.get(n, {}).get("cpu_s_per_10k")]
     pg = r.get("popgate", {})
     if not peers or not pg.get("cpu_s_per_10k"):

@@ -58,13 +58,9 @@ pub(super) async fn outgoing(
     let (mut parts, body) = request.into_parts();
     let chunked = body_needs_chunked(&body);
     upstream_head(&mut parts, &snapshot.authorization, uri, chunked);
-    // An ended body reads at once: nothing to read, and no timer or clock read to set one.
-    let read = if body.is_end_stream() {
-        Ok(Ok(UpstreamBody::empty()))
-    } else {
-        tokio::time::timeout(timeout, read_ahead(body)).await
-    };
-    let body = match read {
+    // An ended body reads as empty here too (`read_ahead`); the request path sends those
+    // through `bodiless`, which sets no timer.
+    let body = match tokio::time::timeout(timeout, read_ahead(body)).await {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {
             tracing::info!(error = %error, "caller body unreadable");
