@@ -310,9 +310,18 @@ pub fn default_workers() -> usize {
         .min(crate::config::limits::MAX_WORKERS)
 }
 
+/// Called when a burst of popgate's own work has ended (start-up's first acquisitions, a reload),
+/// so that the binary's allocator returns what it freed to the kernel (`allocator.rs` in the
+/// binary: its allocator may otherwise keep it resident while popgate is quiet).
+pub type ReturnFreedMemory = fn();
+
 /// Runs popgate until `shutdown` resolves, then drains and returns. Meanwhile SIGHUP and changes
 /// of the config file reload it (see [`crate::app::reload`]).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    return_freed_memory: ReturnFreedMemory,
+) -> Result<(), RunError> {
     tracing::info!(
         config = %config.source.display(),
         routes = config.routes.len(),
@@ -338,11 +347,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let addrs: Vec<String> = app.local_addrs().iter().map(ToString::to_string).collect();
         let admin = app.admin_addr().map(|a| a.to_string());
         tracing::info!(addrs = ?addrs, admin = admin.as_deref(), "serving");
+        // After the route states' lines too: a line per route is start-up's last garbage.
+        return_freed_memory();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 trigger = triggers.next() => {
                     crate::app::reload::reload(&mut app, trigger, &mut triggers).await;
+                    return_freed_memory();
                 }
             }
         }

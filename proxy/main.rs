@@ -34,10 +34,15 @@ fn main() -> ExitCode {
             Ok(cfg) => check(&cfg),
             Err(errors) => report(&errors),
         },
-        Command::Run(arg) => match config::load(&arg.config) {
-            Ok(cfg) => run(cfg, &arg.log),
-            Err(errors) => report(&errors),
-        },
+        Command::Run(arg) => {
+            // Start-up's garbage (the parsed file, the first acquisitions) goes back to the
+            // kernel as it is freed; `run` sets the configured decay again once they settle.
+            allocator::return_freed_memory_at_once();
+            match config::load(&arg.config) {
+                Ok(cfg) => run(cfg, &arg.log),
+                Err(errors) => report(&errors),
+            }
+        }
         Command::Dev(arg) => dev_command::dev(arg),
         Command::Bench(arg) => bench_command::bench(arg),
         Command::Probe(arg) => probe_command::probe(arg),
@@ -160,7 +165,11 @@ fn run(cfg: Config, log: &LogArgs) -> ExitCode {
     if let Some(e) = unusable {
         tracing::error!(error = %e, "OpenTelemetry trace export is off; serving without it");
     }
-    let code = match runtime.block_on(popgate::app::run(cfg, shutdown_signal())) {
+    let code = match runtime.block_on(popgate::app::run(
+        cfg,
+        shutdown_signal(),
+        allocator::return_freed_memory_now,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "popgate cannot start");
