@@ -295,25 +295,39 @@ impl Transport {
         request: &CredentialRequest,
         binding: Option<&BindingCert>,
     ) -> Result<Exchange, TransportError> {
-        let pin = request.server_sha1().map(str::to_string);
-        let (request, _id) = request.duplicate().into_parts();
         let host = request
+            .request()
             .uri()
             .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_else(|| "<no host>".to_string());
-        let request: Request<Full<Bytes>> = request.map(Full::new);
+            .map_or_else(|| "<no host>".to_string(), |a| a.as_str().to_string());
         // Waiting for a turn is not part of the call's timeout: every call ahead is bounded by it.
         let turn = match binding {
             Some(b) => format!("{host} {}", b.x5t_s256()),
             None => host.clone(),
         };
         let _turn = self.calls.admit(&turn).await;
+        drop(turn);
+        // Made only once admitted, and boxed: 1,000 eager routes start 1,000 acquisitions that
+        // wait here for a turn, and each waiting future held the exchange's state (~600 bytes)
+        // and a copy of its request while it waited (the start-up peak, benches/README.md).
+        Box::pin(self.exchange(request, binding, host)).await
+    }
+
+    /// The admitted call: the request sent and its whole answer read under the request timeout.
+    async fn exchange(
+        &self,
+        request: &CredentialRequest,
+        binding: Option<&BindingCert>,
+        host: String,
+    ) -> Result<Exchange, TransportError> {
+        let pin = request.server_sha1();
+        let (request, _id) = request.duplicate().into_parts();
+        let request: Request<Full<Bytes>> = request.map(Full::new);
         let timeout = self.settings.request_timeout;
         let exchange = async {
             let response = match request.uri().scheme_str() {
                 Some("https") => {
-                    let client = match pin.as_deref() {
+                    let client = match pin {
                         Some(thumbprint) if binding.is_none() => {
                             self.pinned_client(thumbprint, &host)?
                         }
