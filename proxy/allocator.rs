@@ -13,11 +13,13 @@
 //! each eager route's first request and answer), and at the configured decay those pages stay
 //! resident for a second or more on top of what start-up still holds; its background thread is
 //! woken early only when an arena gains more than 1,024 dirty pages (4 MiB). So `popgate run`
-//! starts with the decay at 0 (a freed page goes back at once; start-up does not run the request
-//! path, so the extra system calls cost nothing that matters: 1,000 eager routes were serving in
-//! 1.43-1.53 s against 1.37-1.61 s before) and sets the configured decay again once the first
-//! acquisitions have settled, handing back at that moment whatever is still held; a reload ends
-//! the same way. 1,000 eager routes' start-up peak: 27.4 MiB against 28.4 (benches/README.md).
+//! starts with the decay at 0 (a freed page goes back at once) and sets the configured decay
+//! again once the first acquisitions have settled, handing back at that moment whatever is still
+//! held; a reload ends the same way. 1,000 eager routes' start-up peak: 27.4 MiB against 28.4
+//! (benches/README.md), and they were serving in 1.43-1.53 s against 1.37-1.61 s before. The
+//! cost is system calls while the decay is 0: a full closed loop at that decay made ~2,500
+//! `madvise` calls a second (5% more system calls); start-up ends it within `INITIAL_ROUND_WAIT`
+//! (30 s) even when a token endpoint does not answer, so only requests served that early pay it.
 
 use tikv_jemalloc_ctl::{Access as _, AsName as _};
 
