@@ -42,7 +42,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", action="append", required=True, metavar="NAME=PATH",
                         help="a popgate binary to measure (repeat for each build)")
-    parser.add_argument("--peers", default="nginx,haproxy", help="peers measured each round")
+    parser.add_argument("--peers", default="nginx,haproxy",
+                        help="peers measured each round (also floor: the yardstick bench-floor)")
     parser.add_argument("--upstream-protocol", choices=["h2", "http1.1"], default="h2")
     parser.add_argument("--placement", choices=["pinned", "unpinned"], default="pinned")
     parser.add_argument("--rounds", type=int, default=5)
@@ -64,7 +65,8 @@ def main() -> int:
         parser.error("--intercept measures popgate builds alone, with GETs: give --peers '' and no --body-bytes")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    bins = {**popgate_binaries(ROOT), "upstream": TOOLS / "bench-upstream", "load": TOOLS / "bench-load"}
+    bins = {**popgate_binaries(ROOT), "upstream": TOOLS / "bench-upstream", "load": TOOLS / "bench-load",
+            "floor": TOOLS / "bench-floor"}
     if args.placement == "pinned":
         pl = Placement("pinned", "0", "1", 1)
     else:

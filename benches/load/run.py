@@ -37,6 +37,10 @@ from harness.procs import HarnessError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = ROOT / "benches" / "load"
 PROXIES = ["popgate", "envoy", "nginx", "haproxy", "pingora"]
+# Not a peer: `bench-floor` (tools/src/floor), the least an HTTP/1.1 proxy does per request with
+# popgate's parts, measured beside the proxies when asked for (`--proxies ...,floor`); it has no
+# targets and skips the idle callers (its fixed buffers are not a design anyone runs).
+YARDSTICKS = ["floor"]
 # 10k idle callers and their upstream side need far more descriptors than the default 1024.
 # Where the hard limit is lower (20 000 here) the soft limit is raised to it; HAProxy then caps
 # the idle scenario at 9 900 callers for every proxy (see peers.HAPROXY_MAXCONN).
@@ -149,7 +153,7 @@ def measure_placement(ctx: Ctx, pl: Placement, cfg: dict, proxies: list[str], bi
         out["closed"][name] = compare.closed(name, ctx, pl, up, gen, cfg["conns"], cfg["closed_s"],
                                              cfg["warmup_s"])
         print(f"    {out['closed'][name]['rps']:.0f} req/s, errors {out['closed'][name]['errors']}", flush=True)
-    slowest = min(out["closed"][n]["rps"] for n in proxies)
+    slowest = min(out["closed"][n]["rps"] for n in proxies if n not in YARDSTICKS)
     rate = max(int(slowest * 0.5) // 100 * 100, 100)
     out["rate_rps"] = rate
     rounds: dict[str, list[dict]] = {name: [] for name in ["direct", *proxies]}
@@ -157,7 +161,8 @@ def measure_placement(ctx: Ctx, pl: Placement, cfg: dict, proxies: list[str], bi
         for name in rounds:
             print(f"[{pl.name}] fixed rate {rate}/s, round {r + 1} of {cfg['rate_rounds']}: {name}", flush=True)
             # The idle callers once per proxy (the first round): their figure is memory, not a rate.
-            idle = cfg["idle_conns"] if pl.proxy_cpus and name != "direct" and r == 0 else 0
+            idle = (cfg["idle_conns"] if pl.proxy_cpus and name not in ("direct", *YARDSTICKS) and r == 0
+                    else 0)
             run = compare.at_rate(name, ctx, pl, up, gen, cfg["conns"], rate, cfg["rate_s"],
                                   cfg["warmup_s"], idle, cfg["idle_hold_s"])
             rounds[name].append(run)
@@ -177,7 +182,9 @@ def main() -> int:
     ap.add_argument("--popgate", type=Path,
                     help="the popgate binary to measure (default: the `dist` build, target/dist/popgate); "
                          "e.g. target/pgo/dist/popgate, the profile-guided build of pgo.py")
-    ap.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated subset of " + ",".join(PROXIES))
+    ap.add_argument("--proxies", default=",".join(PROXIES),
+                    help="comma-separated subset of " + ",".join(PROXIES + YARDSTICKS)
+                    + " (floor: the yardstick bench-floor, not in the default)")
     ap.add_argument("--skip-token-path", action="store_true")
     ap.add_argument("--skip-intercept", action="store_true",
                     help="skip popgate through CONNECT interception beside its plain path")
@@ -196,9 +203,9 @@ def main() -> int:
             return 2
         cfg["rate_rounds"] = args.rate_rounds
     proxies = [p for p in args.proxies.split(",") if p]
-    unknown = set(proxies) - set(PROXIES)
+    unknown = set(proxies) - set(PROXIES + YARDSTICKS)
     if unknown or "popgate" not in proxies:
-        print(f"error: --proxies must include popgate and name only {PROXIES}", file=sys.stderr)
+        print(f"error: --proxies must include popgate and name only {PROXIES + YARDSTICKS}", file=sys.stderr)
         return 2
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every child is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -216,7 +223,7 @@ def main() -> int:
     bins = {**popgate_binaries(ROOT), "envoy": envoy_binary(),
             **({"popgate": args.popgate.resolve()} if args.popgate else {}),
             "pingora": LOAD / "pingora-proxy" / "target" / "release" / "pingora-bench-proxy",
-            "upstream": tools / "bench-upstream", "load": tools / "bench-load"}
+            "upstream": tools / "bench-upstream", "load": tools / "bench-load", "floor": tools / "bench-floor"}
     needed = {"popgate", "authority", "upstream", "load", *proxies}
     for name, path in bins.items():
         if name in needed and not Path(path).exists():

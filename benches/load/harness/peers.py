@@ -258,11 +258,23 @@ def start_pingora(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
     return Child("pingora", taskset(pl.proxy_cpus, argv), ctx.work), port
 
 
+def start_floor(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
+    """The yardstick (tools/src/floor): the least an HTTP/1.1 proxy does per request, not a peer."""
+    port = free_port()
+    auth = ctx.work / "authorization.txt"
+    auth.write_text(authorization(ctx) + "\n")
+    argv = [str(ctx.bin["floor"]), "--listen", f"127.0.0.1:{port}", "--upstream", ctx.upstream_addr,
+            "--sni", UPSTREAM_HOST, "--ca", str(ctx.bench_ca), "--cert", str(ctx.client_cert),
+            "--key", str(ctx.client_key), "--authorization-file", str(auth), "--threads", str(pl.workers)]
+    return Child("floor", taskset(pl.proxy_cpus, argv), ctx.work), port
+
+
 PEERS = {
     "envoy": start_envoy,
     "nginx": start_nginx,
     "haproxy": start_haproxy,
     "pingora": start_pingora,
+    "floor": start_floor,
 }
 
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod floor;
 pub mod load;
 pub mod tls;
 pub mod token;
