@@ -248,25 +248,24 @@ backend upstream
     return Child("haproxy", taskset(pl.proxy_cpus, argv), ctx.work), port
 
 
-def start_pingora(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
+def _start_relay(name: str, ctx: Ctx, pl: Placement) -> tuple[Child, int]:
+    """The pingora proxy and bench-floor take the same flags: listen, upstream, TLS files, token."""
     port = free_port()
     auth = ctx.work / "authorization.txt"
     auth.write_text(authorization(ctx) + "\n")
-    argv = [str(ctx.bin["pingora"]), "--listen", f"127.0.0.1:{port}", "--upstream", ctx.upstream_addr,
+    argv = [str(ctx.bin[name]), "--listen", f"127.0.0.1:{port}", "--upstream", ctx.upstream_addr,
             "--sni", UPSTREAM_HOST, "--ca", str(ctx.bench_ca), "--cert", str(ctx.client_cert),
             "--key", str(ctx.client_key), "--authorization-file", str(auth), "--threads", str(pl.workers)]
-    return Child("pingora", taskset(pl.proxy_cpus, argv), ctx.work), port
+    return Child(name, taskset(pl.proxy_cpus, argv), ctx.work), port
+
+
+def start_pingora(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
+    return _start_relay("pingora", ctx, pl)
 
 
 def start_floor(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
     """The yardstick (tools/src/floor): the least an HTTP/1.1 proxy does per request, not a peer."""
-    port = free_port()
-    auth = ctx.work / "authorization.txt"
-    auth.write_text(authorization(ctx) + "\n")
-    argv = [str(ctx.bin["floor"]), "--listen", f"127.0.0.1:{port}", "--upstream", ctx.upstream_addr,
-            "--sni", UPSTREAM_HOST, "--ca", str(ctx.bench_ca), "--cert", str(ctx.client_cert),
-            "--key", str(ctx.client_key), "--authorization-file", str(auth), "--threads", str(pl.workers)]
-    return Child("floor", taskset(pl.proxy_cpus, argv), ctx.work), port
+    return _start_relay("floor", ctx, pl)
 
 
 PEERS = {

@@ -12,6 +12,17 @@ pub fn fail(msg: impl Display) -> ! {
     std::process::exit(EXIT_USAGE)
 }
 
+/// Refuses (exit 2) any address that is not loopback: the harness only runs on loopback.
+pub fn require_loopback(addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        if !addr.ip().is_loopback() {
+            fail(format!(
+                "{addr} is not a loopback address: the harness only runs on loopback"
+            ));
+        }
+    }
+}
+
 /// Builds the tokio runtime: one worker means a current-thread runtime, so the tool runs on the
 /// main thread alone and costs the shared core nothing extra.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {

@@ -1,73 +1,26 @@
 //! End to end on loopback: gen-certs.sh's PKI, bench-upstream, and bench-load in direct mTLS
 //! mode. Bounded: each run is one second or a handful of requests. Needs `openssl` on PATH.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Running, http, pki};
 
 struct Upstream {
-    child: Child,
+    _child: Running,
     addr: String,
     stats: String,
 }
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pki() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bench-tools-test-{}", std::process::id()));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("gen-certs.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "gen-certs.sh failed");
-    dir
-}
-
 fn upstream(pki: &Path) -> Upstream {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench-upstream"))
-        .args(["--listen", "127.0.0.1:0", "--stats-listen", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(pki.join("server.pem"))
-        .arg("--key")
-        .arg(pki.join("server.key"))
-        .arg("--client-ca")
-        .arg(pki.join("ca.pem"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!((words[0], words[2]), ("listening", "stats"), "{line}");
+    let (child, addr, stats) = common::upstream(pki, &[]);
     Upstream {
-        addr: words[1].into(),
-        stats: words[3].into(),
-        child,
+        _child: child,
+        addr,
+        stats,
     }
-}
-
-fn http(addr: &str, method: &str, path: &str) -> serde_json::Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
 }
 
 fn load(args: &[&str], pki: &Path, up: &Upstream, token: &str) -> serde_json::Value {
@@ -86,12 +39,7 @@ fn load(args: &[&str], pki: &Path, up: &Upstream, token: &str) -> serde_json::Va
         .arg(pki.join(token))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::json_output(out)
 }
 
 /// A one-second closed loop on two connections (with `extra` arguments): every request answered
@@ -112,7 +60,7 @@ fn closed_on_two_connections(extra: &[&str], pki: &Path, up: &Upstream) {
 
 #[test]
 fn direct_mode_binding_and_stats() {
-    let pki = pki();
+    let pki = pki("bench-tools-test");
     let up = upstream(&pki);
 
     closed_on_two_connections(&[], &pki, &up);

@@ -75,13 +75,7 @@ pub(crate) struct Upstream {
 
 pub fn main() {
     let args = Args::parse();
-    for addr in [args.listen, args.upstream] {
-        if !addr.ip().is_loopback() {
-            fail(format!(
-                "{addr} is not a loopback address: the harness only runs on loopback"
-            ));
-        }
-    }
+    crate::cli::require_loopback(&[args.listen, args.upstream]);
     if args.threads == 0 || args.threads > 64 {
         fail("--threads must be 1..=64");
     }

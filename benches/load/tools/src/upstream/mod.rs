@@ -70,13 +70,7 @@ pub struct Args {
 /// Parses the command line, binds, prints `listening <addr> stats <addr>` and serves forever.
 pub fn main() {
     let args = Args::parse();
-    for addr in [args.listen, args.stats_listen] {
-        if !addr.ip().is_loopback() {
-            fail(format!(
-                "{addr} is not a loopback address: the harness only runs on loopback"
-            ));
-        }
-    }
+    crate::cli::require_loopback(&[args.listen, args.stats_listen]);
     if args.body_bytes > MAX_BODY_BYTES {
         fail(format!("--body-bytes is at most {MAX_BODY_BYTES}"));
     }
