@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::TlsConnector;
 
 /// The aws-lc-rs provider, passed explicitly so no process-wide default is needed.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -41,4 +42,25 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
             .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
     }
     Ok(roots)
+}
+
+/// An HTTP/1.1 mTLS client: trusts the CA file `ca`, presents `cert` and `key`, and names the
+/// server `sni`. The load generator's direct mode and `bench-floor` dial their upstream with it.
+pub fn mtls_client(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    sni: &str,
+) -> Result<(TlsConnector, ServerName<'static>), String> {
+    let roots = load_roots(ca)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| format!("client certificate/key: {e}"))?;
+    // One request in flight per connection: HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from(sni.to_owned()).map_err(|e| format!("--sni {sni:?}: {e}"))?;
+    Ok((TlsConnector::from(Arc::new(config)), name))
 }

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
@@ -129,15 +128,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 fn upstream(args: &Args) -> Result<Upstream, String> {
-    let mut config = ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_root_certificates(tls::load_roots(&args.ca)?)
-        .with_client_auth_cert(tls::load_certs(&args.cert)?, tls::load_key(&args.key)?)
-        .map_err(|e| format!("client certificate/key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name =
-        ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {:?}: {e}", args.sni))?;
+    let (connector, name) = tls::mtls_client(&args.ca, &args.cert, &args.key, &args.sni)?;
     let token = std::fs::read_to_string(&args.authorization_file)
         .map_err(|e| format!("cannot read {}: {e}", args.authorization_file.display()))?;
     let token = token.lines().next().unwrap_or("").trim();
@@ -150,7 +141,7 @@ fn upstream(args: &Args) -> Result<Upstream, String> {
     let fixed_headers = format!("host: {}\r\nauthorization: {token}\r\n", args.sni).into_bytes();
     Ok(Upstream {
         addr: args.upstream,
-        connector: TlsConnector::from(Arc::new(config)),
+        connector,
         name,
         fixed_headers,
     })

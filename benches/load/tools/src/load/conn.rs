@@ -85,23 +85,12 @@ impl Connector {
         let tls = match (&plan.target.tls, &plan.target.tunnel) {
             (None, None) => None,
             (_, Some(tunnel)) => Some(Self::tunnel_tls(tunnel)?),
-            (Some(files), None) => {
-                let roots = tls::load_roots(&files.ca)?;
-                let mut config = ClientConfig::builder_with_provider(tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("TLS versions: {e}"))?
-                    .with_root_certificates(roots)
-                    .with_client_auth_cert(
-                        tls::load_certs(&files.cert)?,
-                        tls::load_key(&files.key)?,
-                    )
-                    .map_err(|e| format!("client certificate/key: {e}"))?;
-                // The generator speaks HTTP/1.1 (one request in flight per connection).
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let name = ServerName::try_from(files.sni.clone())
-                    .map_err(|e| format!("--sni {:?}: {e}", files.sni))?;
-                Some((TlsConnector::from(Arc::new(config)), name))
-            }
+            (Some(files), None) => Some(tls::mtls_client(
+                &files.ca,
+                &files.cert,
+                &files.key,
+                &files.sni,
+            )?),
         };
         // An empty `Full` is at its end before the first poll: hyper sends a GET without a body
         // (no `content-length`), byte for byte what an `Empty` body sent.
