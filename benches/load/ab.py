@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import compare, intercept, procs  # noqa: E402
 from harness.context import bench_context, popgate_binaries  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
-from harness.peers import Placement  # noqa: E402
-from harness.report import NOT_PEERS  # noqa: E402
+from harness.peers import YARDSTICKS, Placement  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "benches" / "load" / "tools" / "target" / "release"
@@ -117,7 +116,7 @@ def main() -> int:
             child.stop()
     # Only the rounds where every request was answered 2xx count (above); a peer without one is
     # no yardstick. The floor is measured beside the peers, never one of them.
-    best_peer = max((statistics.median(per_cpu[p]) for p in peers if p in per_cpu and p not in NOT_PEERS),
+    best_peer = max((statistics.median(per_cpu[p]) for p in peers if p in per_cpu and p not in YARDSTICKS),
                     default=None)
     print(f"\n{args.placement}, {args.upstream_protocol} upstream: median req/s per CPU-s over {args.rounds} rounds")
     for name, values in per_cpu.items():

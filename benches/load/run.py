@@ -30,17 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import compare, intercept, procs, report, token_path  # noqa: E402
 from harness.load import Generator, Upstream  # noqa: E402
-from harness.peers import Ctx, Placement  # noqa: E402
+from harness.peers import YARDSTICKS, Ctx, Placement  # noqa: E402
 from harness.context import POPGATE_BUILDS, TOOLS_BUILD, bench_context, popgate_binaries  # noqa: E402
 from harness.procs import HarnessError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = ROOT / "benches" / "load"
 PROXIES = ["popgate", "envoy", "nginx", "haproxy", "pingora"]
-# Not a peer: `bench-floor` (tools/src/floor), the least an HTTP/1.1 proxy does per request with
-# popgate's parts, measured beside the proxies when asked for (`--proxies ...,floor`); it has no
-# targets and skips the idle callers (its fixed buffers are not a design anyone runs).
-YARDSTICKS = ["floor"]
 # 10k idle callers and their upstream side need far more descriptors than the default 1024.
 # Where the hard limit is lower (20 000 here) the soft limit is raised to it; HAProxy then caps
 # the idle scenario at 9 900 callers for every proxy (see peers.HAPROXY_MAXCONN).

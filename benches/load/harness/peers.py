@@ -268,6 +268,11 @@ def start_floor(ctx: Ctx, pl: Placement) -> tuple[Child, int]:
     return _start_relay("floor", ctx, pl)
 
 
+# Not peers: measured beside the proxies when asked for (`--proxies ...,floor`), never a target's
+# peer nor the best peer a build is compared with, and without the idle callers (the floor's
+# fixed buffers are not a design anyone runs).
+YARDSTICKS = ["floor"]
+
 PEERS = {
     "envoy": start_envoy,
     "nginx": start_nginx,

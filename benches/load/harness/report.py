@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["direct", "popgate", "envoy", "nginx", "haproxy", "pingora", "floor"]
-# Measured beside the proxies, never a target's peer (run.py's YARDSTICKS).
-NOT_PEERS = {"floor"}
+from .peers import YARDSTICKS
+
+ORDER = ["direct", "popgate", "envoy", "nginx", "haproxy", "pingora", *YARDSTICKS]
 MIB = 1024.0
 
 
@@ -51,7 +51,7 @@ def targets(res: dict) -> list[tuple[str, str, bool]]:
                         f"{pg_add:.0f} µs vs {env_add:.0f} µs = {ratio:.2f}×", ratio <= 0.5))
         pg_cpu = r["popgate"]["cpu_s_per_10k"]
         for peer in ORDER[2:]:
-            if peer in r and peer not in NOT_PEERS and r[peer]["cpu_s_per_10k"]:
+            if peer in r and peer not in YARDSTICKS and r[peer]["cpu_s_per_10k"]:
                 ratio = pg_cpu / r[peer]["cpu_s_per_10k"]
                 out.append((f"CPU per request ≤ {peer}'s", f"{ratio:.2f}×", ratio <= 1.0))
     for name, p in res["placements"].items():
